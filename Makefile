@@ -1,0 +1,50 @@
+# One entry point for building, running and testing CBR. Everything lands in .venv/, gen/ and .run/.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PROTOS := $(shell find protos -name '*.proto')
+SERVICE_DIRS := services/common services/vault services/backup services/policy services/replication services/cli services/devstack
+
+.PHONY: all venv protos up down status test test-unit test-integration demo clean
+
+all: venv protos
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
+	# The services are plain source folders; a .pth file puts them and the generated code on the path.
+	@purelib=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	  : > $$purelib/cbr.pth; \
+	  for d in $(SERVICE_DIRS) gen; do echo "$(CURDIR)/$$d" >> $$purelib/cbr.pth; done
+	touch $@
+
+# Generated protobuf and gRPC modules go to gen/ (ignored); they are never committed.
+protos: gen/.generated
+
+gen/.generated: $(PROTOS) $(VENV)/.installed
+	rm -rf gen && mkdir -p gen
+	$(PY) -m grpc_tools.protoc -I protos --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
+	touch $@
+
+up: all
+	$(PY) -m cbr_devstack up
+
+down:
+	$(PY) -m cbr_devstack down
+
+status:
+	$(PY) -m cbr_devstack status
+
+test: all
+	$(PY) -m pytest -q tests
+
+test-unit: all
+	$(PY) -m pytest -q tests/unit
+
+test-integration: all
+	$(PY) -m pytest -q tests/integration tests/e2e
+
+clean:
+	rm -rf gen .pytest_cache

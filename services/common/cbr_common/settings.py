@@ -1,0 +1,78 @@
+"""Frozen settings, read once from the environment at start-up."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+class SettingsError(ValueError):
+    """A required setting is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: str                       # vault | backup | policy | replication
+    database_url: str                  # CBR_DATABASE_URL, e.g. postgresql+psycopg://cbr@127.0.0.1:5432/cbr
+    nats_url: str                      # CBR_NATS_URL, e.g. nats://127.0.0.1:4222
+    jwt_secret: str                    # CBR_JWT_SECRET, HS256 key shared by issuers and services
+    listen_addr: str = "127.0.0.1:0"   # CBR_LISTEN_ADDR host:port (port 0 picks a free one)
+    peers: Mapping[str, str] = field(default_factory=dict)  # CBR_<SERVICE>_ADDR of the other services
+    region: str = "local"              # CBR_REGION
+    pool_dir: str = ""                 # CBR_POOL_DIR: local provider's disk pool (backup service)
+    fs_root: str = ""                  # CBR_FS_ROOT: local provider's file-system root (backup service)
+    tls_cert: str = ""                 # CBR_TLS_CERT / CBR_TLS_KEY: serve TLS when both are set
+    tls_key: str = ""
+    tls_client_ca: str = ""            # CBR_TLS_CLIENT_CA: require client certificates signed by it (mTLS)
+    tls_ca: str = ""                   # CBR_TLS_CA: trust anchor for calls to peers
+    log_level: str = "INFO"            # CBR_LOG_LEVEL
+    max_message_bytes: int = 16 * 1024 * 1024
+    outbox_poll_seconds: float = 0.5   # CBR_OUTBOX_POLL_SECONDS
+    peer_timeout_seconds: float = 5.0  # CBR_PEER_TIMEOUT_SECONDS: deadline of service-to-service calls
+
+    @classmethod
+    def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+
+        def required(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value:
+                raise SettingsError(f"missing required setting {name}")
+            return value
+
+        def number(name: str, default: float) -> float:
+            raw = env.get(name, "").strip()
+            try:
+                return float(raw) if raw else default
+            except ValueError:
+                raise SettingsError(f"setting {name} must be a number, got {raw!r}") from None
+
+        peers = {
+            name: env[f"CBR_{name.upper()}_ADDR"]
+            for name in ("vault", "backup", "policy", "replication")
+            if env.get(f"CBR_{name.upper()}_ADDR")
+        }
+        return cls(
+            service=service,
+            database_url=required("CBR_DATABASE_URL"),
+            nats_url=required("CBR_NATS_URL"),
+            jwt_secret=required("CBR_JWT_SECRET"),
+            listen_addr=env.get("CBR_LISTEN_ADDR", "127.0.0.1:0"),
+            peers=peers,
+            region=env.get("CBR_REGION", "local"),
+            pool_dir=env.get("CBR_POOL_DIR", ""),
+            fs_root=env.get("CBR_FS_ROOT", ""),
+            tls_cert=env.get("CBR_TLS_CERT", ""),
+            tls_key=env.get("CBR_TLS_KEY", ""),
+            tls_client_ca=env.get("CBR_TLS_CLIENT_CA", ""),
+            tls_ca=env.get("CBR_TLS_CA", ""),
+            log_level=env.get("CBR_LOG_LEVEL", "INFO"),
+            outbox_poll_seconds=number("CBR_OUTBOX_POLL_SECONDS", 0.5),
+            peer_timeout_seconds=number("CBR_PEER_TIMEOUT_SECONDS", 5.0),
+        )
+
+    def peer(self, name: str) -> str:
+        try:
+            return self.peers[name]
+        except KeyError:
+            raise SettingsError(f"missing required setting CBR_{name.upper()}_ADDR") from None
