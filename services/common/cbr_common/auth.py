@@ -1,0 +1,132 @@
+"""Bearer tokens (JWT, HS256), roles, and which role may call which method."""
+from __future__ import annotations
+
+import contextvars
+import enum
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from cbr_common.errors import PermissionDeniedError, UnauthenticatedError
+
+ALGORITHM = "HS256"
+ISSUER = "cbr"
+
+ROLE_FULL_ACCESS = "cbr_full_access"
+ROLE_BACKUPS_VAULTS_FULL_ACCESS = "cbr_backups_vaults_full_access"
+ROLE_READONLY = "cbr_readonly"
+ROLE_SERVICE = "service"
+
+
+class Access(enum.Enum):
+    READ = "read"
+    WRITE = "write"                # vaults, backups, resources, tasks
+    POLICY_WRITE = "policy_write"  # create, change or delete policies
+    SERVICE = "service"            # service-to-service only (e.g. the region transfer API)
+
+
+# Mirrors CBR's system policies: FullAccess, BackupsAndVaultsFullAccess (no policy changes), ReadOnlyAccess.
+GRANTS: dict[str, frozenset[Access]] = {
+    ROLE_FULL_ACCESS: frozenset({Access.READ, Access.WRITE, Access.POLICY_WRITE}),
+    ROLE_BACKUPS_VAULTS_FULL_ACCESS: frozenset({Access.READ, Access.WRITE}),
+    ROLE_READONLY: frozenset({Access.READ}),
+    ROLE_SERVICE: frozenset(Access),
+}
+
+READ_PREFIXES = ("Get", "List", "Watch", "Preview", "Find")
+PUBLIC_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+                   "grpc.reflection.v1.ServerReflection")
+SERVICE_ONLY_SERVICES = ("cbr.replication.v1.RegionTransferService",)
+POLICY_SERVICES = ("cbr.policy.v1.PolicyService",)
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    project_id: str
+    roles: frozenset[str]
+
+
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("cbr_principal", default=None)
+
+
+def current_principal() -> Principal:
+    principal = _principal.get()
+    if principal is None:
+        raise UnauthenticatedError("no authenticated caller")
+    return principal
+
+
+def set_principal(principal: Principal) -> contextvars.Token:
+    return _principal.set(principal)
+
+
+def split_method(full_method: str) -> tuple[str, str]:
+    """'/cbr.vault.v1.VaultService/CreateVault' -> ('cbr.vault.v1.VaultService', 'CreateVault')."""
+    service, _, method = full_method.lstrip("/").partition("/")
+    return service, method
+
+
+def is_public(full_method: str) -> bool:
+    return split_method(full_method)[0] in PUBLIC_SERVICES
+
+
+def required_access(full_method: str) -> Access:
+    service, method = split_method(full_method)
+    if service in SERVICE_ONLY_SERVICES:
+        return Access.SERVICE
+    if method.startswith(READ_PREFIXES):
+        return Access.READ
+    if service in POLICY_SERVICES:
+        return Access.POLICY_WRITE
+    return Access.WRITE
+
+
+def issue_token(secret: str, project_id: str, subject: str, roles: list[str] | tuple[str, ...],
+                ttl_seconds: int = 3600, now: float | None = None) -> str:
+    issued = int(time.time() if now is None else now)
+    claims = {"iss": ISSUER, "sub": subject, "project_id": project_id, "roles": list(roles),
+              "iat": issued, "exp": issued + int(ttl_seconds)}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+class Authenticator:
+    """Turns `authorization: Bearer <jwt>` metadata into a Principal allowed to make the call."""
+
+    def __init__(self, secret: str):
+        self._secret = secret
+
+    def principal_from_metadata(self, metadata) -> Principal:
+        header = ""
+        for key, value in metadata or ():
+            if key.lower() == "authorization":
+                header = value if isinstance(value, str) else value.decode()
+                break
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise UnauthenticatedError("missing bearer token in 'authorization' metadata")
+        return self.verify(token.strip())
+
+    def verify(self, token: str) -> Principal:
+        try:
+            # Only HS256 is accepted: 'none' and any other algorithm are rejected by the allow-list.
+            claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM], issuer=ISSUER,
+                                options={"require": ["exp", "iat", "sub", "iss"]})
+        except jwt.ExpiredSignatureError:
+            raise UnauthenticatedError("token expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise UnauthenticatedError(f"invalid token: {exc}") from None
+        project_id, roles = claims.get("project_id"), claims.get("roles")
+        if not isinstance(project_id, str) or not project_id:
+            raise UnauthenticatedError("invalid token: no project_id claim")
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise UnauthenticatedError("invalid token: roles claim must be a list of strings")
+        return Principal(subject=str(claims["sub"]), project_id=project_id, roles=frozenset(roles))
+
+    @staticmethod
+    def authorize(principal: Principal, full_method: str) -> None:
+        needed = required_access(full_method)
+        if not any(needed in GRANTS.get(role, ()) for role in principal.roles):
+            raise PermissionDeniedError(
+                f"role(s) {sorted(principal.roles) or '[]'} may not call {split_method(full_method)[1]}")

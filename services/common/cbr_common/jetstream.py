@@ -1,0 +1,125 @@
+"""NATS JetStream: connection, the streams CBR uses, and durable pull consumers that dedup through an inbox."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import nats
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
+from nats.js.errors import BadRequestError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from cbr_common.db import utcnow
+from cbr_common.outbox import MSG_ID_HEADER, inbox_table_of
+
+log = logging.getLogger("cbr.jetstream")
+
+EVENTS_STREAM = StreamConfig(
+    name="CBR_EVENTS", subjects=["cbr.>"], retention=RetentionPolicy.LIMITS,
+    max_age=7 * 24 * 3600.0, duplicate_window=15 * 60.0)
+
+
+async def connect(url: str):
+    """Connects with endless reconnects, so a NATS restart is survived, and makes sure the streams exist."""
+    nc = await nats.connect(url, name="cbr", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                            connect_timeout=5)
+    js = nc.jetstream(timeout=5)
+    await ensure_stream(js, EVENTS_STREAM)
+    return nc, js
+
+
+async def ensure_stream(js, config: StreamConfig) -> None:
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        await js.update_stream(config)  # exists with other settings: bring it to ours
+
+
+Handler = Callable[[object, object], Awaitable[None]]  # (event message, unit of work) -> None
+
+
+@dataclass(frozen=True)
+class Subscription:
+    subject: str
+    message_type: type
+    handler: Handler
+
+
+class EventConsumer:
+    """A durable pull consumer per subject. Each event runs its handler inside a unit of work that first
+    records the event id in the inbox; a duplicate finds its id there and is only acked. The ack comes
+    after the commit, so a crash in between redelivers and the inbox drops it."""
+
+    def __init__(self, js, name: str, subscriptions: list[Subscription], make_uow: Callable[[], object],
+                 metadata, ack_wait: float = 30.0, max_deliver: int = 20):
+        self._js = js
+        self._name = name
+        self._subs = subscriptions
+        self._make_uow = make_uow
+        self._inbox = inbox_table_of(metadata)
+        self._ack_wait = ack_wait
+        self._max_deliver = max_deliver
+
+    def durable_for(self, subject: str) -> str:
+        return f"{self._name}-{subject.replace('.', '_').replace('>', 'all').replace('*', 'any')}"
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._run_one(sub) for sub in self._subs))
+
+    async def _run_one(self, sub: Subscription) -> None:
+        config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+                                ack_wait=self._ack_wait, max_deliver=self._max_deliver)
+        psub = None
+        while psub is None:
+            try:
+                psub = await self._js.pull_subscribe(sub.subject, durable=self.durable_for(sub.subject),
+                                                     stream=EVENTS_STREAM.name, config=config)
+            except Exception as exc:  # noqa: BLE001 - NATS may be restarting; keep trying
+                log.warning("subscribe failed", extra={"fields": {"subject": sub.subject, "error": repr(exc)}})
+                await asyncio.sleep(1.0)
+        while True:
+            try:
+                messages = await psub.fetch(batch=20, timeout=1.0)
+            except NatsTimeoutError:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                log.warning("fetch failed", extra={"fields": {"subject": sub.subject, "error": repr(exc)}})
+                await asyncio.sleep(1.0)
+                continue
+            for msg in messages:
+                await self._handle(sub, msg)
+
+    async def _handle(self, sub: Subscription, msg) -> None:
+        try:
+            event = sub.message_type.FromString(msg.data)
+            event_id = (msg.headers or {}).get(MSG_ID_HEADER) or getattr(event, "event_id", "")
+            if not event_id:
+                raise ValueError("event without id")
+        except Exception as exc:  # noqa: BLE001 - a message that cannot be read never will be
+            log.error("dropping unreadable event", extra={"fields": {"subject": msg.subject, "error": repr(exc)}})
+            await msg.term()
+            return
+        try:
+            async with self._make_uow() as uow:
+                fresh = (await uow.session.execute(
+                    pg_insert(self._inbox).values(consumer=self._name, event_id=event_id,
+                                                  received_time=utcnow())
+                    .on_conflict_do_nothing().returning(self._inbox.c.event_id))).first()
+                if fresh is not None:
+                    await sub.handler(event, uow)
+                await uow.commit()
+            await msg.ack()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - redeliver later; the inbox keeps it exactly-once
+            log.warning("event handler failed", extra={"fields": {"subject": msg.subject, "event_id": event_id,
+                                                                  "error": repr(exc)}})
+            try:
+                await msg.nak(delay=1.0)
+            except Exception:  # noqa: BLE001
+                pass

@@ -1,0 +1,1 @@
+"""cbr_devstack: the embedded development stack (private Postgres, NATS and the four services under .run/)."""

@@ -1,0 +1,37 @@
+"""How the four CBR services are started: their modules, environment and log files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from cbr_devstack.processes import start_detached
+
+SERVICES = ("vault", "backup", "policy", "replication")
+
+
+def service_env(*, database_url: str, nats_url: str, jwt_secret: str, addresses: Mapping[str, str],
+                pool_dir: Path, fs_root: Path, region: str = "local",
+                base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment every service shares; start_service adds each one's CBR_LISTEN_ADDR."""
+    env = dict(os.environ if base is None else base)
+    env.update({
+        "CBR_DATABASE_URL": database_url,
+        "CBR_NATS_URL": nats_url,
+        "CBR_JWT_SECRET": jwt_secret,
+        "CBR_POOL_DIR": str(Path(pool_dir).absolute()),
+        "CBR_FS_ROOT": str(Path(fs_root).absolute()),
+        "CBR_REGION": region,
+        "PYTHONUNBUFFERED": "1",  # so the log files show a crash's last lines
+    })
+    env.update({f"CBR_{name.upper()}_ADDR": address for name, address in addresses.items()})
+    return env
+
+
+def start_service(name: str, env: Mapping[str, str], listen_addr: str, log_dir: Path) -> subprocess.Popen:
+    """Runs `python -m cbr_<name>` detached, its output appended to <log_dir>/<name>.log."""
+    return start_detached([sys.executable, "-m", f"cbr_{name}"], {**env, "CBR_LISTEN_ADDR": listen_addr},
+                          Path(log_dir) / f"{name}.log")

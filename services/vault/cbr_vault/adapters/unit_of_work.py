@@ -1,0 +1,18 @@
+"""The vault service's unit of work: one transaction, its repository, and its outbox."""
+from __future__ import annotations
+
+from cbr_common.db import Database, UnitOfWork
+from cbr_vault.adapters.repository import VaultRepository
+from cbr_vault.adapters.tables import metadata
+
+
+class VaultUnitOfWork(UnitOfWork):
+    vaults: VaultRepository
+
+    def __init__(self, db: Database):
+        super().__init__(db, metadata)
+
+    async def __aenter__(self) -> "VaultUnitOfWork":
+        await super().__aenter__()
+        self.vaults = VaultRepository(self.session)
+        return self

@@ -1,0 +1,201 @@
+"""Static checks of deploy/docker-compose.yml and deploy/Dockerfile (no Docker engine needed)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
+SERVICES = ("vault", "backup", "policy", "replication")
+MODULES = [f"cbr_{name}" for name in SERVICES]
+PYTHONPATH_DIRS = [f"/app/services/{d}" for d in ("common", *SERVICES, "cli")] + ["/app/gen"]
+
+_VAR = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> dict:
+    """The Dockerfile's instructions, continuation lines joined, plus the final stage's ARG/ENV/CMD."""
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    instructions = [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1].strip()) for ln in lines]
+    last_from = max(i for i, (op, _) in enumerate(instructions) if op == "FROM")
+    final = instructions[last_from:]
+    env: dict[str, str] = {}
+    for op, rest in final:
+        if op == "ENV":
+            env.update(pair.split("=", 1) for pair in shlex.split(rest))
+    cmds = [rest for op, rest in final if op == "CMD"]
+    return {
+        "text": text,
+        "instructions": instructions,
+        "final_args": [rest.split("=")[0] for op, rest in final if op == "ARG"],
+        "env": env,
+        "cmd": json.loads(cmds[-1]) if cmds else None,
+    }
+
+
+def interpolate(value: str) -> str:
+    """Compose-style ${VAR:-default} substitution with an empty environment."""
+    return _VAR.sub(lambda m: m.group(3) if m.group(2) == "-" else "", value)
+
+
+def environment(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def as_argv(command) -> list[str]:
+    return shlex.split(command) if isinstance(command, str) else list(command)
+
+
+def port_of(addr: str) -> str:
+    return addr.rsplit(":", 1)[1]
+
+
+def effective_argv(service: dict, dockerfile: dict, tmp_path: Path) -> list[str]:
+    """What the container runs: the compose command, else the Dockerfile CMD run by a real sh
+    with the image's ENV (ARG SERVICE substituted) and a stub `python` that prints its argv."""
+    if "command" in service:
+        return as_argv(service["command"])
+    cmd = dockerfile["cmd"]
+    assert cmd, "no command in compose and no CMD in the Dockerfile"
+    if shutil.which("sh") is None:
+        pytest.skip("no sh to evaluate the Dockerfile CMD")
+    stub = tmp_path / "python"
+    stub.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
+    stub.chmod(0o755)
+    build_arg = service["build"]["args"]["SERVICE"]
+    env = {k: v.replace("${SERVICE}", build_arg).replace("$SERVICE", build_arg)
+           for k, v in dockerfile["env"].items()}
+    env["PATH"] = f"{tmp_path}:{os.environ['PATH']}"
+    argv = cmd if cmd[0] != "python" else [str(stub), *cmd[1:]]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+    return ["python", *out.splitlines()]
+
+
+def test_dockerfile_selects_service_by_build_arg(dockerfile):
+    assert "SERVICE" in dockerfile["final_args"]
+    assert any("${SERVICE}" in v or "$SERVICE" in v for v in dockerfile["env"].values()), \
+        "the SERVICE build arg must reach the runtime environment through ENV"
+    assert dockerfile["env"]["PYTHONPATH"].split(":") == PYTHONPATH_DIRS
+
+
+def test_dockerfile_installs_pinned_and_generates_stubs(dockerfile):
+    runs = [rest for op, rest in dockerfile["instructions"] if op == "RUN"]
+    assert any(re.search(r"pip install .*-r requirements\.txt.*-c constraints\.txt", r) for r in runs)
+    protoc = [r for r in runs if "grpc_tools.protoc" in r]
+    assert protoc and all(flag in protoc[0] for flag in ("-I protos", "--python_out=gen",
+                                                         "--pyi_out=gen", "--grpc_python_out=gen"))
+
+
+def test_dockerfile_never_copies_gen_or_whole_context(dockerfile):
+    for op, rest in dockerfile["instructions"]:
+        if op in ("COPY", "ADD") and not rest.startswith("--from"):
+            sources = [s.rstrip("/") for s in shlex.split(rest)[:-1] if not s.startswith("--")]
+            assert "gen" not in sources and "." not in sources and "*" not in sources, rest
+
+
+def test_build_context_is_repo_root(compose):
+    for name in (*SERVICES, "migrate"):
+        build = compose["services"][name]["build"]
+        context = (DEPLOY / build["context"]).resolve()
+        assert (context / "constraints.txt").is_file() and (context / "protos").is_dir()
+        assert (context / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_definition(compose, dockerfile, tmp_path, name):
+    svc = compose["services"][name]
+    assert svc["build"]["args"]["SERVICE"] == name
+    assert effective_argv(svc, dockerfile, tmp_path) == ["python", "-m", f"cbr_{name}"]
+
+    env = environment(svc)
+    listen_port = port_of(env["CBR_LISTEN_ADDR"])
+    assert env["CBR_LISTEN_ADDR"] == f"0.0.0.0:{listen_port}"
+    assert re.fullmatch(r"postgresql\+psycopg://cbr:[^@]+@postgres:5432/cbr", interpolate(env["CBR_DATABASE_URL"]))
+    assert env["CBR_NATS_URL"] == "nats://nats:4222"
+    assert re.fullmatch(r"\$\{CBR_JWT_SECRET(:?[?-][^}]*)?\}", env["CBR_JWT_SECRET"]), "JWT secret must not be hard-coded"
+    for peer in SERVICES:
+        peer_port = port_of(environment(compose["services"][peer])["CBR_LISTEN_ADDR"])
+        assert env[f"CBR_{peer.upper()}_ADDR"] == f"{peer}:{peer_port}"
+
+    test = as_argv(svc["healthcheck"]["test"])
+    assert test[0] in ("CMD", "CMD-SHELL")
+    argv = test[1:] if test[0] == "CMD" else shlex.split(test[1])
+    i = argv.index("cbr_common.healthcheck")
+    assert argv[i - 1] == "-m" and argv[i + 1] in (f"127.0.0.1:{listen_port}", f"localhost:{listen_port}")
+
+    deps = svc["depends_on"]
+    assert deps["migrate"]["condition"] == "service_completed_successfully"
+    assert deps["nats"]["condition"] == "service_healthy"
+
+    published = [str(p).rsplit(":", 1) for p in svc.get("ports", [])]
+    assert published and all(container == listen_port for _, container in published)
+
+
+def test_published_ports_are_distinct(compose):
+    hosts = [str(p).rsplit(":", 1)[0] for n in SERVICES for p in compose["services"][n].get("ports", [])]
+    assert len(hosts) == len(set(hosts))
+
+
+def test_backup_data_dirs_are_on_named_volumes(compose):
+    svc = compose["services"]["backup"]
+    env = environment(svc)
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in svc["volumes"]}
+    for key in ("CBR_POOL_DIR", "CBR_FS_ROOT"):
+        assert env[key] in mounts and mounts[env[key]] in compose["volumes"], key
+
+
+def test_migrate_runs_once_after_postgres(compose, dockerfile, tmp_path):
+    svc = compose["services"]["migrate"]
+    assert svc["build"]["args"]["SERVICE"] == "migrate"
+    argv = effective_argv(svc, dockerfile, tmp_path)
+    assert argv[:3] == ["python", "-m", "cbr_common.migrate"] and sorted(argv[3:]) == sorted(MODULES)
+    assert svc["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert str(svc.get("restart", "no")) == "no"
+    assert "CBR_DATABASE_URL" in environment(svc)
+
+
+def test_infrastructure_healthchecks(compose):
+    pg = compose["services"]["postgres"]
+    assert pg["image"].startswith("postgres:16") and "pg_isready" in " ".join(as_argv(pg["healthcheck"]["test"]))
+
+    nats = compose["services"]["nats"]
+    cmd = as_argv(nats["command"])
+    assert "-js" in cmd and cmd[cmd.index("-sd") + 1] == "/data"
+    monitor = cmd[cmd.index("-m") + 1]
+    probe = " ".join(as_argv(nats["healthcheck"]["test"]))
+    assert re.search(rf"\b(wget|curl)\b.*:{monitor}/healthz", probe)
+    assert nats["image"].endswith("-alpine"), "the plain nats image is scratch-based: no wget/curl"
+    assert any(v.split(":")[1] == "/data" for v in nats["volumes"])
+
+
+def test_named_volumes_declared(compose):
+    declared = set(compose.get("volumes") or {})
+    for name, svc in compose["services"].items():
+        for vol in svc.get("volumes", []):
+            source = vol["source"] if isinstance(vol, dict) else vol.split(":")[0]
+            if not source.startswith((".", "/", "~")):
+                assert source in declared, f"{name} uses undeclared volume {source}"
+
+
+def test_env_example_covers_required_variables(compose):
+    required = set(re.findall(r"\$\{(\w+):?\?", (DEPLOY / "docker-compose.yml").read_text()))
+    example = dict(ln.split("=", 1) for ln in (DEPLOY / "cbr.env.example").read_text().splitlines()
+                   if ln.strip() and not ln.startswith("#"))
+    assert "CBR_JWT_SECRET" in required and required <= set(example)
