@@ -20,6 +20,7 @@ STATUS_BY_ERROR: dict[type[BaseException], grpc.StatusCode] = {
     errors.UnavailableError: grpc.StatusCode.UNAVAILABLE,
     errors.UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    NotImplementedError: grpc.StatusCode.UNIMPLEMENTED,  # what generated base servicers raise
 }
 
 ERROR_DOMAIN = "cbr"
@@ -36,7 +37,12 @@ def status_code_for(exc: BaseException) -> grpc.StatusCode:
 def status_for(exc: BaseException) -> grpc.Status:
     """A rich status: code, message, and an ErrorInfo detail whose `reason` is the CBR code."""
     code = status_code_for(exc)
-    message = exc.message if isinstance(exc, errors.CbrError) else INTERNAL_MESSAGE
+    if isinstance(exc, errors.CbrError):
+        message = exc.message
+    elif code == grpc.StatusCode.UNIMPLEMENTED:
+        message = "method not implemented yet"
+    else:
+        message = INTERNAL_MESSAGE
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
     cbr_code = getattr(exc, "cbr_code", None)
     if cbr_code:

@@ -1,6 +1,7 @@
 """One server interceptor for every call shape: authenticate, authorize, scope to the project, map errors."""
 from __future__ import annotations
 
+import inspect
 import logging
 
 import grpc
@@ -52,7 +53,8 @@ class CallGuard(grpc.aio.ServerInterceptor):
         async def guarded(request, context):
             try:
                 self._enter(context, method)
-                return await behavior(request, context)
+                result = behavior(request, context)
+                return await result if inspect.isawaitable(result) else result
             except Exception as exc:  # noqa: BLE001 - every error leaves through the one table
                 await _abort(context, exc, method)
         return guarded
@@ -61,8 +63,15 @@ class CallGuard(grpc.aio.ServerInterceptor):
         async def guarded(request, context):
             try:
                 self._enter(context, method)
-                async for item in behavior(request, context):
-                    yield item
+                result = behavior(request, context)
+                if hasattr(result, "__aiter__"):
+                    async for item in result:
+                        yield item
+                elif inspect.isawaitable(result):
+                    await result  # a handler that writes with context.write()
+                else:
+                    for item in result:
+                        yield item
             except Exception as exc:  # noqa: BLE001
                 await _abort(context, exc, method)
         return guarded
@@ -71,7 +80,7 @@ class CallGuard(grpc.aio.ServerInterceptor):
 async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
     if isinstance(exc, grpc.aio.AbortError):
         raise exc
-    if isinstance(exc, CbrError):
+    if isinstance(exc, (CbrError, NotImplementedError)):
         log.info("call refused", extra={"fields": {"method": method, "error": type(exc).__name__,
                                                    "cbr_code": exc.cbr_code, "detail": exc.message}})
     else:

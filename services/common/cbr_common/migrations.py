@@ -56,7 +56,7 @@ def create_outbox_tables(op, schema: str) -> None:
 def upgrade(database_url: str, service_module: str) -> None:
     """Brings `<service_module>`'s schema to head. The module names its schema in MIGRATION_SCHEMA."""
     module = importlib.import_module(service_module)
-    location = Path(module.__file__).parent / "migrations"
+    location = Path(next(iter(module.__path__))) / "migrations"
     config = Config()
     config.set_main_option("script_location", str(location))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))

@@ -1,0 +1,2 @@
+"""cbr_backup: the backup service (protectable inventory and its local provider, tasks; backups to come)."""
+MIGRATION_SCHEMA = "backup"

@@ -1,0 +1,96 @@
+"""The backup service's errors, each with its CBR code.
+
+Codes from the CBR v3 API where one fits (`BackupService.7003`: the disk's status forbids the operation);
+the 65xx codes are ours, for rules CBR checks without publishing a code:
+
+  6501 invalid name               6502 invalid disk size          6503 disk can only grow
+  6504 malformed id               6505 invalid paging             6506 object type missing or unknown
+  6507 unknown status filter      6508 invalid server disk list   6509 invalid time range
+  6510 unknown operation type     6511 project id unusable by the local provider
+  6521 disk not found             6522 server not found           6523 file system not found
+  6524 task not found             6540 task already final (cannot be cancelled)
+  6560 the disk pool's file system has no room for the disk
+"""
+from __future__ import annotations
+
+from cbr_common import errors
+
+
+class InvalidNameError(errors.InvalidArgumentError):
+    cbr_code = "BackupService.6501"
+
+
+class InvalidDiskSizeError(errors.InvalidArgumentError):
+    cbr_code = "BackupService.6502"
+
+
+class DiskShrinkError(errors.InvalidArgumentError):
+    """Disks only grow: shrinking would cut data off the end."""
+    cbr_code = "BackupService.6503"
+
+
+class InvalidIdError(errors.InvalidArgumentError):
+    cbr_code = "BackupService.6504"
+
+
+class InvalidPagingError(errors.InvalidArgumentError):
+    cbr_code = "BackupService.6505"
+
+
+class InvalidObjectTypeError(errors.InvalidArgumentError):
+    cbr_code = "BackupService.6506"
+
+
+class InvalidStatusError(errors.InvalidArgumentError):
+    cbr_code = "BackupService.6507"
+
+
+class InvalidServerDisksError(errors.InvalidArgumentError):
+    cbr_code = "BackupService.6508"
+
+
+class InvalidTimeRangeError(errors.InvalidArgumentError):
+    cbr_code = "BackupService.6509"
+
+
+class InvalidOperationTypeError(errors.InvalidArgumentError):
+    cbr_code = "BackupService.6510"
+
+
+class InvalidProjectError(errors.InvalidArgumentError):
+    """The caller's project id cannot name a folder of the local provider."""
+    cbr_code = "BackupService.6511"
+
+
+class ProtectableNotFoundError(errors.NotFoundError):
+    """Base of the three resource kinds; also what another project's ids answer."""
+
+
+class DiskNotFoundError(ProtectableNotFoundError):
+    cbr_code = "BackupService.6521"
+
+
+class ServerNotFoundError(ProtectableNotFoundError):
+    cbr_code = "BackupService.6522"
+
+
+class FileSystemNotFoundError(ProtectableNotFoundError):
+    cbr_code = "BackupService.6523"
+
+
+class TaskNotFoundError(errors.NotFoundError):
+    cbr_code = "BackupService.6524"
+
+
+class DiskStatusError(errors.FailedPreconditionError):
+    """The disk is attached to a server (or in error), which forbids deleting or attaching it."""
+    cbr_code = "BackupService.7003"
+
+
+class TaskNotCancellableError(errors.FailedPreconditionError):
+    cbr_code = "BackupService.6540"
+
+
+class PoolCapacityError(errors.ResourceExhaustedError):
+    """The local provider's file system refused the size (no space, quota, or past its largest file)."""
+    cbr_code = "BackupService.6560"

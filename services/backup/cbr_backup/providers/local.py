@@ -1,0 +1,207 @@
+"""The local provider: disks as sparse raw files in a pool folder, file systems as folders under a root.
+
+Layout: `<pool_dir>/<project_id>/<disk_id>.raw` and `<fs_root>/<project_id>/<fs_id>/`. Every path component
+comes from a checked UUID or a checked project id, never from a name a user typed. Blocking file calls run
+on a worker thread so the event loop keeps serving.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import shutil
+import stat
+from pathlib import Path
+
+from cbr_backup.domain import errors, rules
+from cbr_backup.providers.base import UnsafePathError
+
+DISK_SUFFIX = ".raw"
+MAX_WALK_ENTRIES = 100_000  # bound on the usage walk of one file system; past it the sum is a lower bound
+_CAPACITY_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class LocalProvider:
+    def __init__(self, pool_dir: str | os.PathLike, fs_root: str | os.PathLike,
+                 max_walk_entries: int = MAX_WALK_ENTRIES):
+        if not str(pool_dir) or not str(fs_root):
+            raise ValueError("the local provider needs a pool folder and a file-system root")
+        self.pool_dir = Path(pool_dir).absolute()
+        self.fs_root = Path(fs_root).absolute()
+        self._max_walk_entries = max_walk_entries
+
+    def prepare(self) -> None:
+        """Creates the pool folder and the file-system root if missing (at start-up)."""
+        for folder in (self.pool_dir, self.fs_root):
+            folder.mkdir(parents=True, exist_ok=True)
+            if not folder.is_dir():
+                raise UnsafePathError(f"{folder} is not a folder")
+
+    # Paths
+
+    def disk_path(self, project_id: str, disk_id: str) -> Path:
+        return self.pool_dir / rules.check_project_folder(project_id) / (rules.check_id(disk_id, "disk_id")
+                                                                         + DISK_SUFFIX)
+
+    def file_system_path(self, project_id: str, fs_id: str) -> Path:
+        return self.fs_root / rules.check_project_folder(project_id) / rules.check_id(fs_id, "file_system_id")
+
+    # Disks
+
+    async def create_disk(self, project_id: str, disk_id: str, size_bytes: int) -> str:
+        return await asyncio.to_thread(self._create_disk, project_id, disk_id, size_bytes)
+
+    async def grow_disk(self, project_id: str, disk_id: str, size_bytes: int) -> None:
+        await asyncio.to_thread(self._set_disk_size, project_id, disk_id, size_bytes, False)
+
+    async def undo_grow(self, project_id: str, disk_id: str, size_bytes: int) -> None:
+        await asyncio.to_thread(self._set_disk_size, project_id, disk_id, size_bytes, True)
+
+    async def delete_disk(self, project_id: str, disk_id: str) -> None:
+        await asyncio.to_thread(self._delete_disk, project_id, disk_id)
+
+    def _create_disk(self, project_id: str, disk_id: str, size_bytes: int) -> str:
+        path = self.disk_path(project_id, disk_id)
+        folder = _own_folder(path.parent)
+        # O_EXCL: never adopt a file that is there already; O_NOFOLLOW: never write through a symlink.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                os.ftruncate(fd, size_bytes)  # sparse: no block is written, so a new disk costs no space
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            _raise_capacity(exc, size_bytes)
+            raise
+        _fsync_folder(folder)
+        return str(path)
+
+    def _set_disk_size(self, project_id: str, disk_id: str, size_bytes: int, undo: bool) -> None:
+        path = self.disk_path(project_id, disk_id)
+        _require_real_parent(path)
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            current = os.fstat(fd).st_size
+            if size_bytes < current and not undo:
+                raise ValueError(f"disk {disk_id} is {current} bytes; it cannot shrink to {size_bytes}")
+            if size_bytes > current and undo:
+                raise ValueError(f"disk {disk_id} is {current} bytes; undoing a grow cannot enlarge it")
+            try:
+                os.ftruncate(fd, size_bytes)  # growing adds a hole: the existing data stays as it is
+            except OSError as exc:
+                _raise_capacity(exc, size_bytes)
+                raise
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _delete_disk(self, project_id: str, disk_id: str) -> None:
+        path = self.disk_path(project_id, disk_id)
+        if not _require_real_parent(path):
+            return
+        try:
+            os.unlink(path)  # unlink removes a symlink itself, never its target
+        except FileNotFoundError:
+            pass
+
+    # File systems
+
+    async def create_file_system(self, project_id: str, fs_id: str) -> str:
+        return await asyncio.to_thread(self._create_file_system, project_id, fs_id)
+
+    async def delete_file_system(self, project_id: str, fs_id: str) -> None:
+        await asyncio.to_thread(self._delete_file_system, project_id, fs_id)
+
+    async def file_system_used_bytes(self, project_id: str, fs_id: str) -> int:
+        return await asyncio.to_thread(self._used_bytes, project_id, fs_id)
+
+    def _create_file_system(self, project_id: str, fs_id: str) -> str:
+        path = self.file_system_path(project_id, fs_id)
+        folder = _own_folder(path.parent)
+        path.mkdir(mode=0o755)
+        _fsync_folder(folder)
+        return str(path)
+
+    def _delete_file_system(self, project_id: str, fs_id: str) -> None:
+        path = self.file_system_path(project_id, fs_id)
+        if not _require_real_parent(path):
+            return
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(mode):
+            os.unlink(path)  # a symlink or file put in the folder's place: remove it, never what it points to
+            return
+        if not shutil.rmtree.avoids_symlink_attacks:
+            raise UnsafePathError("this platform's rmtree may follow symlinks; refusing to delete a tree")
+        shutil.rmtree(path)
+
+    def _used_bytes(self, project_id: str, fs_id: str) -> int:
+        """Sum of regular file sizes, walking without following symlinks and at most max_walk_entries entries."""
+        path = self.file_system_path(project_id, fs_id)
+        try:
+            if not _require_real_parent(path) or not stat.S_ISDIR(os.lstat(path).st_mode):
+                return 0
+        except FileNotFoundError:
+            return 0
+        total, seen = 0, 0
+        pending = [path]
+        while pending:
+            folder = pending.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        seen += 1
+                        if seen > self._max_walk_entries:
+                            return total
+                        try:
+                            if entry.is_dir(follow_symlinks=False):
+                                pending.append(Path(entry.path))
+                            elif entry.is_file(follow_symlinks=False):
+                                total += entry.stat(follow_symlinks=False).st_size
+                        except OSError:
+                            continue  # vanished or unreadable while we walked
+            except OSError:
+                continue
+        return total
+
+
+def _own_folder(folder: Path) -> Path:
+    """The project's folder inside a provider root, created if missing; it must be a real folder, not a link."""
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    if not stat.S_ISDIR(os.lstat(folder).st_mode):
+        raise UnsafePathError(f"{folder} is not a folder (a symlink?); refusing to use it")
+    return folder
+
+
+def _require_real_parent(path: Path) -> bool:
+    """False if the project's folder is missing; raises if it is a symlink or anything but a folder, so no
+    call ever reaches through a planted link to files outside the provider's roots."""
+    try:
+        mode = os.lstat(path.parent).st_mode
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISDIR(mode):
+        raise UnsafePathError(f"{path.parent} is not a folder (a symlink?); refusing to use it")
+    return True
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Makes a new entry in `folder` durable, so a row committed next never points at a lost file."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _raise_capacity(exc: OSError, size_bytes: int) -> None:
+    if exc.errno in _CAPACITY_ERRNOS:
+        raise errors.PoolCapacityError(
+            f"the disk pool cannot hold a disk of {size_bytes} bytes ({os.strerror(exc.errno)})") from exc

@@ -1,0 +1,2 @@
+"""cbr_policy: the policy service (backup and replication policies, the scheduler, retention)."""
+MIGRATION_SCHEMA = "policy"

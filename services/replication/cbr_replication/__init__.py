@@ -1,0 +1,2 @@
+"""cbr_replication: the replication service (replicas in other regions, the region-to-region transfer API)."""
+MIGRATION_SCHEMA = "replication"

@@ -1,0 +1,4 @@
+"""Alembic environment of the replication schema."""
+from cbr_common.migrations import run_alembic_env
+
+run_alembic_env(schema="replication")
