@@ -82,7 +82,8 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str)
         raise exc
     if isinstance(exc, (CbrError, NotImplementedError)):
         log.info("call refused", extra={"fields": {"method": method, "error": type(exc).__name__,
-                                                   "cbr_code": exc.cbr_code, "detail": exc.message}})
+                                                   "cbr_code": getattr(exc, "cbr_code", None),
+                                                   "detail": str(exc)}})
     else:
         log.exception("call failed", extra={"fields": {"method": method}})
     await context.abort_with_status(status_for(exc))

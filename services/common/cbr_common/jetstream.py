@@ -97,7 +97,8 @@ class EventConsumer:
     async def _handle(self, sub: Subscription, msg) -> None:
         try:
             event = sub.message_type.FromString(msg.data)
-            event_id = (msg.headers or {}).get(MSG_ID_HEADER) or getattr(event, "event_id", "")
+            # The event's own id is its identity; the header only drives JetStream's short dedup window.
+            event_id = getattr(event, "event_id", "") or (msg.headers or {}).get(MSG_ID_HEADER, "")
             if not event_id:
                 raise ValueError("event without id")
         except Exception as exc:  # noqa: BLE001 - a message that cannot be read never will be

@@ -26,7 +26,7 @@ def bad_tokens(services, project_id: str) -> dict[str, str]:
     return {
         "no token": "",
         "garbage": "not-a-jwt",
-        "forged signature": issue_token("another-secret", project_id, "mallory", ["cbr_full_access"]),
+        "forged signature": issue_token("another-secret-of-32-bytes-or-more!", project_id, "mallory", ["cbr_full_access"]),
         "alg none": jwt.encode(claims, key=None, algorithm="none"),
         "expired": issue_token(services.jwt_secret, project_id, "alice", ["cbr_full_access"], ttl_seconds=-10),
         "no project": jwt.encode({**claims, "project_id": ""}, services.jwt_secret, algorithm="HS256"),
@@ -41,7 +41,8 @@ async def finished_task(services, caller) -> str:
 
     async def done():
         task = (await caller.tasks.GetTask(tp.GetTaskRequest(task_id=task_id))).task
-        return task.status == tp.TASK_STATUS_SUCCESS
+        vaults = (await caller.vault.ListVaults(vp.ListVaultsRequest(vault_ids=[vault.vault_id]))).count
+        return task.status == tp.TASK_STATUS_SUCCESS and vaults == 0
     await eventually(done)
     return task_id
 

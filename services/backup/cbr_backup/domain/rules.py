@@ -11,18 +11,18 @@ from cbr_backup.domain.model import (OBJECT_TYPES, OPERATION_TYPES, PROTECTABLE_
                                      TASK_STATUSES, Disk, Task)
 
 # Names: 1-64 characters of letters, digits, '_', '-' and '.'. Names are labels only; they never reach a path.
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 SECTOR = 512
 MAX_DISK_BYTES = 64 * 1024 ** 4  # 64 TiB
 MIN_SERVER_DISKS, MAX_SERVER_DISKS = 1, 60
 MAX_LIST_LIMIT = 1000
 # Project ids name a folder of the local provider, so they must be a plain path component (UUIDs, hex ids,
 # "project-1" all are); no dots, so never "." or "..".
-PROJECT_FOLDER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PROJECT_FOLDER_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def check_name(name: str, what: str = "name") -> str:
-    if not NAME_RE.match(name or ""):
+    if not NAME_RE.fullmatch(name or ""):
         raise errors.InvalidNameError(f"{what} must be 1-64 characters of letters, digits, '_', '-' and '.'")
     return name
 
@@ -120,7 +120,7 @@ def check_resizable(disk: Disk) -> Disk:
 
 
 def check_project_folder(project_id: str) -> str:
-    if not PROJECT_FOLDER_RE.match(project_id or ""):
+    if not PROJECT_FOLDER_RE.fullmatch(project_id or ""):
         raise errors.InvalidProjectError(
             "the project id must be 1-64 letters, digits, '_' or '-' to own local disks and file systems")
     return project_id

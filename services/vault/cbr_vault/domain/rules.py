@@ -8,7 +8,7 @@ from typing import Iterable, Sequence
 from cbr_vault.domain import errors
 from cbr_vault.domain.model import CONSISTENT_LEVELS, OBJECT_TYPES, PROTECT_TYPES, Tag
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_DESCRIPTION = 255
 MIN_SIZE_GB, MAX_SIZE_GB = 1, 10_485_760
 MAX_RESOURCES = 256
@@ -19,7 +19,7 @@ MAX_LIST_LIMIT = 1000
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name or ""):
+    if not NAME_RE.fullmatch(name or ""):
         raise errors.InvalidVaultNameError(
             "vault name must be 1-64 characters of letters, digits, '_' and '-'")
     return name

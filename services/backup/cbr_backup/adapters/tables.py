@@ -1,0 +1,71 @@
+"""The `backup` schema's tables (SQLAlchemy Core); migrations/ creates the same."""
+from __future__ import annotations
+
+from sqlalchemy import (BigInteger, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+                        UniqueConstraint)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from cbr_common.outbox import add_outbox_tables
+
+metadata = MetaData(schema="backup")
+
+# The local provider's inventory: the rows are the truth of what exists; the files follow them.
+servers = Table(
+    "servers", metadata,
+    Column("server_id", String(36), primary_key=True),
+    Column("project_id", String(64), nullable=False, index=True),
+    Column("name", String(64), nullable=False),
+    Column("created_time", DateTime(timezone=True), nullable=False),
+)
+
+disks = Table(
+    "disks", metadata,
+    Column("disk_id", String(36), primary_key=True),
+    Column("project_id", String(64), nullable=False, index=True),
+    Column("name", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # available | in-use | error
+    Column("server_id", String(36), ForeignKey("backup.servers.server_id"), index=True),
+    Column("device", String(8)),  # vda, vdb, ... while attached
+    Column("path", Text, nullable=False),
+    Column("created_time", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("server_id", "device", name="uq_disks_server_device"),
+)
+
+file_systems = Table(
+    "file_systems", metadata,
+    Column("fs_id", String(36), primary_key=True),
+    Column("project_id", String(64), nullable=False, index=True),
+    Column("name", String(64), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("created_time", DateTime(timezone=True), nullable=False),
+)
+
+# The operation log. Empty ids are NULL; extra_info holds CBR's per-type string map.
+tasks = Table(
+    "tasks", metadata,
+    Column("task_id", String(36), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("operation_type", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("progress", Integer, nullable=False, default=0),
+    Column("bytes_done", BigInteger, nullable=False, default=0),
+    Column("bytes_total", BigInteger, nullable=False, default=0),
+    Column("vault_id", String(36), index=True),
+    Column("vault_name", String(64), nullable=False, default=""),
+    Column("resource_id", String(36), index=True),
+    Column("resource_name", String(255), nullable=False, default=""),
+    Column("backup_id", String(36)),
+    Column("checkpoint_id", String(36)),
+    Column("policy_id", String(36)),
+    Column("error_code", String(64), nullable=False, default=""),
+    Column("error_message", Text, nullable=False, default=""),
+    Column("extra_info", JSONB, nullable=False, default=dict),
+    Column("created_time", DateTime(timezone=True), nullable=False),
+    Column("started_time", DateTime(timezone=True)),
+    Column("ended_time", DateTime(timezone=True)),
+    Column("updated_time", DateTime(timezone=True), nullable=False),
+    Index("ix_tasks_project_created", "project_id", "created_time"),
+)
+
+add_outbox_tables(metadata)
