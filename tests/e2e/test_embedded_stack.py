@@ -1,0 +1,132 @@
+"""`python -m cbr_devstack up|down` as a user runs it: four SERVING services, reflection, the dev token works."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from cbr.common.v1 import common_pb2 as cp
+from cbr.vault.v1 import vault_pb2 as vp
+from cbr.vault.v1 import vault_pb2_grpc
+from cbr_common.grpc_errors import cbr_code_of
+from cbr_devstack.processes import is_alive
+
+EXPECTED_SERVICES = {
+    "CBR_VAULT_ADDR": {"cbr.vault.v1.VaultService"},
+    "CBR_BACKUP_ADDR": {"cbr.backup.v1.ProtectableService", "cbr.backup.v1.BackupService",
+                        "cbr.backup.v1.TaskService"},
+    "CBR_POLICY_ADDR": {"cbr.policy.v1.PolicyService"},
+    "CBR_REPLICATION_ADDR": {"cbr.replication.v1.ReplicationService", "cbr.replication.v1.RegionTransferService"},
+}
+
+
+def devstack(command: str, run_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cbr_devstack", command, "--run-dir", str(run_dir)],
+                          capture_output=True, text=True, timeout=240)
+
+
+def read_env(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
+    return {key: value for key, value in pairs}
+
+
+def recorded_pids(run_dir: Path) -> list[int]:
+    state = json.loads((run_dir / "stack.json").read_text())
+    found: list[int] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "pid" and isinstance(value, int):
+                    found.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+    walk(state)
+    return found
+
+
+@pytest.fixture
+def stack(tmp_path):
+    run_dir = tmp_path / "run"
+    started = time.monotonic()
+    up = devstack("up", run_dir)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield run_dir, time.monotonic() - started
+    finally:
+        devstack("down", run_dir)
+
+
+def reflected_services(address: str) -> set[str]:
+    with grpc.insecure_channel(address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                            timeout=10)
+        return {s.name for reply in replies for s in reply.list_services_response.service}
+
+
+def test_up_serves_everything_and_down_stops_it(stack):
+    run_dir, took = stack
+    assert took < 60 + 30  # health within 60 s; the rest is initdb and migrations
+    env = read_env(run_dir / "cbr.env")
+    for key, services in EXPECTED_SERVICES.items():
+        with grpc.insecure_channel(env[key]) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        assert services <= reflected_services(env[key])
+
+    md = (("authorization", f"Bearer {env['CBR_TOKEN']}"),)
+    with grpc.insecure_channel(env["CBR_VAULT_ADDR"]) as channel:
+        vaults = vault_pb2_grpc.VaultServiceStub(channel)
+        vault = vaults.CreateVault(vp.CreateVaultRequest(name="e2e", object_type=cp.OBJECT_TYPE_DISK,
+                                                         protect_type=vp.PROTECT_TYPE_BACKUP, size_gb=10),
+                                   metadata=md, timeout=10).vault
+        assert vaults.ListVaults(vp.ListVaultsRequest(), metadata=md, timeout=10).count >= 1
+        renamed = vaults.UpdateVault(vp.UpdateVaultRequest(vault_id=vault.vault_id, name="e2e-renamed"),
+                                     metadata=md, timeout=10).vault
+        assert renamed.name == "e2e-renamed"
+        with pytest.raises(grpc.RpcError) as bad:
+            vaults.CreateVault(vp.CreateVaultRequest(name="bad name", object_type=cp.OBJECT_TYPE_DISK,
+                                                     protect_type=vp.PROTECT_TYPE_BACKUP, size_gb=10),
+                               metadata=md, timeout=10)
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert cbr_code_of(bad.value) == "BackupService.6401"
+        with pytest.raises(grpc.RpcError) as unauth:
+            vaults.ListVaults(vp.ListVaultsRequest(), timeout=10)
+        assert unauth.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        vaults.DeleteVault(vp.DeleteVaultRequest(vault_id=vault.vault_id), metadata=md, timeout=10)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                vaults.GetVault(vp.GetVaultRequest(vault_id=vault.vault_id), metadata=md, timeout=5)
+            except grpc.RpcError as gone:
+                assert gone.code() == grpc.StatusCode.NOT_FOUND
+                break
+            assert time.monotonic() < deadline, "vault still there 20 s after DeleteVault"
+            time.sleep(0.2)
+
+    # A second `up` says so and changes nothing.
+    pids = recorded_pids(run_dir)
+    assert len(pids) >= 6 and all(is_alive(pid) for pid in pids)
+    env_before = (run_dir / "cbr.env").read_text()
+    again = devstack("up", run_dir)
+    assert again.returncode == 0 and "already running" in again.stdout
+    assert recorded_pids(run_dir) == pids and (run_dir / "cbr.env").read_text() == env_before
+
+    down = devstack("down", run_dir)
+    assert down.returncode == 0, down.stdout + down.stderr
+    deadline = time.monotonic() + 30
+    while any(is_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in pids if is_alive(pid)]
