@@ -166,7 +166,7 @@ class VaultRepository:
             return []
         resources: dict[str, list[VaultResource]] = {i: [] for i in ids}
         for r in (await self._s.execute(select(vault_resources).where(vault_resources.c.vault_id.in_(ids))
-                                        .order_by(vault_resources.c.added_time, vault_resources.c.resource_id))
+                                        .order_by(vault_resources.c.position))
                   ).mappings():
             resources[r["vault_id"]].append(VaultResource(
                 resource_id=r["resource_id"], type=r["type"], name=r["name"],

@@ -1,8 +1,8 @@
 """The `vault` schema's tables (SQLAlchemy Core); migrations/ creates the same."""
 from __future__ import annotations
 
-from sqlalchemy import (ARRAY, BigInteger, Boolean, Column, DateTime, ForeignKey, Integer, MetaData, String,
-                        Table)
+from sqlalchemy import (ARRAY, BigInteger, Boolean, Column, DateTime, ForeignKey, Identity, Integer, MetaData,
+                        String, Table)
 
 from cbr_common.outbox import add_outbox_tables
 
@@ -47,6 +47,7 @@ vault_resources = Table(
     Column("backup_size_bytes", BigInteger, nullable=False, default=0),
     Column("backup_count", Integer, nullable=False, default=0),
     Column("added_time", DateTime(timezone=True), nullable=False),
+    Column("position", BigInteger, Identity(), nullable=False),  # keeps the order resources were added in
 )
 
 vault_tags = Table(

@@ -50,6 +50,7 @@ def upgrade() -> None:
         sa.Column("backup_size_bytes", sa.BigInteger, nullable=False),
         sa.Column("backup_count", sa.Integer, nullable=False),
         sa.Column("added_time", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("position", sa.BigInteger, sa.Identity(), nullable=False),
         schema=S)
     op.create_table(
         "vault_tags",
