@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import uuid
 from typing import Sequence
 
+from cbr_common import request_checks
 from cbr_backup.domain import errors
 from cbr_backup.domain.model import (OBJECT_TYPES, OPERATION_TYPES, PROTECTABLE_STATUSES,
                                      TASK_STATUSES, Disk, Task)
@@ -15,7 +15,6 @@ NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 SECTOR = 512
 MAX_DISK_BYTES = 64 * 1024 ** 4  # 64 TiB
 MIN_SERVER_DISKS, MAX_SERVER_DISKS = 1, 60
-MAX_LIST_LIMIT = 1000
 # Project ids name a folder of the local provider, so they must be a plain path component (UUIDs, hex ids,
 # "project-1" all are); no dots, so never "." or "..".
 PROJECT_FOLDER_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -43,21 +42,11 @@ def check_new_disk_size(current_bytes: int, new_bytes: int) -> int:
 
 
 def check_id(value: str, what: str) -> str:
-    """A UUID in its canonical form (any case); returns it in lower case."""
-    try:
-        if str(uuid.UUID(value)) == value.lower():
-            return value.lower()
-    except (ValueError, AttributeError, TypeError):
-        pass
-    raise errors.InvalidIdError(f"{what} must be a UUID, got {str(value)[:80]!r}")
+    return request_checks.canonical_id(value, what, errors.InvalidIdError)
 
 
 def check_page(limit: int, offset: int) -> tuple[int, int]:
-    if limit < 0 or limit > MAX_LIST_LIMIT:
-        raise errors.InvalidPagingError(f"limit must be 1..{MAX_LIST_LIMIT} (0 for the default)")
-    if offset < 0:
-        raise errors.InvalidPagingError("offset must not be negative")
-    return (limit or MAX_LIST_LIMIT), offset
+    return request_checks.page_bounds(limit, offset, errors.InvalidPagingError)
 
 
 def check_object_type(object_type: str) -> str:

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Iterable, Sequence
 
+from cbr_common import request_checks
 from cbr_vault.domain import errors
 from cbr_vault.domain.model import CONSISTENT_LEVELS, OBJECT_TYPES, PROTECT_TYPES, Tag
 
@@ -15,7 +15,6 @@ MAX_RESOURCES = 256
 MAX_TAGS = 20
 MAX_TAG_KEY, MAX_TAG_VALUE = 36, 43
 TAG_FORBIDDEN = set("=*<>\\,|/") | {chr(c) for c in range(32)}
-MAX_LIST_LIMIT = 1000
 
 
 def check_name(name: str) -> str:
@@ -93,12 +92,7 @@ def check_bind_rules(rules: Sequence[Tag]) -> list[Tag]:
 
 
 def check_id(value: str, what: str) -> str:
-    try:
-        if str(uuid.UUID(value)) == value.lower():
-            return value.lower()
-    except (ValueError, AttributeError, TypeError):
-        pass
-    raise errors.InvalidIdError(f"{what} must be a UUID, got {value[:80]!r}")
+    return request_checks.canonical_id(value, what, errors.InvalidIdError)
 
 
 def check_ids(values: Iterable[str], what: str) -> list[str]:
@@ -109,8 +103,4 @@ def check_ids(values: Iterable[str], what: str) -> list[str]:
 
 
 def check_page(limit: int, offset: int) -> tuple[int, int]:
-    if limit < 0 or limit > MAX_LIST_LIMIT:
-        raise errors.InvalidPagingError(f"limit must be 1..{MAX_LIST_LIMIT} (0 for the default)")
-    if offset < 0:
-        raise errors.InvalidPagingError("offset must not be negative")
-    return (limit or MAX_LIST_LIMIT), offset
+    return request_checks.page_bounds(limit, offset, errors.InvalidPagingError)
