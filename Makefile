@@ -5,9 +5,9 @@ PY     := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 SERVICE_DIRS := services/common services/vault services/backup services/policy services/replication services/cli services/devstack
 
-.PHONY: all venv protos up down status test test-unit test-integration demo clean
+.PHONY: all venv protos engine asan up down status test test-unit test-integration demo clean
 
-all: venv protos
+all: venv protos engine
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,14 @@ gen/.generated: $(PROTOS) $(VENV)/.installed
 	$(PY) -m grpc_tools.protoc -I protos --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
 	touch $@
 
+# The backup service's C chunk engine, built in place next to its sources (the .so is git-ignored).
+engine: $(VENV)/.installed
+	cd services/backup && ../../$(PY) setup.py -q build_ext --inplace
+
+# The engine tests against a build with AddressSanitizer and UBSan (a temporary copy; fails on any report).
+asan: $(VENV)/.installed
+	PYTHON=$(CURDIR)/$(PY) services/backup/cbr_backup/engine/asan.sh
+
 up: all
 	$(PY) -m cbr_devstack up
 
@@ -47,4 +55,4 @@ test-integration: all
 	$(PY) -m pytest -q tests/integration tests/e2e
 
 clean:
-	rm -rf gen .pytest_cache
+	rm -rf gen .pytest_cache services/backup/build services/backup/cbr_backup/engine/*.so
