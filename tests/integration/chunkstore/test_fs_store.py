@@ -1,0 +1,176 @@
+"""FsChunkStore beyond the contract: folder layout, crash leftovers, sync levels."""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import time
+
+import pytest
+
+from cbr_backup.chunkstore import ChunkNotFoundError, FsChunkStore
+from cbr_backup.chunkstore import fs as fs_module
+
+NS = "3f2c8a1e-0b7d-4c55-9e61-2a9d7f0c4b11"
+CHUNK_ID = "ab12" + "0" * 60
+KEY = f"{NS}/chunks/{CHUNK_ID}"
+
+
+def test_layout_is_prefix_folders(tmp_path):
+    store = FsChunkStore(tmp_path)
+    manifest_id = "4b0e9a2c-7d1f-4a3b-9c8e-6f5d2e1a0b97"
+    expected = {
+        KEY: tmp_path / NS / "chunks" / "ab" / CHUNK_ID,
+        f"{NS}/manifests/{manifest_id}": tmp_path / NS / "manifests" / "4b" / manifest_id,
+        f"{NS}/x/a": tmp_path / NS / "x~~" / "a_" / "a",  # short segments: padded folders
+        "ab/cd": tmp_path / "ab~" / "cd" / "cd",
+        "solo": tmp_path / "so" / "solo",
+    }
+    for key, path in expected.items():
+        assert store.path_for(key) == path
+        assert store.put(key, key.encode())
+        assert path.read_bytes() == key.encode()
+    files = {p for p in tmp_path.rglob("*") if p.is_file()}
+    assert files == set(expected.values())  # nothing else: no temp files, no markers
+    with pytest.raises(ValueError):
+        store.path_for("../etc/passwd")
+
+
+def test_crash_leftover_temp_file_is_ignored(tmp_path):
+    store = FsChunkStore(tmp_path)
+    final = store.path_for(KEY)
+    final.parent.mkdir(parents=True)
+    leftover = final.with_name(f"{final.name}.tmp-0123456789abcdef0123456789abcdef")
+    leftover.write_bytes(b"half a chu")  # a put that died before its link
+
+    with pytest.raises(ChunkNotFoundError):
+        store.get(KEY)
+    assert list(store.iterate()) == []
+    assert store.exists_many([KEY]) == set()
+
+    assert store.put(KEY, b"the whole chunk") is True
+    assert store.get(KEY) == b"the whole chunk"
+    assert list(store.iterate()) == [KEY]
+
+    assert store.remove_stale_temp_files() == 0  # younger than the default hour: may belong to a live put
+    old = time.time() - 7200
+    os.utime(leftover, (old, old))
+    assert store.remove_stale_temp_files() == 1
+    assert not leftover.exists()
+    assert store.get(KEY) == b"the whole chunk"
+
+
+def test_stray_files_and_folders_are_not_keys(tmp_path):
+    store = FsChunkStore(tmp_path)
+    store.put(KEY, b"v")
+    (tmp_path / "README").write_text("not a key")
+    (tmp_path / NS / "chunks" / "ab" / "notes.txt").write_text("not a key")
+    (tmp_path / NS / "chunks" / "weird.dir" / "ab").mkdir(parents=True)
+    (tmp_path / NS / "chunks" / "weird.dir" / "ab" / "abc").write_text("under a folder no key maps to")
+    (tmp_path / "~~~" / "ab").mkdir(parents=True)
+    (tmp_path / "~~~" / "ab" / "abc").write_text("under a folder no key maps to")
+    assert list(store.iterate()) == [KEY]
+
+
+def test_sync_file_fsyncs_each_put(tmp_path, monkeypatch):
+    store = FsChunkStore(tmp_path / "store", sync="file")
+    fsynced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd))[1])
+
+    assert store.put(KEY, b"durable") is True
+    # the file, its fan folder's new entry and every folder created on the way, then the final name
+    assert len(fsynced) >= 2
+    fsynced.clear()
+    assert store.put(f"{NS}/chunks/ab99", b"second") is True
+    assert len(fsynced) == 2  # folder exists now: the temp file, then its folder
+    fsynced.clear()
+    assert store.put(KEY, b"again") is False
+    assert fsynced == []
+    store.flush()
+    assert store.get(KEY) == b"durable"
+    assert set(store.iterate()) == {f"{NS}/chunks/ab99", KEY}
+
+
+def test_sync_filesystem_defers_to_one_syncfs(tmp_path, monkeypatch):
+    store = FsChunkStore(tmp_path / "store")
+    assert store.sync == "filesystem"
+    fsynced, synced_fds = [], []
+    monkeypatch.setattr(os, "fsync", lambda fd: fsynced.append(fd))
+    real_syncfs = fs_module._syncfs()
+    assert real_syncfs is not None  # glibc has it
+
+    def fake_syncfs(fd):
+        synced_fds.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_syncfs(fd)
+
+    monkeypatch.setattr(fs_module, "_syncfs", lambda: fake_syncfs)
+    for i in range(10):
+        store.put(f"{NS}/chunks/{i:064x}", bytes([i]) * 100)
+    assert fsynced == []
+    store.flush()
+    assert synced_fds == [str(tmp_path / "store")]
+
+
+def test_flush_reports_syncfs_failure(tmp_path, monkeypatch):
+    store = FsChunkStore(tmp_path)
+    store.put(KEY, b"v")
+
+    def failing_syncfs(fd):
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(fs_module, "_syncfs", lambda: failing_syncfs)
+    with pytest.raises(OSError) as caught:
+        store.flush()
+    assert caught.value.errno == errno.EIO
+
+
+def test_sync_none_and_bad_sync_level(tmp_path):
+    store = FsChunkStore(tmp_path, sync="none")
+    assert store.put(KEY, b"v") is True
+    store.flush()
+    assert store.get(KEY) == b"v"
+    with pytest.raises(ValueError):
+        FsChunkStore(tmp_path, sync="always")  # type: ignore[arg-type]
+
+
+def test_without_hard_links_first_writer_still_wins(tmp_path, monkeypatch):
+    def no_links(src, dst, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    store = FsChunkStore(tmp_path)
+    assert store.put(KEY, b"first") is True
+    assert store.put(KEY, b"second") is False
+    assert store.get(KEY) == b"first"
+    assert [p.name for p in store.path_for(KEY).parent.iterdir()] == [CHUNK_ID]  # no temp left
+
+
+def test_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
+    store = FsChunkStore(tmp_path)
+    store.put(f"{NS}/chunks/ab00", b"makes the folder")
+
+    def disk_full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", disk_full)
+    with pytest.raises(OSError):
+        store.put(KEY, b"v")
+    monkeypatch.undo()
+    assert [p.name for p in store.path_for(KEY).parent.iterdir()] == ["ab00"]
+    with pytest.raises(ChunkNotFoundError):
+        store.get(KEY)
+
+
+def test_root_is_created_lazily(tmp_path):
+    root = tmp_path / "deep" / "root"
+    store = FsChunkStore(root)
+    assert not root.exists()
+    assert list(store.iterate()) == []
+    assert store.exists_many([KEY]) == set()
+    store.delete(KEY)
+    store.flush()
+    assert not root.exists()
+    store.put(KEY, b"v")
+    assert root.is_dir()
