@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 SERVICE_DIRS := services/common services/vault services/backup services/policy services/replication services/cli services/devstack
 
-.PHONY: all venv protos engine asan up down status test test-unit test-integration demo clean
+.PHONY: all venv protos engine asan up down status test test-unit test-integration bench demo clean
 
 all: venv protos engine
 
@@ -53,6 +53,12 @@ test-unit: all
 
 test-integration: all
 	$(PY) -m pytest -q tests/integration tests/e2e
+
+# CBR against restic and borg on the standard 2 GiB workload; results in bench/results/ (JSON, Markdown, PNG).
+# Example: make bench BENCH_ARGS="--size-gib 0.25"
+BENCH_ARGS ?=
+bench: all
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf gen .pytest_cache services/backup/build services/backup/cbr_backup/engine/*.so

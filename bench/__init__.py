@@ -1,0 +1,1 @@
+"""CBR's benchmark harness: the standard workload, restic/borg/CBR runners, measurement and reports (make bench)."""
