@@ -7,7 +7,7 @@ SERVICE_DIRS := services/common services/vault services/backup services/policy s
 
 .PHONY: all venv protos engine asan up down status test test-unit test-integration bench demo clean
 
-all: venv protos engine
+all: venv protos engine $(VENV)/bin/cbr
 
 venv: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ $(VENV)/.installed: requirements.txt constraints.txt
 	  : > $$purelib/cbr.pth; \
 	  for d in $(SERVICE_DIRS) gen; do echo "$(CURDIR)/$$d" >> $$purelib/cbr.pth; done
 	touch $@
+
+# The cbr command-line client, as .venv/bin/cbr.
+$(VENV)/bin/cbr: $(VENV)/.installed
+	printf '#!/bin/sh\nexec "%s/$(PY)" -m cbr_cli "$$@"\n' "$(CURDIR)" > $@ && chmod +x $@
 
 # Generated protobuf and gRPC modules go to gen/ (ignored); they are never committed.
 protos: gen/.generated

@@ -1,0 +1,1 @@
+"""`cbr`: the command-line client of CBR's vault, protectable, backup and task services."""

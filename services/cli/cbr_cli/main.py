@@ -1,0 +1,105 @@
+"""The `cbr` command: parse the arguments, load the configuration, run one command, turn failures into exit codes."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import Sequence
+
+import grpc
+
+from cbr_cli import exit_codes
+from cbr_cli.arguments import UsageError
+from cbr_cli.client import CbrClient
+from cbr_cli.commands import backups, protectables, tasks, vault
+from cbr_cli.config import DEFAULT_TIMEOUT, ENV_FILE, Config, ConfigError, load_config
+from cbr_cli.output import Output
+from cbr_cli.progress import WatchEndedError
+from cbr_common.grpc_errors import cbr_code_of
+
+CONFIG_HELP = f"""\
+configuration (each from the environment, else from the env file: --env-file, or {ENV_FILE}
+in the current folder or the nearest one above it, as `make up` writes it):
+  CBR_VAULT_ADDR, CBR_BACKUP_ADDR      host:port of the vault and backup services
+  CBR_POLICY_ADDR, CBR_REPLICATION_ADDR
+  CBR_TOKEN                            bearer token (JWT) sent with every call
+  CBR_TLS_CA                           connect with TLS, trusting this CA file
+  CBR_TLS_CERT, CBR_TLS_KEY            client certificate and key, for mutual TLS
+
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cbr", description="Command-line client of CBR, the Cloud Backup and Recovery service.",
+        epilog=CONFIG_HELP + exit_codes.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_global_options(parser, with_defaults=True)
+    # The same options are accepted after the command too (`cbr vault list --json`); SUPPRESS keeps a value
+    # given before the command from being reset there.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    _add_global_options(common, with_defaults=False)
+    groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
+    for module in (vault, protectables, backups, tasks):
+        module.register(groups, common)
+    return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, with_defaults: bool) -> None:
+    parser.add_argument("--json", action="store_true", help="print the responses as JSON (protobuf field names)")
+    parser.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                        help=f"deadline of each call (default {DEFAULT_TIMEOUT:g}; a watch lasts as long as its task)")
+    parser.add_argument("--env-file", metavar="PATH", help=f"read settings missing from the environment here "
+                                                           f"(default: {ENV_FILE}, searched upwards)")
+    if with_defaults:
+        parser.set_defaults(json=False, timeout=DEFAULT_TIMEOUT, env_file=None)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("the timeout must be positive")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Output(as_json=args.json)
+    try:
+        config = load_config(os.environ, args.env_file, timeout=args.timeout)
+        return asyncio.run(run(args, config, out))
+    except ConfigError as exc:
+        out.error(str(exc))
+        return exit_codes.USAGE
+    except KeyboardInterrupt:
+        out.error("interrupted (any task keeps running; `cbr task watch ID` follows it again)")
+        return exit_codes.INTERRUPTED
+    except BrokenPipeError:
+        # The reader left (`cbr task list | head`): stop quietly, and keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return exit_codes.OTHER
+
+
+async def run(args: argparse.Namespace, config: Config, out: Output) -> int:
+    try:
+        async with CbrClient(config) as client:
+            code = await args.handler(args, client, out)
+        return exit_codes.OK if code is None else code
+    except grpc.aio.AioRpcError as error:
+        out.error(describe(error))
+        return exit_codes.for_status(error.code())
+    except UsageError as exc:
+        out.error(str(exc))
+        return exit_codes.USAGE
+    except WatchEndedError as exc:
+        out.error(str(exc))
+        return exit_codes.OTHER
+
+
+def describe(error: grpc.aio.AioRpcError) -> str:
+    """NOT_FOUND (BackupService.6130): vault ... not found"""
+    cbr_code = cbr_code_of(error)
+    return f"{error.code().name}{f' ({cbr_code})' if cbr_code else ''}: {error.details() or 'no details'}"

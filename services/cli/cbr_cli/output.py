@@ -1,0 +1,209 @@
+"""What the commands print: rich tables by default (a key/value table for one object), JSON with --json."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+UNPIPED_WIDTH = 1000  # piped output is not wrapped: a table row stays one line for grep and awk
+ID_SUFFIX = "_id"
+
+
+def make_console(stderr: bool = False) -> Console:
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, width=UNPIPED_WIDTH)
+    return console
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    value: Callable[[Message], str]
+    is_id: bool = False  # never wrapped: a cut id is useless
+
+
+class Output:
+    """Prints protobuf messages as tables or JSON on stdout; notes and errors go to stderr."""
+
+    def __init__(self, as_json: bool, stdout: Console | None = None, stderr: Console | None = None):
+        self.as_json = as_json
+        self.stdout = stdout or make_console()
+        self.stderr = stderr or make_console(stderr=True)
+
+    def json(self, message: Message) -> None:
+        print(json.dumps(message_dict(message), indent=2), flush=True)
+
+    def one(self, message: Message) -> None:
+        """One object: its fields as key/value rows, then a table for each repeated message field."""
+        if self.as_json:
+            return self.json(message)
+        self.stdout.print(key_value_table(message))
+        for field in message.DESCRIPTOR.fields:
+            if _is_nested_list(field):
+                items = list(getattr(message, field.name))
+                if items:
+                    self.stdout.print()
+                    self.stdout.print(generic_table(items, title=field.name.replace("_", " ")))
+
+    def many(self, response: Message, items: Sequence[Message], columns: Sequence[Column],
+             total: int | None = None) -> None:
+        """A list: the whole response as JSON, or a table of `columns` with a count line."""
+        if self.as_json:
+            return self.json(response)
+        table = new_table()
+        for column in columns:
+            table.add_column(column.header, no_wrap=column.is_id, overflow="fold")
+        for item in items:
+            table.add_row(*(Text(column.value(item) or "-") for column in columns))
+        self.stdout.print(table)
+        if total is not None:
+            shown = len(items)
+            self.stdout.print(Text(f"{total} in all" if total == shown else f"{shown} of {total}", style="dim"))
+
+    def done(self, message: Message, text: str) -> None:
+        """A call with little to show: the response as JSON, or a short line."""
+        if self.as_json:
+            return self.json(message)
+        self.stdout.print(Text(text))
+
+    def note(self, text: str) -> None:
+        self.stderr.print(Text(text))
+
+    @staticmethod
+    def error(text: str) -> None:
+        """One plain line on stderr, never wrapped: `error: ...`."""
+        print(f"error: {' '.join(text.split())}", file=sys.stderr, flush=True)
+
+
+def message_dict(message: Message) -> dict:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
+def new_table(title: str | None = None) -> Table:
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                 header_style="bold")
+
+
+def key_value_table(message: Message) -> Table:
+    table = Table(box=None, show_header=False, padding=(0, 2, 0, 0))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for field in message.DESCRIPTOR.fields:
+        if _is_nested_list(field):
+            continue  # printed as a table of its own
+        text = field_text(message, field, exact=True)
+        if text:
+            table.add_row(field.name, Text(text))
+    return table
+
+
+def generic_table(items: Sequence[Message], title: str | None = None) -> Table:
+    """Every field that is set in some item, one column each."""
+    fields = [f for f in items[0].DESCRIPTOR.fields if any(field_text(item, f) for item in items)]
+    table = new_table(title)
+    for field in fields:
+        header = field.name.removesuffix("_bytes").upper().replace("_", " ")
+        table.add_column(header, no_wrap=field.name.endswith(ID_SUFFIX))
+    for item in items:
+        table.add_row(*(Text(field_text(item, field) or "-") for field in fields))
+    return table
+
+
+def field_text(message: Message, field: FieldDescriptor, exact: bool = False) -> str:
+    """A field as a person reads it; '' when it is empty. `exact` adds the byte count to human sizes."""
+    value = getattr(message, field.name)
+    if _is_map(field):
+        return ", ".join(f"{key}={value[key]}" for key in sorted(value))
+    if _is_repeated(field):
+        if field.message_type is not None:
+            if field.message_type.full_name == "cbr.common.v1.Tag":
+                return ", ".join(f"{t.key}={t.value}" for t in value)
+            return f"{len(value)}" if value else ""
+        return ", ".join(enum_text(field, v) if field.enum_type else str(v) for v in value)
+    if field.message_type is not None:
+        if not message.HasField(field.name):
+            return ""
+        if field.message_type.full_name == "google.protobuf.Timestamp":
+            return time_text(value)
+        if field.message_type.full_name == "cbr.backup.v1.TaskError":
+            return f"{value.code}: {value.message}" if value.code else value.message
+        return json.dumps(message_dict(value))
+    if field.enum_type is not None:
+        return enum_text(field, value)
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return number_text(field.name, value, exact)
+    return str(value)
+
+
+def number_text(name: str, value: int, exact: bool = False) -> str:
+    if name.endswith("_bytes") or name.startswith("bytes_"):
+        return bytes_text(value) + (f" ({value} bytes)" if exact and value >= 1024 else "")
+    if name == "size_gb":
+        return f"{value} GiB"
+    if name in ("progress", "threshold"):
+        return f"{value}%"
+    return str(value)
+
+
+def enum_text(field: FieldDescriptor, value: int) -> str:
+    values = field.enum_type.values_by_number
+    if value not in values:
+        return str(value)
+    prefix = values[0].name[: -len("UNSPECIFIED")]
+    name = values[value].name
+    return "" if name.endswith("_UNSPECIFIED") else name[len(prefix):].lower()
+
+
+def enum_of(message: Message, field_name: str) -> str:
+    return enum_text(message.DESCRIPTOR.fields_by_name[field_name], getattr(message, field_name))
+
+
+def bytes_text(value: int) -> str:
+    if value < 1024:
+        return f"{value} B"
+    amount = float(value)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        amount /= 1024
+        if amount < 1024 or unit == "PiB":
+            return f"{amount:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def time_text(stamp) -> str:
+    if not stamp.seconds and not stamp.nanos:
+        return ""
+    when = dt.datetime.fromtimestamp(stamp.seconds, tz=dt.timezone.utc).astimezone()
+    return when.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def joined(values: Iterable[str]) -> str:
+    return ", ".join(values)
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    return field.is_repeated
+
+
+def _is_nested_list(field: FieldDescriptor) -> bool:
+    """A repeated message field other than tags and maps: shown as a table under the object."""
+    return (_is_repeated(field) and field.message_type is not None and not _is_map(field)
+            and field.message_type.full_name != "cbr.common.v1.Tag")
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return (_is_repeated(field) and field.message_type is not None
+            and field.message_type.GetOptions().map_entry)

@@ -1,0 +1,253 @@
+"""`cbr backup` builds the right BackupService requests and follows their tasks, checked against a recording
+fake of BackupService and TaskService (the real BackupService is being written; the CLI must not wait for it)."""
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Callable
+
+import grpc
+import pytest
+
+from cbr.backup.v1 import backup_pb2 as bp, backup_pb2_grpc, task_pb2 as tp, task_pb2_grpc
+from cbr.common.v1 import common_pb2 as cp
+from tests.integration.cli.conftest import one_error_line
+from tests.integration.common.test_tls import pki  # noqa: F401  (a fixture: a CA, server and client certificates)
+
+GIB = 1024**3
+VAULT, CHECKPOINT, BACKUP = (str(uuid.uuid4()) for _ in range(3))
+DISK, SERVER, FS, CHILD_1, CHILD_2, DISK_1, DISK_2 = (str(uuid.uuid4()) for _ in range(7))
+
+
+def task(task_id: str, status: int, progress: int, done: int = 0, error: tp.TaskError | None = None) -> tp.Task:
+    return tp.Task(task_id=task_id, operation_type=tp.OPERATION_TYPE_RESTORE, status=status, progress=progress,
+                   bytes_done=done, bytes_total=GIB, resource_name="disk-1", error=error)
+
+
+def succeeding(task_id: str) -> list[tp.Task]:
+    return [task(task_id, tp.TASK_STATUS_WAITING, 0), task(task_id, tp.TASK_STATUS_RUNNING, 40, 400 * 2**20),
+            task(task_id, tp.TASK_STATUS_SUCCESS, 100, GIB)]
+
+
+def failing(task_id: str) -> list[tp.Task]:
+    return [task(task_id, tp.TASK_STATUS_RUNNING, 10, 100 * 2**20),
+            task(task_id, tp.TASK_STATUS_FAILED, 10, 100 * 2**20,
+                 tp.TaskError(code="BackupService.6140", message="disk is attached to a server"))]
+
+
+class Recorder:
+    """Remembers each request with the metadata it came with."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, object, dict[str, str]]] = []
+
+    def record(self, method: str, request, context) -> None:
+        self.calls.append((method, request, dict(context.invocation_metadata())))
+
+    def last(self, method: str):
+        return next(request for name, request, _ in reversed(self.calls) if name == method)
+
+
+class FakeBackups(backup_pb2_grpc.BackupServiceServicer):
+    def __init__(self, recorder: Recorder, scripts: dict[str, list[tp.Task]]):
+        self.recorder, self.scripts = recorder, scripts
+
+    def _task(self, make: Callable[[str], list[tp.Task]]) -> str:
+        task_id = str(uuid.uuid4())
+        self.scripts[task_id] = make(task_id)
+        return task_id
+
+    async def CreateCheckpoint(self, request, context):
+        self.recorder.record("CreateCheckpoint", request, context)
+        resources = [bp.CheckpointResource(resource_id=rid, type=cp.OBJECT_TYPE_DISK, backup_id=str(uuid.uuid4()),
+                                           task_id=self._task(succeeding)) for rid in request.resource_ids]
+        return bp.CreateCheckpointResponse(checkpoint=bp.Checkpoint(
+            checkpoint_id=CHECKPOINT, vault_id=request.vault_id, name=request.name, resources=resources,
+            status=bp.CHECKPOINT_STATUS_PROTECTING, skipped_resources=[bp.SkippedResource(
+                resource_id=DISK, code="BackupService.2002", reason="already being backed up")]))
+
+    async def GetCheckpoint(self, request, context):
+        self.recorder.record("GetCheckpoint", request, context)
+        return bp.GetCheckpointResponse(checkpoint=bp.Checkpoint(checkpoint_id=request.checkpoint_id, vault_id=VAULT))
+
+    async def ListBackups(self, request, context):
+        self.recorder.record("ListBackups", request, context)
+        return bp.ListBackupsResponse(backups=[_backup(BACKUP, "nightly")], count=7)
+
+    async def GetBackup(self, request, context):
+        self.recorder.record("GetBackup", request, context)
+        if request.backup_id != BACKUP:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"backup {request.backup_id} not found")
+        return bp.GetBackupResponse(backup=_backup(BACKUP, "nightly"))
+
+    async def UpdateBackup(self, request, context):
+        self.recorder.record("UpdateBackup", request, context)
+        return bp.UpdateBackupResponse(backup=_backup(request.backup_id, request.name))
+
+    async def DeleteBackup(self, request, context):
+        self.recorder.record("DeleteBackup", request, context)
+        return bp.DeleteBackupResponse(task_id=self._task(succeeding))
+
+    async def RestoreBackup(self, request, context):
+        self.recorder.record("RestoreBackup", request, context)
+        return bp.RestoreBackupResponse(task_id=self._task(failing))
+
+    async def CreateDiskFromBackup(self, request, context):
+        self.recorder.record("CreateDiskFromBackup", request, context)
+        return bp.CreateDiskFromBackupResponse(disk_id=DISK_1, task_id=self._task(succeeding))
+
+
+class FakeTasks(task_pb2_grpc.TaskServiceServicer):
+    def __init__(self, scripts: dict[str, list[tp.Task]]):
+        self.scripts = scripts
+
+    async def WatchTask(self, request, context):
+        for step in self.scripts[request.task_id]:
+            yield tp.WatchTaskResponse(task=step)
+            await asyncio.sleep(0.05)
+
+    async def GetTask(self, request, context):
+        return tp.GetTaskResponse(task=self.scripts[request.task_id][-1])
+
+
+def _backup(backup_id: str, name: str) -> bp.Backup:
+    return bp.Backup(backup_id=backup_id, name=name, vault_id=VAULT, resource_id=DISK, resource_name="disk-1",
+                     resource_type=cp.OBJECT_TYPE_DISK, status=bp.BACKUP_STATUS_AVAILABLE, incremental=True,
+                     logical_bytes=3 * GIB, stored_bytes=GIB)
+
+
+async def serve_fake(credentials: grpc.ServerCredentials | None = None):
+    recorder, scripts = Recorder(), {}
+    server = grpc.aio.server()
+    backup_pb2_grpc.add_BackupServiceServicer_to_server(FakeBackups(recorder, scripts), server)
+    task_pb2_grpc.add_TaskServiceServicer_to_server(FakeTasks(scripts), server)
+    port = (server.add_secure_port("127.0.0.1:0", credentials) if credentials
+            else server.add_insecure_port("127.0.0.1:0"))
+    await server.start()
+    recorder.address = f"127.0.0.1:{port}"
+    return server, recorder
+
+
+@pytest.fixture
+async def fake():
+    server, recorder = await serve_fake()
+    yield recorder
+    await server.stop(grace=None)
+
+
+@pytest.fixture
+def cbr_fake(cbr, fake):
+    return cbr.using(CBR_BACKUP_ADDR=fake.address)
+
+
+async def test_checkpoint_requests_and_wait(cbr_fake, fake):
+    shown, waited, default = await asyncio.gather(
+        cbr_fake.ok("backup", "checkpoint", VAULT, DISK, SERVER, "--full", "--name", "before-upgrade",
+                    "--description", "by hand", "--exclude", f"{SERVER}={DISK_1},{DISK_2}"),
+        cbr_fake("backup", "checkpoint", VAULT, DISK_1, DISK_2, "--wait"),
+        cbr_fake.json("backup", "checkpoint", VAULT))
+    requests = {tuple(r.resource_ids): r for name, r, _ in fake.calls if name == "CreateCheckpoint"}
+    full = requests[(DISK, SERVER)]
+    assert (full.vault_id, full.name, full.description) == (VAULT, "before-upgrade", "by hand")
+    assert full.HasField("incremental") and full.incremental is False
+    assert list(full.resource_details) == [bp.ResourceDetail(resource_id=SERVER, type=cp.OBJECT_TYPE_SERVER,
+                                                             exclude_volumes=[DISK_1, DISK_2])]
+    assert not requests[()].HasField("incremental") and default["vault_id"] == VAULT
+    assert all(metadata["authorization"] == f"Bearer {cbr_fake.settings['CBR_TOKEN']}"
+               for _, _, metadata in fake.calls)
+    assert CHECKPOINT in shown.stdout and "already being backed up" in shown.stdout
+
+    assert waited.code == 0, str(waited)
+    assert waited.stdout.count("success") == 2  # a table of the two final tasks
+    assert "100%" in waited.stderr and "1.0 GiB / 1.0 GiB" in waited.stderr
+    assert f"skipped {DISK} (BackupService.2002): already being backed up" in waited.stderr
+
+
+async def test_list_get_update(cbr_fake, fake):
+    listed, shown, checkpoint, renamed, nothing, missing = await asyncio.gather(
+        cbr_fake.ok("backup", "list", "--vault", VAULT, "--resource", DISK, "--type", "disk", "--status", "available",
+                    "--status", "error", "--image-type", "replication", "--since", "2024-05-01T00:00:00Z",
+                    "--until", "2024-06-01T12:30:00+02:00", "--name", "night", "--checkpoint", CHECKPOINT,
+                    "--parent", BACKUP, "--sort", "name:asc", "--limit", "5", "--offset", "10"),
+        cbr_fake.ok("backup", "get", BACKUP),
+        cbr_fake.json("backup", "get-checkpoint", CHECKPOINT),
+        cbr_fake.json("backup", "update", BACKUP, "--name", "renamed"),
+        cbr_fake("backup", "update", BACKUP),
+        cbr_fake("backup", "get", DISK))
+    request = fake.last("ListBackups")
+    assert (request.vault_id, request.resource_id, request.resource_type) == (VAULT, DISK, cp.OBJECT_TYPE_DISK)
+    assert list(request.status) == [bp.BACKUP_STATUS_AVAILABLE, bp.BACKUP_STATUS_ERROR]
+    assert request.image_type == bp.IMAGE_TYPE_REPLICATION
+    assert request.start_time.ToJsonString() == "2024-05-01T00:00:00Z"
+    assert request.end_time.ToJsonString() == "2024-06-01T10:30:00Z"
+    assert (request.name, request.checkpoint_id, request.parent_id, request.sort) == (
+        "night", CHECKPOINT, BACKUP, "name:asc")
+    assert (request.page.limit, request.page.offset) == (5, 10)
+    row = next(line for line in listed.stdout.splitlines() if BACKUP in line)
+    assert row.split()[1:5] == ["nightly", "disk-1", "disk", "available"] and "3.0 GiB" in row
+    assert "1 of 7" in listed.stdout
+
+    assert "3.0 GiB (3221225472 bytes)" in shown.stdout
+    assert checkpoint["checkpoint_id"] == CHECKPOINT
+    update = fake.last("UpdateBackup")
+    assert update.HasField("name") and not update.HasField("description") and renamed["name"] == "renamed"
+    assert nothing.code == 2
+    assert missing.code == 4 and one_error_line(missing) == f"error: NOT_FOUND: backup {DISK} not found"
+
+
+async def test_restore_requests_and_a_failed_task(cbr_fake, fake):
+    server, fs, disk = await asyncio.gather(
+        cbr_fake("backup", "restore", BACKUP, "--server", SERVER, "--map", f"{CHILD_1}={DISK_1}",
+                 "--map", f"{CHILD_2}={DISK_2}", "--no-power-on", "--wait"),
+        cbr_fake.json("backup", "restore", BACKUP, "--fs", FS, "--target-path", "restored/here",
+                      "--new-directory"),
+        cbr_fake.ok("backup", "restore", BACKUP, "--volume", DISK))
+    requests = {r.server_id or r.file_system_id or r.volume_id: r for name, r, _ in fake.calls
+                if name == "RestoreBackup"}
+    mapped, tree = requests[SERVER], requests[FS]
+    assert [(m.backup_id, m.volume_id) for m in mapped.mappings] == [(CHILD_1, DISK_1), (CHILD_2, DISK_2)]
+    assert mapped.HasField("power_on") and mapped.power_on is False
+    assert (tree.target_path, tree.new_directory, tree.HasField("power_on")) == ("restored/here", True, False)
+    assert requests[DISK].volume_id == DISK and "restoring backup" in disk.stdout
+    assert set(fs) == {"task_id"}
+
+    assert server.code == 11, str(server)
+    error = server.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: task ") and error.endswith(
+        " failed (BackupService.6140): disk is attached to a server"), server.stderr
+    assert "failed" in server.stdout and "100.0 MiB / 1.0 GiB" in server.stderr
+
+
+async def test_delete_and_create_disk(cbr_fake, fake):
+    deleted, created, waited = await asyncio.gather(
+        cbr_fake.json("backup", "delete", BACKUP, "--wait"),
+        cbr_fake.ok("backup", "create-disk", BACKUP, "--name", "copy", "--size", "10G"),
+        cbr_fake("backup", "create-disk", BACKUP, "--wait"))
+    assert deleted["status"] == "TASK_STATUS_SUCCESS"
+    assert fake.last("DeleteBackup").backup_id == BACKUP
+    sizes = sorted((r.name, r.size_bytes) for name, r, _ in fake.calls if name == "CreateDiskFromBackup")
+    assert sizes == [("", 0), ("copy", 10 * GIB)]
+    assert f"disk {DISK_1} created" in created.stdout
+    assert waited.code == 0 and f"disk {DISK_1}" in waited.stderr
+
+
+async def test_mutual_tls(cbr, pki):  # noqa: F811
+    def read(name: str) -> bytes:
+        with open(pki[name], "rb") as file:
+            return file.read()
+    credentials = grpc.ssl_server_credentials([(read("server_key"), read("server_cert"))],
+                                              root_certificates=read("ca"), require_client_auth=True)
+    server, recorder = await serve_fake(credentials)
+    try:
+        tls = cbr.using(CBR_BACKUP_ADDR=recorder.address, CBR_TLS_CA=pki["ca"])
+        trusted, anonymous, plain = await asyncio.gather(
+            tls.using(CBR_TLS_CERT=pki["client_cert"], CBR_TLS_KEY=pki["client_key"]).json("backup", "get", BACKUP),
+            tls("backup", "get", BACKUP, "--timeout", "5"),
+            cbr.using(CBR_BACKUP_ADDR=recorder.address)("backup", "get", BACKUP, "--timeout", "5"))
+        assert trusted["backup_id"] == BACKUP
+        assert anonymous.code == 9 and one_error_line(anonymous).startswith("error: UNAVAILABLE")
+        assert plain.code == 9
+        half = await tls.using(CBR_TLS_CERT=pki["client_cert"])("backup", "get", BACKUP)
+        assert half.code == 2 and "CBR_TLS_KEY" in one_error_line(half)
+    finally:
+        await server.stop(grace=None)
