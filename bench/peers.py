@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 from bench.measure import Measured, StepFailed, run_measured, run_quiet
+from cbr_backup.datapath.disk_backup import DEFAULT_BLOCK_SIZE
 
 PASSWORD = "bench"
 
@@ -272,7 +273,7 @@ class Cbr(Runner):
 
     def settings(self) -> dict:
         return {
-            "block_size": self.block_size or "the CLI's default (64 KiB)",
+            "block_size": self.block_size or f"the CLI's default ({DEFAULT_BLOCK_SIZE >> 10} KiB)",
             "compression": "zstd (stored raw where it does not help)",
             "encryption": "none: the CLI's key file holds only the 32-byte BLAKE3 id key (chunk ids are keyed); "
                           "restic and borg encrypt",

@@ -69,3 +69,20 @@ tasks = Table(
 )
 
 add_outbox_tables(metadata)
+
+# The chunk index (migration backup_0002): one row per chunk a vault's store holds. The data path looks rows
+# up and upserts them in batches (adapters/chunk_index.py); GC sweeps by last_referenced_time (DESIGN.md).
+from sqlalchemy import LargeBinary  # noqa: E402  (appended with the table, which came after the others)
+
+chunks = Table(
+    "chunks", metadata,
+    Column("vault_id", String(36), primary_key=True),
+    Column("digest", LargeBinary, primary_key=True),  # the chunk id: keyed BLAKE3-256 of the plaintext
+    Column("raw_size", Integer, nullable=False),
+    Column("stored_size", Integer, nullable=False),
+    Column("created_time", DateTime(timezone=True), nullable=False),
+    Column("last_referenced_time", DateTime(timezone=True), nullable=False),
+    # GC's sweep order. Deliberately not (vault_id, ...): a second index led by vault_id competes with the
+    # primary key for lookups, and the planner picks it when a new vault's statistics are stale.
+    Index("ix_chunks_last_referenced", "last_referenced_time"),
+)

@@ -92,7 +92,7 @@ class FsChunkStore:
     def __init__(self, root: Path | str, sync: SyncLevel = "filesystem"):
         if sync not in SYNC_LEVELS:
             raise ValueError(f"sync must be one of {', '.join(SYNC_LEVELS)}, not {sync!r}")
-        self.root = Path(root)
+        self.root = Path(root).absolute()  # a relative root would break once the cwd changes
         self.sync: SyncLevel = sync
         self._root = os.fspath(self.root)
         self._hardlinks = True

@@ -1,0 +1,306 @@
+"""Disk backup: a snapshot file becomes chunks in the vault's store and one manifest.
+
+Write order (DESIGN.md, "Write order"): new chunks are put, store.flush(); their index rows are inserted;
+the manifest is put, store.flush(). Only then does the caller flip the backup row to available and publish
+the event, so nothing refers to a chunk that is not durable, and an interrupted backup leaves only orphan
+chunks (reused by the retry through put's first-writer-wins, reclaimed by GC otherwise).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import blake3
+
+from cbr_backup.chunkstore import ChunkNotFoundError
+from cbr_backup.datapath.blockio import DiskFile, open_disk, read_at
+from cbr_backup.datapath.chunk_codec import ID_SIZE, ChunkCodec, VaultKeys
+from cbr_backup.datapath.dictionary import DICTIONARY_SIZE, VaultDictionaries, sample_dictionary
+from cbr_backup.datapath.errors import ManifestCorruptError
+from cbr_backup.datapath.extents import block_ranges, data_extents, shared_blocks
+from cbr_backup.datapath.manifest import DiskManifest, block_count, check_block_size
+from cbr_backup.datapath.pipeline import (DEFAULT_BUFFER_SIZE, Piece, default_workers, plan_pieces, run_pipeline,
+                                         subtract_ranges)
+from cbr_backup.engine import zero_blocks
+
+DEFAULT_BLOCK_SIZE = 128 << 10  # chosen by measurement: DESIGN.md, "Block size"
+TOUCH_MARGIN = dt.timedelta(hours=1)  # rows touched this recently are not rewritten; must stay below GC grace
+
+
+def chunk_key(vault_id: str, chunk: bytes) -> str:
+    return f"{vault_id}/chunks/{chunk.hex()}"
+
+
+def manifest_key(vault_id: str, manifest_id: str) -> str:
+    return f"{vault_id}/manifests/{manifest_id}"
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    manifest_id: str
+    manifest: DiskManifest
+    manifest_bytes: int        # size of the stored manifest
+    logical_bytes: int         # disk size
+    read_bytes: int            # bytes read from the snapshot (holes and shared extents are not read)
+    data_blocks: int           # non-zero blocks
+    new_chunks: int            # chunks this backup wrote to the store
+    reused_chunks: int         # distinct chunks the vault already had
+    stored_bytes_added: int    # bytes this backup added to the store: new chunks, manifest, dictionary
+    seconds: float
+
+    def summary(self) -> dict:
+        return {"manifest_id": self.manifest_id, "logical_bytes": self.logical_bytes,
+                "read_bytes": self.read_bytes, "new_chunks": self.new_chunks,
+                "stored_bytes_added": self.stored_bytes_added, "seconds": round(self.seconds, 3)}
+
+
+def load_manifest(store, keys: VaultKeys, vault_id: str, manifest_id: str) -> DiskManifest:
+    key = manifest_key(vault_id, manifest_id)
+    try:
+        value = store.get(key)
+    except ChunkNotFoundError:
+        raise ManifestCorruptError(f"manifest {key} is missing") from None
+    return DiskManifest.decode(ChunkCodec(keys).unseal(value, key.encode(), key))
+
+
+def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index, vault_id: str, *,
+                parent: DiskManifest | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
+                manifest_id: str | None = None, started_time: dt.datetime | None = None,
+                previous_snapshot: str | os.PathLike | None = None, workers: int | None = None,
+                buffer_size: int = DEFAULT_BUFFER_SIZE, dictionary_size: int = DICTIONARY_SIZE) -> BackupResult:
+    """Backs up the disk image at snapshot_path (which must not change meanwhile: a snapshot).
+
+    parent: the previous backup's manifest; its chunks are reused without a lookup per buffer.
+    previous_snapshot: the parent's snapshot file, still present, where both are reflink clones: blocks
+    whose extents the two still share are taken from the parent without being read (see extents.py).
+    started_time: when the backup started by the index's clock (the backup row's start, which GC's cutoff
+    uses); defaults to the index's now().
+    """
+    t0 = time.perf_counter()
+    check_block_size(block_size)
+    if buffer_size < block_size:
+        raise ValueError("buffer_size must hold at least one block")
+    buffer_size -= buffer_size % block_size
+    if parent is not None and parent.block_size != block_size:
+        parent = None  # ids of other-sized blocks never match; a full backup it is
+    manifest_id = manifest_id or str(uuid.uuid4())
+    disk = open_disk(snapshot_path, os.O_RDONLY)
+    try:
+        job = _BackupJob(disk, keys, store, index, vault_id, parent, block_size, workers, buffer_size,
+                         started_time)
+        job.run(previous_snapshot, dictionary_size)
+    finally:
+        disk.close()
+    return job.finish(manifest_id, time.perf_counter() - t0)
+
+
+class _BackupJob:
+    def __init__(self, disk: DiskFile, keys: VaultKeys, store, index, vault_id: str, parent: DiskManifest | None,
+                 block_size: int, workers: int | None, buffer_size: int, started_time: dt.datetime | None):
+        self.disk = disk
+        self.keys = keys
+        self.store = store
+        self.index = index
+        self.vault_id = vault_id
+        self.parent = parent
+        self.block_size = block_size
+        self.workers = workers
+        self.buffer_size = buffer_size
+        self.size = os.fstat(disk.fd).st_size
+        n = block_count(self.size, block_size)
+        self.ids = bytearray(n * ID_SIZE)
+        self.zero = bytearray(b"\x01") * n
+        self.since = (started_time or index.now()) - TOUCH_MARGIN
+        self.chunk_prefix = f"{vault_id}/chunks/"
+        # known: ids the index confirmed (and touched); claimed: ids this backup stores itself.
+        self.known: set[bytes] = set()
+        self.claimed: set[bytes] = set()
+        self.new_rows: list[tuple[bytes, int, int]] = []
+        self.lock = threading.Lock()
+        self.parent_checked = threading.Event()
+        self.parent_error: BaseException | None = None
+        self.read_bytes = 0
+        self.new_chunks = 0
+        self.stored_added = 0
+        self.codec: ChunkCodec | None = None
+        self.flusher = _EarlyFlusher(store)
+
+    # Setup
+
+    def run(self, previous_snapshot, dictionary_size: int) -> None:
+        ranges = block_ranges(data_extents(self.disk.fd, self.size), self.block_size)
+        dictionaries = VaultDictionaries(self.store, self.vault_id, self.keys)
+        current = dictionaries.current()
+        if current is None and dictionary_size > 0:
+            sample = sample_dictionary(self.disk, ranges, self.block_size, self.size, dictionary_size)
+            if sample is not None:
+                current, added = dictionaries.create(sample)
+                self.stored_added += added
+        self.codec = ChunkCodec(self.keys, dictionary=current, dictionaries=dictionaries.by_tag)
+
+        if self.parent is None:
+            self.parent_checked.set()
+        elif previous_snapshot is not None:
+            self._check_parent()  # first: shared blocks are trusted only if their chunks are still there
+            if self.parent_error is not None:
+                raise self.parent_error
+            ranges = subtract_ranges(ranges, self._take_shared(previous_snapshot))
+        else:
+            threading.Thread(target=self._check_parent, name="cbr-parent-check", daemon=True).start()
+
+        try:
+            # Each worker reads its own piece: several direct reads in flight keep the device busier than
+            # one reader thread (measured: 1.26-1.35 s against 1.44 s for 1.37 GB).
+            run_pipeline(plan_pieces(ranges, self.block_size, self.size, self.buffer_size), self._work,
+                         workers=self.workers or default_workers() + 1, buffer_size=self.buffer_size)
+        finally:
+            self.parent_checked.wait()  # never leave the side thread using the index after we return
+        if self.parent_error is not None:
+            raise self.parent_error
+
+    def _check_parent(self) -> None:
+        """Confirms (and touches) the parent's chunks in the index, in batches, beside the reading."""
+        try:
+            self.known.update(self.index.touch_existing(self.vault_id, list(self.parent.unique_ids()), self.since))
+        except BaseException as exc:
+            self.parent_error = exc
+        finally:
+            self.parent_checked.set()
+
+    def _take_shared(self, previous_snapshot) -> list[tuple[int, int]]:
+        """Block ranges whose extents the previous snapshot still shares: ids come from the parent."""
+        with open(previous_snapshot, "rb") as previous:
+            shared = shared_blocks(self.disk.fd, previous.fileno(), self.block_size, self.size)
+        if not shared:
+            return []
+        parent, taken = self.parent, []
+        for first, end in shared:
+            end = min(end, parent.block_count)
+            run_start = None
+            for i in range(first, end):
+                chunk = parent.block_id(i)
+                ok = parent.block_length(i) == min(self.block_size, self.size - i * self.block_size) and (
+                    chunk is None or chunk in self.known)
+                if ok:
+                    if chunk is not None:
+                        self.ids[i * ID_SIZE:(i + 1) * ID_SIZE] = chunk
+                        self.zero[i] = 0
+                    if run_start is None:
+                        run_start = i
+                elif run_start is not None:
+                    taken.append((run_start, i))
+                    run_start = None
+            if run_start is not None:
+                taken.append((run_start, end))
+        return taken
+
+    # The pipeline
+
+    def _work(self, piece: Piece, buffer) -> None:
+        filled = read_at(self.disk, buffer.view, piece.offset, piece.length)
+        if filled != piece.length:
+            raise OSError(f"short read of the snapshot at {piece.offset}: {filled} of {piece.length} bytes "
+                          f"(the snapshot changed size?)")
+        bs = self.block_size
+        view = buffer.view[:filled]
+        flags = zero_blocks(view, bs)
+        key = self.keys.id_key
+        ids, zero, known = self.ids, self.zero, self.known
+        first = piece.first_block
+        fresh: list[tuple[int, bytes]] = []
+        for j, flag in enumerate(flags):
+            if flag:
+                continue
+            chunk = blake3.blake3(view[j * bs:(j + 1) * bs], key=key).digest()
+            i = first + j
+            ids[i * ID_SIZE:(i + 1) * ID_SIZE] = chunk
+            zero[i] = 0
+            if chunk not in known:
+                fresh.append((j, chunk))
+        with self.lock:
+            self.read_bytes += filled
+        if not fresh:
+            return
+        if not self.parent_checked.is_set():
+            self.parent_checked.wait()
+        unknown = [chunk for _, chunk in fresh if chunk not in known and chunk not in self.claimed]
+        if unknown:
+            known.update(self.index.touch_existing(self.vault_id, unknown, self.since))
+        codec, store, prefix = self.codec, self.store, self.chunk_prefix
+        for j, chunk in fresh:
+            if chunk in known:
+                continue
+            with self.lock:
+                if chunk in self.claimed:
+                    continue
+                self.claimed.add(chunk)
+            data = view[j * bs:(j + 1) * bs]
+            value = codec.encode(data, chunk)
+            created = store.put(prefix + chunk.hex(), value)
+            with self.lock:
+                self.new_rows.append((chunk, len(data), len(value)))
+                if created:
+                    self.new_chunks += 1
+                    self.stored_added += len(value)
+            if created:
+                self.flusher.wrote(len(value))
+
+    # The end: the write order
+
+    def finish(self, manifest_id: str, elapsed_before: float) -> BackupResult:
+        t0 = time.perf_counter()
+        self.flusher.stop()
+        self.store.flush()                                   # 1. every new chunk is durable
+        self.index.record_new(self.vault_id, self.new_rows)  # 2. only now may other backups reuse them
+        manifest = DiskManifest(self.size, self.block_size, bytes(self.ids), bytes(self.zero))
+        key = manifest_key(self.vault_id, manifest_id)
+        value = self.codec.seal(manifest.encode(), key.encode())
+        if not self.store.put(key, value):                  # 3. the manifest, then its own barrier
+            raise FileExistsError(f"manifest {key} exists already")
+        self.store.flush()
+        referenced = manifest.unique_ids()
+        return BackupResult(
+            manifest_id=manifest_id, manifest=manifest, manifest_bytes=len(value), logical_bytes=self.size,
+            read_bytes=self.read_bytes, data_blocks=manifest.data_block_count, new_chunks=self.new_chunks,
+            reused_chunks=len(referenced) - len(self.claimed & referenced),
+            stored_bytes_added=self.stored_added + len(value),
+            seconds=elapsed_before + time.perf_counter() - t0)
+
+
+class _EarlyFlusher:
+    """Starts the store's flush on a side thread each time EARLY_FLUSH_BYTES more have been written, so the
+    device writes chunks back while the pipeline still computes and the barrier at the end finds little
+    left to do. Only the final flush counts for durability; an early one that fails is simply repeated."""
+
+    EARLY_FLUSH_BYTES = 192 << 20
+
+    def __init__(self, store):
+        self._store = store
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def wrote(self, nbytes: int) -> None:
+        with self._lock:
+            self._pending += nbytes
+            if self._pending < self.EARLY_FLUSH_BYTES or (self._thread is not None and self._thread.is_alive()):
+                return
+            self._pending = 0
+            self._thread = threading.Thread(target=self._flush, name="cbr-early-flush", daemon=True)
+            self._thread.start()
+
+    def _flush(self) -> None:
+        try:
+            self._store.flush()
+        except Exception:  # noqa: BLE001 - the final flush will raise it
+            pass
+
+    def stop(self) -> None:
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join()
