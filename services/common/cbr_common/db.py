@@ -5,12 +5,13 @@ import datetime as dt
 import uuid
 from typing import Callable
 
+import psycopg
 from google.protobuf.message import Message
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from cbr_common.errors import UnavailableError
+from cbr_common.errors import ConflictError, UnavailableError
 from cbr_common.outbox import outbox_table_of
 
 
@@ -56,6 +57,8 @@ class UnitOfWork:
             await self.session.close()
         except sa_exc.DBAPIError:
             pass  # the connection is already gone; the original error says more
+        if isinstance(exc, sa_exc.DBAPIError) and isinstance(exc.orig, psycopg.errors.TransactionRollback):
+            raise ConflictError("a concurrent change won, try again") from exc  # serialization failure, deadlock
         if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) or (
                 isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated):
             raise UnavailableError("database unavailable, try again") from exc

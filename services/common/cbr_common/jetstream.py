@@ -38,6 +38,8 @@ async def ensure_stream(js, config: StreamConfig) -> None:
         await js.update_stream(config)  # exists with other settings: bring it to ours
 
 
+MAX_REDELIVERY_DELAY = 60.0
+
 Handler = Callable[[object, object], Awaitable[None]]  # (event message, unit of work) -> None
 
 
@@ -54,7 +56,7 @@ class EventConsumer:
     after the commit, so a crash in between redelivers and the inbox drops it."""
 
     def __init__(self, js, name: str, subscriptions: list[Subscription], make_uow: Callable[[], object],
-                 metadata, ack_wait: float = 30.0, max_deliver: int = 20):
+                 metadata, ack_wait: float = 30.0, max_deliver: int = -1):
         self._js = js
         self._name = name
         self._subs = subscriptions
@@ -121,6 +123,7 @@ class EventConsumer:
             log.warning("event handler failed", extra={"fields": {"subject": msg.subject, "event_id": event_id,
                                                                   "error": repr(exc)}})
             try:
-                await msg.nak(delay=1.0)
+                # Redelivered until it succeeds (max_deliver -1): a database outage must not drop events.
+                await msg.nak(delay=min(2.0 ** msg.metadata.num_delivered, MAX_REDELIVERY_DELAY))
             except Exception:  # noqa: BLE001
                 pass

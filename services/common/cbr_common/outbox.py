@@ -5,11 +5,19 @@ import asyncio
 import datetime as dt
 import logging
 
+from nats import errors as nats_errors
+from nats.js.errors import NoStreamResponseError
 from sqlalchemy import BigInteger, Column, DateTime, Integer, LargeBinary, MetaData, String, Table, select, update
 
 log = logging.getLogger("cbr.outbox")
 
 MSG_ID_HEADER = "Nats-Msg-Id"
+# A row the bus refused this often is left for an operator (published_time stays NULL); outages do not count.
+MAX_ATTEMPTS = 10
+# Errors that mean "NATS is not there right now", as opposed to "NATS refused this message".
+TRANSPORT_ERRORS = (nats_errors.TimeoutError, nats_errors.ConnectionClosedError, nats_errors.NoServersError,
+                    nats_errors.NoRespondersError, nats_errors.StaleConnectionError, nats_errors.OutboundBufferLimitError,
+                    NoStreamResponseError, asyncio.TimeoutError, ConnectionError, OSError)
 
 
 def add_outbox_tables(metadata: MetaData) -> None:
@@ -58,27 +66,29 @@ class OutboxRelay:
         async with self._db.sessions() as session, session.begin():
             rows = (await session.execute(
                 select(table.c.id, table.c.event_id, table.c.subject, table.c.payload)
-                .where(table.c.published_time.is_(None)).order_by(table.c.id)
+                .where(table.c.published_time.is_(None), table.c.attempts < MAX_ATTEMPTS).order_by(table.c.id)
                 .limit(self._batch).with_for_update(skip_locked=True))).all()
             done: list[int] = []
-            failed_id = None
+            failed_id, bus_down = None, False
             for row in rows:
                 try:
                     await self._js.publish(row.subject, row.payload, headers={MSG_ID_HEADER: row.event_id},
                                            timeout=2.0)
-                except Exception as exc:  # noqa: BLE001 - NATS down or slow: keep the row, retry later
+                except Exception as exc:  # noqa: BLE001 - keep the row; stop here so order is kept
                     log.warning("outbox publish failed", extra={"fields": {"subject": row.subject,
                                                                            "error": repr(exc)}})
-                    failed_id = row.id
+                    failed_id, bus_down = row.id, isinstance(exc, TRANSPORT_ERRORS)
                     break
                 done.append(row.id)
             now = dt.datetime.now(dt.timezone.utc)
             if done:
                 await session.execute(update(table).where(table.c.id.in_(done)).values(published_time=now))
-            if failed_id is not None:
+            if failed_id is not None and not bus_down:
+                # The bus answered but refused this row (too large, bad subject): count it, so a row that
+                # can never be published is set aside after MAX_ATTEMPTS instead of stalling every later one.
                 await session.execute(update(table).where(table.c.id == failed_id)
                                       .values(attempts=table.c.attempts + 1))
-        if failed_id is not None and not done:
+        if bus_down and not done:
             raise ConnectionError("event bus unavailable")
         return len(done)
 

@@ -5,13 +5,13 @@ import asyncio
 import uuid
 
 import pytest
-from sqlalchemy import MetaData, select, update
+from sqlalchemy import MetaData, insert, select, update
 
 from cbr.events.v1 import vault_events_pb2 as ev
 from cbr_common import jetstream
-from cbr_common.db import Database, UnitOfWork
+from cbr_common.db import Database, UnitOfWork, utcnow
 from cbr_common.jetstream import EventConsumer, Subscription
-from cbr_common.outbox import OutboxRelay, add_outbox_tables, outbox_table_of
+from cbr_common.outbox import MAX_ATTEMPTS, OutboxRelay, add_outbox_tables, outbox_table_of
 from cbr_devstack.nats import NatsServer
 from tests.support.services import eventually
 
@@ -75,7 +75,7 @@ async def test_event_committed_while_nats_is_down_is_published_once_when_it_retu
     table = outbox_table_of(metadata)
     async with db.sessions() as session:
         row = (await session.execute(select(table))).one()
-    assert row.published_time is None and row.attempts == 1
+    assert row.published_time is None and row.attempts == 0  # an outage is not the row's fault
 
     server.start()
     await eventually(lambda: asyncio.sleep(0, result=nc.is_connected), timeout=15)
@@ -166,3 +166,21 @@ async def test_failing_handler_is_retried_and_commits_nothing_until_it_succeeds(
     finally:
         task.cancel()
     assert len(attempts) == 3  # failed twice, redelivered, then recorded in the inbox and never run again
+
+
+async def test_row_the_bus_refuses_is_set_aside_and_does_not_stall_the_rest(schema_db, private_nats):
+    db, metadata = schema_db
+    _, _, js = private_nats
+    relay = OutboxRelay(db, metadata, js, poll_seconds=0.1)
+    table = outbox_table_of(metadata)
+    async with db.sessions() as session, session.begin():  # larger than NATS's 1 MiB max_payload
+        await session.execute(insert(table).values(event_id=str(uuid.uuid4()), subject=SUBJECT,
+                                                   payload=b"x" * (2 << 20), created_time=utcnow()))
+    event_id = await commit_event(db, metadata, "after-poison")
+    for _ in range(MAX_ATTEMPTS):
+        assert await relay.publish_pending() == 0  # order is kept: the refused row goes first
+    assert await relay.publish_pending() == 1
+    assert [m.headers["Nats-Msg-Id"] for m in await stream_messages(js, SUBJECT)] == [event_id]
+    async with db.sessions() as session:
+        poison = (await session.execute(select(table).where(table.c.published_time.is_(None)))).one()
+    assert poison.attempts == MAX_ATTEMPTS

@@ -208,3 +208,11 @@ async def test_delete_runs_as_vault_delete_task_and_frees_resources(caller):
 async def test_delete_unknown_vault(caller):
     await expect_error(caller.vault.DeleteVault(vp.DeleteVaultRequest(vault_id=str(uuid.uuid4()))),
                        NOT_FOUND, "BackupService.6130")
+
+
+async def test_locked_vault_cannot_be_deleted(caller):
+    vault = await create_vault(caller, locked=True)
+    await expect_error(caller.vault.DeleteVault(vp.DeleteVaultRequest(vault_id=vault.vault_id)),
+                       FAILED, "BackupService.6414")
+    assert (await caller.vault.GetVault(vp.GetVaultRequest(vault_id=vault.vault_id))).vault.status == \
+        vp.VAULT_STATUS_AVAILABLE

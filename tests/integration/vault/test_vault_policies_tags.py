@@ -127,3 +127,16 @@ async def test_tag_limit_counts_existing_tags(caller):
     tags = (await caller.vault.CreateVaultTags(vp.CreateVaultTagsRequest(
         vault_id=vault.vault_id, tags=[cp.Tag(key="k0", value="new")]))).tags
     assert len(tags) == 20 and {t.key: t.value for t in tags}["k0"] == "new"
+
+
+async def test_create_with_a_policy(services, caller):
+    backup_policy = await announce_policy(services, caller.project_id)
+    replication_policy = await announce_policy(services, caller.project_id, "replication")
+    vault = await eventually(lambda: create_vault(caller, object_type=SERVER, backup_policy_id=backup_policy))
+    assert vault.backup_policy_id == backup_policy
+    # A replication policy does not go into the backup slot.
+    await eventually(lambda: expect_error(create_vault(caller, name="r", object_type=SERVER,
+                                                       backup_policy_id=replication_policy),
+                                          FAILED, "BackupService.6127"))
+    listed = await caller.vault.ListVaults(vp.ListVaultsRequest(policy_id=backup_policy))
+    assert [v.vault_id for v in listed.vaults] == [vault.vault_id]

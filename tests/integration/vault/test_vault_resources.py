@@ -154,3 +154,24 @@ async def test_migrate_rejections(caller):
         FAILED, "BackupService.6414")
     assert await resources_of(caller, source) == ids
     assert await resources_of(caller, destination) == []
+
+
+async def test_concurrent_adds_of_one_resource_leave_it_in_one_vault(caller):
+    import asyncio
+    vaults = [await create_vault(caller, name=f"v{i}") for i in range(4)]
+    disk = await create_disk(caller)
+    results = await asyncio.gather(*(caller.vault.AddResources(vp.AddResourcesRequest(
+        vault_id=v.vault_id, resources=[ref(disk)])) for v in vaults), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(errors) == 3 and all(e.code() == EXISTS for e in errors), [e.details() for e in errors]
+    holders = [v for v in vaults if disk.resource_id in await resources_of(caller, v)]
+    assert len(holders) == 1
+
+
+async def test_another_projects_held_resource_is_not_found(services, caller):
+    owner = services.caller()
+    their_disk = await create_disk(owner)
+    await create_vault(owner, resources=[ref(their_disk)])
+    vault = await create_vault(caller)
+    await expect_error(caller.vault.AddResources(vp.AddResourcesRequest(
+        vault_id=vault.vault_id, resources=[ref(their_disk)])), NOT_FOUND, "BackupService.6136")

@@ -104,10 +104,11 @@ class VaultRepository:
                                                             vault_resources.c.resource_id.in_(resource_ids))
                               .values(vault_id=destination_id))
 
-    async def vaults_holding(self, resource_ids: Sequence[str]) -> dict[str, str]:
-        """resource id -> id of the vault that holds it, for those held anywhere."""
+    async def vaults_holding(self, project_id: str, resource_ids: Sequence[str]) -> dict[str, str]:
+        """resource id -> id of the project's vault that holds it, for those held."""
         rows = (await self._s.execute(select(vault_resources.c.resource_id, vault_resources.c.vault_id)
-                                      .where(vault_resources.c.resource_id.in_(resource_ids)))).all()
+                                      .where(vault_resources.c.project_id == project_id,
+                                             vault_resources.c.resource_id.in_(resource_ids)))).all()
         return {r.resource_id: r.vault_id for r in rows}
 
     # Tags and bind rules

@@ -1,6 +1,7 @@
 """Vault use cases: each checks every rule first, then writes and queues its event in one transaction."""
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Sequence
 
@@ -42,15 +43,23 @@ async def create_vault(cmd: CreateVault, uow: VaultUnitOfWork, directory: Protec
             vault.resources = await _checked_new_resources(vault, cmd.resources, uow, directory)
         if cmd.backup_policy_id:
             policy = await _policy(uow, cmd.project_id, cmd.backup_policy_id)
+            if policy.operation_type != "backup":
+                raise errors.PolicyNotApplicableError("backup_policy_id names a replication policy")
             _check_policy_fits(vault, policy.operation_type)
             vault.backup_policy_id = policy.policy_id
-        await uow.vaults.add(vault)
-        await uow.publish("cbr.vault.created", ev.VaultCreated(
-            project_id=vault.project_id, vault_id=vault.vault_id,
-            object_type=OBJECT_TYPE_EVENT[vault.object_type], protect_type=vault.protect_type))
-        if vault.resources:
-            await _publish_resources(uow, "cbr.vault.resources_added", vault, [r.resource_id for r in vault.resources])
-        await _commit_resources(uow)
+        with _one_vault_per_resource():
+            await uow.vaults.add(vault)
+            await uow.publish("cbr.vault.created", ev.VaultCreated(
+                project_id=vault.project_id, vault_id=vault.vault_id,
+                object_type=OBJECT_TYPE_EVENT[vault.object_type], protect_type=vault.protect_type))
+            if vault.resources:
+                await _publish_resources(uow, "cbr.vault.resources_added", vault,
+                                         [r.resource_id for r in vault.resources])
+            if vault.backup_policy_id:
+                await uow.publish("cbr.vault.policy_associated", ev.VaultPolicyChanged(
+                    project_id=vault.project_id, vault_id=vault.vault_id, policy_id=vault.backup_policy_id,
+                    operation_type="backup"))
+            await uow.commit()
     return vault
 
 
@@ -106,6 +115,9 @@ async def delete_vault(project_id: str, vault_id: str, uow: VaultUnitOfWork) -> 
         vault = await _vault(uow, project_id, vault_id, for_update=True)
         if vault.status not in ("available", "error"):
             raise errors.VaultStatusError(f"a vault in status {vault.status} cannot be deleted")
+        if vault.locked:
+            # WORM: deleting it would delete automatic backups before they expire.
+            raise errors.VaultLockedError("a locked vault cannot be deleted")
         task_id = str(uuid.uuid4())
         await uow.vaults.update_fields(vault.vault_id, status="deleting")
         await uow.publish("cbr.vault.delete_requested", ev.VaultDeleteRequested(
@@ -121,10 +133,11 @@ async def add_resources(project_id: str, vault_id: str, specs: Sequence[Resource
     async with uow:
         vault = await _writable_vault(uow, project_id, vault_id)
         resources = await _checked_new_resources(vault, specs, uow, directory)
-        await uow.vaults.add_resources(vault.vault_id, project_id, resources)
         ids = [r.resource_id for r in resources]
-        await _publish_resources(uow, "cbr.vault.resources_added", vault, ids)
-        await _commit_resources(uow)
+        with _one_vault_per_resource():
+            await uow.vaults.add_resources(vault.vault_id, project_id, resources)
+            await _publish_resources(uow, "cbr.vault.resources_added", vault, ids)
+            await uow.commit()
     return ids
 
 
@@ -318,7 +331,7 @@ async def _checked_new_resources(vault: Vault, specs: Sequence[ResourceSpec], uo
             raise errors.InvalidExcludeVolumesError("resource name is longer than 255 characters")
     if len(vault.resources) + len(ids) > rules.MAX_RESOURCES:
         raise errors.TooManyResourcesError(f"a vault holds at most {rules.MAX_RESOURCES} resources")
-    held = await uow.vaults.vaults_holding(ids)
+    held = await uow.vaults.vaults_holding(vault.project_id, ids)
     if held:
         resource_id, holder = next(iter(held.items()))
         where = "this vault" if holder == vault.vault_id else "another vault"
@@ -342,9 +355,10 @@ async def _publish_resources(uow: VaultUnitOfWork, subject: str, vault: Vault, i
                                                         resource_ids=ids))
 
 
-async def _commit_resources(uow: VaultUnitOfWork) -> None:
-    """Commits; a concurrent add of the same resource loses on the primary key and gets the same error."""
+@contextlib.contextmanager
+def _one_vault_per_resource():
+    """A concurrent add of the same resource passes the checks, then loses on the primary key: same error."""
     try:
-        await uow.commit()
+        yield
     except IntegrityError as exc:
-        raise errors.ResourceInVaultError("a resource was added to a vault concurrently") from exc
+        raise errors.ResourceInVaultError("the resource was added to a vault concurrently") from exc
