@@ -1,0 +1,38 @@
+"""The README's table of error codes is the one the code raises."""
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import cbr_backup.domain.errors as backup_errors
+import cbr_vault.domain.errors as vault_errors
+from cbr_common.grpc_errors import status_code_for
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def documented_rows() -> set[tuple[str, str, str, str]]:
+    text = README.read_text()
+    block = text[text.index("<!-- error-codes:begin -->"):text.index("<!-- error-codes:end -->")]
+    return {tuple(cell.strip().strip("`") for cell in line.strip("|").split("|"))
+            for line in block.splitlines() if re.match(r"\| (vault|backup) \|", line)}
+
+
+def raised_rows() -> set[tuple[str, str, str, str]]:
+    rows = set()
+    for service, module in (("vault", vault_errors), ("backup", backup_errors)):
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and getattr(cls, "cbr_code", None):
+                rows.add((service, name, status_code_for(cls("x")).name, cls.cbr_code))
+    return rows
+
+
+def test_readme_lists_every_error_code():
+    assert documented_rows() == raised_rows()
+
+
+def test_codes_are_unique_per_service():
+    for service in ("vault", "backup"):
+        codes = [row[3] for row in raised_rows() if row[0] == service]
+        assert len(codes) == len(set(codes)), sorted(codes)
