@@ -45,6 +45,24 @@ def test_full_incremental_and_restores(tmp_path, index):
     assert result.written_blocks + result.zeroed_blocks == len(changed)
 
 
+def test_torn_orphan_and_batched_commits(tmp_path, index):
+    """A crash leftover (an empty chunk file) is replaced; rows are indexed in durable batches as it goes."""
+    from cbr_backup.datapath import chunk_id
+    vault_id, keys = str(uuid.uuid4()), VaultKeys(os.urandom(32))
+    store = FsChunkStore(tmp_path / "store")
+    disk = make_disk(tmp_path / "disk", 8 * MIB + 100, holes=0.0)
+    with open(disk, "rb") as f:
+        torn = store.path_for(f"{vault_id}/chunks/{chunk_id(f.read(BS), keys.id_key).hex()}")
+    torn.parent.mkdir(parents=True)
+    torn.write_bytes(b"")
+
+    full = backup_disk(disk, keys, store, index, vault_id, block_size=BS, buffer_size=1 << 20, commit_every=9)
+    assert torn.stat().st_size > 0
+    assert index.count(vault_id) == len(full.manifest.unique_ids()) == full.new_chunks
+    restore_to_new_disk(full.manifest, store, keys, vault_id, tmp_path / "restored")
+    assert sha256_file(tmp_path / "restored") == sha256_file(disk)
+
+
 def test_index_touches_and_scopes_by_vault(index):
     vault_a, vault_b = str(uuid.uuid4()), str(uuid.uuid4())
     ids = [os.urandom(32) for _ in range(120)]

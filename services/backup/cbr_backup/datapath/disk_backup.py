@@ -1,9 +1,10 @@
 """Disk backup: a snapshot file becomes chunks in the vault's store and one manifest.
 
-Write order (DESIGN.md, "Write order"): new chunks are put, store.flush(); their index rows are inserted;
-the manifest is put, store.flush(). Only then does the caller flip the backup row to available and publish
-the event, so nothing refers to a chunk that is not durable, and an interrupted backup leaves only orphan
-chunks (reused by the retry through put's first-writer-wins, reclaimed by GC otherwise).
+Write order (DESIGN.md, "Write order"): new chunks are put; every COMMIT_EVERY of them (and at the end)
+store.flush(), then their index rows are inserted; the manifest is put, store.flush(). Only then does the
+caller flip the backup row to available and publish the event, so nothing refers to a chunk that is not
+durable, and an interrupted backup leaves only orphan chunks (reused by the retry once they decode to their
+id, reclaimed by GC otherwise). Committing in batches keeps the backup's memory bounded, not its disk size.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from cbr_backup.chunkstore import ChunkNotFoundError
 from cbr_backup.datapath.blockio import DiskFile, open_disk, read_at
 from cbr_backup.datapath.chunk_codec import ID_SIZE, ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import DICTIONARY_SIZE, VaultDictionaries, sample_dictionary
-from cbr_backup.datapath.errors import ManifestCorruptError
+from cbr_backup.datapath.errors import ChunkCorruptError, ManifestCorruptError
 from cbr_backup.datapath.extents import block_ranges, data_extents, shared_blocks
 from cbr_backup.datapath.manifest import DiskManifest, block_count, check_block_size
 from cbr_backup.datapath.pipeline import (DEFAULT_BUFFER_SIZE, Piece, default_workers, plan_pieces, run_pipeline,
@@ -29,6 +30,7 @@ from cbr_backup.engine import zero_blocks
 
 DEFAULT_BLOCK_SIZE = 128 << 10  # chosen by measurement: DESIGN.md, "Block size"
 TOUCH_MARGIN = dt.timedelta(hours=1)  # rows touched this recently are not rewritten; must stay below GC grace
+COMMIT_EVERY = 16384  # new chunks per durable batch (flush, then index rows): ~3.5 MB of rows and claims
 
 
 def chunk_key(vault_id: str, chunk: bytes) -> str:
@@ -48,7 +50,7 @@ class BackupResult:
     read_bytes: int            # bytes read from the snapshot (holes and shared extents are not read)
     data_blocks: int           # non-zero blocks
     new_chunks: int            # chunks this backup wrote to the store
-    reused_chunks: int         # distinct chunks the vault already had
+    reused_chunks: int         # distinct chunks the store already had (indexed, or a sound orphan)
     stored_bytes_added: int    # bytes this backup added to the store: new chunks, manifest, dictionary
     seconds: float
 
@@ -71,7 +73,8 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
                 parent: DiskManifest | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
                 manifest_id: str | None = None, started_time: dt.datetime | None = None,
                 previous_snapshot: str | os.PathLike | None = None, workers: int | None = None,
-                buffer_size: int = DEFAULT_BUFFER_SIZE, dictionary_size: int = DICTIONARY_SIZE) -> BackupResult:
+                buffer_size: int = DEFAULT_BUFFER_SIZE, dictionary_size: int = DICTIONARY_SIZE,
+                commit_every: int = COMMIT_EVERY) -> BackupResult:
     """Backs up the disk image at snapshot_path (which must not change meanwhile: a snapshot).
 
     parent: the previous backup's manifest; its chunks are reused without a lookup per buffer.
@@ -79,19 +82,22 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
     whose extents the two still share are taken from the parent without being read (see extents.py).
     started_time: when the backup started by the index's clock (the backup row's start, which GC's cutoff
     uses); defaults to the index's now().
+    commit_every: new chunks are made durable and indexed in batches of this many (bounds the memory).
     """
     t0 = time.perf_counter()
     check_block_size(block_size)
     if buffer_size < block_size:
         raise ValueError("buffer_size must hold at least one block")
     buffer_size -= buffer_size % block_size
+    if commit_every < 1:
+        raise ValueError("commit_every must be at least 1")
     if parent is not None and parent.block_size != block_size:
         parent = None  # ids of other-sized blocks never match; a full backup it is
     manifest_id = manifest_id or str(uuid.uuid4())
     disk = open_disk(snapshot_path, os.O_RDONLY)
     try:
         job = _BackupJob(disk, keys, store, index, vault_id, parent, block_size, workers, buffer_size,
-                         started_time)
+                         started_time, commit_every)
         job.run(previous_snapshot, dictionary_size)
     finally:
         disk.close()
@@ -100,7 +106,8 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
 
 class _BackupJob:
     def __init__(self, disk: DiskFile, keys: VaultKeys, store, index, vault_id: str, parent: DiskManifest | None,
-                 block_size: int, workers: int | None, buffer_size: int, started_time: dt.datetime | None):
+                 block_size: int, workers: int | None, buffer_size: int, started_time: dt.datetime | None,
+                 commit_every: int):
         self.disk = disk
         self.keys = keys
         self.store = store
@@ -116,10 +123,14 @@ class _BackupJob:
         self.zero = bytearray(b"\x01") * n
         self.since = (started_time or index.now()) - TOUCH_MARGIN
         self.chunk_prefix = f"{vault_id}/chunks/"
-        # known: ids the index confirmed (and touched); claimed: ids this backup stores itself.
+        # Ids the index confirmed (and touched): the parent's, kept (at most the parent's size); lookup hits,
+        # a cache cleared at commit_every ids. claimed: ids this backup stores, until their rows are indexed.
+        # new_rows: those rows, committed every commit_every. So memory is bounded, not by the disk size.
+        self.parent_known: frozenset[bytes] = frozenset()
         self.known: set[bytes] = set()
         self.claimed: set[bytes] = set()
         self.new_rows: list[tuple[bytes, int, int]] = []
+        self.commit_every = commit_every
         self.lock = threading.Lock()
         self.parent_checked = threading.Event()
         self.parent_error: BaseException | None = None
@@ -165,7 +176,8 @@ class _BackupJob:
     def _check_parent(self) -> None:
         """Confirms (and touches) the parent's chunks in the index, in batches, beside the reading."""
         try:
-            self.known.update(self.index.touch_existing(self.vault_id, list(self.parent.unique_ids()), self.since))
+            self.parent_known = frozenset(
+                self.index.touch_existing(self.vault_id, list(self.parent.unique_ids()), self.since))
         except BaseException as exc:
             self.parent_error = exc
         finally:
@@ -184,7 +196,7 @@ class _BackupJob:
             for i in range(first, end):
                 chunk = parent.block_id(i)
                 ok = parent.block_length(i) == min(self.block_size, self.size - i * self.block_size) and (
-                    chunk is None or chunk in self.known)
+                    chunk is None or chunk in self.parent_known)
                 if ok:
                     if chunk is not None:
                         self.ids[i * ID_SIZE:(i + 1) * ID_SIZE] = chunk
@@ -209,7 +221,7 @@ class _BackupJob:
         view = buffer.view[:filled]
         flags = zero_blocks(view, bs)
         key = self.keys.id_key
-        ids, zero, known = self.ids, self.zero, self.known
+        ids, zero, known, parent_known = self.ids, self.zero, self.known, self.parent_known
         first = piece.first_block
         fresh: list[tuple[int, bytes]] = []
         for j, flag in enumerate(flags):
@@ -219,7 +231,7 @@ class _BackupJob:
             i = first + j
             ids[i * ID_SIZE:(i + 1) * ID_SIZE] = chunk
             zero[i] = 0
-            if chunk not in known:
+            if chunk not in known and chunk not in parent_known:
                 fresh.append((j, chunk))
         with self.lock:
             self.read_bytes += filled
@@ -227,12 +239,17 @@ class _BackupJob:
             return
         if not self.parent_checked.is_set():
             self.parent_checked.wait()
-        unknown = [chunk for _, chunk in fresh if chunk not in known and chunk not in self.claimed]
-        if unknown:
-            known.update(self.index.touch_existing(self.vault_id, unknown, self.since))
-        codec, store, prefix = self.codec, self.store, self.chunk_prefix
+        parent_known = self.parent_known  # complete now
+        unknown = [chunk for _, chunk in fresh
+                   if chunk not in known and chunk not in parent_known and chunk not in self.claimed]
+        found = self.index.touch_existing(self.vault_id, unknown, self.since) if unknown else set()
+        if found:
+            if len(known) >= self.commit_every:
+                known.clear()  # only a cache: the index answers again
+            known.update(found)
+        codec, prefix = self.codec, self.chunk_prefix
         for j, chunk in fresh:
-            if chunk in known:
+            if chunk in found or chunk in known or chunk in parent_known:
                 continue
             with self.lock:
                 if chunk in self.claimed:
@@ -240,22 +257,60 @@ class _BackupJob:
                 self.claimed.add(chunk)
             data = view[j * bs:(j + 1) * bs]
             value = codec.encode(data, chunk)
-            created = store.put(prefix + chunk.hex(), value)
+            created = self._put_chunk(prefix + chunk.hex(), chunk, len(data), value)
+            batch = None
             with self.lock:
                 self.new_rows.append((chunk, len(data), len(value)))
                 if created:
                     self.new_chunks += 1
                     self.stored_added += len(value)
+                if len(self.new_rows) >= self.commit_every:
+                    batch, self.new_rows = self.new_rows, []
             if created:
                 self.flusher.wrote(len(value))
+            if batch:
+                self._commit(batch)
+
+    def _put_chunk(self, key: str, chunk: bytes, raw_size: int, value: bytes) -> bool:
+        """Puts a chunk the index does not have; True if this call stored it.
+
+        put returning False means the store holds a value the index does not know: an orphan of an
+        interrupted backup (or a concurrent backup's copy). Without a per-file fsync, a crash before flush()
+        can leave that orphan empty or partial, so it is reused only if it decodes to this chunk, as a
+        restore would check it; otherwise it is replaced."""
+        if self.store.put(key, value):
+            return True
+        if self._is_sound(key, chunk, raw_size):
+            return False
+        self.store.delete(key)
+        if self.store.put(key, value):
+            return True
+        if self._is_sound(key, chunk, raw_size):  # a concurrent backup of the vault replaced it first
+            return False
+        raise ChunkCorruptError(key, "a torn value in the store could not be replaced")
+
+    def _is_sound(self, key: str, chunk: bytes, raw_size: int) -> bool:
+        try:
+            self.codec.decode(self.store.get(key), chunk, raw_size, key)
+            return True
+        except (ChunkNotFoundError, ChunkCorruptError):
+            return False
+
+    def _commit(self, rows: list[tuple[bytes, int, int]]) -> None:
+        """Write order steps 2 and 3 for one batch: the chunks become durable, then their rows are indexed
+        (with last_referenced_time = now, after this backup's start, so GC leaves them alone)."""
+        self.store.flush()
+        self.index.record_new(self.vault_id, rows)
+        with self.lock:
+            self.claimed.difference_update(row[0] for row in rows)  # the index answers for them now
 
     # The end: the write order
 
     def finish(self, manifest_id: str, elapsed_before: float) -> BackupResult:
         t0 = time.perf_counter()
         self.flusher.stop()
-        self.store.flush()                                   # 1. every new chunk is durable
-        self.index.record_new(self.vault_id, self.new_rows)  # 2. only now may other backups reuse them
+        self._commit(self.new_rows)  # 1, 2. the last new chunks are durable; only then are they indexed
+        self.new_rows = []
         manifest = DiskManifest(self.size, self.block_size, bytes(self.ids), bytes(self.zero))
         key = manifest_key(self.vault_id, manifest_id)
         value = self.codec.seal(manifest.encode(), key.encode())
@@ -266,7 +321,7 @@ class _BackupJob:
         return BackupResult(
             manifest_id=manifest_id, manifest=manifest, manifest_bytes=len(value), logical_bytes=self.size,
             read_bytes=self.read_bytes, data_blocks=manifest.data_block_count, new_chunks=self.new_chunks,
-            reused_chunks=len(referenced) - len(self.claimed & referenced),
+            reused_chunks=len(referenced) - self.new_chunks,
             stored_bytes_added=self.stored_added + len(value),
             seconds=elapsed_before + time.perf_counter() - t0)
 
