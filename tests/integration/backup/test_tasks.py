@@ -2,6 +2,7 @@
 get, list with every filter and paging, watch, cancel, and every bad input with its code."""
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 
@@ -12,6 +13,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from cbr.backup.v1 import task_pb2 as tp
 from cbr.common.v1 import common_pb2 as cp
 from cbr.vault.v1 import vault_pb2 as vp
+from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
+from cbr_backup.domain.model import Task
 from tests.support.calls import create_vault, expect_error
 from tests.support.services import eventually
 
@@ -185,3 +188,24 @@ async def test_readonly_reads_tasks_but_cannot_cancel(services, caller):
     assert (await reader.tasks.GetTask(tp.GetTaskRequest(task_id=task.task_id))).task == task
     assert await watch(reader, task.task_id) == [task]
     await expect_error(reader.tasks.CancelTask(tp.CancelTaskRequest(task_id=task.task_id)), DENIED)
+
+
+async def test_watch_follows_a_live_task_until_it_is_cancelled(services):
+    """A task still waiting (no worker yet) is streamed until it ends; here CancelTask ends it."""
+    caller = services.caller()
+    task_id = str(uuid.uuid4())
+    now = dt.datetime.now(dt.timezone.utc)
+    async with BackupUnitOfWork(services.runtimes["backup"].db) as uow:
+        await uow.tasks.add(Task(task_id=task_id, project_id=caller.project_id, operation_type="backup",
+                                 created_time=now, updated_time=now))
+        await uow.commit()
+
+    async def watch_all():
+        return [reply.task async for reply in caller.tasks.WatchTask(tp.WatchTaskRequest(task_id=task_id),
+                                                                     timeout=30)]
+    watcher = asyncio.create_task(watch_all())
+    await asyncio.sleep(1.5)  # long enough for the quiet-task polling to back off
+    assert not watcher.done()
+    await caller.tasks.CancelTask(tp.CancelTaskRequest(task_id=task_id))
+    seen = await asyncio.wait_for(watcher, timeout=10)
+    assert [t.status for t in seen] == [tp.TASK_STATUS_WAITING, tp.TASK_STATUS_CANCELLED]

@@ -12,6 +12,7 @@ from cbr_backup.service.commands import ListTasks
 from cbr_common.db import utcnow
 
 WATCH_POLL_SECONDS = 0.2
+WATCH_MAX_POLL_SECONDS = 2.0
 
 
 async def list_tasks(cmd: ListTasks, uow: BackupUnitOfWork) -> tuple[list[Task], int]:
@@ -41,15 +42,19 @@ async def watch_task(project_id: str, task_id: str, make_uow: Callable[[], Backu
     """
     task = await get_task(project_id, task_id, make_uow())
     yield task
+    delay = poll_seconds
     while not task.is_final:
-        await asyncio.sleep(poll_seconds)
+        await asyncio.sleep(delay)
         async with make_uow() as uow:
             latest = await uow.tasks.get(project_id, task.task_id)
         if latest is None:
             return  # the task was purged from the log: nothing more will happen to it
         if latest.watch_key() != task.watch_key():
-            task = latest
+            task, delay = latest, poll_seconds
             yield task
+        else:
+            # A quiet task (waiting for a worker) is polled less and less often, up to WATCH_MAX_POLL_SECONDS.
+            delay = min(delay * 1.5, WATCH_MAX_POLL_SECONDS)
 
 
 async def cancel_task(project_id: str, task_id: str, uow: BackupUnitOfWork) -> Task:
