@@ -32,6 +32,7 @@ from cbr_backup.chunkstore.base import (
     check_value,
     is_valid_key,
 )
+from cbr_backup.folders import fsync_folder
 
 SyncLevel = Literal["file", "filesystem", "none"]
 SYNC_LEVELS: tuple[str, ...] = ("file", "filesystem", "none")
@@ -69,14 +70,6 @@ def _syncfs():
     func.argtypes = [ctypes.c_int]
     func.restype = ctypes.c_int
     return func
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FsChunkStore:
@@ -136,7 +129,7 @@ class FsChunkStore:
             except FileNotFoundError:
                 pass
         if created and self.sync == "file":
-            _fsync_dir(folder)  # makes the new name (and the temp's removal) durable
+            fsync_folder(folder)  # makes the new name (and the temp's removal) durable
         return created
 
     def _publish(self, temp: str, final: str) -> bool:
@@ -174,7 +167,7 @@ class FsChunkStore:
             except FileExistsError:
                 pass  # a concurrent put made it; still fsync below, we may return before that put does
             if self.sync == "file":
-                _fsync_dir(os.path.dirname(path))
+                fsync_folder(os.path.dirname(path))
 
     def get(self, key: str) -> bytes:
         check_key(key)

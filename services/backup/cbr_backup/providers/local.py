@@ -14,6 +14,7 @@ import stat
 from pathlib import Path
 
 from cbr_backup.domain import errors, rules
+from cbr_backup.folders import fsync_folder
 from cbr_backup.providers.base import UnsafePathError
 
 DISK_SUFFIX = ".raw"
@@ -75,7 +76,7 @@ class LocalProvider:
             path.unlink(missing_ok=True)
             _raise_capacity(exc, size_bytes)
             raise
-        _fsync_folder(folder)
+        fsync_folder(folder)
         return str(path)
 
     def _set_disk_size(self, project_id: str, disk_id: str, size_bytes: int, undo: bool) -> None:
@@ -121,7 +122,7 @@ class LocalProvider:
         path = self.file_system_path(project_id, fs_id)
         folder = _own_folder(path.parent)
         path.mkdir(mode=0o755)
-        _fsync_folder(folder)
+        fsync_folder(folder)
         return str(path)
 
     def _delete_file_system(self, project_id: str, fs_id: str) -> None:
@@ -190,15 +191,6 @@ def _require_real_parent(path: Path) -> bool:
     if not stat.S_ISDIR(mode):
         raise UnsafePathError(f"{path.parent} is not a folder (a symlink?); refusing to use it")
     return True
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Makes a new entry in `folder` durable, so a row committed next never points at a lost file."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _raise_capacity(exc: OSError, size_bytes: int) -> None:
