@@ -1,2 +1,1 @@
 """cbr_backup: the backup service (protectable inventory and its local provider, tasks; backups to come)."""
-MIGRATION_SCHEMA = "backup"

@@ -12,13 +12,10 @@ from alembic.config import Config
 MIGRATION_LOCK_KEY = 0x0CB2_0001
 
 
-def sync_url(url: str) -> str:
-    return url  # postgresql+psycopg serves both the async engine and Alembic's sync one
-
-
 def run_alembic_env(schema: str) -> None:
     """Body of each service's migrations/env.py."""
-    engine = sa.create_engine(sync_url(context.config.get_main_option("sqlalchemy.url")))
+    # postgresql+psycopg serves both the services' async engines and Alembic's sync one.
+    engine = sa.create_engine(context.config.get_main_option("sqlalchemy.url"))
     with engine.connect() as connection:
         connection.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
         connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
@@ -54,7 +51,7 @@ def create_outbox_tables(op, schema: str) -> None:
 
 
 def upgrade(database_url: str, service_module: str) -> None:
-    """Brings `<service_module>`'s schema to head. The module names its schema in MIGRATION_SCHEMA."""
+    """Brings `<service_module>`'s schema to head, from the module's migrations/ (its env.py names the schema)."""
     module = importlib.import_module(service_module)
     location = Path(next(iter(module.__path__))) / "migrations"
     config = Config()

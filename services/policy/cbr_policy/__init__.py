@@ -1,2 +1,1 @@
 """cbr_policy: the policy service (backup and replication policies, the scheduler, retention)."""
-MIGRATION_SCHEMA = "policy"

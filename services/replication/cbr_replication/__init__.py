@@ -1,2 +1,1 @@
 """cbr_replication: the replication service (replicas in other regions, the region-to-region transfer API)."""
-MIGRATION_SCHEMA = "replication"
