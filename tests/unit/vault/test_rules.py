@@ -60,3 +60,23 @@ def test_ids_and_paging():
     for limit, offset in ((-1, 0), (1001, 0), (1, -1)):
         with pytest.raises(errors.InvalidPagingError):
             rules.check_page(limit, offset)
+
+
+GIB = rules.GIB
+
+
+@pytest.mark.parametrize("size_gb, used_bytes, expected", [
+    (10, 0, 10),                # empty
+    (10, 10 * GIB, 10),         # exactly full still holds it
+    (10, 10 * GIB + 1, 13),     # one byte over: one step, ceil(12.5)
+    (10, 11 * GIB, 13),
+    (10, 13 * GIB + 1, 17),     # 10 -> 13 -> 17: each step is 1.25x of the last, rounded up
+    (10, 100 * GIB, 109),       # 10 13 17 22 28 35 44 55 69 87 109: the first step that holds it, not 125
+    (1, GIB + 1, 2),            # the smallest vault still grows by a whole GiB
+    (1, 3 * GIB, 3),            # 1 -> 2 -> 3 (ceil(2.5))
+    (8_388_609, 8_388_610 * GIB, rules.MAX_SIZE_GB),   # a step past the maximum stops at it
+    (100, 20_000_000 * GIB, rules.MAX_SIZE_GB),        # more than the maximum holds: capped, no endless loop
+    (rules.MAX_SIZE_GB, (rules.MAX_SIZE_GB + 1) * GIB, rules.MAX_SIZE_GB),
+])
+def test_expanded_size_gb(size_gb, used_bytes, expected):
+    assert rules.expanded_size_gb(size_gb, used_bytes) == expected

@@ -1,6 +1,7 @@
 """Reads and writes vaults in the `vault` schema; returns domain objects."""
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -27,7 +28,7 @@ class VaultFilter:
 
 _VAULT_FIELDS = ("name", "description", "object_type", "protect_type", "consistent_level", "size_gb",
                  "used_bytes", "auto_expand", "auto_bind", "smn_notify", "threshold", "locked", "status",
-                 "created_time", "updated_time")
+                 "created_time", "updated_time", "used_measured_time")
 
 
 class VaultRepository:
@@ -79,6 +80,11 @@ class VaultRepository:
     async def update_fields(self, vault_id: str, **values) -> None:
         values["updated_time"] = utcnow()
         await self._s.execute(update(vaults).where(vaults.c.vault_id == vault_id).values(**values))
+
+    async def record_usage(self, vault_id: str, used_bytes: int, measured_time: dt.datetime) -> None:
+        """Usage is measured, not a change of the vault's settings, so updated_time stays."""
+        await self._s.execute(update(vaults).where(vaults.c.vault_id == vault_id)
+                              .values(used_bytes=used_bytes, used_measured_time=measured_time))
 
     async def delete(self, vault_id: str) -> None:
         await self._s.execute(delete(vaults).where(vaults.c.vault_id == vault_id))

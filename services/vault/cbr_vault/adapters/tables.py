@@ -19,6 +19,8 @@ vaults = Table(
     Column("consistent_level", String(32), nullable=False),
     Column("size_gb", BigInteger, nullable=False),
     Column("used_bytes", BigInteger, nullable=False, default=0),
+    # When the backup service measured used_bytes: a measurement older than this arrived late and is dropped.
+    Column("used_measured_time", DateTime(timezone=True)),
     Column("auto_expand", Boolean, nullable=False, default=False),
     Column("auto_bind", Boolean, nullable=False, default=False),
     Column("smn_notify", Boolean, nullable=False, default=True),

@@ -41,6 +41,7 @@ class Vault:
     description: str = ""
     consistent_level: str = "crash_consistent"
     used_bytes: int = 0
+    used_measured_time: dt.datetime | None = None  # when the backup service measured used_bytes
     auto_expand: bool = False
     auto_bind: bool = False
     bind_rules: list[Tag] = field(default_factory=list)

@@ -10,6 +10,7 @@ from cbr_vault.domain.model import CONSISTENT_LEVELS, OBJECT_TYPES, PROTECT_TYPE
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_DESCRIPTION = 255
+GIB = 1024 ** 3
 MIN_SIZE_GB, MAX_SIZE_GB = 1, 10_485_760
 MAX_RESOURCES = 256
 MAX_TAGS = 20
@@ -35,6 +36,14 @@ def check_description(description: str) -> str:
 def check_size_gb(size_gb: int) -> int:
     if not MIN_SIZE_GB <= size_gb <= MAX_SIZE_GB:
         raise errors.InvalidCapacityError(f"size_gb must be {MIN_SIZE_GB}..{MAX_SIZE_GB}, got {size_gb}")
+    return size_gb
+
+
+def expanded_size_gb(size_gb: int, used_bytes: int) -> int:
+    """The capacity auto-expansion gives a vault of size_gb holding used_bytes: 1.25 times, rounded up, step by
+    step until it holds them, never above MAX_SIZE_GB. A vault that holds them already keeps its size."""
+    while size_gb * GIB < used_bytes and size_gb < MAX_SIZE_GB:
+        size_gb = min(-(-size_gb * 5 // 4), MAX_SIZE_GB)  # ceil(size_gb * 1.25) in integers
     return size_gb
 
 

@@ -1,11 +1,15 @@
 """How the vault service reacts to other services' events (run by cbr_common's EventConsumer, once each)."""
 from __future__ import annotations
 
+import datetime as dt
+
 from cbr.events.v1 import backup_events_pb2, policy_events_pb2
 from cbr.events.v1 import vault_events_pb2 as ev
 from cbr_common.jetstream import Subscription
 from cbr_vault.adapters.unit_of_work import VaultUnitOfWork
+from cbr_vault.domain import rules
 from cbr_vault.domain.model import POLICY_TYPES, PolicyRef
+from cbr_vault.service.vaults import UNWRITABLE_STATUSES
 
 
 async def on_policy_saved(event, uow: VaultUnitOfWork) -> None:
@@ -34,9 +38,31 @@ async def on_vault_backups_purged(event: backup_events_pb2.VaultBackupsPurged, u
     await uow.publish("cbr.vault.deleted", ev.VaultDeleted(project_id=vault.project_id, vault_id=vault.vault_id))
 
 
+async def on_vault_usage_measured(event: backup_events_pb2.VaultUsageMeasured, uow: VaultUnitOfWork) -> None:
+    """Keeps the newest measurement (they may arrive late or twice) and grows an auto-expanding vault to hold it."""
+    if not event.HasField("occurred_time") or event.used_bytes < 0:
+        return  # malformed: without a time it cannot be ordered against the other measurements
+    measured_time = event.occurred_time.ToDatetime(tzinfo=dt.timezone.utc)
+    vault = await uow.vaults.get(event.project_id, event.vault_id, for_update=True)
+    if vault is None:
+        return  # deleted since, or not a vault of that project
+    if vault.used_measured_time is not None and measured_time <= vault.used_measured_time:
+        return
+    await uow.vaults.record_usage(vault.vault_id, event.used_bytes, measured_time)
+    if not vault.auto_expand or vault.status in UNWRITABLE_STATUSES:
+        return  # a deleting or frozen vault takes no size changes, as in update_vault
+    size_gb = rules.expanded_size_gb(vault.size_gb, event.used_bytes)
+    if size_gb != vault.size_gb:
+        await uow.vaults.update_fields(vault.vault_id, size_gb=size_gb)
+        await uow.publish("cbr.vault.updated", ev.VaultUpdated(
+            project_id=vault.project_id, vault_id=vault.vault_id, size_gb=size_gb, auto_expand=vault.auto_expand,
+            locked=vault.locked))
+
+
 SUBSCRIPTIONS = [
     Subscription("cbr.policy.created", policy_events_pb2.PolicyCreated, on_policy_saved),
     Subscription("cbr.policy.updated", policy_events_pb2.PolicyUpdated, on_policy_saved),
     Subscription("cbr.policy.deleted", policy_events_pb2.PolicyDeleted, on_policy_deleted),
     Subscription("cbr.backup.vault_purged", backup_events_pb2.VaultBackupsPurged, on_vault_backups_purged),
+    Subscription("cbr.backup.vault_usage", backup_events_pb2.VaultUsageMeasured, on_vault_usage_measured),
 ]

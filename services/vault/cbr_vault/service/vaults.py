@@ -17,7 +17,6 @@ from cbr_vault.domain import errors, rules
 from cbr_vault.domain.model import Tag, Vault, VaultResource
 from cbr_vault.service.commands import CreateVault, ListVaults, ResourceSpec, UpdateVault
 
-GIB = 1024 ** 3
 OBJECT_TYPE_EVENT = {"server": common_pb2.OBJECT_TYPE_SERVER, "disk": common_pb2.OBJECT_TYPE_DISK,
                      "turbo": common_pb2.OBJECT_TYPE_TURBO}
 UNWRITABLE_STATUSES = ("deleting", "frozen")
@@ -96,7 +95,7 @@ async def update_vault(cmd: UpdateVault, uow: VaultUnitOfWork) -> Vault:
         vault = await _writable_vault(uow, cmd.project_id, cmd.vault_id)
         if vault.locked and changes.get("locked") is False:
             raise errors.VaultLockedError("backup locking cannot be disabled once enabled")
-        if "size_gb" in changes and changes["size_gb"] * GIB < vault.used_bytes:
+        if "size_gb" in changes and changes["size_gb"] * rules.GIB < vault.used_bytes:
             raise errors.CapacityBelowUsageError(
                 f"size_gb {changes['size_gb']} is below the {vault.used_bytes} bytes already used")
         if changes:
