@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -23,11 +23,15 @@ STUBS = {
 }
 
 
-def settings_for(infra, service: str, peers: dict[str, str]) -> Settings:
+JOB_LEASE_SECONDS = 3.0  # short, so a killed worker's job goes again within the tests' patience
+
+
+def settings_for(infra, service: str, peers: dict[str, str], listen_addr: str = "127.0.0.1:0") -> Settings:
     return Settings(service=service, database_url=infra.postgres.url, nats_url=infra.nats.url,
-                    jwt_secret=infra.jwt_secret, listen_addr="127.0.0.1:0", peers=dict(peers),
+                    jwt_secret=infra.jwt_secret, listen_addr=listen_addr, peers=dict(peers),
                     pool_dir=str(infra.base / "pool"), fs_root=str(infra.base / "fs"),
-                    outbox_poll_seconds=0.2)
+                    store_dir=str(infra.base / "store"), outbox_poll_seconds=0.2,
+                    job_lease_seconds=JOB_LEASE_SECONDS)
 
 
 @dataclass
@@ -35,23 +39,50 @@ class Services:
     runtimes: dict[str, ServiceRuntime]
     channels: dict[str, grpc.aio.Channel]
     jwt_secret: str
+    infra: object
+    peers: dict[str, str]
+    workers: list = field(default_factory=list)  # (Worker, asyncio.Task, Database) run in this loop
 
     @classmethod
-    async def start(cls, infra) -> "Services":
+    async def start(cls, infra, workers: int = 1) -> "Services":
         from cbr_backup.bootstrap import start as start_backup
         from cbr_policy.bootstrap import start as start_policy
         from cbr_vault.bootstrap import start as start_vault
+        from cbr_devstack.ports import free_port
 
+        # Ports chosen first: the vault and backup services call each other.
+        names = ("backup", "policy", "vault")
+        peers = {name: f"127.0.0.1:{free_port()}" for name in names}
         runtimes: dict[str, ServiceRuntime] = {}
-        peers: dict[str, str] = {}
-        # The backup service first: the vault service calls its ProtectableService.
-        for name, start in (("backup", start_backup), ("policy", start_policy), ("vault", start_vault)):
-            runtimes[name] = await start(settings_for(infra, name, peers))
-            peers[name] = runtimes[name].address
+        for name, start in zip(names, (start_backup, start_policy, start_vault)):
+            runtimes[name] = await start(settings_for(infra, name, peers, listen_addr=peers[name]))
         channels = {name: grpc.aio.insecure_channel(rt.address) for name, rt in runtimes.items()}
-        return cls(runtimes, channels, infra.jwt_secret)
+        services = cls(runtimes, channels, infra.jwt_secret, infra, peers)
+        for _ in range(workers):
+            await services.start_worker()
+        return services
+
+    async def start_worker(self):
+        """A backup worker in this event loop (its data path runs on threads)."""
+        import asyncio
+        from cbr_backup.adapters.tables import metadata
+        from cbr_backup.worker.main import worker_for
+        from cbr_common.db import Database
+
+        db = Database(self.infra.postgres.url, metadata.schema, pool_size=2)
+        worker = worker_for(settings_for(self.infra, "worker", self.peers), db)
+        task = asyncio.create_task(worker.run(self.runtimes["backup"].js))
+        self.workers.append((worker, task, db))
+        return worker
 
     async def stop(self) -> None:
+        import asyncio
+        import contextlib
+        for _, task, db in self.workers:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            await db.close()
         for channel in self.channels.values():
             await channel.close()
         for runtime in reversed(list(self.runtimes.values())):

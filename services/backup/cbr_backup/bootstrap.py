@@ -4,11 +4,13 @@ from __future__ import annotations
 from cbr.backup.v1 import backup_pb2_grpc, protectable_pb2_grpc, task_pb2_grpc
 from cbr_backup.adapters.tables import metadata
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
-from cbr_backup.grpc_api.servicer import ProtectableServicer, TaskServicer
+from cbr_backup.adapters.vaults import GrpcVaultDirectory
+from cbr_backup.grpc_api.servicer import BackupServicer, ProtectableServicer, TaskServicer
 from cbr_backup.providers.base import Provider
 from cbr_backup.providers.local import LocalProvider
 from cbr_backup.service.events import SUBSCRIPTIONS
-from cbr_common.jetstream import EventConsumer
+from cbr_backup.service.jobs import JOBS_STREAM
+from cbr_common.jetstream import EventConsumer, ensure_stream
 from cbr_common.runtime import ServiceRuntime, open_runtime, serve
 from cbr_common.server import ServiceBinding
 from cbr_common.settings import Settings, SettingsError
@@ -36,13 +38,15 @@ async def start(settings: Settings, provider: Provider | None = None) -> Service
     def make_uow() -> BackupUnitOfWork:
         return BackupUnitOfWork(runtime.db)
 
+    await ensure_stream(runtime.js, JOBS_STREAM)  # before the outbox relay sends the first job
+    vaults = GrpcVaultDirectory(settings)
+    runtime.closers.append(vaults.close)
     consumer = EventConsumer(runtime.js, "backup", SUBSCRIPTIONS, make_uow, metadata)
     runtime.spawn(consumer.run(), "backup-events")
     return await serve(runtime, [
         ServiceBinding(protectable_pb2_grpc.add_ProtectableServiceServicer_to_server,
                        ProtectableServicer(make_uow, provider), PROTECTABLE_SERVICE),
         ServiceBinding(task_pb2_grpc.add_TaskServiceServicer_to_server, TaskServicer(make_uow), TASK_SERVICE),
-        # Backups are not built yet: the generated base answers every BackupService call UNIMPLEMENTED.
         ServiceBinding(backup_pb2_grpc.add_BackupServiceServicer_to_server,
-                       backup_pb2_grpc.BackupServiceServicer(), BACKUP_SERVICE),
+                       BackupServicer(make_uow, vaults, provider), BACKUP_SERVICE),
     ])

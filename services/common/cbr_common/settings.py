@@ -21,6 +21,10 @@ class Settings:
     region: str = "local"              # CBR_REGION
     pool_dir: str = ""                 # CBR_POOL_DIR: local provider's disk pool (backup service)
     fs_root: str = ""                  # CBR_FS_ROOT: local provider's file-system root (backup service)
+    store_dir: str = ""                # CBR_STORE_DIR: the chunk store's folder (backup workers)
+    job_lease_seconds: float = 30.0    # CBR_JOB_LEASE_SECONDS: a job whose worker is silent this long goes again
+    job_attempts: int = 3              # CBR_JOB_ATTEMPTS: deliveries of a job before it fails (timeout)
+    rate_limit_mbps: float = 0.0       # CBR_RATE_LIMIT_MBPS: a worker's read/write pace per job; 0: no limit
     tls_cert: str = ""                 # CBR_TLS_CERT / CBR_TLS_KEY: serve TLS when both are set
     tls_key: str = ""
     tls_client_ca: str = ""            # CBR_TLS_CLIENT_CA: require client certificates signed by it (mTLS)
@@ -62,6 +66,10 @@ class Settings:
             region=env.get("CBR_REGION", "local"),
             pool_dir=env.get("CBR_POOL_DIR", ""),
             fs_root=env.get("CBR_FS_ROOT", ""),
+            store_dir=env.get("CBR_STORE_DIR", ""),
+            job_lease_seconds=number("CBR_JOB_LEASE_SECONDS", 30.0),
+            job_attempts=int(number("CBR_JOB_ATTEMPTS", 3)),
+            rate_limit_mbps=number("CBR_RATE_LIMIT_MBPS", 0.0),
             tls_cert=env.get("CBR_TLS_CERT", ""),
             tls_key=env.get("CBR_TLS_KEY", ""),
             tls_client_ca=env.get("CBR_TLS_CLIENT_CA", ""),

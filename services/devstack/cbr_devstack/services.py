@@ -11,10 +11,11 @@ from pathlib import Path
 from cbr_devstack.processes import start_detached
 
 SERVICES = ("vault", "backup", "policy", "replication")
+WORKER = "worker"  # one backup worker (python -m cbr_backup.worker); more can join from anywhere
 
 
 def service_env(*, database_url: str, nats_url: str, jwt_secret: str, addresses: Mapping[str, str],
-                pool_dir: Path, fs_root: Path, region: str = "local",
+                pool_dir: Path, fs_root: Path, store_dir: Path, region: str = "local",
                 base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment every service shares; start_service adds each one's CBR_LISTEN_ADDR."""
     env = dict(os.environ if base is None else base)
@@ -24,6 +25,7 @@ def service_env(*, database_url: str, nats_url: str, jwt_secret: str, addresses:
         "CBR_JWT_SECRET": jwt_secret,
         "CBR_POOL_DIR": str(Path(pool_dir).absolute()),
         "CBR_FS_ROOT": str(Path(fs_root).absolute()),
+        "CBR_STORE_DIR": str(Path(store_dir).absolute()),
         "CBR_REGION": region,
         "PYTHONUNBUFFERED": "1",  # so the log files show a crash's last lines
     })
@@ -35,3 +37,7 @@ def start_service(name: str, env: Mapping[str, str], listen_addr: str, log_dir: 
     """Runs `python -m cbr_<name>` detached, its output appended to <log_dir>/<name>.log."""
     return start_detached([sys.executable, "-m", f"cbr_{name}"], {**env, "CBR_LISTEN_ADDR": listen_addr},
                           Path(log_dir) / f"{name}.log")
+
+
+def start_worker(env: Mapping[str, str], log_dir: Path) -> subprocess.Popen:
+    return start_detached([sys.executable, "-m", "cbr_backup.worker"], dict(env), Path(log_dir) / f"{WORKER}.log")

@@ -17,7 +17,7 @@ from cbr_devstack.nats import NatsServer
 from cbr_devstack.ports import HOST, free_port
 from cbr_devstack.postgres import PostgresCluster
 from cbr_devstack.processes import ProcessRecord, ServerError, log_tail, stop_processes
-from cbr_devstack.services import SERVICES, service_env, start_service
+from cbr_devstack.services import SERVICES, WORKER, service_env, start_service, start_worker
 from cbr_devstack.state import StackState, load_state, save_state
 
 HEALTH_TIMEOUT = 60.0
@@ -67,6 +67,10 @@ class RunDir:
     @property
     def fs(self) -> Path:
         return self.root / "fs"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "store"
 
     def postgres(self, port: int | None = None) -> PostgresCluster:
         return PostgresCluster(self.pg_data, port, log_path=self.logs / "postgres.log")
@@ -125,7 +129,7 @@ def _bring_up(layout: RunDir) -> int:
     except ImportError as exc:
         print(f"CBR did not start: cannot issue a dev token ({exc})", file=sys.stderr)
         return 1
-    for folder in (layout.logs, layout.pool, layout.fs):
+    for folder in (layout.logs, layout.pool, layout.fs, layout.store):
         folder.mkdir(parents=True, exist_ok=True)
     state = StackState(jwt_secret=secret)
     save_state(layout.state_file, state)  # from here on, whatever starts is recorded before anything else happens
@@ -162,17 +166,19 @@ def _start_all(layout: RunDir, state: StackState) -> dict[str, str]:
     ports = _distinct_free_ports(len(SERVICES), taken={postgres.port, nats.port})
     addresses = {name: f"{HOST}:{port}" for name, port in zip(SERVICES, ports)}
     env = service_env(database_url=postgres.url, nats_url=nats.url, jwt_secret=state.jwt_secret,
-                      addresses=addresses, pool_dir=layout.pool, fs_root=layout.fs)
+                      addresses=addresses, pool_dir=layout.pool, fs_root=layout.fs, store_dir=layout.store)
     for name, port in zip(SERVICES, ports):
         process = start_service(name, env, addresses[name], layout.logs)
         _record(layout, state, ProcessRecord.of(name, process.pid, port))
+    worker = start_worker(env, layout.logs)
+    _record(layout, state, ProcessRecord.of(WORKER, worker.pid, 0))
     wait_serving(addresses, HEALTH_TIMEOUT, alive=lambda name: state.find(name).is_alive())
     return addresses
 
 
 def _stop(layout: RunDir, state: StackState) -> bool:
     """Stops exactly the recorded processes still alive; True when none is left and the record is gone."""
-    stopped = stop_processes([r for r in state.processes if r.name in SERVICES], SERVICE_STOP_TIMEOUT)
+    stopped = stop_processes([r for r in state.processes if r.name in (*SERVICES, WORKER)], SERVICE_STOP_TIMEOUT)
     postgres = state.find("postgres")
     if postgres is not None and postgres.is_alive():
         cluster = layout.postgres(postgres.port)

@@ -168,7 +168,7 @@ class InventoryRepository:
 _TASK_TEXT = ("vault_name", "resource_name", "error_code", "error_message")
 _TASK_IDS = ("vault_id", "resource_id", "backup_id", "checkpoint_id", "policy_id")
 _TASK_PLAIN = ("operation_type", "status", "progress", "bytes_done", "bytes_total", "created_time",
-               "started_time", "ended_time", "updated_time")
+               "started_time", "ended_time", "updated_time", "attempts", "heartbeat_time")
 
 
 class TaskRepository:
@@ -181,7 +181,8 @@ class TaskRepository:
         """Inserts the task; False if a task with its id exists already (the caller's retry)."""
         row = {f: getattr(task, f) for f in (*_TASK_TEXT, *_TASK_PLAIN)}
         row.update({f: getattr(task, f) or None for f in _TASK_IDS})
-        row.update(task_id=task.task_id, project_id=task.project_id, extra_info=dict(task.extra_info))
+        row.update(task_id=task.task_id, project_id=task.project_id, extra_info=dict(task.extra_info),
+                   params=dict(task.params), worker_id=task.worker_id or None)
         inserted = (await self._s.execute(pg_insert(tasks).values(**row).on_conflict_do_nothing(
             index_elements=[tasks.c.task_id]).returning(tasks.c.task_id))).first()
         return inserted is not None
@@ -227,5 +228,6 @@ def _file_system(row) -> FileSystem:
 
 def _task(row) -> Task:
     return Task(task_id=row["task_id"], project_id=row["project_id"], extra_info=dict(row["extra_info"] or {}),
+                params=dict(row["params"] or {}), worker_id=row["worker_id"] or "",
                 **{f: row[f] for f in (*_TASK_TEXT, *_TASK_PLAIN)},
                 **{f: row[f] or "" for f in _TASK_IDS})

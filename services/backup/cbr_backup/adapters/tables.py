@@ -1,8 +1,8 @@
 """The `backup` schema's tables (SQLAlchemy Core); migrations/ creates the same."""
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text,
-                        UniqueConstraint)
+from sqlalchemy import (BigInteger, Boolean, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData,
+                        String, Table, Text, UniqueConstraint)
 from sqlalchemy.dialects.postgresql import JSONB
 
 from cbr_common.outbox import add_outbox_tables
@@ -65,6 +65,11 @@ tasks = Table(
     Column("started_time", DateTime(timezone=True)),
     Column("ended_time", DateTime(timezone=True)),
     Column("updated_time", DateTime(timezone=True), nullable=False),
+    # The job behind the task (migration backup_0003): what to do, and how the workers are getting on.
+    Column("params", JSONB, nullable=False, default=dict),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("worker_id", String(64)),
+    Column("heartbeat_time", DateTime(timezone=True)),
     Index("ix_tasks_project_created", "project_id", "created_time"),
 )
 
@@ -72,7 +77,6 @@ add_outbox_tables(metadata)
 
 # The chunk index (migration backup_0002): one row per chunk a vault's store holds. The data path looks rows
 # up and upserts them in batches (adapters/chunk_index.py); GC sweeps by last_referenced_time (DESIGN.md).
-from sqlalchemy import LargeBinary  # noqa: E402  (appended with the table, which came after the others)
 
 chunks = Table(
     "chunks", metadata,
@@ -85,4 +89,76 @@ chunks = Table(
     # GC's sweep order. Deliberately not (vault_id, ...): a second index led by vault_id competes with the
     # primary key for lookups, and the planner picks it when a new vault's statistics are stale.
     Index("ix_chunks_last_referenced", "last_referenced_time"),
+)
+
+# Migration backup_0003: checkpoints, backups, the vaults' keys and the one-job-per-resource guard.
+
+# Each vault's secret id key (keyed BLAKE3 chunk ids), made by its first backup.
+vault_keys = Table(
+    "vault_keys", metadata,
+    Column("vault_id", String(36), primary_key=True),
+    Column("id_key", LargeBinary, nullable=False),
+    Column("created_time", DateTime(timezone=True), nullable=False),
+)
+
+checkpoints = Table(
+    "checkpoints", metadata,
+    Column("checkpoint_id", String(36), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("vault_id", String(36), nullable=False, index=True),
+    Column("name", String(64), nullable=False),
+    Column("description", String(255), nullable=False, default=""),
+    Column("incremental", Boolean, nullable=False),
+    Column("auto_trigger", Boolean, nullable=False),
+    Column("policy_id", String(36)),
+    Column("skipped", JSONB, nullable=False, default=list),  # [{resource_id, type, name, code, reason}]
+    Column("created_time", DateTime(timezone=True), nullable=False),
+    Index("ix_checkpoints_project_created", "project_id", "created_time"),
+)
+
+# One row per backup; a server backup has a child row per disk (parent_id). manifest_id is set when the
+# backup becomes available: no reader ever sees a manifest that is not durable.
+backups = Table(
+    "backups", metadata,
+    Column("backup_id", String(36), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("checkpoint_id", String(36), nullable=False, index=True),
+    Column("vault_id", String(36), nullable=False, index=True),
+    Column("parent_id", String(36), index=True),
+    Column("resource_id", String(36), nullable=False, index=True),
+    Column("resource_name", String(255), nullable=False, default=""),
+    Column("resource_type", String(8), nullable=False),       # disk | server | turbo
+    Column("resource_size_bytes", BigInteger, nullable=False, default=0),
+    Column("device", String(8)),                               # children of a server backup: vda, vdb, ...
+    Column("name", String(64), nullable=False),
+    Column("description", String(255), nullable=False, default=""),
+    Column("status", String(16), nullable=False),
+    Column("image_type", String(16), nullable=False, default="backup"),
+    Column("incremental", Boolean, nullable=False, default=False),
+    Column("auto_trigger", Boolean, nullable=False, default=False),
+    Column("policy_id", String(36)),
+    Column("logical_bytes", BigInteger, nullable=False, default=0),
+    Column("stored_bytes", BigInteger, nullable=False, default=0),
+    Column("manifest_kind", String(8), nullable=False, default=""),  # disk | tree; "" for a server parent
+    Column("manifest_id", String(80)),
+    Column("base_backup_id", String(36)),                      # the backup this one read only changes against
+    Column("task_id", String(36)),
+    Column("corrupt", Boolean, nullable=False, default=False),
+    Column("verified_time", DateTime(timezone=True)),
+    Column("created_time", DateTime(timezone=True), nullable=False),
+    Column("updated_time", DateTime(timezone=True), nullable=False),
+    Column("started_time", DateTime(timezone=True)),
+    Column("protected_time", DateTime(timezone=True)),
+    Column("expired_time", DateTime(timezone=True)),
+    Index("ix_backups_project_created", "project_id", "created_time"),
+)
+
+# A resource (disk, server, file system) with a job running or waiting: at most one at a time. The row goes
+# with the job's final status; a second backup or restore of the resource meanwhile is refused or skipped.
+resource_jobs = Table(
+    "resource_jobs", metadata,
+    Column("resource_id", String(36), primary_key=True),
+    Column("task_id", String(36), nullable=False),
+    Column("operation_type", String(32), nullable=False),
+    Column("created_time", DateTime(timezone=True), nullable=False),
 )

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 
 import blake3
 
@@ -31,6 +32,7 @@ from cbr_backup.engine import zero_blocks
 DEFAULT_BLOCK_SIZE = 128 << 10  # chosen by measurement: DESIGN.md, "Block size"
 TOUCH_MARGIN = dt.timedelta(hours=1)  # rows touched this recently are not rewritten; must stay below GC grace
 COMMIT_EVERY = 16384  # new chunks per durable batch (flush, then index rows): ~3.5 MB of rows and claims
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
 
 def chunk_key(vault_id: str, chunk: bytes) -> str:
@@ -74,7 +76,7 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
                 manifest_id: str | None = None, started_time: dt.datetime | None = None,
                 previous_snapshot: str | os.PathLike | None = None, workers: int | None = None,
                 buffer_size: int = DEFAULT_BUFFER_SIZE, dictionary_size: int = DICTIONARY_SIZE,
-                commit_every: int = COMMIT_EVERY) -> BackupResult:
+                commit_every: int = COMMIT_EVERY, progress: Progress | None = None) -> BackupResult:
     """Backs up the disk image at snapshot_path (which must not change meanwhile: a snapshot).
 
     parent: the previous backup's manifest; its chunks are reused without a lookup per buffer.
@@ -83,6 +85,8 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
     started_time: when the backup started by the index's clock (the backup row's start, which GC's cutoff
     uses); defaults to the index's now().
     commit_every: new chunks are made durable and indexed in batches of this many (bounds the memory).
+    progress(done, total): called from the pipeline's threads after each piece with the bytes read so far and
+    the bytes to read; an exception it raises stops the backup (that is how a job is cancelled).
     """
     t0 = time.perf_counter()
     check_block_size(block_size)
@@ -97,7 +101,7 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
     disk = open_disk(snapshot_path, os.O_RDONLY)
     try:
         job = _BackupJob(disk, keys, store, index, vault_id, parent, block_size, workers, buffer_size,
-                         started_time, commit_every)
+                         started_time, commit_every, progress)
         job.run(previous_snapshot, dictionary_size)
     finally:
         disk.close()
@@ -107,7 +111,7 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
 class _BackupJob:
     def __init__(self, disk: DiskFile, keys: VaultKeys, store, index, vault_id: str, parent: DiskManifest | None,
                  block_size: int, workers: int | None, buffer_size: int, started_time: dt.datetime | None,
-                 commit_every: int):
+                 commit_every: int, progress: Progress | None):
         self.disk = disk
         self.keys = keys
         self.store = store
@@ -139,6 +143,8 @@ class _BackupJob:
         self.stored_added = 0
         self.codec: ChunkCodec | None = None
         self.flusher = _EarlyFlusher(store)
+        self.progress = progress
+        self.total_bytes = 0
 
     # Setup
 
@@ -163,6 +169,10 @@ class _BackupJob:
         else:
             threading.Thread(target=self._check_parent, name="cbr-parent-check", daemon=True).start()
 
+        self.total_bytes = sum(min(end * self.block_size, self.size) - first * self.block_size
+                               for first, end in ranges)
+        if self.progress is not None:
+            self.progress(0, self.total_bytes)
         try:
             # Each worker reads its own piece: several direct reads in flight keep the device busier than
             # one reader thread (measured: 1.26-1.35 s against 1.44 s for 1.37 GB).
@@ -235,6 +245,9 @@ class _BackupJob:
                 fresh.append((j, chunk))
         with self.lock:
             self.read_bytes += filled
+            done = self.read_bytes
+        if self.progress is not None:
+            self.progress(done, self.total_bytes)
         if not fresh:
             return
         if not self.parent_checked.is_set():

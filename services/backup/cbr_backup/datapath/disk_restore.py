@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import blake3
 
@@ -25,6 +26,8 @@ from cbr_backup.datapath.extents import block_ranges, data_extents
 from cbr_backup.datapath.manifest import DiskManifest
 from cbr_backup.datapath.pipeline import DEFAULT_BUFFER_SIZE, Piece, default_workers, plan_pieces, run_pipeline
 from cbr_backup.engine import zero_blocks
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
 _DATA_RUNS = re.compile(rb"[^\x01]+")
 
@@ -46,13 +49,15 @@ class RestoreResult:
 
 def restore_to_new_disk(manifest: DiskManifest, store, keys: VaultKeys, vault_id: str,
                         target: str | os.PathLike, *, workers: int | None = None,
-                        buffer_size: int = DEFAULT_BUFFER_SIZE) -> RestoreResult:
-    """Writes the backup into target as a fresh sparse file of the disk's size (replacing its contents)."""
+                        buffer_size: int = DEFAULT_BUFFER_SIZE, progress: Progress | None = None) -> RestoreResult:
+    """Writes the backup into target as a fresh sparse file of the disk's size (replacing its contents).
+
+    progress(done, total) as for backup_disk: bytes of the pieces handled so far and in all; raising stops it."""
     t0 = time.perf_counter()
     disk = open_disk(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         os.ftruncate(disk.fd, manifest.disk_size)
-        job = _RestoreJob(manifest, store, keys, vault_id, disk, compare=False)
+        job = _RestoreJob(manifest, store, keys, vault_id, disk, compare=False, progress=progress)
         job.run(_data_ranges(manifest), workers, buffer_size)
     finally:
         disk.close()
@@ -61,7 +66,7 @@ def restore_to_new_disk(manifest: DiskManifest, store, keys: VaultKeys, vault_id
 
 def restore_in_place(manifest: DiskManifest, store, keys: VaultKeys, vault_id: str,
                      target: str | os.PathLike, *, workers: int | None = None,
-                     buffer_size: int = DEFAULT_BUFFER_SIZE) -> RestoreResult:
+                     buffer_size: int = DEFAULT_BUFFER_SIZE, progress: Progress | None = None) -> RestoreResult:
     """Makes the existing disk target equal to the backup, writing only the blocks that differ.
 
     The target takes the backup's size (grown with a hole or cut, before anything else is written)."""
@@ -71,7 +76,7 @@ def restore_in_place(manifest: DiskManifest, store, keys: VaultKeys, vault_id: s
         if os.fstat(disk.fd).st_size != manifest.disk_size:
             os.ftruncate(disk.fd, manifest.disk_size)
         allocated = block_ranges(data_extents(disk.fd, manifest.disk_size), manifest.block_size)
-        job = _RestoreJob(manifest, store, keys, vault_id, disk, compare=True)
+        job = _RestoreJob(manifest, store, keys, vault_id, disk, compare=True, progress=progress)
         job.run(_union(_data_ranges(manifest), allocated), workers, buffer_size)
     finally:
         disk.close()
@@ -94,7 +99,7 @@ def _union(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int
 
 class _RestoreJob:
     def __init__(self, manifest: DiskManifest, store, keys: VaultKeys, vault_id: str, disk: DiskFile,
-                 compare: bool):
+                 compare: bool, progress: Progress | None = None):
         self.manifest = manifest
         self.store = store
         self.keys = keys
@@ -104,11 +109,16 @@ class _RestoreJob:
         self.codec = ChunkCodec(keys, dictionaries=VaultDictionaries(store, vault_id, keys).by_tag)
         self.lock = threading.Lock()
         self.written_bytes = self.written_blocks = self.zeroed_blocks = self.read_bytes = self.fetched = 0
+        self.progress = progress
+        self.done_bytes = self.total_bytes = 0
 
     def run(self, ranges: list[tuple[int, int]], workers: int | None, buffer_size: int) -> None:
         bs = self.manifest.block_size
         buffer_size = max(bs, buffer_size - buffer_size % bs)
         pieces = plan_pieces(ranges, bs, self.manifest.disk_size, buffer_size)
+        self.total_bytes = sum(min(end * bs, self.manifest.disk_size) - first * bs for first, end in ranges)
+        if self.progress is not None:
+            self.progress(0, self.total_bytes)
         # Twice the cores: restore threads mostly wait on chunk reads and disk writes (measured: 4-6 workers
         # ~3.0 s, 2-3 workers ~3.5 s for the benchmark disk).
         run_pipeline(pieces, self._work, workers=workers or 2 * default_workers(), buffer_size=buffer_size)
@@ -168,6 +178,10 @@ class _RestoreJob:
             self.written_blocks += len(writes)
             self.written_bytes += sum(manifest.block_length(piece.first_block + j) for j in writes)
             self.zeroed_blocks += len(zeros)
+            self.done_bytes += piece.length
+            done = self.done_bytes
+        if self.progress is not None:
+            self.progress(done, self.total_bytes)
 
     def _fetch(self, chunk: bytes, raw_size: int) -> bytes:
         key = self.chunk_prefix + chunk.hex()

@@ -10,6 +10,7 @@ the 65xx codes are ours, for rules CBR checks without publishing a code:
   6521 disk not found             6522 server not found           6523 file system not found
   6524 task not found             6540 task already final (cannot be cancelled)
   6560 the disk pool's file system has no room for the disk
+  67xx checkpoints, backups, restores and maintenance jobs (listed with their classes below)
 """
 from __future__ import annotations
 
@@ -94,3 +95,84 @@ class TaskNotCancellableError(errors.FailedPreconditionError):
 class PoolCapacityError(errors.ResourceExhaustedError):
     """The local provider's file system refused the size (no space, quota, or past its largest file)."""
     cbr_code = "BackupService.6560"
+
+
+# Checkpoints, backups and their jobs.
+
+class InvalidDescriptionError(errors.InvalidArgumentError):
+    cbr_code = "BackupService.6701"
+
+
+class InvalidSortError(errors.InvalidArgumentError):
+    cbr_code = "BackupService.6702"
+
+
+class InvalidResourceListError(errors.InvalidArgumentError):
+    """Too many resources, a resource named twice, or one that is not in the vault."""
+    cbr_code = "BackupService.6703"
+
+
+class InvalidRestoreRequestError(errors.InvalidArgumentError):
+    """Fields that do not fit the backup's type, or bad mappings."""
+    cbr_code = "BackupService.6704"
+
+
+class InvalidTargetPathError(errors.InvalidArgumentError):
+    """A file-system restore path that is absolute, has '..' or other unsafe parts."""
+    cbr_code = "BackupService.6705"
+
+
+class TargetTooSmallError(errors.InvalidArgumentError):
+    """A new or target disk smaller than the backed-up disk."""
+    cbr_code = "BackupService.6706"
+
+
+class InvalidGraceError(errors.InvalidArgumentError):
+    cbr_code = "BackupService.6707"
+
+
+class VaultNotFoundError(errors.NotFoundError):
+    cbr_code = "BackupService.6720"
+
+
+class BackupNotFoundError(errors.NotFoundError):
+    cbr_code = "BackupService.6721"
+
+
+class CheckpointNotFoundError(errors.NotFoundError):
+    cbr_code = "BackupService.6722"
+
+
+class VaultStateError(errors.FailedPreconditionError):
+    """The vault cannot take backups now: a replication vault, or frozen, deleting or in error."""
+    cbr_code = "BackupService.6730"
+
+
+class BackupStateError(errors.FailedPreconditionError):
+    """The backup's status forbids the operation (not available, or busy with another job)."""
+    cbr_code = "BackupService.6731"
+
+
+class ResourceBusyError(errors.FailedPreconditionError):
+    """Another backup or restore of the resource is waiting or running: one job per resource at a time."""
+    cbr_code = "BackupService.6732"
+
+
+class BackupLockedError(errors.FailedPreconditionError):
+    """An automatic backup of a locked vault cannot be deleted before it expires."""
+    cbr_code = "BackupService.6733"
+
+
+class ChildBackupError(errors.FailedPreconditionError):
+    """A server backup's per-disk backup goes with its server backup; it is not deleted alone."""
+    cbr_code = "BackupService.6734"
+
+
+class VaultFullError(errors.ResourceExhaustedError):
+    """The vault's used bytes would pass its capacity and auto_expand is off."""
+    cbr_code = "BackupService.6740"
+
+
+class BackupCorruptError(errors.DataLossError):
+    """Verify found a chunk this backup needs missing or damaged."""
+    cbr_code = "BackupService.6750"

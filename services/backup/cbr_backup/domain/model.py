@@ -110,6 +110,10 @@ class Task:
     started_time: dt.datetime | None = None
     ended_time: dt.datetime | None = None
     updated_time: dt.datetime | None = None
+    params: dict = field(default_factory=dict)  # what the job is to do (targets, grace, ...); never shown
+    attempts: int = 0                           # deliveries a worker has started
+    worker_id: str = ""
+    heartbeat_time: dt.datetime | None = None
 
     @property
     def is_final(self) -> bool:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from cbr.backup.v1 import protectable_pb2, task_pb2
+from cbr.backup.v1 import backup_pb2, protectable_pb2, task_pb2
 from cbr.common.v1 import common_pb2
+from cbr_backup.domain.backups import Backup, BackupFilter, Checkpoint, check_statuses, parse_sort
 from cbr_backup.domain.model import Protectable, Task
 from cbr_backup.service.commands import ListProtectables, ListTasks
 from cbr_common.proto_enums import enum_name, enum_value
@@ -72,3 +73,65 @@ def task_out(task: Task) -> task_pb2.Task:
 def _set_time(timestamp, value: dt.datetime | None) -> None:
     if value is not None:
         timestamp.FromDatetime(value)
+
+
+# Checkpoints and backups
+
+# CBR's fixed provider ids per resource type (protectables/providers in the CBR v3 API).
+PROVIDER_IDS = {"disk": "d1603440-187d-4516-af25-121250c7cc97",
+                "server": "0daac4c5-6707-4851-97ba-169e36266b66",
+                "turbo": "f38d49e8-2ebb-4d6e-a4ff-d5c5a6e7c9c5"}
+
+
+def backup_statuses(values) -> tuple[str, ...]:
+    return tuple(enum_name(backup_pb2.BackupStatus, v) or "unknown" for v in values)
+
+
+def backup_out(b: Backup) -> backup_pb2.Backup:
+    msg = backup_pb2.Backup(
+        backup_id=b.backup_id, project_id=b.project_id, name=b.name, description=b.description,
+        checkpoint_id=b.checkpoint_id, vault_id=b.vault_id, parent_id=b.parent_id, resource_id=b.resource_id,
+        resource_name=b.resource_name, resource_type=enum_value(common_pb2.ObjectType, b.resource_type),
+        resource_size_bytes=b.resource_size_bytes, status=enum_value(backup_pb2.BackupStatus, b.status),
+        image_type=enum_value(backup_pb2.ImageType, b.image_type), incremental=b.incremental,
+        auto_trigger=b.auto_trigger, logical_bytes=b.logical_bytes, stored_bytes=b.stored_bytes,
+        policy_id=b.policy_id, provider_id=PROVIDER_IDS.get(b.resource_type, ""), corrupt=b.corrupt,
+        device=b.device,
+        children=[backup_pb2.ChildBackup(
+            backup_id=c.backup_id, resource_id=c.resource_id, resource_name=c.resource_name,
+            resource_size_bytes=c.resource_size_bytes, status=enum_value(backup_pb2.BackupStatus, c.status),
+            logical_bytes=c.logical_bytes, stored_bytes=c.stored_bytes) for c in b.children])
+    for field, value in (("created_time", b.created_time), ("updated_time", b.updated_time),
+                         ("protected_time", b.protected_time), ("expired_time", b.expired_time),
+                         ("verified_time", b.verified_time)):
+        _set_time(getattr(msg, field), value)
+    return msg
+
+
+def checkpoint_out(cp: Checkpoint) -> backup_pb2.Checkpoint:
+    protecting = any(b.status in ("waiting_protect", "protecting") for b in cp.backups)
+    failed = cp.backups and all(b.status == "error" for b in cp.backups)
+    status = "protecting" if protecting else "error" if failed else "available"
+    msg = backup_pb2.Checkpoint(
+        checkpoint_id=cp.checkpoint_id, project_id=cp.project_id, vault_id=cp.vault_id,
+        status=enum_value(backup_pb2.CheckpointStatus, status), name=cp.name, description=cp.description,
+        incremental=cp.incremental, auto_trigger=cp.auto_trigger, policy_id=cp.policy_id,
+        resources=[backup_pb2.CheckpointResource(
+            resource_id=b.resource_id, type=enum_value(common_pb2.ObjectType, b.resource_type),
+            name=b.resource_name, backup_id=b.backup_id, task_id=b.task_id) for b in cp.backups],
+        skipped_resources=[backup_pb2.SkippedResource(
+            resource_id=s.resource_id, type=enum_value(common_pb2.ObjectType, s.type), name=s.name, code=s.code,
+            reason=s.reason) for s in cp.skipped])
+    _set_time(msg.created_time, cp.created_time)
+    return msg
+
+
+def backup_filter_in(project_id: str, req: backup_pb2.ListBackupsRequest) -> BackupFilter:
+    return BackupFilter(
+        project_id=project_id, vault_id=req.vault_id, resource_id=req.resource_id,
+        resource_type=object_type(req.resource_type) if req.resource_type else "",
+        statuses=check_statuses(backup_statuses(req.status)),
+        image_type=enum_name(backup_pb2.ImageType, req.image_type),
+        start_time=req.start_time.ToDatetime(dt.timezone.utc) if req.HasField("start_time") else None,
+        end_time=req.end_time.ToDatetime(dt.timezone.utc) if req.HasField("end_time") else None,
+        name=req.name, checkpoint_id=req.checkpoint_id, parent_id=req.parent_id, sort=parse_sort(req.sort))

@@ -1,4 +1,4 @@
-"""ProtectableService and TaskService over gRPC: convert, call the use case, convert back.
+"""ProtectableService, TaskService and BackupService over gRPC: convert, call the use case, convert back.
 
 Errors leave through cbr_common's table.
 """
@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-from cbr.backup.v1 import protectable_pb2, protectable_pb2_grpc, task_pb2, task_pb2_grpc
+from cbr.backup.v1 import backup_pb2, backup_pb2_grpc, protectable_pb2, protectable_pb2_grpc, task_pb2, task_pb2_grpc
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
+from cbr_backup.adapters.vaults import VaultDirectory
 from cbr_backup.grpc_api import convert
 from cbr_backup.providers.base import Provider
-from cbr_backup.service import protectables, tasks
+from cbr_backup.service import backups, checkpoints, protectables, tasks
 from cbr_common.auth import current_principal
 
 
@@ -85,3 +86,67 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
     async def CancelTask(self, request, context):
         task = await tasks.cancel_task(_project(), request.task_id, self._uow())
         return task_pb2.CancelTaskResponse(task=convert.task_out(task))
+
+
+class BackupServicer(backup_pb2_grpc.BackupServiceServicer):
+    def __init__(self, make_uow: Callable[[], BackupUnitOfWork], vaults: VaultDirectory, provider: Provider):
+        self._uow = make_uow
+        self._vaults = vaults
+        self._provider = provider
+
+    async def CreateCheckpoint(self, request, context):
+        excludes = {d.resource_id: tuple(d.exclude_volumes) for d in request.resource_details}
+        ids = tuple(request.resource_ids) or tuple(d.resource_id for d in request.resource_details)
+        cmd = checkpoints.CreateCheckpoint(
+            project_id=_project(), vault_id=request.vault_id, resource_ids=ids, excludes=excludes,
+            incremental=request.incremental if request.HasField("incremental") else True, name=request.name,
+            description=request.description, auto_trigger=request.auto_trigger, policy_id=request.policy_id)
+        cp = await checkpoints.create_checkpoint(cmd, self._uow, self._vaults)
+        return backup_pb2.CreateCheckpointResponse(checkpoint=convert.checkpoint_out(cp))
+
+    async def GetCheckpoint(self, request, context):
+        cp = await checkpoints.get_checkpoint(_project(), request.checkpoint_id, self._uow())
+        return backup_pb2.GetCheckpointResponse(checkpoint=convert.checkpoint_out(cp))
+
+    async def ListBackups(self, request, context):
+        found, count = await backups.list_backups(convert.backup_filter_in(_project(), request), request.page.limit,
+                                                  request.page.offset, self._uow())
+        return backup_pb2.ListBackupsResponse(backups=[convert.backup_out(b) for b in found], count=count)
+
+    async def GetBackup(self, request, context):
+        backup = await backups.get_backup(_project(), request.backup_id, self._uow())
+        return backup_pb2.GetBackupResponse(backup=convert.backup_out(backup))
+
+    async def UpdateBackup(self, request, context):
+        backup = await backups.update_backup(
+            _project(), request.backup_id, request.name if request.HasField("name") else None,
+            request.description if request.HasField("description") else None, self._uow())
+        return backup_pb2.UpdateBackupResponse(backup=convert.backup_out(backup))
+
+    async def DeleteBackup(self, request, context):
+        task_id = await backups.delete_backup(_project(), request.backup_id, self._uow, self._vaults)
+        return backup_pb2.DeleteBackupResponse(task_id=task_id)
+
+    async def RestoreBackup(self, request, context):
+        req = backups.RestoreRequest(
+            project_id=_project(), backup_id=request.backup_id, volume_id=request.volume_id,
+            server_id=request.server_id,
+            mappings=tuple(backups.Mapping(m.backup_id, m.volume_id) for m in request.mappings),
+            file_system_id=request.file_system_id, target_path=request.target_path,
+            new_directory=request.new_directory)
+        return backup_pb2.RestoreBackupResponse(task_id=await backups.restore_backup(req, self._uow))
+
+    async def CreateDiskFromBackup(self, request, context):
+        disk_id, task_id = await backups.create_disk_from_backup(
+            _project(), request.backup_id, request.name, request.size_bytes, self._uow, self._provider)
+        return backup_pb2.CreateDiskFromBackupResponse(disk_id=disk_id, task_id=task_id)
+
+    async def VerifyBackups(self, request, context):
+        task_id = await backups.verify_backups(_project(), request.vault_id, list(request.backup_ids), self._uow,
+                                               self._vaults)
+        return backup_pb2.VerifyBackupsResponse(task_id=task_id)
+
+    async def CollectGarbage(self, request, context):
+        grace = request.grace_seconds if request.HasField("grace_seconds") else None
+        task_id = await backups.collect_garbage(_project(), request.vault_id, grace, self._uow, self._vaults)
+        return backup_pb2.CollectGarbageResponse(task_id=task_id)

@@ -8,6 +8,7 @@ from cbr_backup.adapters.repository import TaskFilter
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.domain import errors, rules
 from cbr_backup.domain.model import Task
+from cbr_backup.service import outcomes
 from cbr_backup.service.commands import ListTasks
 from cbr_common.db import utcnow
 
@@ -58,15 +59,19 @@ async def watch_task(project_id: str, task_id: str, make_uow: Callable[[], Backu
 
 
 async def cancel_task(project_id: str, task_id: str, uow: BackupUnitOfWork) -> Task:
-    """Marks a waiting or running task cancelled; the worker running it (once there is one) stops at its
-    next progress report."""
+    """Cancels a waiting or running task. A waiting one is undone at once (its job, when a worker takes it,
+    finds it cancelled); a running one is stopped by its worker at the next heartbeat, which undoes it."""
     task_id = rules.check_id(task_id, "task_id")
     async with uow:
         task = rules.check_cancellable(await _task(uow, project_id, task_id, for_update=True))
-        now = utcnow()
-        await uow.tasks.update_fields(task_id, status="cancelled", ended_time=now, updated_time=now)
+        if task.status == "waiting":
+            await outcomes.undo_cancelled(uow, task)
+            await outcomes.finish(uow, task, "cancelled")
+        else:
+            now = utcnow()
+            await uow.tasks.update_fields(task_id, status="cancelled", ended_time=now, updated_time=now)
         await uow.commit()
-    task.status, task.ended_time, task.updated_time = "cancelled", now, now
+        task = await _task(uow, project_id, task_id)
     return task
 
 

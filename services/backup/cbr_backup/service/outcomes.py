@@ -1,0 +1,82 @@
+"""How a job ends, written in one transaction each: the task's final status, what becomes of its backup rows,
+the resources it held, and the event that tells the other services."""
+from __future__ import annotations
+
+from typing import Callable
+
+from cbr.common.v1 import common_pb2
+from cbr.events.v1 import backup_events_pb2 as ev
+from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
+from cbr_backup.domain.model import Task
+from cbr_common.db import utcnow
+from cbr_common.proto_enums import enum_value
+
+MakeUow = Callable[[], BackupUnitOfWork]
+
+
+async def finish(uow: BackupUnitOfWork, task: Task, status: str, **values) -> None:
+    """The task's final row, and the resources it held are free again."""
+    now = utcnow()
+    values.setdefault("progress", 100 if status == "success" else task.progress)
+    await uow.tasks.update_fields(task.task_id, status=status, ended_time=now, updated_time=now, **values)
+    await uow.backups.release_resources(task.task_id)
+    task.status = status
+
+
+async def cancelled(make_uow: MakeUow, task: Task) -> None:
+    async with make_uow() as uow:
+        await undo_cancelled(uow, task)
+        await finish(uow, task, "cancelled")
+        await uow.commit()
+
+
+async def undo_cancelled(uow: BackupUnitOfWork, task: Task) -> None:
+    """A cancelled backup leaves nothing behind (its chunks are garbage for GC); other jobs leave the backup
+    as it was."""
+    if task.operation_type == "backup" and task.backup_id:
+        await uow.backups.delete_family(task.backup_id)
+    elif task.backup_id:
+        await _back_to_available(uow, task)
+
+
+async def failed(make_uow: MakeUow, task: Task, status: str, code: str, message: str) -> None:
+    async with make_uow() as uow:
+        if task.operation_type == "backup" and task.backup_id:
+            await uow.backups.update_family(task.backup_id, status="error")
+            backup = await uow.backups.get_backup(task.project_id, task.backup_id)
+            await uow.publish("cbr.backup.failed", ev.BackupFailed(
+                project_id=task.project_id, backup_id=task.backup_id, vault_id=task.vault_id,
+                resource_id=task.resource_id, checkpoint_id=task.checkpoint_id, task_id=task.task_id,
+                resource_type=enum_value(common_pb2.ObjectType, backup.resource_type) if backup else 0,
+                auto_trigger=bool(backup and backup.auto_trigger), policy_id=task.policy_id, error_code=code,
+                error_message=message))
+        elif task.operation_type == "restore" and task.backup_id:
+            await _back_to_available(uow, task)
+            await uow.publish("cbr.restore.failed", ev.RestoreFailed(
+                project_id=task.project_id, backup_id=task.backup_id, vault_id=task.vault_id, task_id=task.task_id,
+                target_resource_id=task.resource_id, new_disk=task.params.get("kind") == "new_disk",
+                error_code=code, error_message=message))
+        elif task.operation_type == "delete" and task.backup_id:
+            await uow.backups.update_family(task.backup_id, status="error")
+        await finish(uow, task, status, error_code=code, error_message=message[:2000])
+        await uow.commit()
+
+
+async def retry_later(make_uow: MakeUow, task: Task, exc: BaseException) -> None:
+    async with make_uow() as uow:
+        extra = dict(task.extra_info, last_error=f"{type(exc).__name__}: {exc}"[:500])
+        await uow.tasks.update_fields(task.task_id, status="waiting", extra_info=extra)
+        await uow.commit()
+
+
+async def publish_usage(uow: BackupUnitOfWork, project_id: str, vault_id: str) -> int:
+    used = await uow.backups.used_bytes(vault_id)
+    await uow.publish("cbr.backup.vault_usage", ev.VaultUsageMeasured(
+        project_id=project_id, vault_id=vault_id, used_bytes=used))
+    return used
+
+
+async def _back_to_available(uow: BackupUnitOfWork, task: Task) -> None:
+    backup = await uow.backups.get_backup(task.project_id, task.backup_id)
+    if backup is not None and backup.status in ("restoring", "waiting_delete", "deleting"):
+        await uow.backups.update_family(task.backup_id, status="available")

@@ -1,0 +1,3 @@
+from cbr_backup.worker.main import main
+
+main()

@@ -1,0 +1,163 @@
+"""The backup job: snapshot, back up each disk (or the file tree), then flip the rows to available.
+
+Order: the data path makes every chunk and the manifest durable first (DESIGN.md 6.1); only then does one
+transaction set the backup (and a server's per-disk backups) available with its manifest, finish the task,
+free the resource and publish BackupCompleted and the vault's usage. Until that commit no reader sees the
+backup as available, and a retry after a crash starts over with a fresh manifest id, reusing the chunks.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass
+
+from cbr.common.v1 import common_pb2
+from cbr.events.v1 import backup_events_pb2 as ev
+from cbr_backup.datapath import backup_disk, load_manifest, take_snapshot
+from cbr_backup.datapath.tree_backup import backup_tree, load_tree_manifest
+from cbr_backup.domain import errors
+from cbr_backup.domain.backups import Backup
+from cbr_backup.service import outcomes
+from cbr_backup.worker.context import JobCancelled, JobContext
+from cbr_common.db import utcnow
+from cbr_common.proto_enums import enum_value
+
+
+@dataclass(frozen=True)
+class Part:
+    """One manifest the job made: a disk's, or a file system's."""
+    manifest_id: str
+    logical_bytes: int
+    base_backup_id: str      # the backup it read only the changes against
+    chunk_ids: frozenset     # every chunk it references
+
+
+async def run_backup(ctx: JobContext) -> None:
+    task = ctx.task
+    async with ctx.make_uow() as uow:
+        backup = await uow.backups.get_backup(task.project_id, task.backup_id, for_update=True)
+        if backup is None:
+            return  # deleted meanwhile (a cancel): nothing to do
+        used = await uow.backups.used_bytes(backup.vault_id)
+        await uow.backups.update_family(backup.backup_id, status="protecting",
+                                        started_time=backup.started_time or utcnow())
+        await uow.commit()
+    _check_capacity(task.params, used)
+    keys = await ctx.keys(backup.vault_id)
+    manifest_suffix = f"-a{task.attempts}"  # a retry never meets its earlier attempt's manifest
+    results: dict[str, Part] = {}  # per backup row that gets a manifest
+    async with ctx.index(backup.vault_id) as index:
+        if backup.resource_type == "turbo":
+            results[backup.backup_id] = await _backup_tree(ctx, backup, keys, index, manifest_suffix)
+        else:
+            results.update(await _backup_disks(ctx, backup, keys, index, manifest_suffix))
+    async with ctx.make_uow() as uow:
+        used = await uow.backups.used_bytes(backup.vault_id)
+    _check_capacity(task.params, used)
+    await _complete(ctx, backup, results)
+
+
+def _check_capacity(params: dict, used: int) -> None:
+    capacity = params.get("capacity_bytes", 0)
+    if capacity and used > capacity and not params.get("auto_expand"):
+        raise errors.VaultFullError(
+            f"the vault is full: its chunks take {used} bytes of {capacity} and auto_expand is off")
+
+
+async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: str) -> dict:
+    """A disk, or every disk of a server from one snapshot instant, backed up disk by disk."""
+    provider = ctx.resources.provider
+    parts = backup.children if backup.resource_type == "server" else [backup]
+    paths = {p.backup_id: provider.disk_path(backup.project_id, p.resource_id) for p in parts}
+    snapshots = await asyncio.to_thread(_snapshot_all, ctx, backup.backup_id, paths)
+    try:
+        ctx.expect(sum(s.size for s in snapshots.values()))
+        results = {}
+        for part in parts:
+            parent, base_id = None, ""
+            if backup.incremental:
+                parent, base_id = await _parent_manifest(ctx, part, keys, load_manifest)
+            result = await asyncio.to_thread(
+                backup_disk, snapshots[part.backup_id].path, keys, ctx.store, index, backup.vault_id, parent=parent,
+                manifest_id=part.backup_id + suffix, started_time=part.started_time, progress=ctx.progress)
+            ctx.part_done()
+            results[part.backup_id] = Part(result.manifest_id, result.logical_bytes, base_id,
+                                           frozenset(result.manifest.unique_ids()))
+        return results
+    finally:
+        for snapshot in snapshots.values():
+            snapshot.release()
+
+
+def _snapshot_all(ctx: JobContext, backup_id: str, paths: dict) -> dict:
+    """Every disk's snapshot while all their writers are held off: one instant for the whole server."""
+    folder = ctx.resources.snapshot_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    snapshots = {}
+    try:
+        with ctx.resources.provider.hold_writes(paths.values()):
+            for part_id, path in paths.items():
+                target = folder / f"{part_id}.raw"
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(target)  # an earlier attempt's leftover
+                snapshots[part_id] = take_snapshot(path, target)
+    except BaseException:
+        for snapshot in snapshots.values():
+            snapshot.release()
+        raise
+    return snapshots
+
+
+async def _backup_tree(ctx: JobContext, backup: Backup, keys, index, suffix: str) -> Part:
+    root = ctx.resources.provider.file_system_path(backup.project_id, backup.resource_id)
+    parent, base_id = None, ""
+    if backup.incremental:
+        parent, base_id = await _parent_manifest(ctx, backup, keys, load_tree_manifest)
+    result = await asyncio.to_thread(backup_tree, root, keys, ctx.store, index, backup.vault_id, parent=parent,
+                                     manifest_id=backup.backup_id + suffix, started_time=backup.started_time,
+                                     progress=ctx.progress)
+    return Part(result.manifest_id, result.logical_bytes, base_id, frozenset(result.manifest.chunk_ids()))
+
+
+async def _parent_manifest(ctx: JobContext, part: Backup, keys, load):
+    """The newest available backup of the same resource in the vault, and its manifest (None if unreadable:
+    then this backup reads everything, which is always correct)."""
+    async with ctx.make_uow() as uow:
+        base = await uow.backups.latest_with_manifest(part.vault_id, part.resource_id, part.manifest_kind)
+    if base is None:
+        return None, ""
+    try:
+        return await asyncio.to_thread(load, ctx.store, keys, part.vault_id, base.manifest_id), base.backup_id
+    except errors.DataLossError:
+        return None, ""
+
+
+async def _complete(ctx: JobContext, backup: Backup, results: dict) -> None:
+    task = ctx.task
+    async with ctx.make_uow() as uow:
+        latest = await uow.tasks.get(task.project_id, task.task_id, for_update=True)
+        if latest is None or latest.status == "cancelled":
+            raise JobCancelled(f"task {task.task_id} was cancelled")
+        now = utcnow()
+        total_logical = total_stored = 0
+        for part_id, part in results.items():
+            stored = await uow.backups.stored_bytes_of(backup.vault_id, part.chunk_ids)
+            total_logical, total_stored = total_logical + part.logical_bytes, total_stored + stored
+            await uow.backups.update_backup(part_id, status="available", manifest_id=part.manifest_id,
+                                            logical_bytes=part.logical_bytes, stored_bytes=stored,
+                                            base_backup_id=part.base_backup_id or None, protected_time=now)
+        if backup.backup_id not in results:  # a server backup: the parent sums its disks
+            await uow.backups.update_backup(backup.backup_id, status="available", logical_bytes=total_logical,
+                                            stored_bytes=total_stored, protected_time=now)
+        await outcomes.finish(uow, task, "success", bytes_done=ctx.progress_values()[0],
+                              bytes_total=ctx.progress_values()[1])
+        await uow.publish("cbr.backup.completed", ev.BackupCompleted(
+            project_id=task.project_id, backup_id=backup.backup_id, vault_id=backup.vault_id,
+            resource_id=backup.resource_id, resource_type=enum_value(common_pb2.ObjectType, backup.resource_type),
+            checkpoint_id=backup.checkpoint_id, auto_trigger=backup.auto_trigger, policy_id=backup.policy_id,
+            logical_bytes=total_logical, stored_bytes=total_stored, incremental=backup.incremental,
+            image_type=backup.image_type))
+        await outcomes.publish_usage(uow, task.project_id, backup.vault_id)
+        await uow.commit()
+

@@ -1,0 +1,103 @@
+"""What a job handler works with: the worker's shared resources and one job's progress and cancel flag."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from cbr_backup.adapters.chunk_index import ChunkIndex
+from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
+from cbr_backup.datapath import VaultKeys
+from cbr_backup.domain.model import Task
+from cbr_backup.providers.local import LocalProvider
+
+
+class JobCancelled(Exception):
+    """The task was cancelled while its job ran; raised from the data path's progress callback."""
+
+
+@dataclass
+class Resources:
+    make_uow: Callable[[], BackupUnitOfWork]
+    database_url: str
+    store: object           # a ChunkStore
+    provider: LocalProvider
+    snapshot_dir: Path      # next to the pool, so that snapshots can be reflink clones
+    rate_limit_mbps: float = 0.0
+
+    def open_index(self) -> ChunkIndex:
+        return ChunkIndex(self.database_url)
+
+
+class JobContext:
+    def __init__(self, resources: Resources, task: Task, rate_limit_mbps: float = 0.0):
+        self.resources = resources
+        self.task = task
+        self._lock = threading.Lock()
+        self._cancelled = threading.Event()
+        self._done = self._total = 0
+        self._base_done = self._base_total = 0  # finished parts of a job with several (a server's disks)
+        self._rate = rate_limit_mbps * 1e6
+        self._started = time.monotonic()
+
+    @property
+    def store(self):
+        return self.resources.store
+
+    @property
+    def make_uow(self):
+        return self.resources.make_uow
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def progress(self, done: int, total: int) -> None:
+        """The data path's callback (any thread): records progress, paces to the rate limit, stops if cancelled."""
+        if self._cancelled.is_set():
+            raise JobCancelled(f"task {self.task.task_id} was cancelled")
+        with self._lock:
+            self._done, self._total = max(self._done, done), total
+            overall = self._base_done + self._done
+        if self._rate:
+            ahead = overall / self._rate - (time.monotonic() - self._started)
+            if ahead > 0:
+                self._cancelled.wait(ahead)  # a cancel ends the wait at once
+                if self._cancelled.is_set():
+                    raise JobCancelled(f"task {self.task.task_id} was cancelled")
+
+    def expect(self, total: int) -> None:
+        """Announces the bytes of the whole job before its first part starts."""
+        with self._lock:
+            self._base_total = total
+
+    def part_done(self) -> None:
+        with self._lock:
+            self._base_done += self._total
+            self._done = self._total = 0
+
+    def progress_values(self) -> tuple[int, int]:
+        with self._lock:
+            done = self._base_done + self._done
+            return done, max(self._base_total, self._base_done + self._total)
+
+    async def keys(self, vault_id: str) -> VaultKeys:
+        async with self.make_uow() as uow:
+            key = await uow.backups.vault_key(vault_id)
+            await uow.commit()
+        return VaultKeys(key)
+
+    @contextlib.asynccontextmanager
+    async def index(self, vault_id: str | None = None):
+        """A chunk index connection of this job's own; with vault_id it holds the vault's shared lock, which
+        tells GC a backup is running there (a killed worker's connection drops it)."""
+        index = await asyncio.to_thread(self.resources.open_index)
+        try:
+            if vault_id is not None:
+                await asyncio.to_thread(index.lock_vault, vault_id, False)
+            yield index
+        finally:
+            await asyncio.to_thread(index.close)

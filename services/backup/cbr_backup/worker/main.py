@@ -1,0 +1,61 @@
+"""Starts a worker from the environment: the backup service's settings plus CBR_STORE_DIR."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+from cbr_backup.adapters.tables import metadata
+from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
+from cbr_backup.bootstrap import local_provider
+from cbr_backup.chunkstore import FsChunkStore
+from cbr_backup.service.jobs import JOBS_STREAM
+from cbr_backup.worker.context import Resources
+from cbr_backup.worker.runner import Worker
+from cbr_common import jetstream
+from cbr_common.db import Database
+from cbr_common.logs import configure_logging
+from cbr_common.server import run_until_signalled
+from cbr_common.settings import Settings, SettingsError
+
+log = logging.getLogger("cbr.worker")
+
+
+def resources(settings: Settings, db: Database) -> Resources:
+    if not settings.store_dir.strip():
+        raise SettingsError("missing required setting CBR_STORE_DIR (the chunk store's folder)")
+    return Resources(make_uow=lambda: BackupUnitOfWork(db), database_url=settings.database_url,
+                     store=FsChunkStore(settings.store_dir), provider=local_provider(settings),
+                     snapshot_dir=Path(settings.pool_dir) / ".snapshots", rate_limit_mbps=settings.rate_limit_mbps)
+
+
+def worker_for(settings: Settings, db: Database) -> Worker:
+    return Worker(resources(settings, db), lease_seconds=settings.job_lease_seconds, attempts=settings.job_attempts)
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env("worker")
+        db = Database(settings.database_url, metadata.schema, pool_size=2)
+        worker = worker_for(settings, db)
+    except SettingsError as exc:
+        print(f"cbr_backup.worker: {exc}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging("worker", settings.log_level)
+
+    async def run(stop: asyncio.Event) -> None:
+        nc, js = await jetstream.connect(settings.nats_url)
+        await jetstream.ensure_stream(js, JOBS_STREAM)
+        log.info("taking jobs", extra={"fields": {"worker": worker.worker_id}})
+        taking = asyncio.create_task(worker.run(js))
+        await stop.wait()
+        # A job cut short here is not acked: JetStream hands it to another worker when its lease ends.
+        taking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await taking
+        await nc.close()
+        await db.close()
+
+    run_until_signalled(run)

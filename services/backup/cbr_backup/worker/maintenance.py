@@ -1,0 +1,110 @@
+"""Jobs that keep a vault's store honest: delete a backup, collect garbage, verify chunks."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from cbr.events.v1 import backup_events_pb2 as ev
+from cbr_backup.datapath.gc import collect_garbage
+from cbr_backup.datapath.verify import verify_chunks
+from cbr_backup.domain.backups import Backup
+from cbr_backup.service import outcomes
+from cbr_backup.worker import manifests
+from cbr_backup.worker.context import JobContext
+from cbr_common.db import utcnow
+from cbr_common.errors import DataLossError
+
+
+async def run_delete(ctx: JobContext) -> None:
+    """Drops the backup's rows, then collects the vault's garbage at once (grace 0) if no backup of the vault
+    is running; otherwise its chunks wait for the next GC. Chunks other backups use always stay."""
+    task = ctx.task
+    async with ctx.make_uow() as uow:
+        backup = await uow.backups.get_backup(task.project_id, task.backup_id, for_update=True)
+        if backup is not None:
+            await uow.backups.update_family(backup.backup_id, status="deleting")
+            used_before = await uow.backups.used_bytes(backup.vault_id)
+            await uow.backups.delete_family(backup.backup_id)
+        await uow.commit()
+    if backup is None:
+        async with ctx.make_uow() as uow:
+            await outcomes.finish(uow, task, "success")
+            await uow.commit()
+        return
+    result = await _collect(ctx, backup.vault_id, dt.timedelta(0))
+    async with ctx.make_uow() as uow:
+        await outcomes.finish(uow, task, "success", extra_info=dict(
+            task.extra_info, freed_bytes=str(result.freed_bytes), deleted_chunks=str(result.deleted_chunks),
+            chunks_kept_for_running_backups=str(not result.exclusive).lower()))
+        used = await outcomes.publish_usage(uow, task.project_id, backup.vault_id)
+        await uow.publish("cbr.backup.deleted", ev.BackupDeleted(
+            project_id=task.project_id, backup_id=backup.backup_id, vault_id=backup.vault_id,
+            freed_stored_bytes=max(0, used_before - used), auto_trigger=backup.auto_trigger,
+            resource_id=backup.resource_id))
+        await uow.commit()
+
+
+async def run_gc(ctx: JobContext) -> None:
+    task = ctx.task
+    result = await _collect(ctx, task.vault_id, dt.timedelta(seconds=task.params.get("grace_seconds", 86400)))
+    async with ctx.make_uow() as uow:
+        await outcomes.finish(uow, task, "success", extra_info=dict(
+            task.extra_info, deleted_chunks=str(result.deleted_chunks), freed_bytes=str(result.freed_bytes),
+            orphans_deleted=str(result.orphans_deleted), manifests_deleted=str(result.manifests_deleted),
+            exclusive=str(result.exclusive).lower(), cutoff=result.cutoff.isoformat()))
+        await outcomes.publish_usage(uow, task.project_id, task.vault_id)
+        await uow.commit()
+
+
+async def _collect(ctx: JobContext, vault_id: str, grace: dt.timedelta):
+    async with ctx.make_uow() as uow:
+        live = await uow.backups.vault_backups(vault_id)
+        oldest = await uow.backups.oldest_running_start(vault_id)
+    keys = await ctx.keys(vault_id)
+
+    def live_ids():
+        for backup in live:
+            yield from manifests.chunk_sizes(manifests.load(ctx.store, keys, backup))
+
+    async with ctx.index() as index:
+        return await asyncio.to_thread(collect_garbage, index, ctx.store, vault_id, live_ids,
+                                       live_manifest_ids={b.manifest_id for b in live}, grace=grace,
+                                       oldest_running_start=oldest)
+
+
+async def run_verify(ctx: JobContext) -> None:
+    """Re-reads every chunk the chosen backups need; backups that need a bad one are marked corrupt (their
+    server backup too) and bad chunks are quarantined, so the next backup stores them again."""
+    task = ctx.task
+    async with ctx.make_uow() as uow:
+        chosen = await uow.backups.vault_backups(task.vault_id, ("available",), task.params.get("backup_ids", []))
+    keys = await ctx.keys(task.vault_id)
+    needs: dict[str, set[bytes]] = {}
+    sizes: dict[bytes, int] = {}
+    unreadable: list[Backup] = []
+    for backup in chosen:
+        try:
+            found = await asyncio.to_thread(lambda b=backup: manifests.chunk_sizes(manifests.load(ctx.store, keys, b)))
+        except DataLossError:  # the manifest itself is missing or damaged
+            unreadable.append(backup)
+            continue
+        sizes.update(found)
+        needs[backup.backup_id] = set(found)
+    async with ctx.index() as index:
+        result = await asyncio.to_thread(verify_chunks, index, ctx.store, keys, task.vault_id, list(sizes),
+                                         raw_sizes=sizes, progress=ctx.progress)
+    bad = set(result.bad_chunks)
+    corrupt = {b.backup_id for b in unreadable} | {bid for bid, ids in needs.items() if ids & bad}
+    now = utcnow()
+    async with ctx.make_uow() as uow:
+        for backup in chosen:
+            await uow.backups.update_backup(backup.backup_id, verified_time=now,
+                                            **({"corrupt": True} if backup.backup_id in corrupt else {}))
+            if backup.backup_id in corrupt and backup.parent_id:
+                await uow.backups.update_backup(backup.parent_id, corrupt=True)
+        await outcomes.finish(uow, task, "success", extra_info=dict(
+            task.extra_info, checked_chunks=str(result.checked_chunks), bad_chunks=str(len(bad)),
+            quarantined=str(result.quarantined), corrupt_backups=",".join(sorted(corrupt))))
+        await outcomes.publish_usage(uow, task.project_id, task.vault_id)
+        await uow.commit()
+

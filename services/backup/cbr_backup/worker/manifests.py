@@ -1,0 +1,18 @@
+"""A backup row's manifest, whatever its kind: a disk image's or a file tree's."""
+from __future__ import annotations
+
+from cbr_backup.datapath import load_manifest
+from cbr_backup.datapath.tree_backup import load_tree_manifest
+from cbr_backup.domain.backups import Backup
+
+
+def load(store, keys, backup: Backup):
+    loader = load_tree_manifest if backup.manifest_kind == "tree" else load_manifest
+    return loader(store, keys, backup.vault_id, backup.manifest_id)
+
+
+def chunk_sizes(manifest) -> dict[bytes, int]:
+    """id -> raw size of every chunk the manifest references."""
+    if hasattr(manifest, "data_blocks"):  # a disk manifest: the block length at each place
+        return {chunk: manifest.block_length(i) for i, chunk in manifest.data_blocks()}
+    return manifest.chunk_sizes()
