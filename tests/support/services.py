@@ -62,27 +62,46 @@ class Services:
             await services.start_worker()
         return services
 
-    async def start_worker(self):
-        """A backup worker in this event loop (its data path runs on threads)."""
+    async def start_worker(self, rate_limit_mbps: float = 0.0):
+        """A backup worker in this event loop (its data path runs on threads); rate_limit_mbps slows its jobs
+        down so that a test can act while one runs."""
         import asyncio
+        import dataclasses
         from cbr_backup.adapters.tables import metadata
         from cbr_backup.worker.main import worker_for
         from cbr_common.db import Database
 
         db = Database(self.infra.postgres.url, metadata.schema, pool_size=2)
-        worker = worker_for(settings_for(self.infra, "worker", self.peers), db)
+        settings = dataclasses.replace(settings_for(self.infra, "worker", self.peers), rate_limit_mbps=rate_limit_mbps)
+        worker = worker_for(settings, db)
         task = asyncio.create_task(worker.run(self.runtimes["backup"].js))
         self.workers.append((worker, task, db))
         return worker
 
-    async def stop(self) -> None:
+    async def stop_workers(self) -> None:
+        """Stops every in-process worker (between jobs: callers make sure none is running one)."""
         import asyncio
         import contextlib
-        for _, task, db in self.workers:
+        workers, self.workers = self.workers, []
+        for _, task, db in workers:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
             await db.close()
+
+    def worker_env(self, **overrides) -> dict:
+        """The environment of a `python -m cbr_backup.worker` process on this test stack."""
+        import os
+        infra = self.infra
+        env = dict(os.environ, CBR_DATABASE_URL=infra.postgres.url, CBR_NATS_URL=infra.nats.url,
+                   CBR_JWT_SECRET=infra.jwt_secret, CBR_POOL_DIR=str(infra.base / "pool"),
+                   CBR_FS_ROOT=str(infra.base / "fs"), CBR_STORE_DIR=str(infra.base / "store"),
+                   CBR_JOB_LEASE_SECONDS=str(JOB_LEASE_SECONDS), PYTHONUNBUFFERED="1")
+        env.update({k: str(v) for k, v in overrides.items()})
+        return env
+
+    async def stop(self) -> None:
+        await self.stop_workers()
         for channel in self.channels.values():
             await channel.close()
         for runtime in reversed(list(self.runtimes.values())):

@@ -5,17 +5,23 @@ The data path runs on threads, so this adapter is synchronous: one psycopg 3 con
 A backup makes O(disk size / buffer size) lookups and O(new chunks / batch) inserts, never one per chunk;
 running them through the service's async engine would only add an event loop hop to every batch.
 
-Why "touch" is part of the lookup: GC deletes a chunk only if nobody referenced it since
-min(GC start, oldest running backup start) - grace (DESIGN.md, "Garbage collection"). A backup that reuses a
-chunk must therefore move its last_referenced_time past that cutoff before relying on it. Rows touched
-recently enough (at or after `since`, which the caller sets to its start minus a margin smaller than GC's
-grace) are not rewritten, so an incremental backup soon after the previous one writes almost nothing.
+Why "touch" is part of the lookup: GC deletes a chunk only if nobody referenced it since its cutoff, which is
+never later than the oldest running backup's start minus the touch margin (DESIGN.md, "Garbage collection").
+A backup that reuses a chunk must therefore move its last_referenced_time past that cutoff before relying on
+it. Rows touched recently enough (at or after `since`, which the caller sets to its start minus the margin)
+are not rewritten, so an incremental backup soon after the previous one writes almost nothing.
+
+Garbage collection (datapath/gc.py) and verification (datapath/verify.py) use the rest: the vault's advisory
+lock (backups hold it shared, GC tries it exclusively), mark, and the sweep, the one place that needs a wider
+transaction than a statement: it deletes store keys while it holds the row locks of the rows it deletes.
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import threading
-from typing import Iterable, Protocol, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Protocol, Sequence
 
 BATCH_SIZE = 4096
 TOUCH_MARGIN = dt.timedelta(hours=1)  # must stay below GC's grace period (DESIGN.md)
@@ -37,6 +43,33 @@ FROM unnest(%(ids)s::bytea[], %(raw)s::int[], %(stored)s::int[]) AS t(digest, ra
 ON CONFLICT (vault_id, digest) DO UPDATE SET last_referenced_time = now()
 """
 
+# Garbage collection and verification (DESIGN.md, "Garbage collection")
+_MARK_SQL = """
+UPDATE backup.chunks SET last_referenced_time = now()
+WHERE vault_id = %(vault)s AND digest = ANY(%(ids)s) AND last_referenced_time < %(since)s
+"""
+_MARK_ALL_SQL = """
+UPDATE backup.chunks SET last_referenced_time = now() WHERE vault_id = %(vault)s AND digest = ANY(%(ids)s)
+"""
+_USED_SQL = "SELECT COALESCE(SUM(stored_size), 0)::bigint FROM backup.chunks WHERE vault_id = %s"
+_SIZES_SQL = "SELECT digest, raw_size FROM backup.chunks WHERE vault_id = %(vault)s AND digest = ANY(%(ids)s)"
+_DELETE_SQL = "DELETE FROM backup.chunks WHERE vault_id = %(vault)s AND digest = ANY(%(ids)s)"
+# Keyset pagination in primary-key order; FOR UPDATE re-checks the time on the row version it locks (a touch
+# that committed meanwhile makes the row no longer match) and SKIP LOCKED passes over rows a backup is
+# touching right now (it is about to make them young anyway).
+_SWEEP_SQL = """
+SELECT digest, stored_size FROM backup.chunks
+WHERE vault_id = %(vault)s AND digest > %(after)s AND last_referenced_time < %(cutoff)s
+ORDER BY digest LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+"""
+_LOCK_ROWS_SQL = """
+SELECT digest FROM backup.chunks WHERE vault_id = %(vault)s AND digest = ANY(%(ids)s) ORDER BY digest FOR UPDATE
+"""
+_ADVISORY = {(True, True): "pg_advisory_lock", (True, False): "pg_try_advisory_lock",
+             (False, True): "pg_advisory_lock_shared", (False, False): "pg_try_advisory_lock_shared"}
+_UNLOCK = {True: "pg_advisory_unlock", False: "pg_advisory_unlock_shared"}
+SWEEP_BATCH = 1000
+
 
 class ChunkIndexPort(Protocol):
     """What the data path needs from the chunk index."""
@@ -49,6 +82,17 @@ class ChunkIndexPort(Protocol):
 
     def record_new(self, vault_id: str, rows: Iterable[tuple[bytes, int, int]]) -> None:
         """Adds (id, raw_size, stored_size) rows for chunks that are durable in the store (or touches them)."""
+
+
+def vault_lock_key(vault_id: str) -> int:
+    """The vault's advisory lock key: a stable signed 64-bit hash (namespaced, since advisory lock keys are
+    shared by everything that uses the database)."""
+    digest = hashlib.blake2b(b"cbr.backup.vault:" + vault_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def chunk_store_key(vault_id: str, chunk: bytes) -> str:
+    return f"{vault_id}/chunks/{chunk.hex()}"  # the data path's layout (disk_backup.chunk_key)
 
 
 def libpq_url(url: str) -> str:
@@ -104,15 +148,122 @@ class ChunkIndex:
             self._execute(_RECORD_SQL, {"vault": vault_id, "ids": [r[0] for r in batch],
                                         "raw": [r[1] for r in batch], "stored": [r[2] for r in batch]})
 
-    def _execute(self, sql: str, params: dict, attempts: int = 3) -> None:
+    def _execute(self, sql: str, params: dict, attempts: int = 3) -> int:
         for attempt in range(attempts):
             try:
                 with self._lock:
-                    self._conn.execute(sql, params)
-                return
+                    return self._conn.execute(sql, params).rowcount
             except self._deadlock:
                 if attempt == attempts - 1:
                     raise
+
+    # The vault lock: backups hold it shared for their whole run, GC's orphan sweep exclusively
+
+    def lock_vault(self, vault_id: str, exclusive: bool, wait: bool = True) -> bool:
+        """Takes the vault's session advisory lock on this connection; False if wait is off and it is taken.
+
+        Session locks stack: each successful call needs its own unlock_vault. Closing the connection (or the
+        process dying) releases them all. wait=True blocks every other user of this ChunkIndex meanwhile."""
+        sql = f"SELECT {_ADVISORY[(exclusive, wait)]}(%s)"
+        with self._lock:
+            got = self._conn.execute(sql, (vault_lock_key(vault_id),)).fetchone()[0]
+        return True if wait else bool(got)
+
+    def unlock_vault(self, vault_id: str, exclusive: bool) -> bool:
+        """Releases one hold of the vault's lock; False if this connection did not hold it that way."""
+        with self._lock:
+            return bool(self._conn.execute(f"SELECT {_UNLOCK[exclusive]}(%s)",
+                                           (vault_lock_key(vault_id),)).fetchone()[0])
+
+    # Garbage collection and verification
+
+    def mark(self, vault_id: str, ids: Iterable[bytes], since: dt.datetime | None = None) -> int:
+        """Sets last_referenced_time = now() for these ids' rows (with since: only rows older than since, the
+        others are young enough already). Returns the number of rows rewritten."""
+        ids = sorted(set(ids))  # the backups' lock order
+        sql = _MARK_ALL_SQL if since is None else _MARK_SQL
+        return sum(self._execute(sql, {"vault": vault_id, "ids": ids[start:start + self.batch_size], "since": since})
+                   for start in range(0, len(ids), self.batch_size))
+
+    def used_bytes(self, vault_id: str) -> int:
+        """Stored bytes of the vault's indexed chunks."""
+        with self._lock:
+            return int(self._conn.execute(_USED_SQL, (vault_id,)).fetchone()[0])
+
+    def sizes(self, vault_id: str, ids: Iterable[bytes]) -> dict[bytes, int]:
+        """raw_size of each id the vault's index holds (ids it does not hold are left out)."""
+        ids = sorted(set(ids))
+        found: dict[bytes, int] = {}
+        for start in range(0, len(ids), self.batch_size):
+            with self._lock:
+                rows = self._conn.execute(_SIZES_SQL, {"vault": vault_id,
+                                                       "ids": ids[start:start + self.batch_size]}).fetchall()
+            found.update((bytes(digest), raw) for digest, raw in rows)
+        return found
+
+    def forget(self, vault_id: str, ids: Iterable[bytes],
+               on_locked: Callable[[set[bytes]], Iterable[bytes]] | None = None) -> int:
+        """Deletes the rows of ids; returns how many went.
+
+        on_locked(present ids) runs inside the transaction while those rows are locked (a backup touching
+        one of them waits) and returns the ids whose rows to delete: verify's quarantine re-checks and moves
+        the stored values there, so that no backup can find a row whose value is being taken away."""
+        ids = sorted(set(ids))
+        if on_locked is None:
+            return sum(self._execute(_DELETE_SQL, {"vault": vault_id, "ids": ids[start:start + self.batch_size]})
+                       for start in range(0, len(ids), self.batch_size))
+        return sum(self._forget_locked(vault_id, ids[start:start + self.batch_size], on_locked)
+                   for start in range(0, len(ids), self.batch_size))
+
+    def _forget_locked(self, vault_id: str, ids: list[bytes], on_locked, attempts: int = 3) -> int:
+        for attempt in range(attempts):
+            try:
+                with self._lock, self._conn.transaction():
+                    rows = self._conn.execute(_LOCK_ROWS_SQL, {"vault": vault_id, "ids": ids}).fetchall()
+                    present = {bytes(row[0]) for row in rows}
+                    # Past this point nothing waits on a lock, so a deadlock can only hit the SELECT above,
+                    # before on_locked did anything: retrying is safe.
+                    doomed = sorted(set(on_locked(present)) & present) if present else []
+                    if not doomed:
+                        return 0
+                    return self._conn.execute(_DELETE_SQL, {"vault": vault_id, "ids": doomed}).rowcount
+            except self._deadlock:
+                if attempt == attempts - 1:
+                    raise
+
+    def sweep(self, vault_id: str, cutoff: dt.datetime, store, batch: int = SWEEP_BATCH,
+              delete_workers: int = 8) -> tuple[int, int]:
+        """Deletes the chunks whose last_referenced_time is before cutoff: (rows deleted, stored bytes freed).
+
+        One transaction per batch: lock the rows (re-checking the time), delete their store keys while the
+        locks are held, delete the rows, commit. A backup touching one of them meanwhile waits for the commit
+        and then does not find it (so it stores the chunk again); one that touched it first made it young.
+        If a store delete fails, the batch's rows are still deleted before the error is raised: a row must
+        never outlive its value (a value without a row is only an orphan)."""
+        deleted = freed = 0
+        after = b""
+        with ThreadPoolExecutor(max(1, delete_workers), thread_name_prefix="cbr-gc-delete") as pool:
+            while True:
+                with self._lock, self._conn.transaction():
+                    rows = self._conn.execute(_SWEEP_SQL, {"vault": vault_id, "after": after, "cutoff": cutoff,
+                                                           "limit": batch}).fetchall()
+                    if not rows:
+                        break
+                    ids = [bytes(row[0]) for row in rows]
+                    error = None
+                    try:
+                        list(pool.map(store.delete, [chunk_store_key(vault_id, chunk) for chunk in ids]))
+                    except Exception as exc:  # noqa: BLE001 - raised again after the rows are gone
+                        error = exc
+                    self._conn.execute(_DELETE_SQL, {"vault": vault_id, "ids": ids})
+                if error is not None:
+                    raise error
+                deleted += len(rows)
+                freed += sum(row[1] for row in rows)
+                after = ids[-1]
+                if len(rows) < batch:
+                    break
+        return deleted, freed
 
     # For tests and GC tooling
 
@@ -129,6 +280,8 @@ class MemoryChunkIndex:
         self.rows: dict[tuple[str, bytes], list] = {}
         self.calls: list[tuple[str, int]] = []  # (method, batch length): lets tests check batching
         self._lock = threading.Lock()
+        self._vault_locks: dict[str, tuple[int, bool]] = {}  # vault -> (shared holds, exclusive held)
+        self._vault_changed = threading.Condition()
 
     def now(self) -> dt.datetime:
         return dt.datetime.now(dt.timezone.utc)
@@ -160,3 +313,65 @@ class MemoryChunkIndex:
 
     def count(self, vault_id: str) -> int:
         return sum(1 for vault, _ in self.rows if vault == vault_id)
+
+    # The vault lock, within this process: shared holds are counted, exclusive is one flag
+
+    def lock_vault(self, vault_id: str, exclusive: bool, wait: bool = True) -> bool:
+        with self._vault_changed:
+            while True:
+                shared, held = self._vault_locks.get(vault_id, (0, False))
+                if not held and not (exclusive and shared):
+                    self._vault_locks[vault_id] = (shared, True) if exclusive else (shared + 1, False)
+                    return True
+                if not wait:
+                    return False
+                self._vault_changed.wait()
+
+    def unlock_vault(self, vault_id: str, exclusive: bool) -> bool:
+        with self._vault_changed:
+            shared, held = self._vault_locks.get(vault_id, (0, False))
+            if (held if exclusive else shared) == 0:
+                return False
+            self._vault_locks[vault_id] = (shared, False) if exclusive else (shared - 1, held)
+            self._vault_changed.notify_all()
+            return True
+
+    # Garbage collection and verification: the same contract, the index lock standing in for row locks
+
+    def mark(self, vault_id: str, ids: Iterable[bytes], since: dt.datetime | None = None) -> int:
+        now, marked = self.now(), 0
+        with self._lock:
+            for chunk in set(ids):
+                row = self.rows.get((vault_id, chunk))
+                if row is not None and (since is None or row[3] < since):
+                    row[3] = now
+                    marked += 1
+        return marked
+
+    def used_bytes(self, vault_id: str) -> int:
+        with self._lock:
+            return sum(row[1] for (vault, _), row in self.rows.items() if vault == vault_id)
+
+    def sizes(self, vault_id: str, ids: Iterable[bytes]) -> dict[bytes, int]:
+        with self._lock:
+            return {chunk: self.rows[(vault_id, chunk)][0] for chunk in set(ids) if (vault_id, chunk) in self.rows}
+
+    def forget(self, vault_id: str, ids: Iterable[bytes],
+               on_locked: Callable[[set[bytes]], Iterable[bytes]] | None = None) -> int:
+        with self._lock:
+            present = {chunk for chunk in set(ids) if (vault_id, chunk) in self.rows}
+            doomed = present if on_locked is None or not present else set(on_locked(present)) & present
+            for chunk in doomed:
+                del self.rows[(vault_id, chunk)]
+            return len(doomed)
+
+    def sweep(self, vault_id: str, cutoff: dt.datetime, store, batch: int = SWEEP_BATCH,
+              delete_workers: int = 1) -> tuple[int, int]:
+        with self._lock:
+            doomed = sorted(chunk for (vault, chunk), row in self.rows.items()
+                            if vault == vault_id and row[3] < cutoff)
+            freed = 0
+            for chunk in doomed:
+                store.delete(chunk_store_key(vault_id, chunk))
+                freed += self.rows.pop((vault_id, chunk))[1]
+            return len(doomed), freed

@@ -47,15 +47,17 @@ async def run_backup(ctx: JobContext) -> None:
     keys = await ctx.keys(backup.vault_id)
     manifest_suffix = f"-a{task.attempts}"  # a retry never meets its earlier attempt's manifest
     results: dict[str, Part] = {}  # per backup row that gets a manifest
+    # The vault's shared lock is held until the row is available: GC never takes a running backup's chunks or
+    # its manifest (DESIGN.md 8).
     async with ctx.index(backup.vault_id) as index:
         if backup.resource_type == "turbo":
             results[backup.backup_id] = await _backup_tree(ctx, backup, keys, index, manifest_suffix)
         else:
             results.update(await _backup_disks(ctx, backup, keys, index, manifest_suffix))
-    async with ctx.make_uow() as uow:
-        used = await uow.backups.used_bytes(backup.vault_id)
-    _check_capacity(task.params, used)
-    await _complete(ctx, backup, results)
+        async with ctx.make_uow() as uow:
+            used = await uow.backups.used_bytes(backup.vault_id)
+        _check_capacity(task.params, used)
+        await _complete(ctx, backup, results)
 
 
 def _check_capacity(params: dict, used: int) -> None:

@@ -57,19 +57,31 @@ async def run_gc(ctx: JobContext) -> None:
 
 
 async def _collect(ctx: JobContext, vault_id: str, grace: dt.timedelta):
-    async with ctx.make_uow() as uow:
-        live = await uow.backups.vault_backups(vault_id)
-        oldest = await uow.backups.oldest_running_start(vault_id)
+    """collect_garbage reads the live backups only once it knows whether it holds the vault's exclusive lock
+    (a set read earlier could miss a backup that completed in between), from its thread through this loop."""
     keys = await ctx.keys(vault_id)
+    loop = asyncio.get_running_loop()
 
-    def live_ids():
-        for backup in live:
+    async def live_backups():
+        async with ctx.make_uow() as uow:
+            return await uow.backups.vault_backups(vault_id)
+
+    async def oldest_running_start():
+        async with ctx.make_uow() as uow:
+            return await uow.backups.oldest_running_start(vault_id)
+
+    def read(coroutine_function):
+        return asyncio.run_coroutine_threadsafe(coroutine_function(), loop).result()
+
+    def live_chunk_ids():
+        for backup in read(live_backups):
             yield from manifests.chunk_sizes(manifests.load(ctx.store, keys, backup))
 
     async with ctx.index() as index:
-        return await asyncio.to_thread(collect_garbage, index, ctx.store, vault_id, live_ids,
-                                       live_manifest_ids={b.manifest_id for b in live}, grace=grace,
-                                       oldest_running_start=oldest)
+        return await asyncio.to_thread(
+            collect_garbage, index, ctx.store, vault_id, live_chunk_ids,
+            live_manifest_ids=lambda: {b.manifest_id for b in read(live_backups)}, grace=grace,
+            oldest_running_start=lambda: read(oldest_running_start))
 
 
 async def run_verify(ctx: JobContext) -> None:

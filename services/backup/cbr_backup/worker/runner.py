@@ -85,9 +85,10 @@ class Worker:
                 await msg.ack()
                 return
             now = utcnow()
+            task.extra_info = dict(task.extra_info, worker=self.worker_id, attempts=str(delivered))
             await uow.tasks.update_fields(task.task_id, status="running", attempts=delivered, worker_id=self.worker_id,
                                           started_time=task.started_time or now, heartbeat_time=now,
-                                          error_code="", error_message="")
+                                          error_code="", error_message="", extra_info=task.extra_info)
             await uow.commit()
         task.status, task.attempts = "running", delivered
         ctx = JobContext(self.resources, task, rate_limit_mbps=self.resources.rate_limit_mbps)
