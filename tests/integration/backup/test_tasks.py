@@ -66,7 +66,8 @@ async def test_vault_delete_task_as_recorded(caller):
     assert (task.project_id, task.operation_type, task.status, task.progress) == (
         caller.project_id, VAULT_DELETE, SUCCESS, 100)
     assert (task.vault_id, task.vault_name) == (vault.vault_id, vault.name)
-    assert dict(task.extra_info) == {"fail_count": "0", "total_count": "0"}
+    assert (task.extra_info["fail_count"], task.extra_info["total_count"]) == ("0", "0")
+    assert task.extra_info["attempts"] == "1" and task.extra_info["worker"]  # the worker that ran it
     assert not task.HasField("error")
     assert (task.resource_id, task.backup_id, task.policy_id) == ("", "", "")
     for field in ("created_time", "started_time", "ended_time", "updated_time"):

@@ -159,7 +159,14 @@ class BackupRepository:
         return (await self._s.execute(select(vault_keys.c.id_key).where(
             vault_keys.c.vault_id == vault_id))).scalar_one()
 
+    async def vault_top_level(self, vault_id: str) -> list[Backup]:
+        rows = (await self._s.execute(select(backups).where(backups.c.vault_id == vault_id,
+                                                            backups.c.parent_id.is_(None)))).mappings().all()
+        return [_backup(r) for r in rows]
+
     async def forget_vault(self, vault_id: str) -> None:
+        """Everything the backup service keeps about a deleted vault once its backups are gone."""
+        await self._s.execute(delete(chunks).where(chunks.c.vault_id == vault_id))
         await self._s.execute(delete(vault_keys).where(vault_keys.c.vault_id == vault_id))
         await self._s.execute(delete(checkpoints).where(checkpoints.c.vault_id == vault_id))
 

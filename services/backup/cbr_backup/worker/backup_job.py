@@ -31,6 +31,7 @@ class Part:
     logical_bytes: int
     base_backup_id: str      # the backup it read only the changes against
     chunk_ids: frozenset     # every chunk it references
+    read_bytes: int          # what was read: holes, unchanged files and shared extents are not
 
 
 async def run_backup(ctx: JobContext) -> None:
@@ -85,7 +86,7 @@ async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: st
                 manifest_id=part.backup_id + suffix, started_time=part.started_time, progress=ctx.progress)
             ctx.part_done()
             results[part.backup_id] = Part(result.manifest_id, result.logical_bytes, base_id,
-                                           frozenset(result.manifest.unique_ids()))
+                                           frozenset(result.manifest.unique_ids()), result.read_bytes)
         return results
     finally:
         for snapshot in snapshots.values():
@@ -119,7 +120,8 @@ async def _backup_tree(ctx: JobContext, backup: Backup, keys, index, suffix: str
     result = await asyncio.to_thread(backup_tree, root, keys, ctx.store, index, backup.vault_id, parent=parent,
                                      manifest_id=backup.backup_id + suffix, started_time=backup.started_time,
                                      progress=ctx.progress)
-    return Part(result.manifest_id, result.logical_bytes, base_id, frozenset(result.manifest.chunk_ids()))
+    return Part(result.manifest_id, result.logical_bytes, base_id, frozenset(result.manifest.chunk_ids()),
+                result.read_bytes)
 
 
 async def _parent_manifest(ctx: JobContext, part: Backup, keys, load):
@@ -152,8 +154,10 @@ async def _complete(ctx: JobContext, backup: Backup, results: dict) -> None:
         if backup.backup_id not in results:  # a server backup: the parent sums its disks
             await uow.backups.update_backup(backup.backup_id, status="available", logical_bytes=total_logical,
                                             stored_bytes=total_stored, protected_time=now)
-        await outcomes.finish(uow, task, "success", bytes_done=ctx.progress_values()[0],
-                              bytes_total=ctx.progress_values()[1])
+        done, total = ctx.progress_values()
+        await outcomes.finish(uow, task, "success", bytes_done=done, bytes_total=total, extra_info=dict(
+            task.extra_info, read_bytes=str(sum(p.read_bytes for p in results.values())),
+            base_backup_id=",".join(sorted({p.base_backup_id for p in results.values()} - {""}))))
         await uow.publish("cbr.backup.completed", ev.BackupCompleted(
             project_id=task.project_id, backup_id=backup.backup_id, vault_id=backup.vault_id,
             resource_id=backup.resource_id, resource_type=enum_value(common_pb2.ObjectType, backup.resource_type),

@@ -120,3 +120,28 @@ async def run_verify(ctx: JobContext) -> None:
         await outcomes.publish_usage(uow, task.project_id, task.vault_id)
         await uow.commit()
 
+
+
+async def run_vault_delete(ctx: JobContext) -> None:
+    """Deletes every backup of a deleted vault, its chunks (rows and store keys), its key and checkpoints,
+    then tells the vault service it may drop the vault. Safe to run again after a crash part-way."""
+    task = ctx.task
+    async with ctx.make_uow() as uow:
+        backups = await uow.backups.vault_top_level(task.vault_id)
+        for backup in backups:
+            await uow.backups.delete_family(backup.backup_id)
+        await uow.commit()
+    await asyncio.to_thread(_delete_prefix, ctx.store, f"{task.vault_id}/")
+    async with ctx.make_uow() as uow:
+        await uow.backups.forget_vault(task.vault_id)  # chunk rows, key, checkpoints
+        await outcomes.finish(uow, task, "success", extra_info=dict(
+            task.extra_info, fail_count="0", total_count=str(len(backups))))
+        await uow.publish("cbr.backup.vault_purged", ev.VaultBackupsPurged(
+            project_id=task.project_id, vault_id=task.vault_id, task_id=task.task_id, deleted_count=len(backups),
+            failed_count=0))
+        await uow.commit()
+
+
+def _delete_prefix(store, prefix: str) -> None:
+    for key in list(store.iterate(prefix)):
+        store.delete(key)

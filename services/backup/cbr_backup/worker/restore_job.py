@@ -32,9 +32,8 @@ async def run_restore(ctx: JobContext) -> None:
     if params["kind"] == "turbo":
         manifest = await asyncio.to_thread(manifests.load, store, keys, backup)
         root = provider.file_system_path(task.project_id, params["file_system_id"])
-        target = root.joinpath(*params["target_path"].split("/")) if params["target_path"] else root
-        result = await asyncio.to_thread(restore_tree, manifest, store, keys, backup.vault_id, target,
-                                         progress=ctx.progress)
+        result = await asyncio.to_thread(restore_tree, manifest, store, keys, backup.vault_id, root,
+                                         subpath=params["target_path"], progress=ctx.progress)
         written = result.written_bytes
     elif params["kind"] == "new_disk":
         manifest = await asyncio.to_thread(manifests.load, store, keys, backup)
