@@ -186,3 +186,27 @@ async def test_gc_with_no_grace_never_takes_a_chunk_a_running_backup_needs(calle
     assert y.status == bp.BACKUP_STATUS_AVAILABLE
     restored = await disk_path(caller, await new_disk_from(caller, y.backup_id))
     assert sha256_file(restored) == image
+
+
+async def test_watch_streams_progress_and_busy_resources_stay(caller, no_inprocess_workers):
+    """WatchTask sends the running backup's progress as it grows; meanwhile the disk cannot be deleted."""
+    import grpc
+    from tests.support.calls import expect_error
+    services = no_inprocess_workers
+    disk = await create_disk(caller, "watched", 40 * MIB)
+    fill(disk.path, 32, seed=11)
+    vault = await create_vault(caller, "watch", DISK, BACKUP, resources=[ref(disk)])
+    await services.start_worker(rate_limit_mbps=12)
+    cp = await checkpoint(caller, vault.vault_id)
+    task_id = cp.resources[0].task_id
+    from cbr.backup.v1 import protectable_pb2 as pp
+    await expect_error(caller.protectables.DeleteDisk(pp.DeleteDiskRequest(disk_id=disk.resource_id)),
+                       grpc.StatusCode.FAILED_PRECONDITION, "BackupService.6732")
+    seen = []
+    async for reply in caller.tasks.WatchTask(tp.WatchTaskRequest(task_id=task_id), timeout=60):
+        seen.append((reply.task.status, reply.task.progress, reply.task.bytes_done, reply.task.bytes_total))
+    middle = [s for s in seen if s[0] == RUNNING and 0 < s[1] < 100]
+    assert len(middle) >= 2 and middle == sorted(middle, key=lambda s: s[2]), seen
+    assert 32 * MIB <= middle[0][3] < 40 * MIB  # the bytes to read: the written part, not the holes
+    assert seen[-1][:2] == (tp.TASK_STATUS_SUCCESS, 100)
+    await caller.protectables.DeleteDisk(pp.DeleteDiskRequest(disk_id=disk.resource_id))  # free again

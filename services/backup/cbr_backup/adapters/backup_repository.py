@@ -178,6 +178,10 @@ class BackupRepository:
             .on_conflict_do_nothing().returning(resource_jobs.c.resource_id))).first()
         return inserted is not None
 
+    async def job_of(self, resource_id: str) -> str | None:
+        return (await self._s.execute(select(resource_jobs.c.task_id).where(
+            resource_jobs.c.resource_id == resource_id))).scalar_one_or_none()
+
     async def release_resources(self, task_id: str) -> None:
         await self._s.execute(delete(resource_jobs).where(resource_jobs.c.task_id == task_id))
 

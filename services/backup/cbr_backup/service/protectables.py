@@ -111,6 +111,7 @@ async def delete_disk(project_id: str, disk_id: str, uow: BackupUnitOfWork, prov
     disk_id = rules.check_id(disk_id, "disk_id")
     async with uow:
         rules.check_deletable(await _disk(uow, project_id, disk_id, for_update=True))
+        await _check_idle(uow, disk_id)
         await uow.inventory.delete_disk(disk_id)
         await uow.commit()
     await _remove_after_commit(lambda: provider.delete_disk(project_id, disk_id), f"disk {disk_id}")
@@ -141,6 +142,7 @@ async def delete_server(project_id: str, server_id: str, uow: BackupUnitOfWork) 
     server_id = rules.check_id(server_id, "server_id")
     async with uow:
         await _server(uow, project_id, server_id, for_update=True)
+        await _check_idle(uow, server_id)
         await uow.inventory.delete_server(server_id)
         await uow.commit()
 
@@ -170,12 +172,20 @@ async def delete_file_system(project_id: str, fs_id: str, uow: BackupUnitOfWork,
     fs_id = rules.check_id(fs_id, "file_system_id")
     async with uow:
         await _file_system(uow, project_id, fs_id, for_update=True)
+        await _check_idle(uow, fs_id)
         await uow.inventory.delete_file_system(fs_id)
         await uow.commit()
     await _remove_after_commit(lambda: provider.delete_file_system(project_id, fs_id), f"file system {fs_id}")
 
 
 # Shared steps
+
+
+async def _check_idle(uow: BackupUnitOfWork, resource_id: str) -> None:
+    """A resource being backed up or restored is not deleted from under its job."""
+    task_id = await uow.backups.job_of(resource_id)
+    if task_id is not None:
+        raise errors.ResourceBusyError(f"resource {resource_id} is busy with task {task_id}; wait for it or cancel it")
 
 
 async def _disk(uow: BackupUnitOfWork, project_id: str, disk_id: str, for_update: bool = False) -> Disk:

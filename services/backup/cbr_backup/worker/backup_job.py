@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from cbr.common.v1 import common_pb2
 from cbr.events.v1 import backup_events_pb2 as ev
 from cbr_backup.datapath import backup_disk, load_manifest, take_snapshot
+from cbr_backup.datapath.extents import data_extents
 from cbr_backup.datapath.tree_backup import backup_tree, load_tree_manifest
 from cbr_backup.domain import errors
 from cbr_backup.domain.backups import Backup
@@ -75,7 +76,7 @@ async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: st
     paths = {p.backup_id: provider.disk_path(backup.project_id, p.resource_id) for p in parts}
     snapshots = await asyncio.to_thread(_snapshot_all, ctx, backup.backup_id, paths)
     try:
-        ctx.expect(sum(s.size for s in snapshots.values()))
+        ctx.expect(sum(_allocated(s.path) for s in snapshots.values()))
         results = {}
         for part in parts:
             parent, base_id = None, ""
@@ -91,6 +92,12 @@ async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: st
     finally:
         for snapshot in snapshots.values():
             snapshot.release()
+
+
+def _allocated(path: str) -> int:
+    """The bytes a backup of this snapshot reads: its data extents (holes are skipped)."""
+    with open(path, "rb") as f:
+        return sum(end - start for start, end in data_extents(f.fileno()))
 
 
 def _snapshot_all(ctx: JobContext, backup_id: str, paths: dict) -> dict:
