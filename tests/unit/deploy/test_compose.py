@@ -199,3 +199,23 @@ def test_env_example_covers_required_variables(compose):
     example = dict(ln.split("=", 1) for ln in (DEPLOY / "cbr.env.example").read_text().splitlines()
                    if ln.strip() and not ln.startswith("#"))
     assert "CBR_JWT_SECRET" in required and required <= set(example)
+
+
+def test_workers_share_the_backup_service_data_and_a_store(compose):
+    worker, backup = compose["services"]["worker"], compose["services"]["backup"]
+    assert worker["image"] == backup["image"] and worker["command"] == ["python", "-m", "cbr_backup.worker"]
+    assert worker["deploy"]["replicas"] >= 2 and not worker.get("ports")
+    env = environment(worker)
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in worker["volumes"]}
+    for key in ("CBR_POOL_DIR", "CBR_FS_ROOT", "CBR_STORE_DIR"):
+        assert env[key] in mounts and mounts[env[key]] in compose["volumes"], key
+    backup_mounts = {m.split(":")[0]: m.split(":")[1] for m in backup["volumes"]}
+    assert all(backup_mounts[v] == p for p, v in mounts.items() if v in backup_mounts)
+    assert environment(worker)["CBR_DATABASE_URL"] == environment(backup)["CBR_DATABASE_URL"]
+
+
+def test_dockerfile_builds_the_chunk_engine(dockerfile):
+    runs = [rest for op, rest in dockerfile["instructions"] if op == "RUN"]
+    assert any("setup.py" in r and "build_ext --inplace" in r for r in runs)
+    copies = [rest for op, rest in dockerfile["instructions"] if op == "COPY"]
+    assert any(c.startswith("--from=build") and "cbr_backup/engine" in c for c in copies)
