@@ -79,14 +79,15 @@ def evaluate_targets(results: dict, chunker: dict) -> list[dict]:
     return targets
 
 
-def build_report(machine: dict, workload: dict, results: dict, chunker: dict, notes: list[str] | None = None) -> dict:
+def build_report(machine: dict, workload: dict, results: dict, chunker: dict, notes: list[str] | None = None,
+                 service: dict | None = None) -> dict:
     full_results = {}
     for tool in TOOLS:
         merged = empty_result()
         merged.update(results.get(tool) or {})
         full_results[tool] = merged
     chunker = {"cbr_mb_s": None, "pyfastcdc_mb_s": None, **(chunker or {})}
-    # The record has exactly six keys; notes on the run's conditions travel with the workload.
+    # Notes on the run's conditions travel with the workload; service_path is CBR through its services.
     workload = {**(workload or {}), "notes": list(notes or [])}
     return {
         "machine": machine,
@@ -95,6 +96,7 @@ def build_report(machine: dict, workload: dict, results: dict, chunker: dict, no
         "chunker": chunker,
         "ratios": ratios(full_results, chunker),
         "targets": evaluate_targets(full_results, chunker),
+        "service_path": dict(service or {}),
     }
 
 
@@ -134,6 +136,25 @@ ROWS = (
     ("added by the incremental (MiB)", "incr_added_bytes", lambda v: f"{v / MB:.1f}"),
     ("peak RSS of backup (MB)", "peak_rss_mb", lambda v: f"{v:.0f}"),
 )
+
+
+def service_lines(service: dict, cli: dict) -> list[str]:
+    """CBR through its services (CreateCheckpoint to available) next to the data path's own figures."""
+    if not service:
+        return []
+    if service.get("error"):
+        return ["## Through the service", "", f"Not measured: {service['error']}", ""]
+    lines = ["## Through the service", "",
+             "Embedded stack, gRPC call to `available` (as GetTask sees it), one worker; the data path's own "
+             "figure (the CLI above) beside it.", "",
+             "| step | service path (s) | data path (s) | service / data path |", "|---|---:|---:|---:|"]
+    for label, key in (("full backup", "full_s"), ("incremental", "incr_s"), ("new disk from the backup",
+                                                                               "restore_s")):
+        mine, base = service.get(key), cli.get(key)
+        ratio = f"{mine / base:.2f}" if mine and base else "–"
+        lines.append(f"| {label} | {_fmt(mine, 2)} | {_fmt(base, 2)} | {ratio} |")
+    lines += ["", f"Restore checksum: {'matches' if service.get('restore_ok') else 'DIFFERS'}.", ""]
+    return lines
 
 
 def machine_line(machine: dict) -> str:
@@ -202,6 +223,7 @@ def markdown(report: dict) -> str:
     met = sum(1 for t in report["targets"] if t["met"])
     lines.append(f"{met} of {len(report['targets'])} targets met.")
     lines.append("")
+    lines += service_lines(report.get("service_path") or {}, results.get("cbr") or {})
     notes = list((workload or {}).get("notes") or [])
     for tool in TOOLS:
         r = results.get(tool, {})

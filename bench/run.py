@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bench import chunker as chunker_race
 from bench import report as reporting
+from bench import service_path
 from bench.measure import StepFailed, disk_usage, drop_caches
 from bench.peers import Borg, Cbr, Restic, Runner, ensure_installed
 from bench.workload import (CHANGE_BLOCK, MIB, allocated_bytes, chunker_buffer, generate, mutate, sha256_file,
@@ -48,6 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cbr-block-size", type=int, default=None, help="--block-size for CBR (default: the CLI's)")
     p.add_argument("--no-install", action="store_true", help="do not apt-get install a missing restic or borg")
     p.add_argument("--keep", action="store_true", help="keep the work folder's disks and repositories")
+    p.add_argument("--no-service", action="store_true",
+                   help="skip the same disk through the embedded stack (gRPC call to available)")
     return p.parse_args(argv)
 
 
@@ -283,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict = {}
     changed: dict = {}
+    service: dict = {}
     try:
         for runner in runners:
             print(f"bench: {runner.name} ...", flush=True)
@@ -293,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r.get('restore_s')} s, in place {r.get('inplace_restore_s')} s"
                   + (f" -- {r['error']}" if r.get("error") else ""), flush=True)
         workload["changed_sha256"] = changed.get("sha256")
+        if "cbr" in names and not args.no_service:
+            print("bench: cbr through the service path (embedded stack, gRPC, worker) ...", flush=True)
+            service = service_path.measure(pristine, work / "service", CHANGE_PERCENT, CHANGE_SEED, timeout)
+            print(f"bench: service path: {service}", flush=True)
     finally:
         if not args.keep:
             pristine.unlink(missing_ok=True)
@@ -309,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"chunker: cbr not measured: {chunker['cbr_error']}")
 
     machine["loadavg_end"] = _loadavg()
-    rep = reporting.build_report(machine, workload, results, chunker, notes)
+    rep = reporting.build_report(machine, workload, results, chunker, notes, service)
     paths = reporting.write_all(rep, args.out)
     print(reporting.markdown(rep))
     print("bench: wrote " + ", ".join(str(p) for p in paths.values()), flush=True)

@@ -25,7 +25,7 @@ def fake_results():
 def test_report_has_the_required_keys_and_evaluates_targets(tmp_path):
     rep = report.build_report({"cpu_count": 2}, {"size_bytes": 1 << 30, "seed": 1}, fake_results(),
                               {"cbr_mb_s": 900.0, "pyfastcdc_mb_s": 1000.0}, ["warm cache"])
-    assert set(rep) == {"machine", "workload", "results", "chunker", "ratios", "targets"}
+    assert set(rep) == {"machine", "workload", "results", "chunker", "ratios", "targets", "service_path"}
     for tool in ("cbr", "restic", "borg"):
         assert TOOL_KEYS <= set(rep["results"][tool])
     assert rep["results"]["borg"]["restore_s"] is None

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import time
 from dataclasses import dataclass
 
 from cbr.common.v1 import common_pb2
@@ -23,6 +25,8 @@ from cbr_backup.service import outcomes
 from cbr_backup.worker.context import JobCancelled, JobContext
 from cbr_common.db import utcnow
 from cbr_common.proto_enums import enum_value
+
+log = logging.getLogger("cbr.worker")
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,10 @@ async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: st
     provider = ctx.resources.provider
     parts = backup.children if backup.resource_type == "server" else [backup]
     paths = {p.backup_id: provider.disk_path(backup.project_id, p.resource_id) for p in parts}
+    t0 = time.monotonic()
     snapshots = await asyncio.to_thread(_snapshot_all, ctx, backup.backup_id, paths)
+    log.info("snapshots taken", extra={"fields": {"task": ctx.task.task_id, "disks": len(snapshots),
+                                                  "seconds": round(time.monotonic() - t0, 3)}})
     try:
         ctx.expect(sum(_allocated(s.path) for s in snapshots.values()))
         results = {}
@@ -86,6 +93,7 @@ async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: st
                 backup_disk, snapshots[part.backup_id].path, keys, ctx.store, index, backup.vault_id, parent=parent,
                 manifest_id=part.backup_id + suffix, started_time=part.started_time, progress=ctx.progress)
             ctx.part_done()
+            log.info("disk backed up", extra={"fields": {"task": ctx.task.task_id, **result.summary()}})
             results[part.backup_id] = Part(result.manifest_id, result.logical_bytes, base_id,
                                            frozenset(result.manifest.unique_ids()), result.read_bytes)
         return results

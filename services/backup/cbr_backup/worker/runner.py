@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -94,8 +95,12 @@ class Worker:
         ctx = JobContext(self.resources, task, rate_limit_mbps=self.resources.rate_limit_mbps)
         beat = asyncio.create_task(self._beat(msg, ctx))
         self.current = task.task_id
+        fields = {"task": task.task_id, "operation": task.operation_type, "attempt": delivered}
+        log.info("job started", extra={"fields": fields})
+        started = time.monotonic()
         try:
             await HANDLERS[task.operation_type](ctx)
+            log.info("job done", extra={"fields": {**fields, "seconds": round(time.monotonic() - started, 3)}})
         except JobCancelled:
             await outcomes.cancelled(make_uow, task)
         except FINAL_ERRORS as exc:
