@@ -249,3 +249,18 @@ async def test_a_full_vault(caller, auto_expand):
             return (await caller.vault.GetVault(vp.GetVaultRequest(vault_id=vault.vault_id))).vault.size_gb == 2
         await eventually(grown)
     os.unlink(disk.path)  # give the gigabyte back at once
+
+
+async def test_automatic_backups_of_a_locked_vault_stay_until_they_expire(caller):
+    disk, vault = await disk_in_vault(caller, 2 * MIB, seed=30, locked=True)
+    auto = await backup_now(caller, vault.vault_id, auto_trigger=True, retention_duration_days=7)
+    assert auto.auto_trigger and auto.name.startswith("autobk_")
+    assert auto.expired_time.ToSeconds() - auto.created_time.ToSeconds() == 7 * 86400
+    await expect_error(caller.backups.DeleteBackup(bp.DeleteBackupRequest(backup_id=auto.backup_id)), FAILED,
+                       "BackupService.6733")
+    manual = await backup_now(caller, vault.vault_id)
+    assert not manual.HasField("expired_time")
+    await wait_success(caller, (await caller.backups.DeleteBackup(bp.DeleteBackupRequest(
+        backup_id=manual.backup_id))).task_id)
+    await expect_error(caller.backups.CreateCheckpoint(bp.CreateCheckpointRequest(
+        vault_id=vault.vault_id, retention_duration_days=100000)), INVALID, "BackupService.6708")

@@ -131,6 +131,10 @@ class InvalidGraceError(errors.InvalidArgumentError):
     cbr_code = "BackupService.6707"
 
 
+class InvalidRetentionDaysError(errors.InvalidArgumentError):
+    cbr_code = "BackupService.6708"
+
+
 class VaultNotFoundError(errors.NotFoundError):
     cbr_code = "BackupService.6720"
 

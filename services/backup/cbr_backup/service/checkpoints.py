@@ -6,6 +6,7 @@ error, already busy with another job) are reported as skipped with a code; the o
 """
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable
@@ -32,6 +33,7 @@ class CreateCheckpoint:
     description: str = ""
     auto_trigger: bool = False
     policy_id: str = ""
+    retention_duration_days: int = 0  # the policy's age rule: backups expire this many days after they are taken
 
 
 async def get_vault(vaults: VaultDirectory, project_id: str, vault_id: str) -> VaultInfo:
@@ -57,6 +59,8 @@ def _check_request(cmd: CreateCheckpoint) -> CreateCheckpoint:
     check_description(cmd.description)
     if cmd.policy_id:
         rules.check_id(cmd.policy_id, "policy_id")
+    if not 0 <= cmd.retention_duration_days <= 99999:
+        raise errors.InvalidRetentionDaysError("retention_duration_days must be 0 (no expiry) or 1..99999")
     return cmd
 
 
@@ -91,11 +95,12 @@ async def create_checkpoint(cmd: CreateCheckpoint, make_uow: Callable[[], Backup
                     name=cmd.name or default_backup_name(cmd.auto_trigger, now), description=cmd.description,
                     incremental=cmd.incremental, auto_trigger=cmd.auto_trigger, policy_id=cmd.policy_id,
                     created_time=now)
+    expires = now + dt.timedelta(days=cmd.retention_duration_days) if cmd.retention_duration_days else None
     async with make_uow() as uow:
         check_room(await uow.backups.used_bytes(vault.vault_id), vault.size_gb, vault.auto_expand)
         for resource in resources:
             excluded = set(resource.exclude_volumes) | set(cmd.excludes.get(resource.resource_id, ()))
-            backup_or_skip = await _start_backup(uow, cp, vault, resource, excluded)
+            backup_or_skip = await _start_backup(uow, cp, vault, resource, excluded, expires)
             if isinstance(backup_or_skip, SkippedResource):
                 cp.skipped.append(backup_or_skip)
             else:
@@ -106,7 +111,7 @@ async def create_checkpoint(cmd: CreateCheckpoint, make_uow: Callable[[], Backup
 
 
 async def _start_backup(uow: BackupUnitOfWork, cp: Checkpoint, vault: VaultInfo, resource: VaultResource,
-                        excluded: set[str]) -> Backup | SkippedResource:
+                        excluded: set[str], expires: dt.datetime | None) -> Backup | SkippedResource:
     def skip(error: CbrError) -> SkippedResource:
         return SkippedResource(resource.resource_id, resource.type, resource.name, error.cbr_code, str(error))
 
@@ -130,7 +135,8 @@ async def _start_backup(uow: BackupUnitOfWork, cp: Checkpoint, vault: VaultInfo,
                     name=cp.name, description=cp.description, status="waiting_protect", resource_name=name,
                     resource_size_bytes=size, incremental=cp.incremental, auto_trigger=cp.auto_trigger,
                     policy_id=cp.policy_id, manifest_kind={"disk": "disk", "turbo": "tree"}.get(resource.type, ""),
-                    task_id=task.task_id, created_time=cp.created_time, updated_time=cp.created_time)
+                    task_id=task.task_id, created_time=cp.created_time, updated_time=cp.created_time,
+                    expired_time=expires)
     task.backup_id = backup.backup_id
     await uow.backups.add_backup(backup)
     for disk in disks:
@@ -140,7 +146,7 @@ async def _start_backup(uow: BackupUnitOfWork, cp: Checkpoint, vault: VaultInfo,
                        resource_size_bytes=disk.size_bytes, parent_id=backup.backup_id, device=disk.device,
                        incremental=cp.incremental, auto_trigger=cp.auto_trigger, policy_id=cp.policy_id,
                        manifest_kind="disk", task_id=task.task_id, created_time=cp.created_time,
-                       updated_time=cp.created_time)
+                       updated_time=cp.created_time, expired_time=expires)
         await uow.backups.add_backup(child)
         backup.children.append(child)
     await jobs.enqueue(uow, task)
