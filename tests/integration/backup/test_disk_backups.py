@@ -264,3 +264,18 @@ async def test_automatic_backups_of_a_locked_vault_stay_until_they_expire(caller
         backup_id=manual.backup_id))).task_id)
     await expect_error(caller.backups.CreateCheckpoint(bp.CreateCheckpointRequest(
         vault_id=vault.vault_id, retention_duration_days=100000)), INVALID, "BackupService.6708")
+
+
+async def test_a_repeated_request_id_returns_the_first_checkpoint(caller):
+    disk, vault = await disk_in_vault(caller, 2 * MIB, seed=31)
+    first = await checkpoint(caller, vault.vault_id, request_id="tick-1")
+    again = await checkpoint(caller, vault.vault_id, request_id="tick-1")
+    assert again.checkpoint_id == first.checkpoint_id and len(again.resources) == 1
+    await wait_success(caller, first.resources[0].task_id)
+    listed = await caller.backups.ListBackups(bp.ListBackupsRequest(vault_id=vault.vault_id))
+    assert listed.count == 1
+    other = await checkpoint(caller, vault.vault_id, request_id="tick-2")
+    assert other.checkpoint_id != first.checkpoint_id
+    await wait_success(caller, other.resources[0].task_id)
+    await expect_error(caller.backups.CreateCheckpoint(bp.CreateCheckpointRequest(
+        vault_id=vault.vault_id, request_id="bad id!")), INVALID, "BackupService.6709")

@@ -28,8 +28,16 @@ class BackupRepository:
         await self._s.execute(insert(checkpoints).values(
             checkpoint_id=cp.checkpoint_id, project_id=cp.project_id, vault_id=cp.vault_id, name=cp.name,
             description=cp.description, incremental=cp.incremental, auto_trigger=cp.auto_trigger,
-            policy_id=cp.policy_id or None, created_time=cp.created_time,
+            policy_id=cp.policy_id or None, created_time=cp.created_time, request_id=cp.request_id or None,
             skipped=[s.__dict__ for s in cp.skipped]))
+
+    async def checkpoint_for_request(self, project_id: str, request_id: str) -> str | None:
+        """The checkpoint an earlier call with this request_id made; holds the key's lock to the end of the
+        transaction, so two calls with one key never both make one."""
+        await self._s.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(
+            f"checkpoint-request:{project_id}:{request_id}", 0))))
+        return (await self._s.execute(select(checkpoints.c.checkpoint_id).where(
+            checkpoints.c.project_id == project_id, checkpoints.c.request_id == request_id))).scalar_one_or_none()
 
     async def get_checkpoint(self, project_id: str, checkpoint_id: str) -> Checkpoint | None:
         row = (await self._s.execute(select(checkpoints).where(
@@ -39,7 +47,8 @@ class BackupRepository:
         cp = Checkpoint(checkpoint_id=row["checkpoint_id"], project_id=row["project_id"], vault_id=row["vault_id"],
                         name=row["name"], description=row["description"], incremental=row["incremental"],
                         auto_trigger=row["auto_trigger"], policy_id=row["policy_id"] or "",
-                        skipped=[SkippedResource(**s) for s in row["skipped"]], created_time=row["created_time"])
+                        skipped=[SkippedResource(**s) for s in row["skipped"]], created_time=row["created_time"],
+                        request_id=row["request_id"] or "")
         found = (await self._s.execute(select(backups).where(
             backups.c.checkpoint_id == checkpoint_id, backups.c.parent_id.is_(None))
             .order_by(backups.c.created_time, backups.c.backup_id))).mappings().all()

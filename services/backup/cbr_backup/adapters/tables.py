@@ -113,7 +113,9 @@ checkpoints = Table(
     Column("policy_id", String(36)),
     Column("skipped", JSONB, nullable=False, default=list),  # [{resource_id, type, name, code, reason}]
     Column("created_time", DateTime(timezone=True), nullable=False),
+    Column("request_id", String(64)),  # migration backup_0004: the caller's idempotency key
     Index("ix_checkpoints_project_created", "project_id", "created_time"),
+    Index("uq_checkpoints_request", "project_id", "request_id", unique=True),
 )
 
 # One row per backup; a server backup has a child row per disk (parent_id). manifest_id is set when the

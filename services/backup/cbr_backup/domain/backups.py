@@ -42,6 +42,7 @@ class Checkpoint:
     policy_id: str = ""
     skipped: list[SkippedResource] = field(default_factory=list)
     created_time: dt.datetime | None = None
+    request_id: str = ""
     backups: list["Backup"] = field(default_factory=list)  # top-level backups it made, when loaded
 
 
@@ -95,6 +96,15 @@ class BackupFilter:
     parent_id: str = ""
     top_level: bool = True  # per-disk children only when asked for by parent_id
     sort: tuple[tuple[str, bool], ...] = (("created_time", True),)  # (key, descending)
+
+
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_-]{0,64}")
+
+
+def check_request_id(request_id: str) -> str:
+    if not REQUEST_ID_RE.fullmatch(request_id):
+        raise errors.InvalidRequestIdError("request_id must be 0-64 letters, digits, '_' or '-'")
+    return request_id
 
 
 def check_backup_name(name: str) -> str:

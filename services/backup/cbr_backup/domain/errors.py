@@ -135,6 +135,10 @@ class InvalidRetentionDaysError(errors.InvalidArgumentError):
     cbr_code = "BackupService.6708"
 
 
+class InvalidRequestIdError(errors.InvalidArgumentError):
+    cbr_code = "BackupService.6709"
+
+
 class VaultNotFoundError(errors.NotFoundError):
     cbr_code = "BackupService.6720"
 

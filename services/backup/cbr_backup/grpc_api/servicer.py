@@ -101,7 +101,7 @@ class BackupServicer(backup_pb2_grpc.BackupServiceServicer):
             project_id=_project(), vault_id=request.vault_id, resource_ids=ids, excludes=excludes,
             incremental=request.incremental if request.HasField("incremental") else True, name=request.name,
             description=request.description, auto_trigger=request.auto_trigger, policy_id=request.policy_id,
-            retention_duration_days=request.retention_duration_days)
+            retention_duration_days=request.retention_duration_days, request_id=request.request_id)
         cp = await checkpoints.create_checkpoint(cmd, self._uow, self._vaults)
         return backup_pb2.CreateCheckpointResponse(checkpoint=convert.checkpoint_out(cp))
 

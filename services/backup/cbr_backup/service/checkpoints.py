@@ -15,7 +15,8 @@ from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.adapters.vaults import VaultDirectory, VaultInfo, VaultResource
 from cbr_backup.domain import errors, rules
 from cbr_backup.domain.backups import (MAX_CHECKPOINT_RESOURCES, Backup, Checkpoint, SkippedResource,
-                                       capacity_bytes, check_backup_name, check_description, check_room,
+                                       capacity_bytes, check_backup_name, check_description, check_request_id,
+                                       check_room,
                                        default_backup_name)
 from cbr_backup.service import jobs
 from cbr_common.db import utcnow
@@ -34,6 +35,7 @@ class CreateCheckpoint:
     auto_trigger: bool = False
     policy_id: str = ""
     retention_duration_days: int = 0  # the policy's age rule: backups expire this many days after they are taken
+    request_id: str = ""              # idempotency key: a repeated call returns the first call's checkpoint
 
 
 async def get_vault(vaults: VaultDirectory, project_id: str, vault_id: str) -> VaultInfo:
@@ -59,6 +61,7 @@ def _check_request(cmd: CreateCheckpoint) -> CreateCheckpoint:
     check_description(cmd.description)
     if cmd.policy_id:
         rules.check_id(cmd.policy_id, "policy_id")
+    check_request_id(cmd.request_id)
     if not 0 <= cmd.retention_duration_days <= 99999:
         raise errors.InvalidRetentionDaysError("retention_duration_days must be 0 (no expiry) or 1..99999")
     return cmd
@@ -94,9 +97,13 @@ async def create_checkpoint(cmd: CreateCheckpoint, make_uow: Callable[[], Backup
     cp = Checkpoint(checkpoint_id=str(uuid.uuid4()), project_id=cmd.project_id, vault_id=vault.vault_id,
                     name=cmd.name or default_backup_name(cmd.auto_trigger, now), description=cmd.description,
                     incremental=cmd.incremental, auto_trigger=cmd.auto_trigger, policy_id=cmd.policy_id,
-                    created_time=now)
+                    created_time=now, request_id=cmd.request_id)
     expires = now + dt.timedelta(days=cmd.retention_duration_days) if cmd.retention_duration_days else None
     async with make_uow() as uow:
+        if cmd.request_id:
+            earlier = await uow.backups.checkpoint_for_request(cmd.project_id, cmd.request_id)
+            if earlier is not None:
+                return await uow.backups.get_checkpoint(cmd.project_id, earlier)
         check_room(await uow.backups.used_bytes(vault.vault_id), vault.size_gb, vault.auto_expand)
         for resource in resources:
             excluded = set(resource.exclude_volumes) | set(cmd.excludes.get(resource.resource_id, ()))
