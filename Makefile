@@ -43,6 +43,12 @@ asan: $(VENV)/.installed
 up: all
 	$(PY) -m cbr_devstack up
 
+# Brings the stack up (if it is not running) and shows a disk backup/restore round trip with checksums; the stack
+# keeps running. Example: make demo DEMO_ARGS="--size 1G --seed 7"
+DEMO_ARGS ?=
+demo: all
+	$(PY) -m cbr_devstack.demo $(DEMO_ARGS)
+
 down:
 	$(PY) -m cbr_devstack down
 

@@ -96,6 +96,14 @@ class FakeBackups(backup_pb2_grpc.BackupServiceServicer):
         self.recorder.record("CreateDiskFromBackup", request, context)
         return bp.CreateDiskFromBackupResponse(disk_id=DISK_1, task_id=self._task(succeeding))
 
+    async def VerifyBackups(self, request, context):
+        self.recorder.record("VerifyBackups", request, context)
+        return bp.VerifyBackupsResponse(task_id=self._task(succeeding))
+
+    async def CollectGarbage(self, request, context):
+        self.recorder.record("CollectGarbage", request, context)
+        return bp.CollectGarbageResponse(task_id=self._task(succeeding))
+
 
 class FakeTasks(task_pb2_grpc.TaskServiceServicer):
     def __init__(self, scripts: dict[str, list[tp.Task]]):
@@ -222,13 +230,41 @@ async def test_delete_and_create_disk(cbr_fake, fake):
     deleted, created, waited = await asyncio.gather(
         cbr_fake.json("backup", "delete", BACKUP, "--wait"),
         cbr_fake.ok("backup", "create-disk", BACKUP, "--name", "copy", "--size", "10G"),
-        cbr_fake("backup", "create-disk", BACKUP, "--wait"))
+        cbr_fake("backup", "create-disk", BACKUP, "--name", "waited", "--wait"))
     assert deleted["status"] == "TASK_STATUS_SUCCESS"
     assert fake.last("DeleteBackup").backup_id == BACKUP
     sizes = sorted((r.name, r.size_bytes) for name, r, _ in fake.calls if name == "CreateDiskFromBackup")
-    assert sizes == [("", 0), ("copy", 10 * GIB)]
+    assert sizes == [("copy", 10 * GIB), ("waited", 0)]
     assert f"disk {DISK_1} created" in created.stdout
     assert waited.code == 0 and f"disk {DISK_1}" in waited.stderr
+
+
+async def test_verify_and_gc_requests(cbr_fake, fake):
+    verified, everything, collected, at_once = await asyncio.gather(
+        cbr_fake.ok("backup", "verify", VAULT, "--backup-id", BACKUP, "--backup-id", CHILD_1, "--wait"),
+        cbr_fake.json("backup", "verify", VAULT),
+        cbr_fake.ok("backup", "gc", VAULT),
+        cbr_fake.json("backup", "gc", VAULT, "--grace-seconds", "0", "--wait"))
+    verifies = sorted((list(r.backup_ids) for name, r, _ in fake.calls if name == "VerifyBackups"), key=len)
+    assert verifies == [[], [BACKUP, CHILD_1]]
+    assert {r.vault_id for name, r, _ in fake.calls if name in ("VerifyBackups", "CollectGarbage")} == {VAULT}
+    graces = sorted((r.HasField("grace_seconds"), r.grace_seconds) for name, r, _ in fake.calls
+                    if name == "CollectGarbage")
+    assert graces == [(False, 0), (True, 0)]  # unset means the service's default, 0 means none
+    assert "success" in verified.stdout and "100%" in verified.stderr
+    assert set(everything) == {"task_id"} and at_once["status"] == "TASK_STATUS_SUCCESS"
+    assert collected.stdout.startswith(f"collecting garbage in vault {VAULT}: task ")
+
+
+async def test_every_backup_service_call_has_a_command(cbr):
+    """The help of `cbr backup` lists a command for each BackupService call; a new RPC needs a new command."""
+    commands = {"CreateCheckpoint": "checkpoint", "GetCheckpoint": "get-checkpoint", "ListBackups": "list",
+                "GetBackup": "get", "UpdateBackup": "update", "DeleteBackup": "delete", "RestoreBackup": "restore",
+                "CreateDiskFromBackup": "create-disk", "VerifyBackups": "verify", "CollectGarbage": "gc"}
+    assert set(commands) == set(bp.DESCRIPTOR.services_by_name["BackupService"].methods_by_name)
+    helps = await asyncio.gather(*(cbr.ok("backup", command, "--help") for command in commands.values()))
+    assert all(result.stdout.startswith(f"usage: cbr backup {command} ")
+               for command, result in zip(commands.values(), helps))
 
 
 async def test_mutual_tls(cbr, pki):  # noqa: F811

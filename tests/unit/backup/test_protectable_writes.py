@@ -43,6 +43,13 @@ class FakeInventory:
         del self._store[fs_id]
 
 
+class NoJobs:
+    """No backup or restore holds any resource."""
+
+    async def job_of(self, resource_id: str):
+        return None
+
+
 class FakeUow:
     """Changes apply to a copy that replaces the committed state only on commit."""
 
@@ -52,6 +59,7 @@ class FakeUow:
     async def __aenter__(self):
         self._pending = dict(self._db.rows)
         self.inventory = FakeInventory(self._pending)
+        self.backups = NoJobs()
         return self
 
     async def __aexit__(self, *exc):

@@ -118,9 +118,11 @@ async def restore_backup(req: RestoreRequest, make_uow: MakeUow) -> str:
 
 async def create_disk_from_backup(project_id: str, backup_id: str, name: str, size_bytes: int, make_uow: MakeUow,
                                   provider: Provider) -> tuple[str, str]:
-    """Creates the disk at once (empty, sparse); the restore task fills it. Returns (disk_id, task_id)."""
+    """Creates the disk at once (empty, sparse); the restore task fills it. Returns (disk_id, task_id).
+    An empty name gives "restore-<first 8 characters of the backup id>"."""
     backup_id = rules.check_id(backup_id, "backup_id")
-    rules.check_name(name)
+    rules.check_name(name or f"restore-{backup_id[:8]}")
+    name = name or f"restore-{backup_id[:8]}"
     if size_bytes:
         rules.check_disk_size(size_bytes)
     rules.check_project_folder(project_id)

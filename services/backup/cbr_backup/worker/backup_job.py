@@ -94,8 +94,10 @@ async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: st
                 manifest_id=part.backup_id + suffix, started_time=part.started_time, progress=ctx.progress)
             ctx.part_done()
             log.info("disk backed up", extra={"fields": {"task": ctx.task.task_id, **result.summary()}})
-            results[part.backup_id] = Part(result.manifest_id, result.logical_bytes, base_id,
-                                           frozenset(result.manifest.unique_ids()), result.read_bytes)
+            manifest = result.manifest
+            image_bytes = sum(manifest.block_length(i) for i, _ in manifest.data_blocks())  # holes, zeros left out
+            results[part.backup_id] = Part(result.manifest_id, image_bytes, base_id,
+                                           frozenset(manifest.unique_ids()), result.read_bytes)
         return results
     finally:
         for snapshot in snapshots.values():
@@ -165,10 +167,12 @@ async def _complete(ctx: JobContext, backup: Backup, results: dict) -> None:
             total_logical, total_stored = total_logical + part.logical_bytes, total_stored + stored
             await uow.backups.update_backup(part_id, status="available", manifest_id=part.manifest_id,
                                             logical_bytes=part.logical_bytes, stored_bytes=stored,
-                                            base_backup_id=part.base_backup_id or None, protected_time=now)
+                                            base_backup_id=part.base_backup_id or None, protected_time=now,
+                                            incremental=bool(part.base_backup_id))
+        incremental = any(p.base_backup_id for p in results.values())  # only changes were read
         if backup.backup_id not in results:  # a server backup: the parent sums its disks
             await uow.backups.update_backup(backup.backup_id, status="available", logical_bytes=total_logical,
-                                            stored_bytes=total_stored, protected_time=now)
+                                            stored_bytes=total_stored, protected_time=now, incremental=incremental)
         done, total = ctx.progress_values()
         await outcomes.finish(uow, task, "success", bytes_done=done, bytes_total=total, extra_info=dict(
             task.extra_info, read_bytes=str(sum(p.read_bytes for p in results.values())),
@@ -177,7 +181,7 @@ async def _complete(ctx: JobContext, backup: Backup, results: dict) -> None:
             project_id=task.project_id, backup_id=backup.backup_id, vault_id=backup.vault_id,
             resource_id=backup.resource_id, resource_type=enum_value(common_pb2.ObjectType, backup.resource_type),
             checkpoint_id=backup.checkpoint_id, auto_trigger=backup.auto_trigger, policy_id=backup.policy_id,
-            logical_bytes=total_logical, stored_bytes=total_stored, incremental=backup.incremental,
+            logical_bytes=total_logical, stored_bytes=total_stored, incremental=incremental,
             image_type=backup.image_type))
         await outcomes.publish_usage(uow, task.project_id, backup.vault_id)
         await uow.commit()

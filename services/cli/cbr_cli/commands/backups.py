@@ -6,7 +6,7 @@ import argparse
 from cbr.backup.v1 import backup_pb2
 from cbr.common.v1 import common_pb2
 from cbr_cli.arguments import SIZE_HELP, UsageError, add_command, add_enum, add_group, add_paging, add_wait, \
-    id_pair, id_with_list, page, size, timestamp
+    count, id_pair, id_with_list, page, size, timestamp
 from cbr_cli.client import CbrClient
 from cbr_cli.commands.tasks import wait_for
 from cbr_cli.output import Column, Output, bytes_text, enum_of, time_text
@@ -16,7 +16,7 @@ BACKUP_COLUMNS = (
     Column("NAME", lambda b: b.name),
     Column("RESOURCE", lambda b: b.resource_name or b.resource_id),
     Column("TYPE", lambda b: enum_of(b, "resource_type")),
-    Column("STATUS", lambda b: enum_of(b, "status")),
+    Column("STATUS", lambda b: enum_of(b, "status") + (" (corrupt)" if b.corrupt else "")),
     Column("SIZE", lambda b: bytes_text(b.logical_bytes)),
     Column("STORED", lambda b: bytes_text(b.stored_bytes)),
     Column("INCREMENTAL", lambda b: "yes" if b.incremental else "no"),
@@ -25,7 +25,8 @@ BACKUP_COLUMNS = (
 
 
 def register(groups, common) -> None:
-    commands = add_group(groups, "backup", "checkpoints and backups: back up now, list, restore, delete")
+    commands = add_group(groups, "backup", "checkpoints and backups: back up now, list, restore, delete, verify, "
+                                           "collect garbage")
 
     parser = add_command(commands, "checkpoint", create_checkpoint, common,
                          "back up a vault's resources now (all, or those named)")
@@ -95,9 +96,25 @@ def register(groups, common) -> None:
     parser = add_command(commands, "create-disk", create_disk_from_backup, common,
                          "restore a disk backup (or one disk of a server backup) to a new disk")
     parser.add_argument("backup_id")
-    parser.add_argument("--name", default="", help="the new disk's name")
+    parser.add_argument("--name", required=True, help="the new disk's name (1-64 letters, digits, '_', '-', '.')")
     parser.add_argument("--size", type=size, default=0, help=f"at least the source's (default: the source's); "
                                                              f"{SIZE_HELP}")
+    add_wait(parser)
+
+    parser = add_command(commands, "verify", verify_backups, common,
+                         "re-read and re-hash the chunks a vault's backups need; a backup with a missing or damaged "
+                         "chunk is marked corrupt")
+    parser.add_argument("vault_id")
+    parser.add_argument("--backup-id", dest="backup_ids", action="append", default=[], metavar="BACKUP_ID",
+                        help="only this backup of the vault (repeatable; default: every available backup)")
+    add_wait(parser)
+
+    parser = add_command(commands, "gc", collect_garbage, common,
+                         "delete the vault's chunks that no backup references any more")
+    parser.add_argument("vault_id")
+    parser.add_argument("--grace-seconds", type=count, metavar="N",
+                        help="keep chunks unreferenced for less than this (default: the service's, 86400); "
+                             "0 is safe: running backups keep theirs")
     add_wait(parser)
 
 
@@ -175,4 +192,24 @@ async def create_disk_from_backup(args, client: CbrClient, out: Output) -> int |
         out.note(f"disk {reply.disk_id}")
         return await wait_for(client, out, [reply.task_id])
     out.done(reply, f"disk {reply.disk_id} created; its data arrives as task {reply.task_id} runs")
+    return None
+
+
+async def verify_backups(args, client: CbrClient, out: Output) -> int | None:
+    reply = await client.backups.VerifyBackups(backup_pb2.VerifyBackupsRequest(
+        vault_id=args.vault_id, backup_ids=args.backup_ids))
+    if args.wait:
+        return await wait_for(client, out, [reply.task_id])
+    out.done(reply, f"verifying vault {args.vault_id}: task {reply.task_id}")
+    return None
+
+
+async def collect_garbage(args, client: CbrClient, out: Output) -> int | None:
+    request = backup_pb2.CollectGarbageRequest(vault_id=args.vault_id)
+    if args.grace_seconds is not None:
+        request.grace_seconds = args.grace_seconds
+    reply = await client.backups.CollectGarbage(request)
+    if args.wait:
+        return await wait_for(client, out, [reply.task_id])
+    out.done(reply, f"collecting garbage in vault {args.vault_id}: task {reply.task_id}")
     return None
