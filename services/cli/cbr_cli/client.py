@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 
 from cbr.backup.v1 import backup_pb2_grpc, protectable_pb2_grpc, task_pb2_grpc
+from cbr.policy.v1 import policy_pb2_grpc
 from cbr.vault.v1 import vault_pb2_grpc
 from cbr_cli.config import Config, ConfigError
 
@@ -63,6 +64,10 @@ class CbrClient:
     @property
     def tasks(self) -> AuthedStub:
         return self._stub("backup", task_pb2_grpc.TaskServiceStub)
+
+    @property
+    def policies(self) -> AuthedStub:
+        return self._stub("policy", policy_pb2_grpc.PolicyServiceStub)
 
     def _stub(self, service: str, stub_class) -> AuthedStub:
         return AuthedStub(stub_class(self._channel(service)), self._metadata(), self._config.timeout)

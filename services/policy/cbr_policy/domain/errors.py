@@ -7,6 +7,7 @@ type); the 68xx codes are ours:
   6804 invalid time zone            6805 invalid retention              6806 retention rules that cannot combine
   6807 GFS counts without a time zone  6808 invalid replication destination  6809 operation type is immutable
   6810 malformed id                 6811 invalid paging                 6812 invalid time range
+  6813 invalid full_backup_interval
   6820 policy not found             6821 vault not found
 """
 from __future__ import annotations
@@ -65,6 +66,11 @@ class InvalidPagingError(errors.InvalidArgumentError):
 
 class InvalidTimeRangeError(errors.InvalidArgumentError):
     cbr_code = "BackupService.6812"
+
+
+class InvalidFullBackupIntervalError(errors.InvalidArgumentError):
+    """full_backup_interval not -1 or 1..100, or set on a replication policy."""
+    cbr_code = "BackupService.6813"
 
 
 class UnknownOperationTypeError(errors.InvalidArgumentError):

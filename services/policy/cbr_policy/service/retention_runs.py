@@ -1,0 +1,145 @@
+"""Retention runs: after each automatic backup of a vault completes, and daily for every bound vault, apply the
+vault's backup policy (domain/retention.py) and delete what it no longer keeps, through the backup service.
+PreviewRetention answers the same question without deleting."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Callable
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from cbr.events.v1 import backup_events_pb2, policy_events_pb2 as ev
+from cbr_common.jetstream import Subscription
+from cbr_policy.adapters.backups import BackupPort, PeerError
+from cbr_policy.adapters.plans import PolicyPlan, load_plans
+from cbr_policy.adapters.schedule_tables import retention_due
+from cbr_policy.domain import errors
+from cbr_policy.domain.retention import Decision, RetentionRule, check_rule, decide
+from cbr_policy.service.clock import Clock
+
+log = logging.getLogger("cbr.retention")
+DAILY = dt.timedelta(days=1)
+
+
+async def mark_due(uow, project_id: str, vault_id: str, when: dt.datetime) -> None:
+    stmt = pg_insert(retention_due).values(vault_id=vault_id, project_id=project_id, due_time=when)
+    await uow.session.execute(stmt.on_conflict_do_update(index_elements=[retention_due.c.vault_id],
+                                                         set_={"due_time": stmt.excluded.due_time}))
+
+
+async def on_backup_completed(event: backup_events_pb2.BackupCompleted, uow) -> None:
+    """An automatic backup completed: its vault's retention runs soon (manual backups change nothing)."""
+    if event.auto_trigger:
+        await mark_due(uow, event.project_id, event.vault_id, event.occurred_time.ToDatetime(dt.timezone.utc))
+
+
+SUBSCRIPTIONS = [Subscription("cbr.backup.completed", backup_events_pb2.BackupCompleted, on_backup_completed)]
+
+
+def backup_plan_of(plans: dict[str, PolicyPlan], vault_id: str) -> PolicyPlan | None:
+    return next((p for p in plans.values() if p.operation_type == "backup" and vault_id in p.vault_ids), None)
+
+
+class RetentionRunner:
+    def __init__(self, make_uow: Callable, backups: BackupPort, clock: Clock, batch: int = 20):
+        self._uow = make_uow
+        self._backups = backups
+        self.clock = clock
+        self.batch = batch
+        self._last_daily: dt.datetime | None = None
+
+    async def run(self, interval: float = 1.0) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("retention loop failed; trying again")
+            await asyncio.sleep(interval)
+
+    async def run_once(self) -> int:
+        await self._daily()
+        now = self.clock.now()
+        async with self._uow() as uow:
+            rows = (await uow.session.execute(
+                select(retention_due).where(retention_due.c.due_time <= now).limit(self.batch)
+                .with_for_update(skip_locked=True))).mappings().all()
+            if not rows:
+                return 0
+            await uow.session.execute(delete(retention_due).where(
+                retention_due.c.vault_id.in_([r["vault_id"] for r in rows])))
+            await uow.commit()
+        for row in rows:
+            try:
+                await self.apply(row["project_id"], row["vault_id"])
+            except Exception:
+                log.exception("retention of vault %s failed; it runs again tomorrow", row["vault_id"])
+        return len(rows)
+
+    async def _daily(self) -> None:
+        """Once a day (by the scheduler's clock) every vault bound to a backup policy is due."""
+        now = self.clock.now()
+        if self._last_daily is not None and now - self._last_daily < DAILY:
+            return
+        self._last_daily = now
+        async with self._uow() as uow:
+            for plan in (await load_plans(uow.session)).values():
+                if plan.operation_type == "backup":
+                    for vault_id in plan.vault_ids:
+                        await mark_due(uow, plan.project_id, vault_id, now)
+            await uow.commit()
+
+    async def apply(self, project_id: str, vault_id: str) -> list[Decision]:
+        """Deletes what the vault's backup policy no longer keeps; returns the decisions."""
+        async with self._uow() as uow:
+            plan = backup_plan_of(await load_plans(uow.session), vault_id)
+        if plan is None or plan.project_id != project_id:
+            return []
+        locked = await self._backups.vault_locked(project_id, vault_id)
+        if locked is None:
+            return []  # the vault is gone
+        decisions = decide(await self._backups.vault_backups(project_id, vault_id), plan.rule, self.clock.now(),
+                           vault_locked=locked)
+        deleted = []
+        for decision in decisions:
+            if decision.keep:
+                continue
+            try:
+                await self._backups.delete_backup(project_id, decision.backup_id)
+                deleted.append(decision.backup_id)
+            except PeerError as exc:  # e.g. deleted meanwhile, or busy: the next run tries again
+                log.warning("retention could not delete backup %s: %s", decision.backup_id, exc)
+        async with self._uow() as uow:
+            await uow.publish("cbr.policy.retention_applied", ev.RetentionApplied(
+                project_id=project_id, vault_id=vault_id, policy_id=plan.policy_id, deleted_backup_ids=deleted,
+                kept_count=sum(d.keep for d in decisions)))
+            await uow.commit()
+        log.info("retention applied", extra={"fields": {"vault": vault_id, "deleted": len(deleted),
+                                                       "kept": sum(d.keep for d in decisions)}})
+        return decisions
+
+
+async def preview(project_id: str, vault_id: str, policy_id: str, rule: RetentionRule | None,
+                  evaluation_time: dt.datetime | None, make_uow: Callable, backups: BackupPort,
+                  clock: Clock) -> list[Decision]:
+    """Which backups of the vault a rule keeps and deletes, and why, deleting nothing. The rule: the one given,
+    else the named policy's, else the vault's backup policy's."""
+    async with make_uow() as uow:
+        plans = await load_plans(uow.session)
+    if rule is None:
+        plan = plans.get(policy_id) if policy_id else backup_plan_of(plans, vault_id)
+        if plan is None or plan.project_id != project_id:
+            raise errors.PolicyNotFoundError(
+                f"policy {policy_id} not found" if policy_id else f"vault {vault_id} has no backup policy")
+        rule = plan.rule
+    else:
+        rule = check_rule(rule)
+    locked = await backups.vault_locked(project_id, vault_id)
+    if locked is None:
+        raise errors.VaultNotFoundError(f"vault {vault_id} not found")
+    return decide(await backups.vault_backups(project_id, vault_id), rule, evaluation_time or clock.now(),
+                  vault_locked=locked)

@@ -1,0 +1,260 @@
+"""The scheduler: turns policies' fire times into ticks, and ticks into automatic checkpoints (or replication
+requests), exactly once each, with any number of scheduler replicas.
+
+Each loop:
+1. reconcile: every vault bound to an enabled policy has a `schedules` row holding its next fire time,
+   computed from the policy's patterns in its time zone (rows of unbound vaults or disabled policies go);
+2. record: due rows are taken with FOR UPDATE SKIP LOCKED (a replica never waits for another), each due fire
+   time is inserted as a tick under UNIQUE(policy, vault, scheduled_time) and the row moves on, in one
+   transaction. Missed fire times (the scheduler was down) coalesce: only the latest one, if it is inside the
+   catch-up window, fires; the others are recorded as skipped;
+3. fire: for each tick this replica inserted, after that commit: skip it if the vault's previous run is still
+   going, else ask the backup service for an automatic checkpoint with the tick id as request id; record
+   fired (with the checkpoint), skipped or failed. A replica that dies between 2 and 3 leaves a `firing` tick;
+   after the firing lease any replica fires it again with the same request id, which the backup service
+   answers with the checkpoint the first call made, if it made one. So each tick gives at most one
+   checkpoint, and at least one while the backup service takes it.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+from sqlalchemy import and_, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from cbr.events.v1 import policy_events_pb2 as ev
+from cbr_common.errors import UnavailableError
+from cbr_policy.adapters.backups import BackupPort, CheckpointRequest, PeerError
+from cbr_policy.adapters.plans import PolicyPlan, load_plans
+from cbr_policy.adapters.schedule_tables import schedules, ticks
+from cbr_policy.service.clock import Clock
+
+log = logging.getLogger("cbr.scheduler")
+
+CATCH_UP_WINDOW = dt.timedelta(hours=1)
+FIRING_LEASE = dt.timedelta(seconds=60)  # a firing tick untouched this long (database clock) is fired again
+MAX_FIRE_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class TickToFire:
+    tick_id: str
+    policy_id: str
+    vault_id: str
+    project_id: str
+    scheduled_time: dt.datetime
+
+
+class Scheduler:
+    def __init__(self, make_uow: Callable, backups: BackupPort, clock: Clock, *,
+                 catch_up_window: dt.timedelta = CATCH_UP_WINDOW, batch: int = 500, concurrency: int = 32,
+                 firing_lease: dt.timedelta = FIRING_LEASE):
+        self._uow = make_uow
+        self._backups = backups
+        self.clock = clock
+        self.catch_up_window = catch_up_window
+        self.batch = batch
+        self._limit = asyncio.Semaphore(concurrency)
+        self.firing_lease = firing_lease
+
+    async def run(self, interval: float = 1.0) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduler loop failed; trying again")
+            await asyncio.sleep(interval)
+
+    async def run_once(self) -> int:
+        """One pass; returns how many ticks this replica fired (or tried to)."""
+        await self.reconcile()
+        fired = 0
+        while True:
+            recorded = await self.record_due()
+            await self.fire_all(recorded)
+            fired += len(recorded)
+            if len(recorded) < self.batch:
+                break
+        stale = await self.reclaim_stale()
+        await self.fire_all(stale)
+        return fired + len(stale)
+
+    # 1. Reconcile
+
+    async def reconcile(self) -> None:
+        now = self.clock.now()
+        async with self._uow() as uow:
+            plans = await load_plans(uow.session)
+            current = {(r.policy_id, r.vault_id): r.policy_version
+                       for r in (await uow.session.execute(select(schedules.c.policy_id, schedules.c.vault_id,
+                                                                  schedules.c.policy_version))).all()}
+            wanted = {(p.policy_id, v): p for p in plans.values() if p.enabled for v in p.vault_ids}
+            gone = [key for key in current if key not in wanted]
+            for policy_id, vault_id in gone:
+                await uow.session.execute(delete(schedules).where(schedules.c.policy_id == policy_id,
+                                                                  schedules.c.vault_id == vault_id))
+            rows = []
+            for (policy_id, vault_id), plan in wanted.items():
+                if current.get((policy_id, vault_id)) == plan.updated_time:
+                    continue
+                next_fire = plan.schedule.next_fire(now - dt.timedelta(microseconds=1))
+                if next_fire is not None:
+                    rows.append({"policy_id": policy_id, "vault_id": vault_id, "project_id": plan.project_id,
+                                 "next_fire_time": next_fire, "policy_version": plan.updated_time})
+            for start in range(0, len(rows), 1000):
+                stmt = pg_insert(schedules).values(rows[start:start + 1000])
+                await uow.session.execute(stmt.on_conflict_do_update(
+                    index_elements=[schedules.c.policy_id, schedules.c.vault_id],
+                    set_={"next_fire_time": stmt.excluded.next_fire_time,
+                          "policy_version": stmt.excluded.policy_version}))
+            if gone or rows:
+                await uow.commit()
+
+    # 2. Record
+
+    async def record_due(self) -> list[TickToFire]:
+        """Records the due ticks of up to `batch` schedules; returns those this replica must fire."""
+        now = self.clock.now()
+        async with self._uow() as uow:
+            due = (await uow.session.execute(
+                select(schedules).where(schedules.c.next_fire_time <= now).order_by(schedules.c.next_fire_time)
+                .limit(self.batch).with_for_update(skip_locked=True))).mappings().all()
+            if not due:
+                return []
+            plans = await load_plans(uow.session, {r["policy_id"] for r in due})
+            new_ticks, to_fire = [], []
+            for row in due:
+                plan = plans.get(row["policy_id"])
+                if plan is None or not plan.enabled or row["vault_id"] not in plan.vault_ids:
+                    await uow.session.execute(delete(schedules).where(
+                        schedules.c.policy_id == row["policy_id"], schedules.c.vault_id == row["vault_id"]))
+                    continue
+                fires = [row["next_fire_time"], *plan.schedule.fire_times(row["next_fire_time"], now)]
+                latest = fires[-1]
+                catch_up = latest if now - latest <= self.catch_up_window else None
+                for at in fires:
+                    tick = {"tick_id": str(uuid.uuid4()), "policy_id": plan.policy_id, "vault_id": row["vault_id"],
+                            "project_id": plan.project_id, "operation_type": plan.operation_type,
+                            "scheduled_time": at, "created_time": now}
+                    if at == catch_up:
+                        tick.update(status="firing", reason="")
+                    elif catch_up is not None:
+                        tick.update(status="skipped", reason=f"missed while no scheduler ran; coalesced into the "
+                                                             f"catch-up run for {catch_up.isoformat()}")
+                    else:
+                        tick.update(status="skipped", reason="missed while no scheduler ran; outside the "
+                                                             f"{self.catch_up_window} catch-up window")
+                    new_ticks.append(tick)
+                next_fire = plan.schedule.next_fire(now)
+                if next_fire is None:
+                    await uow.session.execute(delete(schedules).where(
+                        schedules.c.policy_id == row["policy_id"], schedules.c.vault_id == row["vault_id"]))
+                else:
+                    await uow.session.execute(update(schedules).where(
+                        schedules.c.policy_id == row["policy_id"], schedules.c.vault_id == row["vault_id"])
+                        .values(next_fire_time=next_fire))
+            for start in range(0, len(new_ticks), 1000):
+                stmt = pg_insert(ticks).values([{**t, "claimed_time": func.now()} for t in new_ticks[start:start + 1000]])
+                inserted = (await uow.session.execute(stmt.on_conflict_do_nothing(
+                    constraint="uq_ticks_policy_vault_time").returning(ticks.c.tick_id, ticks.c.status))).all()
+                mine = {tick_id for tick_id, status in inserted if status == "firing"}
+                to_fire += [TickToFire(t["tick_id"], t["policy_id"], t["vault_id"], t["project_id"],
+                                       t["scheduled_time"]) for t in new_ticks[start:start + 1000]
+                            if t["tick_id"] in mine]
+            await uow.commit()
+        return to_fire
+
+    async def reclaim_stale(self) -> list[TickToFire]:
+        """Firing ticks whose replica went quiet: this one takes them over (same tick id, same request id)."""
+        async with self._uow() as uow:
+            rows = (await uow.session.execute(
+                select(ticks).where(ticks.c.status == "firing",
+                                    ticks.c.claimed_time < func.now() - self.firing_lease)
+                .limit(self.batch).with_for_update(skip_locked=True))).mappings().all()
+            if not rows:
+                return []
+            await uow.session.execute(update(ticks).where(ticks.c.tick_id.in_([r["tick_id"] for r in rows]))
+                                      .values(claimed_time=func.now()))
+            await uow.commit()
+        return [TickToFire(r["tick_id"], r["policy_id"], r["vault_id"], r["project_id"], r["scheduled_time"])
+                for r in rows]
+
+    # 3. Fire
+
+    async def fire_all(self, due: list[TickToFire]) -> None:
+        if due:
+            await asyncio.gather(*(self._fire_limited(t) for t in due))
+
+    async def _fire_limited(self, tick: TickToFire) -> None:
+        async with self._limit:
+            try:
+                await self.fire(tick)
+            except Exception:
+                log.exception("firing tick %s failed; it is retried after the firing lease", tick.tick_id)
+
+    async def fire(self, tick: TickToFire) -> None:
+        async with self._uow() as uow:
+            plan = (await load_plans(uow.session, {tick.policy_id})).get(tick.policy_id)
+            attempts = (await uow.session.execute(update(ticks).where(ticks.c.tick_id == tick.tick_id)
+                                                  .values(attempts=ticks.c.attempts + 1)
+                                                  .returning(ticks.c.attempts))).scalar_one()
+            previous = (await uow.session.execute(
+                select(ticks.c.checkpoint_id).where(
+                    ticks.c.policy_id == tick.policy_id, ticks.c.vault_id == tick.vault_id,
+                    ticks.c.status == "fired", ticks.c.scheduled_time < tick.scheduled_time)
+                .order_by(ticks.c.scheduled_time.desc()).limit(1))).scalar_one_or_none()
+            fired_before = (await uow.session.execute(select(func.count()).select_from(ticks).where(
+                ticks.c.policy_id == tick.policy_id, ticks.c.vault_id == tick.vault_id,
+                ticks.c.status == "fired"))).scalar_one()
+            await uow.commit()
+        if plan is None or not plan.enabled:
+            return await self._settle(tick, "skipped", "the policy was disabled or deleted before it fired")
+        if plan.operation_type == "replication":
+            return await self._request_replication(tick, plan)
+        try:
+            if previous and await self._backups.checkpoint_running(tick.project_id, previous):
+                return await self._settle(tick, "skipped", f"the previous run (checkpoint {previous}) is still going")
+            interval = plan.full_backup_interval
+            checkpoint_id = await self._backups.create_checkpoint(CheckpointRequest(
+                project_id=tick.project_id, vault_id=tick.vault_id, policy_id=tick.policy_id, request_id=tick.tick_id,
+                incremental=not (interval > 0 and (fired_before + 1) % interval == 0),
+                retention_duration_days=plan.retention_duration_days))
+        except PeerError as exc:
+            return await self._settle(tick, "failed", str(exc))
+        except UnavailableError as exc:
+            if attempts >= MAX_FIRE_ATTEMPTS:
+                return await self._settle(tick, "failed", f"{exc} ({attempts} attempts)")
+            raise  # stays firing: taken over again after the lease
+        await self._settle(tick, "fired", "", checkpoint_id=checkpoint_id)
+
+    async def _request_replication(self, tick: TickToFire, plan: PolicyPlan) -> None:
+        """Replication is the replication service's work: the tick becomes an event it consumes."""
+        async with self._uow() as uow:
+            await uow.publish("cbr.policy.triggered", ev.PolicyTriggered(
+                project_id=tick.project_id, policy_id=tick.policy_id, vault_id=tick.vault_id, tick_id=tick.tick_id,
+                operation_type="replication", destination_region=plan.destination_region,
+                destination_project_id=plan.destination_project_id,
+                destination_vault_id=plan.destination_vault_ids.get(tick.vault_id, "")))
+            await self._settle_in(uow, tick, "fired", "replication requested")
+            await uow.commit()
+
+    async def _settle(self, tick: TickToFire, status: str, reason: str, checkpoint_id: str | None = None) -> None:
+        async with self._uow() as uow:
+            await self._settle_in(uow, tick, status, reason, checkpoint_id)
+            await uow.commit()
+
+    async def _settle_in(self, uow, tick: TickToFire, status: str, reason: str, checkpoint_id: str | None = None):
+        values = {"status": status, "reason": reason[:2000]}
+        if status == "fired":
+            values.update(fired_time=self.clock.now(), checkpoint_id=checkpoint_id)
+        await uow.session.execute(update(ticks).where(and_(ticks.c.tick_id == tick.tick_id,
+                                                           ticks.c.status == "firing")).values(**values))
+        log.info("tick %s", status, extra={"fields": {"tick": tick.tick_id, "policy": tick.policy_id,
+                                                     "vault": tick.vault_id, "reason": reason}})

@@ -1,0 +1,214 @@
+"""The scheduler on a hand-moved clock, against the real Postgres schema: ticks recorded before the work is
+asked for, missed ticks coalesced, two schedulers never doubling a tick, a stopped scheduler's tick taken over.
+The backup service is replaced here by a recorder of what would have been asked of it (the real path is in
+test_policy_end_to_end.py and test_scheduler_processes.py)."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+
+import pytest
+from sqlalchemy import delete, select, update
+
+from cbr_common.db import Database
+from cbr_policy.adapters.backups import PeerError
+from cbr_policy.adapters.schedule_tables import schedules, ticks
+from cbr_policy.adapters.tables import bindings, metadata, policies
+from cbr_policy.adapters.unit_of_work import PolicyUnitOfWork
+from cbr_policy.service.clock import ManualClock
+from cbr_policy.service.scheduler import Scheduler
+
+T0 = dt.datetime(2026, 3, 2, 10, 0, 30, tzinfo=dt.timezone.utc)  # a Monday
+HOURLY = [f"FREQ=DAILY;INTERVAL=1;BYHOUR={','.join(str(h) for h in range(24))};BYMINUTE=0"]
+
+
+class RecordingBackups:
+    """Stands in for the backup service: remembers each checkpoint request, answers as told."""
+
+    def __init__(self):
+        self.requests = []
+        self.running = False
+        self.fail_with: Exception | None = None
+
+    async def create_checkpoint(self, req) -> str:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.requests.append(req)
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, req.request_id))  # the same request gives the same checkpoint
+
+    async def checkpoint_running(self, project_id, checkpoint_id) -> bool:
+        return self.running
+
+
+@pytest.fixture(scope="module")
+def database_url(infra):
+    """Its own database: the services' scheduler (on the real clock) must not see these policies."""
+    return infra.fresh_database("cbr_policy")
+
+
+@pytest.fixture
+async def db(database_url):
+    database = Database(database_url, metadata.schema)
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def make_uow(db):
+    return lambda: PolicyUnitOfWork(db)
+
+
+async def add_policy(make_uow, vaults: int, patterns=HOURLY, enabled=True, **definition) -> tuple[str, list[str]]:
+    policy_id, project = str(uuid.uuid4()), f"p-{uuid.uuid4().hex[:8]}"
+    vault_ids = [str(uuid.uuid4()) for _ in range(vaults)]
+    async with make_uow() as uow:
+        await uow.session.execute(policies.insert().values(
+            policy_id=policy_id, project_id=project, name="hourly", operation_type="backup", enabled=enabled,
+            trigger={"patterns": patterns, "start_time": "2026-01-01T00:00:00+00:00"},
+            operation_definition={"max_backups": -1, "retention_duration_days": -1, **definition},
+            created_time=T0, updated_time=T0))
+        for vault_id in vault_ids:
+            await uow.session.execute(bindings.insert().values(
+                vault_id=vault_id, operation_type="backup", policy_id=policy_id, destination_vault_id="",
+                project_id=project, bound_time=T0))
+        await uow.commit()
+    return policy_id, vault_ids
+
+
+async def ticks_of(make_uow, policy_id: str) -> list[dict]:
+    async with make_uow() as uow:
+        rows = (await uow.session.execute(select(ticks).where(ticks.c.policy_id == policy_id)
+                                          .order_by(ticks.c.scheduled_time, ticks.c.vault_id))).mappings().all()
+    return [dict(r) for r in rows]
+
+
+async def drop_policy(make_uow, policy_id: str) -> None:
+    async with make_uow() as uow:
+        await uow.session.execute(delete(policies).where(policies.c.policy_id == policy_id))
+        await uow.session.execute(delete(schedules).where(schedules.c.policy_id == policy_id))
+        await uow.commit()
+
+
+def at(hour: int, minute: int = 0, second: int = 5) -> dt.datetime:
+    return T0.replace(hour=hour, minute=minute, second=second)
+
+
+async def test_fires_each_hour_once_with_the_tick_as_request_id(make_uow):
+    clock, port = ManualClock(T0), RecordingBackups()
+    scheduler = Scheduler(make_uow, port, clock)
+    policy_id, vaults = await add_policy(make_uow, 2, full_backup_interval=2)
+    await scheduler.run_once()
+    assert await ticks_of(make_uow, policy_id) == []  # 10:00 passed before the policy was scheduled
+    clock.current = at(11)
+    await scheduler.run_once()
+    await scheduler.run_once()  # again within the same hour: nothing new
+    clock.current = at(11, 40)
+    await scheduler.run_once()
+    recorded = await ticks_of(make_uow, policy_id)
+    assert [(t["vault_id"], t["scheduled_time"], t["status"]) for t in recorded] == \
+        [(v, at(11, second=0), "fired") for v in sorted(vaults)]
+    assert sorted(r.request_id for r in port.requests) == sorted(t["tick_id"] for t in recorded)
+    assert all(r.incremental for r in port.requests)  # the first of every two is incremental
+    clock.current = at(12, 0, 1)
+    await scheduler.run_once()
+    assert [r.incremental for r in port.requests[2:]] == [False, False]  # full_backup_interval=2: a full read
+    assert {t["checkpoint_id"] for t in await ticks_of(make_uow, policy_id)} == \
+        {str(uuid.uuid5(uuid.NAMESPACE_URL, r.request_id)) for r in port.requests}
+    await drop_policy(make_uow, policy_id)
+
+
+async def test_missed_ticks_coalesce_into_one_catch_up_run(make_uow):
+    clock, port = ManualClock(at(11, 30)), RecordingBackups()
+    scheduler = Scheduler(make_uow, port, clock, catch_up_window=dt.timedelta(minutes=45))
+    policy_id, [vault] = await add_policy(make_uow, 1)
+    await scheduler.run_once()
+    clock.current = at(15, 20)  # the scheduler was down for 12:00, 13:00, 14:00 and 15:00
+    await scheduler.run_once()
+    recorded = await ticks_of(make_uow, policy_id)
+    assert [(t["scheduled_time"].hour, t["status"]) for t in recorded] == \
+        [(12, "skipped"), (13, "skipped"), (14, "skipped"), (15, "fired")]
+    assert all("coalesced" in t["reason"] for t in recorded[:3])
+    assert len(port.requests) == 1 and port.requests[0].request_id == recorded[-1]["tick_id"]
+    clock.current = at(18, 50)  # 16:00 .. 18:00 missed, the latest 50 minutes ago: outside the window
+    await scheduler.run_once()
+    late = (await ticks_of(make_uow, policy_id))[4:]
+    assert [(t["scheduled_time"].hour, t["status"]) for t in late] == [(16, "skipped"), (17, "skipped"),
+                                                                       (18, "skipped")]
+    assert all("outside" in t["reason"] for t in late) and len(port.requests) == 1
+    await drop_policy(make_uow, policy_id)
+
+
+async def test_two_schedulers_never_double_a_tick(make_uow, database_url):
+    clock, port = ManualClock(at(10, 30)), RecordingBackups()
+    other_db = Database(database_url, metadata.schema)
+    try:
+        first = Scheduler(make_uow, port, clock, batch=7)
+        second = Scheduler(lambda: PolicyUnitOfWork(other_db), port, clock, batch=7)
+        policy_id, vaults = await add_policy(make_uow, 60)
+        await asyncio.gather(first.run_once(), second.run_once())
+        for hour in (11, 12, 13):
+            clock.current = at(hour)
+            await asyncio.gather(first.run_once(), second.run_once(), first.run_once())
+        recorded = await ticks_of(make_uow, policy_id)
+        assert len(recorded) == 3 * 60 and all(t["status"] == "fired" for t in recorded)
+        asked = [(r.vault_id, r.request_id) for r in port.requests]
+        assert len(asked) == len(set(asked)) == 3 * 60
+    finally:
+        await other_db.close()
+    await drop_policy(make_uow, policy_id)
+
+
+async def test_a_running_previous_backup_skips_the_tick_and_failures_are_recorded(make_uow):
+    clock, port = ManualClock(at(10, 30)), RecordingBackups()
+    scheduler = Scheduler(make_uow, port, clock)
+    policy_id, [vault] = await add_policy(make_uow, 1)
+    await scheduler.run_once()
+    clock.current = at(11)
+    await scheduler.run_once()
+    port.running = True
+    clock.current = at(12)
+    await scheduler.run_once()
+    port.running, port.fail_with = False, PeerError("backup service answered NOT_FOUND: vault gone")
+    clock.current = at(13)
+    await scheduler.run_once()
+    recorded = await ticks_of(make_uow, policy_id)
+    assert [(t["scheduled_time"].hour, t["status"]) for t in recorded] == [(11, "fired"), (12, "skipped"),
+                                                                           (13, "failed")]
+    assert "still going" in recorded[1]["reason"] and "vault gone" in recorded[2]["reason"]
+    await drop_policy(make_uow, policy_id)
+
+
+async def test_disabled_policies_do_not_fire(make_uow):
+    clock, port = ManualClock(at(10, 30)), RecordingBackups()
+    scheduler = Scheduler(make_uow, port, clock)
+    policy_id, _ = await add_policy(make_uow, 3, enabled=False)
+    clock.current = at(12)
+    await scheduler.run_once()
+    assert await ticks_of(make_uow, policy_id) == [] and port.requests == []
+    async with make_uow() as uow:  # enabled again: it fires from the next fire time on
+        await uow.session.execute(update(policies).where(policies.c.policy_id == policy_id).values(
+            enabled=True, updated_time=at(12)))
+        await uow.commit()
+    await scheduler.run_once()
+    clock.current = at(13)
+    await scheduler.run_once()
+    assert {t["scheduled_time"] for t in await ticks_of(make_uow, policy_id)} == {at(13, second=0)}
+    await drop_policy(make_uow, policy_id)
+
+
+async def test_a_stopped_schedulers_firing_tick_is_taken_over_with_the_same_request_id(make_uow):
+    clock, port = ManualClock(at(10, 30)), RecordingBackups()
+    stopped = Scheduler(make_uow, port, clock)
+    policy_id, [vault] = await add_policy(make_uow, 1)
+    await stopped.reconcile()
+    clock.current = at(11)
+    recorded = await stopped.record_due()  # ... and it stops before asking for the backup
+    assert len(recorded) == 1 and port.requests == []
+    rescuer = Scheduler(make_uow, port, clock, firing_lease=dt.timedelta(0))
+    await asyncio.sleep(0.01)
+    await rescuer.run_once()
+    assert [r.request_id for r in port.requests] == [recorded[0].tick_id]
+    [tick] = await ticks_of(make_uow, policy_id)
+    assert tick["status"] == "fired" and tick["attempts"] == 1
+    await drop_policy(make_uow, policy_id)
