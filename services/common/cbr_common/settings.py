@@ -27,6 +27,7 @@ class Settings:
     rate_limit_mbps: float = 0.0       # CBR_RATE_LIMIT_MBPS: a worker's read/write pace per job; 0: no limit
     scheduler_clock: str = ""          # CBR_SCHEDULER_CLOCK: "" (system) or "<ISO start>@<unix anchor>x<speed>"
     scheduler_interval_seconds: float = 1.0  # CBR_SCHEDULER_INTERVAL_SECONDS: the policy scheduler's pass
+    firing_lease_seconds: float = 60.0  # CBR_SCHEDULER_FIRING_LEASE_SECONDS: a stopped scheduler's tick goes again
     tls_cert: str = ""                 # CBR_TLS_CERT / CBR_TLS_KEY: serve TLS when both are set
     tls_key: str = ""
     tls_client_ca: str = ""            # CBR_TLS_CLIENT_CA: require client certificates signed by it (mTLS)
@@ -74,6 +75,7 @@ class Settings:
             rate_limit_mbps=number("CBR_RATE_LIMIT_MBPS", 0.0),
             scheduler_clock=env.get("CBR_SCHEDULER_CLOCK", ""),
             scheduler_interval_seconds=number("CBR_SCHEDULER_INTERVAL_SECONDS", 1.0),
+            firing_lease_seconds=number("CBR_SCHEDULER_FIRING_LEASE_SECONDS", 60.0),
             tls_cert=env.get("CBR_TLS_CERT", ""),
             tls_key=env.get("CBR_TLS_KEY", ""),
             tls_client_ca=env.get("CBR_TLS_CLIENT_CA", ""),

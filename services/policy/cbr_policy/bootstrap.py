@@ -2,6 +2,8 @@
 retention runs (any number of replicas may run both: they share the work through row locks)."""
 from __future__ import annotations
 
+import datetime as dt
+
 from cbr.policy.v1 import policy_pb2_grpc
 from cbr_common.jetstream import EventConsumer
 from cbr_common.runtime import ServiceRuntime, open_runtime, serve
@@ -30,7 +32,9 @@ async def start(settings: Settings) -> ServiceRuntime:
     backups = GrpcBackups(settings)
     runtime.closers.append(backups.close)
     clock = clock_from_setting(settings.scheduler_clock)
-    runtime.spawn(Scheduler(make_uow, backups, clock).run(settings.scheduler_interval_seconds), "scheduler")
+    scheduler = Scheduler(make_uow, backups, clock,
+                          firing_lease=dt.timedelta(seconds=settings.firing_lease_seconds))
+    runtime.spawn(scheduler.run(settings.scheduler_interval_seconds), "scheduler")
     runtime.spawn(retention_runs.RetentionRunner(make_uow, backups, clock).run(settings.scheduler_interval_seconds),
                   "retention")
     servicer = PolicyServicer(make_uow, settings.region, backups, clock)

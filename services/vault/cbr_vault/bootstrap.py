@@ -6,6 +6,7 @@ from cbr_common.jetstream import EventConsumer
 from cbr_common.runtime import ServiceRuntime, open_runtime, serve
 from cbr_common.server import ServiceBinding
 from cbr_common.settings import Settings
+from cbr_vault.adapters.policies import GrpcPolicyDirectory
 from cbr_vault.adapters.protectables import GrpcProtectableDirectory, ProtectableDirectory
 from cbr_vault.adapters.tables import metadata
 from cbr_vault.adapters.unit_of_work import VaultUnitOfWork
@@ -24,8 +25,12 @@ async def start(settings: Settings, directory: ProtectableDirectory | None = Non
     def make_uow() -> VaultUnitOfWork:
         return VaultUnitOfWork(runtime.db)
 
+    policies = None
+    if settings.peers.get("policy"):
+        policies = GrpcPolicyDirectory(settings)
+        runtime.closers.append(policies.close)
     consumer = EventConsumer(runtime.js, "vault", SUBSCRIPTIONS, make_uow, metadata)
     runtime.spawn(consumer.run(), "vault-events")
-    servicer = VaultServicer(make_uow, directory)
+    servicer = VaultServicer(make_uow, directory, policies)
     return await serve(runtime, [ServiceBinding(vault_pb2_grpc.add_VaultServiceServicer_to_server, servicer,
                                                 SERVICE_NAME)])

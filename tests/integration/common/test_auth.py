@@ -93,8 +93,11 @@ async def test_backups_and_vaults_role_cannot_change_policies(services):
     await expect_error(operator.policies.CreatePolicy(pol.CreatePolicyRequest(name="p")), DENIED)
     await expect_error(operator.policies.DeletePolicy(pol.DeletePolicyRequest(policy_id=str(uuid.uuid4()))), DENIED)
     full = services.caller(operator.project_id)
-    # Full access passes the interceptor; the policy service itself comes with its own issue.
-    await expect_error(full.policies.CreatePolicy(pol.CreatePolicyRequest(name="p")), grpc.StatusCode.UNIMPLEMENTED)
+    # Full access passes the interceptor and reaches the policy service's own checks.
+    await expect_error(full.policies.CreatePolicy(pol.CreatePolicyRequest(name="p")),
+                       grpc.StatusCode.INVALID_ARGUMENT, "BackupService.6117")
+    reader = services.caller(operator.project_id, roles=("cbr_readonly",))
+    assert (await reader.policies.ListPolicies(pol.ListPoliciesRequest())).count == 0
 
 
 async def test_unknown_role_is_denied(services):

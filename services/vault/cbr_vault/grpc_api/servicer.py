@@ -5,6 +5,7 @@ from typing import Callable
 
 from cbr.vault.v1 import vault_pb2, vault_pb2_grpc
 from cbr_common.auth import current_principal
+from cbr_vault.adapters.policies import PolicyDirectory
 from cbr_vault.adapters.protectables import ProtectableDirectory
 from cbr_vault.adapters.unit_of_work import VaultUnitOfWork
 from cbr_vault.grpc_api import convert
@@ -16,12 +17,15 @@ def _project() -> str:
 
 
 class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
-    def __init__(self, make_uow: Callable[[], VaultUnitOfWork], directory: ProtectableDirectory):
+    def __init__(self, make_uow: Callable[[], VaultUnitOfWork], directory: ProtectableDirectory,
+                 policies: PolicyDirectory | None = None):
         self._uow = make_uow
         self._directory = directory
+        self._policies = policies
 
     async def CreateVault(self, request, context):
-        vault = await vaults.create_vault(convert.create_vault_in(_project(), request), self._uow(), self._directory)
+        vault = await vaults.create_vault(convert.create_vault_in(_project(), request), self._uow(), self._directory,
+                                          self._policies)
         return vault_pb2.CreateVaultResponse(vault=convert.vault_out(vault))
 
     async def GetVault(self, request, context):
@@ -56,7 +60,7 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
 
     async def AssociatePolicy(self, request, context):
         await vaults.associate_policy(_project(), request.vault_id, request.policy_id,
-                                      request.destination_vault_id, self._uow())
+                                      request.destination_vault_id, self._uow(), self._policies)
         return vault_pb2.AssociatePolicyResponse(vault_id=request.vault_id, policy_id=request.policy_id)
 
     async def DissociatePolicy(self, request, context):

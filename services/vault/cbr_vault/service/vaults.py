@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from cbr.events.v1 import vault_events_pb2 as ev
 from cbr.common.v1 import common_pb2
 from cbr_common.db import utcnow
+from cbr_vault.adapters.policies import PolicyDirectory
 from cbr_vault.adapters.protectables import ProtectableDirectory
 from cbr_vault.adapters.repository import VaultFilter
 from cbr_vault.adapters.unit_of_work import VaultUnitOfWork
@@ -22,7 +23,8 @@ OBJECT_TYPE_EVENT = {"server": common_pb2.OBJECT_TYPE_SERVER, "disk": common_pb2
 UNWRITABLE_STATUSES = ("deleting", "frozen")
 
 
-async def create_vault(cmd: CreateVault, uow: VaultUnitOfWork, directory: ProtectableDirectory) -> Vault:
+async def create_vault(cmd: CreateVault, uow: VaultUnitOfWork, directory: ProtectableDirectory,
+                       policies: PolicyDirectory | None = None) -> Vault:
     rules.check_name(cmd.name)
     rules.check_description(cmd.description)
     rules.check_types(cmd.object_type, cmd.protect_type, cmd.consistent_level)
@@ -41,7 +43,7 @@ async def create_vault(cmd: CreateVault, uow: VaultUnitOfWork, directory: Protec
         if cmd.resources:
             vault.resources = await _checked_new_resources(vault, cmd.resources, uow, directory)
         if cmd.backup_policy_id:
-            policy = await _policy(uow, cmd.project_id, cmd.backup_policy_id)
+            policy = await _policy(uow, cmd.project_id, cmd.backup_policy_id, policies)
             if policy.operation_type != "backup":
                 raise errors.PolicyNotApplicableError("backup_policy_id names a replication policy")
             _check_policy_fits(vault, policy.operation_type)
@@ -188,13 +190,13 @@ async def migrate_resources(project_id: str, vault_id: str, destination_vault_id
 
 
 async def associate_policy(project_id: str, vault_id: str, policy_id: str, destination_vault_id: str,
-                           uow: VaultUnitOfWork) -> None:
+                           uow: VaultUnitOfWork, policies: PolicyDirectory | None = None) -> None:
     policy_id = rules.check_id(policy_id, "policy_id")
     if destination_vault_id:
         destination_vault_id = rules.check_id(destination_vault_id, "destination_vault_id")
     async with uow:
         vault = await _writable_vault(uow, project_id, vault_id)
-        policy = await _policy(uow, project_id, policy_id)
+        policy = await _policy(uow, project_id, policy_id, policies)
         _check_policy_fits(vault, policy.operation_type)
         current = vault.policy_slot(policy.operation_type)
         if current == policy_id:
@@ -291,8 +293,15 @@ async def _writable_vault(uow: VaultUnitOfWork, project_id: str, vault_id: str) 
     return vault
 
 
-async def _policy(uow: VaultUnitOfWork, project_id: str, policy_id: str):
-    policy = await uow.vaults.get_policy(project_id, rules.check_id(policy_id, "policy_id"))
+async def _policy(uow: VaultUnitOfWork, project_id: str, policy_id: str, policies: PolicyDirectory | None = None):
+    """The policy as the projection knows it; one created a moment ago (its event not yet here) is asked of the
+    policy service and recorded, as its event would record it."""
+    policy_id = rules.check_id(policy_id, "policy_id")
+    policy = await uow.vaults.get_policy(project_id, policy_id)
+    if policy is None and policies is not None:
+        policy = await policies.get(project_id, policy_id)
+        if policy is not None:
+            await uow.vaults.upsert_policy(policy)
     if policy is None:
         raise errors.PolicyNotFoundError(f"policy {policy_id} not found")
     return policy
