@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 SERVICE_DIRS := services/common services/vault services/backup services/policy services/replication services/cli services/devstack
 
-.PHONY: all venv protos engine asan up down status test test-unit test-integration bench demo clean
+.PHONY: all venv protos engine asan up down status test test-unit test-integration bench bench-policy demo clean
 
 all: venv protos engine $(VENV)/bin/cbr
 
@@ -69,6 +69,9 @@ test-integration: all
 BENCH_ARGS ?=
 bench: all
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-policy: all
+	$(PY) -m bench.policy $(BENCH_ARGS)
 
 clean:
 	rm -rf gen .pytest_cache services/backup/build services/backup/cbr_backup/engine/*.so

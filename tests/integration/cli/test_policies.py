@@ -74,6 +74,12 @@ async def test_policy_on_a_vault(cbr):
     await eventually(listed)
     shown = await cbr.ok("policy", "get", policy["policy_id"])
     assert vault["vault_id"] in shown.stdout  # the associated vaults' table
+    preview = await cbr.json("policy", "preview", vault["vault_id"], "--max-backups", "3")
+    assert preview.get("decisions", []) == []  # an empty vault: nothing to keep or delete
+    ticks = await cbr.json("policy", "ticks", "--policy", policy["policy_id"])
+    assert ticks["count"] == 0  # the daily pattern has not come round yet
+    both = await cbr("policy", "preview", vault["vault_id"], "--policy", policy["policy_id"], "--max-backups", "3")
+    assert both.code == 2
 
 
 async def test_error_lines_and_exit_codes(cbr, services):
@@ -100,9 +106,8 @@ async def test_error_lines_and_exit_codes(cbr, services):
 
 async def test_every_policy_service_call_has_a_command(cbr):
     commands = {"CreatePolicy": "create", "GetPolicy": "get", "ListPolicies": "list", "UpdatePolicy": "update",
-                "DeletePolicy": "delete"}
-    # PreviewRetention and ListTicks get their commands with the scheduler that serves them.
-    assert set(commands) | {"PreviewRetention", "ListTicks"} == set(
+                "DeletePolicy": "delete", "PreviewRetention": "preview", "ListTicks": "ticks"}
+    assert set(commands) == set(
         pp.DESCRIPTOR.services_by_name["PolicyService"].methods_by_name)
     helps = await asyncio.gather(*(cbr.ok("policy", command, "--help") for command in commands.values()))
     assert all(result.stdout.startswith(f"usage: cbr policy {command} ")

@@ -212,3 +212,31 @@ async def test_a_stopped_schedulers_firing_tick_is_taken_over_with_the_same_requ
     [tick] = await ticks_of(make_uow, policy_id)
     assert tick["status"] == "fired" and tick["attempts"] == 1
     await drop_policy(make_uow, policy_id)
+
+
+async def test_replication_policies_fire_as_events_and_are_listed(make_uow):
+    from cbr.events.v1 import policy_events_pb2
+    from cbr_common.outbox import outbox_table_of
+    clock, port = ManualClock(at(10, 30)), RecordingBackups()
+    scheduler = Scheduler(make_uow, port, clock)
+    policy_id, [vault] = await add_policy(make_uow, 1, destination_region="eu-2", destination_project_id="p2")
+    async with make_uow() as uow:  # the same policy, made a replication one (bound as such)
+        await uow.session.execute(update(policies).where(policies.c.policy_id == policy_id).values(
+            operation_type="replication"))
+        await uow.session.execute(update(bindings).where(bindings.c.policy_id == policy_id).values(
+            operation_type="replication", destination_vault_id="9" * 8 + "-0000-4000-8000-" + "0" * 12))
+        await uow.commit()
+    await scheduler.run_once()
+    clock.current = at(11)
+    await scheduler.run_once()
+    [tick] = await ticks_of(make_uow, policy_id)
+    assert tick["status"] == "fired" and tick["reason"] == "replication requested" and port.requests == []
+    outbox = outbox_table_of(metadata)
+    async with make_uow() as uow:
+        rows = (await uow.session.execute(select(outbox.c.payload).where(
+            outbox.c.subject == "cbr.policy.triggered"))).all()
+    events = [policy_events_pb2.PolicyTriggered.FromString(r[0]) for r in rows]
+    [event] = [e for e in events if e.tick_id == tick["tick_id"]]
+    assert (event.vault_id, event.operation_type, event.destination_region) == (vault, "replication", "eu-2")
+    assert event.destination_vault_id.startswith("99999999")
+    await drop_policy(make_uow, policy_id)

@@ -50,20 +50,35 @@ class Worker:
                               ack_wait=self.lease_seconds, max_deliver=self.attempts + 1, max_ack_pending=-1)
 
     async def run(self, js) -> None:
-        """Takes jobs until cancelled."""
-        sub = await js.pull_subscribe("jobs.cbr.>", durable=CONSUMER, stream=JOBS_STREAM.name,
-                                      config=self.consumer_config())
+        """Takes jobs until cancelled; NATS being slow or away only delays it."""
+        sub = None
+        while sub is None:
+            try:
+                sub = await js.pull_subscribe("jobs.cbr.>", durable=CONSUMER, stream=JOBS_STREAM.name,
+                                              config=self.consumer_config())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("subscribing to the job queue failed; trying again", exc_info=True)
+                await asyncio.sleep(1.0)
         while True:
             try:
                 msgs = await sub.fetch(1, timeout=1.0)
             except NatsTimeoutError:
                 continue
+            except asyncio.CancelledError:
+                raise
             except Exception:  # NATS restarting: the client reconnects by itself
                 log.warning("fetching a job failed; trying again", exc_info=True)
                 await asyncio.sleep(1.0)
                 continue
             for msg in msgs:
-                await self.handle(msg)
+                try:
+                    await self.handle(msg)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the database away, say: not acked, so the job comes back after its lease
+                    log.exception("handling a job failed; it goes again after its lease")
 
     async def handle(self, msg) -> None:
         job = job_pb2.Job.FromString(msg.data)

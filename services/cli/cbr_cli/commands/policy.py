@@ -75,6 +75,19 @@ def register(groups, common) -> None:
                          "delete a policy (the vaults it applies to lose it)")
     parser.add_argument("policy_id")
 
+    parser = add_command(commands, "ticks", list_ticks, common,
+                         "what the scheduler ran, skipped and failed, newest first")
+    parser.add_argument("--policy", default="", metavar="POLICY_ID")
+    parser.add_argument("--vault", default="", metavar="VAULT_ID")
+    add_paging(parser)
+
+    parser = add_command(commands, "preview", preview_retention, common,
+                         "which backups of a vault a retention rule keeps and deletes, and why (deletes nothing)")
+    parser.add_argument("vault_id")
+    parser.add_argument("--policy", default="", metavar="POLICY_ID",
+                        help="try this policy's rule (default: the vault's backup policy)")
+    _add_definition_options(parser)
+
 
 def _add_trigger_options(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--pattern", dest="patterns", action="append", required=required, default=None,
@@ -163,6 +176,40 @@ async def update_policy(args, client: CbrClient, out: Output) -> None:
                       if field.name not in OPTIONAL_COUNTS or old.HasField(field.name)}
             request.operation_definition.CopyFrom(definition_message({**merged, **definition}))
     out.one((await client.policies.UpdatePolicy(request)).policy)
+
+
+TICK_COLUMNS = (
+    Column("SCHEDULED", lambda t: time_text(t.scheduled_time)),
+    Column("STATUS", lambda t: enum_of(t, "status")),
+    Column("VAULT", lambda t: t.vault_id, is_id=True),
+    Column("CHECKPOINT", lambda t: t.checkpoint_id or "-", is_id=True),
+    Column("REASON", lambda t: t.reason),
+)
+DECISION_COLUMNS = (
+    Column("BACKUP", lambda d: d.backup_id, is_id=True),
+    Column("CREATED", lambda d: time_text(d.created_time)),
+    Column("KEEP", lambda d: "keep" if d.keep else "delete"),
+    Column("WHY", lambda d: ", ".join(d.reasons)),
+)
+
+
+async def list_ticks(args, client: CbrClient, out: Output) -> None:
+    reply = await client.policies.ListTicks(policy_pb2.ListTicksRequest(
+        page=page(args), policy_id=args.policy, vault_id=args.vault))
+    out.many(reply, reply.ticks, TICK_COLUMNS, reply.count)
+
+
+async def preview_retention(args, client: CbrClient, out: Output) -> None:
+    request = policy_pb2.PreviewRetentionRequest(vault_id=args.vault_id)
+    definition = _definition_given(args)
+    if definition and args.policy:
+        raise UsageError("give either --policy or a rule's options, not both")
+    if definition:
+        request.operation_definition.CopyFrom(definition_message(definition))
+    elif args.policy:
+        request.policy_id = args.policy
+    reply = await client.policies.PreviewRetention(request)
+    out.many(reply, reply.decisions, DECISION_COLUMNS, len(reply.decisions))
 
 
 async def delete_policy(args, client: CbrClient, out: Output) -> None:

@@ -22,6 +22,7 @@ from cbr_policy.service.clock import Clock
 
 log = logging.getLogger("cbr.retention")
 DAILY = dt.timedelta(days=1)
+DELETES_IN_FLIGHT = 16  # delete requests a retention run has open at once
 
 
 async def mark_due(uow, project_id: str, vault_id: str, when: dt.datetime) -> None:
@@ -105,14 +106,17 @@ class RetentionRunner:
         decisions = decide(await self._backups.vault_backups(project_id, vault_id), plan.rule, self.clock.now(),
                            vault_locked=locked)
         deleted = []
-        for decision in decisions:
-            if decision.keep:
-                continue
-            try:
-                await self._backups.delete_backup(project_id, decision.backup_id)
-                deleted.append(decision.backup_id)
-            except PeerError as exc:  # e.g. deleted meanwhile, or busy: the next run tries again
-                log.warning("retention could not delete backup %s: %s", decision.backup_id, exc)
+        limit = asyncio.Semaphore(DELETES_IN_FLIGHT)
+
+        async def delete(backup_id: str) -> None:
+            async with limit:
+                try:
+                    await self._backups.delete_backup(project_id, backup_id)
+                    deleted.append(backup_id)
+                except PeerError as exc:  # e.g. deleted meanwhile, or busy: the next run tries again
+                    log.warning("retention could not delete backup %s: %s", backup_id, exc)
+
+        await asyncio.gather(*(delete(d.backup_id) for d in decisions if not d.keep))
         async with self._uow() as uow:
             await uow.publish("cbr.policy.retention_applied", ev.RetentionApplied(
                 project_id=project_id, vault_id=vault_id, policy_id=plan.policy_id, deleted_backup_ids=deleted,

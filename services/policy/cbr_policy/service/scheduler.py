@@ -236,12 +236,14 @@ class Scheduler:
 
     async def _request_replication(self, tick: TickToFire, plan: PolicyPlan) -> None:
         """Replication is the replication service's work: the tick becomes an event it consumes."""
+        event = ev.PolicyTriggered(
+            project_id=tick.project_id, policy_id=tick.policy_id, vault_id=tick.vault_id, tick_id=tick.tick_id,
+            operation_type="replication", destination_region=plan.destination_region,
+            destination_project_id=plan.destination_project_id,
+            destination_vault_id=plan.destination_vault_ids.get(tick.vault_id, ""))
+        event.scheduled_time.FromDatetime(tick.scheduled_time)
         async with self._uow() as uow:
-            await uow.publish("cbr.policy.triggered", ev.PolicyTriggered(
-                project_id=tick.project_id, policy_id=tick.policy_id, vault_id=tick.vault_id, tick_id=tick.tick_id,
-                operation_type="replication", destination_region=plan.destination_region,
-                destination_project_id=plan.destination_project_id,
-                destination_vault_id=plan.destination_vault_ids.get(tick.vault_id, "")))
+            await uow.publish("cbr.policy.triggered", event)
             await self._settle_in(uow, tick, "fired", "replication requested")
             await uow.commit()
 
