@@ -199,6 +199,16 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def fresh_database(cluster: PostgresCluster, name: str) -> str:
+    """A new database with the policy schema: every measurement starts from empty tables."""
+    import psycopg
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = cluster.url.rsplit("/", 1)[0] + "/" + name
+    upgrade(url, "cbr_policy")
+    return url
+
+
 async def main_async(args) -> dict:
     import os
     work = args.work / "policy"
@@ -208,22 +218,13 @@ async def main_async(args) -> dict:
     try:
         results = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                    "cpu_count": os.cpu_count(), "ticks": [], "retention": []}
-        import psycopg
         for replicas in (1, 2):
-            name = f"ticks{replicas}"
-            with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-                conn.execute(f"CREATE DATABASE {name}")
-            url = cluster.url.rsplit("/", 1)[0] + "/" + name
-            upgrade(url, "cbr_policy")
+            url = fresh_database(cluster, f"ticks{replicas}")
             print(f"bench-policy: {args.vaults} vaults, {replicas} scheduler(s) ...", flush=True)
             results["ticks"].append(await bench_ticks(url, args.vaults, replicas))
             print(f"bench-policy: {results['ticks'][-1]}", flush=True)
         for vault_count in (100, 1):
-            name = f"retention{vault_count}"
-            with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-                conn.execute(f"CREATE DATABASE {name}")
-            url = cluster.url.rsplit("/", 1)[0] + "/" + name
-            upgrade(url, "cbr_policy")
+            url = fresh_database(cluster, f"retention{vault_count}")
             print(f"bench-policy: retention over {args.backups} backups in {vault_count} vault(s) ...", flush=True)
             results["retention"].append(await bench_retention(url, args.backups, vault_count))
             print(f"bench-policy: {results['retention'][-1]}", flush=True)

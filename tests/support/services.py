@@ -31,7 +31,10 @@ def settings_for(infra, service: str, peers: dict[str, str], listen_addr: str = 
                     jwt_secret=infra.jwt_secret, listen_addr=listen_addr, peers=dict(peers),
                     pool_dir=str(infra.base / "pool"), fs_root=str(infra.base / "fs"),
                     store_dir=str(infra.base / "store"), outbox_poll_seconds=0.2,
-                    job_lease_seconds=JOB_LEASE_SECONDS)
+                    job_lease_seconds=JOB_LEASE_SECONDS,
+                    # The scheduler runs on the real clock in tests/e2e (its own stacks); here it would fire the
+                    # policies the API tests make whenever a test crosses their hour.
+                    scheduler_interval_seconds=0.0)
 
 
 @dataclass

@@ -26,7 +26,7 @@ class Settings:
     job_attempts: int = 3              # CBR_JOB_ATTEMPTS: deliveries of a job before it fails (timeout)
     rate_limit_mbps: float = 0.0       # CBR_RATE_LIMIT_MBPS: a worker's read/write pace per job; 0: no limit
     scheduler_clock: str = ""          # CBR_SCHEDULER_CLOCK: "" (system) or "<ISO start>@<unix anchor>x<speed>"
-    scheduler_interval_seconds: float = 1.0  # CBR_SCHEDULER_INTERVAL_SECONDS: the policy scheduler's pass
+    scheduler_interval_seconds: float = 1.0  # CBR_SCHEDULER_INTERVAL_SECONDS: the policy scheduler's pass; 0: off
     firing_lease_seconds: float = 60.0  # CBR_SCHEDULER_FIRING_LEASE_SECONDS: a stopped scheduler's tick goes again
     tls_cert: str = ""                 # CBR_TLS_CERT / CBR_TLS_KEY: serve TLS when both are set
     tls_key: str = ""

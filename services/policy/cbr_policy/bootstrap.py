@@ -32,11 +32,12 @@ async def start(settings: Settings) -> ServiceRuntime:
     backups = GrpcBackups(settings)
     runtime.closers.append(backups.close)
     clock = clock_from_setting(settings.scheduler_clock)
-    scheduler = Scheduler(make_uow, backups, clock,
-                          firing_lease=dt.timedelta(seconds=settings.firing_lease_seconds))
-    runtime.spawn(scheduler.run(settings.scheduler_interval_seconds), "scheduler")
-    runtime.spawn(retention_runs.RetentionRunner(make_uow, backups, clock).run(settings.scheduler_interval_seconds),
-                  "retention")
+    if settings.scheduler_interval_seconds > 0:  # 0: this replica serves the API only
+        scheduler = Scheduler(make_uow, backups, clock,
+                              firing_lease=dt.timedelta(seconds=settings.firing_lease_seconds))
+        runtime.spawn(scheduler.run(settings.scheduler_interval_seconds), "scheduler")
+        retention = retention_runs.RetentionRunner(make_uow, backups, clock)
+        runtime.spawn(retention.run(settings.scheduler_interval_seconds), "retention")
     servicer = PolicyServicer(make_uow, settings.region, backups, clock)
     return await serve(runtime, [ServiceBinding(policy_pb2_grpc.add_PolicyServiceServicer_to_server, servicer,
                                                 SERVICE_NAME)])

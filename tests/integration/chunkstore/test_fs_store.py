@@ -9,7 +9,7 @@ import time
 import pytest
 
 from cbr_backup.chunkstore import ChunkNotFoundError, FsChunkStore
-from cbr_backup.chunkstore import fs as fs_module
+from cbr_backup import folders
 
 NS = "3f2c8a1e-0b7d-4c55-9e61-2a9d7f0c4b11"
 CHUNK_ID = "ab12" + "0" * 60
@@ -97,14 +97,14 @@ def test_sync_filesystem_defers_to_one_syncfs(tmp_path, monkeypatch):
     assert store.sync == "filesystem"
     fsynced, synced_fds = [], []
     monkeypatch.setattr(os, "fsync", lambda fd: fsynced.append(fd))
-    real_syncfs = fs_module._syncfs()
+    real_syncfs = folders._syncfs()
     assert real_syncfs is not None  # glibc has it
 
     def fake_syncfs(fd):
         synced_fds.append(os.readlink(f"/proc/self/fd/{fd}"))
         return real_syncfs(fd)
 
-    monkeypatch.setattr(fs_module, "_syncfs", lambda: fake_syncfs)
+    monkeypatch.setattr(folders, "_syncfs", lambda: fake_syncfs)
     for i in range(10):
         store.put(f"{NS}/chunks/{i:064x}", bytes([i]) * 100)
     assert fsynced == []
@@ -120,7 +120,7 @@ def test_flush_reports_syncfs_failure(tmp_path, monkeypatch):
         ctypes.set_errno(errno.EIO)
         return -1
 
-    monkeypatch.setattr(fs_module, "_syncfs", lambda: failing_syncfs)
+    monkeypatch.setattr(folders, "_syncfs", lambda: failing_syncfs)
     with pytest.raises(OSError) as caught:
         store.flush()
     assert caught.value.errno == errno.EIO

@@ -13,9 +13,7 @@ get and iterate never return one; `remove_stale_temp_files` cleans those a crash
 """
 from __future__ import annotations
 
-import ctypes
 import errno
-import functools
 import os
 import threading
 import time
@@ -32,7 +30,7 @@ from cbr_backup.chunkstore.base import (
     check_value,
     is_valid_key,
 )
-from cbr_backup.folders import fsync_folder
+from cbr_backup.folders import fsync_folder, sync_file_system
 
 SyncLevel = Literal["file", "filesystem", "none"]
 SYNC_LEVELS: tuple[str, ...] = ("file", "filesystem", "none")
@@ -59,17 +57,6 @@ def _segment_from_dir(name: str) -> str | None:
     if len(name) < 3 or (name != segment and len(segment) > 2) or not is_valid_key(segment):
         return None
     return segment
-
-
-@functools.cache
-def _syncfs():
-    try:
-        func = ctypes.CDLL(None, use_errno=True).syncfs
-    except (AttributeError, OSError):
-        return None
-    func.argtypes = [ctypes.c_int]
-    func.restype = ctypes.c_int
-    return func
 
 
 class FsChunkStore:
@@ -241,14 +228,7 @@ class FsChunkStore:
         except FileNotFoundError:
             return  # nothing was ever put
         try:
-            syncfs = _syncfs()
-            if syncfs is None:
-                os.sync()
-            elif syncfs(fd) != 0:
-                err = ctypes.get_errno()
-                if err != errno.ENOSYS:
-                    raise OSError(err, f"syncfs({self._root}): {os.strerror(err)}")
-                os.sync()
+            sync_file_system(fd, str(self._root))
         finally:
             os.close(fd)
 

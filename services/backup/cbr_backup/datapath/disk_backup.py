@@ -43,6 +43,33 @@ def manifest_key(vault_id: str, manifest_id: str) -> str:
     return f"{vault_id}/manifests/{manifest_id}"
 
 
+def put_chunk(store, codec: ChunkCodec, key: str, chunk: bytes, raw_size: int, value: bytes) -> bool:
+    """Puts a chunk the index does not have; True if this call stored it.
+
+    put returning False means the store holds a value the index does not know: an orphan of an interrupted
+    backup (or a concurrent backup's copy). Without a per-file fsync, a crash before flush() can leave that
+    orphan empty or partial, so it is reused only if it decodes to this chunk, as a restore would check it;
+    otherwise it is replaced. Disk and tree backups both store their chunks through here."""
+    if store.put(key, value):
+        return True
+    if _is_sound(store, codec, key, chunk, raw_size):
+        return False
+    store.delete(key)
+    if store.put(key, value):
+        return True
+    if _is_sound(store, codec, key, chunk, raw_size):  # a concurrent backup of the vault replaced it first
+        return False
+    raise ChunkCorruptError(key, "a torn value in the store could not be replaced")
+
+
+def _is_sound(store, codec: ChunkCodec, key: str, chunk: bytes, raw_size: int) -> bool:
+    try:
+        codec.decode(store.get(key), chunk, raw_size, key)
+        return True
+    except (ChunkNotFoundError, ChunkCorruptError):
+        return False
+
+
 @dataclass(frozen=True)
 class BackupResult:
     manifest_id: str
@@ -270,7 +297,7 @@ class _BackupJob:
                 self.claimed.add(chunk)
             data = view[j * bs:(j + 1) * bs]
             value = codec.encode(data, chunk)
-            created = self._put_chunk(prefix + chunk.hex(), chunk, len(data), value)
+            created = put_chunk(self.store, self.codec, prefix + chunk.hex(), chunk, len(data), value)
             batch = None
             with self.lock:
                 self.new_rows.append((chunk, len(data), len(value)))
@@ -283,31 +310,6 @@ class _BackupJob:
                 self.flusher.wrote(len(value))
             if batch:
                 self._commit(batch)
-
-    def _put_chunk(self, key: str, chunk: bytes, raw_size: int, value: bytes) -> bool:
-        """Puts a chunk the index does not have; True if this call stored it.
-
-        put returning False means the store holds a value the index does not know: an orphan of an
-        interrupted backup (or a concurrent backup's copy). Without a per-file fsync, a crash before flush()
-        can leave that orphan empty or partial, so it is reused only if it decodes to this chunk, as a
-        restore would check it; otherwise it is replaced."""
-        if self.store.put(key, value):
-            return True
-        if self._is_sound(key, chunk, raw_size):
-            return False
-        self.store.delete(key)
-        if self.store.put(key, value):
-            return True
-        if self._is_sound(key, chunk, raw_size):  # a concurrent backup of the vault replaced it first
-            return False
-        raise ChunkCorruptError(key, "a torn value in the store could not be replaced")
-
-    def _is_sound(self, key: str, chunk: bytes, raw_size: int) -> bool:
-        try:
-            self.codec.decode(self.store.get(key), chunk, raw_size, key)
-            return True
-        except (ChunkNotFoundError, ChunkCorruptError):
-            return False
 
     def _commit(self, rows: list[tuple[bytes, int, int]]) -> None:
         """Write order steps 2 and 3 for one batch: the chunks become durable, then their rows are indexed

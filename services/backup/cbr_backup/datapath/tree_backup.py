@@ -27,7 +27,7 @@ from typing import Callable
 from cbr_backup.chunkstore import ChunkNotFoundError
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import VaultDictionaries
-from cbr_backup.datapath.disk_backup import COMMIT_EVERY, TOUCH_MARGIN, chunk_key, manifest_key
+from cbr_backup.datapath.disk_backup import COMMIT_EVERY, TOUCH_MARGIN, chunk_key, manifest_key, put_chunk
 from cbr_backup.datapath.errors import ChunkCorruptError, ManifestCorruptError
 from cbr_backup.datapath.extents import data_extents
 from cbr_backup.datapath.pipeline import default_workers
@@ -438,33 +438,12 @@ class _TreeBackupJob:
     def _store(self, chunk: bytes, data: bytes) -> None:
         """On a worker: compress, encrypt, put; the row joins the next batch only once put returned."""
         value = self.codec.encode(data, chunk)
-        created = self._put_chunk(chunk_key(self.vault_id, chunk), chunk, len(data), value)
+        created = put_chunk(self.store, self.codec, chunk_key(self.vault_id, chunk), chunk, len(data), value)
         with self.lock:
             self.new_rows.append((chunk, len(data), len(value)))
             if created:
                 self.new_chunks += 1
                 self.stored_added += len(value)
-
-    def _put_chunk(self, key: str, chunk: bytes, raw_size: int, value: bytes) -> bool:
-        """True if this call stored the chunk. A value already there (an interrupted backup's orphan, or a
-        concurrent backup's) is reused only if it decodes to this chunk; a torn one is replaced."""
-        if self.store.put(key, value):
-            return True
-        if self._is_sound(key, chunk, raw_size):
-            return False
-        self.store.delete(key)
-        if self.store.put(key, value):
-            return True
-        if self._is_sound(key, chunk, raw_size):  # a concurrent backup of the vault replaced it first
-            return False
-        raise ChunkCorruptError(key, "a torn value in the store could not be replaced")
-
-    def _is_sound(self, key: str, chunk: bytes, raw_size: int) -> bool:
-        try:
-            self.codec.decode(self.store.get(key), chunk, raw_size, key)
-            return True
-        except (ChunkNotFoundError, ChunkCorruptError):
-            return False
 
     def _commit(self) -> None:
         """Write order steps 2 and 3 for one batch: its chunks become durable, then their rows are indexed."""

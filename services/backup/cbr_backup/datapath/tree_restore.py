@@ -12,9 +12,7 @@ it is written; a file whose chunk is missing or corrupt is never renamed into pl
 from __future__ import annotations
 
 import collections
-import ctypes
 import errno
-import functools
 import os
 import shutil
 import stat
@@ -29,8 +27,9 @@ from cbr_backup.datapath.dictionary import VaultDictionaries
 from cbr_backup.datapath.disk_backup import chunk_key
 from cbr_backup.datapath.errors import ChunkMissingError
 from cbr_backup.datapath.pipeline import default_workers
-from cbr_backup.domain.errors import InvalidTargetPathError
 from cbr_backup.datapath.tree_manifest import EntryKind, TreeEntry, TreeManifest, check_component, split_path
+from cbr_backup.domain.errors import InvalidTargetPathError
+from cbr_backup.folders import sync_file_system
 
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 PREFETCH_BYTES = 64 << 20     # decoded chunks fetched ahead of the writer (memory bound of a restore)
@@ -363,19 +362,6 @@ def _set_xattr(target, key: bytes, value: bytes, follow_symlinks: bool = True) -
             raise
 
 
-@functools.cache
-def _syncfs():
-    try:
-        func = ctypes.CDLL(None, use_errno=True).syncfs
-    except (AttributeError, OSError):
-        return None
-    func.argtypes = [ctypes.c_int]
-    func.restype = ctypes.c_int
-    return func
-
-
 def _sync_file_system(fd: int) -> None:
     """One barrier for the whole restore (syncfs), instead of an fsync per file."""
-    syncfs = _syncfs()
-    if syncfs is None or syncfs(fd) != 0:
-        os.sync()
+    sync_file_system(fd, "the restore target")

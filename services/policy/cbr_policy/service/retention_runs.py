@@ -19,6 +19,7 @@ from cbr_policy.adapters.schedule_tables import retention_due
 from cbr_policy.domain import errors
 from cbr_policy.domain.retention import Decision, RetentionRule, check_rule, decide
 from cbr_policy.service.clock import Clock
+from cbr_policy.service.loops import every
 
 log = logging.getLogger("cbr.retention")
 DAILY = dt.timedelta(days=1)
@@ -53,14 +54,7 @@ class RetentionRunner:
         self._last_daily: dt.datetime | None = None
 
     async def run(self, interval: float = 1.0) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("retention loop failed; trying again")
-            await asyncio.sleep(interval)
+        await every(interval, self.run_once, log, "retention pass")
 
     async def run_once(self) -> int:
         await self._daily()

@@ -33,6 +33,7 @@ from cbr_policy.adapters.backups import BackupPort, CheckpointRequest, PeerError
 from cbr_policy.adapters.plans import PolicyPlan, load_plans
 from cbr_policy.adapters.schedule_tables import schedules, ticks
 from cbr_policy.service.clock import Clock
+from cbr_policy.service.loops import every
 
 log = logging.getLogger("cbr.scheduler")
 
@@ -63,14 +64,7 @@ class Scheduler:
         self.firing_lease = firing_lease
 
     async def run(self, interval: float = 1.0) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("scheduler loop failed; trying again")
-            await asyncio.sleep(interval)
+        await every(interval, self.run_once, log, "scheduler pass")
 
     async def run_once(self) -> int:
         """One pass; returns how many ticks this replica fired (or tried to)."""
