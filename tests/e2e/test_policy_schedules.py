@@ -136,9 +136,16 @@ def test_a_frequent_policy_backs_up_and_retention_trims(tmp_path):
         assert preview.keep_count <= 2 + 1  # the newest is also kept while the next backup runs
         assert all("max_backups" in d.reasons or "newest_protected" in d.reasons
                    for d in preview.decisions if d.keep)
-        # A manual backup is never retention's to delete.
-        manual = api(api.backups.CreateCheckpoint, bp.CreateCheckpointRequest(vault_id=vault.vault_id)).checkpoint
-        assert manual.resources or manual.skipped_resources
+        # A manual backup is never retention's to delete, however many automatic ones follow.
+        manual = wait_for(lambda: (lambda cp: cp if cp.resources else None)(api(
+            api.backups.CreateCheckpoint, bp.CreateCheckpointRequest(vault_id=vault.vault_id)).checkpoint),
+            30, "a manual checkpoint (the disk is busy while a scheduled backup runs)")
+        before = len([t for t in ticks(api, policy.policy_id) if t.status == pol.TICK_STATUS_FIRED])
+        wait_for(lambda: len([t for t in ticks(api, policy.policy_id) if t.status == pol.TICK_STATUS_FIRED])
+                 >= before + 3, 60, "three more automatic backups")
+        time.sleep(1.0)  # their retention runs
+        backups = api(api.backups.ListBackups, bp.ListBackupsRequest(vault_id=vault.vault_id)).backups
+        assert manual.resources[0].backup_id in {b.backup_id for b in backups}
         api(api.policies.UpdatePolicy, pol.UpdatePolicyRequest(policy_id=policy.policy_id, enabled=False))
 
 

@@ -85,6 +85,13 @@ class Settings:
             peer_timeout_seconds=number("CBR_PEER_TIMEOUT_SECONDS", 5.0),
         )
 
+    def __post_init__(self):
+        if self.job_lease_seconds <= 0 or self.job_attempts < 1:
+            raise SettingsError("CBR_JOB_LEASE_SECONDS must be positive and CBR_JOB_ATTEMPTS at least 1")
+        if self.scheduler_interval_seconds < 0 or self.firing_lease_seconds <= 0:
+            raise SettingsError("CBR_SCHEDULER_INTERVAL_SECONDS must not be negative and "
+                                "CBR_SCHEDULER_FIRING_LEASE_SECONDS must be positive")
+
     def peer(self, name: str) -> str:
         try:
             return self.peers[name]

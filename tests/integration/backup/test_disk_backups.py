@@ -252,9 +252,12 @@ async def test_a_full_vault(caller, auto_expand):
     os.unlink(disk.path)  # give the gigabyte back at once
 
 
-async def test_automatic_backups_of_a_locked_vault_stay_until_they_expire(caller):
+async def test_automatic_backups_of_a_locked_vault_stay_until_they_expire(services, caller):
     disk, vault = await disk_in_vault(caller, 2 * MIB, seed=30, locked=True)
-    auto = await backup_now(caller, vault.vault_id, auto_trigger=True, retention_duration_days=7)
+    await expect_error(caller.backups.CreateCheckpoint(bp.CreateCheckpointRequest(
+        vault_id=vault.vault_id, auto_trigger=True)), grpc.StatusCode.PERMISSION_DENIED)
+    policy_service = services.caller(caller.project_id, roles=("service",))
+    auto = await backup_now(policy_service, vault.vault_id, auto_trigger=True, retention_duration_days=7)
     assert auto.auto_trigger and auto.name.startswith("autobk_")
     assert auto.expired_time.ToSeconds() - auto.created_time.ToSeconds() == 7 * 86400
     await expect_error(caller.backups.DeleteBackup(bp.DeleteBackupRequest(backup_id=auto.backup_id)), FAILED,
@@ -263,7 +266,7 @@ async def test_automatic_backups_of_a_locked_vault_stay_until_they_expire(caller
     assert not manual.HasField("expired_time")
     await wait_success(caller, (await caller.backups.DeleteBackup(bp.DeleteBackupRequest(
         backup_id=manual.backup_id))).task_id)
-    await expect_error(caller.backups.CreateCheckpoint(bp.CreateCheckpointRequest(
+    await expect_error(policy_service.backups.CreateCheckpoint(bp.CreateCheckpointRequest(
         vault_id=vault.vault_id, retention_duration_days=100000)), INVALID, "BackupService.6708")
 
 
@@ -275,6 +278,9 @@ async def test_a_repeated_request_id_returns_the_first_checkpoint(caller):
     await wait_success(caller, first.resources[0].task_id)
     listed = await caller.backups.ListBackups(bp.ListBackupsRequest(vault_id=vault.vault_id))
     assert listed.count == 1
+    _, elsewhere = await disk_in_vault(caller, 2 * MIB, seed=32)
+    await expect_error(caller.backups.CreateCheckpoint(bp.CreateCheckpointRequest(
+        vault_id=elsewhere.vault_id, request_id="tick-1")), grpc.StatusCode.ALREADY_EXISTS, "BackupService.6710")
     other = await checkpoint(caller, vault.vault_id, request_id="tick-2")
     assert other.checkpoint_id != first.checkpoint_id
     await wait_success(caller, other.resources[0].task_id)

@@ -125,15 +125,13 @@ async def test_cancel_a_running_backup(caller, no_inprocess_workers):
     cp = await checkpoint(caller, vault.vault_id)
     task_id = cp.resources[0].task_id
     await running_with_progress(caller, task_id)
-    cancelled = (await caller.tasks.CancelTask(tp.CancelTaskRequest(task_id=task_id))).task
-    assert cancelled.status == tp.TASK_STATUS_CANCELLED
-    # The worker stops at its next heartbeat and leaves no backup behind; the disk is free again.
-    from tests.support.services import eventually
-
-    async def gone():
-        listed = await caller.backups.ListBackups(bp.ListBackupsRequest(vault_id=vault.vault_id))
-        return listed.count == 0 and not services.workers[0][0].current
-    await eventually(gone, timeout=20)
+    asked = (await caller.tasks.CancelTask(tp.CancelTaskRequest(task_id=task_id))).task
+    assert asked.status == RUNNING and asked.extra_info["cancel_requested"] == "true"
+    # The worker stops at its next heartbeat, leaves no backup behind, and only then is the task cancelled.
+    final = await wait_task(caller, task_id, timeout=20)
+    assert final.status == tp.TASK_STATUS_CANCELLED and final.error.code == ""
+    listed = await caller.backups.ListBackups(bp.ListBackupsRequest(vault_id=vault.vault_id))
+    assert listed.count == 0 and not services.workers[0][0].current
     await services.stop_workers()
     await services.start_worker()
     again = await checkpoint(caller, vault.vault_id)

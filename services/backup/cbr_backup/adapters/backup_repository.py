@@ -155,10 +155,6 @@ class BackupRepository:
                 chunks.c.vault_id == vault_id, chunks.c.digest.in_(ids[start:start + 4096])))).scalar_one()
         return total
 
-    async def vault_ids(self, project_id: str) -> list[str]:
-        rows = await self._s.execute(select(backups.c.vault_id).where(backups.c.project_id == project_id).distinct())
-        return [r[0] for r in rows]
-
     # Vault keys
 
     async def vault_key(self, vault_id: str) -> bytes:

@@ -79,6 +79,9 @@ class InventoryRepository:
                                       .limit(limit).offset(offset))).mappings().all()
         return [_disk(r) for r in rows], count
 
+    async def set_disk_status(self, disk_id: str, status: str) -> None:
+        await self._s.execute(update(disks).where(disks.c.disk_id == disk_id).values(status=status))
+
     async def set_disk_size(self, disk_id: str, size_bytes: int) -> None:
         await self._s.execute(update(disks).where(disks.c.disk_id == disk_id).values(size_bytes=size_bytes))
 
@@ -209,6 +212,13 @@ class TaskRepository:
                                       .order_by(tasks.c.created_time.desc(), tasks.c.task_id)
                                       .limit(limit).offset(offset))).mappings().all()
         return [_task(r) for r in rows], count
+
+    async def open_for_vault(self, vault_id: str) -> list[Task]:
+        """The vault's tasks that are waiting or running, locked."""
+        rows = (await self._s.execute(select(tasks).where(tasks.c.vault_id == vault_id,
+                                                          tasks.c.status.in_(("waiting", "running")))
+                                      .order_by(tasks.c.task_id).with_for_update())).mappings().all()
+        return [_task(r) for r in rows]
 
     async def update_fields(self, task_id: str, **values) -> None:
         values.setdefault("updated_time", utcnow())

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -177,19 +176,13 @@ def check_room(used_bytes: int, size_gb: int, auto_expand: bool) -> None:
             f"the vault is full ({used_bytes} of {capacity_bytes(size_gb)} bytes used) and auto_expand is off")
 
 
-def expanded_size_gb(size_gb: int, used_bytes: int) -> int:
-    """The size the vault grows to when auto_expand lets it: 1.25x at a time until used fits."""
-    while capacity_bytes(size_gb) < used_bytes:
-        size_gb = math.ceil(size_gb * 1.25)
-    return size_gb
-
-
 def check_deletable(backup: Backup, vault_locked: bool, now: dt.datetime) -> Backup:
     if backup.parent_id:
         raise errors.ChildBackupError(
             f"backup {backup.backup_id} belongs to server backup {backup.parent_id}; delete that one")
-    if backup.status not in ("available", "error"):
-        raise errors.BackupStateError(f"backup {backup.backup_id} is {backup.status}; it cannot be deleted now")
+    busy = [b for b in (backup, *backup.children) if b.status not in ("available", "error")]
+    if busy:
+        raise errors.BackupStateError(f"backup {busy[0].backup_id} is {busy[0].status}; it cannot be deleted now")
     if vault_locked and backup.auto_trigger and (backup.expired_time is None or backup.expired_time > now):
         raise errors.BackupLockedError(
             f"backup {backup.backup_id} is an automatic backup of a locked vault and has not expired")

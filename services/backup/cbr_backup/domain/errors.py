@@ -139,6 +139,11 @@ class InvalidRequestIdError(errors.InvalidArgumentError):
     cbr_code = "BackupService.6709"
 
 
+class RequestIdReusedError(errors.AlreadyExistsError):
+    """The request_id already made a checkpoint of another vault."""
+    cbr_code = "BackupService.6710"
+
+
 class VaultNotFoundError(errors.NotFoundError):
     cbr_code = "BackupService.6720"
 

@@ -127,7 +127,15 @@ def check_time_range(start: dt.datetime | None, end: dt.datetime | None) -> None
         raise errors.InvalidTimeRangeError("end_time must be after start_time")
 
 
+STOPPABLE_WHILE_RUNNING = ("backup", "restore")
+
+
 def check_cancellable(task: Task) -> Task:
     if task.is_final:
         raise errors.TaskNotCancellableError(f"task {task.task_id} is already {task.status}")
+    if task.operation_type == "vault_delete":
+        raise errors.TaskNotCancellableError("a vault delete cannot be cancelled")
+    if task.status == "running" and task.operation_type not in STOPPABLE_WHILE_RUNNING:
+        raise errors.TaskNotCancellableError(
+            f"a running {task.operation_type} task runs to its end; only waiting ones can be cancelled")
     return task

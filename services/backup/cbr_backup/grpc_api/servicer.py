@@ -12,7 +12,8 @@ from cbr_backup.adapters.vaults import VaultDirectory
 from cbr_backup.grpc_api import convert
 from cbr_backup.providers.base import Provider
 from cbr_backup.service import backups, checkpoints, protectables, tasks
-from cbr_common.auth import current_principal
+from cbr_common.auth import ROLE_SERVICE, current_principal
+from cbr_common.errors import PermissionDeniedError
 
 
 def _project() -> str:
@@ -95,6 +96,10 @@ class BackupServicer(backup_pb2_grpc.BackupServiceServicer):
         self._provider = provider
 
     async def CreateCheckpoint(self, request, context):
+        if (request.auto_trigger or request.policy_id or request.retention_duration_days) \
+                and ROLE_SERVICE not in current_principal().roles:
+            raise PermissionDeniedError("auto_trigger, policy_id and retention_duration_days are the policy "
+                                        "service's to set")
         excludes = {d.resource_id: tuple(d.exclude_volumes) for d in request.resource_details}
         ids = tuple(request.resource_ids) or tuple(d.resource_id for d in request.resource_details)
         cmd = checkpoints.CreateCheckpoint(

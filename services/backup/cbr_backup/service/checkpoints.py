@@ -103,7 +103,11 @@ async def create_checkpoint(cmd: CreateCheckpoint, make_uow: Callable[[], Backup
         if cmd.request_id:
             earlier = await uow.backups.checkpoint_for_request(cmd.project_id, cmd.request_id)
             if earlier is not None:
-                return await uow.backups.get_checkpoint(cmd.project_id, earlier)
+                first = await uow.backups.get_checkpoint(cmd.project_id, earlier)
+                if first.vault_id != vault.vault_id:
+                    raise errors.RequestIdReusedError(
+                        f"request_id {cmd.request_id} made checkpoint {earlier} of another vault")
+                return first
         check_room(await uow.backups.used_bytes(vault.vault_id), vault.size_gb, vault.auto_expand)
         for resource in resources:
             excluded = set(resource.exclude_volumes) | set(cmd.excludes.get(resource.resource_id, ()))

@@ -37,6 +37,8 @@ async def undo_cancelled(uow: BackupUnitOfWork, task: Task) -> None:
         await uow.backups.delete_family(task.backup_id)
     elif task.backup_id:
         await _back_to_available(uow, task)
+    if task.params.get("kind") == "new_disk":  # a disk made for this restore holds a part of it at most
+        await uow.inventory.set_disk_status(task.params["disk_id"], "error")
 
 
 async def failed(make_uow: MakeUow, task: Task, status: str, code: str, message: str) -> None:
@@ -58,6 +60,12 @@ async def failed(make_uow: MakeUow, task: Task, status: str, code: str, message:
                 error_code=code, error_message=message))
         elif task.operation_type == "delete" and task.backup_id:
             await uow.backups.update_family(task.backup_id, status="error")
+        elif task.operation_type == "vault_delete":  # the vault service marks the vault error, not deleting
+            await uow.publish("cbr.backup.vault_purged", ev.VaultBackupsPurged(
+                project_id=task.project_id, vault_id=task.vault_id, task_id=task.task_id, deleted_count=0,
+                failed_count=1))
+        if task.params.get("kind") == "new_disk":  # its data never fully arrived
+            await uow.inventory.set_disk_status(task.params["disk_id"], "error")
         await finish(uow, task, status, error_code=code, error_message=message[:2000])
         await uow.commit()
 
@@ -77,6 +85,8 @@ async def publish_usage(uow: BackupUnitOfWork, project_id: str, vault_id: str) -
 
 
 async def _back_to_available(uow: BackupUnitOfWork, task: Task) -> None:
+    """The backup this restore or delete took is free again (only its own job ever takes it: a backup is taken
+    only while available)."""
     backup = await uow.backups.get_backup(task.project_id, task.backup_id)
     if backup is not None and backup.status in ("restoring", "waiting_delete", "deleting"):
         await uow.backups.update_family(task.backup_id, status="available")

@@ -59,8 +59,10 @@ async def watch_task(project_id: str, task_id: str, make_uow: Callable[[], Backu
 
 
 async def cancel_task(project_id: str, task_id: str, uow: BackupUnitOfWork) -> Task:
-    """Cancels a waiting or running task. A waiting one is undone at once (its job, when a worker takes it,
-    finds it cancelled); a running one is stopped by its worker at the next heartbeat, which undoes it."""
+    """Cancels a task. A waiting one is undone at once (its job, when a worker takes it, finds it final). A
+    running backup or restore is asked to stop: its worker notices at the next heartbeat, undoes it and marks it
+    cancelled (watch the task for that). Running deletes, GC and verify run to their end; vault deletes, which
+    the vault service starts, cannot be cancelled."""
     task_id = rules.check_id(task_id, "task_id")
     async with uow:
         task = rules.check_cancellable(await _task(uow, project_id, task_id, for_update=True))
@@ -68,8 +70,7 @@ async def cancel_task(project_id: str, task_id: str, uow: BackupUnitOfWork) -> T
             await outcomes.undo_cancelled(uow, task)
             await outcomes.finish(uow, task, "cancelled")
         else:
-            now = utcnow()
-            await uow.tasks.update_fields(task_id, status="cancelled", ended_time=now, updated_time=now)
+            await uow.tasks.update_fields(task_id, extra_info=dict(task.extra_info, cancel_requested="true"))
         await uow.commit()
         task = await _task(uow, project_id, task_id)
     return task

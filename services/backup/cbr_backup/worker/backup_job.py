@@ -22,7 +22,7 @@ from cbr_backup.datapath.tree_backup import backup_tree, load_tree_manifest
 from cbr_backup.domain import errors
 from cbr_backup.domain.backups import Backup
 from cbr_backup.service import outcomes
-from cbr_backup.worker.context import JobCancelled, JobContext
+from cbr_backup.worker.context import JobCancelled, JobContext, check_still_mine
 from cbr_common.db import utcnow
 from cbr_common.proto_enums import enum_value
 
@@ -44,7 +44,7 @@ async def run_backup(ctx: JobContext) -> None:
     async with ctx.make_uow() as uow:
         backup = await uow.backups.get_backup(task.project_id, task.backup_id, for_update=True)
         if backup is None:
-            return  # deleted meanwhile (a cancel): nothing to do
+            raise JobCancelled(f"backup {task.backup_id} was deleted before it ran (its vault went)")
         used = await uow.backups.used_bytes(backup.vault_id)
         await uow.backups.update_family(backup.backup_id, status="protecting",
                                         started_time=backup.started_time or utcnow())
@@ -157,9 +157,7 @@ async def _parent_manifest(ctx: JobContext, part: Backup, keys, load):
 async def _complete(ctx: JobContext, backup: Backup, results: dict) -> None:
     task = ctx.task
     async with ctx.make_uow() as uow:
-        latest = await uow.tasks.get(task.project_id, task.task_id, for_update=True)
-        if latest is None or latest.status == "cancelled":
-            raise JobCancelled(f"task {task.task_id} was cancelled")
+        await check_still_mine(uow, task)
         now = utcnow()
         total_logical = total_stored = 0
         for part_id, part in results.items():

@@ -20,6 +20,10 @@ class JobCancelled(Exception):
     """The task was cancelled while its job ran; raised from the data path's progress callback."""
 
 
+class JobSuperseded(Exception):
+    """Another worker took the job over (this one was thought dead): this run must not record its result."""
+
+
 @dataclass
 class Resources:
     make_uow: Callable[[], BackupUnitOfWork]
@@ -101,3 +105,13 @@ class JobContext:
             yield index
         finally:
             await asyncio.to_thread(index.close)
+
+
+async def check_still_mine(uow: BackupUnitOfWork, task: Task) -> None:
+    """In the job's final transaction: the task, locked, is still this run's (not cancelled, not taken over by
+    another worker that thought this one dead); otherwise the result is not recorded."""
+    latest = await uow.tasks.get(task.project_id, task.task_id, for_update=True)
+    if latest is None or latest.status == "cancelled" or latest.extra_info.get("cancel_requested"):
+        raise JobCancelled(f"task {task.task_id} was cancelled")
+    if latest.status != "running" or latest.attempts != task.attempts or latest.worker_id != task.worker_id:
+        raise JobSuperseded(f"task {task.task_id} is another run's now")

@@ -10,36 +10,43 @@ from cbr_backup.datapath.verify import verify_chunks
 from cbr_backup.domain.backups import Backup
 from cbr_backup.service import outcomes
 from cbr_backup.worker import manifests
-from cbr_backup.worker.context import JobContext
+from cbr_backup.worker.context import JobContext, check_still_mine
 from cbr_common.db import utcnow
 from cbr_common.errors import DataLossError
 
 
 async def run_delete(ctx: JobContext) -> None:
-    """Drops the backup's rows, then collects the vault's garbage at once (grace 0) if no backup of the vault
-    is running; otherwise its chunks wait for the next GC. Chunks other backups use always stay."""
+    """Marks the backup deleting, collects the vault's garbage at once (grace 0) leaving it out of the live set,
+    then drops its rows and tells the others, in one transaction. Without the vault's exclusive lock (a backup is
+    running there) GC keeps what a running backup may use; those chunks go at a later GC. Chunks other backups
+    use always stay. A retry after a crash finds the backup deleting and does the same again."""
     task = ctx.task
     async with ctx.make_uow() as uow:
         backup = await uow.backups.get_backup(task.project_id, task.backup_id, for_update=True)
         if backup is not None:
             await uow.backups.update_family(backup.backup_id, status="deleting")
-            used_before = await uow.backups.used_bytes(backup.vault_id)
-            await uow.backups.delete_family(backup.backup_id)
         await uow.commit()
-    if backup is None:
+    if backup is None:  # its vault was deleted meanwhile
         async with ctx.make_uow() as uow:
+            await check_still_mine(uow, task)
             await outcomes.finish(uow, task, "success")
             await uow.commit()
         return
-    result = await _collect(ctx, backup.vault_id, dt.timedelta(0))
+    family = {backup.backup_id, *(c.backup_id for c in backup.children)}
+    try:
+        result = await _collect(ctx, backup.vault_id, dt.timedelta(0), leaving_out=family)
+        freed = {"freed_bytes": str(result.freed_bytes), "deleted_chunks": str(result.deleted_chunks),
+                 "chunks_kept_for_running_backups": str(not result.exclusive).lower()}
+    except DataLossError as exc:  # another backup's manifest is unreadable: verify's business, not this delete's
+        freed = {"freed_bytes": "0", "gc_skipped": str(exc)[:300]}
     async with ctx.make_uow() as uow:
-        await outcomes.finish(uow, task, "success", extra_info=dict(
-            task.extra_info, freed_bytes=str(result.freed_bytes), deleted_chunks=str(result.deleted_chunks),
-            chunks_kept_for_running_backups=str(not result.exclusive).lower()))
-        used = await outcomes.publish_usage(uow, task.project_id, backup.vault_id)
+        await check_still_mine(uow, task)
+        await uow.backups.delete_family(backup.backup_id)
+        await outcomes.finish(uow, task, "success", extra_info=dict(task.extra_info, **freed))
+        await outcomes.publish_usage(uow, task.project_id, backup.vault_id)
         await uow.publish("cbr.backup.deleted", ev.BackupDeleted(
             project_id=task.project_id, backup_id=backup.backup_id, vault_id=backup.vault_id,
-            freed_stored_bytes=max(0, used_before - used), auto_trigger=backup.auto_trigger,
+            freed_stored_bytes=int(freed["freed_bytes"]), auto_trigger=backup.auto_trigger,
             resource_id=backup.resource_id))
         await uow.commit()
 
@@ -48,6 +55,7 @@ async def run_gc(ctx: JobContext) -> None:
     task = ctx.task
     result = await _collect(ctx, task.vault_id, dt.timedelta(seconds=task.params.get("grace_seconds", 86400)))
     async with ctx.make_uow() as uow:
+        await check_still_mine(uow, task)
         await outcomes.finish(uow, task, "success", extra_info=dict(
             task.extra_info, deleted_chunks=str(result.deleted_chunks), freed_bytes=str(result.freed_bytes),
             orphans_deleted=str(result.orphans_deleted), manifests_deleted=str(result.manifests_deleted),
@@ -56,7 +64,7 @@ async def run_gc(ctx: JobContext) -> None:
         await uow.commit()
 
 
-async def _collect(ctx: JobContext, vault_id: str, grace: dt.timedelta):
+async def _collect(ctx: JobContext, vault_id: str, grace: dt.timedelta, leaving_out: set[str] = frozenset()):
     """collect_garbage reads the live backups only once it knows whether it holds the vault's exclusive lock
     (a set read earlier could miss a backup that completed in between), from its thread through this loop."""
     keys = await ctx.keys(vault_id)
@@ -64,7 +72,7 @@ async def _collect(ctx: JobContext, vault_id: str, grace: dt.timedelta):
 
     async def live_backups():
         async with ctx.make_uow() as uow:
-            return await uow.backups.vault_backups(vault_id)
+            return [b for b in await uow.backups.vault_backups(vault_id) if b.backup_id not in leaving_out]
 
     async def oldest_running_start():
         async with ctx.make_uow() as uow:
@@ -109,6 +117,7 @@ async def run_verify(ctx: JobContext) -> None:
     corrupt = {b.backup_id for b in unreadable} | {bid for bid, ids in needs.items() if ids & bad}
     now = utcnow()
     async with ctx.make_uow() as uow:
+        await check_still_mine(uow, task)
         for backup in chosen:
             await uow.backups.update_backup(backup.backup_id, verified_time=now,
                                             **({"corrupt": True} if backup.backup_id in corrupt else {}))
@@ -124,22 +133,40 @@ async def run_verify(ctx: JobContext) -> None:
 
 async def run_vault_delete(ctx: JobContext) -> None:
     """Deletes every backup of a deleted vault, its chunks (rows and store keys), its key and checkpoints,
-    then tells the vault service it may drop the vault. Safe to run again after a crash part-way."""
+    then tells the vault service it may drop the vault. The vault's other jobs are cancelled first, and the
+    purge waits for the vault's exclusive lock, so no backup still writes there. A retry after a crash
+    purges what is left and counts what the task recorded."""
     task = ctx.task
     async with ctx.make_uow() as uow:
-        backups = await uow.backups.vault_top_level(task.vault_id)
-        for backup in backups:
-            await uow.backups.delete_family(backup.backup_id)
+        for other in await uow.tasks.open_for_vault(task.vault_id):
+            if other.task_id == task.task_id:
+                continue
+            if other.status == "waiting":
+                await outcomes.undo_cancelled(uow, other)
+                await outcomes.finish(uow, other, "cancelled")
+            else:
+                await uow.tasks.update_fields(other.task_id,
+                                              extra_info=dict(other.extra_info, cancel_requested="true"))
         await uow.commit()
-    await asyncio.to_thread(_delete_prefix, ctx.store, f"{task.vault_id}/")
-    async with ctx.make_uow() as uow:
-        await uow.backups.forget_vault(task.vault_id)  # chunk rows, key, checkpoints
-        await outcomes.finish(uow, task, "success", extra_info=dict(
-            task.extra_info, fail_count="0", total_count=str(len(backups))))
-        await uow.publish("cbr.backup.vault_purged", ev.VaultBackupsPurged(
-            project_id=task.project_id, vault_id=task.vault_id, task_id=task.task_id, deleted_count=len(backups),
-            failed_count=0))
-        await uow.commit()
+    async with ctx.index() as index:
+        await asyncio.to_thread(index.lock_vault, task.vault_id, True, True)  # running backups stop, then this
+        async with ctx.make_uow() as uow:
+            backups = await uow.backups.vault_top_level(task.vault_id)
+            for backup in backups:
+                await uow.backups.delete_family(backup.backup_id)
+            total = int(task.extra_info.get("total_count", "0")) + len(backups)
+            await uow.tasks.update_fields(task.task_id, extra_info=dict(task.extra_info, total_count=str(total)))
+            await uow.commit()
+        await asyncio.to_thread(_delete_prefix, ctx.store, f"{task.vault_id}/")
+        async with ctx.make_uow() as uow:
+            await check_still_mine(uow, task)
+            await uow.backups.forget_vault(task.vault_id)  # chunk rows, key, checkpoints
+            await outcomes.finish(uow, task, "success", extra_info=dict(
+                task.extra_info, fail_count="0", total_count=str(total)))
+            await uow.publish("cbr.backup.vault_purged", ev.VaultBackupsPurged(
+                project_id=task.project_id, vault_id=task.vault_id, task_id=task.task_id, deleted_count=total,
+                failed_count=0))
+            await uow.commit()
 
 
 def _delete_prefix(store, prefix: str) -> None:

@@ -14,7 +14,7 @@ from cbr_backup.domain import errors
 from cbr_backup.domain.backups import check_restorable
 from cbr_backup.service import outcomes
 from cbr_backup.worker import manifests
-from cbr_backup.worker.context import JobCancelled, JobContext
+from cbr_backup.worker.context import JobContext, check_still_mine
 from cbr_common.proto_enums import enum_value
 
 
@@ -60,9 +60,7 @@ async def run_restore(ctx: JobContext) -> None:
             ctx.part_done()
             written += result.written_bytes
     async with ctx.make_uow() as uow:
-        latest = await uow.tasks.get(task.project_id, task.task_id, for_update=True)
-        if latest is None or latest.status == "cancelled":
-            raise JobCancelled(f"task {task.task_id} was cancelled")
+        await check_still_mine(uow, task)
         await uow.backups.update_family(backup.backup_id, status="available")
         done, total = ctx.progress_values()
         await outcomes.finish(uow, task, "success", bytes_done=done, bytes_total=total,

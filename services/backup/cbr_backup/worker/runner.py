@@ -2,9 +2,10 @@
 
 Leases: a job is JetStream's until the worker acks it; while it runs, the worker tells JetStream it is still
 working (`in_progress`) and writes a heartbeat, progress and the cancel check to the task row every beat. A
-worker that dies stops doing both: after `job_lease_seconds` JetStream delivers the job again, to any worker.
-Delivery number `attempts + 1` only records the task as timed out. Failures a retry may cure (a peer or the
-database down, an I/O error) go back with a growing delay; the others fail the task at once.
+worker that dies stops doing both: after `job_lease_seconds` JetStream delivers the job again, to any worker
+(one whose owner still beats is left alone). Attempts are counted on the task row; the delivery after the last
+one records the task as timed out. Failures a retry may cure (a peer or the database down, an I/O error) go
+back with a growing delay; the others fail the task at once. A job is acked only once its task is final.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.domain.model import Task
 from cbr_backup.service.jobs import JOBS_STREAM
 from cbr_backup.service import outcomes
-from cbr_backup.worker.context import JobCancelled, JobContext, Resources
+from cbr_backup.worker.context import JobCancelled, JobContext, JobSuperseded, Resources
 from cbr_backup.worker.handlers import HANDLERS
 from cbr_common import errors
 from cbr_common.db import utcnow
@@ -46,8 +47,10 @@ class Worker:
     current: str = ""  # the task being run, for tests and logs
 
     def consumer_config(self) -> ConsumerConfig:
+        # Unbounded deliveries: the attempts are counted on the task row, and a job must never be dropped
+        # while its task is not final.
         return ConsumerConfig(durable_name=CONSUMER, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-                              ack_wait=self.lease_seconds, max_deliver=self.attempts + 1, max_ack_pending=-1)
+                              ack_wait=self.lease_seconds, max_deliver=-1, max_ack_pending=-1)
 
     async def run(self, js) -> None:
         """Takes jobs until cancelled; NATS being slow or away only delays it."""
@@ -82,35 +85,36 @@ class Worker:
 
     async def handle(self, msg) -> None:
         job = job_pb2.Job.FromString(msg.data)
-        delivered = msg.metadata.num_delivered
         make_uow = self.resources.make_uow
         async with make_uow() as uow:
             task = await uow.tasks.get(job.project_id, job.task_id, for_update=True)
-            if task is None or (task.is_final and task.status != "cancelled"):
-                await msg.ack()
+            if task is None or task.is_final:
+                await msg.ack()  # done, or cancelled while it waited (and undone then)
                 return
-            if task.status == "cancelled":
-                await uow.commit()
-                await outcomes.cancelled(make_uow, task)
-                await msg.ack()
+            if task.status == "running" and task.worker_id != self.worker_id and _fresh(task, self.lease_seconds):
+                await msg.nak(delay=self.lease_seconds)  # another worker has it and is alive (a duplicate)
                 return
-            if delivered > self.attempts:
+            attempt = task.attempts + 1  # counted on the row: JetStream redelivers until the job is acked
+            if task.extra_info.get("cancel_requested") or attempt > self.attempts:
                 await uow.commit()
-                await outcomes.failed(make_uow, task, "timeout", "BackupService.6760",
-                                      f"the job's worker stopped answering {self.attempts} times")
+                if task.extra_info.get("cancel_requested"):
+                    await outcomes.cancelled(make_uow, task)
+                else:
+                    await outcomes.failed(make_uow, task, "timeout", "BackupService.6760",
+                                          f"the job's worker stopped answering {self.attempts} times")
                 await msg.ack()
                 return
             now = utcnow()
-            task.extra_info = dict(task.extra_info, worker=self.worker_id, attempts=str(delivered))
-            await uow.tasks.update_fields(task.task_id, status="running", attempts=delivered, worker_id=self.worker_id,
+            task.extra_info = dict(task.extra_info, worker=self.worker_id, attempts=str(attempt))
+            await uow.tasks.update_fields(task.task_id, status="running", attempts=attempt, worker_id=self.worker_id,
                                           started_time=task.started_time or now, heartbeat_time=now,
                                           error_code="", error_message="", extra_info=task.extra_info)
             await uow.commit()
-        task.status, task.attempts = "running", delivered
+        task.status, task.attempts, task.worker_id = "running", attempt, self.worker_id
         ctx = JobContext(self.resources, task, rate_limit_mbps=self.resources.rate_limit_mbps)
         beat = asyncio.create_task(self._beat(msg, ctx))
         self.current = task.task_id
-        fields = {"task": task.task_id, "operation": task.operation_type, "attempt": delivered}
+        fields = {"task": task.task_id, "operation": task.operation_type, "attempt": attempt}
         log.info("job started", extra={"fields": fields})
         started = time.monotonic()
         try:
@@ -118,18 +122,20 @@ class Worker:
             log.info("job done", extra={"fields": {**fields, "seconds": round(time.monotonic() - started, 3)}})
         except JobCancelled:
             await outcomes.cancelled(make_uow, task)
+        except JobSuperseded:
+            log.warning("job %s was taken over by another worker; this run's result is dropped", task.task_id)
         except FINAL_ERRORS as exc:
             await outcomes.failed(make_uow, task, "failed", exc.cbr_code or "", str(exc))
         except Exception as exc:
-            if delivered < self.attempts:
-                log.warning("job %s attempt %d failed; it goes again", task.task_id, delivered, exc_info=True)
+            if attempt < self.attempts:
+                log.warning("job %s attempt %d failed; it goes again", task.task_id, attempt, exc_info=True)
                 await outcomes.retry_later(make_uow, task, exc)
                 beat.cancel()
-                await msg.nak(delay=RETRY_DELAYS[min(delivered, len(RETRY_DELAYS)) - 1])
+                await msg.nak(delay=RETRY_DELAYS[min(attempt, len(RETRY_DELAYS)) - 1])
                 return
             log.exception("job %s failed on its last attempt", task.task_id)
             await outcomes.failed(make_uow, task, "failed", "BackupService.6761",
-                                  f"failed after {delivered} attempts: {type(exc).__name__}: {exc}")
+                                  f"failed after {attempt} attempts: {type(exc).__name__}: {exc}")
         finally:
             self.current = ""
             beat.cancel()
@@ -143,13 +149,13 @@ class Worker:
             try:
                 await msg.in_progress()
                 async with self.resources.make_uow() as uow:
-                    status = await _task_status(uow, ctx.task)
+                    latest = await uow.tasks.get(ctx.task.project_id, ctx.task.task_id)
                     done, total = ctx.progress_values()
                     values = {"heartbeat_time": utcnow(), "bytes_done": done, "bytes_total": total,
                               "progress": min(99, done * 100 // total) if total else 0}
                     await uow.tasks.update_fields(ctx.task.task_id, **values)
                     await uow.commit()
-                if status == "cancelled":
+                if latest is None or latest.extra_info.get("cancel_requested"):
                     ctx.cancel()
             except asyncio.CancelledError:
                 raise
@@ -157,7 +163,6 @@ class Worker:
                 log.warning("heartbeat of job %s failed", ctx.task.task_id, exc_info=True)
 
 
-async def _task_status(uow: BackupUnitOfWork, task: Task) -> str:
-    latest = await uow.tasks.get(task.project_id, task.task_id)
-    return latest.status if latest is not None else "cancelled"
-
+def _fresh(task: Task, lease_seconds: float) -> bool:
+    """Its worker wrote a heartbeat within the lease: it is alive and still on it."""
+    return task.heartbeat_time is not None and (utcnow() - task.heartbeat_time).total_seconds() < lease_seconds

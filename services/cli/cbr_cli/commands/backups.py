@@ -96,7 +96,8 @@ def register(groups, common) -> None:
     parser = add_command(commands, "create-disk", create_disk_from_backup, common,
                          "restore a disk backup (or one disk of a server backup) to a new disk")
     parser.add_argument("backup_id")
-    parser.add_argument("--name", required=True, help="the new disk's name (1-64 letters, digits, '_', '-', '.')")
+    parser.add_argument("--name", default="", help="the new disk's name (1-64 letters, digits, '_', '-', '.'; "
+                                                   "default: restore-<first 8 characters of the backup id>)")
     parser.add_argument("--size", type=size, default=0, help=f"at least the source's (default: the source's); "
                                                              f"{SIZE_HELP}")
     add_wait(parser)

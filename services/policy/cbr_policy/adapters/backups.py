@@ -69,7 +69,9 @@ class GrpcBackups:
         return reply.checkpoint.status == backup_pb2.CHECKPOINT_STATUS_PROTECTING
 
     async def vault_backups(self, project_id: str, vault_id: str) -> list[BackupView]:
-        found, offset = [], 0
+        """Every backup of the vault, newest first; a backup taken while paging shifts the pages, so one seen
+        twice counts once."""
+        found, seen, offset = [], set(), 0
         while True:
             reply = await self._call(self._backups.ListBackups, backup_pb2.ListBackupsRequest(
                 vault_id=vault_id, page={"limit": PAGE, "offset": offset}, sort="created_time:desc"),
@@ -78,7 +80,8 @@ class GrpcBackups:
                                  auto_trigger=b.auto_trigger, status=enum_name(backup_pb2.BackupStatus, b.status),
                                  expired_time=b.expired_time.ToDatetime(dt.timezone.utc)
                                  if b.HasField("expired_time") else None)
-                      for b in reply.backups]
+                      for b in reply.backups if b.backup_id not in seen]
+            seen.update(b.backup_id for b in reply.backups)
             offset += len(reply.backups)
             if not reply.backups or offset >= reply.count:
                 return found

@@ -14,6 +14,8 @@ schedules = Table(
     Column("project_id", String(64), nullable=False),
     Column("next_fire_time", DateTime(timezone=True), nullable=False),
     Column("policy_version", DateTime(timezone=True), nullable=False),  # the policy's updated_time it follows
+    Column("last_checkpoint_id", String(36)),  # the last fired tick's: is the previous run still going?
+    Column("fired_count", Integer, nullable=False, default=0),  # for full_backup_interval
     Index("ix_schedules_next_fire", "next_fire_time"),
 )
 

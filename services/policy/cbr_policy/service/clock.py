@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from cbr_common.settings import SettingsError
+
 
 class Clock(Protocol):
     def now(self) -> dt.datetime: ...
@@ -50,9 +52,10 @@ def clock_from_setting(value: str) -> Clock:
     if not value:
         return SystemClock()
     match = SCALED.fullmatch(value)
-    if match is None:
-        raise ValueError(f"CBR_SCHEDULER_CLOCK must be '<ISO time>@<unix time>x<speed>', got {value!r}")
-    start = dt.datetime.fromisoformat(match["start"].replace("Z", "+00:00"))
-    if start.tzinfo is None:
-        raise ValueError("CBR_SCHEDULER_CLOCK's start needs a time zone")
+    try:
+        start = dt.datetime.fromisoformat(match["start"].replace("Z", "+00:00")) if match else None
+    except ValueError:
+        start = None
+    if start is None or start.tzinfo is None:
+        raise SettingsError(f"CBR_SCHEDULER_CLOCK must be '<ISO time with zone>@<unix time>x<speed>', got {value!r}")
     return ScaledClock(start, float(match["anchor"]), float(match["speed"]))

@@ -127,7 +127,7 @@ async def preview(project_id: str, vault_id: str, policy_id: str, rule: Retentio
     """Which backups of the vault a rule keeps and deletes, and why, deleting nothing. The rule: the one given,
     else the named policy's, else the vault's backup policy's."""
     async with make_uow() as uow:
-        plans = await load_plans(uow.session)
+        plans = await load_plans(uow.session, {policy_id} if policy_id else None)  # named: bound or not
     if rule is None:
         plan = plans.get(policy_id) if policy_id else backup_plan_of(plans, vault_id)
         if plan is None or plan.project_id != project_id:

@@ -67,8 +67,8 @@ class Scheduler:
         await every(interval, self.run_once, log, "scheduler pass")
 
     async def run_once(self) -> int:
-        """One pass; returns how many ticks this replica fired (or tried to)."""
-        await self.reconcile()
+        """One pass; returns how many ticks this replica fired (or tried to). Due ticks are recorded before the
+        schedules are brought up to changed policies, so a change never drops a tick already due."""
         fired = 0
         while True:
             recorded = await self.record_due()
@@ -78,6 +78,7 @@ class Scheduler:
                 break
         stale = await self.reclaim_stale()
         await self.fire_all(stale)
+        await self.reconcile()
         return fired + len(stale)
 
     # 1. Reconcile
@@ -183,74 +184,87 @@ class Scheduler:
     # 3. Fire
 
     async def fire_all(self, due: list[TickToFire]) -> None:
-        if due:
-            await asyncio.gather(*(self._fire_limited(t) for t in due))
+        """Asks for the work of these ticks: what each needs from the database is read in one transaction, the
+        requests go out concurrently, and the outcomes are written in one transaction."""
+        if not due:
+            return
+        async with self._uow() as uow:
+            ids = [t.tick_id for t in due]
+            attempts = dict((await uow.session.execute(
+                update(ticks).where(ticks.c.tick_id.in_(ids)).values(attempts=ticks.c.attempts + 1)
+                .returning(ticks.c.tick_id, ticks.c.attempts))).all())
+            plans = await load_plans(uow.session, {t.policy_id for t in due})
+            rows = (await uow.session.execute(
+                select(schedules.c.policy_id, schedules.c.vault_id, schedules.c.last_checkpoint_id,
+                       schedules.c.fired_count).where(schedules.c.policy_id.in_({t.policy_id for t in due}),
+                                                      schedules.c.vault_id.in_({t.vault_id for t in due})))).all()
+            await uow.commit()
+        history = {(r.policy_id, r.vault_id): (r.last_checkpoint_id, r.fired_count) for r in rows}
+        outcomes = await asyncio.gather(*(self._ask_limited(t, plans.get(t.policy_id), attempts.get(t.tick_id, 1),
+                                                            *history.get((t.policy_id, t.vault_id), (None, 0)))
+                                          for t in due))
+        async with self._uow() as uow:
+            for tick, outcome in zip(due, outcomes):
+                if outcome is not None:
+                    await self._settle_in(uow, tick, *outcome)
+            await uow.commit()
 
-    async def _fire_limited(self, tick: TickToFire) -> None:
+    async def _ask_limited(self, tick: TickToFire, plan: PolicyPlan | None, attempts: int, previous: str | None,
+                           fired_count: int):
         async with self._limit:
             try:
-                await self.fire(tick)
+                return await self._ask(tick, plan, attempts, previous, fired_count)
             except Exception:
                 log.exception("firing tick %s failed; it is retried after the firing lease", tick.tick_id)
+                return None
 
-    async def fire(self, tick: TickToFire) -> None:
-        async with self._uow() as uow:
-            plan = (await load_plans(uow.session, {tick.policy_id})).get(tick.policy_id)
-            attempts = (await uow.session.execute(update(ticks).where(ticks.c.tick_id == tick.tick_id)
-                                                  .values(attempts=ticks.c.attempts + 1)
-                                                  .returning(ticks.c.attempts))).scalar_one()
-            previous = (await uow.session.execute(
-                select(ticks.c.checkpoint_id).where(
-                    ticks.c.policy_id == tick.policy_id, ticks.c.vault_id == tick.vault_id,
-                    ticks.c.status == "fired", ticks.c.scheduled_time < tick.scheduled_time)
-                .order_by(ticks.c.scheduled_time.desc()).limit(1))).scalar_one_or_none()
-            fired_before = (await uow.session.execute(select(func.count()).select_from(ticks).where(
-                ticks.c.policy_id == tick.policy_id, ticks.c.vault_id == tick.vault_id,
-                ticks.c.status == "fired"))).scalar_one()
-            await uow.commit()
-        if plan is None or not plan.enabled:
-            return await self._settle(tick, "skipped", "the policy was disabled or deleted before it fired")
+    async def _ask(self, tick: TickToFire, plan: PolicyPlan | None, attempts: int, previous: str | None,
+                   fired_count: int):
+        """(status, reason, checkpoint_id) for the tick, or None to leave it firing (taken over later)."""
+        if plan is None or not plan.enabled or tick.vault_id not in plan.vault_ids:
+            return "skipped", "the policy was disabled, deleted or dissociated before it fired", None
         if plan.operation_type == "replication":
-            return await self._request_replication(tick, plan)
+            return "fired", "replication requested", None
         try:
             if previous and await self._backups.checkpoint_running(tick.project_id, previous):
-                return await self._settle(tick, "skipped", f"the previous run (checkpoint {previous}) is still going")
+                return "skipped", f"the previous run (checkpoint {previous}) is still going", None
             interval = plan.full_backup_interval
             checkpoint_id = await self._backups.create_checkpoint(CheckpointRequest(
                 project_id=tick.project_id, vault_id=tick.vault_id, policy_id=tick.policy_id, request_id=tick.tick_id,
-                incremental=not (interval > 0 and (fired_before + 1) % interval == 0),
+                incremental=not (interval > 0 and (fired_count + 1) % interval == 0),
                 retention_duration_days=plan.retention_duration_days))
         except PeerError as exc:
-            return await self._settle(tick, "failed", str(exc))
+            return "failed", str(exc), None
         except UnavailableError as exc:
             if attempts >= MAX_FIRE_ATTEMPTS:
-                return await self._settle(tick, "failed", f"{exc} ({attempts} attempts)")
-            raise  # stays firing: taken over again after the lease
-        await self._settle(tick, "fired", "", checkpoint_id=checkpoint_id)
+                return "failed", f"{exc} ({attempts} attempts)", None
+            return None  # stays firing: taken over again after the lease
+        return "fired", "", checkpoint_id
 
-    async def _request_replication(self, tick: TickToFire, plan: PolicyPlan) -> None:
+    async def _settle_in(self, uow, tick: TickToFire, status: str, reason: str, checkpoint_id: str | None) -> None:
+        values = {"status": status, "reason": reason[:2000]}
+        if status == "fired":
+            values.update(fired_time=self.clock.now(), checkpoint_id=checkpoint_id)
+        settled = (await uow.session.execute(update(ticks).where(and_(ticks.c.tick_id == tick.tick_id,
+                                                                      ticks.c.status == "firing"))
+                                             .values(**values).returning(ticks.c.operation_type))).scalar_one_or_none()
+        if settled is not None and status == "fired":
+            await uow.session.execute(update(schedules).where(
+                schedules.c.policy_id == tick.policy_id, schedules.c.vault_id == tick.vault_id)
+                .values(fired_count=schedules.c.fired_count + 1,
+                        last_checkpoint_id=checkpoint_id or schedules.c.last_checkpoint_id))
+        if settled == "replication" and status == "fired":
+            await self._request_replication(uow, tick)
+        log.info("tick %s", status, extra={"fields": {"tick": tick.tick_id, "policy": tick.policy_id,
+                                                     "vault": tick.vault_id, "reason": reason}})
+
+    async def _request_replication(self, uow, tick: TickToFire) -> None:
         """Replication is the replication service's work: the tick becomes an event it consumes."""
+        plan = (await load_plans(uow.session, {tick.policy_id}))[tick.policy_id]
         event = ev.PolicyTriggered(
             project_id=tick.project_id, policy_id=tick.policy_id, vault_id=tick.vault_id, tick_id=tick.tick_id,
             operation_type="replication", destination_region=plan.destination_region,
             destination_project_id=plan.destination_project_id,
             destination_vault_id=plan.destination_vault_ids.get(tick.vault_id, ""))
         event.scheduled_time.FromDatetime(tick.scheduled_time)
-        async with self._uow() as uow:
-            await uow.publish("cbr.policy.triggered", event)
-            await self._settle_in(uow, tick, "fired", "replication requested")
-            await uow.commit()
-
-    async def _settle(self, tick: TickToFire, status: str, reason: str, checkpoint_id: str | None = None) -> None:
-        async with self._uow() as uow:
-            await self._settle_in(uow, tick, status, reason, checkpoint_id)
-            await uow.commit()
-
-    async def _settle_in(self, uow, tick: TickToFire, status: str, reason: str, checkpoint_id: str | None = None):
-        values = {"status": status, "reason": reason[:2000]}
-        if status == "fired":
-            values.update(fired_time=self.clock.now(), checkpoint_id=checkpoint_id)
-        await uow.session.execute(update(ticks).where(and_(ticks.c.tick_id == tick.tick_id,
-                                                           ticks.c.status == "firing")).values(**values))
-        log.info("tick %s", status, extra={"fields": {"tick": tick.tick_id, "policy": tick.policy_id,
-                                                     "vault": tick.vault_id, "reason": reason}})
+        await uow.publish("cbr.policy.triggered", event)

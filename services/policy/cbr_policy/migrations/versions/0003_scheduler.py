@@ -22,6 +22,8 @@ def upgrade() -> None:
         sa.Column("project_id", sa.String(64), nullable=False),
         _ts("next_fire_time", False),
         _ts("policy_version", False),
+        sa.Column("last_checkpoint_id", sa.String(36)),
+        sa.Column("fired_count", sa.Integer, nullable=False, server_default="0"),
         schema=S)
     op.create_index("ix_schedules_next_fire", "schedules", ["next_fire_time"], schema=S)
     op.create_table(
