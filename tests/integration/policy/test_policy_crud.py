@@ -466,26 +466,3 @@ async def _equal(awaitable, expected) -> bool:
     return await awaitable == expected
 
 
-async def test_bound_policies_for_the_scheduler(services, caller):
-    """The repository's view for the scheduler: each enabled policy that has vaults, with its vaults."""
-    enabled = await create(caller, backup_request(name="on"))
-    disabled = await create(caller, backup_request(name="off"))
-    unbound = await create(caller, backup_request(name="alone"))
-    vaults = [await create_vault(caller, name=f"v{i}") for i in range(3)]
-    for vault, policy in zip(vaults, (enabled, enabled, disabled)):
-        await eventually(lambda: caller.vault.AssociatePolicy(vp.AssociatePolicyRequest(
-            vault_id=vault.vault_id, policy_id=policy.policy_id)))
-    await eventually(lambda: _equal(associated(caller, disabled.policy_id), [(vaults[2].vault_id, "")]))
-    await eventually(lambda: _equal(associated(caller, enabled.policy_id),
-                                    [(vaults[0].vault_id, ""), (vaults[1].vault_id, "")]))
-    await caller.policies.UpdatePolicy(pp.UpdatePolicyRequest(policy_id=disabled.policy_id, enabled=False))
-
-    async with PolicyUnitOfWork(services.runtimes["policy"].db) as uow:
-        mine = {p.policy_id: p for p in await uow.policies.bound_policies() if p.project_id == caller.project_id}
-        everything = {p.policy_id for p in await uow.policies.bound_policies(enabled_only=False)}
-        replication = await uow.policies.bound_policies(operation_type="replication")
-    assert set(mine) == {enabled.policy_id}
-    assert [v.vault_id for v in mine[enabled.policy_id].associated_vaults] == [vaults[0].vault_id, vaults[1].vault_id]
-    assert mine[enabled.policy_id].schedule().next_fire(dt.datetime.now(dt.timezone.utc)) is not None
-    assert {enabled.policy_id, disabled.policy_id} <= everything and unbound.policy_id not in everything
-    assert all(p.operation_type == "replication" for p in replication)

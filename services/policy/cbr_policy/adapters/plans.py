@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cbr_policy.adapters.repository import definition_of
 from cbr_policy.adapters.tables import bindings, policies
 from cbr_policy.domain.retention import RetentionRule
 from cbr_policy.domain.schedule import Schedule, parse_schedule
@@ -38,23 +39,15 @@ def _schedule(policy_id: str, version: dt.datetime, patterns: tuple[str, ...], t
 
 
 def plan_of(row, bound: list) -> PolicyPlan:
-    definition, trigger = row["operation_definition"], row["trigger"]
-    timezone = definition.get("timezone", "")
-    rule = RetentionRule(
-        max_backups=definition.get("max_backups", -1),
-        retention_duration_days=definition.get("retention_duration_days", -1),
-        day_backups=definition.get("day_backups", 0), week_backups=definition.get("week_backups", 0),
-        month_backups=definition.get("month_backups", 0), year_backups=definition.get("year_backups", 0),
-        timezone=timezone)
+    definition, trigger = definition_of(row["operation_definition"]), row["trigger"]
     return PolicyPlan(
         policy_id=row["policy_id"], project_id=row["project_id"], operation_type=row["operation_type"],
         enabled=row["enabled"], updated_time=row["updated_time"],
-        schedule=_schedule(row["policy_id"], row["updated_time"], tuple(trigger.get("patterns", ())), timezone,
-                           trigger.get("start_time")),
-        rule=rule, retention_duration_days=rule.retention_duration_days,
-        full_backup_interval=definition.get("full_backup_interval", -1),
-        destination_region=definition.get("destination_region", ""),
-        destination_project_id=definition.get("destination_project_id", ""),
+        schedule=_schedule(row["policy_id"], row["updated_time"], tuple(trigger.get("patterns", ())),
+                           definition.timezone, trigger.get("start_time")),
+        rule=definition.retention_rule(), retention_duration_days=definition.retention_duration_days,
+        full_backup_interval=definition.full_backup_interval, destination_region=definition.destination_region,
+        destination_project_id=definition.destination_project_id,
         vault_ids=frozenset(b["vault_id"] for b in bound),
         destination_vault_ids={b["vault_id"]: b["destination_vault_id"] for b in bound})
 

@@ -123,17 +123,6 @@ class PolicyRepository:
         await self._s.execute(delete(bindings).where(bindings.c.project_id == project_id,
                                                      bindings.c.vault_id == vault_id))
 
-    async def bound_policies(self, operation_type: str = "", enabled_only: bool = True) -> list[Policy]:
-        """Every policy with at least one vault, with its vaults in associated_vaults (for the scheduler)."""
-        where = [exists().where(bindings.c.policy_id == policies.c.policy_id)]
-        if enabled_only:
-            where.append(policies.c.enabled.is_(True))
-        if operation_type:
-            where.append(policies.c.operation_type == operation_type)
-        rows = (await self._s.execute(select(policies).where(and_(*where))
-                                      .order_by(policies.c.policy_id))).mappings().all()
-        return await self._load(rows)
-
     # Rows <-> domain objects
 
     @staticmethod

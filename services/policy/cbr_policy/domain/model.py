@@ -5,7 +5,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from cbr_policy.domain.retention import RetentionRule
-from cbr_policy.domain.schedule import Schedule, parse_schedule
+
 
 OPERATION_TYPES = ("backup", "replication")
 UNSET = -1  # CBR's "no limit" for max_backups, retention_duration_days and full_backup_interval
@@ -59,8 +59,3 @@ class Policy:
     created_time: dt.datetime
     updated_time: dt.datetime
     associated_vaults: list[AssociatedVault] = field(default_factory=list)
-
-    def schedule(self) -> Schedule:
-        """Its fire times (cached by parse_schedule: cheap to ask for again)."""
-        return parse_schedule(self.trigger.patterns, self.operation_definition.timezone,
-                              self.trigger.start_time or self.created_time)

@@ -29,8 +29,10 @@ Server's prune, "PBS", where it is silent):
 - Times may carry any zone and are compared as instants (the second 02:30 of a fall-back night is newer).
 - Order: newest first; among equal created_time the smaller backup_id counts as newer (PBS never meets
   a tie, its snapshots are named by their time; this keeps the answer deterministic). Reasons come in the order of REASONS.
-- A policy change (CBR's "count to time keeps old backups" and the like) is the caller's business: it
-  chooses which backups each rule sees, calls `decide` per rule and keeps the union.
+- A policy change: the retention run (service/retention_runs.py) applies the policy's current rule to all of
+  the vault's automatic backups. CBR's finer rules for a changed rule (count to time leaves the old backups,
+  time to count keeps the union of both) are not modelled; a caller that wants them can call `decide` once
+  per rule over the backups each applies to and keep the union.
 
 `check_rule` validates a rule as it is stored; `decide` assumes a checked rule.
 """
