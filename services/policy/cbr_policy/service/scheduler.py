@@ -242,13 +242,20 @@ class Scheduler:
 
     async def _ask(self, tick: TickToFire, plan: PolicyPlan | None, attempts: int, previous: str | None,
                    fired_count: int):
-        """(status, reason, checkpoint_id) for the tick, or None to leave it firing (taken over later)."""
-        if plan is None or not plan.enabled or tick.vault_id not in plan.vault_ids:
-            return "skipped", "the policy was disabled, deleted or dissociated before it fired", None
+        """(status, reason, checkpoint_id) for the tick, or None to leave it firing (taken over later).
+
+        A tick taken over from a stopped scheduler (attempts > 1) may have made its checkpoint already: it is
+        asked for again with the same request id, which returns that checkpoint, and no skip rule applies (a
+        skip now could leave a checkpoint whose tick says it never ran)."""
+        retried = attempts > 1
+        if plan is None:
+            return "skipped", "the policy was deleted before it fired", None
+        if not retried and (not plan.enabled or tick.vault_id not in plan.vault_ids):
+            return "skipped", "the policy was disabled or dissociated before it fired", None
         if plan.operation_type == "replication":
             return "fired", "replication requested", None
         try:
-            if previous and await self._backups.checkpoint_running(tick.project_id, previous):
+            if not retried and previous and await self._backups.checkpoint_running(tick.project_id, previous):
                 return "skipped", f"the previous run (checkpoint {previous}) is still going", None
             interval = plan.full_backup_interval
             checkpoint_id = await self._backups.create_checkpoint(CheckpointRequest(
