@@ -264,7 +264,7 @@ def print_summary(console: Console, steps: list[Step]) -> int:
         console.print(f"{len(backups)} backups: {bytes_text(logical)} of images in {bytes_text(grew)} of vault "
                       f"({logical / grew:.1f}x)")
     console.print(Text("RATIO = logical bytes per byte the vault grew by: deduplication and compression together; "
-                       "logical bytes count holes too", style="dim"))
+                       "logical bytes are the image's data, holes and zero blocks left out", style="dim"))
     restores = [step for step in steps if step.matches is not None]
     if all(step.matches for step in restores):
         console.print(Text(f"{len(restores)} of {len(restores)} restored images match the checksums taken at "
