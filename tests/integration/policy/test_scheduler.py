@@ -1,26 +1,22 @@
 """The scheduler on a hand-moved clock, against the real Postgres schema: ticks recorded before the work is
 asked for, missed ticks coalesced, two schedulers never doubling a tick, a stopped scheduler's tick taken over.
 The backup service is replaced here by a recorder of what would have been asked of it (the real path is in
-test_policy_end_to_end.py and test_scheduler_processes.py)."""
+tests/e2e/test_policy_schedules.py)."""
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import uuid
 
-import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 
 from cbr_common.db import Database
 from cbr_policy.adapters.backups import PeerError
-from cbr_policy.adapters.schedule_tables import schedules, ticks
 from cbr_policy.adapters.tables import bindings, metadata, policies
 from cbr_policy.adapters.unit_of_work import PolicyUnitOfWork
 from cbr_policy.service.clock import ManualClock
 from cbr_policy.service.scheduler import Scheduler
-
-T0 = dt.datetime(2026, 3, 2, 10, 0, 30, tzinfo=dt.timezone.utc)  # a Monday
-HOURLY = [f"FREQ=DAILY;INTERVAL=1;BYHOUR={','.join(str(h) for h in range(24))};BYMINUTE=0"]
+from tests.support.policy_rows import T0, add_policy, drop_policy, ticks_of
 
 
 class RecordingBackups:
@@ -39,55 +35,6 @@ class RecordingBackups:
 
     async def checkpoint_running(self, project_id, checkpoint_id) -> bool:
         return self.running
-
-
-@pytest.fixture(scope="module")
-def database_url(infra):
-    """Its own database: the services' scheduler (on the real clock) must not see these policies."""
-    return infra.fresh_database("cbr_policy")
-
-
-@pytest.fixture
-async def db(database_url):
-    database = Database(database_url, metadata.schema)
-    yield database
-    await database.close()
-
-
-@pytest.fixture
-def make_uow(db):
-    return lambda: PolicyUnitOfWork(db)
-
-
-async def add_policy(make_uow, vaults: int, patterns=HOURLY, enabled=True, **definition) -> tuple[str, list[str]]:
-    policy_id, project = str(uuid.uuid4()), f"p-{uuid.uuid4().hex[:8]}"
-    vault_ids = [str(uuid.uuid4()) for _ in range(vaults)]
-    async with make_uow() as uow:
-        await uow.session.execute(policies.insert().values(
-            policy_id=policy_id, project_id=project, name="hourly", operation_type="backup", enabled=enabled,
-            trigger={"patterns": patterns, "start_time": "2026-01-01T00:00:00+00:00"},
-            operation_definition={"max_backups": -1, "retention_duration_days": -1, **definition},
-            created_time=T0, updated_time=T0))
-        for vault_id in vault_ids:
-            await uow.session.execute(bindings.insert().values(
-                vault_id=vault_id, operation_type="backup", policy_id=policy_id, destination_vault_id="",
-                project_id=project, bound_time=T0))
-        await uow.commit()
-    return policy_id, vault_ids
-
-
-async def ticks_of(make_uow, policy_id: str) -> list[dict]:
-    async with make_uow() as uow:
-        rows = (await uow.session.execute(select(ticks).where(ticks.c.policy_id == policy_id)
-                                          .order_by(ticks.c.scheduled_time, ticks.c.vault_id))).mappings().all()
-    return [dict(r) for r in rows]
-
-
-async def drop_policy(make_uow, policy_id: str) -> None:
-    async with make_uow() as uow:
-        await uow.session.execute(delete(policies).where(policies.c.policy_id == policy_id))
-        await uow.session.execute(delete(schedules).where(schedules.c.policy_id == policy_id))
-        await uow.commit()
 
 
 def at(hour: int, minute: int = 0, second: int = 5) -> dt.datetime:

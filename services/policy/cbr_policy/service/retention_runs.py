@@ -8,14 +8,14 @@ import datetime as dt
 import logging
 from typing import Callable
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from cbr.events.v1 import backup_events_pb2, policy_events_pb2 as ev
 from cbr_common.jetstream import Subscription
 from cbr_policy.adapters.backups import BackupPort, PeerError
 from cbr_policy.adapters.plans import PolicyPlan, load_plans
-from cbr_policy.adapters.schedule_tables import retention_due
+from cbr_policy.adapters.schedule_tables import retention_due, ticks
 from cbr_policy.domain import errors
 from cbr_policy.domain.retention import Decision, RetentionRule, check_rule, decide
 from cbr_policy.service.clock import Clock
@@ -24,6 +24,8 @@ from cbr_policy.service.loops import every
 log = logging.getLogger("cbr.retention")
 DAILY = dt.timedelta(days=1)
 DELETES_IN_FLIGHT = 16  # delete requests a retention run has open at once
+RUN_LEASE = dt.timedelta(minutes=10)  # a vault's run not confirmed by then is due again
+TICKS_KEPT = dt.timedelta(days=90)  # the daily pass prunes older ticks
 
 
 async def mark_due(uow, project_id: str, vault_id: str, when: dt.datetime) -> None:
@@ -57,26 +59,36 @@ class RetentionRunner:
         await every(interval, self.run_once, log, "retention pass")
 
     async def run_once(self) -> int:
+        """Applies retention to the vaults that are due. Each is leased (its due time moved RUN_LEASE on) rather
+        than taken: a replica that dies mid-run leaves it due again, and a backup completing meanwhile (which
+        moves the due time back to now) gets its own run."""
         await self._daily()
         now = self.clock.now()
+        leased_until = now + RUN_LEASE
         async with self._uow() as uow:
             rows = (await uow.session.execute(
                 select(retention_due).where(retention_due.c.due_time <= now).limit(self.batch)
                 .with_for_update(skip_locked=True))).mappings().all()
             if not rows:
                 return 0
-            await uow.session.execute(delete(retention_due).where(
-                retention_due.c.vault_id.in_([r["vault_id"] for r in rows])))
+            await uow.session.execute(update(retention_due).where(
+                retention_due.c.vault_id.in_([r["vault_id"] for r in rows])).values(due_time=leased_until))
             await uow.commit()
         for row in rows:
             try:
                 await self.apply(row["project_id"], row["vault_id"])
             except Exception:
-                log.exception("retention of vault %s failed; it runs again tomorrow", row["vault_id"])
+                log.exception("retention of vault %s failed; it runs again after its lease", row["vault_id"])
+                continue
+            async with self._uow() as uow:
+                await uow.session.execute(delete(retention_due).where(
+                    retention_due.c.vault_id == row["vault_id"], retention_due.c.due_time == leased_until))
+                await uow.commit()
         return len(rows)
 
     async def _daily(self) -> None:
-        """Once a day (by the scheduler's clock) every vault bound to a backup policy is due."""
+        """Once a day (by the scheduler's clock) every vault bound to a backup policy is due, and ticks older
+        than TICKS_KEPT go."""
         now = self.clock.now()
         if self._last_daily is not None and now - self._last_daily < DAILY:
             return
@@ -86,6 +98,8 @@ class RetentionRunner:
                 if plan.operation_type == "backup":
                     for vault_id in plan.vault_ids:
                         await mark_due(uow, plan.project_id, vault_id, now)
+            await uow.session.execute(delete(ticks).where(ticks.c.scheduled_time < now - TICKS_KEPT,
+                                                          ticks.c.status != "firing"))
             await uow.commit()
 
     async def apply(self, project_id: str, vault_id: str) -> list[Decision]:
