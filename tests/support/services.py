@@ -65,9 +65,9 @@ class Services:
             await services.start_worker()
         return services
 
-    async def start_worker(self, rate_limit_mbps: float = 0.0):
+    async def start_worker(self, rate_limit_mbps: float = 0.0, **settings_changes):
         """A backup worker in this event loop (its data path runs on threads); rate_limit_mbps slows its jobs
-        down so that a test can act while one runs."""
+        down so that a test can act while one runs; settings_changes e.g. store_url."""
         import asyncio
         import dataclasses
         from cbr_backup.adapters.tables import metadata
@@ -75,7 +75,8 @@ class Services:
         from cbr_common.db import Database
 
         db = Database(self.infra.postgres.url, metadata.schema, pool_size=2)
-        settings = dataclasses.replace(settings_for(self.infra, "worker", self.peers), rate_limit_mbps=rate_limit_mbps)
+        settings = dataclasses.replace(settings_for(self.infra, "worker", self.peers), rate_limit_mbps=rate_limit_mbps,
+                                       **settings_changes)
         worker = worker_for(settings, db)
         task = asyncio.create_task(worker.run(self.runtimes["backup"].js))
         self.workers.append((worker, task, db))

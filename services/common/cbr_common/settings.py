@@ -22,6 +22,7 @@ class Settings:
     pool_dir: str = ""                 # CBR_POOL_DIR: local provider's disk pool (backup service)
     fs_root: str = ""                  # CBR_FS_ROOT: local provider's file-system root (backup service)
     store_dir: str = ""                # CBR_STORE_DIR: the chunk store's folder (backup workers)
+    store_url: str = ""                # CBR_STORE_URL: s3://bucket[/prefix][?endpoint=URL&region=R] instead
     job_lease_seconds: float = 30.0    # CBR_JOB_LEASE_SECONDS: a job whose worker is silent this long goes again
     job_attempts: int = 3              # CBR_JOB_ATTEMPTS: deliveries of a job before it fails (timeout)
     rate_limit_mbps: float = 0.0       # CBR_RATE_LIMIT_MBPS: a worker's read/write pace per job; 0: no limit
@@ -70,6 +71,7 @@ class Settings:
             pool_dir=env.get("CBR_POOL_DIR", ""),
             fs_root=env.get("CBR_FS_ROOT", ""),
             store_dir=env.get("CBR_STORE_DIR", ""),
+            store_url=env.get("CBR_STORE_URL", ""),
             job_lease_seconds=number("CBR_JOB_LEASE_SECONDS", 30.0),
             job_attempts=int(number("CBR_JOB_ATTEMPTS", 3)),
             rate_limit_mbps=number("CBR_RATE_LIMIT_MBPS", 0.0),

@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import urllib.parse
 from pathlib import Path
 
 from cbr_backup.adapters.tables import metadata
@@ -23,11 +24,26 @@ from cbr_common.settings import Settings, SettingsError
 log = logging.getLogger("cbr.worker")
 
 
-def resources(settings: Settings, db: Database) -> Resources:
+def chunk_store(settings: Settings):
+    """CBR_STORE_URL (s3://bucket[/prefix][?endpoint=URL&region=R]; credentials as boto3 finds them, e.g.
+    AWS_ACCESS_KEY_ID) when set, else the folder CBR_STORE_DIR."""
+    if settings.store_url:
+        url = urllib.parse.urlsplit(settings.store_url)
+        query = urllib.parse.parse_qs(url.query)
+        if url.scheme != "s3" or not url.netloc:
+            raise SettingsError(f"CBR_STORE_URL must look like s3://bucket[/prefix][?endpoint=URL&region=R], "
+                                f"got {settings.store_url!r}")
+        from cbr_backup.chunkstore import S3ChunkStore  # boto3 loads only where S3 is used
+        return S3ChunkStore(url.netloc, url.path.strip("/"), endpoint_url=query.get("endpoint", [None])[0],
+                            region_name=query.get("region", [None])[0])
     if not settings.store_dir.strip():
-        raise SettingsError("missing required setting CBR_STORE_DIR (the chunk store's folder)")
+        raise SettingsError("missing required setting CBR_STORE_DIR (the chunk store's folder) or CBR_STORE_URL")
+    return FsChunkStore(settings.store_dir)
+
+
+def resources(settings: Settings, db: Database) -> Resources:
     return Resources(make_uow=lambda: BackupUnitOfWork(db), database_url=settings.database_url,
-                     store=FsChunkStore(settings.store_dir), provider=local_provider(settings),
+                     store=chunk_store(settings), provider=local_provider(settings),
                      snapshot_dir=Path(settings.pool_dir) / ".snapshots", rate_limit_mbps=settings.rate_limit_mbps)
 
 
