@@ -195,8 +195,8 @@ async def associate_policy(project_id: str, vault_id: str, policy_id: str, desti
     if destination_vault_id:
         destination_vault_id = rules.check_id(destination_vault_id, "destination_vault_id")
     async with uow:
+        policy = await _policy(uow, project_id, policy_id, policies)  # before the vault's row lock: it may call out
         vault = await _writable_vault(uow, project_id, vault_id)
-        policy = await _policy(uow, project_id, policy_id, policies)
         _check_policy_fits(vault, policy.operation_type)
         current = vault.policy_slot(policy.operation_type)
         if current == policy_id:
