@@ -5,7 +5,8 @@ import datetime as dt
 import os
 from typing import Sequence
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import LargeBinary, and_, any_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -148,11 +149,13 @@ class BackupRepository:
             chunks.c.vault_id == vault_id))).scalar_one()
 
     async def stored_bytes_of(self, vault_id: str, ids) -> int:
-        """Compressed size of these chunks of the vault."""
+        """Compressed size of these chunks of the vault: one array parameter per statement, not one per id."""
         total, ids = 0, sorted(ids)
-        for start in range(0, len(ids), 4096):
+        for start in range(0, len(ids), 50_000):
             total += (await self._s.execute(select(func.coalesce(func.sum(chunks.c.stored_size), 0)).where(
-                chunks.c.vault_id == vault_id, chunks.c.digest.in_(ids[start:start + 4096])))).scalar_one()
+                chunks.c.vault_id == vault_id,
+                chunks.c.digest == any_(bindparam("ids", ids[start:start + 50_000], type_=ARRAY(LargeBinary)))
+            ))).scalar_one()
         return total
 
     # Vault keys
