@@ -14,9 +14,10 @@ from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.domain.model import Task
 from cbr_common.db import utcnow
 
-# Work-queue retention: a job is gone once a worker acks it. Its subjects stay clear of the events' `cbr.>`.
+# Work-queue retention: a job is gone once a worker acks it (only when its task is final), and never before: no
+# age limit, so a job waiting out a long outage is not lost. Its subjects stay clear of the events' `cbr.>`.
 JOBS_STREAM = StreamConfig(name="CBR_JOBS", subjects=["jobs.cbr.>"], retention=RetentionPolicy.WORK_QUEUE,
-                           max_age=7 * 24 * 3600.0, duplicate_window=15 * 60.0)
+                           duplicate_window=15 * 60.0)
 
 
 def job_subject(operation_type: str) -> str:
