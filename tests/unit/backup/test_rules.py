@@ -173,3 +173,15 @@ def test_error_codes_are_distinct_and_map_to_grpc_codes():
     for cls, code in expected.items():
         assert status_code_for(cls("x")) == code
     assert errors.DiskStatusError.cbr_code == "BackupService.7003"
+
+
+def test_a_full_vault_takes_no_backup_but_holds_the_one_that_fills_it():
+    from cbr_backup.domain.backups import GIB, check_fits, check_room
+    check_room(GIB - 1, 1, False)
+    check_fits(GIB, 1, False)  # exactly full after the backup: it stays
+    with pytest.raises(errors.VaultFullError):
+        check_room(GIB, 1, False)  # ... but nothing more starts
+    with pytest.raises(errors.VaultFullError):
+        check_fits(GIB + 1, 1, False)
+    check_room(10 * GIB, 1, True)  # auto_expand: the vault grows instead
+    check_fits(10 * GIB, 1, True)

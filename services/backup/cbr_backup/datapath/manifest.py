@@ -89,6 +89,16 @@ class DiskManifest:
     def data_block_count(self) -> int:
         return self.block_count - self.zero.count(1)
 
+    @property
+    def data_bytes(self) -> int:
+        """Bytes of the image that are data: holes and all-zero blocks left out (the short last block counted
+        at its length)."""
+        full = self.data_block_count * self.block_size
+        last = self.block_count - 1
+        if self.block_count and not self.zero[last]:
+            full -= self.block_size - self.block_length(last)
+        return full
+
     def encode(self) -> bytes:
         out = bytearray(_HEADER.pack(MAGIC, VERSION, 0, self.block_size, self.disk_size, self.block_count))
         for match in _RUNS_RE.finditer(self.zero):

@@ -170,10 +170,20 @@ def capacity_bytes(size_gb: int) -> int:
 
 
 def check_room(used_bytes: int, size_gb: int, auto_expand: bool) -> None:
-    """A full vault takes no new backup unless it may grow (the vault service grows it, 1.25x at a time)."""
+    """Before a backup: a full vault takes no new backup unless it may grow (the vault service grows it,
+    1.25x at a time)."""
     if not auto_expand and used_bytes >= capacity_bytes(size_gb):
         raise errors.VaultFullError(
             f"the vault is full ({used_bytes} of {capacity_bytes(size_gb)} bytes used) and auto_expand is off")
+
+
+def check_fits(used_bytes: int, size_gb: int, auto_expand: bool) -> None:
+    """After a backup's chunks are stored: it fails if they took the vault past its size (a vault exactly full
+    holds its last backup)."""
+    if not auto_expand and used_bytes > capacity_bytes(size_gb):
+        raise errors.VaultFullError(
+            f"the backup took the vault past its size ({used_bytes} of {capacity_bytes(size_gb)} bytes) and "
+            f"auto_expand is off")
 
 
 def check_deletable(backup: Backup, vault_locked: bool, now: dt.datetime) -> Backup:

@@ -15,7 +15,7 @@ from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.adapters.vaults import VaultDirectory, VaultInfo, VaultResource
 from cbr_backup.domain import errors, rules
 from cbr_backup.domain.backups import (MAX_CHECKPOINT_RESOURCES, Backup, Checkpoint, SkippedResource,
-                                       capacity_bytes, check_backup_name, check_description, check_request_id,
+                                       check_backup_name, check_description, check_request_id,
                                        check_room,
                                        default_backup_name)
 from cbr_backup.service import jobs
@@ -137,7 +137,7 @@ async def _start_backup(uow: BackupUnitOfWork, cp: Checkpoint, vault: VaultInfo,
     task = jobs.new_task(cp.project_id, "backup", vault_id=vault.vault_id, vault_name=vault.name,
                          resource_id=resource.resource_id, resource_name=name, checkpoint_id=cp.checkpoint_id,
                          policy_id=cp.policy_id,
-                         params={"incremental": cp.incremental, "capacity_bytes": capacity_bytes(vault.size_gb),
+                         params={"incremental": cp.incremental, "size_gb": vault.size_gb,
                                  "auto_expand": vault.auto_expand})
     if not await uow.backups.claim_resource(resource.resource_id, task.task_id, "backup"):
         return skip(errors.ResourceBusyError(f"resource {resource.resource_id} is busy with another backup or restore"))

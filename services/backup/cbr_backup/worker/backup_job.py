@@ -20,7 +20,7 @@ from cbr_backup.datapath import backup_disk, load_manifest, take_snapshot
 from cbr_backup.datapath.extents import data_extents
 from cbr_backup.datapath.tree_backup import backup_tree, load_tree_manifest
 from cbr_backup.domain import errors
-from cbr_backup.domain.backups import Backup
+from cbr_backup.domain.backups import Backup, check_fits, check_room
 from cbr_backup.service import outcomes
 from cbr_backup.worker.context import JobCancelled, JobContext, check_still_mine
 from cbr_common.db import utcnow
@@ -49,7 +49,7 @@ async def run_backup(ctx: JobContext) -> None:
         await uow.backups.update_family(backup.backup_id, status="protecting",
                                         started_time=backup.started_time or utcnow())
         await uow.commit()
-    _check_capacity(task.params, used)
+    check_room(used, task.params["size_gb"], task.params["auto_expand"])
     keys = await ctx.keys(backup.vault_id)
     manifest_suffix = f"-a{task.attempts}"  # a retry never meets its earlier attempt's manifest
     results: dict[str, Part] = {}  # per backup row that gets a manifest
@@ -62,15 +62,8 @@ async def run_backup(ctx: JobContext) -> None:
             results.update(await _backup_disks(ctx, backup, keys, index, manifest_suffix))
         async with ctx.make_uow() as uow:
             used = await uow.backups.used_bytes(backup.vault_id)
-        _check_capacity(task.params, used)
+        check_fits(used, task.params["size_gb"], task.params["auto_expand"])
         await _complete(ctx, backup, results)
-
-
-def _check_capacity(params: dict, used: int) -> None:
-    capacity = params.get("capacity_bytes", 0)
-    if capacity and used > capacity and not params.get("auto_expand"):
-        raise errors.VaultFullError(
-            f"the vault is full: its chunks take {used} bytes of {capacity} and auto_expand is off")
 
 
 async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: str) -> dict:
@@ -95,8 +88,7 @@ async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: st
             ctx.part_done()
             log.info("disk backed up", extra={"fields": {"task": ctx.task.task_id, **result.summary()}})
             manifest = result.manifest
-            image_bytes = sum(manifest.block_length(i) for i, _ in manifest.data_blocks())  # holes, zeros left out
-            results[part.backup_id] = Part(result.manifest_id, image_bytes, base_id,
+            results[part.backup_id] = Part(result.manifest_id, manifest.data_bytes, base_id,
                                            frozenset(manifest.unique_ids()), result.read_bytes)
         return results
     finally:

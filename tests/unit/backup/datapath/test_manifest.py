@@ -87,3 +87,14 @@ def test_structural_errors_with_a_valid_checksum_are_detected():
 def test_inconsistent_arrays_are_refused():
     with pytest.raises(ValueError):
         DiskManifest(2 * BS, BS, bytes(ID_SIZE), b"\x01")
+
+
+@pytest.mark.parametrize("zero, disk_size, expected", [
+    (b"\x00\x01\x00", 2 * 4096 + 100, 4096 + 100),   # the short last block counts at its length
+    (b"\x00\x01\x01", 2 * 4096 + 100, 4096),         # ... and not at all when it is zero
+    (b"\x01\x01\x01", 3 * 4096, 0),
+    (b"\x00\x00\x00", 3 * 4096, 3 * 4096),
+])
+def test_data_bytes_leave_holes_and_zero_blocks_out(zero, disk_size, expected):
+    manifest = DiskManifest(disk_size, 4096, bytes(ID_SIZE) * len(zero), zero)
+    assert manifest.data_bytes == expected == sum(manifest.block_length(i) for i, _ in manifest.data_blocks())
