@@ -59,7 +59,8 @@ class StandIn(backup_pb2_grpc.BackupServiceServicer, vault_pb2_grpc.VaultService
         self.last_request = time.perf_counter()
         return backup_pb2.CreateCheckpointResponse(checkpoint=backup_pb2.Checkpoint(
             checkpoint_id=str(uuid.uuid5(uuid.NAMESPACE_URL, request.request_id)), vault_id=request.vault_id,
-            status=backup_pb2.CHECKPOINT_STATUS_PROTECTING))
+            status=backup_pb2.CHECKPOINT_STATUS_PROTECTING,
+            resources=[backup_pb2.CheckpointResource(resource_id=request.vault_id)]))
 
     async def GetCheckpoint(self, request, context):
         return backup_pb2.GetCheckpointResponse(checkpoint=backup_pb2.Checkpoint(

@@ -11,7 +11,7 @@ import uuid
 from sqlalchemy import select, update
 
 from cbr_common.db import Database
-from cbr_policy.adapters.backups import PeerError
+from cbr_policy.adapters.backups import CheckpointMade, PeerError
 from cbr_policy.adapters.tables import bindings, metadata, policies
 from cbr_policy.adapters.unit_of_work import PolicyUnitOfWork
 from cbr_policy.service.clock import ManualClock
@@ -25,13 +25,18 @@ class RecordingBackups:
     def __init__(self):
         self.requests = []
         self.running = False
+        self.skip_all = False
         self.fail_with: Exception | None = None
 
-    async def create_checkpoint(self, req) -> str:
+    async def create_checkpoint(self, req) -> CheckpointMade:
         if self.fail_with is not None:
             raise self.fail_with
         self.requests.append(req)
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, req.request_id))  # the same request gives the same checkpoint
+        # the same request gives the same checkpoint; skip_all plays a vault whose every resource is busy
+        checkpoint_id = str(uuid.uuid5(uuid.NAMESPACE_URL, req.request_id))
+        if self.skip_all:
+            return CheckpointMade(checkpoint_id, 0, ("BackupService.6732: busy",))
+        return CheckpointMade(checkpoint_id, 1)
 
     async def checkpoint_running(self, project_id, checkpoint_id) -> bool:
         return self.running
@@ -116,13 +121,17 @@ async def test_a_running_previous_backup_skips_the_tick_and_failures_are_recorde
     port.running = True
     clock.current = at(12)
     await scheduler.run_once()
-    port.running, port.fail_with = False, PeerError("backup service answered NOT_FOUND: vault gone")
+    port.running, port.skip_all = False, True  # the backup service itself finds every resource busy
     clock.current = at(13)
+    await scheduler.run_once()
+    port.skip_all, port.fail_with = False, PeerError("backup service answered NOT_FOUND: vault gone")
+    clock.current = at(14)
     await scheduler.run_once()
     recorded = await ticks_of(make_uow, policy_id)
     assert [(t["scheduled_time"].hour, t["status"]) for t in recorded] == [(11, "fired"), (12, "skipped"),
-                                                                           (13, "failed")]
-    assert "still going" in recorded[1]["reason"] and "vault gone" in recorded[2]["reason"]
+                                                                           (13, "skipped"), (14, "failed")]
+    assert "still going" in recorded[1]["reason"] and "6732" in recorded[2]["reason"]
+    assert recorded[2]["checkpoint_id"] and "vault gone" in recorded[3]["reason"]
     await drop_policy(make_uow, policy_id)
 
 

@@ -32,8 +32,15 @@ class CheckpointRequest:
     retention_duration_days: int = 0
 
 
+@dataclass(frozen=True)
+class CheckpointMade:
+    checkpoint_id: str
+    backed_up: int                 # resources the checkpoint is backing up
+    skipped: tuple[str, ...] = ()  # why the others were skipped ("<code>: <reason>")
+
+
 class BackupPort(Protocol):
-    async def create_checkpoint(self, req: CheckpointRequest) -> str: ...
+    async def create_checkpoint(self, req: CheckpointRequest) -> CheckpointMade: ...
     async def checkpoint_running(self, project_id: str, checkpoint_id: str) -> bool: ...
     async def vault_backups(self, project_id: str, vault_id: str) -> list[BackupView]: ...
     async def delete_backup(self, project_id: str, backup_id: str) -> None: ...
@@ -56,12 +63,14 @@ class GrpcBackups:
             raise_if_unavailable(error, peer)
             raise PeerError(f"{peer} service answered {error.code().name}: {error.details()}") from error
 
-    async def create_checkpoint(self, req: CheckpointRequest) -> str:
+    async def create_checkpoint(self, req: CheckpointRequest) -> CheckpointMade:
         reply = await self._call(self._backups.CreateCheckpoint, backup_pb2.CreateCheckpointRequest(
             vault_id=req.vault_id, auto_trigger=True, policy_id=req.policy_id, request_id=req.request_id,
             incremental=req.incremental, retention_duration_days=max(0, req.retention_duration_days)),
             req.project_id, "backup")
-        return reply.checkpoint.checkpoint_id
+        cp = reply.checkpoint
+        return CheckpointMade(cp.checkpoint_id, len(cp.resources),
+                              tuple(f"{s.code}: {s.reason}" for s in cp.skipped_resources))
 
     async def checkpoint_running(self, project_id: str, checkpoint_id: str) -> bool:
         reply = await self._call(self._backups.GetCheckpoint, backup_pb2.GetCheckpointRequest(
