@@ -1,43 +1,80 @@
-"""Argument parsing the commands share: groups and commands, sizes with suffixes, enum names, KEY=VALUE pairs,
+"""Argument parsing the commands share: groups and commands, ids, sizes with units, enum names, KEY=VALUE pairs,
 times, paging."""
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import re
+import uuid
 from decimal import Decimal, InvalidOperation
+from typing import Mapping
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cbr.common.v1 import common_pb2
-from cbr_common.proto_enums import enum_value
-
+from cbr_cli.output import enum_choices
 
 
 class UsageError(Exception):
     """Arguments that parse but do not make sense together; exits like an argparse error."""
 
 
-def add_group(groups, name: str, help: str):
+def add_group(groups, name: str, help: str, aliases: tuple[str, ...] = ()):
     """`cbr NAME ...`: a group of commands; returns the object to add its commands to."""
-    group = groups.add_parser(name, help=help, description=help)
+    group = groups.add_parser(name, aliases=aliases, help=help, description=help)
+    _hide_aliases(groups, name, aliases)
     return group.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
 
-def add_command(commands, name: str, handler, common: argparse.ArgumentParser, help: str) -> argparse.ArgumentParser:
-    """`cbr GROUP NAME ...`, run by `handler(args, client, out)`; `common` brings --json, --timeout, --env-file."""
-    parser = commands.add_parser(name, parents=[common], help=help, description=help)
-    parser.set_defaults(handler=handler)
+def add_command(commands, name: str, handler, common: argparse.ArgumentParser, help: str,
+                aliases: tuple[str, ...] = (), fields: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """`cbr GROUP NAME ...`, run by `handler(args, client, out)`; `common` brings --json, --timeout, --env-file.
+
+    `aliases` are old spellings that still work but are not shown; `fields` maps the request fields the service
+    may name in a refusal to this command's own flags, where errors.FIELD_FLAGS does not already say it."""
+    parser = commands.add_parser(name, aliases=aliases, parents=[common], help=help, description=help)
+    _hide_aliases(commands, name, aliases)
+    parser.set_defaults(handler=handler, fields=dict(fields or {}))
     return parser
+
+
+def _hide_aliases(subparsers, name: str, aliases: tuple[str, ...]) -> None:
+    if aliases:  # argparse lists aliases as "name (alias)"; the help shows one name per command
+        subparsers._choices_actions[-1].metavar = name
+
+
+def add_hidden(parser: argparse.ArgumentParser, flag: str, **kwargs) -> None:
+    """An old spelling of an option: accepted, not shown in --help."""
+    parser.add_argument(flag, help=argparse.SUPPRESS, **kwargs)
+
+
+def object_id(kind: str):
+    """An argument type taking the id of a `kind` (a UUID, as `cbr ... list` shows it); names are not ids."""
+    def parse(text: str) -> str:
+        try:
+            if str(uuid.UUID(text)) == text.lower():
+                return text.lower()
+        except ValueError:
+            pass
+        raise argparse.ArgumentTypeError(f"expected {kind} id (a UUID, as the list commands show), got {text!r}")
+    parse.__name__ = f"{kind} id"
+    return parse
+
+
+VAULT_ID, BACKUP_ID, POLICY_ID, TASK_ID = (object_id(kind) for kind in ("a vault", "a backup", "a policy", "a task"))
+CHECKPOINT_ID, DISK_ID, SERVER_ID = object_id("a checkpoint"), object_id("a disk"), object_id("a server")
+FILE_SYSTEM_ID = object_id("a file system")
+RESOURCE_ID = object_id("a disk, server or file system")
 
 
 SIZE_RE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kmgtp]?)(?:i?b)?", re.IGNORECASE)
 UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
-SIZE_HELP = "bytes, or with a suffix K, M, G, T (powers of 1024): 512M, 10G, 1.5T"
+GIB = UNITS["g"]
+SIZE_HELP = "a number with a unit K, M, G, T (powers of 1024: 512M, 10G, 1.5T); a bare number is bytes"
 
 
 def size(text: str) -> int:
-    """'10G' -> 10737418240; '512M', '4096', '1.5G', '10GiB' as well."""
+    """'10G' -> 10737418240; '512M', '4096' (bytes), '1.5G', '10GiB', '10GB' (also 1024**3) as well."""
     match = SIZE_RE.fullmatch(text.strip())
     if not match:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} ({SIZE_HELP})")
@@ -50,23 +87,37 @@ def size(text: str) -> int:
     return int(exact)
 
 
-def enum_names(enum_type) -> list[str]:
-    """The lower-case names of a protobuf enum without its prefix and its _UNSPECIFIED value."""
-    prefix = enum_type.Name(0)[: -len("UNSPECIFIED")]
-    return [name[len(prefix):].lower() for name in enum_type.keys() if not name.endswith("_UNSPECIFIED")]
+def whole_gib(text: str) -> int:
+    """A vault capacity: a size that is a whole, positive number of GiB ('100G', '1T'); returns the GiB."""
+    size_bytes = size(text)
+    if size_bytes <= 0 or size_bytes % GIB:
+        raise argparse.ArgumentTypeError(f"a vault's capacity is a whole number of GiB, e.g. 100G or 1T; "
+                                         f"got {text!r}" + (" (a bare number is bytes)" if text.strip().isdigit()
+                                                            else ""))
+    return size_bytes // GIB
+
+
+def gib_count(text: str) -> int:
+    """The old --size-gb: a bare number of GiB."""
+    return whole_gib(f"{text}G" if text.strip().isdigit() else text)
 
 
 def add_enum(parser: argparse.ArgumentParser, flag: str, enum_type, **kwargs) -> None:
-    """An option taking one of the enum's lower-case names; the parsed value is the enum number (0 if absent)."""
-    names = enum_names(enum_type)
+    """An option taking one of the enum's CLI names ('-' or '_' alike); the parsed value is the enum number
+    (0 if absent)."""
+    choices = enum_choices(enum_type)
 
     def parse(text: str) -> int:
-        if text.lower() not in names:
-            raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(names)})")
-        return enum_value(enum_type, text.lower())
+        key = text.lower().replace("-", "_")
+        key = OLD_ENUM_NAMES.get(key, key)
+        if key not in choices:
+            raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(choices)})")
+        return choices[key]
     kwargs.setdefault("default", [] if kwargs.get("action") == "append" else 0)
-    parser.add_argument(flag, type=parse, metavar="{" + ",".join(names) + "}", **kwargs)
+    parser.add_argument(flag, type=parse, metavar="{" + ",".join(choices) + "}", **kwargs)
 
+
+OLD_ENUM_NAMES = {"turbo": "file_system"}  # the API enum's name for file systems, still accepted
 
 
 def tag(text: str) -> common_pb2.Tag:
@@ -77,21 +128,21 @@ def tag(text: str) -> common_pb2.Tag:
     return common_pb2.Tag(key=key, value=value)
 
 
-def id_with_list(text: str) -> tuple[str, list[str]]:
-    """ID=A,B,C -> ('ID', ['A', 'B', 'C'])."""
+def server_disks(text: str) -> tuple[str, list[str]]:
+    """SERVER_ID=DISK_ID,DISK_ID -> ('SERVER_ID', ['DISK_ID', 'DISK_ID'])."""
     key, sep, rest = text.partition("=")
     items = [item for item in rest.split(",") if item]
     if not sep or not key or not items:
-        raise argparse.ArgumentTypeError(f"expected ID=ID[,ID...], got {text!r}")
-    return key, items
+        raise argparse.ArgumentTypeError(f"expected SERVER_ID=DISK_ID[,DISK_ID...], got {text!r}")
+    return SERVER_ID(key), [DISK_ID(item) for item in items]
 
 
-def id_pair(text: str) -> tuple[str, str]:
-    """A=B -> ('A', 'B')."""
+def backup_to_disk(text: str) -> tuple[str, str]:
+    """CHILD_BACKUP_ID=DISK_ID -> ('CHILD_BACKUP_ID', 'DISK_ID')."""
     left, sep, right = text.partition("=")
     if not sep or not left or not right:
-        raise argparse.ArgumentTypeError(f"expected ID=ID, got {text!r}")
-    return left, right
+        raise argparse.ArgumentTypeError(f"expected CHILD_BACKUP_ID=DISK_ID, got {text!r}")
+    return BACKUP_ID(left), DISK_ID(right)
 
 
 def timestamp(text: str) -> Timestamp:

@@ -1,4 +1,5 @@
-"""The command's exit codes: one per class of gRPC status, and one for a watched task that did not succeed."""
+"""The command's exit codes: one per class of gRPC status, one for a watched task that did not succeed, one for
+a backup that left resources out."""
 from __future__ import annotations
 
 import grpc
@@ -15,6 +16,7 @@ RESOURCE_EXHAUSTED = 8
 UNAVAILABLE = 9
 DATA_LOSS = 10
 TASK_UNSUCCESSFUL = 11
+SKIPPED = 12       # `cbr backup create` skipped some or all of the resources asked for (busy, gone, ...)
 INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 BY_STATUS: dict[grpc.StatusCode, int] = {
@@ -51,5 +53,7 @@ exit codes:
   9   UNAVAILABLE, DEADLINE_EXCEEDED
   10  DATA_LOSS
   11  a watched task ended failed, cancelled or timed out
+  12  `backup create` skipped a resource (busy, gone, all disks excluded): some or
+      nothing was backed up; each skipped resource and why is printed (11 wins over 12)
   130 interrupted (Ctrl-C; the task itself keeps running)
 """

@@ -14,9 +14,28 @@ from cbr_cli.arguments import UsageError
 from cbr_cli.client import CbrClient
 from cbr_cli.commands import backups, policy, protectables, tasks, vault
 from cbr_cli.config import DEFAULT_TIMEOUT, ENV_FILE, Config, ConfigError, load_config
+from cbr_cli.errors import describe
 from cbr_cli.output import Output
 from cbr_cli.progress import WatchEndedError
-from cbr_common.grpc_errors import cbr_code_of
+
+CONVENTIONS_HELP = """\
+conventions:
+  cbr GROUP VERB: a group per resource type (vault, disk, server, file-system, backup,
+  task, policy) and one verb set: create, show, list, update, delete; other verbs
+  where no CRUD verb fits (restore, verify, gc, watch, cancel, preview, add-resources,
+  associate-policy, ...); VERB-NOUN for what has no group of its own (backup
+  show-checkpoint, backup create-disk, vault list-tags, policy list-ticks).
+  Ids are UUIDs (names are not accepted as ids). Sizes take a unit: 512M, 10G, 1.5T
+  (powers of 1024); a bare number is bytes.
+  --json: a list is {"items": [...], "count": N} (N counts every match, paging
+  aside), even for one or no item: the list commands, tags, and `backup create
+  --wait` (the backups it made). Anything else is the bare object: the thing
+  shown, created or changed; a started task's {"task_id": ...}; with --wait, the
+  final task. Field names and enum values as in the .proto files (the CLI's
+  `file_system` type is OBJECT_TYPE_TURBO there). Errors stay `error: ...` lines
+  on stderr.
+
+"""
 
 CONFIG_HELP = f"""\
 configuration (each from the environment, else from the env file: --env-file, or {ENV_FILE}
@@ -33,7 +52,7 @@ in the current folder or the nearest one above it, as `make up` writes it):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cbr", description="Command-line client of CBR, the Cloud Backup and Recovery service.",
-        epilog=CONFIG_HELP + exit_codes.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=CONVENTIONS_HELP + CONFIG_HELP + exit_codes.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_global_options(parser, with_defaults=True)
     # The same options are accepted after the command too (`cbr vault list --json`); SUPPRESS keeps a value
     # given before the command from being reset there.
@@ -46,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_global_options(parser: argparse.ArgumentParser, with_defaults: bool) -> None:
-    parser.add_argument("--json", action="store_true", help="print the responses as JSON (protobuf field names)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON (its shape: conventions, below)")
     parser.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                         help=f"deadline of each call (default {DEFAULT_TIMEOUT:g}; a watch lasts as long as its task)")
     parser.add_argument("--env-file", metavar="PATH", help=f"read settings missing from the environment here "
@@ -89,7 +108,7 @@ async def run(args: argparse.Namespace, config: Config, out: Output) -> int:
             code = await args.handler(args, client, out)
         return exit_codes.OK if code is None else code
     except grpc.aio.AioRpcError as error:
-        out.error(describe(error))
+        out.error(describe(error, args.fields))
         return exit_codes.for_status(error.code())
     except UsageError as exc:
         out.error(str(exc))
@@ -97,9 +116,3 @@ async def run(args: argparse.Namespace, config: Config, out: Output) -> int:
     except WatchEndedError as exc:
         out.error(str(exc))
         return exit_codes.OTHER
-
-
-def describe(error: grpc.aio.AioRpcError) -> str:
-    """NOT_FOUND (BackupService.6130): vault ... not found"""
-    cbr_code = cbr_code_of(error)
-    return f"{error.code().name}{f' ({cbr_code})' if cbr_code else ''}: {error.details() or 'no details'}"

@@ -1,4 +1,7 @@
-"""What the commands print: rich tables by default (a key/value table for one object), JSON with --json."""
+"""What the commands print: rich tables by default (a key/value table for one object), JSON with --json.
+
+JSON has one shape per kind of result, whatever the count: a list is `{"items": [...], "count": N}` (N: every
+match, paging aside), one thing is the bare object; both in protobuf's JSON mapping with the .proto field names."""
 from __future__ import annotations
 
 import datetime as dt
@@ -41,14 +44,15 @@ class Output:
         self.stdout = stdout or make_console()
         self.stderr = stderr or make_console(stderr=True)
 
-    def json(self, message: Message) -> None:
-        print(json.dumps(message_dict(message), indent=2), flush=True)
+    def json(self, value: Message | dict) -> None:
+        print(json.dumps(message_dict(value) if isinstance(value, Message) else value, indent=2), flush=True)
 
-    def one(self, message: Message) -> None:
-        """One object: its fields as key/value rows, then a table for each repeated message field."""
+    def one(self, message: Message, hide: Sequence[str] = ()) -> None:
+        """One object: its fields as key/value rows (but those in `hide`), then a table for each repeated
+        message field."""
         if self.as_json:
             return self.json(message)
-        self.stdout.print(key_value_table(message))
+        self.stdout.print(key_value_table(message, hide))
         for field in message.DESCRIPTOR.fields:
             if _is_nested_list(field):
                 items = list(getattr(message, field.name))
@@ -56,11 +60,13 @@ class Output:
                     self.stdout.print()
                     self.stdout.print(generic_table(items, title=field.name.replace("_", " ")))
 
-    def many(self, response: Message, items: Sequence[Message], columns: Sequence[Column],
-             total: int | None = None) -> None:
-        """A list: the whole response as JSON, or a table of `columns` with a count line."""
+    def many(self, items: Sequence[Message], columns: Sequence[Column], total: int | None = None) -> None:
+        """A list: `{"items": [...], "count": total}`, or a table of `columns` with a count line.
+
+        `total` is what the service counted ignoring paging; None means the items are all there is."""
         if self.as_json:
-            return self.json(response)
+            return self.json({"items": [message_dict(item) for item in items],
+                              "count": len(items) if total is None else total})
         table = new_table()
         for column in columns:
             table.add_column(column.header, no_wrap=column.is_id, overflow="fold")
@@ -96,12 +102,12 @@ def new_table(title: str | None = None) -> Table:
                  header_style="bold")
 
 
-def key_value_table(message: Message) -> Table:
+def key_value_table(message: Message, hide: Sequence[str] = ()) -> Table:
     table = Table(box=None, show_header=False, padding=(0, 2, 0, 0))
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     for field in message.DESCRIPTOR.fields:
-        if _is_nested_list(field):
+        if _is_nested_list(field) or field.name in hide:
             continue  # printed as a table of its own
         text = field_text(message, field, exact=True)
         if text:
@@ -159,13 +165,30 @@ def number_text(name: str, value: int, exact: bool = False) -> str:
     return str(value)
 
 
-def enum_text(field: FieldDescriptor, value: int) -> str:
-    values = field.enum_type.values_by_number
-    if value not in values:
-        return str(value)
+# Where the CLI's name for an enum value is not the API's: one name per resource type across the commands.
+CLI_ENUM_NAMES = {"OBJECT_TYPE_TURBO": "file_system"}
+
+
+def cli_enum_name(enum_descriptor, number: int) -> str:
+    """'OBJECT_TYPE_DISK' -> 'disk'; '' for _UNSPECIFIED; the number itself when the CLI does not know it."""
+    values = enum_descriptor.values_by_number
+    if number not in values:
+        return str(number)
+    name = values[number].name
+    if name.endswith("_UNSPECIFIED"):
+        return ""
     prefix = values[0].name[: -len("UNSPECIFIED")]
-    name = values[value].name
-    return "" if name.endswith("_UNSPECIFIED") else name[len(prefix):].lower()
+    return CLI_ENUM_NAMES.get(name, name[len(prefix):].lower())
+
+
+def enum_choices(enum_type) -> dict[str, int]:
+    """The names the CLI takes for an enum's values (all but _UNSPECIFIED), to their numbers."""
+    return {cli_enum_name(enum_type.DESCRIPTOR, v.number): v.number for v in enum_type.DESCRIPTOR.values
+            if not v.name.endswith("_UNSPECIFIED")}
+
+
+def enum_text(field: FieldDescriptor, value: int) -> str:
+    return cli_enum_name(field.enum_type, value)
 
 
 def enum_of(message: Message, field_name: str) -> str:

@@ -7,8 +7,7 @@ from typing import Sequence
 
 import grpc
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, TaskID, TaskProgressColumn, TextColumn, \
-    TimeElapsedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from cbr.backup.v1 import task_pb2
@@ -27,6 +26,18 @@ class WatchEndedError(Exception):
     """The watch stream kept ending before the task reached a final status."""
 
 
+def percent(task: task_pb2.Task) -> int:
+    """How far a task got, as the CLI shows it: from its bytes when it knows them (its `progress` field is the
+    service's own estimate), 100 only for a success, never 100 for anything else."""
+    if task.status == task_pb2.TASK_STATUS_SUCCESS:
+        return 100
+    if task.bytes_total > 0:
+        value = task.bytes_done * 100 // task.bytes_total
+    else:
+        value = task.progress
+    return max(0, min(value, 99))
+
+
 class BytesColumn(ProgressColumn):
     """'120.0 MiB / 2.0 GiB' once the task knows its total."""
 
@@ -42,7 +53,7 @@ async def watch_tasks(tasks: AuthedStub, task_ids: Sequence[str], console: Conso
     A task another service just started may be recorded a moment later (the backup service learns of a vault
     deletion from its event), so NOT_FOUND is retried for `appear_within` seconds.
     """
-    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), BytesColumn(),
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:>3.0f}%"), BytesColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         watches = (_watch_one(tasks, task_id, progress, appear_within) for task_id in task_ids)
@@ -82,7 +93,7 @@ async def _watch_one(tasks: AuthedStub, task_id: str, progress: Progress, appear
 def _show(progress: Progress, bar: TaskID | None, task: task_pb2.Task) -> TaskID:
     operation = enum_of(task, "operation_type") or "task"
     name = task.resource_name or task.vault_name or task.task_id[:8]
-    fields = dict(completed=task.progress, description=f"{operation} {name}", status=enum_of(task, "status"),
+    fields = dict(completed=percent(task), description=f"{operation} {name}", status=enum_of(task, "status"),
                   bytes_done=task.bytes_done, bytes_total=task.bytes_total)
     if bar is None:
         return progress.add_task(total=100, **fields)

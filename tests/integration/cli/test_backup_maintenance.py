@@ -1,5 +1,5 @@
-"""`cbr backup verify|gc|get|restore` against the real backup service and worker, on backups the CLI made:
-verification that finds a damaged chunk, garbage collection that keeps what backups use, the fields `get`
+"""`cbr backup verify|gc|show|restore` against the real backup service and worker, on backups the CLI made:
+verification that finds a damaged chunk, garbage collection that keeps what backups use, the fields `show`
 shows, and --map mistakes with the exit codes the CLI promises (2 for what does not parse, 3 for what the
 service refuses)."""
 from __future__ import annotations
@@ -18,11 +18,11 @@ async def backed_up_disk(cbr, name: str, seed: int) -> tuple[dict, str, str]:
     """A disk with data in a vault of its own, backed up once through the CLI: (disk, vault_id, backup_id)."""
     disk = await cbr.json("disk", "create", name, "--size", "4M")
     write_disk(disk["path"], seed, chunks=4, chunk=128 * 1024)
-    vault = await cbr.json("vault", "create", f"{name}-vault", "--type", "disk", "--size-gb", "1",
+    vault = await cbr.json("vault", "create", f"{name}-vault", "--type", "disk", "--size", "1G",
                            "--resource", disk["resource_id"])
-    task = await cbr.json("backup", "checkpoint", vault["vault_id"], "--wait", timeout=BACKUP_WAIT)
-    assert task["status"] == "TASK_STATUS_SUCCESS", task
-    return disk, vault["vault_id"], task["backup_id"]
+    made = await cbr.json("backup", "create", vault["vault_id"], "--wait", timeout=BACKUP_WAIT)
+    assert made["count"] == 1 and made["items"][0]["status"] == "BACKUP_STATUS_AVAILABLE", made
+    return disk, vault["vault_id"], made["items"][0]["backup_id"]
 
 
 def chunk_files(services, vault_id: str) -> list:
@@ -38,7 +38,7 @@ async def test_verify_finds_a_damaged_chunk(cbr, services):
     clean = await cbr.json("backup", "verify", vault_id, "--wait", timeout=BACKUP_WAIT)
     assert (clean["status"], clean["operation_type"]) == ("TASK_STATUS_SUCCESS", "OPERATION_TYPE_VERIFY")
     assert int(clean["extra_info"]["checked_chunks"]) > 0 and clean["extra_info"]["bad_chunks"] == "0"
-    shown, as_json = await asyncio.gather(cbr.ok("backup", "get", backup_id), cbr.json("backup", "get", backup_id))
+    shown, as_json = await asyncio.gather(cbr.ok("backup", "show", backup_id), cbr.json("backup", "show", backup_id))
     assert as_json["verified_time"] and as_json["corrupt"] is False
     assert any(line.split()[:2] == ["corrupt", "no"] for line in shown.stdout.splitlines()), shown.stdout
     assert "verified_time" in shown.stdout
@@ -50,9 +50,9 @@ async def test_verify_finds_a_damaged_chunk(cbr, services):
     assert (found["extra_info"]["bad_chunks"], found["extra_info"]["corrupt_backups"]) == ("1", backup_id)
 
     shown, listed, restore, untouched = await asyncio.gather(
-        cbr.ok("backup", "get", backup_id), cbr.ok("backup", "list", "--vault", vault_id),
+        cbr.ok("backup", "show", backup_id), cbr.ok("backup", "list", "--vault", vault_id),
         cbr("backup", "create-disk", backup_id, "--name", "from-corrupt", "--wait"),
-        cbr.json("backup", "get", other_backup))
+        cbr.json("backup", "show", other_backup))
     assert any(line.split()[:2] == ["corrupt", "yes"] for line in shown.stdout.splitlines()), shown.stdout
     assert "available (corrupt)" in listed.stdout
     assert restore.code == 10 and one_error_line(restore).startswith("error: DATA_LOSS (BackupService.6750)")
@@ -73,10 +73,10 @@ async def test_verify_refuses_backups_it_cannot_check(cbr):
         cbr("backup", "verify", vault_id, "--backup-id", elsewhere),
         cbr("backup", "verify", str(uuid.uuid4())),
         cbr("backup", "verify"))
-    assert malformed.code == 3 and one_error_line(malformed).startswith("error: INVALID_ARGUMENT")
+    assert malformed.code == 2 and "argument --backup-id: expected a backup id" in malformed.stderr
     assert foreign.code == 4 and f"not in vault {vault_id}" in one_error_line(foreign)
     assert no_vault.code == 4 and one_error_line(no_vault).startswith("error: NOT_FOUND")
-    assert no_argument.code == 2 and "vault_id" in no_argument.stderr
+    assert no_argument.code == 2 and "required: VAULT_ID" in no_argument.stderr
 
 
 async def test_gc_keeps_what_backups_use(cbr):
@@ -98,7 +98,7 @@ async def test_gc_keeps_what_backups_use(cbr):
                         timeout=BACKUP_WAIT)
     assert created.code == 0, str(created)
     new_disk_id = created.stderr.split("disk ", 1)[1].split()[0]  # --wait names the new disk first
-    restored = await cbr.json("disk", "get", new_disk_id)
+    restored = await cbr.json("disk", "show", new_disk_id)
     assert sha256_file(restored["path"]) == image
 
     started, negative, words, unknown = await asyncio.gather(
@@ -117,16 +117,16 @@ async def test_server_restore_with_maps_and_map_mistakes(cbr):
     for seed, disk in enumerate(disks, start=21):
         write_disk(disk["path"], seed, chunks=2, chunk=64 * 1024)
     images = [sha256_file(disk["path"]) for disk in disks]
-    server = await cbr.json("server", "define", "srv", *(d["resource_id"] for d in disks))
-    vault = await cbr.json("vault", "create", "srv-vault", "--type", "server", "--size-gb", "1",
+    server = await cbr.json("server", "create", "srv", *(d["resource_id"] for d in disks))
+    vault = await cbr.json("vault", "create", "srv-vault", "--type", "server", "--size", "1G",
                            "--resource", server["resource_id"])
-    task = await cbr.json("backup", "checkpoint", vault["vault_id"], "--wait", timeout=BACKUP_WAIT)
-    parent = await cbr.json("backup", "get", task["backup_id"])
+    made = await cbr.json("backup", "create", vault["vault_id"], "--wait", timeout=BACKUP_WAIT)
+    parent = await cbr.json("backup", "show", made["items"][0]["backup_id"])
     children = {child["resource_id"]: child["backup_id"] for child in parent["children"]}
     assert set(children) == {d["resource_id"] for d in disks}
 
-    shown, child = await asyncio.gather(cbr.ok("backup", "get", parent["backup_id"]),
-                                        cbr.json("backup", "get", children[disks[1]["resource_id"]]))
+    shown, child = await asyncio.gather(cbr.ok("backup", "show", parent["backup_id"]),
+                                        cbr.json("backup", "show", children[disks[1]["resource_id"]]))
     assert "children" in shown.stdout and all(child_id in shown.stdout for child_id in children.values())
     assert (child["device"], child["parent_id"]) == ("vdb", parent["backup_id"])
 
@@ -146,7 +146,9 @@ async def test_server_restore_with_maps_and_map_mistakes(cbr):
         cbr("backup", "restore", child_id, "--map", f"{child_id}={disk_id}"),
         cbr("backup", "restore", parent["backup_id"], "--map", f"not-a-uuid={disk_id}"))
     for parse_error in (no_equals, no_child, no_disk):  # refused by the CLI, before any call
-        assert parse_error.code == 2 and "argument --map: expected ID=ID" in parse_error.stderr, str(parse_error)
-    for refused in (disk_backup, bad_id):  # parsed, and refused by the service
-        assert refused.code == 3 and one_error_line(refused).startswith("error: INVALID_ARGUMENT"), str(refused)
+        assert parse_error.code == 2 and "argument --map: expected CHILD_BACKUP_ID=DISK_ID" in parse_error.stderr, \
+            str(parse_error)
+    assert bad_id.code == 2 and "argument --map: expected a backup id (a UUID" in bad_id.stderr, str(bad_id)
+    # Parsed, and refused by the service: the message names the flag, not the request field.
+    assert disk_backup.code == 3 and one_error_line(disk_backup).startswith("error: INVALID_ARGUMENT"), str(disk_backup)
     assert "BackupService.6704" in disk_backup.stderr

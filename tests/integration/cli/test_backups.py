@@ -1,5 +1,6 @@
-"""`cbr backup` builds the right BackupService requests and follows their tasks, checked against a recording
-fake of BackupService and TaskService (the real BackupService is being written; the CLI must not wait for it)."""
+"""`cbr backup` builds the right BackupService requests, follows their tasks and reports honestly what happened,
+checked against a recording fake of BackupService and TaskService that can answer what the real one rarely does
+(a busy resource, a task whose progress field says 100 while it failed)."""
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +16,7 @@ from tests.integration.cli.conftest import one_error_line
 from tests.integration.common.test_tls import pki  # noqa: F401  (a fixture: a CA, server and client certificates)
 
 GIB = 1024**3
-VAULT, CHECKPOINT, BACKUP = (str(uuid.uuid4()) for _ in range(3))
+VAULT, CHECKPOINT, BACKUP, DISHONEST, STUCK_AT_ZERO = (str(uuid.uuid4()) for _ in range(5))
 DISK, SERVER, FS, CHILD_1, CHILD_2, DISK_1, DISK_2 = (str(uuid.uuid4()) for _ in range(7))
 
 
@@ -51,6 +52,7 @@ class Recorder:
 class FakeBackups(backup_pb2_grpc.BackupServiceServicer):
     def __init__(self, recorder: Recorder, scripts: dict[str, list[tp.Task]]):
         self.recorder, self.scripts = recorder, scripts
+        self.backups: dict[str, bp.Backup] = {BACKUP: _backup(BACKUP, "nightly")}
 
     def _task(self, make: Callable[[str], list[tp.Task]]) -> str:
         task_id = str(uuid.uuid4())
@@ -58,13 +60,24 @@ class FakeBackups(backup_pb2_grpc.BackupServiceServicer):
         return task_id
 
     async def CreateCheckpoint(self, request, context):
+        """DISK is always busy; every other resource gets a backup that, once done, says it is a full one."""
         self.recorder.record("CreateCheckpoint", request, context)
-        resources = [bp.CheckpointResource(resource_id=rid, type=cp.OBJECT_TYPE_DISK, backup_id=str(uuid.uuid4()),
-                                           task_id=self._task(succeeding)) for rid in request.resource_ids]
+        resources = []
+        for rid in request.resource_ids:
+            if rid == DISK:
+                continue
+            backup = bp.Backup(backup_id=str(uuid.uuid4()), resource_id=rid, resource_name=f"disk-{rid[:4]}",
+                               resource_type=cp.OBJECT_TYPE_DISK, status=bp.BACKUP_STATUS_AVAILABLE,
+                               incremental=False, logical_bytes=GIB, stored_bytes=GIB // 2, added_bytes=GIB // 4)
+            self.backups[backup.backup_id] = backup
+            resources.append(bp.CheckpointResource(resource_id=rid, type=cp.OBJECT_TYPE_DISK,
+                                                   backup_id=backup.backup_id, task_id=self._task(succeeding)))
+        skipped = [bp.SkippedResource(resource_id=DISK, type=cp.OBJECT_TYPE_DISK, name="disk-busy",
+                                      code="BackupService.2002", reason="already being backed up")
+                   for rid in request.resource_ids if rid == DISK]
         return bp.CreateCheckpointResponse(checkpoint=bp.Checkpoint(
             checkpoint_id=CHECKPOINT, vault_id=request.vault_id, name=request.name, resources=resources,
-            status=bp.CHECKPOINT_STATUS_PROTECTING, skipped_resources=[bp.SkippedResource(
-                resource_id=DISK, code="BackupService.2002", reason="already being backed up")]))
+            status=bp.CHECKPOINT_STATUS_PROTECTING, incremental=True, skipped_resources=skipped))
 
     async def GetCheckpoint(self, request, context):
         self.recorder.record("GetCheckpoint", request, context)
@@ -76,9 +89,9 @@ class FakeBackups(backup_pb2_grpc.BackupServiceServicer):
 
     async def GetBackup(self, request, context):
         self.recorder.record("GetBackup", request, context)
-        if request.backup_id != BACKUP:
+        if request.backup_id not in self.backups:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"backup {request.backup_id} not found")
-        return bp.GetBackupResponse(backup=_backup(BACKUP, "nightly"))
+        return bp.GetBackupResponse(backup=self.backups[request.backup_id])
 
     async def UpdateBackup(self, request, context):
         self.recorder.record("UpdateBackup", request, context)
@@ -90,6 +103,10 @@ class FakeBackups(backup_pb2_grpc.BackupServiceServicer):
 
     async def RestoreBackup(self, request, context):
         self.recorder.record("RestoreBackup", request, context)
+        if request.target_path == "refuse":  # a refusal that names request fields
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "a server backup restores to a server: set server_id and mappings; "
+                                "target_path and mappings.backup_id")
         return bp.RestoreBackupResponse(task_id=self._task(failing))
 
     async def CreateDiskFromBackup(self, request, context):
@@ -108,6 +125,10 @@ class FakeBackups(backup_pb2_grpc.BackupServiceServicer):
 class FakeTasks(task_pb2_grpc.TaskServiceServicer):
     def __init__(self, scripts: dict[str, list[tp.Task]]):
         self.scripts = scripts
+        # What issue 9 saw: a failed task whose progress field says 100, and one at 0 with all its bytes done.
+        self.scripts[DISHONEST] = [task(DISHONEST, tp.TASK_STATUS_RUNNING, 100, GIB // 2),
+                                   task(DISHONEST, tp.TASK_STATUS_FAILED, 100, GIB)]
+        self.scripts[STUCK_AT_ZERO] = [task(STUCK_AT_ZERO, tp.TASK_STATUS_FAILED, 0, GIB)]
 
     async def WatchTask(self, request, context):
         for step in self.scripts[request.task_id]:
@@ -121,7 +142,7 @@ class FakeTasks(task_pb2_grpc.TaskServiceServicer):
 def _backup(backup_id: str, name: str) -> bp.Backup:
     return bp.Backup(backup_id=backup_id, name=name, vault_id=VAULT, resource_id=DISK, resource_name="disk-1",
                      resource_type=cp.OBJECT_TYPE_DISK, status=bp.BACKUP_STATUS_AVAILABLE, incremental=True,
-                     logical_bytes=3 * GIB, stored_bytes=GIB)
+                     logical_bytes=3 * GIB, stored_bytes=GIB, added_bytes=5 * 2**20)
 
 
 async def serve_fake(credentials: grpc.ServerCredentials | None = None):
@@ -148,27 +169,60 @@ def cbr_fake(cbr, fake):
     return cbr.using(CBR_BACKUP_ADDR=fake.address)
 
 
-async def test_checkpoint_requests_and_wait(cbr_fake, fake):
-    shown, waited, default = await asyncio.gather(
-        cbr_fake.ok("backup", "checkpoint", VAULT, DISK, SERVER, "--full", "--name", "before-upgrade",
+async def test_create_requests_and_wait(cbr_fake, fake):
+    shown, waited, default, old_spelling = await asyncio.gather(
+        cbr_fake.ok("backup", "create", VAULT, DISK_1, SERVER, "--full", "--name", "before-upgrade",
                     "--description", "by hand", "--exclude", f"{SERVER}={DISK_1},{DISK_2}"),
-        cbr_fake("backup", "checkpoint", VAULT, DISK_1, DISK_2, "--wait"),
-        cbr_fake.json("backup", "checkpoint", VAULT))
+        cbr_fake("backup", "create", VAULT, DISK_1, DISK_2, "--wait"),
+        cbr_fake.json("backup", "create", VAULT),
+        cbr_fake.json("backup", "create", VAULT, DISK_2))  # the old verb still works
     requests = {tuple(r.resource_ids): r for name, r, _ in fake.calls if name == "CreateCheckpoint"}
-    full = requests[(DISK, SERVER)]
+    full = requests[(DISK_1, SERVER)]
     assert (full.vault_id, full.name, full.description) == (VAULT, "before-upgrade", "by hand")
     assert full.HasField("incremental") and full.incremental is False
     assert list(full.resource_details) == [bp.ResourceDetail(resource_id=SERVER, type=cp.OBJECT_TYPE_SERVER,
                                                              exclude_volumes=[DISK_1, DISK_2])]
     assert not requests[()].HasField("incremental") and default["vault_id"] == VAULT
+    assert old_spelling["checkpoint_id"] == CHECKPOINT
     assert all(metadata["authorization"] == f"Bearer {cbr_fake.settings['CBR_TOKEN']}"
                for _, _, metadata in fake.calls)
-    assert CHECKPOINT in shown.stdout and "already being backed up" in shown.stdout
+    assert CHECKPOINT in shown.stdout
+    # The checkpoint's `incremental` is only what was asked for: the table leaves it to the backups.
+    assert "incremental" not in shown.stdout
 
     assert waited.code == 0, str(waited)
-    assert waited.stdout.count("success") == 2  # a table of the two final tasks
+    header, _, *rows = waited.stdout.splitlines()
+    assert header.split() == ["ID", "NAME", "RESOURCE", "TYPE", "STATUS", "SIZE", "STORED", "ADDED", "INCREMENTAL",
+                              "CREATED"]
+    # What each backup says once done (a full one, what it added), not what the request asked for.
+    assert [row.split()[4:12] for row in rows] == [
+        ["available", "1.0", "GiB", "512.0", "MiB", "256.0", "MiB", "no"]] * 2, waited.stdout
     assert "100%" in waited.stderr and "1.0 GiB / 1.0 GiB" in waited.stderr
-    assert f"skipped {DISK} (BackupService.2002): already being backed up" in waited.stderr
+
+
+async def test_create_that_skips_resources_is_not_success(cbr_fake, fake):
+    """DISK is busy in the fake: backing up only it does nothing (exit 12); with another disk, one backup is made
+    and the skip still makes the exit code 12, both reported; without --wait the same."""
+    nothing, some, some_json, started = await asyncio.gather(
+        cbr_fake("backup", "create", VAULT, DISK, "--wait"),
+        cbr_fake("backup", "create", VAULT, DISK, DISK_1, "--wait"),
+        cbr_fake("backup", "create", VAULT, DISK, DISK_2, "--wait", "--json"),
+        cbr_fake("backup", "create", VAULT, DISK))
+    skipped_line = f"skipped disk disk-busy ({DISK}): already being backed up [BackupService.2002]"
+    assert nothing.code == 12, str(nothing)
+    assert skipped_line in nothing.stderr
+    assert nothing.stderr.strip().splitlines()[-1] == (
+        "error: nothing backed up: every resource was skipped (1, see above)")
+
+    assert some.code == 12, str(some)
+    assert skipped_line in some.stderr and "100%" in some.stderr
+    assert some.stderr.strip().splitlines()[-1] == (
+        f"error: 1 of 2 resources skipped (see above); 1 backed up by checkpoint {CHECKPOINT}")
+    assert f"disk-{DISK_1[:4]}" in some.stdout and "available" in some.stdout
+    assert some_json.code == 12 and some_json.json()["count"] == 1
+    assert some_json.json()["items"][0]["resource_id"] == DISK_2
+
+    assert started.code == 12 and skipped_line in started.stderr and "already being backed up" in started.stdout
 
 
 async def test_list_get_update(cbr_fake, fake):
@@ -177,11 +231,11 @@ async def test_list_get_update(cbr_fake, fake):
                     "--status", "error", "--image-type", "replication", "--since", "2024-05-01T00:00:00Z",
                     "--until", "2024-06-01T12:30:00+02:00", "--name", "night", "--checkpoint", CHECKPOINT,
                     "--parent", BACKUP, "--sort", "name:asc", "--limit", "5", "--offset", "10"),
-        cbr_fake.ok("backup", "get", BACKUP),
-        cbr_fake.json("backup", "get-checkpoint", CHECKPOINT),
+        cbr_fake.ok("backup", "show", BACKUP),
+        cbr_fake.json("backup", "show-checkpoint", CHECKPOINT),
         cbr_fake.json("backup", "update", BACKUP, "--name", "renamed"),
         cbr_fake("backup", "update", BACKUP),
-        cbr_fake("backup", "get", DISK))
+        cbr_fake("backup", "show", DISK))
     request = fake.last("ListBackups")
     assert (request.vault_id, request.resource_id, request.resource_type) == (VAULT, DISK, cp.OBJECT_TYPE_DISK)
     assert list(request.status) == [bp.BACKUP_STATUS_AVAILABLE, bp.BACKUP_STATUS_ERROR]
@@ -192,10 +246,13 @@ async def test_list_get_update(cbr_fake, fake):
         "night", CHECKPOINT, BACKUP, "name:asc")
     assert (request.page.limit, request.page.offset) == (5, 10)
     row = next(line for line in listed.stdout.splitlines() if BACKUP in line)
-    assert row.split()[1:5] == ["nightly", "disk-1", "disk", "available"] and "3.0 GiB" in row
+    assert row.split()[1:5] == ["nightly", "disk-1", "disk", "available"]
+    # SIZE, STORED (what it references), ADDED (what it added to the vault): an incremental looks small.
+    assert row.split()[5:11] == ["3.0", "GiB", "1.0", "GiB", "5.0", "MiB"], listed.stdout
     assert "1 of 7" in listed.stdout
 
     assert "3.0 GiB (3221225472 bytes)" in shown.stdout
+    assert any(line.split()[:3] == ["added_bytes", "5.0", "MiB"] for line in shown.stdout.splitlines()), shown.stdout
     assert checkpoint["checkpoint_id"] == CHECKPOINT
     update = fake.last("UpdateBackup")
     assert update.HasField("name") and not update.HasField("description") and renamed["name"] == "renamed"
@@ -207,9 +264,9 @@ async def test_restore_requests_and_a_failed_task(cbr_fake, fake):
     server, fs, disk = await asyncio.gather(
         cbr_fake("backup", "restore", BACKUP, "--server", SERVER, "--map", f"{CHILD_1}={DISK_1}",
                  "--map", f"{CHILD_2}={DISK_2}", "--no-power-on", "--wait"),
-        cbr_fake.json("backup", "restore", BACKUP, "--fs", FS, "--target-path", "restored/here",
+        cbr_fake.json("backup", "restore", BACKUP, "--file-system", FS, "--target-path", "restored/here",
                       "--new-directory"),
-        cbr_fake.ok("backup", "restore", BACKUP, "--volume", DISK))
+        cbr_fake.ok("backup", "restore", BACKUP, "--disk", DISK))
     requests = {r.server_id or r.file_system_id or r.volume_id: r for name, r, _ in fake.calls
                 if name == "RestoreBackup"}
     mapped, tree = requests[SERVER], requests[FS]
@@ -224,6 +281,39 @@ async def test_restore_requests_and_a_failed_task(cbr_fake, fake):
     assert error.startswith("error: task ") and error.endswith(
         " failed (BackupService.6140): disk is attached to a server"), server.stderr
     assert "failed" in server.stdout and "100.0 MiB / 1.0 GiB" in server.stderr
+
+
+async def test_progress_never_says_done_for_a_task_that_is_not(cbr_fake):
+    """The percent comes from the bytes when known, and a task that did not succeed never shows 100%, whatever
+    its progress field says."""
+    watched, stuck, listed, shown, as_json = await asyncio.gather(
+        cbr_fake("task", "watch", DISHONEST), cbr_fake("task", "watch", STUCK_AT_ZERO),
+        cbr_fake.ok("task", "show", DISHONEST), cbr_fake.ok("task", "show", STUCK_AT_ZERO),
+        cbr_fake.json("task", "show", DISHONEST))
+    for result in (watched, stuck):
+        assert result.code == 11, str(result)
+        assert "100%" not in result.stderr and "99%" in result.stderr and "1.0 GiB / 1.0 GiB" in result.stderr
+        assert "failed" in result.stderr
+    for result in (listed, shown):
+        assert any(line.split()[:2] == ["progress", "99%"] for line in result.stdout.splitlines()), result.stdout
+    assert as_json["progress"] == 100  # --json is the service's answer as it is
+
+
+async def test_old_spellings_and_refusals_in_flags(cbr_fake, fake):
+    old, refused, malformed, size_unit = await asyncio.gather(
+        cbr_fake.ok("backup", "restore", BACKUP, "--fs", FS, "--volume", DISK),
+        cbr_fake("backup", "restore", BACKUP, "--target-path", "refuse"),
+        cbr_fake("backup", "restore", BACKUP, "--disk", "my-disk"),
+        cbr_fake("backup", "create-disk", BACKUP, "--size", "10X"))
+    restores = [(r.file_system_id, r.volume_id) for name, r, _ in fake.calls if name == "RestoreBackup"]
+    assert (FS, DISK) in restores and "restoring backup" in old.stdout
+    assert refused.code == 3 and one_error_line(refused) == (
+        "error: INVALID_ARGUMENT: a server backup restores to a server: set --server and --map; "
+        "--target-path and --map CHILD_BACKUP_ID")
+    assert malformed.code == 2
+    assert "argument --disk: expected a disk id (a UUID, as the list commands show), got 'my-disk'" in \
+        malformed.stderr
+    assert size_unit.code == 2 and "argument --size: not a size: '10X'" in size_unit.stderr
 
 
 async def test_delete_and_create_disk(cbr_fake, fake):
@@ -258,8 +348,8 @@ async def test_verify_and_gc_requests(cbr_fake, fake):
 
 async def test_every_backup_service_call_has_a_command(cbr):
     """The help of `cbr backup` lists a command for each BackupService call; a new RPC needs a new command."""
-    commands = {"CreateCheckpoint": "checkpoint", "GetCheckpoint": "get-checkpoint", "ListBackups": "list",
-                "GetBackup": "get", "UpdateBackup": "update", "DeleteBackup": "delete", "RestoreBackup": "restore",
+    commands = {"CreateCheckpoint": "create", "GetCheckpoint": "show-checkpoint", "ListBackups": "list",
+                "GetBackup": "show", "UpdateBackup": "update", "DeleteBackup": "delete", "RestoreBackup": "restore",
                 "CreateDiskFromBackup": "create-disk", "VerifyBackups": "verify", "CollectGarbage": "gc"}
     assert set(commands) == set(bp.DESCRIPTOR.services_by_name["BackupService"].methods_by_name)
     helps = await asyncio.gather(*(cbr.ok("backup", command, "--help") for command in commands.values()))
@@ -277,13 +367,13 @@ async def test_mutual_tls(cbr, pki):  # noqa: F811
     try:
         tls = cbr.using(CBR_BACKUP_ADDR=recorder.address, CBR_TLS_CA=pki["ca"])
         trusted, anonymous, plain = await asyncio.gather(
-            tls.using(CBR_TLS_CERT=pki["client_cert"], CBR_TLS_KEY=pki["client_key"]).json("backup", "get", BACKUP),
-            tls("backup", "get", BACKUP, "--timeout", "5"),
-            cbr.using(CBR_BACKUP_ADDR=recorder.address)("backup", "get", BACKUP, "--timeout", "5"))
+            tls.using(CBR_TLS_CERT=pki["client_cert"], CBR_TLS_KEY=pki["client_key"]).json("backup", "show", BACKUP),
+            tls("backup", "show", BACKUP, "--timeout", "5"),
+            cbr.using(CBR_BACKUP_ADDR=recorder.address)("backup", "show", BACKUP, "--timeout", "5"))
         assert trusted["backup_id"] == BACKUP
         assert anonymous.code == 9 and one_error_line(anonymous).startswith("error: UNAVAILABLE")
         assert plain.code == 9
-        half = await tls.using(CBR_TLS_CERT=pki["client_cert"])("backup", "get", BACKUP)
+        half = await tls.using(CBR_TLS_CERT=pki["client_cert"])("backup", "show", BACKUP)
         assert half.code == 2 and "CBR_TLS_KEY" in one_error_line(half)
     finally:
         await server.stop(grace=None)

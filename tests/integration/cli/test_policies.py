@@ -31,12 +31,12 @@ async def test_policy_life(cbr):
 
     table, replications, shown = await asyncio.gather(
         cbr.ok("policy", "list"), cbr.json("policy", "list", "--type", "replication"),
-        cbr.ok("policy", "get", policy_id))
+        cbr.ok("policy", "show", policy_id))
     row = next(line for line in table.stdout.splitlines() if policy_id in line)
     assert row.split()[1:4] == ["nightly", "backup", "yes"], table.stdout
     assert "10 newest, 7 days, 4 weeks" in row and "Europe/Berlin" in row
     assert "2 in all" in table.stdout
-    assert replications["count"] == 1 and replications["policies"][0]["policy_id"] == replication["policy_id"]
+    assert replications["count"] == 1 and replications["items"][0]["policy_id"] == replication["policy_id"]
     assert "nightly" in shown.stdout and "FREQ=WEEKLY" in shown.stdout
 
     # The service replaces an operation definition whole; the command lays the options given over the old one.
@@ -53,14 +53,14 @@ async def test_policy_life(cbr):
 
     deleted = await cbr.ok("policy", "delete", policy_id)
     assert deleted.stdout.strip() == f"deleted policy {policy_id}"
-    gone = await cbr("policy", "get", policy_id)
+    gone = await cbr("policy", "show", policy_id)
     assert gone.code == 4 and "BackupService.6820" in one_error_line(gone)
 
 
 async def test_policy_on_a_vault(cbr):
     policy, vault = await asyncio.gather(
         cbr.json("policy", "create", "p", "--type", "backup", "--pattern", DAILY),
-        cbr.json("vault", "create", "v", "--type", "disk", "--size-gb", "10"))
+        cbr.json("vault", "create", "v", "--type", "disk", "--size", "10G"))
 
     async def associate():
         # The vault service learns of the policy from its event: retry until it has.
@@ -70,13 +70,13 @@ async def test_policy_on_a_vault(cbr):
 
     async def listed():
         reply = await cbr.json("policy", "list", "--vault", vault["vault_id"])
-        return [p["policy_id"] for p in reply["policies"]] == [policy["policy_id"]]
+        return [p["policy_id"] for p in reply["items"]] == [policy["policy_id"]]
     await eventually(listed)
-    shown = await cbr.ok("policy", "get", policy["policy_id"])
+    shown = await cbr.ok("policy", "show", policy["policy_id"])
     assert vault["vault_id"] in shown.stdout  # the associated vaults' table
     preview = await cbr.json("policy", "preview", vault["vault_id"], "--max-backups", "3")
     assert preview.get("decisions", []) == []  # an empty vault: nothing to keep or delete
-    ticks = await cbr.json("policy", "ticks", "--policy", policy["policy_id"])
+    ticks = await cbr.json("policy", "list-ticks", "--policy", policy["policy_id"])
     assert ticks["count"] == 0  # the daily pattern has not come round yet
     both = await cbr("policy", "preview", vault["vault_id"], "--policy", policy["policy_id"], "--max-backups", "3")
     assert both.code == 2
@@ -89,7 +89,7 @@ async def test_error_lines_and_exit_codes(cbr, services):
         cbr("policy", "create", "p", "--type", "backup", "--pattern", "FREQ=DAILY;BYHOUR=6;BYMINUTE=0,30"),
         cbr("policy", "create", "p", "--type", "archive", "--pattern", DAILY),
         cbr("policy", "create", "p", "--type", "backup"),
-        cbr("policy", "get", str(uuid.uuid4())),
+        cbr("policy", "show", str(uuid.uuid4())),
         cbr("policy", "update", str(uuid.uuid4())),
         limited("policy", "create", "p", "--type", "backup", "--pattern", DAILY),
         limited("policy", "list", "--json"))
@@ -105,8 +105,8 @@ async def test_error_lines_and_exit_codes(cbr, services):
 
 
 async def test_every_policy_service_call_has_a_command(cbr):
-    commands = {"CreatePolicy": "create", "GetPolicy": "get", "ListPolicies": "list", "UpdatePolicy": "update",
-                "DeletePolicy": "delete", "PreviewRetention": "preview", "ListTicks": "ticks"}
+    commands = {"CreatePolicy": "create", "GetPolicy": "show", "ListPolicies": "list", "UpdatePolicy": "update",
+                "DeletePolicy": "delete", "PreviewRetention": "preview", "ListTicks": "list-ticks"}
     assert set(commands) == set(
         pp.DESCRIPTOR.services_by_name["PolicyService"].methods_by_name)
     helps = await asyncio.gather(*(cbr.ok("policy", command, "--help") for command in commands.values()))

@@ -11,7 +11,7 @@ from tests.support.services import eventually
 async def test_vault_life(cbr):
     disks = [d["resource_id"] for d in await asyncio.gather(
         *(cbr.json("disk", "create", f"disk-{i}", "--size", "1M") for i in range(3)))]
-    vault = await cbr.json("vault", "create", "vault-a", "--type", "disk", "--size-gb", "10",
+    vault = await cbr.json("vault", "create", "vault-a", "--type", "disk", "--size", "10G",
                            "--resource", disks[0], "--tag", "env=prod", "--threshold", "70", "--no-smn-notify")
     vault_id = vault["vault_id"]
     assert (vault["object_type"], vault["protect_type"], vault["size_gb"]) == ("OBJECT_TYPE_DISK",
@@ -21,15 +21,15 @@ async def test_vault_life(cbr):
 
     table, servers, holding, shown = await asyncio.gather(
         cbr.ok("vault", "list"), cbr.json("vault", "list", "--type", "server"),
-        cbr.json("vault", "list", "--resource", disks[0]), cbr.ok("vault", "get", vault_id))
+        cbr.json("vault", "list", "--resource", disks[0]), cbr.ok("vault", "show", vault_id))
     row = next(line for line in table.stdout.splitlines() if vault_id in line)
     assert row.split()[1:5] == ["vault-a", "disk", "backup", "available"], table.stdout
     assert servers["count"] == 0
-    assert holding["vaults"][0]["vault_id"] == vault_id
+    assert holding["items"][0]["vault_id"] == vault_id
     assert "vault-a" in shown.stdout and "env=prod" in shown.stdout and disks[0] in shown.stdout
 
     updated, nothing = await asyncio.gather(
-        cbr.json("vault", "update", vault_id, "--name", "vault-b", "--size-gb", "20", "--auto-expand"),
+        cbr.json("vault", "update", vault_id, "--name", "vault-b", "--size", "20G", "--auto-expand"),
         cbr("vault", "update", vault_id))
     assert (updated["name"], updated["size_gb"], updated["auto_expand"]) == ("vault-b", "20", True)
     assert nothing.code == 2 and "nothing to change" in one_error_line(nothing)
@@ -42,12 +42,13 @@ async def test_vault_life(cbr):
     assert rules["auto_bind"] is True and rules["bind_rules"] == [{"key": "backup", "value": "yes"}]
     assert [r["resource_id"] for r in rules["resources"]] == disks[:2]
 
-    assert (await cbr.json("vault", "tag", vault_id, "team=ops", "env=dev"))["tags"] == [
+    assert (await cbr.json("vault", "add-tags", vault_id, "team=ops", "env=dev"))["items"] == [
         {"key": "env", "value": "dev"}, {"key": "team", "value": "ops"}]
-    assert (await cbr.json("vault", "untag", vault_id, "env"))["tags"] == [{"key": "team", "value": "ops"}]
-    tags, project_tags = await asyncio.gather(cbr.ok("vault", "tags", vault_id), cbr.json("vault", "project-tags"))
+    assert (await cbr.json("vault", "remove-tags", vault_id, "env"))["items"] == [{"key": "team", "value": "ops"}]
+    tags, project_tags = await asyncio.gather(cbr.ok("vault", "list-tags", vault_id),
+                                              cbr.json("vault", "list-project-tags"))
     assert tags.stdout.splitlines()[2].split() == ["team", "ops"]
-    assert project_tags["tags"] == [{"key": "team", "values": ["ops"]}]
+    assert project_tags["items"] == [{"key": "team", "values": ["ops"]}]
 
     deleted = await cbr("vault", "delete", vault_id, "--wait")
     assert deleted.code == 0, str(deleted)
@@ -55,19 +56,19 @@ async def test_vault_life(cbr):
     assert "100%" in deleted.stderr  # the progress bar's last frame
 
     async def gone():  # the vault service drops the vault when it hears the backups are purged: soon after
-        result = await cbr("vault", "get", vault_id)
+        result = await cbr("vault", "show", vault_id)
         return result.code == 4 and "BackupService.6130" in one_error_line(result)
     await eventually(gone)
 
 
 async def test_migrate_resources(cbr):
     disk, target = await asyncio.gather(cbr.json("disk", "create", "disk-m", "--size", "1M"),
-                                        cbr.json("vault", "create", "dst", "--type", "disk", "--size-gb", "10"))
+                                        cbr.json("vault", "create", "dst", "--type", "disk", "--size", "10G"))
     disk = disk["resource_id"]
-    source = await cbr.json("vault", "create", "src", "--type", "disk", "--size-gb", "10", "--resource", disk)
+    source = await cbr.json("vault", "create", "src", "--type", "disk", "--size", "10G", "--resource", disk)
     moved = await cbr.json("vault", "migrate-resources", source["vault_id"], target["vault_id"], disk)
     assert moved == {"migrated_resource_ids": [disk]}
-    assert [r["resource_id"] for r in (await cbr.json("vault", "get", target["vault_id"]))["resources"]] == [disk]
+    assert [r["resource_id"] for r in (await cbr.json("vault", "show", target["vault_id"]))["resources"]] == [disk]
     started = await cbr.ok("vault", "delete", source["vault_id"])
     assert started.stdout.startswith(f"deleting vault {source['vault_id']}: task ")
 
@@ -76,11 +77,11 @@ async def test_error_lines_and_exit_codes(cbr, services):
     readonly = cbr.using(CBR_TOKEN=services.token(cbr.project_id, roles=("cbr_readonly",)))
     forged = cbr.using(CBR_TOKEN=services.token(cbr.project_id, secret="another-secret-of-32-bytes-or-more"))
     bad_name, unknown, not_usage, read, denied, anonymous, rejected = await asyncio.gather(
-        cbr("vault", "create", "no spaces allowed", "--type", "disk", "--size-gb", "10"),
-        cbr("vault", "get", str(uuid.uuid4())),
-        cbr("vault", "create", "v", "--type", "tape", "--size-gb", "1"),
+        cbr("vault", "create", "no spaces allowed", "--type", "disk", "--size", "10G"),
+        cbr("vault", "show", str(uuid.uuid4())),
+        cbr("vault", "create", "v", "--type", "tape", "--size", "1G"),
         readonly("vault", "list", "--json"),
-        readonly("vault", "create", "v", "--type", "disk", "--size-gb", "1"),
+        readonly("vault", "create", "v", "--type", "disk", "--size", "1G"),
         cbr.using(CBR_TOKEN="")("vault", "list"),
         forged("vault", "list"))
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 
 from cbr.policy.v1 import policy_pb2
-from cbr_cli.arguments import UsageError, add_command, add_enum, add_group, add_paging, page, timestamp
+from cbr_cli.arguments import POLICY_ID, VAULT_ID, UsageError, add_command, add_enum, add_group, add_paging, page, \
+    timestamp
+from cbr_cli.errors import LIST_FILTERS
 from cbr_cli.client import CbrClient
 from cbr_cli.output import Column, Output, enum_of, time_text
 
@@ -46,7 +48,8 @@ POLICY_COLUMNS = (
 def register(groups, common) -> None:
     commands = add_group(groups, "policy", "backup and replication policies: when they fire, what they keep")
 
-    parser = add_command(commands, "create", create_policy, common, "create a policy")
+    parser = add_command(commands, "create", create_policy, common, "create a policy",
+                         fields={"start_time": "--start", "patterns": "--pattern"})
     parser.add_argument("name", help="1..64 letters, digits, '_' and '-'")
     add_enum(parser, "--type", policy_pb2.OperationType, dest="operation_type", required=True,
              help="what it does when it fires")
@@ -54,17 +57,20 @@ def register(groups, common) -> None:
     parser.add_argument("--disabled", action="store_true", help="create it switched off (default: enabled)")
     _add_definition_options(parser)
 
-    parser = add_command(commands, "get", get_policy, common, "show one policy and the vaults it applies to")
-    parser.add_argument("policy_id")
+    parser = add_command(commands, "show", show_policy, common, "show one policy and the vaults it applies to",
+                         aliases=("get",))
+    parser.add_argument("policy_id", type=POLICY_ID, metavar="POLICY_ID")
 
-    parser = add_command(commands, "list", list_policies, common, "list policies, newest first")
+    parser = add_command(commands, "list", list_policies, common, "list policies, newest first", fields=LIST_FILTERS)
     add_enum(parser, "--type", policy_pb2.OperationType, dest="operation_type")
-    parser.add_argument("--vault", default="", metavar="VAULT_ID", help="policies applied to this vault")
+    parser.add_argument("--vault", type=VAULT_ID, metavar="VAULT_ID",
+                        help="policies applied to this vault")
     add_paging(parser)
 
     parser = add_command(commands, "update", update_policy, common,
-                         "change a policy; options left out stay as they are")
-    parser.add_argument("policy_id")
+                         "change a policy; options left out stay as they are",
+                         fields={"start_time": "--start", "patterns": "--pattern"})
+    parser.add_argument("policy_id", type=POLICY_ID, metavar="POLICY_ID")
     parser.add_argument("--name")
     parser.add_argument("--enabled", action=argparse.BooleanOptionalAction, default=None,
                         help="switch it on or off")
@@ -73,18 +79,20 @@ def register(groups, common) -> None:
 
     parser = add_command(commands, "delete", delete_policy, common,
                          "delete a policy (the vaults it applies to lose it)")
-    parser.add_argument("policy_id")
+    parser.add_argument("policy_id", type=POLICY_ID, metavar="POLICY_ID")
 
-    parser = add_command(commands, "ticks", list_ticks, common,
-                         "what the scheduler ran, skipped and failed, newest first")
-    parser.add_argument("--policy", default="", metavar="POLICY_ID")
-    parser.add_argument("--vault", default="", metavar="VAULT_ID")
+    parser = add_command(commands, "list-ticks", list_ticks, common,
+                         "what the scheduler ran, skipped and failed, newest first", aliases=("ticks",),
+                         fields=LIST_FILTERS)
+    parser.add_argument("--policy", type=POLICY_ID, metavar="POLICY_ID")
+    parser.add_argument("--vault", type=VAULT_ID, metavar="VAULT_ID")
     add_paging(parser)
 
     parser = add_command(commands, "preview", preview_retention, common,
-                         "which backups of a vault a retention rule keeps and deletes, and why (deletes nothing)")
-    parser.add_argument("vault_id")
-    parser.add_argument("--policy", default="", metavar="POLICY_ID",
+                         "which backups of a vault a retention rule keeps and deletes, and why (deletes nothing)",
+                         fields={"policy_id": "--policy"})
+    parser.add_argument("vault_id", type=VAULT_ID, metavar="VAULT_ID")
+    parser.add_argument("--policy", type=POLICY_ID, metavar="POLICY_ID",
                         help="try this policy's rule (default: the vault's backup policy)")
     _add_definition_options(parser)
 
@@ -140,14 +148,14 @@ async def create_policy(args, client: CbrClient, out: Output) -> None:
     out.one(reply.policy)
 
 
-async def get_policy(args, client: CbrClient, out: Output) -> None:
+async def show_policy(args, client: CbrClient, out: Output) -> None:
     out.one((await client.policies.GetPolicy(policy_pb2.GetPolicyRequest(policy_id=args.policy_id))).policy)
 
 
 async def list_policies(args, client: CbrClient, out: Output) -> None:
     reply = await client.policies.ListPolicies(policy_pb2.ListPoliciesRequest(
         page=page(args), operation_type=args.operation_type, vault_id=args.vault))
-    out.many(reply, reply.policies, POLICY_COLUMNS, reply.count)
+    out.many(reply.policies, POLICY_COLUMNS, reply.count)
 
 
 async def update_policy(args, client: CbrClient, out: Output) -> None:
@@ -196,7 +204,7 @@ DECISION_COLUMNS = (
 async def list_ticks(args, client: CbrClient, out: Output) -> None:
     reply = await client.policies.ListTicks(policy_pb2.ListTicksRequest(
         page=page(args), policy_id=args.policy, vault_id=args.vault))
-    out.many(reply, reply.ticks, TICK_COLUMNS, reply.count)
+    out.many(reply.ticks, TICK_COLUMNS, reply.count)
 
 
 async def preview_retention(args, client: CbrClient, out: Output) -> None:
@@ -209,7 +217,7 @@ async def preview_retention(args, client: CbrClient, out: Output) -> None:
     elif args.policy:
         request.policy_id = args.policy
     reply = await client.policies.PreviewRetention(request)
-    out.many(reply, reply.decisions, DECISION_COLUMNS, len(reply.decisions))
+    out.many(reply.decisions, DECISION_COLUMNS, len(reply.decisions))
 
 
 async def delete_policy(args, client: CbrClient, out: Output) -> None:

@@ -1,9 +1,10 @@
-"""`cbr disk|server|fs ...`: ProtectableService, the inventory of disks, servers and file systems."""
+"""`cbr disk|server|file-system ...`: ProtectableService, the inventory of disks, servers and file systems."""
 from __future__ import annotations
 
 from cbr.backup.v1 import protectable_pb2
 from cbr.common.v1 import common_pb2
-from cbr_cli.arguments import SIZE_HELP, add_command, add_enum, add_group, add_paging, page, size
+from cbr_cli.arguments import DISK_ID, FILE_SYSTEM_ID, SERVER_ID, SIZE_HELP, add_command, add_enum, add_group, \
+    add_paging, page, size
 from cbr_cli.client import CbrClient
 from cbr_cli.output import Column, Output, bytes_text, enum_of, time_text
 
@@ -27,52 +28,59 @@ def register(groups, common) -> None:
     commands = add_group(groups, "disk", "disks in the local provider's pool")
     parser = add_command(commands, "create", create_disk, common, "create an empty disk")
     parser.add_argument("name")
-    parser.add_argument("--size", type=size, required=True, help=f"its size: {SIZE_HELP}")
-    parser = add_command(commands, "resize", resize_disk, common, "grow a disk (disks never shrink)")
-    parser.add_argument("disk_id")
-    parser.add_argument("size", type=size, help=f"the new size: {SIZE_HELP}")
+    parser.add_argument("--size", type=size, required=True, help=f"its size, a multiple of 512 bytes: {SIZE_HELP}")
+    parser = add_command(commands, "update", update_disk, common, "grow a disk (disks never shrink)")
+    parser.add_argument("disk_id", type=DISK_ID, metavar="DISK_ID")
+    parser.add_argument("--size", type=size, required=True, help=f"the new size: {SIZE_HELP}")
     parser = add_command(commands, "delete", delete_disk, common, "delete a disk that is not attached")
-    parser.add_argument("disk_id")
-    _add_list_and_get(commands, common, DISK, "disk")
+    parser.add_argument("disk_id", type=DISK_ID, metavar="DISK_ID")
+    _add_list_and_show(commands, common, DISK, "disk", DISK_ID)
 
     commands = add_group(groups, "server", "servers: named groups of pool disks")
-    parser = add_command(commands, "define", define_server, common, "group disks as a server (they become in use)")
+    parser = add_command(commands, "create", create_server, common, "group disks as a server (they become in use)",
+                         aliases=("define",))
     parser.add_argument("name")
-    parser.add_argument("disk_ids", nargs="+", metavar="DISK_ID", help="1..60 available disks, in attachment order")
+    parser.add_argument("disk_ids", nargs="+", type=DISK_ID, metavar="DISK_ID",
+                        help="1..60 available disks, in attachment order")
     parser = add_command(commands, "delete", delete_server, common, "ungroup a server; its disks stay")
-    parser.add_argument("server_id")
-    _add_list_and_get(commands, common, SERVER, "server")
+    parser.add_argument("server_id", type=SERVER_ID, metavar="SERVER_ID")
+    _add_list_and_show(commands, common, SERVER, "server", SERVER_ID)
 
-    commands = add_group(groups, "fs", "file systems: directories under the provider's root")
-    parser = add_command(commands, "define", define_file_system, common, "create a file system")
+    commands = add_group(groups, "file-system", "file systems: directories under the provider's root",
+                         aliases=("fs",))
+    parser = add_command(commands, "create", create_file_system, common, "create a file system",
+                         aliases=("define",))
     parser.add_argument("name")
     parser = add_command(commands, "delete", delete_file_system, common, "remove a file system and its tree")
-    parser.add_argument("file_system_id")
-    _add_list_and_get(commands, common, TURBO, "file system")
+    parser.add_argument("file_system_id", type=FILE_SYSTEM_ID, metavar="FILE_SYSTEM_ID")
+    _add_list_and_show(commands, common, TURBO, "file system", FILE_SYSTEM_ID)
 
 
-def _add_list_and_get(commands, common, object_type: int, noun: str) -> None:
-    parser = add_command(commands, "list", list_protectables, common, f"list {noun}s")
+def _add_list_and_show(commands, common, object_type: int, noun: str, id_type) -> None:
+    parser = add_command(commands, "list", list_protectables, common, f"list {noun}s",
+                         fields={"resource_id": "--id", "server_id": "--server"})
     parser.set_defaults(object_type=object_type)
     parser.add_argument("--name", default="", help="name contains this")
     add_enum(parser, "--status", protectable_pb2.ProtectableStatus)
-    parser.add_argument("--id", default="", metavar="RESOURCE_ID", help="only this one")
+    parser.add_argument("--id", type=id_type, metavar=f"{noun.upper().replace(' ', '_')}_ID",
+                        help="only this one")
     if object_type == DISK:
-        parser.add_argument("--server", default="", metavar="SERVER_ID", help="disks attached to this server")
+        parser.add_argument("--server", type=SERVER_ID, metavar="SERVER_ID",
+                            help="disks attached to this server")
     add_paging(parser)
-    parser = add_command(commands, "get", get_protectable, common, f"show one {noun}")
+    parser = add_command(commands, "show", show_protectable, common, f"show one {noun}", aliases=("get",))
     parser.set_defaults(object_type=object_type)
-    parser.add_argument("resource_id")
+    parser.add_argument("resource_id", type=id_type, metavar=f"{noun.upper().replace(' ', '_')}_ID")
 
 
 async def list_protectables(args, client: CbrClient, out: Output) -> None:
     reply = await client.protectables.ListProtectables(protectable_pb2.ListProtectablesRequest(
         type=args.object_type, page=page(args), resource_id=args.id, name=args.name, status=args.status,
         server_id=getattr(args, "server", "")))
-    out.many(reply, reply.protectables, COLUMNS[args.object_type], reply.count)
+    out.many(reply.protectables, COLUMNS[args.object_type], reply.count)
 
 
-async def get_protectable(args, client: CbrClient, out: Output) -> None:
+async def show_protectable(args, client: CbrClient, out: Output) -> None:
     reply = await client.protectables.GetProtectable(protectable_pb2.GetProtectableRequest(
         type=args.object_type, resource_id=args.resource_id))
     out.one(reply.protectable)
@@ -84,7 +92,7 @@ async def create_disk(args, client: CbrClient, out: Output) -> None:
     out.one(reply.disk)
 
 
-async def resize_disk(args, client: CbrClient, out: Output) -> None:
+async def update_disk(args, client: CbrClient, out: Output) -> None:
     reply = await client.protectables.ResizeDisk(protectable_pb2.ResizeDiskRequest(disk_id=args.disk_id,
                                                                                     new_size_bytes=args.size))
     out.one(reply.disk)
@@ -95,7 +103,7 @@ async def delete_disk(args, client: CbrClient, out: Output) -> None:
     out.done(reply, f"deleted disk {args.disk_id}")
 
 
-async def define_server(args, client: CbrClient, out: Output) -> None:
+async def create_server(args, client: CbrClient, out: Output) -> None:
     reply = await client.protectables.DefineServer(protectable_pb2.DefineServerRequest(name=args.name,
                                                                                         disk_ids=args.disk_ids))
     out.one(reply.server)
@@ -106,7 +114,7 @@ async def delete_server(args, client: CbrClient, out: Output) -> None:
     out.done(reply, f"deleted server {args.server_id}; its disks are available again")
 
 
-async def define_file_system(args, client: CbrClient, out: Output) -> None:
+async def create_file_system(args, client: CbrClient, out: Output) -> None:
     reply = await client.protectables.DefineFileSystem(protectable_pb2.DefineFileSystemRequest(name=args.name))
     out.one(reply.file_system)
 
