@@ -98,3 +98,20 @@ async def test_refusals_name_the_flags_typed(cbr):
     assert (file_system["object_type"], file_system["size_gb"]) == ("OBJECT_TYPE_TURBO", "1024")
     table = await cbr.ok("vault", "list", "--type", "file_system")
     assert sorted(row[2] for row in rows(table.stdout)) == ["file_system", "file_system"]
+
+
+async def test_old_spellings_still_work_but_are_not_shown(cbr):
+    old_lists = await asyncio.gather(cbr.json("fs", "list"), cbr.json("policy", "ticks"),
+                                     cbr.json("vault", "project-tags"))
+    assert old_lists == [{"items": [], "count": 0}] * 3
+    file_system = await cbr.json("fs", "define", "old-share")
+    disk = await cbr.json("disk", "create", "old-disk", "--size", "1M")
+    server, shown = await asyncio.gather(cbr.json("server", "define", "old-server", disk["resource_id"]),
+                                         cbr.json("file-system", "get", file_system["resource_id"]))
+    assert shown == file_system and server["disks"][0]["disk_id"] == disk["resource_id"]
+    top, backup, vault, file_systems = await asyncio.gather(
+        cbr.ok("--help"), cbr.ok("backup", "--help"), cbr.ok("vault", "--help"), cbr.ok("file-system", "--help"))
+    listed = {line.split()[0] for result in (top, backup, vault, file_systems)
+              for line in result.stdout.splitlines() if line.startswith("    ") and line[4] != " "}
+    assert {"file-system", "create", "show", "show-checkpoint", "list-tags", "add-tags"} <= listed
+    assert not listed & {"fs", "checkpoint", "get", "get-checkpoint", "define", "tags", "tag", "untag"}
