@@ -57,14 +57,18 @@ def object_id(kind: str):
         except ValueError:
             pass
         raise argparse.ArgumentTypeError(f"expected {kind} id (a UUID, as the list commands show), got {text!r}")
-    parse.__name__ = f"{kind} id"
     return parse
 
 
-VAULT_ID, BACKUP_ID, POLICY_ID, TASK_ID = (object_id(kind) for kind in ("a vault", "a backup", "a policy", "a task"))
-CHECKPOINT_ID, DISK_ID, SERVER_ID = object_id("a checkpoint"), object_id("a disk"), object_id("a server")
+VAULT_ID = object_id("a vault")
+BACKUP_ID = object_id("a backup")
+CHECKPOINT_ID = object_id("a checkpoint")
+POLICY_ID = object_id("a policy")
+TASK_ID = object_id("a task")
+DISK_ID = object_id("a disk")
+SERVER_ID = object_id("a server")
 FILE_SYSTEM_ID = object_id("a file system")
-RESOURCE_ID = object_id("a disk, server or file system")
+RESOURCE_ID = object_id("a disk, server or file system")  # what a vault protects
 
 
 SIZE_RE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kmgtp]?)(?:i?b)?", re.IGNORECASE)

@@ -108,7 +108,7 @@ def key_value_table(message: Message, hide: Sequence[str] = ()) -> Table:
     table.add_column(overflow="fold")
     for field in message.DESCRIPTOR.fields:
         if _is_nested_list(field) or field.name in hide:
-            continue  # printed as a table of its own
+            continue  # a table of its own, or left out
         text = field_text(message, field, exact=True)
         if text:
             table.add_row(field.name, Text(text))

@@ -11,8 +11,8 @@ from cbr.backup.v1 import backup_pb2
 from cbr.common.v1 import common_pb2
 from cbr.vault.v1 import vault_pb2
 from cbr_cli import exit_codes
-from cbr_cli.arguments import BACKUP_ID, CHECKPOINT_ID, FILE_SYSTEM_ID, RESOURCE_ID, SERVER_ID, SIZE_HELP, \
-    VAULT_ID, DISK_ID, UsageError, add_command, add_enum, add_group, add_hidden, add_paging, add_wait, \
+from cbr_cli.arguments import BACKUP_ID, CHECKPOINT_ID, DISK_ID, FILE_SYSTEM_ID, RESOURCE_ID, SERVER_ID, SIZE_HELP, \
+    VAULT_ID, UsageError, add_command, add_enum, add_group, add_hidden, add_paging, add_wait, \
     backup_to_disk, count, page, server_disks, size, timestamp
 from cbr_cli.client import CbrClient
 from cbr_cli.commands.tasks import report_unsuccessful, wait_for, watch_until_done
