@@ -41,8 +41,8 @@ asan: $(VENV)/.installed
 	PYTHON=$(CURDIR)/$(PY) services/backup/cbr_backup/engine/asan.sh
 
 # The embedded stack under .run/: `up` keeps its ports, JWT secret and data from one start to the next (so
-# .run/cbr.env stays valid), `down` stops what it started, `status` exits 0 (all runs), 1 (some) or 3 (none), and
-# `wipe` removes data, ports and secret (refused while it runs). Example: make up UP_ARGS=--new-ports
+# .run/cbr.env stays valid), `down` stops what it started, `status` fails unless all of it runs, and `wipe`
+# removes data, ports and secret (refused while it runs). Example: make up UP_ARGS=--new-ports
 UP_ARGS ?=
 up: all
 	$(PY) -m cbr_devstack up $(UP_ARGS)

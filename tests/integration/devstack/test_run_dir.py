@@ -3,11 +3,13 @@ printed for the next command (run as printed)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,25 @@ def test_hints_name_make_only_for_the_default_run_folder_of_a_checkout(tmp_path,
     assert stack.command_hint("up", Path(".run"), "--new-ports") == (
         f"{python} -m cbr_devstack up --run-dir .run --new-ports")
     assert stack.command_hint("down", Path("other")) == f"{python} -m cbr_devstack down --run-dir other"
+
+
+def test_the_kept_config_is_completed_and_renewed_but_never_changed_otherwise(tmp_path):
+    layout = stack.RunDir(tmp_path)
+    fresh = stack._config_for_start(layout, new_ports=False)
+    assert list(fresh.ports) == list(stack.SERVERS) and len(set(fresh.ports.values())) == len(stack.SERVERS)
+    assert fresh.dev_token_expires > time.time() + 300 * 24 * 3600
+    assert stack._config_for_start(layout, new_ports=False) == fresh == load_config(layout.config_file)
+
+    # A server added since the first start gets a port; a token in its last week is renewed; nothing else moves.
+    older = dataclasses.replace(fresh, ports={name: port for name, port in fresh.ports.items() if name != "policy"},
+                                dev_token="expiring", dev_token_expires=int(time.time()) + 3600)
+    save_config(layout.config_file, older)
+    completed = stack._config_for_start(layout, new_ports=False)
+    assert {name: port for name, port in completed.ports.items() if name != "policy"} == older.ports
+    assert completed.ports["policy"] not in older.ports.values()
+    assert completed.dev_token != "expiring" and completed.dev_token_expires > time.time() + 300 * 24 * 3600
+    assert completed.jwt_secret == fresh.jwt_secret
+
+    moved = stack._config_for_start(layout, new_ports=True)
+    assert moved.ports != completed.ports
+    assert (moved.jwt_secret, moved.dev_token) == (completed.jwt_secret, completed.dev_token)
