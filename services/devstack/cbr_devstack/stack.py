@@ -112,7 +112,7 @@ def up(run_dir: Path, new_ports: bool = False) -> int:
     with _locked(layout):
         running = load_running(layout.processes_file)
         if running is not None:
-            if running.complete and len(running.alive()) == len(running.processes):
+            if running.all_running():
                 if new_ports:
                     print(f"CBR is running; new ports take effect at start. Stop it first with: "
                           f"{command_hint('down', layout.root)}", file=sys.stderr)
@@ -161,13 +161,14 @@ def status(run_dir: Path) -> int:
         address = f"{HOST}:{record.port}" if record.port else ""
         print(f"{record.name:<12} pid {record.pid:<8} {address:<16} {'alive' if record.is_alive() else 'DEAD'}")
     stop = command_hint("down", layout.root)
-    if running.complete and len(running.alive()) == len(running.processes):
+    if running.all_running():
         print(f"CBR is running (clients: set -a; . {_shown(layout.env_file)}; set +a). Stop it with: {stop}")
         return RUNNING
     missing = [record.name for record in running.processes if not record.is_alive()]
     if not running.complete:
         missing.append("start-up (not finished, or interrupted)")
-    print(f"CBR is partly running; not running: {', '.join(missing)}. Stop the rest with: {stop}")
+    print(f"CBR is partly running; not running: {', '.join(missing)}. Stop the rest with: {stop}, "
+          f"or start it all again with: {command_hint('up', layout.root)}")
     return PARTLY_RUNNING
 
 

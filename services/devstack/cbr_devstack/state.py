@@ -32,6 +32,9 @@ class RunningProcesses:
     def alive(self) -> list[ProcessRecord]:
         return [record for record in self.processes if record.is_alive()]
 
+    def all_running(self) -> bool:
+        return self.complete and all(record.is_alive() for record in self.processes)
+
 
 class EarlierVersionError(RuntimeError):
     """stack.json was written by a devstack that kept its processes there and ran with new ports each time."""
