@@ -74,11 +74,10 @@ def run_dir():
 
 @pytest.fixture
 def stack(run_dir):
-    started = time.monotonic()
     up = devstack("up", run_dir)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        yield run_dir, time.monotonic() - started
+        yield run_dir
     finally:
         devstack("down", run_dir)
 
@@ -92,8 +91,7 @@ def reflected_services(address: str) -> set[str]:
 
 
 def test_up_serves_everything_and_down_stops_it(stack):
-    run_dir, took = stack
-    assert took < 60 + 30  # health within 60 s; the rest is initdb and migrations
+    run_dir = stack
     env = read_env(run_dir / "cbr.env")
     for key, services in EXPECTED_SERVICES.items():
         with grpc.insecure_channel(env[key]) as channel:
