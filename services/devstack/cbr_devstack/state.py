@@ -44,7 +44,7 @@ def load_config(path: Path) -> StackConfig | None:
     raw = _read(path)
     if raw is not None and "processes" in raw:
         raise EarlierVersionError(f"{path} is from an earlier cbr_devstack, whose stack may still run: stop it with "
-                                  f"that version (git stash; make down; git stash pop), or remove the file")
+                                  f"that version's `make down`, or remove the file if nothing of it runs")
     return None if raw is None else StackConfig(**raw)
 
 
