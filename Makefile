@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 SERVICE_DIRS := services/common services/vault services/backup services/policy services/replication services/cli services/devstack
 
-.PHONY: all venv protos engine asan up down status test test-unit test-integration bench bench-policy demo clean
+.PHONY: all venv protos engine asan up down status wipe test test-unit test-integration bench bench-policy demo clean
 
 all: venv protos engine $(VENV)/bin/cbr
 
@@ -40,8 +40,12 @@ engine: $(VENV)/.installed
 asan: $(VENV)/.installed
 	PYTHON=$(CURDIR)/$(PY) services/backup/cbr_backup/engine/asan.sh
 
+# The embedded stack under .run/: `up` keeps its ports, JWT secret and data from one start to the next (so
+# .run/cbr.env stays valid), `down` stops what it started, `status` fails unless all of it runs, and `wipe`
+# removes data, ports and secret (refused while it runs). Example: make up UP_ARGS=--new-ports
+UP_ARGS ?=
 up: all
-	$(PY) -m cbr_devstack up
+	$(PY) -m cbr_devstack up $(UP_ARGS)
 
 # Brings the stack up (if it is not running) and shows a disk backup/restore round trip with checksums; the stack
 # keeps running. Example: make demo DEMO_ARGS="--size 1G --seed 7"
@@ -54,6 +58,9 @@ down:
 
 status:
 	$(PY) -m cbr_devstack status
+
+wipe:
+	$(PY) -m cbr_devstack wipe
 
 test: all
 	$(PY) -m pytest -q tests

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from cbr_devstack.processes import is_alive
-from tests.e2e.test_embedded_stack import devstack, recorded_pids
+from tests.e2e.test_embedded_stack import devstack, recorded_pids, run_dir  # noqa: F401 (run_dir: a fixture)
 
 
 def demo(run_dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -25,8 +25,7 @@ def summary_rows(stdout: str) -> dict[str, str]:
     return {step: line for line in stdout.splitlines() for step in steps if line.startswith(step + " ")}
 
 
-def test_demo_round_trip_twice_on_one_stack(tmp_path):
-    run_dir = tmp_path / "run"
+def test_demo_round_trip_twice_on_one_stack(run_dir):
     try:
         started = time.monotonic()
         first = demo(run_dir)

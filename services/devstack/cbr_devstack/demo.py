@@ -32,7 +32,7 @@ from cbr_cli.config import load_config
 from cbr_cli.main import describe
 from cbr_cli.output import bytes_text, make_console, new_table
 from cbr_cli.progress import WatchEndedError, watch_tasks
-from cbr_devstack.stack import RunDir, up
+from cbr_devstack.stack import RunDir, command_hint, up
 
 MIB = 1024 * 1024
 REGION = MIB                       # the disk is filled one region at a time
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted")
         code = 130
-    console.print(f"CBR keeps running. Stop it with: {stop_command(args.run_dir)}")
+    console.print(f"CBR keeps running. Stop it with: {command_hint('down', args.run_dir)}")
     return code
 
 
@@ -281,12 +281,6 @@ def summary_cells(step: Step) -> tuple[str, str, str, Text]:
     if step.grew is None:
         return bytes_text(step.stored), f"not seen in {USAGE_WAIT_SECONDS:.0f} s", "-", Text(step.checksum)
     return bytes_text(step.stored), bytes_text(step.grew), f"{step.logical / step.grew:.1f}x", Text(step.checksum)
-
-
-def stop_command(run_dir: Path) -> str:
-    if Path(run_dir) == Path(".run") and Path("Makefile").is_file():  # run by `make demo`, as a rule
-        return "make down"
-    return f"{sys.executable} -m cbr_devstack down --run-dir {run_dir}"
 
 
 if __name__ == "__main__":

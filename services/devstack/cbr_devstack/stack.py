@@ -1,29 +1,42 @@
-"""Bringing the embedded stack up and down: Postgres, NATS, migrations and the four services in one run folder."""
+"""Bringing the embedded stack up and down: Postgres, NATS, migrations and the four services in one run folder.
+
+The first `up` chooses the ports and the JWT secret and keeps them in stack.json; every later `up` reuses them and
+the data folders, so cbr.env stays valid across `down` and `up` until `wipe` removes it all."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import secrets
+import shlex
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from cbr_devstack.health import NotServingError, wait_serving
 from cbr_devstack.nats import NatsServer
-from cbr_devstack.ports import HOST, free_port
+from cbr_devstack.ports import HOST, kept_port, port_in_use
 from cbr_devstack.postgres import PostgresCluster
 from cbr_devstack.processes import ProcessRecord, ServerError, log_tail, stop_processes
 from cbr_devstack.services import SERVICES, WORKER, service_env, start_service, start_worker
-from cbr_devstack.state import StackState, load_state, save_state
+from cbr_devstack.state import (RunningProcesses, StackConfig, load_config, load_running, save_config,
+                                save_running)
 
 HEALTH_TIMEOUT = 60.0
 MIGRATE_TIMEOUT = 180.0
 SERVICE_STOP_TIMEOUT = 10.0
-DEV_TOKEN_TTL = 30 * 24 * 3600
+DEV_TOKEN_TTL = 365 * 24 * 3600
+DEV_TOKEN_RENEWAL = 7 * 24 * 3600  # an `up` this close to the token's expiry issues a new one
+SERVERS = ("postgres", "nats", *SERVICES)  # everything that listens on a port of its own
+
+# `status` exit codes, as LSB init scripts use them.
+RUNNING, PARTLY_RUNNING, NOT_RUNNING = 0, 1, 3
 
 
 class MigrationError(RuntimeError):
@@ -32,13 +45,17 @@ class MigrationError(RuntimeError):
 
 @dataclass(frozen=True)
 class RunDir:
-    """Where everything of one stack lives; data folders survive `down`, so a later `up` reuses them."""
+    """Where everything of one stack lives; all but processes.json survives `down`, nothing but the lock `wipe`."""
 
     root: Path
 
     @property
-    def state_file(self) -> Path:
+    def config_file(self) -> Path:
         return self.root / "stack.json"
+
+    @property
+    def processes_file(self) -> Path:
+        return self.root / "processes.json"
 
     @property
     def env_file(self) -> Path:
@@ -57,6 +74,10 @@ class RunDir:
         return self.root / "pg"
 
     @property
+    def pg_socket(self) -> Path:
+        return self.root / "pg-socket"
+
+    @property
     def nats_store(self) -> Path:
         return self.root / "nats"
 
@@ -72,26 +93,45 @@ class RunDir:
     def store(self) -> Path:
         return self.root / "store"
 
+    @property
+    def wiped(self) -> tuple[Path, ...]:
+        """What `wipe` removes: every file and folder the stack made here (the folder may hold other things)."""
+        return (self.pg_data, self.pg_socket, self.nats_store, self.pool, self.fs, self.store, self.logs,
+                self.config_file, self.processes_file, self.env_file)
+
     def postgres(self, port: int | None = None) -> PostgresCluster:
-        return PostgresCluster(self.pg_data, port, log_path=self.logs / "postgres.log")
+        return PostgresCluster(self.pg_data, port, socket_dir=self.pg_socket, log_path=self.logs / "postgres.log")
 
-    def nats(self) -> NatsServer:
-        return NatsServer(self.nats_store, log_path=self.logs / "nats.log")
+    def nats(self, port: int | None = None) -> NatsServer:
+        return NatsServer(self.nats_store, port, log_path=self.logs / "nats.log")
 
 
-def up(run_dir: Path) -> int:
+def up(run_dir: Path, new_ports: bool = False) -> int:
     layout = RunDir(Path(run_dir).absolute())
     layout.root.mkdir(parents=True, exist_ok=True)
     with _locked(layout):
-        state = load_state(layout.state_file)
-        if state is not None:
-            if state.complete and all(record.is_alive() for record in state.processes):
+        running = load_running(layout.processes_file)
+        if running is not None:
+            if running.all_running():
+                if new_ports:
+                    print(f"CBR is running; new ports take effect at start. Stop it first with: "
+                          f"{command_hint('down', layout.root)}", file=sys.stderr)
+                    return 1
                 print(f"CBR is already running (see {_shown(layout.env_file)})")
                 return 0
             print("Stopping what is left of an earlier run first.")
-            if not _stop(layout, state):
+            if not _stop(layout, running):
                 return 1
-        return _bring_up(layout)
+        try:
+            config = _config_for_start(layout, new_ports)
+        except ImportError as exc:
+            print(f"CBR did not start: cannot issue a dev token ({exc})", file=sys.stderr)
+            return 1
+        busy = [(name, port) for name, port in config.ports.items() if port_in_use(port)]
+        if busy:
+            print(_busy_ports_message(layout, busy), file=sys.stderr)
+            return 1
+        return _bring_up(layout, config)
 
 
 def down(run_dir: Path) -> int:
@@ -100,86 +140,151 @@ def down(run_dir: Path) -> int:
         print("CBR is not running")
         return 0
     with _locked(layout):
-        state = load_state(layout.state_file)
-        if state is None or not any(record.is_alive() for record in state.processes):
-            layout.state_file.unlink(missing_ok=True)
+        load_config(layout.config_file)  # refuses the run folder of an earlier version, whose records it cannot read
+        running = load_running(layout.processes_file)
+        if running is None or not running.alive():
+            layout.processes_file.unlink(missing_ok=True)
             print("CBR is not running")
             return 0
-        return 0 if _stop(layout, state) else 1
+        return 0 if _stop(layout, running) else 1
 
 
 def status(run_dir: Path) -> int:
+    """Prints what runs; RUNNING when all of it does, PARTLY_RUNNING when some, NOT_RUNNING when none."""
     layout = RunDir(Path(run_dir).absolute())
-    state = load_state(layout.state_file)
-    if state is None:
-        print("CBR is not running")
-        return 0
-    for record in state.processes:
+    running = load_running(layout.processes_file)
+    if running is None or not running.alive():
+        kept = f"; its data stays in {_shown(layout.root)}" if load_config(layout.config_file) else ""
+        print(f"CBR is not running{kept}. Start it with: {command_hint('up', layout.root)}")
+        return NOT_RUNNING
+    for record in running.processes:
         address = f"{HOST}:{record.port}" if record.port else ""
         print(f"{record.name:<12} pid {record.pid:<8} {address:<16} {'alive' if record.is_alive() else 'DEAD'}")
-    if not state.complete:
-        print("(start-up has not finished)")
+    stop = command_hint("down", layout.root)
+    if running.all_running():
+        print(f"CBR is running (clients: set -a; . {_shown(layout.env_file)}; set +a). Stop it with: {stop}")
+        return RUNNING
+    missing = [record.name for record in running.processes if not record.is_alive()]
+    if not running.complete:
+        missing.append("start-up (not finished, or interrupted)")
+    print(f"CBR is partly running; not running: {', '.join(missing)}. Stop the rest with: {stop}, "
+          f"or start it all again with: {command_hint('up', layout.root)}")
+    return PARTLY_RUNNING
+
+
+def wipe(run_dir: Path) -> int:
+    """Removes the stack's data, ports and secret; refused while any of it runs, so nothing loses files under it."""
+    layout = RunDir(Path(run_dir).absolute())
+    if not layout.root.is_dir():
+        print("Nothing to wipe")
+        return 0
+    with _locked(layout):
+        load_config(layout.config_file)  # refuses the run folder of an earlier version, whose records it cannot read
+        running = load_running(layout.processes_file)
+        if running is not None and running.alive():
+            print(f"CBR is running; stop it first with: {command_hint('down', layout.root)}", file=sys.stderr)
+            return 1
+        removed = [path for path in layout.wiped if path.exists() or path.is_symlink()]
+        for path in removed:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    if removed:
+        print(f"Wiped {_shown(layout.root)}: removed {', '.join(path.name for path in removed)}. "
+              f"The next `up` starts from nothing.")
+    else:
+        print("Nothing to wipe")
     return 0
 
 
-def _bring_up(layout: RunDir) -> int:
-    secret = secrets.token_urlsafe(48)
-    try:
-        token = _dev_token(secret)
-    except ImportError as exc:
-        print(f"CBR did not start: cannot issue a dev token ({exc})", file=sys.stderr)
-        return 1
+def command_hint(verb: str, run_dir: Path, *options: str) -> str:
+    """The command that runs `verb` on this run folder, as it can be pasted into a shell in the current folder."""
+    if not options and Path(run_dir).absolute() == Path(".run").absolute() and Path("Makefile").is_file():
+        return f"make {verb}"
+    argv = [_shown(Path(sys.executable)), "-m", "cbr_devstack", verb, "--run-dir", _shown(Path(run_dir).absolute()),
+            *options]
+    return shlex.join(argv)
+
+
+def _config_for_start(layout: RunDir, new_ports: bool) -> StackConfig:
+    """The kept configuration, with what is missing or due chosen now and saved before anything starts."""
+    config = load_config(layout.config_file)
+    if config is None:
+        secret = secrets.token_urlsafe(48)
+        config = StackConfig(secret, {}, *_dev_token(secret))
+    if new_ports:
+        config = dataclasses.replace(config, ports={})
+    if any(name not in config.ports for name in SERVERS):
+        ports = dict(config.ports)
+        for name in SERVERS:
+            ports.setdefault(name, kept_port(taken=set(ports.values())))
+        config = dataclasses.replace(config, ports={name: ports[name] for name in SERVERS})
+    if config.dev_token_expires - time.time() < DEV_TOKEN_RENEWAL:
+        config = dataclasses.replace(config, **dict(zip(("dev_token", "dev_token_expires"),
+                                                         _dev_token(config.jwt_secret))))
+        print(f"Issued a new dev token; it changes {_shown(layout.env_file)}.")
+    save_config(layout.config_file, config)
+    return config
+
+
+def _busy_ports_message(layout: RunDir, busy: list[tuple[str, int]]) -> str:
+    listed = ", ".join(f"{port} ({name})" for name, port in busy)
+    return (f"CBR did not start: port{'s' if len(busy) > 1 else ''} {listed} of this stack "
+            f"({_shown(layout.config_file)}) {'are' if len(busy) > 1 else 'is'} in use by another program.\n"
+            f"Stop that program (`ss -ltnp` shows who listens where) and start again, or move the stack to new "
+            f"ports, keeping its data:\n  {command_hint('up', layout.root, '--new-ports')}\n"
+            f"New ports change {_shown(layout.env_file)}: source it again afterwards.")
+
+
+def _bring_up(layout: RunDir, config: StackConfig) -> int:
     for folder in (layout.logs, layout.pool, layout.fs, layout.store):
         folder.mkdir(parents=True, exist_ok=True)
-    state = StackState(jwt_secret=secret)
-    save_state(layout.state_file, state)  # from here on, whatever starts is recorded before anything else happens
+    running = RunningProcesses()
+    save_running(layout.processes_file, running)  # from here on, whatever starts is recorded before anything else
     try:
-        addresses = _start_all(layout, state)
+        _start_all(layout, config, running)
     except (ServerError, MigrationError, NotServingError, FileNotFoundError) as exc:
         print(f"CBR did not start: {exc}", file=sys.stderr)
         if isinstance(exc, NotServingError):
             log = layout.logs / f"{exc.name}.log"
             print(f"--- last lines of {_shown(log)} ---\n{log_tail(log)}", file=sys.stderr)
-        _stop(layout, state)
+        _stop(layout, running)
         return 1
     except BaseException:
-        _stop(layout, state)  # Ctrl-C or a bug: leave nothing running that no record knows of
+        _stop(layout, running)  # Ctrl-C or a bug: leave nothing running that no record knows of
         raise
-    _write_env_file(layout, addresses, token, state)
-    state.complete = True
-    save_state(layout.state_file, state)
-    _print_summary(layout, addresses, state)
+    _write_env_file(layout, config)
+    running.complete = True
+    save_running(layout.processes_file, running)
+    _print_summary(layout, config)
     return 0
 
 
-def _start_all(layout: RunDir, state: StackState) -> dict[str, str]:
-    postgres = layout.postgres()
+def _start_all(layout: RunDir, config: StackConfig, running: RunningProcesses) -> None:
+    postgres = layout.postgres(config.ports["postgres"])
     postgres.start()
-    _record(layout, state, ProcessRecord.of("postgres", postgres.pid, postgres.port))
-    state.database_url = postgres.url
-    nats = layout.nats()
+    _record(layout, running, ProcessRecord.of("postgres", postgres.pid, postgres.port))
+    nats = layout.nats(config.ports["nats"])
     nats.start()
-    _record(layout, state, ProcessRecord.of("nats", nats.pid, nats.port))
-    state.nats_url = nats.url
+    _record(layout, running, ProcessRecord.of("nats", nats.pid, nats.port))
     _migrate(layout, postgres.url)
 
-    ports = _distinct_free_ports(len(SERVICES), taken={postgres.port, nats.port})
-    addresses = {name: f"{HOST}:{port}" for name, port in zip(SERVICES, ports)}
-    env = service_env(database_url=postgres.url, nats_url=nats.url, jwt_secret=state.jwt_secret,
+    addresses = _service_addresses(config)
+    env = service_env(database_url=postgres.url, nats_url=nats.url, jwt_secret=config.jwt_secret,
                       addresses=addresses, pool_dir=layout.pool, fs_root=layout.fs, store_dir=layout.store)
-    for name, port in zip(SERVICES, ports):
+    for name in SERVICES:
         process = start_service(name, env, addresses[name], layout.logs)
-        _record(layout, state, ProcessRecord.of(name, process.pid, port))
+        _record(layout, running, ProcessRecord.of(name, process.pid, config.ports[name]))
     worker = start_worker(env, layout.logs)
-    _record(layout, state, ProcessRecord.of(WORKER, worker.pid, 0))
-    wait_serving(addresses, HEALTH_TIMEOUT, alive=lambda name: state.find(name).is_alive())
-    return addresses
+    _record(layout, running, ProcessRecord.of(WORKER, worker.pid, 0))
+    wait_serving(addresses, HEALTH_TIMEOUT, alive=lambda name: running.find(name).is_alive())
 
 
-def _stop(layout: RunDir, state: StackState) -> bool:
+def _stop(layout: RunDir, running: RunningProcesses) -> bool:
     """Stops exactly the recorded processes still alive; True when none is left and the record is gone."""
-    stopped = stop_processes([r for r in state.processes if r.name in (*SERVICES, WORKER)], SERVICE_STOP_TIMEOUT)
-    postgres = state.find("postgres")
+    stopped = stop_processes([r for r in running.processes if r.name in (*SERVICES, WORKER)], SERVICE_STOP_TIMEOUT)
+    postgres = running.find("postgres")
     if postgres is not None and postgres.is_alive():
         cluster = layout.postgres(postgres.port)
         if cluster.pid == postgres.pid:
@@ -190,23 +295,22 @@ def _stop(layout: RunDir, state: StackState) -> bool:
                 print(f"could not stop postgres: {exc}", file=sys.stderr)
         else:
             print(f"not stopping pid {postgres.pid}: it is not the postmaster of {_shown(layout.pg_data)}")
-    nats = state.find("nats")
+    nats = running.find("nats")
     stopped += stop_processes([nats] if nats else [])
     for record in stopped:
         print(f"stopped {record.name} (pid {record.pid})")
-    left = [record for record in state.processes if record.is_alive()]
+    left = running.alive()
     if left:
         print(f"still running: {', '.join(f'{r.name} (pid {r.pid})' for r in left)}; "
-              f"{_shown(layout.state_file)} is kept", file=sys.stderr)
+              f"{_shown(layout.processes_file)} is kept", file=sys.stderr)
         return False
-    layout.state_file.unlink(missing_ok=True)
-    layout.env_file.unlink(missing_ok=True)  # its token and addresses die with this stack
+    layout.processes_file.unlink(missing_ok=True)  # stack.json and cbr.env stay: the next `up` reuses them
     return True
 
 
-def _record(layout: RunDir, state: StackState, record: ProcessRecord) -> None:
-    state.processes.append(record)
-    save_state(layout.state_file, state)
+def _record(layout: RunDir, running: RunningProcesses, record: ProcessRecord) -> None:
+    running.processes.append(record)
+    save_running(layout.processes_file, running)
 
 
 def _migrate(layout: RunDir, database_url: str) -> None:
@@ -223,45 +327,45 @@ def _migrate(layout: RunDir, database_url: str) -> None:
         raise MigrationError(f"migrations failed ({done.returncode}):\n{log_tail(log)}")
 
 
-def _dev_token(secret: str) -> str:
-    # Imported here so that `down` and `status` keep working while cbr_common is broken or missing.
+def _dev_token(secret: str) -> tuple[str, int]:
+    """A full-access token for project "dev", and when it expires."""
+    # Imported here so that `down`, `status` and `wipe` keep working while cbr_common is broken or missing.
     from cbr_common.auth import issue_token
 
-    return issue_token(secret, project_id="dev", subject="dev", roles=["cbr_full_access"],
-                       ttl_seconds=DEV_TOKEN_TTL)
+    now = int(time.time())
+    token = issue_token(secret, project_id="dev", subject="dev", roles=["cbr_full_access"],
+                        ttl_seconds=DEV_TOKEN_TTL, now=now)
+    return token, now + DEV_TOKEN_TTL
 
 
-def _distinct_free_ports(count: int, taken: set[int]) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in taken and port not in ports:
-            ports.append(port)
-    return ports
+def _service_addresses(config: StackConfig) -> dict[str, str]:
+    return {name: f"{HOST}:{config.ports[name]}" for name in SERVICES}
 
 
-def _write_env_file(layout: RunDir, addresses: dict[str, str], token: str, state: StackState) -> None:
-    lines = [f"# Written by `python -m cbr_devstack up`. Use it with: set -a; . {_shown(layout.env_file)}; set +a"]
-    lines += [f"CBR_{name.upper()}_ADDR={address}" for name, address in addresses.items()]
-    lines += [f"CBR_TOKEN={token}", f"CBR_DATABASE_URL={state.database_url}", f"CBR_NATS_URL={state.nats_url}"]
+def _write_env_file(layout: RunDir, config: StackConfig) -> None:
+    """Made from stack.json alone, so an unchanged stack.json gives the same file byte for byte."""
+    lines = [f"# Written by `python -m cbr_devstack up`; valid until `wipe`. Use: set -a; . {layout.env_file}; set +a"]
+    lines += [f"CBR_{name.upper()}_ADDR={address}" for name, address in _service_addresses(config).items()]
+    lines += [f"CBR_TOKEN={config.dev_token}", f"CBR_DATABASE_URL={layout.postgres(config.ports['postgres']).url}",
+              f"CBR_NATS_URL={layout.nats(config.ports['nats']).url}"]
     descriptor = os.open(layout.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds a token
     with os.fdopen(descriptor, "w") as file:
         file.write("\n".join(lines) + "\n")
 
 
-def _print_summary(layout: RunDir, addresses: dict[str, str], state: StackState) -> None:
+def _print_summary(layout: RunDir, config: StackConfig) -> None:
     print("CBR is up:")
-    for name, address in addresses.items():
+    for name, address in _service_addresses(config).items():
         print(f"  {name:<12} {address}")
-    print(f"  {'postgres':<12} {state.database_url}")
-    print(f"  {'nats':<12} {state.nats_url}")
+    print(f"  {'postgres':<12} {layout.postgres(config.ports['postgres']).url}")
+    print(f"  {'nats':<12} {layout.nats(config.ports['nats']).url}")
     print(f"Logs in {_shown(layout.logs)}/. For the cbr client: set -a; . {_shown(layout.env_file)}; set +a")
-    print("Stop it with: python -m cbr_devstack down")
+    print(f"Stop it (ports, secret and data stay for the next start) with: {command_hint('down', layout.root)}")
 
 
 @contextlib.contextmanager
 def _locked(layout: RunDir) -> Iterator[None]:
-    """One `up` or `down` at a time per run folder."""
+    """One `up`, `down` or `wipe` at a time per run folder."""
     with open(layout.lock_file, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield

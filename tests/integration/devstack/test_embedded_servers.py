@@ -15,8 +15,8 @@ from cbr_devstack.postgres import PostgresCluster
 
 
 @pytest.fixture
-def postgres(tmp_path):
-    cluster = PostgresCluster(tmp_path / "pg", fast=True)
+def postgres(server_dir):
+    cluster = PostgresCluster(server_dir / "pg", fast=True)
     cluster.start()
     try:
         yield cluster
@@ -25,8 +25,8 @@ def postgres(tmp_path):
 
 
 @pytest.fixture
-def nats_server(tmp_path):
-    server = NatsServer(tmp_path / "nats")
+def nats_server(server_dir):
+    server = NatsServer(server_dir / "nats")
     server.start()
     try:
         yield server
