@@ -134,13 +134,14 @@ class LocalProvider:
 
     # Restore points
 
-    async def restore_point(self, project_id: str, disk_id: str, restore_id: str) -> "LocalRestorePoint":
+    async def restore_point(self, project_id: str, disk_id: str, restore_id: str) -> "LocalRestorePoint | None":
         return await asyncio.to_thread(self._restore_point, project_id, disk_id, restore_id)
 
-    def _restore_point(self, project_id: str, disk_id: str, restore_id: str) -> "LocalRestorePoint":
+    def _restore_point(self, project_id: str, disk_id: str, restore_id: str) -> "LocalRestorePoint | None":
         """A snapshot of the disk next to the pool (a reflink clone where the file system has them, else a copy of
         its data extents), written under a temporary name and renamed once whole, so a point that exists is
-        always a complete image from before the restore's first write."""
+        always a complete image from before the restore's first write. None when the pool has no room for the
+        copy: the restore then goes on without one (the disk shows `restoring` until it is whole)."""
         from cbr_backup.datapath.snapshot import take_snapshot  # the data path loads only where it is used
 
         disk = self.disk_path(project_id, disk_id)
@@ -153,12 +154,18 @@ class LocalProvider:
         for leftover in folder.glob(f"{disk_id}.*"):  # a cut-off copy, or a point a restore that never ended left
             leftover.unlink(missing_ok=True)
         part = point.with_name(point.name + _PART_SUFFIX)
-        take_snapshot(disk, part, quiesce=self.hold_writes([disk]))
-        fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            take_snapshot(disk, part, quiesce=self.hold_writes([disk]))
+            fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            part.unlink(missing_ok=True)
+            if exc.errno in _CAPACITY_ERRNOS:
+                return None
+            raise
         os.rename(part, point)
         fsync_folder(folder)
         return LocalRestorePoint(point, disk)

@@ -82,3 +82,21 @@ async def test_restore_ids_are_checked(provider):
     await provider.create_disk(PROJECT, disk_id, MIB)
     with pytest.raises(Exception, match="restore_id"):
         await provider.restore_point(PROJECT, disk_id, "../../etc")
+
+
+async def test_a_pool_without_room_for_the_copy_gives_no_point(provider, tmp_path, monkeypatch):
+    """The restore then goes on without a rollback (its disk shows `restoring` until whole), not failing for
+    want of room the restore itself does not need."""
+    import errno
+    from cbr_backup.datapath import snapshot
+    disk_id = str(uuid.uuid4())
+    path = await provider.create_disk(PROJECT, disk_id, MIB)
+    make_disk(path, MIB, seed=5, holes=0.0)
+
+    def pool_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(snapshot, "_copy_extents", pool_full)
+    monkeypatch.setattr(snapshot, "_clone", lambda src, dst: False)
+    assert await provider.restore_point(PROJECT, disk_id, str(uuid.uuid4())) is None
+    assert os.listdir(tmp_path / "pool" / RESTORE_POINTS) == []
