@@ -15,7 +15,7 @@ from cbr.backup.v1 import protectable_pb2 as pp
 from cbr.backup.v1 import task_pb2 as tp
 from cbr_backup.chunkstore import FsChunkStore
 from cbr_backup.providers.local import RESTORE_POINTS, LocalProvider
-from tests.support.backups import backup_now, sha256_file, wait_success, wait_task, write_disk
+from tests.support.backups import backup_now, sha256_file, wait_success, wait_task
 from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, ref
 from tests.support.workers import without_shared_workers, worker_processes
 

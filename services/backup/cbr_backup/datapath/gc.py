@@ -35,7 +35,8 @@ class GcResult:
     def summary(self) -> dict:
         return {"marked": self.marked, "deleted_chunks": self.deleted_chunks, "freed_bytes": self.freed_bytes,
                 "orphans_deleted": self.orphans_deleted, "manifests_deleted": self.manifests_deleted,
-                "temp_files_deleted": self.temp_files_deleted, "exclusive": self.exclusive, "cutoff": self.cutoff.isoformat(), "seconds": round(self.seconds, 3)}
+                "temp_files_deleted": self.temp_files_deleted, "exclusive": self.exclusive,
+                "cutoff": self.cutoff.isoformat(), "seconds": round(self.seconds, 3)}
 
 
 def gc_cutoff(gc_start: dt.datetime, grace: dt.timedelta, exclusive: bool,

@@ -80,7 +80,8 @@ async def run_gc(ctx: JobContext) -> None:
         await outcomes.finish(uow, task, "success", extra_info=dict(
             task.extra_info, deleted_chunks=str(result.deleted_chunks), freed_bytes=str(result.freed_bytes),
             orphans_deleted=str(result.orphans_deleted), manifests_deleted=str(result.manifests_deleted),
-            temp_files_deleted=str(result.temp_files_deleted), exclusive=str(result.exclusive).lower(), cutoff=result.cutoff.isoformat()))
+            temp_files_deleted=str(result.temp_files_deleted), exclusive=str(result.exclusive).lower(),
+            cutoff=result.cutoff.isoformat()))
         await outcomes.publish_usage(uow, task.project_id, task.vault_id)
         await uow.commit()
 
