@@ -1,5 +1,6 @@
 """In-place restores are never silently half-done: a corrupt chunk found part-way rolls the disk back to its
-restore point (DATA_LOSS, the disk as it was, available); without a restore point the disk ends `error`, never
+restore point (DATA_LOSS, the disk as it was, available), and so does a pool that runs out of room
+(RESOURCE_EXHAUSTED, at once); without a restore point the disk ends `error`, never
 `available`; a worker killed with SIGKILL mid-restore leaves the disk `restoring` until a retry on another
 worker completes it. The task reports the bytes it really wrote."""
 from __future__ import annotations
@@ -17,6 +18,7 @@ from cbr_backup.chunkstore import FsChunkStore
 from cbr_backup.providers.local import RESTORE_POINTS, LocalProvider
 from tests.support.backups import backup_now, sha256_file, wait_success, wait_task
 from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, ref
+from tests.support.mounts import small_file_system
 from tests.support.workers import without_shared_workers, worker_processes
 
 AVAILABLE, RESTORING, ERROR = (pp.PROTECTABLE_STATUS_AVAILABLE, pp.PROTECTABLE_STATUS_RESTORING,
@@ -36,8 +38,8 @@ def chunk_files(services, vault_id: str) -> set:
     return {store.path_for(key) for key in store.iterate(f"{vault_id}/chunks/")}
 
 
-def restore_points(services) -> list[str]:
-    folder = services.infra.base / "pool" / RESTORE_POINTS
+def restore_points(services, caller) -> list[str]:
+    folder = services.infra.base / "pool" / caller.project_id / RESTORE_POINTS
     return sorted(os.listdir(folder)) if folder.exists() else []
 
 
@@ -77,9 +79,32 @@ async def test_a_corrupt_chunk_found_part_way_rolls_the_disk_back(services, call
     assert task.status == tp.TASK_STATUS_FAILED and task.error.code == "BackupService.6582"  # DATA_LOSS
     assert sha256_file(disk.path) == before  # every block as it was, the ones written before the bad chunk too
     assert await disk_status(caller, disk.resource_id) == AVAILABLE
-    assert restore_points(services) == []
+    assert restore_points(services, caller) == []
     backup = (await caller.backups.GetBackup(bp.GetBackupRequest(backup_id=damaged.backup_id))).backup
     assert backup.status == bp.BACKUP_STATUS_AVAILABLE
+
+
+async def test_a_pool_out_of_room_fails_the_restore_at_once_and_rolls_back(services, caller):
+    """The project's disks on a 12 MiB file system: a restore that must write 7 MiB more than the disk holds
+    while 3 MiB are free fails on its first attempt with RESOURCE_EXHAUSTED (BackupService.6560), not as a
+    transient I/O error, and the disk is rolled back to what it was."""
+    with small_file_system(services.infra.base / "pool" / caller.project_id, 12 * MIB) as folder:
+        disk = await create_disk(caller, "tight", 16 * MIB)
+        fill(disk.path, 0, 8, seed=81)
+        vault = await create_vault(caller, "tight", DISK, BACKUP, resources=[ref(disk)])
+        backup = await backup_now(caller, vault.vault_id)
+        os.truncate(disk.path, 0)
+        os.truncate(disk.path, 16 * MIB)
+        fill(disk.path, 0, 1, seed=82)  # the disk holds 1 MiB now
+        before = sha256_file(disk.path)
+        with open(folder / "filler", "wb") as filler:
+            filler.write(bytes(8 * MIB))  # 3 MiB left: room for the restore point's 1 MiB, not for 7 MiB more
+        task = await wait_task(caller, await restore(caller, backup.backup_id))
+        assert task.status == tp.TASK_STATUS_FAILED and task.error.code == "BackupService.6560"
+        assert "no room" in task.error.message and task.extra_info["attempts"] == "1"
+        assert sha256_file(disk.path) == before
+        assert await disk_status(caller, disk.resource_id) == AVAILABLE
+        assert restore_points(services, caller) == []
 
 
 class NoRestorePoints(LocalProvider):
@@ -141,7 +166,7 @@ async def test_a_worker_killed_mid_restore_leaves_the_disk_restoring_until_a_ret
         assert task.extra_info["attempts"] == "2"
     assert await disk_status(caller, disk.resource_id) == AVAILABLE
     assert sha256_file(disk.path) == image
-    assert restore_points(services) == []
+    assert restore_points(services, caller) == []
 
 
 async def test_an_in_place_restore_reports_the_bytes_it_wrote(services, caller):

@@ -1,9 +1,10 @@
 """The local provider: disks as sparse raw files in a pool folder, file systems as folders under a root.
 
-Layout: `<pool_dir>/<project_id>/<disk_id>.raw` and `<fs_root>/<project_id>/<fs_id>/`; restore points in
-`<pool_dir>/.restore-points/<disk_id>.<task_id>.raw` (a project folder never starts with "."). Every path
-component comes from a checked UUID or a checked project id, never from a name a user typed. Blocking file calls
-run on a worker thread so the event loop keeps serving.
+Layout: `<pool_dir>/<project_id>/<disk_id>.raw` and `<fs_root>/<project_id>/<fs_id>/`; restore points beside
+the disks, in `<pool_dir>/<project_id>/.restore-points/<disk_id>.<task_id>.raw` (one file system with the disk, so
+a point can be a reflink clone and a rollback a rename). Every path component comes from a checked UUID or a
+checked project id, never from a name a user typed. Blocking file calls run on a worker thread so the event loop
+keeps serving.
 """
 from __future__ import annotations
 
@@ -123,10 +124,10 @@ class LocalProvider:
 
     def _delete_disk(self, project_id: str, disk_id: str) -> None:
         path = self.disk_path(project_id, disk_id)
-        for point in (self.pool_dir / RESTORE_POINTS).glob(f"{disk_id}.*"):  # a restore's that never ended
-            point.unlink(missing_ok=True)
         if not _require_real_parent(path):
             return
+        for point in (path.parent / RESTORE_POINTS).glob(f"{disk_id}.*"):  # a restore's that never ended
+            point.unlink(missing_ok=True)
         try:
             os.unlink(path)  # unlink removes a symlink itself, never its target
         except FileNotFoundError:
@@ -147,7 +148,7 @@ class LocalProvider:
         disk = self.disk_path(project_id, disk_id)
         if not _require_real_parent(disk):
             raise FileNotFoundError(f"disk {disk_id} has no file")
-        folder = _own_folder(self.pool_dir / RESTORE_POINTS)
+        folder = _own_folder(disk.parent / RESTORE_POINTS)
         point = folder / f"{disk_id}.{rules.check_id(restore_id, 'restore_id')}{DISK_SUFFIX}"
         if point.exists():
             return LocalRestorePoint(point, disk)  # an earlier attempt of this restore took it

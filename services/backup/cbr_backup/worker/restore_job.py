@@ -10,6 +10,8 @@ failure leaves them `restoring` for the retry, and the final failure marks them 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 
 from cbr.common.v1 import common_pb2
@@ -46,9 +48,10 @@ async def run_restore(ctx: JobContext) -> None:
     elif params["kind"] == "new_disk":
         manifest = await asyncio.to_thread(manifests.load, store, keys, backup)
         path = provider.disk_path(task.project_id, params["disk_id"])
-        result = await asyncio.to_thread(restore_to_new_disk, manifest, store, keys, backup.vault_id, path,
-                                         progress=ctx.progress)
-        os.truncate(path, params["size_bytes"])  # a larger new disk: the rest reads as zeros
+        with _pool_room(params["disk_id"]):
+            result = await asyncio.to_thread(restore_to_new_disk, manifest, store, keys, backup.vault_id, path,
+                                             progress=ctx.progress)
+            os.truncate(path, params["size_bytes"])  # a larger new disk: the rest reads as zeros
         written = result.written_bytes
     else:  # disk or server: each backed-up disk onto its target disk, in place
         written = await _restore_disks_in_place(ctx, backup, keys)
@@ -86,10 +89,11 @@ async def _restore_disks_in_place(ctx: JobContext, backup: Backup, keys) -> int:
         written = 0
         for part_id, disk_id in targets.items():
             disk, manifest = disks[disk_id], loaded[part_id]
-            result = await asyncio.to_thread(restore_in_place, manifest, store, keys, backup.vault_id, disk.path,
-                                             progress=ctx.progress)
-            if disk.size_bytes > manifest.disk_size:
-                os.truncate(disk.path, disk.size_bytes)  # the disk keeps its size; past the image it reads zeros
+            with _pool_room(disk_id):
+                result = await asyncio.to_thread(restore_in_place, manifest, store, keys, backup.vault_id,
+                                                 disk.path, progress=ctx.progress)
+                if disk.size_bytes > manifest.disk_size:
+                    os.truncate(disk.path, disk.size_bytes)  # the disk keeps its size; past the image: zeros
             ctx.part_done()
             written += result.written_bytes
     except Exception:
@@ -105,6 +109,19 @@ async def _restore_disks_in_place(ctx: JobContext, backup: Backup, keys) -> int:
     for point in points.values():
         await point.release()  # after the statuses: a crash in between only leaves a point the next restore drops
     return written
+
+
+@contextlib.contextmanager
+def _pool_room(disk_id: str):
+    """A disk pool out of room fails the restore at once (RESOURCE_EXHAUSTED), not as a transient I/O error:
+    a sparse disk takes space as its blocks are written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise errors.PoolCapacityError(
+                f"the disk pool has no room left to restore disk {disk_id} ({os.strerror(exc.errno)})") from exc
+        raise
 
 
 async def _target_disks(ctx: JobContext, disk_ids) -> dict[str, Disk]:

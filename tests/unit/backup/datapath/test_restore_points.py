@@ -47,7 +47,7 @@ async def test_a_failed_restore_rolls_back_to_the_point(provider, tmp_path):
     assert sha256_file(path) != before  # the pieces before the bad chunk were written: half restored
     await point.roll_back()
     assert sha256_file(path) == before
-    assert os.listdir(tmp_path / "pool" / RESTORE_POINTS) == []  # spent by the rollback
+    assert os.listdir(tmp_path / "pool" / PROJECT / RESTORE_POINTS) == []  # spent by the rollback
     await point.release()  # nothing left to release: no error
 
 
@@ -55,7 +55,7 @@ async def test_a_retry_finds_the_point_of_its_restore_and_other_leftovers_go(pro
     vault = Vault()
     disk_id, path, manifest = await disk_with_backup(provider, vault)
     before = sha256_file(path)
-    folder = tmp_path / "pool" / RESTORE_POINTS
+    folder = tmp_path / "pool" / PROJECT / RESTORE_POINTS
     restore_id = str(uuid.uuid4())
     folder.mkdir(exist_ok=True)
     (folder / f"{disk_id}.{uuid.uuid4()}.raw").write_bytes(b"a point of a restore that never ended")
@@ -99,4 +99,4 @@ async def test_a_pool_without_room_for_the_copy_gives_no_point(provider, tmp_pat
     monkeypatch.setattr(snapshot, "_copy_extents", pool_full)
     monkeypatch.setattr(snapshot, "_clone", lambda src, dst: False)
     assert await provider.restore_point(PROJECT, disk_id, str(uuid.uuid4())) is None
-    assert os.listdir(tmp_path / "pool" / RESTORE_POINTS) == []
+    assert os.listdir(tmp_path / "pool" / PROJECT / RESTORE_POINTS) == []
