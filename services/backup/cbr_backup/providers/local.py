@@ -126,7 +126,7 @@ class LocalProvider:
         path = self.disk_path(project_id, disk_id)
         if not _require_real_parent(path):
             return
-        for point in (path.parent / RESTORE_POINTS).glob(f"{disk_id}.*"):  # a restore's that never ended
+        for point in (path.parent / RESTORE_POINTS).glob(f"{disk_id}.*"):  # of a restore that never ended
             point.unlink(missing_ok=True)
         try:
             os.unlink(path)  # unlink removes a symlink itself, never its target
@@ -139,8 +139,8 @@ class LocalProvider:
         return await asyncio.to_thread(self._restore_point, project_id, disk_id, restore_id)
 
     def _restore_point(self, project_id: str, disk_id: str, restore_id: str) -> "LocalRestorePoint | None":
-        """A snapshot of the disk next to the pool (a reflink clone where the file system has them, else a copy of
-        its data extents), written under a temporary name and renamed once whole, so a point that exists is
+        """A snapshot of the disk beside it (a reflink clone where the file system has them, else a copy of its
+        data extents), written under a temporary name and renamed once whole, so a point that exists is
         always a complete image from before the restore's first write. None when the pool has no room for the
         copy: the restore then goes on without one (the disk shows `restoring` until it is whole)."""
         from cbr_backup.datapath.snapshot import take_snapshot  # the data path loads only where it is used
@@ -235,7 +235,7 @@ class LocalProvider:
 
 
 class LocalRestorePoint:
-    """A restore point of a pool disk: a whole image of it in the pool's file system. Rolling back renames it
+    """A restore point of a pool disk: a whole image of it on the disk's file system. Rolling back renames it
     over the disk file, which is atomic: the disk is either as it was or as the restore left it, never a mix,
     whatever stops the rollback. (The disk file is replaced, not rewritten: nothing may hold it open for
     writing while it is restored in place, as for any in-place restore.)"""
