@@ -255,3 +255,13 @@ def test_flush(store):
     store.flush()
     for key, value in items.items():
         assert store.get(key) == value
+
+
+def test_remove_stale_temp_files_never_touches_values(store):
+    items = {numbered_key(i): bytes([i]) * 100 for i in range(5)}
+    put_many(store, items)
+    assert store.remove_stale_temp_files(f"{NS}/", older_than_s=0) == 0  # every put finished: nothing is stale
+    assert store.remove_stale_temp_files() == 0
+    assert {key: store.get(key) for key in items} == items
+    with pytest.raises(ValueError):
+        store.remove_stale_temp_files("../")

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from cbr_backup.chunkstore import ChunkNotFoundError, FsChunkStore
+from cbr_backup.chunkstore import ChunkNotFoundError, FsChunkStore, StoreFullError
 from cbr_backup import folders
+from tests.support.mounts import small_file_system
 
 NS = "3f2c8a1e-0b7d-4c55-9e61-2a9d7f0c4b11"
 CHUNK_ID = "ab12" + "0" * 60
@@ -155,7 +156,7 @@ def test_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "write", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(StoreFullError):
         store.put(KEY, b"v")
     monkeypatch.undo()
     assert [p.name for p in store.path_for(KEY).parent.iterdir()] == ["ab00"]
@@ -174,3 +175,46 @@ def test_root_is_created_lazily(tmp_path):
     assert not root.exists()
     store.put(KEY, b"v")
     assert root.is_dir()
+
+
+def test_a_full_file_system_is_store_full_and_leaves_no_temp_file(tmp_path):
+    """A real 1 MiB tmpfs: puts succeed until it is full, then StoreFullError (RESOURCE_EXHAUSTED, code 6762),
+    never a bare OSError that a worker would retry; the failed put leaves no temp file and the values stored
+    before stay whole."""
+    from cbr_common.grpc_errors import status_code_for
+    with small_file_system(tmp_path / "small", 1 << 20) as root:
+        store = FsChunkStore(root)
+        stored = {}
+        with pytest.raises(StoreFullError) as caught:
+            for i in range(64):
+                key = f"{NS}/chunks/{i:064x}"
+                store.put(key, os.urandom(64 * 1024))
+                stored[key] = store.get(key)
+        assert 4 <= len(stored) <= 16  # 1 MiB holds sixteen 64 KiB values at most
+        assert caught.value.cbr_code == "BackupService.6762"
+        assert status_code_for(caught.value).name == "RESOURCE_EXHAUSTED"
+        assert "full" in str(caught.value)
+        assert not [p for p in root.rglob("*") if ".tmp-" in p.name]
+        assert all(store.get(key) == value for key, value in stored.items())
+
+
+def test_stale_temp_files_are_removed_under_a_prefix_only_when_old(tmp_path):
+    store = FsChunkStore(tmp_path)
+    other = f"9a1d0c3e-5f7b-4e2a-8c6d-1b0e9f8a7c65/chunks/{CHUNK_ID}"
+    temps = {}
+    for name, key in (("old", KEY), ("young", f"{NS}/chunks/cd{'1' * 62}"), ("other vault", other)):
+        final = store.path_for(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temps[name] = final.with_name(f"{final.name}.tmp-{'0' * 32}")
+        temps[name].write_bytes(b"cut off")
+    old = time.time() - 7200
+    for name in ("old", "other vault"):
+        os.utime(temps[name], (old, old))
+
+    assert store.remove_stale_temp_files(f"{NS}/") == 1
+    assert not temps["old"].exists()
+    assert temps["young"].exists()  # may be a put running right now, here or in another worker
+    assert temps["other vault"].exists()  # another vault's GC takes care of it
+    assert store.remove_stale_temp_files() == 1
+    assert not temps["other vault"].exists() and temps["young"].exists()
+    assert store.remove_stale_temp_files(older_than_s=0) == 1

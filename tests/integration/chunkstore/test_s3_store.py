@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cbr_backup.chunkstore import ChunkNotFoundError
+from cbr_backup.chunkstore import ChunkNotFoundError, StoreFullError
 
 NS = "3f2c8a1e-0b7d-4c55-9e61-2a9d7f0c4b11"
 
@@ -138,3 +138,21 @@ def test_iterate_pages_through_many_objects(s3_server, client):
     assert counter.counts == {"ListObjectsV2": 1}  # lazily: one page so far
     assert {first, *walk} == {key(i) for i in range(1100)}
     assert counter.counts == {"ListObjectsV2": 2}
+
+
+@pytest.mark.parametrize("code,status", [("QuotaExceeded", 403), ("XMinioStorageFull", 507),
+                                         ("InsufficientStorage", 507)])
+def test_a_server_out_of_room_is_store_full(s3_server, client, code, status):
+    """A quota or a full server answers the PUT with an error that a retry cannot cure: StoreFullError, as the
+    file-system store's ENOSPC. Other errors stay what they were."""
+    from botocore.exceptions import ClientError
+    from botocore.stub import Stubber
+    store = s3_server.store(client=client, conditional_writes=True)
+    with Stubber(client) as stub:
+        stub.add_client_error("put_object", service_error_code=code, http_status_code=status)
+        with pytest.raises(StoreFullError) as caught:
+            store.put(key(1), b"v")
+        assert caught.value.cbr_code == "BackupService.6762"
+        stub.add_client_error("put_object", service_error_code="AccessDenied", http_status_code=403)
+        with pytest.raises(ClientError):
+            store.put(key(1), b"v")

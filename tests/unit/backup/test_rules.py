@@ -119,6 +119,8 @@ def test_attach_and_delete_need_a_free_disk():
         rules.check_attachable(_disk(status="error"))
     with pytest.raises(errors.DiskStatusError):
         rules.check_resizable(_disk(status="error"))
+    with pytest.raises(errors.DiskStatusError):
+        rules.check_resizable(_disk(status="restoring"))
     assert rules.check_resizable(attached) is attached  # attached disks may grow
 
 

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cbr_backup.chunkstore.base import ChunkNotFoundError, ChunkStore, check_key
+from cbr_backup.chunkstore.base import ChunkNotFoundError, ChunkStore, StoreFullError, check_key
 from cbr_backup.chunkstore.fs import FsChunkStore
 from cbr_backup.chunkstore.memory import MemoryChunkStore
 
 if TYPE_CHECKING:
     from cbr_backup.chunkstore.s3 import S3ChunkStore
 
-__all__ = ["ChunkNotFoundError", "ChunkStore", "FsChunkStore", "MemoryChunkStore", "S3ChunkStore", "check_key"]
+__all__ = ["ChunkNotFoundError", "ChunkStore", "FsChunkStore", "MemoryChunkStore", "S3ChunkStore", "StoreFullError",
+           "check_key"]
 
 
 def __getattr__(name: str) -> Any:

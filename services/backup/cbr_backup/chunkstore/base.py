@@ -1,14 +1,22 @@
 """The chunk store interface, its error, and the key rules every backend enforces."""
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Iterable, Iterator
 from typing import Protocol, runtime_checkable
+
+from cbr_backup.domain.errors import StoreFullError
 
 MAX_KEY_LENGTH = 512
 MAX_KEY_SEGMENTS = 4
 # A segment becomes a file name in FsChunkStore; with its temp suffix it must stay under NAME_MAX (255).
 MAX_SEGMENT_LENGTH = 200
+
+# A put that cannot be stored for want of room: permanent until space is freed, so never retried as transient.
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# How old a temp file of a put must be before it counts as a crash's leftover: far beyond any put still running.
+STALE_TEMP_AGE_S = 3600.0
 
 # One to four segments of [A-Za-z0-9_-]; no dots at all, so "..", temp-file suffixes and hidden names cannot
 # be keys, and a key maps to a path or an object name without escaping.
@@ -31,7 +39,8 @@ class ChunkStore(Protocol):
     """Opaque values under keys like `<vault-id>/chunks/<hex>`, written once.
 
     Synchronous and thread-safe: callers run it on a thread pool. Every method raises ValueError for a key or
-    prefix that breaks the key rules (`check_key`) before touching the backend.
+    prefix that breaks the key rules (`check_key`) before touching the backend. put and flush raise
+    StoreFullError (RESOURCE_EXHAUSTED, never worth a retry) when the backend has no room left.
     """
 
     def put(self, key: str, data: bytes) -> bool:
@@ -53,6 +62,15 @@ class ChunkStore(Protocol):
 
     def flush(self) -> None:
         """Durability barrier: every put that returned before this call survives a crash after it returns."""
+
+    def remove_stale_temp_files(self, prefix: str = "", older_than_s: float = STALE_TEMP_AGE_S) -> int:
+        """Deletes what puts cut off by a crash left behind under prefix (nothing for stores whose puts are
+        atomic on the server), only if older than older_than_s, so a put still running is never touched.
+        Returns how many were deleted."""
+
+
+def store_full(reason: str) -> StoreFullError:
+    return StoreFullError(f"the chunk store is full ({reason}): free space or grow the store, then try again")
 
 
 def check_key(key: str) -> str:

@@ -9,7 +9,9 @@ Without that, keys of different depths could need one path as a file and as a fo
 A put writes `<final>.tmp-<hex>` (O_EXCL) in the final folder, then hard-links it to the final name and
 removes the temp name: link(2) fails if the name exists, so the first writer wins atomically, across threads
 and processes, and a reader never sees a half-written value. Temp names contain a ".", which no key does, so
-get and iterate never return one; `remove_stale_temp_files` cleans those a crash left behind.
+get and iterate never return one; `remove_stale_temp_files` cleans those a crash left behind (the worker calls
+it when it starts, GC for its vault). A file system out of room (ENOSPC, EDQUOT) raises StoreFullError; the
+put's temp file is removed first.
 """
 from __future__ import annotations
 
@@ -23,12 +25,15 @@ from pathlib import Path
 from typing import Literal
 
 from cbr_backup.chunkstore.base import (
+    FULL_ERRNOS,
     MAX_KEY_SEGMENTS,
+    STALE_TEMP_AGE_S,
     ChunkNotFoundError,
     check_key,
     check_prefix,
     check_value,
     is_valid_key,
+    store_full,
 )
 from cbr_backup.folders import fsync_folder, sync_file_system
 
@@ -89,7 +94,14 @@ class FsChunkStore:
     def put(self, key: str, data: bytes) -> bool:
         check_key(key)
         check_value(data)
-        final = self._path(key)
+        try:
+            return self._put(self._path(key), data)
+        except OSError as exc:
+            if exc.errno in FULL_ERRNOS:
+                raise store_full(os.strerror(exc.errno)) from exc
+            raise
+
+    def _put(self, final: str, data: bytes) -> bool:
         if os.path.exists(final):  # the common dedup hit: no temp file, no write
             return False
         folder = os.path.dirname(final)
@@ -229,15 +241,24 @@ class FsChunkStore:
             return  # nothing was ever put
         try:
             sync_file_system(fd, str(self._root))
+        except OSError as exc:
+            if exc.errno in FULL_ERRNOS:  # write-back found no room (a thin or quota-bound volume)
+                raise store_full(os.strerror(exc.errno)) from exc
+            raise
         finally:
             os.close(fd)
 
-    def remove_stale_temp_files(self, older_than_s: float = 3600.0) -> int:
-        """Deletes temp files a crashed put left behind (older than older_than_s); returns how many."""
+    def remove_stale_temp_files(self, prefix: str = "", older_than_s: float = STALE_TEMP_AGE_S) -> int:
+        """Deletes temp files that puts cut off by a crash left behind under prefix, if their last write is
+        older than older_than_s (a running put writes its temp file within milliseconds and removes it at
+        once, so an hour-old one belongs to no put still alive, in this process or another)."""
+        check_prefix(prefix)
+        *whole, partial = prefix.split("/")
         cutoff = time.time() - older_than_s
         removed = 0
-        for _segments, entry in self._walk(self._root, [], ""):
-            if _TEMP_MARK not in entry.name:
+        start = os.path.join(self._root, *map(_segment_dir, whole))
+        for segments, entry in self._walk(start, whole, partial):
+            if _TEMP_MARK not in entry.name or (len(segments) == len(whole) and not entry.name.startswith(partial)):
                 continue
             try:
                 if entry.stat(follow_symlinks=False).st_mtime < cutoff:

@@ -51,3 +51,7 @@ class MemoryChunkStore:
 
     def flush(self) -> None:
         pass
+
+    def remove_stale_temp_files(self, prefix: str = "", older_than_s: float = 0.0) -> int:
+        check_prefix(prefix)
+        return 0  # puts are atomic: nothing is ever left half-made

@@ -14,9 +14,14 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from cbr_backup.chunkstore.base import ChunkNotFoundError, check_key, check_prefix, check_value, is_valid_key
+from cbr_backup.chunkstore.base import (ChunkNotFoundError, check_key, check_prefix, check_value, is_valid_key,
+                                        store_full)
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
+# The server has no room for the object: a bucket or user quota (Ceph RGW), a full drive set (MinIO), HTTP 507.
+# Not EntityTooLarge: that is one object over the size limit (5 GiB), which a chunk never is.
+_FULL_CODES = {"QuotaExceeded", "XMinioStorageFull", "InsufficientStorage", "StorageFull"}
+_FULL_STATUS = 507
 _NOT_IMPLEMENTED_CODES = {"NotImplemented", "501"}
 # exists_many lists a folder instead of HEADing keys one by one only where that pays: the folder is asked
 # for at least this many keys, and each 1,000-entry page settles at least this many of them.
@@ -140,13 +145,19 @@ class S3ChunkStore:
         check_key(key)
         check_value(data)
         name = self._name(key)
-        with self._key_locks.hold(name):
-            if self._conditional_writes_work():
-                return self._put_if_absent(name, data)
-            if self._head(name):
-                return False
-            self.client.put_object(Bucket=self.bucket, Key=name, Body=bytes(data))
-            return True
+        try:
+            with self._key_locks.hold(name):
+                if self._conditional_writes_work():
+                    return self._put_if_absent(name, data)
+                if self._head(name):
+                    return False
+                self.client.put_object(Bucket=self.bucket, Key=name, Body=bytes(data))
+                return True
+        except ClientError as exc:
+            code, status = _error(exc)
+            if code in _FULL_CODES or status == _FULL_STATUS:
+                raise store_full(f"the S3 server answered {code or status}") from exc
+            raise
 
     def _put_if_absent(self, name: str, data: bytes) -> bool:
         body = bytes(data)
@@ -289,3 +300,7 @@ class S3ChunkStore:
 
     def flush(self) -> None:
         pass
+
+    def remove_stale_temp_files(self, prefix: str = "", older_than_s: float = 0.0) -> int:
+        check_prefix(prefix)
+        return 0  # a PUT is atomic on the server: a cut-off one leaves nothing

@@ -34,9 +34,10 @@ _DATA_RUNS = re.compile(rb"[^\x01]+")
 
 @dataclass(frozen=True)
 class RestoreResult:
-    written_bytes: int     # disk bytes written (blocks that were missing or differed)
-    written_blocks: int
+    written_bytes: int     # disk bytes the restore changed: blocks written with data, and blocks zeroed
+    written_blocks: int    # blocks written with data (they were missing or differed)
     zeroed_blocks: int     # blocks punched out because the backup has zeros there
+    zeroed_bytes: int      # their bytes (part of written_bytes: data there became zeros)
     read_bytes: int        # in place: target bytes read to compare
     fetched_chunks: int
     seconds: float
@@ -44,7 +45,8 @@ class RestoreResult:
     def summary(self) -> dict:
         return {"written_bytes": self.written_bytes, "seconds": round(self.seconds, 3),
                 "written_blocks": self.written_blocks, "zeroed_blocks": self.zeroed_blocks,
-                "read_bytes": self.read_bytes, "fetched_chunks": self.fetched_chunks}
+                "zeroed_bytes": self.zeroed_bytes, "read_bytes": self.read_bytes,
+                "fetched_chunks": self.fetched_chunks}
 
 
 def restore_to_new_disk(manifest: DiskManifest, store, keys: VaultKeys, vault_id: str,
@@ -108,7 +110,8 @@ class _RestoreJob:
         self.chunk_prefix = f"{vault_id}/chunks/"
         self.codec = ChunkCodec(keys, dictionaries=VaultDictionaries(store, vault_id, keys).by_tag)
         self.lock = threading.Lock()
-        self.written_bytes = self.written_blocks = self.zeroed_blocks = self.read_bytes = self.fetched = 0
+        self.data_bytes = self.written_blocks = self.zeroed_blocks = self.zeroed_bytes = 0
+        self.read_bytes = self.fetched = 0
         self.progress = progress
         self.done_bytes = self.total_bytes = 0
 
@@ -126,8 +129,8 @@ class _RestoreJob:
         os.fsync(self.disk.fd)
 
     def result(self, seconds: float) -> RestoreResult:
-        return RestoreResult(self.written_bytes, self.written_blocks, self.zeroed_blocks, self.read_bytes,
-                             self.fetched, seconds)
+        return RestoreResult(self.data_bytes + self.zeroed_bytes, self.written_blocks, self.zeroed_blocks,
+                             self.zeroed_bytes, self.read_bytes, self.fetched, seconds)
 
     def _work(self, piece: Piece, buffer) -> None:
         manifest, bs = self.manifest, self.manifest.block_size
@@ -169,15 +172,19 @@ class _RestoreJob:
             if padded > length:
                 view[start * bs + length:start * bs + padded] = bytes(padded - length)
             write_at(self.disk, view[start * bs:start * bs + padded], offset)
+        zeroed = 0
         for start, end in _runs(zeros):
             offset = (piece.first_block + start) * bs
-            punch_hole(self.disk, offset, min(end * bs, piece.length) - start * bs)
+            length = min(end * bs, piece.length) - start * bs
+            punch_hole(self.disk, offset, length)
+            zeroed += length
         with self.lock:
             self.read_bytes += filled
             self.fetched += len(decoded)
             self.written_blocks += len(writes)
-            self.written_bytes += sum(manifest.block_length(piece.first_block + j) for j in writes)
+            self.data_bytes += sum(manifest.block_length(piece.first_block + j) for j in writes)
             self.zeroed_blocks += len(zeros)
+            self.zeroed_bytes += zeroed
             self.done_bytes += piece.length
             done = self.done_bytes
         if self.progress is not None:

@@ -27,6 +27,7 @@ class GcResult:
     freed_bytes: int        # the swept rows' stored sizes
     orphans_deleted: int    # chunk keys without an index row (only with the exclusive lock)
     manifests_deleted: int  # manifest keys that are not live (only with the exclusive lock)
+    temp_files_deleted: int  # temp files of puts cut off by a crash (older than the store's safe age)
     exclusive: bool         # whether GC held the vault's lock exclusively (no backup of the vault running)
     cutoff: dt.datetime     # rows last referenced before this were swept
     seconds: float
@@ -34,7 +35,8 @@ class GcResult:
     def summary(self) -> dict:
         return {"marked": self.marked, "deleted_chunks": self.deleted_chunks, "freed_bytes": self.freed_bytes,
                 "orphans_deleted": self.orphans_deleted, "manifests_deleted": self.manifests_deleted,
-                "exclusive": self.exclusive, "cutoff": self.cutoff.isoformat(), "seconds": round(self.seconds, 3)}
+                "temp_files_deleted": self.temp_files_deleted, "exclusive": self.exclusive,
+                "cutoff": self.cutoff.isoformat(), "seconds": round(self.seconds, 3)}
 
 
 def gc_cutoff(gc_start: dt.datetime, grace: dt.timedelta, exclusive: bool,
@@ -96,12 +98,14 @@ def collect_garbage(index, store, vault_id: str, live_chunk_ids: Callable[[], It
             orphans = _delete_orphan_chunks(index, store, vault_id)
             live = live_manifest_ids() if callable(live_manifest_ids) else live_manifest_ids
             manifests = _delete_dead_manifests(store, vault_id, set(live))
+        # Age, not the lock, keeps a running put's temp file safe: so this runs whether or not backups run.
+        temps = store.remove_stale_temp_files(f"{vault_id}/")
         store.flush()  # deletes need no barrier (a lost one only brings back garbage); harmless
     finally:
         if exclusive:
             index.unlock_vault(vault_id, exclusive=True)
     return GcResult(marked=marked, deleted_chunks=deleted, freed_bytes=freed, orphans_deleted=orphans,
-                    manifests_deleted=manifests, exclusive=exclusive, cutoff=cutoff,
+                    manifests_deleted=manifests, temp_files_deleted=temps, exclusive=exclusive, cutoff=cutoff,
                     seconds=time.perf_counter() - t0)
 
 

@@ -189,3 +189,9 @@ class VaultFullError(errors.ResourceExhaustedError):
 class BackupCorruptError(errors.DataLossError):
     """Verify found a chunk this backup needs missing or damaged."""
     cbr_code = "BackupService.6750"
+
+
+class StoreFullError(errors.ResourceExhaustedError):
+    """The chunk store has no room left (ENOSPC or a quota on its file system, or an S3 quota): no retry can
+    cure it until space is freed or the store grows. What the failed backup stored is reclaimed by GC."""
+    cbr_code = "BackupService.6762"

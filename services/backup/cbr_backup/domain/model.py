@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 OBJECT_TYPES = ("server", "disk", "turbo")
 RESOURCE_TYPES = {"server": "OS::Nova::Server", "disk": "OS::Cinder::Volume", "turbo": "OS::Sfs::Turbo"}
-DISK_STATUSES = ("available", "in-use", "error")
+DISK_STATUSES = ("available", "in-use", "restoring", "error")  # restoring: written in place, not whole yet
 PROTECTABLE_STATUSES = DISK_STATUSES  # servers and file systems are always "available" for now
 
 OPERATION_TYPES = ("backup", "restore", "delete", "vault_delete", "remove_resource", "replication", "verify", "gc")

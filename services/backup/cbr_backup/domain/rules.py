@@ -103,7 +103,7 @@ def check_deletable(disk: Disk) -> Disk:
 
 
 def check_resizable(disk: Disk) -> Disk:
-    if disk.status == "error":
+    if disk.status in ("error", "restoring"):  # restoring: a rollback would put the old size back
         raise errors.DiskStatusError(f"disk {disk.disk_id} is {disk.status} and cannot be resized")
     return disk
 

@@ -13,6 +13,7 @@ from cbr_common.proto_enums import enum_name, enum_value
 # The domain says "in-use" as CBR does; the enum says IN_USE.
 STATUS_TO_PROTO = {"available": protectable_pb2.PROTECTABLE_STATUS_AVAILABLE,
                    "in-use": protectable_pb2.PROTECTABLE_STATUS_IN_USE,
+                   "restoring": protectable_pb2.PROTECTABLE_STATUS_RESTORING,
                    "error": protectable_pb2.PROTECTABLE_STATUS_ERROR}
 STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
 

@@ -1,8 +1,10 @@
 """The local provider: disks as sparse raw files in a pool folder, file systems as folders under a root.
 
-Layout: `<pool_dir>/<project_id>/<disk_id>.raw` and `<fs_root>/<project_id>/<fs_id>/`. Every path component
-comes from a checked UUID or a checked project id, never from a name a user typed. Blocking file calls run
-on a worker thread so the event loop keeps serving.
+Layout: `<pool_dir>/<project_id>/<disk_id>.raw` and `<fs_root>/<project_id>/<fs_id>/`; restore points beside
+the disks, in `<pool_dir>/<project_id>/.restore-points/<disk_id>.<task_id>.raw` (one file system with the disk, so
+a point can be a reflink clone and a rollback a rename). Every path component comes from a checked UUID or a
+checked project id, never from a name a user typed. Blocking file calls run on a worker thread so the event loop
+keeps serving.
 """
 from __future__ import annotations
 
@@ -19,7 +21,10 @@ from cbr_backup.domain import errors, rules
 from cbr_backup.folders import fsync_folder
 from cbr_backup.providers.base import UnsafePathError
 
+RESTORE_POINTS = ".restore-points"
+
 DISK_SUFFIX = ".raw"
+_PART_SUFFIX = ".part"
 MAX_WALK_ENTRIES = 100_000  # bound on the usage walk of one file system; past it the sum is a lower bound
 _CAPACITY_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -121,10 +126,50 @@ class LocalProvider:
         path = self.disk_path(project_id, disk_id)
         if not _require_real_parent(path):
             return
+        for point in (path.parent / RESTORE_POINTS).glob(f"{disk_id}.*"):  # of a restore that never ended
+            point.unlink(missing_ok=True)
         try:
             os.unlink(path)  # unlink removes a symlink itself, never its target
         except FileNotFoundError:
             pass
+
+    # Restore points
+
+    async def restore_point(self, project_id: str, disk_id: str, restore_id: str) -> "LocalRestorePoint | None":
+        return await asyncio.to_thread(self._restore_point, project_id, disk_id, restore_id)
+
+    def _restore_point(self, project_id: str, disk_id: str, restore_id: str) -> "LocalRestorePoint | None":
+        """A snapshot of the disk beside it (a reflink clone where the file system has them, else a copy of its
+        data extents), written under a temporary name and renamed once whole, so a point that exists is
+        always a complete image from before the restore's first write. None when the pool has no room for the
+        copy: the restore then goes on without one (the disk shows `restoring` until it is whole)."""
+        from cbr_backup.datapath.snapshot import take_snapshot  # the data path loads only where it is used
+
+        disk = self.disk_path(project_id, disk_id)
+        if not _require_real_parent(disk):
+            raise FileNotFoundError(f"disk {disk_id} has no file")
+        folder = _own_folder(disk.parent / RESTORE_POINTS)
+        point = folder / f"{disk_id}.{rules.check_id(restore_id, 'restore_id')}{DISK_SUFFIX}"
+        if point.exists():
+            return LocalRestorePoint(point, disk)  # an earlier attempt of this restore took it
+        for leftover in folder.glob(f"{disk_id}.*"):  # a cut-off copy, or a point a restore that never ended left
+            leftover.unlink(missing_ok=True)
+        part = point.with_name(point.name + _PART_SUFFIX)
+        try:
+            take_snapshot(disk, part, quiesce=self.hold_writes([disk]))
+            fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            part.unlink(missing_ok=True)
+            if exc.errno in _CAPACITY_ERRNOS:
+                return None
+            raise
+        os.rename(part, point)
+        fsync_folder(folder)
+        return LocalRestorePoint(point, disk)
 
     # File systems
 
@@ -187,6 +232,28 @@ class LocalProvider:
             except OSError:
                 continue
         return total
+
+
+class LocalRestorePoint:
+    """A restore point of a pool disk: a whole image of it on the disk's file system. Rolling back renames it
+    over the disk file, which is atomic: the disk is either as it was or as the restore left it, never a mix,
+    whatever stops the rollback. (The disk file is replaced, not rewritten: nothing may hold it open for
+    writing while it is restored in place, as for any in-place restore.)"""
+
+    def __init__(self, path: Path, disk: Path):
+        self.path = path
+        self.disk = disk
+
+    async def roll_back(self) -> None:
+        await asyncio.to_thread(self._roll_back)
+
+    def _roll_back(self) -> None:
+        _require_real_parent(self.disk)
+        os.rename(self.path, self.disk)
+        fsync_folder(self.disk.parent)
+
+    async def release(self) -> None:
+        await asyncio.to_thread(self.path.unlink, True)
 
 
 def _own_folder(folder: Path) -> Path:

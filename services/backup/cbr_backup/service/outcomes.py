@@ -37,6 +37,7 @@ async def undo_cancelled(uow: BackupUnitOfWork, task: Task) -> None:
         await uow.backups.delete_family(task.backup_id)
     elif task.backup_id:
         await _back_to_available(uow, task)
+        await _half_restored_disks_error(uow, task)
     if task.params.get("kind") == "new_disk":  # a disk made for this restore holds a part of it at most
         await uow.inventory.set_disk_status(task.params["disk_id"], "error")
 
@@ -54,6 +55,7 @@ async def failed(make_uow: MakeUow, task: Task, status: str, code: str, message:
                 error_message=message))
         elif task.operation_type == "restore" and task.backup_id:
             await _back_to_available(uow, task)
+            await _half_restored_disks_error(uow, task)
             await uow.publish("cbr.restore.failed", ev.RestoreFailed(
                 project_id=task.project_id, backup_id=task.backup_id, vault_id=task.vault_id, task_id=task.task_id,
                 target_resource_id=task.resource_id, new_disk=task.params.get("kind") == "new_disk",
@@ -90,3 +92,14 @@ async def _back_to_available(uow: BackupUnitOfWork, task: Task) -> None:
     backup = await uow.backups.get_backup(task.project_id, task.backup_id)
     if backup is not None and backup.status in ("restoring", "waiting_delete", "deleting"):
         await uow.backups.update_family(task.backup_id, status="available")
+
+
+async def _half_restored_disks_error(uow: BackupUnitOfWork, task: Task) -> None:
+    """Disks an in-place restore left `restoring` (no restore point to roll back to) hold part of the backup:
+    `error`, never `available` (DESIGN.md 7.1)."""
+    if task.params.get("kind") not in ("disk", "server"):
+        return
+    for disk_id in task.params.get("targets", {}).values():
+        disk = await uow.inventory.get_disk(task.project_id, disk_id)
+        if disk is not None and disk.status == "restoring":
+            await uow.inventory.set_disk_status(disk_id, "error")

@@ -14,6 +14,7 @@ from cbr_backup.bootstrap import local_provider
 from cbr_backup.chunkstore import FsChunkStore
 from cbr_backup.service.jobs import JOBS_STREAM
 from cbr_backup.worker.context import Resources
+from cbr_backup.worker.maintenance import start_removing_stale_temp_files
 from cbr_backup.worker.runner import Worker
 from cbr_common import jetstream
 from cbr_common.db import Database
@@ -42,8 +43,10 @@ def chunk_store(settings: Settings):
 
 
 def resources(settings: Settings, db: Database) -> Resources:
+    store = chunk_store(settings)
+    start_removing_stale_temp_files(store)
     return Resources(make_uow=lambda: BackupUnitOfWork(db), database_url=settings.database_url,
-                     store=chunk_store(settings), provider=local_provider(settings),
+                     store=store, provider=local_provider(settings),
                      snapshot_dir=Path(settings.pool_dir) / ".snapshots", rate_limit_mbps=settings.rate_limit_mbps)
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
+import threading
 
 from cbr.events.v1 import backup_events_pb2 as ev
 from cbr_backup.datapath.gc import collect_garbage
@@ -13,6 +15,25 @@ from cbr_backup.worker import manifests
 from cbr_backup.worker.context import JobContext, check_still_mine
 from cbr_common.db import utcnow
 from cbr_common.errors import DataLossError
+
+log = logging.getLogger("cbr.worker")
+
+
+def start_removing_stale_temp_files(store) -> threading.Thread:
+    """At worker start: deletes the temp files of puts that a killed worker cut off (old ones only, so another
+    worker's running put keeps its own). It walks the whole store, so it runs beside the first jobs."""
+    def remove() -> None:
+        try:
+            removed = store.remove_stale_temp_files()
+        except Exception:  # noqa: BLE001 - only housekeeping: GC removes them later
+            log.warning("removing stale temp files of the chunk store failed", exc_info=True)
+            return
+        if removed:
+            log.info("stale temp files removed", extra={"fields": {"count": removed}})
+
+    thread = threading.Thread(target=remove, name="cbr-stale-temp-files", daemon=True)
+    thread.start()
+    return thread
 
 
 async def run_delete(ctx: JobContext) -> None:
@@ -59,7 +80,8 @@ async def run_gc(ctx: JobContext) -> None:
         await outcomes.finish(uow, task, "success", extra_info=dict(
             task.extra_info, deleted_chunks=str(result.deleted_chunks), freed_bytes=str(result.freed_bytes),
             orphans_deleted=str(result.orphans_deleted), manifests_deleted=str(result.manifests_deleted),
-            exclusive=str(result.exclusive).lower(), cutoff=result.cutoff.isoformat()))
+            temp_files_deleted=str(result.temp_files_deleted), exclusive=str(result.exclusive).lower(),
+            cutoff=result.cutoff.isoformat()))
         await outcomes.publish_usage(uow, task.project_id, task.vault_id)
         await uow.commit()
 

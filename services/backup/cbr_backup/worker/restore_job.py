@@ -1,9 +1,17 @@
 """The restore job: a disk backup to a disk (in place, writing only what differs), each per-disk backup of a
 server backup to its mapped disk, a disk backup to a new disk, or a file-system backup into a folder of a file
-system (never outside it). Every chunk is verified before its bytes are written (DESIGN.md 7)."""
+system (never outside it). Every chunk is verified before its bytes are written (DESIGN.md 7).
+
+In place, a disk is never silently half-restored (DESIGN.md 7.1): a restore point of every target disk is taken
+first where the provider can (a retry finds its earlier attempt's), the disks show `restoring` from before the
+first write until the data is whole, and a failure rolls them back to the point. Where there is no point, a
+failure leaves them `restoring` for the retry, and the final failure marks them `error` (service/outcomes.py).
+"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 
 from cbr.common.v1 import common_pb2
@@ -11,11 +19,14 @@ from cbr.events.v1 import backup_events_pb2 as ev
 from cbr_backup.datapath import restore_in_place, restore_to_new_disk
 from cbr_backup.datapath.tree_restore import restore_tree
 from cbr_backup.domain import errors
-from cbr_backup.domain.backups import check_restorable
+from cbr_backup.domain.backups import Backup, check_restorable
+from cbr_backup.domain.model import Disk
 from cbr_backup.service import outcomes
 from cbr_backup.worker import manifests
 from cbr_backup.worker.context import JobContext, check_still_mine
 from cbr_common.proto_enums import enum_value
+
+RESTORING = "restoring"
 
 
 async def run_restore(ctx: JobContext) -> None:
@@ -28,7 +39,6 @@ async def run_restore(ctx: JobContext) -> None:
         check_restorable(backup)  # raises BackupCorruptError: never restore what verify found damaged
     keys = await ctx.keys(backup.vault_id)
     provider, store = ctx.resources.provider, ctx.store
-    written = 0
     if params["kind"] == "turbo":
         manifest = await asyncio.to_thread(manifests.load, store, keys, backup)
         root = provider.file_system_path(task.project_id, params["file_system_id"])
@@ -38,27 +48,13 @@ async def run_restore(ctx: JobContext) -> None:
     elif params["kind"] == "new_disk":
         manifest = await asyncio.to_thread(manifests.load, store, keys, backup)
         path = provider.disk_path(task.project_id, params["disk_id"])
-        result = await asyncio.to_thread(restore_to_new_disk, manifest, store, keys, backup.vault_id, path,
-                                         progress=ctx.progress)
-        os.truncate(path, params["size_bytes"])  # a larger new disk: the rest reads as zeros
+        with _pool_room(params["disk_id"]):
+            result = await asyncio.to_thread(restore_to_new_disk, manifest, store, keys, backup.vault_id, path,
+                                             progress=ctx.progress)
+            os.truncate(path, params["size_bytes"])  # a larger new disk: the rest reads as zeros
         written = result.written_bytes
     else:  # disk or server: each backed-up disk onto its target disk, in place
-        parts = {c.backup_id: c for c in backup.children} or {backup.backup_id: backup}
-        loaded = {}
-        for part_id in params["targets"]:
-            loaded[part_id] = await asyncio.to_thread(manifests.load, store, keys, parts[part_id])
-        ctx.expect(sum(m.disk_size for m in loaded.values()))
-        for part_id, disk_id in params["targets"].items():
-            async with ctx.make_uow() as uow:
-                disk = await uow.inventory.get_disk(task.project_id, disk_id)
-            if disk is None:
-                raise errors.DiskNotFoundError(f"disk {disk_id} no longer exists")
-            result = await asyncio.to_thread(restore_in_place, loaded[part_id], store, keys, backup.vault_id,
-                                             disk.path, progress=ctx.progress)
-            if disk.size_bytes > loaded[part_id].disk_size:
-                os.truncate(disk.path, disk.size_bytes)  # the disk keeps its size; past the image it reads zeros
-            ctx.part_done()
-            written += result.written_bytes
+        written = await _restore_disks_in_place(ctx, backup, keys)
     async with ctx.make_uow() as uow:
         await check_still_mine(uow, task)
         await uow.backups.update_family(backup.backup_id, status="available")
@@ -70,3 +66,90 @@ async def run_restore(ctx: JobContext) -> None:
             resource_type=enum_value(common_pb2.ObjectType, backup.resource_type),
             target_resource_id=task.resource_id, new_disk=params["kind"] == "new_disk", written_bytes=written))
         await uow.commit()
+
+
+async def _restore_disks_in_place(ctx: JobContext, backup: Backup, keys) -> int:
+    """Restores every target disk; returns the bytes written. On a failure the disks with a restore point are
+    rolled back (all of them: a server is restored whole or not at all) before the error goes on."""
+    task, provider, store = ctx.task, ctx.resources.provider, ctx.store
+    targets: dict[str, str] = task.params["targets"]  # backup (or per-disk backup) id -> disk id
+    parts = {c.backup_id: c for c in backup.children} or {backup.backup_id: backup}
+    loaded = {part_id: await asyncio.to_thread(manifests.load, store, keys, parts[part_id]) for part_id in targets}
+    ctx.expect(sum(m.disk_size for m in loaded.values()))
+    disks = await _target_disks(ctx, targets.values())
+    # What the disks were before this restore's first attempt wrote them: a retry finds them on the task.
+    before = task.params.get("disk_status_before") or {d: disk.status for d, disk in disks.items()}
+    points = {}
+    try:
+        for disk_id in disks:
+            point = await provider.restore_point(task.project_id, disk_id, task.task_id)
+            if point is not None:
+                points[disk_id] = point
+        await _set_disk_statuses(ctx, {d: RESTORING for d in disks}, disk_status_before=before)
+        written = 0
+        for part_id, disk_id in targets.items():
+            disk, manifest = disks[disk_id], loaded[part_id]
+            with _pool_room(disk_id):
+                result = await asyncio.to_thread(restore_in_place, manifest, store, keys, backup.vault_id,
+                                                 disk.path, progress=ctx.progress)
+                if disk.size_bytes > manifest.disk_size:
+                    os.truncate(disk.path, disk.size_bytes)  # the disk keeps its size; past the image: zeros
+            ctx.part_done()
+            written += result.written_bytes
+    except Exception:
+        # Not on a kill or a worker shutdown (CancelledError): the disks stay `restoring` and the retry that
+        # takes the job over finds the points. Nor when another worker runs the job now: it writes these disks.
+        if points and await _still_this_run(ctx):
+            for point in points.values():
+                await point.roll_back()
+            await _set_disk_statuses(ctx, {d: before[d] for d in points})
+        raise
+    # Whole now, whatever they were before (a disk an earlier failed restore left `error` included).
+    await _set_disk_statuses(ctx, {d: "in-use" if disk.server_id else "available" for d, disk in disks.items()})
+    for point in points.values():
+        await point.release()  # after the statuses: a crash in between only leaves a point the next restore drops
+    return written
+
+
+@contextlib.contextmanager
+def _pool_room(disk_id: str):
+    """A disk pool out of room fails the restore at once (RESOURCE_EXHAUSTED), not as a transient I/O error:
+    a sparse disk takes space as its blocks are written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise errors.PoolCapacityError(
+                f"the disk pool has no room left to restore disk {disk_id} ({os.strerror(exc.errno)})") from exc
+        raise
+
+
+async def _target_disks(ctx: JobContext, disk_ids) -> dict[str, Disk]:
+    disks = {}
+    async with ctx.make_uow() as uow:
+        for disk_id in disk_ids:
+            disk = await uow.inventory.get_disk(ctx.task.project_id, disk_id)
+            if disk is None:
+                raise errors.DiskNotFoundError(f"disk {disk_id} no longer exists")
+            disks[disk_id] = disk
+    return disks
+
+
+async def _set_disk_statuses(ctx: JobContext, statuses: dict[str, str], **params) -> None:
+    """The disks' statuses, and params to remember on the task, in one transaction."""
+    task = ctx.task
+    async with ctx.make_uow() as uow:
+        for disk_id, status in statuses.items():
+            await uow.inventory.set_disk_status(disk_id, status)
+        if params:
+            task.params = dict(task.params, **params)
+            await uow.tasks.update_fields(task.task_id, params=task.params)
+        await uow.commit()
+
+
+async def _still_this_run(ctx: JobContext) -> bool:
+    """The task is still this attempt's (not taken over by a worker that thought this one dead)."""
+    task = ctx.task
+    async with ctx.make_uow() as uow:
+        latest = await uow.tasks.get(task.project_id, task.task_id)
+    return latest is not None and latest.worker_id == task.worker_id and latest.attempts == task.attempts

@@ -116,8 +116,8 @@ def test_in_place_restore_writes_only_what_differs(tmp_path):
     assert sha256_file(disk) == original
     became_data = [b for b in changed if full.manifest.zero[b]]  # were holes: must be punched again
     assert result.written_blocks == len(changed) - len(became_data)
-    assert result.zeroed_blocks == len(became_data)
-    assert result.written_bytes == result.written_blocks * BS
+    assert result.zeroed_blocks == len(became_data) and result.zeroed_bytes == len(became_data) * BS
+    assert result.written_bytes == len(changed) * BS  # every changed block was rewritten: with data or zeros
     again = vault.restore(full.manifest, disk, in_place=True)  # already equal: nothing to do
     assert again.written_blocks == 0 and again.zeroed_blocks == 0
 
