@@ -190,6 +190,22 @@ def check_room(used_bytes: int, size_gb: int, auto_expand: bool, full_bytes: int
             f"of {capacity} bytes free and auto_expand is off")
 
 
+@dataclass
+class Room:
+    """A vault's capacity as one checkpoint uses it up: each full backup it starts takes its resource's size,
+    so two resources that fit alone but not together are not both started."""
+    used_bytes: int
+    size_gb: int
+    auto_expand: bool
+    taken_bytes: int = 0
+
+    def check(self, full_bytes: int) -> None:
+        check_room(self.used_bytes + self.taken_bytes, self.size_gb, self.auto_expand, full_bytes=full_bytes)
+
+    def take(self, full_bytes: int) -> None:
+        self.taken_bytes += full_bytes
+
+
 def check_fits(used_bytes: int, size_gb: int, auto_expand: bool) -> None:
     """After a backup's chunks are stored: it fails if they took the vault past its size (a vault exactly full
     holds its last backup)."""

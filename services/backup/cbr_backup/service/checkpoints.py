@@ -14,9 +14,9 @@ from typing import Callable
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.adapters.vaults import VaultDirectory, VaultInfo, VaultResource
 from cbr_backup.domain import errors, rules
-from cbr_backup.domain.backups import (MAX_CHECKPOINT_RESOURCES, Backup, Checkpoint, SkippedResource,
+from cbr_backup.domain.backups import (MAX_CHECKPOINT_RESOURCES, Backup, Checkpoint, Room, SkippedResource,
                                        check_backup_name, check_description, check_request_id,
-                                       check_room, default_backup_name)
+                                       default_backup_name)
 from cbr_backup.service import jobs
 from cbr_common.db import utcnow
 from cbr_common.errors import CbrError
@@ -108,7 +108,7 @@ async def create_checkpoint(cmd: CreateCheckpoint, make_uow: Callable[[], Backup
                         f"request_id {cmd.request_id} made checkpoint {earlier} of another vault")
                 return first
         room = Room(await uow.backups.used_bytes(vault.vault_id), vault.size_gb, vault.auto_expand)
-        check_room(room.used_bytes, vault.size_gb, vault.auto_expand)
+        room.check(0)  # a full vault refuses the whole checkpoint
         for resource in resources:
             excluded = set(resource.exclude_volumes) | set(cmd.excludes.get(resource.resource_id, ()))
             backup_or_skip = await _start_backup(uow, cp, vault, resource, excluded, expires, room)
@@ -121,19 +121,6 @@ async def create_checkpoint(cmd: CreateCheckpoint, make_uow: Callable[[], Backup
         await uow.backups.add_checkpoint(cp)
         await uow.commit()
     return cp
-
-
-@dataclass
-class Room:
-    """The vault's capacity as one checkpoint uses it up: each full backup it starts reserves its resource's
-    size, so two resources that fit alone but not together are not both started."""
-    used_bytes: int
-    size_gb: int
-    auto_expand: bool
-    reserved_bytes: int = 0
-
-    def check(self, full_bytes: int) -> None:
-        check_room(self.used_bytes + self.reserved_bytes, self.size_gb, self.auto_expand, full_bytes=full_bytes)
 
 
 async def _start_backup(uow: BackupUnitOfWork, cp: Checkpoint, vault: VaultInfo, resource: VaultResource,
@@ -169,7 +156,7 @@ async def _start_backup(uow: BackupUnitOfWork, cp: Checkpoint, vault: VaultInfo,
                                  "auto_expand": vault.auto_expand})
     if not await uow.backups.claim_resource(resource.resource_id, task.task_id, "backup"):
         return skip(errors.ResourceBusyError(f"resource {resource.resource_id} is busy with another backup or restore"))
-    room.reserved_bytes += full_bytes
+    room.take(full_bytes)
     backup = Backup(backup_id=str(uuid.uuid4()), project_id=cp.project_id, checkpoint_id=cp.checkpoint_id,
                     vault_id=vault.vault_id, resource_id=resource.resource_id, resource_type=resource.type,
                     name=cp.name, description=cp.description, status="waiting_protect", resource_name=name,
