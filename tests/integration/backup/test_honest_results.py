@@ -73,6 +73,19 @@ async def test_a_vault_counts_each_resources_backups_and_their_size(caller):
     await wait_resource_backups(caller, vault.vault_id, disk.resource_id, 0, 0)
 
 
+async def test_a_resource_moved_to_another_vault_has_no_backups_there(caller):
+    disk, vault = await disk_in_vault(caller, 4 * MIB, seed=101)
+    backup = await backup_now(caller, vault.vault_id)
+    await wait_resource_backups(caller, vault.vault_id, disk.resource_id, 1, backup.added_bytes)
+    other = await create_vault(caller, "other", disk.type, BACKUP)
+    await caller.vault.MigrateResources(vp.MigrateResourcesRequest(
+        vault_id=vault.vault_id, destination_vault_id=other.vault_id, resource_ids=[disk.resource_id]))
+    moved = await resource_in_vault(caller, other.vault_id, disk.resource_id)
+    assert (moved.backup_count, moved.backup_size_bytes) == (0, 0)  # its backup stayed in the first vault
+    listed = await caller.backups.ListBackups(bp.ListBackupsRequest(vault_id=vault.vault_id))
+    assert [b.backup_id for b in listed.backups] == [backup.backup_id]
+
+
 # Incremental as answered at creation, and after
 
 

@@ -116,9 +116,10 @@ class VaultRepository:
                                                             vault_resources.c.resource_id.in_(resource_ids)))
 
     async def move_resources(self, source_id: str, destination_id: str, resource_ids: Sequence[str]) -> None:
+        """Their backups stay in the source vault: in the destination they have none until it measures some."""
         await self._s.execute(update(vault_resources).where(vault_resources.c.vault_id == source_id,
                                                             vault_resources.c.resource_id.in_(resource_ids))
-                              .values(vault_id=destination_id))
+                              .values(vault_id=destination_id, backup_count=0, backup_size_bytes=0))
 
     async def vaults_holding(self, project_id: str, resource_ids: Sequence[str]) -> dict[str, str]:
         """resource id -> id of the project's vault that holds it, for those held."""
