@@ -1,6 +1,6 @@
-"""A disk or server that a vault protects is not deleted from under it: the backup service refuses the delete
-(FAILED_PRECONDITION, BackupService.6735) until the resource leaves the vault, and an add racing a delete never
-leaves a vault holding a resource that is gone."""
+"""A disk, server or file system that a vault protects is not deleted from under it: the backup service refuses
+the delete (FAILED_PRECONDITION, BackupService.6735) until the resource leaves the vault, and an add racing a
+delete never leaves a vault holding a resource that is gone."""
 from __future__ import annotations
 
 import asyncio
@@ -9,8 +9,8 @@ import grpc
 
 from cbr.backup.v1 import protectable_pb2 as pp
 from cbr.vault.v1 import vault_pb2 as vp
-from tests.support.calls import (BACKUP, DISK, SERVER, create_disk, create_server, create_vault, expect_error,
-                                 ref)
+from tests.support.calls import (BACKUP, DISK, SERVER, TURBO, create_disk, create_server, create_vault,
+                                 expect_error, ref)
 
 PROTECTED = "BackupService.6735"
 FAILED, NOT_FOUND = grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND
@@ -66,6 +66,18 @@ async def test_a_protected_server_is_deleted_only_after_it_leaves_the_vault(call
                                                                  resource_ids=[server.resource_id]))
     await caller.protectables.DeleteServer(pp.DeleteServerRequest(server_id=server.resource_id))
     assert not await exists(caller, SERVER, server.resource_id)
+
+
+async def test_a_protected_file_system_is_deleted_only_after_it_leaves_the_vault(caller):
+    fs = (await caller.protectables.DefineFileSystem(pp.DefineFileSystemRequest(name="share"))).file_system
+    vault = await create_vault(caller, "guard", TURBO, BACKUP, resources=[ref(fs)])
+    await expect_error(caller.protectables.DeleteFileSystem(pp.DeleteFileSystemRequest(
+        file_system_id=fs.resource_id)), FAILED, PROTECTED)
+    assert await exists(caller, TURBO, fs.resource_id)
+    await caller.vault.RemoveResources(vp.RemoveResourcesRequest(vault_id=vault.vault_id,
+                                                                 resource_ids=[fs.resource_id]))
+    await caller.protectables.DeleteFileSystem(pp.DeleteFileSystemRequest(file_system_id=fs.resource_id))
+    assert not await exists(caller, TURBO, fs.resource_id)
 
 
 async def test_an_unprotected_disk_is_deleted_as_before(caller):

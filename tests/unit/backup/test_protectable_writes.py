@@ -35,7 +35,7 @@ class FakeInventory:
     async def add_file_system(self, fs):
         self._store[fs.fs_id] = fs
 
-    async def get_file_system(self, project_id, fs_id, for_update=False):
+    async def get_file_system(self, project_id, fs_id, for_update=False, for_share=False):
         fs = self._store.get(fs_id)
         return fs if fs is not None and fs.project_id == project_id else None
 
@@ -150,7 +150,7 @@ async def test_delete_removes_the_row_then_the_file(provider):
     assert os.path.exists(disk.path)  # the row stayed, so the file stays
     db.fail_commit = False
     await protectables.delete_disk(PROJECT, disk.resource_id, db.uow(), provider, NoVaults())
-    await protectables.delete_file_system(PROJECT, fs.resource_id, db.uow(), provider)
+    await protectables.delete_file_system(PROJECT, fs.resource_id, db.uow(), provider, NoVaults())
     assert db.rows == {}
     assert not os.path.exists(disk.path) and not os.path.exists(fs.path)
     with pytest.raises(errors.DiskNotFoundError):

@@ -143,10 +143,11 @@ class InventoryRepository:
         await self._s.execute(insert(file_systems).values(fs_id=fs.fs_id, project_id=fs.project_id, name=fs.name,
                                                           path=fs.path, created_time=fs.created_time))
 
-    async def get_file_system(self, project_id: str, fs_id: str, for_update: bool = False) -> FileSystem | None:
+    async def get_file_system(self, project_id: str, fs_id: str, for_update: bool = False,
+                              for_share: bool = False) -> FileSystem | None:
         query = select(file_systems).where(file_systems.c.fs_id == fs_id, file_systems.c.project_id == project_id)
-        if for_update:
-            query = query.with_for_update()
+        if for_update or for_share:
+            query = query.with_for_update(read=not for_update)
         row = (await self._s.execute(query)).mappings().first()
         return None if row is None else _file_system(row)
 

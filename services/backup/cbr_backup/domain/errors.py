@@ -182,7 +182,7 @@ class ChildBackupError(errors.FailedPreconditionError):
 
 
 class ResourceProtectedError(errors.FailedPreconditionError):
-    """A vault protects the disk or server: it is deleted only once it was removed from the vault."""
+    """A vault protects the disk, server or file system: it is deleted only once it was removed from the vault."""
     cbr_code = "BackupService.6735"
 
 

@@ -64,7 +64,8 @@ class ProtectableServicer(protectable_pb2_grpc.ProtectableServiceServicer):
         return protectable_pb2.DefineFileSystemResponse(file_system=convert.protectable_out(fs))
 
     async def DeleteFileSystem(self, request, context):
-        await protectables.delete_file_system(_project(), request.file_system_id, self._uow(), self._provider)
+        await protectables.delete_file_system(_project(), request.file_system_id, self._uow(), self._provider,
+                                              self._vaults)
         return protectable_pb2.DeleteFileSystemResponse()
 
 

@@ -56,7 +56,7 @@ async def get_protectable(project_id: str, object_type: str, resource_id: str, u
             return disk_protectable(await _disk(uow, project_id, resource_id, for_share=True))
         if object_type == "server":
             return server_protectable(await _server(uow, project_id, resource_id, for_share=True))
-        fs = await _file_system(uow, project_id, resource_id)
+        fs = await _file_system(uow, project_id, resource_id, for_share=True)
     return await _file_system_protectable(fs, provider)
 
 
@@ -173,11 +173,13 @@ async def define_file_system(project_id: str, name: str, make_uow: MakeUow, prov
     return file_system_protectable(fs, 0)
 
 
-async def delete_file_system(project_id: str, fs_id: str, uow: BackupUnitOfWork, provider: Provider) -> None:
+async def delete_file_system(project_id: str, fs_id: str, uow: BackupUnitOfWork, provider: Provider,
+                             vaults: VaultDirectory) -> None:
     fs_id = rules.check_id(fs_id, "file_system_id")
     async with uow:
         await _file_system(uow, project_id, fs_id, for_update=True)
         await _check_idle(uow, fs_id)
+        await _check_unprotected(vaults, project_id, "file system", fs_id)
         await uow.inventory.delete_file_system(fs_id)
         await uow.commit()
     await _remove_after_commit(lambda: provider.delete_file_system(project_id, fs_id), f"file system {fs_id}")
@@ -220,8 +222,9 @@ async def _server(uow: BackupUnitOfWork, project_id: str, server_id: str, for_up
     return server
 
 
-async def _file_system(uow: BackupUnitOfWork, project_id: str, fs_id: str, for_update: bool = False) -> FileSystem:
-    fs = await uow.inventory.get_file_system(project_id, fs_id, for_update=for_update)
+async def _file_system(uow: BackupUnitOfWork, project_id: str, fs_id: str, for_update: bool = False,
+                       for_share: bool = False) -> FileSystem:
+    fs = await uow.inventory.get_file_system(project_id, fs_id, for_update=for_update, for_share=for_share)
     if fs is None:
         raise errors.FileSystemNotFoundError(f"file system {fs_id} not found")
     return fs
