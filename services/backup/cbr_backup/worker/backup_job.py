@@ -186,7 +186,6 @@ async def _complete(ctx: JobContext, backup: Backup, results: dict) -> None:
         await uow.commit()
 
 
-
 async def _added_bytes(uow, backup: Backup, chunk_ids) -> int:
     """What the backup added to its vault: its chunks that the index first recorded after it started (an
     earlier attempt's included; a chunk another backup stored first is that backup's)."""
