@@ -45,7 +45,7 @@ async def start(settings: Settings, provider: Provider | None = None) -> Service
     runtime.spawn(consumer.run(), "backup-events")
     return await serve(runtime, [
         ServiceBinding(protectable_pb2_grpc.add_ProtectableServiceServicer_to_server,
-                       ProtectableServicer(make_uow, provider), PROTECTABLE_SERVICE),
+                       ProtectableServicer(make_uow, provider, vaults), PROTECTABLE_SERVICE),
         ServiceBinding(task_pb2_grpc.add_TaskServiceServicer_to_server, TaskServicer(make_uow), TASK_SERVICE),
         ServiceBinding(backup_pb2_grpc.add_BackupServiceServicer_to_server,
                        BackupServicer(make_uow, vaults, provider), BACKUP_SERVICE),

@@ -207,4 +207,7 @@ async def test_watch_streams_progress_and_busy_resources_stay(caller, no_inproce
     assert len(middle) >= 2 and middle == sorted(middle, key=lambda s: s[2]), seen
     assert 32 * MIB <= middle[0][3] < 40 * MIB  # the bytes to read: the written part, not the holes
     assert seen[-1][:2] == (tp.TASK_STATUS_SUCCESS, 100)
+    from cbr.vault.v1 import vault_pb2 as vp
+    await caller.vault.RemoveResources(vp.RemoveResourcesRequest(vault_id=vault.vault_id,
+                                                                 resource_ids=[disk.resource_id]))
     await caller.protectables.DeleteDisk(pp.DeleteDiskRequest(disk_id=disk.resource_id))  # free again

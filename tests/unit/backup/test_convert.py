@@ -1,4 +1,4 @@
-"""Protobuf <-> domain conversion of protectables and tasks."""
+"""Protobuf <-> domain conversion of protectables, tasks, backups and checkpoints."""
 from __future__ import annotations
 
 import datetime as dt
@@ -46,3 +46,19 @@ def test_task_out_and_list_request():
     req.start_time.FromDatetime(NOW)
     cmd = convert.list_tasks_in("p", req)
     assert (cmd.status, cmd.operation_type, cmd.start_time, cmd.end_time) == ("running", "", NOW, None)
+
+
+def test_a_backup_says_what_it_references_and_what_it_added_and_its_checkpoint_follows_its_backups():
+    from cbr_backup.domain.backups import Backup, Checkpoint
+    child = Backup(backup_id="c", project_id="p", checkpoint_id="k", vault_id="v", resource_id="d",
+                   resource_type="disk", name="n", status="available", stored_bytes=100, added_bytes=7)
+    parent = Backup(backup_id="b", project_id="p", checkpoint_id="k", vault_id="v", resource_id="s",
+                    resource_type="server", name="n", status="available", incremental=True, stored_bytes=100,
+                    added_bytes=7, children=[child])
+    msg = convert.backup_out(parent)
+    assert (msg.stored_bytes, msg.added_bytes) == (100, 7)
+    assert [(c.stored_bytes, c.added_bytes) for c in msg.children] == [(100, 7)]
+    cp = Checkpoint(checkpoint_id="k", project_id="p", vault_id="v", name="n", incremental=False, backups=[parent])
+    assert convert.checkpoint_out(cp).incremental  # what its backups do, whatever was stored at creation
+    assert not convert.checkpoint_out(Checkpoint(checkpoint_id="k", project_id="p", vault_id="v", name="n",
+                                                 incremental=False)).incremental

@@ -22,7 +22,7 @@ class FakeInventory:
     async def add_disk(self, disk):
         self._store[disk.disk_id] = disk
 
-    async def get_disk(self, project_id, disk_id, for_update=False):
+    async def get_disk(self, project_id, disk_id, for_update=False, for_share=False):
         disk = self._store.get(disk_id)
         return disk if disk is not None and disk.project_id == project_id else None
 
@@ -35,7 +35,7 @@ class FakeInventory:
     async def add_file_system(self, fs):
         self._store[fs.fs_id] = fs
 
-    async def get_file_system(self, project_id, fs_id, for_update=False):
+    async def get_file_system(self, project_id, fs_id, for_update=False, for_share=False):
         fs = self._store.get(fs_id)
         return fs if fs is not None and fs.project_id == project_id else None
 
@@ -47,6 +47,13 @@ class NoJobs:
     """No backup or restore holds any resource."""
 
     async def job_of(self, resource_id: str):
+        return None
+
+
+class NoVaults:
+    """No vault protects any resource."""
+
+    async def vault_holding(self, project_id: str, resource_id: str):
         return None
 
 
@@ -139,14 +146,14 @@ async def test_delete_removes_the_row_then_the_file(provider):
     fs = await protectables.define_file_system(PROJECT, "fs1", db.uow, provider)
     db.fail_commit = True
     with pytest.raises(ConnectionError):
-        await protectables.delete_disk(PROJECT, disk.resource_id, db.uow(), provider)
+        await protectables.delete_disk(PROJECT, disk.resource_id, db.uow(), provider, NoVaults())
     assert os.path.exists(disk.path)  # the row stayed, so the file stays
     db.fail_commit = False
-    await protectables.delete_disk(PROJECT, disk.resource_id, db.uow(), provider)
-    await protectables.delete_file_system(PROJECT, fs.resource_id, db.uow(), provider)
+    await protectables.delete_disk(PROJECT, disk.resource_id, db.uow(), provider, NoVaults())
+    await protectables.delete_file_system(PROJECT, fs.resource_id, db.uow(), provider, NoVaults())
     assert db.rows == {}
     assert not os.path.exists(disk.path) and not os.path.exists(fs.path)
     with pytest.raises(errors.DiskNotFoundError):
-        await protectables.delete_disk(PROJECT, disk.resource_id, db.uow(), provider)
+        await protectables.delete_disk(PROJECT, disk.resource_id, db.uow(), provider, NoVaults())
     with pytest.raises(errors.DiskNotFoundError):
-        await protectables.delete_disk("project-other", disk.resource_id, db.uow(), provider)
+        await protectables.delete_disk("project-other", disk.resource_id, db.uow(), provider, NoVaults())

@@ -187,3 +187,34 @@ def test_a_full_vault_takes_no_backup_but_holds_the_one_that_fills_it():
         check_fits(GIB + 1, 1, False)
     check_room(10 * GIB, 1, True)  # auto_expand: the vault grows instead
     check_fits(10 * GIB, 1, True)
+
+
+def test_a_full_backup_needs_room_for_the_resource_an_incremental_only_some_room():
+    from cbr_backup.domain.backups import GIB, check_room
+    mib = 1 << 20
+    check_room(GIB - 8 * mib, 1, False, full_bytes=8 * mib)  # fits exactly
+    with pytest.raises(errors.VaultFullError) as refused:
+        check_room(GIB - 8 * mib, 1, False, full_bytes=8 * mib + 1)
+    assert "8388609" in str(refused.value) and "8388608" in str(refused.value)  # needed, and free
+    check_room(GIB - 1, 1, False)  # an incremental: a byte of room is enough to start
+    with pytest.raises(errors.VaultFullError):
+        check_room(GIB, 1, False, full_bytes=0)  # full: not even an incremental
+    check_room(GIB, 1, True, full_bytes=100 * GIB)  # auto_expand: the vault grows instead
+
+
+def test_resource_protected_is_a_failed_precondition_with_its_own_code():
+    assert status_code_for(errors.ResourceProtectedError("x")) == grpc.StatusCode.FAILED_PRECONDITION
+    assert errors.ResourceProtectedError.cbr_code == "BackupService.6735"
+
+
+def test_one_checkpoint_takes_room_for_each_full_backup_it_starts():
+    from cbr_backup.domain.backups import GIB, Room
+    room = Room(used_bytes=GIB - 10, size_gb=1, auto_expand=False)
+    room.check(6)
+    room.take(6)
+    with pytest.raises(errors.VaultFullError):
+        room.check(6)  # fit alone, not after the first
+    room.check(0)  # an incremental still starts: 4 bytes free
+    room.take(4)
+    with pytest.raises(errors.VaultFullError):
+        room.check(0)  # now the vault counts as full

@@ -148,15 +148,28 @@ class BackupRepository:
         return (await self._s.execute(select(func.coalesce(func.sum(chunks.c.stored_size), 0)).where(
             chunks.c.vault_id == vault_id))).scalar_one()
 
-    async def stored_bytes_of(self, vault_id: str, ids) -> int:
-        """Compressed size of these chunks of the vault: one array parameter per statement, not one per id."""
+    async def stored_bytes_of(self, vault_id: str, ids, stored_since: dt.datetime | None = None) -> int:
+        """Compressed size of these chunks of the vault (with `stored_since`, of those first stored at or after
+        it): one array parameter per statement, not one per id."""
         total, ids = 0, sorted(ids)
         for start in range(0, len(ids), 50_000):
+            where = [chunks.c.vault_id == vault_id,
+                     chunks.c.digest == any_(bindparam("ids", ids[start:start + 50_000], type_=ARRAY(LargeBinary)))]
+            if stored_since is not None:
+                where.append(chunks.c.created_time >= stored_since)
             total += (await self._s.execute(select(func.coalesce(func.sum(chunks.c.stored_size), 0)).where(
-                chunks.c.vault_id == vault_id,
-                chunks.c.digest == any_(bindparam("ids", ids[start:start + 50_000], type_=ARRAY(LargeBinary)))
-            ))).scalar_one()
+                *where))).scalar_one()
         return total
+
+    async def resource_backups(self, vault_id: str) -> list[dict]:
+        """Per resource of the vault: how many backups it has (top level, not failed) and the bytes they added
+        to the vault. What the vault service shows as each resource's backup count and size."""
+        c = backups.c
+        rows = (await self._s.execute(
+            select(c.resource_id, func.count(), func.coalesce(func.sum(c.added_bytes), 0))
+            .where(c.vault_id == vault_id, c.parent_id.is_(None), c.status.in_(LIVE_STATUSES))
+            .group_by(c.resource_id).order_by(c.resource_id))).all()
+        return [{"resource_id": r[0], "backup_count": r[1], "backup_size_bytes": int(r[2])} for r in rows]
 
     # Vault keys
 

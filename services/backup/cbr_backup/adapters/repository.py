@@ -49,10 +49,11 @@ class InventoryRepository:
             status=disk.status, server_id=disk.server_id or None, device=disk.device or None, path=disk.path,
             created_time=disk.created_time))
 
-    async def get_disk(self, project_id: str, disk_id: str, for_update: bool = False) -> Disk | None:
+    async def get_disk(self, project_id: str, disk_id: str, for_update: bool = False,
+                       for_share: bool = False) -> Disk | None:
         query = select(disks).where(disks.c.disk_id == disk_id, disks.c.project_id == project_id)
-        if for_update:
-            query = query.with_for_update()
+        if for_update or for_share:
+            query = query.with_for_update(read=not for_update)
         row = (await self._s.execute(query)).mappings().first()
         return None if row is None else _disk(row)
 
@@ -98,10 +99,11 @@ class InventoryRepository:
             await self._s.execute(update(disks).where(disks.c.disk_id == disk.disk_id).values(
                 status="in-use", server_id=server.server_id, device=disk.device))
 
-    async def get_server(self, project_id: str, server_id: str, for_update: bool = False) -> Server | None:
+    async def get_server(self, project_id: str, server_id: str, for_update: bool = False,
+                       for_share: bool = False) -> Server | None:
         query = select(servers).where(servers.c.server_id == server_id, servers.c.project_id == project_id)
-        if for_update:
-            query = query.with_for_update()
+        if for_update or for_share:
+            query = query.with_for_update(read=not for_update)
         row = (await self._s.execute(query)).mappings().first()
         return None if row is None else (await self._load_servers([row]))[0]
 
@@ -141,10 +143,11 @@ class InventoryRepository:
         await self._s.execute(insert(file_systems).values(fs_id=fs.fs_id, project_id=fs.project_id, name=fs.name,
                                                           path=fs.path, created_time=fs.created_time))
 
-    async def get_file_system(self, project_id: str, fs_id: str, for_update: bool = False) -> FileSystem | None:
+    async def get_file_system(self, project_id: str, fs_id: str, for_update: bool = False,
+                              for_share: bool = False) -> FileSystem | None:
         query = select(file_systems).where(file_systems.c.fs_id == fs_id, file_systems.c.project_id == project_id)
-        if for_update:
-            query = query.with_for_update()
+        if for_update or for_share:
+            query = query.with_for_update(read=not for_update)
         row = (await self._s.execute(query)).mappings().first()
         return None if row is None else _file_system(row)
 

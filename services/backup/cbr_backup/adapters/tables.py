@@ -141,6 +141,7 @@ backups = Table(
     Column("policy_id", String(36)),
     Column("logical_bytes", BigInteger, nullable=False, default=0),
     Column("stored_bytes", BigInteger, nullable=False, default=0),
+    Column("added_bytes", BigInteger, nullable=False, default=0, server_default="0"),  # chunks it first stored
     Column("manifest_kind", String(8), nullable=False, default=""),  # disk | tree; "" for a server parent
     Column("manifest_id", String(80)),
     Column("base_backup_id", String(36)),                      # the backup this one read only changes against

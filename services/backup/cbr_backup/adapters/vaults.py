@@ -41,6 +41,9 @@ class VaultInfo:
 class VaultDirectory(Protocol):
     async def get(self, project_id: str, vault_id: str) -> VaultInfo | None: ...
 
+    async def vault_holding(self, project_id: str, resource_id: str) -> str | None:
+        """The id of the vault that protects the resource, if one does."""
+
 
 class GrpcVaultDirectory:
     def __init__(self, settings: Settings):
@@ -67,6 +70,16 @@ class GrpcVaultDirectory:
             locked=v.locked,
             resources=tuple(VaultResource(r.resource_id, enum_name(common_pb2.ObjectType, r.type), r.name,
                                           tuple(r.exclude_volumes)) for r in v.resources))
+
+    async def vault_holding(self, project_id: str, resource_id: str) -> str | None:
+        try:
+            reply = await self._stub.ListVaults(
+                vault_pb2.ListVaultsRequest(resource_ids=[resource_id], page=common_pb2.PageRequest(limit=1)),
+                metadata=service_metadata(self._settings, project_id), timeout=self._settings.peer_timeout_seconds)
+        except grpc.aio.AioRpcError as error:
+            raise_if_unavailable(error, "vault")
+            raise RuntimeError(f"vault lookup failed: {error.code().name}") from error
+        return reply.vaults[0].vault_id if reply.vaults else None
 
     async def close(self) -> None:
         await self._channel.close()

@@ -65,7 +65,8 @@ class Backup:
     auto_trigger: bool = False
     policy_id: str = ""
     logical_bytes: int = 0
-    stored_bytes: int = 0
+    stored_bytes: int = 0       # compressed size of every chunk it references
+    added_bytes: int = 0        # compressed size of the chunks it was the first in its vault to store
     manifest_kind: str = ""     # disk | tree; "" for a server backup (its children hold the data)
     manifest_id: str = ""
     base_backup_id: str = ""
@@ -169,12 +170,40 @@ def capacity_bytes(size_gb: int) -> int:
     return size_gb * GIB
 
 
-def check_room(used_bytes: int, size_gb: int, auto_expand: bool) -> None:
-    """Before a backup: a full vault takes no new backup unless it may grow (the vault service grows it,
-    1.25x at a time)."""
-    if not auto_expand and used_bytes >= capacity_bytes(size_gb):
+def check_room(used_bytes: int, size_gb: int, auto_expand: bool, full_bytes: int = 0) -> None:
+    """Before a backup (at CreateCheckpoint, and again at job start before anything is read), for a vault that
+    may not grow (the vault service grows an auto-expanding one, 1.25x at a time):
+    - a vault at or over its capacity takes no backup;
+    - a full backup (no earlier backup of the resource in the vault to compare with) needs free capacity for
+      the resource's size, `full_bytes`: what it stores is known only after reading everything, and a backup
+      refused at its end would have read and stored it all for nothing;
+    - an incremental needs only some room: it may add little, and check_fits judges what it did add."""
+    capacity = capacity_bytes(size_gb)
+    if auto_expand:
+        return
+    if used_bytes >= capacity:
         raise errors.VaultFullError(
-            f"the vault is full ({used_bytes} of {capacity_bytes(size_gb)} bytes used) and auto_expand is off")
+            f"the vault is full ({used_bytes} of {capacity} bytes used) and auto_expand is off")
+    if used_bytes + full_bytes > capacity:
+        raise errors.VaultFullError(
+            f"a full backup needs room for the resource's {full_bytes} bytes; the vault has {capacity - used_bytes} "
+            f"of {capacity} bytes free and auto_expand is off")
+
+
+@dataclass
+class Room:
+    """A vault's capacity as one checkpoint uses it up: each full backup it starts takes its resource's size,
+    so two resources that fit alone but not together are not both started."""
+    used_bytes: int
+    size_gb: int
+    auto_expand: bool
+    taken_bytes: int = 0
+
+    def check(self, full_bytes: int) -> None:
+        check_room(self.used_bytes + self.taken_bytes, self.size_gb, self.auto_expand, full_bytes=full_bytes)
+
+    def take(self, full_bytes: int) -> None:
+        self.taken_bytes += full_bytes
 
 
 def check_fits(used_bytes: int, size_gb: int, auto_expand: bool) -> None:

@@ -181,6 +181,11 @@ class ChildBackupError(errors.FailedPreconditionError):
     cbr_code = "BackupService.6734"
 
 
+class ResourceProtectedError(errors.FailedPreconditionError):
+    """A vault protects the disk, server or file system: it is deleted only once it was removed from the vault."""
+    cbr_code = "BackupService.6735"
+
+
 class VaultFullError(errors.ResourceExhaustedError):
     """The vault's used bytes would pass its capacity and auto_expand is off."""
     cbr_code = "BackupService.6740"

@@ -96,12 +96,13 @@ def backup_out(b: Backup) -> backup_pb2.Backup:
         resource_size_bytes=b.resource_size_bytes, status=enum_value(backup_pb2.BackupStatus, b.status),
         image_type=enum_value(backup_pb2.ImageType, b.image_type), incremental=b.incremental,
         auto_trigger=b.auto_trigger, logical_bytes=b.logical_bytes, stored_bytes=b.stored_bytes,
-        policy_id=b.policy_id, provider_id=PROVIDER_IDS.get(b.resource_type, ""), corrupt=b.corrupt,
-        device=b.device,
+        added_bytes=b.added_bytes, policy_id=b.policy_id, provider_id=PROVIDER_IDS.get(b.resource_type, ""),
+        corrupt=b.corrupt, device=b.device,
         children=[backup_pb2.ChildBackup(
             backup_id=c.backup_id, resource_id=c.resource_id, resource_name=c.resource_name,
             resource_size_bytes=c.resource_size_bytes, status=enum_value(backup_pb2.BackupStatus, c.status),
-            logical_bytes=c.logical_bytes, stored_bytes=c.stored_bytes) for c in b.children])
+            logical_bytes=c.logical_bytes, stored_bytes=c.stored_bytes, added_bytes=c.added_bytes)
+            for c in b.children])
     for field, value in (("created_time", b.created_time), ("updated_time", b.updated_time),
                          ("protected_time", b.protected_time), ("expired_time", b.expired_time),
                          ("verified_time", b.verified_time)):
@@ -116,7 +117,9 @@ def checkpoint_out(cp: Checkpoint) -> backup_pb2.Checkpoint:
     msg = backup_pb2.Checkpoint(
         checkpoint_id=cp.checkpoint_id, project_id=cp.project_id, vault_id=cp.vault_id,
         status=enum_value(backup_pb2.CheckpointStatus, status), name=cp.name, description=cp.description,
-        incremental=cp.incremental, auto_trigger=cp.auto_trigger, policy_id=cp.policy_id,
+        # As its backups say (they may turn full if the backup they were to compare with went meanwhile).
+        incremental=any(b.incremental for b in cp.backups) if cp.backups else cp.incremental,
+        auto_trigger=cp.auto_trigger, policy_id=cp.policy_id,
         resources=[backup_pb2.CheckpointResource(
             resource_id=b.resource_id, type=enum_value(common_pb2.ObjectType, b.resource_type),
             name=b.resource_name, backup_id=b.backup_id, task_id=b.task_id) for b in cp.backups],

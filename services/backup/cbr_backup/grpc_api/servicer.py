@@ -21,9 +21,10 @@ def _project() -> str:
 
 
 class ProtectableServicer(protectable_pb2_grpc.ProtectableServiceServicer):
-    def __init__(self, make_uow: Callable[[], BackupUnitOfWork], provider: Provider):
+    def __init__(self, make_uow: Callable[[], BackupUnitOfWork], provider: Provider, vaults: VaultDirectory):
         self._uow = make_uow
         self._provider = provider
+        self._vaults = vaults
 
     async def ListProtectables(self, request, context):
         found, count = await protectables.list_protectables(convert.list_protectables_in(_project(), request),
@@ -47,7 +48,7 @@ class ProtectableServicer(protectable_pb2_grpc.ProtectableServiceServicer):
         return protectable_pb2.ResizeDiskResponse(disk=convert.protectable_out(disk))
 
     async def DeleteDisk(self, request, context):
-        await protectables.delete_disk(_project(), request.disk_id, self._uow(), self._provider)
+        await protectables.delete_disk(_project(), request.disk_id, self._uow(), self._provider, self._vaults)
         return protectable_pb2.DeleteDiskResponse()
 
     async def DefineServer(self, request, context):
@@ -55,7 +56,7 @@ class ProtectableServicer(protectable_pb2_grpc.ProtectableServiceServicer):
         return protectable_pb2.DefineServerResponse(server=convert.protectable_out(server))
 
     async def DeleteServer(self, request, context):
-        await protectables.delete_server(_project(), request.server_id, self._uow())
+        await protectables.delete_server(_project(), request.server_id, self._uow(), self._vaults)
         return protectable_pb2.DeleteServerResponse()
 
     async def DefineFileSystem(self, request, context):
@@ -63,7 +64,8 @@ class ProtectableServicer(protectable_pb2_grpc.ProtectableServiceServicer):
         return protectable_pb2.DefineFileSystemResponse(file_system=convert.protectable_out(fs))
 
     async def DeleteFileSystem(self, request, context):
-        await protectables.delete_file_system(_project(), request.file_system_id, self._uow(), self._provider)
+        await protectables.delete_file_system(_project(), request.file_system_id, self._uow(), self._provider,
+                                              self._vaults)
         return protectable_pb2.DeleteFileSystemResponse()
 
 

@@ -14,9 +14,8 @@ from typing import Callable
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.adapters.vaults import VaultDirectory, VaultInfo, VaultResource
 from cbr_backup.domain import errors, rules
-from cbr_backup.domain.backups import (MAX_CHECKPOINT_RESOURCES, Backup, Checkpoint, SkippedResource,
+from cbr_backup.domain.backups import (MAX_CHECKPOINT_RESOURCES, Backup, Checkpoint, Room, SkippedResource,
                                        check_backup_name, check_description, check_request_id,
-                                       check_room,
                                        default_backup_name)
 from cbr_backup.service import jobs
 from cbr_common.db import utcnow
@@ -108,21 +107,24 @@ async def create_checkpoint(cmd: CreateCheckpoint, make_uow: Callable[[], Backup
                     raise errors.RequestIdReusedError(
                         f"request_id {cmd.request_id} made checkpoint {earlier} of another vault")
                 return first
-        check_room(await uow.backups.used_bytes(vault.vault_id), vault.size_gb, vault.auto_expand)
+        room = Room(await uow.backups.used_bytes(vault.vault_id), vault.size_gb, vault.auto_expand)
+        room.check(0)  # a full vault refuses the whole checkpoint
         for resource in resources:
             excluded = set(resource.exclude_volumes) | set(cmd.excludes.get(resource.resource_id, ()))
-            backup_or_skip = await _start_backup(uow, cp, vault, resource, excluded, expires)
+            backup_or_skip = await _start_backup(uow, cp, vault, resource, excluded, expires, room)
             if isinstance(backup_or_skip, SkippedResource):
                 cp.skipped.append(backup_or_skip)
             else:
                 cp.backups.append(backup_or_skip)
+        # What will happen: incremental if any of its backups has an earlier one to read only changes against.
+        cp.incremental = any(b.incremental for b in cp.backups)
         await uow.backups.add_checkpoint(cp)
         await uow.commit()
     return cp
 
 
 async def _start_backup(uow: BackupUnitOfWork, cp: Checkpoint, vault: VaultInfo, resource: VaultResource,
-                        excluded: set[str], expires: dt.datetime | None) -> Backup | SkippedResource:
+                        excluded: set[str], expires: dt.datetime | None, room: Room) -> Backup | SkippedResource:
     def skip(error: CbrError) -> SkippedResource:
         return SkippedResource(resource.resource_id, resource.type, resource.name, error.cbr_code, str(error))
 
@@ -134,18 +136,32 @@ async def _start_backup(uow: BackupUnitOfWork, cp: Checkpoint, vault: VaultInfo,
         disks = [d for d in disks if d.disk_id not in excluded]
         if not disks:
             return skip(errors.InvalidServerDisksError(f"every disk of server {resource.resource_id} is excluded"))
+    # Incremental only where an earlier backup exists to compare with (the worker reads only changes then).
+    kind = {"disk": "disk", "turbo": "tree"}.get(resource.type, "")
+    if resource.type == "server":
+        disk_incremental = {d.disk_id: await _has_base(uow, cp, vault.vault_id, d.disk_id, "disk") for d in disks}
+        incremental = any(disk_incremental.values())
+        full_bytes = sum(d.size_bytes for d in disks if not disk_incremental[d.disk_id])
+    else:
+        incremental = await _has_base(uow, cp, vault.vault_id, resource.resource_id, kind)
+        full_bytes = 0 if incremental else size
+    try:
+        room.check(full_bytes)
+    except errors.VaultFullError as error:
+        return skip(error)
     task = jobs.new_task(cp.project_id, "backup", vault_id=vault.vault_id, vault_name=vault.name,
                          resource_id=resource.resource_id, resource_name=name, checkpoint_id=cp.checkpoint_id,
                          policy_id=cp.policy_id,
-                         params={"incremental": cp.incremental, "size_gb": vault.size_gb,
+                         params={"incremental": incremental, "size_gb": vault.size_gb,
                                  "auto_expand": vault.auto_expand})
     if not await uow.backups.claim_resource(resource.resource_id, task.task_id, "backup"):
         return skip(errors.ResourceBusyError(f"resource {resource.resource_id} is busy with another backup or restore"))
+    room.take(full_bytes)
     backup = Backup(backup_id=str(uuid.uuid4()), project_id=cp.project_id, checkpoint_id=cp.checkpoint_id,
                     vault_id=vault.vault_id, resource_id=resource.resource_id, resource_type=resource.type,
                     name=cp.name, description=cp.description, status="waiting_protect", resource_name=name,
-                    resource_size_bytes=size, incremental=cp.incremental, auto_trigger=cp.auto_trigger,
-                    policy_id=cp.policy_id, manifest_kind={"disk": "disk", "turbo": "tree"}.get(resource.type, ""),
+                    resource_size_bytes=size, incremental=incremental, auto_trigger=cp.auto_trigger,
+                    policy_id=cp.policy_id, manifest_kind=kind,
                     task_id=task.task_id, created_time=cp.created_time, updated_time=cp.created_time,
                     expired_time=expires)
     task.backup_id = backup.backup_id
@@ -155,13 +171,19 @@ async def _start_backup(uow: BackupUnitOfWork, cp: Checkpoint, vault: VaultInfo,
                        vault_id=vault.vault_id, resource_id=disk.disk_id, resource_type="disk", name=cp.name,
                        description=cp.description, status="waiting_protect", resource_name=disk.name,
                        resource_size_bytes=disk.size_bytes, parent_id=backup.backup_id, device=disk.device,
-                       incremental=cp.incremental, auto_trigger=cp.auto_trigger, policy_id=cp.policy_id,
-                       manifest_kind="disk", task_id=task.task_id, created_time=cp.created_time,
+                       incremental=disk_incremental[disk.disk_id], auto_trigger=cp.auto_trigger,
+                       policy_id=cp.policy_id, manifest_kind="disk", task_id=task.task_id, created_time=cp.created_time,
                        updated_time=cp.created_time, expired_time=expires)
         await uow.backups.add_backup(child)
         backup.children.append(child)
     await jobs.enqueue(uow, task)
     return backup
+
+
+async def _has_base(uow: BackupUnitOfWork, cp: Checkpoint, vault_id: str, resource_id: str, kind: str) -> bool:
+    """Whether the backup will be incremental: asked for, and an available backup of the resource in the vault
+    is there to read only the changes against (the one the worker will use, unless it goes meanwhile)."""
+    return cp.incremental and await uow.backups.latest_with_manifest(vault_id, resource_id, kind) is not None
 
 
 async def _resource(uow: BackupUnitOfWork, project_id: str, resource: VaultResource):

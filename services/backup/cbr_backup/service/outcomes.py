@@ -82,7 +82,8 @@ async def retry_later(make_uow: MakeUow, task: Task, exc: BaseException) -> None
 async def publish_usage(uow: BackupUnitOfWork, project_id: str, vault_id: str) -> int:
     used = await uow.backups.used_bytes(vault_id)
     await uow.publish("cbr.backup.vault_usage", ev.VaultUsageMeasured(
-        project_id=project_id, vault_id=vault_id, used_bytes=used))
+        project_id=project_id, vault_id=vault_id, used_bytes=used,
+        resources=[ev.ResourceBackups(**r) for r in await uow.backups.resource_backups(vault_id)]))
     return used
 
 

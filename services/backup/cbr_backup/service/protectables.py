@@ -13,6 +13,7 @@ from typing import Awaitable, Callable, Sequence
 
 from cbr_backup.adapters.repository import ProtectableFilter
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
+from cbr_backup.adapters.vaults import VaultDirectory
 from cbr_backup.domain import errors, rules
 from cbr_backup.domain.model import (Disk, FileSystem, Protectable, Server, disk_protectable,
                                      file_system_protectable, server_protectable)
@@ -50,11 +51,12 @@ async def get_protectable(project_id: str, object_type: str, resource_id: str, u
     object_type = rules.check_object_type(object_type)
     resource_id = rules.check_id(resource_id, "resource_id")
     async with uow:
+        # FOR SHARE waits for a delete in flight, whose answer then counts (see _check_unprotected).
         if object_type == "disk":
-            return disk_protectable(await _disk(uow, project_id, resource_id))
+            return disk_protectable(await _disk(uow, project_id, resource_id, for_share=True))
         if object_type == "server":
-            return server_protectable(await _server(uow, project_id, resource_id))
-        fs = await _file_system(uow, project_id, resource_id)
+            return server_protectable(await _server(uow, project_id, resource_id, for_share=True))
+        fs = await _file_system(uow, project_id, resource_id, for_share=True)
     return await _file_system_protectable(fs, provider)
 
 
@@ -107,11 +109,13 @@ async def resize_disk(project_id: str, disk_id: str, new_size_bytes: int, make_u
     return disk_protectable(dataclasses.replace(disk, size_bytes=new_size_bytes))
 
 
-async def delete_disk(project_id: str, disk_id: str, uow: BackupUnitOfWork, provider: Provider) -> None:
+async def delete_disk(project_id: str, disk_id: str, uow: BackupUnitOfWork, provider: Provider,
+                      vaults: VaultDirectory) -> None:
     disk_id = rules.check_id(disk_id, "disk_id")
     async with uow:
         rules.check_deletable(await _disk(uow, project_id, disk_id, for_update=True))
         await _check_idle(uow, disk_id)
+        await _check_unprotected(vaults, project_id, "disk", disk_id)
         await uow.inventory.delete_disk(disk_id)
         await uow.commit()
     await _remove_after_commit(lambda: provider.delete_disk(project_id, disk_id), f"disk {disk_id}")
@@ -138,11 +142,12 @@ async def define_server(project_id: str, name: str, disk_ids: Sequence[str], uow
     return server_protectable(server)
 
 
-async def delete_server(project_id: str, server_id: str, uow: BackupUnitOfWork) -> None:
+async def delete_server(project_id: str, server_id: str, uow: BackupUnitOfWork, vaults: VaultDirectory) -> None:
     server_id = rules.check_id(server_id, "server_id")
     async with uow:
         await _server(uow, project_id, server_id, for_update=True)
         await _check_idle(uow, server_id)
+        await _check_unprotected(vaults, project_id, "server", server_id)
         await uow.inventory.delete_server(server_id)
         await uow.commit()
 
@@ -168,11 +173,13 @@ async def define_file_system(project_id: str, name: str, make_uow: MakeUow, prov
     return file_system_protectable(fs, 0)
 
 
-async def delete_file_system(project_id: str, fs_id: str, uow: BackupUnitOfWork, provider: Provider) -> None:
+async def delete_file_system(project_id: str, fs_id: str, uow: BackupUnitOfWork, provider: Provider,
+                             vaults: VaultDirectory) -> None:
     fs_id = rules.check_id(fs_id, "file_system_id")
     async with uow:
         await _file_system(uow, project_id, fs_id, for_update=True)
         await _check_idle(uow, fs_id)
+        await _check_unprotected(vaults, project_id, "file system", fs_id)
         await uow.inventory.delete_file_system(fs_id)
         await uow.commit()
     await _remove_after_commit(lambda: provider.delete_file_system(project_id, fs_id), f"file system {fs_id}")
@@ -188,22 +195,36 @@ async def _check_idle(uow: BackupUnitOfWork, resource_id: str) -> None:
         raise errors.ResourceBusyError(f"resource {resource_id} is busy with task {task_id}; wait for it or cancel it")
 
 
-async def _disk(uow: BackupUnitOfWork, project_id: str, disk_id: str, for_update: bool = False) -> Disk:
-    disk = await uow.inventory.get_disk(project_id, disk_id, for_update=for_update)
+async def _check_unprotected(vaults: VaultDirectory, project_id: str, kind: str, resource_id: str) -> None:
+    """Asked of the vault service while the resource's row is locked. It cannot race an add to a vault: the
+    vault service confirms the resource through GetProtectable once more after committing the add, and that
+    read waits for this row lock, so either this check sees the add or that one sees the resource gone (and
+    the vault takes it back)."""
+    vault_id = await vaults.vault_holding(project_id, resource_id)
+    if vault_id is not None:
+        raise errors.ResourceProtectedError(
+            f"{kind} {resource_id} is protected by vault {vault_id}; remove it from the vault first")
+
+
+async def _disk(uow: BackupUnitOfWork, project_id: str, disk_id: str, for_update: bool = False,
+               for_share: bool = False) -> Disk:
+    disk = await uow.inventory.get_disk(project_id, disk_id, for_update=for_update, for_share=for_share)
     if disk is None:
         raise errors.DiskNotFoundError(f"disk {disk_id} not found")
     return disk
 
 
-async def _server(uow: BackupUnitOfWork, project_id: str, server_id: str, for_update: bool = False) -> Server:
-    server = await uow.inventory.get_server(project_id, server_id, for_update=for_update)
+async def _server(uow: BackupUnitOfWork, project_id: str, server_id: str, for_update: bool = False,
+                 for_share: bool = False) -> Server:
+    server = await uow.inventory.get_server(project_id, server_id, for_update=for_update, for_share=for_share)
     if server is None:
         raise errors.ServerNotFoundError(f"server {server_id} not found")
     return server
 
 
-async def _file_system(uow: BackupUnitOfWork, project_id: str, fs_id: str, for_update: bool = False) -> FileSystem:
-    fs = await uow.inventory.get_file_system(project_id, fs_id, for_update=for_update)
+async def _file_system(uow: BackupUnitOfWork, project_id: str, fs_id: str, for_update: bool = False,
+                       for_share: bool = False) -> FileSystem:
+    fs = await uow.inventory.get_file_system(project_id, fs_id, for_update=for_update, for_share=for_share)
     if fs is None:
         raise errors.FileSystemNotFoundError(f"file system {fs_id} not found")
     return fs

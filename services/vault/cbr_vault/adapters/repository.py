@@ -86,6 +86,16 @@ class VaultRepository:
         await self._s.execute(update(vaults).where(vaults.c.vault_id == vault_id)
                               .values(used_bytes=used_bytes, used_measured_time=measured_time))
 
+    async def record_resource_backups(self, vault_id: str, measured: dict[str, tuple[int, int]]) -> None:
+        """Each resource's (backup count, backup size bytes) as measured with the vault's usage; resources the
+        measurement does not name have no backups."""
+        r = vault_resources.c
+        await self._s.execute(update(vault_resources).where(r.vault_id == vault_id)
+                              .values(backup_count=0, backup_size_bytes=0))
+        for resource_id, (count, size) in measured.items():
+            await self._s.execute(update(vault_resources).where(r.vault_id == vault_id, r.resource_id == resource_id)
+                                  .values(backup_count=count, backup_size_bytes=size))
+
     async def delete(self, vault_id: str) -> None:
         await self._s.execute(delete(vaults).where(vaults.c.vault_id == vault_id))
 
@@ -106,9 +116,10 @@ class VaultRepository:
                                                             vault_resources.c.resource_id.in_(resource_ids)))
 
     async def move_resources(self, source_id: str, destination_id: str, resource_ids: Sequence[str]) -> None:
+        """Their backups stay in the source vault: in the destination they have none until it measures some."""
         await self._s.execute(update(vault_resources).where(vault_resources.c.vault_id == source_id,
                                                             vault_resources.c.resource_id.in_(resource_ids))
-                              .values(vault_id=destination_id))
+                              .values(vault_id=destination_id, backup_count=0, backup_size_bytes=0))
 
     async def vaults_holding(self, project_id: str, resource_ids: Sequence[str]) -> dict[str, str]:
         """resource id -> id of the project's vault that holds it, for those held."""

@@ -39,7 +39,8 @@ async def on_vault_backups_purged(event: backup_events_pb2.VaultBackupsPurged, u
 
 
 async def on_vault_usage_measured(event: backup_events_pb2.VaultUsageMeasured, uow: VaultUnitOfWork) -> None:
-    """Keeps the newest measurement (they may arrive late or twice) and grows an auto-expanding vault to hold it."""
+    """Keeps the newest measurement (they may arrive late or twice), with each resource's backup count and
+    size, and grows an auto-expanding vault to hold it."""
     if not event.HasField("occurred_time") or event.used_bytes < 0:
         return  # malformed: without a time it cannot be ordered against the other measurements
     measured_time = event.occurred_time.ToDatetime(tzinfo=dt.timezone.utc)
@@ -49,6 +50,8 @@ async def on_vault_usage_measured(event: backup_events_pb2.VaultUsageMeasured, u
     if vault.used_measured_time is not None and measured_time <= vault.used_measured_time:
         return
     await uow.vaults.record_usage(vault.vault_id, event.used_bytes, measured_time)
+    await uow.vaults.record_resource_backups(vault.vault_id, {
+        r.resource_id: (max(r.backup_count, 0), max(r.backup_size_bytes, 0)) for r in event.resources})
     if not vault.auto_expand or vault.status in UNWRITABLE_STATUSES:
         return  # a deleting or frozen vault takes no size changes, as in update_vault
     size_gb = rules.expanded_size_gb(vault.size_gb, event.used_bytes)

@@ -61,6 +61,11 @@ async def create_vault(cmd: CreateVault, uow: VaultUnitOfWork, directory: Protec
                     project_id=vault.project_id, vault_id=vault.vault_id, policy_id=vault.backup_policy_id,
                     operation_type="backup"))
             await uow.commit()
+    if vault.resources:
+        gone = await _deleted_meanwhile(vault, vault.resources, directory)
+        if gone:  # the vault stays, without them
+            await _take_back(uow, vault, gone)
+            vault.resources = [r for r in vault.resources if r.resource_id not in gone]
     return vault
 
 
@@ -139,6 +144,11 @@ async def add_resources(project_id: str, vault_id: str, specs: Sequence[Resource
             await uow.vaults.add_resources(vault.vault_id, project_id, resources)
             await _publish_resources(uow, "cbr.vault.resources_added", vault, ids)
             await uow.commit()
+    gone = await _deleted_meanwhile(vault, resources, directory)
+    if gone:  # the call adds all or nothing
+        await _take_back(uow, vault, ids)
+        raise errors.ResourceNotFoundError(f"resource {gone[0]} was deleted while it was being added; "
+                                           f"nothing was added")
     return ids
 
 
@@ -356,6 +366,27 @@ async def _checked_new_resources(vault: Vault, specs: Sequence[ResourceSpec], uo
                                        exclude_volumes=tuple(v.lower() for v in spec.exclude_volumes),
                                        size_bytes=found.size_bytes))
     return resources
+
+
+async def _deleted_meanwhile(vault: Vault, resources: Sequence[VaultResource],
+                             directory: ProtectableDirectory) -> list[str]:
+    """Asked again once the add committed: a resource whose delete ran meanwhile is gone now. The backup
+    service refuses to delete a resource a vault holds, asking this service while it holds the resource's row
+    lock, and GetProtectable waits for that lock: so either that delete saw this add and was refused, or this
+    read sees the resource gone."""
+    return [r.resource_id for r in resources
+            if await directory.get(vault.project_id, r.type, r.resource_id) is None]
+
+
+async def _take_back(uow: VaultUnitOfWork, vault: Vault, ids: Sequence[str]) -> None:
+    """Removes resources this call added (those still in the vault), as RemoveResources would."""
+    async with uow:
+        held = await uow.vaults.vaults_holding(vault.project_id, ids)
+        ids = [r for r in ids if held.get(r) == vault.vault_id]
+        if ids:
+            await uow.vaults.remove_resources(vault.vault_id, ids)
+            await _publish_resources(uow, "cbr.vault.resources_removed", vault, ids)
+            await uow.commit()
 
 
 async def _publish_resources(uow: VaultUnitOfWork, subject: str, vault: Vault, ids: list[str]) -> None:
