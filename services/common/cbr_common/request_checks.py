@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 
+from cbr_common.echo import short
+
 MAX_LIST_LIMIT = 1000
 
 
@@ -15,7 +17,7 @@ def canonical_id(value, what: str, error: type[Exception]) -> str:
             return value.lower()
     except (ValueError, AttributeError, TypeError):
         pass
-    raise error(f"{what} must be a UUID, got {str(value)[:80]!r}")
+    raise error(f"{what} must be a UUID, got {short(value)}")
 
 
 def page_bounds(limit: int, offset: int, error: type[Exception]) -> tuple[int, int]:
