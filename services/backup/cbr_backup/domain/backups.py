@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from cbr_backup.domain import errors
+from cbr_common.echo import short
 
 BACKUP_STATUSES = ("available", "protecting", "deleting", "restoring", "error", "waiting_protect",
                    "waiting_delete", "waiting_restore")
@@ -133,7 +134,7 @@ def parse_sort(spec: str) -> tuple[tuple[str, bool], ...]:
         key, _, order = part.strip().partition(":")
         if key not in SORT_KEYS or order not in ("", "asc", "desc") or key in (k for k, _ in keys):
             raise errors.InvalidSortError(
-                f"sort must be '<key>[:asc|desc]' comma-separated, keys from {', '.join(SORT_KEYS)}; got {spec!r}")
+                f"sort must be '<key>[:asc|desc]' comma-separated, keys from {', '.join(SORT_KEYS)}; got {short(spec)}")
         keys.append((key, order != "asc"))
     return tuple(keys)
 
