@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import random
 import time
@@ -26,14 +27,17 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-import cbr.backup.v1.backup_pb2  # noqa: F401  (the services' descriptors, for the pool reflection names)
-import cbr.backup.v1.protectable_pb2  # noqa: F401
+import cbr.backup.v1.protectable_pb2  # noqa: F401  (the services' descriptors, for the pool reflection names)
 import cbr.backup.v1.task_pb2  # noqa: F401
 import cbr.replication.v1.replication_pb2  # noqa: F401
+from cbr.backup.v1 import backup_pb2 as bp
 from cbr.policy.v1 import policy_pb2 as pp
+from cbr.vault.v1 import vault_pb2 as vp
 from cbr_common.auth import READ_PREFIXES
+from cbr_common.echo import MAX_MESSAGE_CHARS
+from cbr_common.grpc_errors import cbr_code_of
 from tests.support.backups import checkpoint, disk_in_vault, get_backup, wait_success
-from tests.support.calls import BACKUP, DISK, MIB, create_vault
+from tests.support.calls import BACKUP, DISK, MIB, create_vault, expect_error
 from tests.support.services import settings_for
 
 SCHEMAS = ("vault", "backup", "policy", "replication")
@@ -453,3 +457,39 @@ async def test_every_rpc_refuses_hostile_input_cleanly(infra, services, replicat
     assert tally.stalled == [], "\n".join(tally.stalled)
     assert tally.writes_on_error == [], "\n".join(tally.writes_on_error)
     assert tally.health_failures == [], "\n".join(tally.health_failures)
+
+
+async def test_an_undecodable_body_is_invalid_argument_logged_at_info(services, caller, caplog):
+    channel = services.channels["vault"]
+    metadata = (("authorization", f"Bearer {services.token(caller.project_id)}"),)
+    with caplog.at_level(logging.INFO):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await channel.unary_unary("/cbr.vault.v1.VaultService/ListVaults")(
+                b"\x12\x02\xff\xfe", metadata=metadata, timeout=UNARY_TIMEOUT)  # name: bytes that are not UTF-8
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert cbr_code_of(caught.value) == "BackupService.6400"
+    assert "ListVaults request is not a valid protobuf message" in caught.value.details()
+    refused = [r for r in caplog.records if r.getMessage() == "call refused"]
+    assert refused and all(r.levelno == logging.INFO for r in refused)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith(("grpc", "cbr.rpc"))]
+
+
+@pytest.mark.parametrize("call", ["timezone", "sort", "tag key"])
+async def test_a_refusal_quotes_a_short_prefix_of_a_long_input(caller, caplog, call):
+    long_value = "Z" * 10_000  # no edge rule breaks: the service's own rule refuses it
+    with caplog.at_level(logging.INFO):
+        if call == "timezone":
+            request = caller.policies.CreatePolicy(pp.CreatePolicyRequest(
+                name="tz", operation_type=pp.OPERATION_TYPE_BACKUP,
+                trigger=pp.PolicyTrigger(patterns=["FREQ=DAILY;BYHOUR=3;BYMINUTE=0"]),
+                operation_definition=pp.OperationDefinition(max_backups=1, timezone=long_value)))
+        elif call == "sort":
+            request = caller.backups.ListBackups(bp.ListBackupsRequest(sort=long_value))
+        else:
+            vault = await create_vault(caller, "echo")
+            request = caller.vault.DeleteVaultTags(vp.DeleteVaultTagsRequest(vault_id=vault.vault_id,
+                                                                             keys=[long_value]))
+        error = await expect_error(request, grpc.StatusCode.INVALID_ARGUMENT)  # not RESOURCE_EXHAUSTED
+    assert "Z" * 20 in error.details() and "Z" * 60 not in error.details()
+    details = [r.fields["detail"] for r in caplog.records if r.getMessage() == "call refused"]
+    assert details and all(len(d) <= MAX_MESSAGE_CHARS for d in details)
