@@ -201,11 +201,31 @@ class Tally:
     seconds_by_method: Counter = field(default_factory=Counter)
     endpoints: set = field(default_factory=set)
     bad_answers: list = field(default_factory=list)
-    unusual: list = field(default_factory=list)
     stalled: list = field(default_factory=list)
+    unusual: list = field(default_factory=list)
     writes_on_error: list = field(default_factory=list)
     health_failures: list = field(default_factory=list)
     settles: int = 0
+
+    def record(self, path: str, what: str, code: grpc.StatusCode, details: str, server_streams: bool) -> None:
+        self.calls += 1
+        self.codes[code.name] += 1
+        self.by_method.setdefault(path, Counter())[code.name] += 1
+        line = f"{what}: {code.name} {details[:200]}"
+        if code not in USUAL_CODES:
+            self.unusual.append(line)
+        if code in STALLED_CODES and not server_streams:
+            self.stalled.append(line)
+        if code in BAD_CODES:
+            self.bad_answers.append(line)
+
+    def summary(self, seconds: float) -> dict:
+        return {"calls": self.calls, "endpoints": len(self.endpoints), "answers": dict(self.codes.most_common()),
+                "settles": self.settles, "seconds": round(seconds, 1), "bad_answers": self.bad_answers,
+                "stalled": self.stalled, "unusual": self.unusual, "writes_on_error": self.writes_on_error,
+                "health_failures": self.health_failures,
+                "by_method": {path: dict(codes) for path, codes in sorted(self.by_method.items())},
+                "slowest": {path: round(sec, 1) for path, sec in self.seconds_by_method.most_common(10)}}
 
 
 class Fingerprint:
@@ -380,74 +400,75 @@ async def health_check(channels: dict, services_by_server: dict, tally: Tally, w
                 tally.health_failures.append(f"{when}: {server} {name or '(server)'}: {status}")
 
 
+class Fuzzer:
+    """Sends each body, records its answer, and checks the database did not change under an error answer."""
+
+    def __init__(self, channels: dict, metadata, fingerprint: Fingerprint, tally: Tally):
+        self.channels, self.metadata, self.fingerprint, self.tally = channels, metadata, fingerprint, tally
+        self.before: tuple = ()
+
+    async def start(self) -> None:
+        self.before = await self.fingerprint.settled()
+
+    async def fuzz(self, server: str, method: MethodDescriptor, plausible: Plausible, rng: random.Random) -> None:
+        path = f"/{method.containing_service.full_name}/{method.name}"
+        self.tally.endpoints.add(f"{server}{path}")
+        started = time.monotonic()
+        for label, body in bodies_for(method, plausible, rng):
+            await self.one(server, method, path, f"{path} [{label}]", body)
+        self.tally.seconds_by_method[path] += time.monotonic() - started
+
+    async def one(self, server: str, method: MethodDescriptor, path: str, what: str, body: bytes) -> None:
+        code, details = await self.call(server, method, path, what, body)
+        after = await self.fingerprint.take()
+        if after == self.before:
+            return
+        if code == grpc.StatusCode.OK or method.name.startswith(READ_PREFIXES):
+            self.before = await self.fingerprint.settled()  # let work a successful call started finish
+            self.tally.settles += 1
+            return
+        # An error answer, and the database changed: rule out work still finishing from an earlier call by
+        # settling and sending the same body again.
+        self.before = await self.fingerprint.settled()
+        code, details = await self.call(server, method, path, what, body)
+        if code != grpc.StatusCode.OK and await self.fingerprint.take() != self.before:
+            self.tally.writes_on_error.append(f"{what}: {code.name} {details[:200]}")
+        self.before = await self.fingerprint.settled()
+
+    async def call(self, server: str, method: MethodDescriptor, path: str, what: str, body: bytes):
+        code, details = await call(self.channels[server], method, path, body, self.metadata)
+        self.tally.record(path, what, code, details, method.server_streaming)
+        return code, details
+
+
 async def test_every_rpc_refuses_hostile_input_cleanly(infra, services, replication, tmp_path):
     caller, ids = await fuzz_objects(services)
-    plausible = Plausible(ids)
     token = services.token(caller.project_id, roles=("cbr_full_access", "service"))  # reaches RegionTransfer too
-    metadata = (("authorization", f"Bearer {token}"),)
     addresses = {name: runtime.address for name, runtime in services.runtimes.items()}
     addresses["replication"] = replication.address
     channels = {name: grpc.aio.insecure_channel(address) for name, address in addresses.items()}
     fingerprint = await Fingerprint.open(infra.postgres.conninfo(), caller.project_id)
-    pool = descriptor_pool.Default()
-    rng = random.Random(20261204)
     tally = Tally()
+    fuzzer = Fuzzer(channels, (("authorization", f"Bearer {token}"),), fingerprint, tally)
+    plausible, rng, pool = Plausible(ids), random.Random(20261204), descriptor_pool.Default()
     started = time.monotonic()
     try:
-        services_by_server = {name: await list_services(ch) for name, ch in channels.items()}
-        cbr_services = {name: [s for s in listed if s.startswith("cbr.")] for name, listed in services_by_server.items()}
-        assert all(cbr_services.values()), services_by_server
+        listed = {name: await list_services(channel) for name, channel in channels.items()}
+        cbr_services = {name: [s for s in names if s.startswith("cbr.")] for name, names in listed.items()}
+        assert all(cbr_services.values()), listed
         await health_check(channels, cbr_services, tally, "at the start")
-        before = await fingerprint.settled()
-        for server, listed in services_by_server.items():
-            for service_name in listed:
-                service = pool.FindServiceByName(service_name)
-                for method in service.methods:
-                    path = f"/{service.full_name}/{method.name}"
-                    tally.endpoints.add(f"{server}{path}")
-                    method_codes = tally.by_method.setdefault(path, Counter())
-                    method_started = time.monotonic()
-                    for label, body in bodies_for(method, plausible, rng):
-                        code, details = await call(channels[server], method, path, body, metadata)
-                        tally.calls += 1
-                        tally.codes[code.name] += 1
-                        method_codes[code.name] += 1
-                        if code not in USUAL_CODES:
-                            tally.unusual.append(f"{path} [{label}]: {code.name} {details[:200]}")
-                        if code in STALLED_CODES and not method.server_streaming:
-                            tally.stalled.append(f"{path} [{label}]: {code.name} {details[:200]}")
-                        if code in BAD_CODES:
-                            tally.bad_answers.append(f"{path} [{label}]: {code.name} {details[:200]}")
-                        after = await fingerprint.take()
-                        if after == before:
-                            continue
-                        if code == grpc.StatusCode.OK or method.name.startswith(READ_PREFIXES):
-                            before = await fingerprint.settled()  # work a successful call started, finishing
-                            tally.settles += 1
-                            continue
-                        # An error answer, and the database changed: rule out work still finishing from an
-                        # earlier call by settling and trying the same call again.
-                        before = await fingerprint.settled()
-                        code, details = await call(channels[server], method, path, body, metadata)
-                        tally.calls += 1
-                        tally.codes[code.name] += 1
-                        after = await fingerprint.take()
-                        if code != grpc.StatusCode.OK and after != before:
-                            tally.writes_on_error.append(f"{path} [{label}]: {code.name} {details[:200]}")
-                        before = await fingerprint.settled()
-                    tally.seconds_by_method[path] += time.monotonic() - method_started
+        await fuzzer.start()
+        for server, names in listed.items():
+            for service_name in names:
+                for method in pool.FindServiceByName(service_name).methods:
+                    await fuzzer.fuzz(server, method, plausible, rng)
                 await health_check(channels, cbr_services, tally, f"after {service_name}")
         await health_check(channels, cbr_services, tally, "at the end")
     finally:
         await fingerprint.close()
         for channel in channels.values():
             await channel.close()
-    summary = {"calls": tally.calls, "endpoints": len(tally.endpoints), "answers": dict(tally.codes.most_common()),
-               "settles": tally.settles, "seconds": round(time.monotonic() - started, 1),
-               "bad_answers": tally.bad_answers, "stalled": tally.stalled, "unusual": tally.unusual, "writes_on_error": tally.writes_on_error,
-               "health_failures": tally.health_failures,
-               "by_method": {path: dict(codes) for path, codes in sorted(tally.by_method.items())},
-               "slowest": {path: round(sec, 1) for path, sec in tally.seconds_by_method.most_common(10)}}
+    summary = tally.summary(time.monotonic() - started)
     (tmp_path / "fuzz-summary.json").write_text(json.dumps(summary, indent=1))
     print(f"\nfuzz: {json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict))})}"
           f" answers: {json.dumps(summary['answers'])} (details in {tmp_path / 'fuzz-summary.json'})")
