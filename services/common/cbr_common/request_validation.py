@@ -42,9 +42,13 @@ class UndecodableRequest:
         self.error = error
 
 
-def lenient_deserializer(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+def lenient_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
     """`deserialize`, but a body that does not parse becomes an UndecodableRequest instead of an exception
-    (grpc would answer UNKNOWN and log an error line with a traceback for each such call)."""
+    (grpc would answer UNKNOWN and log an error line with a traceback for each such call). None (raw bytes)
+    stays None."""
+    if deserialize is None:
+        return None
+
     def parse(body: bytes) -> Any:
         try:
             return deserialize(body)

@@ -141,3 +141,8 @@ def test_canonical_id_quotes_a_short_prefix():
     with pytest.raises(errors.InvalidArgumentError) as caught:
         canonical_id("n" * 5000, "vault_id", errors.InvalidArgumentError)
     assert len(caught.value.message) < 100
+
+
+def test_a_handler_without_deserializer_keeps_raw_bytes():
+    assert lenient_deserializer(None) is None
+    check_request(b"raw bytes")  # nothing to check in a body no message type describes
