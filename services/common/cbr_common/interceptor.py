@@ -14,11 +14,11 @@ from cbr_common.request_validation import check_request, lenient_deserializer
 
 log = logging.getLogger("cbr.rpc")
 
-_HANDLER_FACTORIES = {  # handler attribute -> (factory, does the call stream its requests)
-    "unary_unary": (grpc.unary_unary_rpc_method_handler, False),
-    "unary_stream": (grpc.unary_stream_rpc_method_handler, False),
-    "stream_unary": (grpc.stream_unary_rpc_method_handler, True),
-    "stream_stream": (grpc.stream_stream_rpc_method_handler, True),
+_HANDLER_FACTORIES = {  # a handler's attribute for its call shape -> the factory that builds one like it
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
 }
 
 
@@ -34,11 +34,11 @@ class CallGuard(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
-        for kind, (factory, streams_requests) in _HANDLER_FACTORIES.items():
+        for kind, factory in _HANDLER_FACTORIES.items():
             behavior = getattr(handler, kind)
             if behavior is not None:
                 wrap = self._wrap_stream if kind.endswith("_stream") else self._wrap_unary
-                return factory(wrap(behavior, details.method, streams_requests),
+                return factory(wrap(behavior, details.method, streams_requests=kind.startswith("stream_")),
                                request_deserializer=lenient_deserializer(handler.request_deserializer),
                                response_serializer=handler.response_serializer)
         return handler
