@@ -1,6 +1,8 @@
 """The edge checks every request passes (cbr_common.request_validation) and how much of an input a message echoes."""
 from __future__ import annotations
 
+import uuid
+
 import grpc
 import pytest
 from google.rpc import status_pb2
@@ -12,7 +14,7 @@ from cbr.vault.v1 import vault_pb2 as vp
 from cbr_common import errors
 from cbr_common.echo import MAX_MESSAGE_CHARS, capped, short
 from cbr_common.grpc_errors import status_for
-from cbr_common.request_checks import canonical_id
+from cbr_common.request_checks import canonical_id, id_list
 from cbr_common.request_validation import (
     MAX_STRING_CHARS, InvalidRequestError, UndecodableRequest, check_request, lenient_deserializer)
 
@@ -146,3 +148,12 @@ def test_canonical_id_quotes_a_short_prefix():
 def test_a_handler_without_deserializer_keeps_raw_bytes():
     assert lenient_deserializer(None) is None
     check_request(b"raw bytes")  # nothing to check in a body no message type describes
+
+
+def test_id_lists_are_capped_before_any_lookup():
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    assert id_list([i.upper() for i in ids], "vault_id", errors.InvalidArgumentError) == ids
+    with pytest.raises(errors.InvalidArgumentError, match="at most 1000 of vault_id in one request, got 70000"):
+        id_list(ids[:1] * 70_000, "vault_id", errors.InvalidArgumentError)
+    with pytest.raises(errors.InvalidArgumentError, match="at most 2 "):
+        id_list(ids, "vault_id", errors.InvalidArgumentError, limit=2)
