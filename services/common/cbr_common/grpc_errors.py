@@ -7,6 +7,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from cbr_common import errors
+from cbr_common.echo import capped
 
 # Walked along each exception's MRO, so a service's own subclasses map without entries here.
 STATUS_BY_ERROR: dict[type[BaseException], grpc.StatusCode] = {
@@ -35,7 +36,10 @@ def status_code_for(exc: BaseException) -> grpc.StatusCode:
 
 
 def status_for(exc: BaseException) -> grpc.Status:
-    """A rich status: code, message, and an ErrorInfo detail whose `reason` is the CBR code."""
+    """A rich status: code, message, and an ErrorInfo detail whose `reason` is the CBR code.
+
+    The message is capped (cbr_common.echo): one that quoted a long input would otherwise grow the status past
+    what clients accept in metadata (16 KiB by default), and the caller would get RESOURCE_EXHAUSTED instead."""
     code = status_code_for(exc)
     if isinstance(exc, errors.CbrError):
         message = exc.message
@@ -43,7 +47,7 @@ def status_for(exc: BaseException) -> grpc.Status:
         message = "method not implemented yet"
     else:
         message = INTERNAL_MESSAGE
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=capped(message))
     cbr_code = getattr(exc, "cbr_code", None)
     if cbr_code:
         detail = any_pb2.Any()

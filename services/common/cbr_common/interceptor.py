@@ -1,4 +1,4 @@
-"""One server interceptor for every call shape: authenticate, authorize, scope to the project, map errors."""
+"""One server interceptor for every call shape: authenticate, authorize, check the request, map errors."""
 from __future__ import annotations
 
 import inspect
@@ -7,62 +7,69 @@ import logging
 import grpc
 
 from cbr_common import auth
+from cbr_common.echo import capped
 from cbr_common.errors import CbrError
 from cbr_common.grpc_errors import status_for
+from cbr_common.request_validation import check_request, lenient_deserializer
 
 log = logging.getLogger("cbr.rpc")
 
+_HANDLER_FACTORIES = {  # a handler's attribute for its call shape -> the factory that builds one like it
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
 
 class CallGuard(grpc.aio.ServerInterceptor):
-    """Wraps each handler so checks and error mapping run in the handler's own task, streams included."""
+    """Wraps each handler so checks and error mapping run in the handler's own task, streams included.
+
+    Public methods (health, reflection) skip authentication but get the same request checks."""
 
     def __init__(self, authenticator: auth.Authenticator):
         self._auth = authenticator
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if handler is None or auth.is_public(details.method):
+        if handler is None:
             return handler
-        method = details.method
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(handler.stream_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        return grpc.stream_stream_rpc_method_handler(
-            self._wrap_stream(handler.stream_stream, method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+        for kind, factory in _HANDLER_FACTORIES.items():
+            behavior = getattr(handler, kind)
+            if behavior is not None:
+                wrap = self._wrap_stream if kind.endswith("_stream") else self._wrap_unary
+                return factory(wrap(behavior, details.method, streams_requests=kind.startswith("stream_")),
+                               request_deserializer=lenient_deserializer(handler.request_deserializer),
+                               response_serializer=handler.response_serializer)
+        return handler
 
-    def _enter(self, context: grpc.aio.ServicerContext, method: str) -> None:
-        principal = self._auth.principal_from_metadata(context.invocation_metadata())
-        self._auth.authorize(principal, method)
-        auth.set_principal(principal)
+    def _enter(self, request, context: grpc.aio.ServicerContext, method: str, streams_requests: bool):
+        """Authenticates and authorizes the caller, then returns the request checked (or, for a request stream,
+        an iterator that checks each message as the handler reads it)."""
+        if not auth.is_public(method):
+            principal = self._auth.principal_from_metadata(context.invocation_metadata())
+            self._auth.authorize(principal, method)
+            auth.set_principal(principal)
+        name = auth.split_method(method)[1]
+        if streams_requests:
+            return _checked_stream(request, name)
+        check_request(request, name)
+        return request
 
-    def _wrap_unary(self, behavior, method):
+    def _wrap_unary(self, behavior, method, streams_requests):
         async def guarded(request, context):
             try:
-                self._enter(context, method)
+                request = self._enter(request, context, method, streams_requests)
                 result = behavior(request, context)
                 return await result if inspect.isawaitable(result) else result
             except Exception as exc:  # noqa: BLE001 - every error leaves through the one table
                 await _abort(context, exc, method)
         return guarded
 
-    def _wrap_stream(self, behavior, method):
+    def _wrap_stream(self, behavior, method, streams_requests):
         async def guarded(request, context):
             try:
-                self._enter(context, method)
+                request = self._enter(request, context, method, streams_requests)
                 result = behavior(request, context)
                 if hasattr(result, "__aiter__"):
                     async for item in result:
@@ -77,13 +84,20 @@ class CallGuard(grpc.aio.ServerInterceptor):
         return guarded
 
 
+async def _checked_stream(requests, method_name: str):
+    """The request stream, each message checked as it is read (handlers read it by iterating, not context.read)."""
+    async for request in requests:
+        check_request(request, method_name)
+        yield request
+
+
 async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
     if isinstance(exc, grpc.aio.AbortError):
         raise exc
     if isinstance(exc, (CbrError, NotImplementedError)):
         log.info("call refused", extra={"fields": {"method": method, "error": type(exc).__name__,
                                                    "cbr_code": getattr(exc, "cbr_code", None),
-                                                   "detail": str(exc)}})
+                                                   "detail": capped(str(exc))}})
     else:
         log.exception("call failed", extra={"fields": {"method": method}})
     await context.abort_with_status(status_for(exc))

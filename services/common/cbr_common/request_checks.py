@@ -1,9 +1,11 @@
-"""Checks every service applies to request fields alike: UUID ids and offset paging.
+"""Checks every service applies to request fields alike: UUID ids, lists of them, and offset paging.
 
 Each service passes its own error class, so the caller still gets that service's CBR code."""
 from __future__ import annotations
 
 import uuid
+
+from cbr_common.echo import short
 
 MAX_LIST_LIMIT = 1000
 
@@ -15,7 +17,15 @@ def canonical_id(value, what: str, error: type[Exception]) -> str:
             return value.lower()
     except (ValueError, AttributeError, TypeError):
         pass
-    raise error(f"{what} must be a UUID, got {str(value)[:80]!r}")
+    raise error(f"{what} must be a UUID, got {short(value)}")
+
+
+def id_list(values, what: str, error: type[Exception], limit: int = MAX_LIST_LIMIT) -> list[str]:
+    """Canonical UUIDs, at most `limit` of them: a filter or batch longer than a page is refused up front rather
+    than looked up one by one or sent to the database as one parameter per id (which stops at 65,535)."""
+    if len(values) > limit:
+        raise error(f"at most {limit} of {what} in one request, got {len(values)}")
+    return [canonical_id(v, what, error) for v in values]
 
 
 def page_bounds(limit: int, offset: int, error: type[Exception]) -> tuple[int, int]:

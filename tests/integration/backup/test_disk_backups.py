@@ -191,7 +191,7 @@ async def test_bad_inputs_answer_their_codes_and_write_nothing(caller):
             backup_id=backup.backup_id, name="../evil")), INVALID, "BackupService.6501"),
         (caller.backups.CreateDiskFromBackup(bp.CreateDiskFromBackupRequest(backup_id=unknown, name="n")), NOT_FOUND,
          "BackupService.6721"),
-        (caller.backups.ListBackups(bp.ListBackupsRequest(status=[99])), INVALID, "BackupService.6507"),
+        (caller.backups.ListBackups(bp.ListBackupsRequest(status=[99])), INVALID, "BackupService.6400"),  # edge
         (caller.backups.CollectGarbage(bp.CollectGarbageRequest(vault_id=vault.vault_id, grace_seconds=-1)), INVALID,
          "BackupService.6707"),
         (caller.backups.VerifyBackups(bp.VerifyBackupsRequest(vault_id=unknown)), NOT_FOUND, "BackupService.6720"),

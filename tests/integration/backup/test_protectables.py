@@ -279,8 +279,8 @@ async def test_list_and_get_reject_bad_input(caller):
     disk = await create_disk(caller)
     bad_lists = [
         (dict(type=cp.OBJECT_TYPE_UNSPECIFIED), "BackupService.6506"),
-        (dict(type=99), "BackupService.6506"),
-        (dict(type=DISK, status=99), "BackupService.6507"),
+        (dict(type=99), "BackupService.6400"),  # undefined enum numbers: refused at the edge
+        (dict(type=DISK, status=99), "BackupService.6400"),
         (dict(type=DISK, resource_id="../x"), "BackupService.6504"),
         (dict(type=DISK, server_id="x' OR 1=1 --"), "BackupService.6504"),
         (dict(type=DISK, page=cp.PageRequest(limit=-1)), "BackupService.6505"),

@@ -101,8 +101,8 @@ BAD_CREATES = [
     ("name with a space", backup_request(name="a b"), "6801"),
     ("name too long", backup_request(name="x" * 65), "6801"),
     ("no operation type", pp.CreatePolicyRequest(name="p", trigger=pp.PolicyTrigger(patterns=[DAILY])), "6117"),
-    ("unknown operation type", pp.CreatePolicyRequest(name="p", operation_type=7,
-                                                      trigger=pp.PolicyTrigger(patterns=[DAILY])), "6117"),
+    ("unknown operation type", pp.CreatePolicyRequest(name="p", operation_type=7,  # refused at the edge
+                                                      trigger=pp.PolicyTrigger(patterns=[DAILY])), "6400"),
     ("no trigger", pp.CreatePolicyRequest(name="p", operation_type=BACKUP), "6802"),
     ("empty pattern", backup_request(patterns=[""]), "6802"),
     ("hourly", backup_request(patterns=["FREQ=HOURLY;BYHOUR=1;BYMINUTE=0"]), "6802"),
@@ -264,7 +264,7 @@ async def test_bad_reads(caller):
                     pp.ListPoliciesRequest(page=cp.PageRequest(offset=-1))):
         await expect_error(caller.policies.ListPolicies(request), INVALID, "BackupService.6811")
     await expect_error(caller.policies.ListPolicies(pp.ListPoliciesRequest(operation_type=9)), INVALID,
-                       "BackupService.6117")
+                       "BackupService.6400")  # an undefined enum number: refused at the edge
     await expect_error(caller.policies.ListPolicies(pp.ListPoliciesRequest(vault_id="vault-1")), INVALID,
                        "BackupService.6810")
 

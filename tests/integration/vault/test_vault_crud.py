@@ -97,14 +97,14 @@ BAD_CREATES = {
     "size negative": (dict(size_gb=-5), "BackupService.6101"),
     "size too big": (dict(size_gb=10_485_761), "BackupService.6101"),
     "no object type": (dict(object_type=cp.OBJECT_TYPE_UNSPECIFIED), "BackupService.6403"),
-    "unknown object type": (dict(object_type=99), "BackupService.6403"),
+    "unknown object type": (dict(object_type=99), "BackupService.6400"),  # refused at the edge
     "no protect type": (dict(protect_type=vp.PROTECT_TYPE_UNSPECIFIED), "BackupService.6404"),
     "replication disk vault": (dict(protect_type=REPLICATION), "BackupService.6404"),
     "app-consistent disk vault": (dict(consistent_level=vp.CONSISTENT_LEVEL_APP_CONSISTENT), "BackupService.6410"),
     "threshold 0": (dict(threshold=0), "BackupService.6407"),
     "threshold 101": (dict(threshold=101), "BackupService.6407"),
     "long description": (dict(description="d" * 256), "BackupService.6402"),
-    "control char in description": (dict(description="a\x00b"), "BackupService.6402"),
+    "control char in description": (dict(description="a\x00b"), "BackupService.6400"),  # refused at the edge
     "21 tags": (dict(tags=[cp.Tag(key=f"k{i}", value="v") for i in range(21)]), "BackupService.6600"),
     "long tag key": (dict(tags=[cp.Tag(key="k" * 37, value="v")]), "BackupService.6406"),
     "long tag value": (dict(tags=[cp.Tag(key="k", value="v" * 44)]), "BackupService.6406"),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from cbr_backup.domain import errors
+from cbr_common.echo import short
 
 BACKUP_STATUSES = ("available", "protecting", "deleting", "restoring", "error", "waiting_protect",
                    "waiting_delete", "waiting_restore")
@@ -134,16 +135,17 @@ def parse_sort(spec: str) -> tuple[tuple[str, bool], ...]:
         key, _, order = part.strip().partition(":")
         if key not in SORT_KEYS or order not in ("", "asc", "desc") or key in (k for k, _ in keys):
             raise errors.InvalidSortError(
-                f"sort must be '<key>[:asc|desc]' comma-separated, keys from {', '.join(SORT_KEYS)}; got {spec!r}")
+                f"sort must be '<key>[:asc|desc]' comma-separated, keys from {', '.join(SORT_KEYS)}; got {short(spec)}")
         keys.append((key, order != "asc"))
     return tuple(keys)
 
 
 def check_statuses(statuses) -> tuple[str, ...]:
+    """The distinct statuses asked for (a filter repeating one 70,000 times is still one filter)."""
     for status in statuses:
         if status not in BACKUP_STATUSES:
             raise errors.InvalidStatusError(f"status must be among {', '.join(BACKUP_STATUSES)}")
-    return tuple(statuses)
+    return tuple(dict.fromkeys(statuses))
 
 
 def check_target_path(path: str) -> PurePosixPath:

@@ -45,6 +45,10 @@ def check_id(value: str, what: str) -> str:
     return request_checks.canonical_id(value, what, errors.InvalidIdError)
 
 
+def check_id_list(values: Sequence[str], what: str) -> list[str]:
+    return request_checks.id_list(values, what, errors.InvalidIdError)
+
+
 def check_page(limit: int, offset: int) -> tuple[int, int]:
     return request_checks.page_bounds(limit, offset, errors.InvalidPagingError)
 

@@ -159,7 +159,7 @@ async def create_disk_from_backup(project_id: str, backup_id: str, name: str, si
 
 async def verify_backups(project_id: str, vault_id: str, backup_ids: list[str], make_uow: MakeUow,
                          vaults: VaultDirectory) -> str:
-    ids = [rules.check_id(b, "backup_ids") for b in backup_ids]
+    ids = rules.check_id_list(backup_ids, "backup_ids")
     vault = await get_vault(vaults, project_id, vault_id)
     async with make_uow() as uow:
         for backup_id in ids:

@@ -41,6 +41,7 @@ from typing import Iterable, Iterator, Sequence
 
 from dateutil import rrule
 
+from cbr_common.echo import short
 from cbr_policy.domain import errors
 from cbr_policy.domain.timezones import parse_timezone
 
@@ -84,13 +85,13 @@ def parse_pattern(text: str, position: int = 1) -> Pattern:
         raise errors.InvalidPatternError(f"{where} is empty")
     if len(text) > MAX_PATTERN_LENGTH:
         raise errors.InvalidPatternError(f"{where} is longer than {MAX_PATTERN_LENGTH} characters")
-    where = f"pattern {position} ({text!r})"
+    where = f"pattern {position} ({short(text)})"
     parts: dict[str, str] = {}
     for part in text.split(";"):
         key, sep, value = part.partition("=")
         key = key.upper()
         if not sep or not key:
-            raise errors.InvalidPatternError(f"{where}: expected KEY=VALUE parts joined by ';', got {part!r}")
+            raise errors.InvalidPatternError(f"{where}: expected KEY=VALUE parts joined by ';', got {short(part)}")
         if key not in KEYS:
             raise errors.InvalidPatternError(f"{where}: {key} is not allowed; CBR patterns take only "
                                              f"{', '.join(KEYS)}")
@@ -104,7 +105,7 @@ def parse_pattern(text: str, position: int = 1) -> Pattern:
             raise errors.InvalidPatternError(f"{where}: {key} is required")
     freq = parts["FREQ"]
     if freq not in FREQUENCIES:
-        raise errors.InvalidPatternError(f"{where}: FREQ must be DAILY or WEEKLY, got {freq}")
+        raise errors.InvalidPatternError(f"{where}: FREQ must be DAILY or WEEKLY, got {short(freq)}")
     interval = 1
     if "INTERVAL" in parts:
         interval = _numbers(parts["INTERVAL"], "INTERVAL", 1, MAX_INTERVAL, where)
@@ -116,7 +117,7 @@ def parse_pattern(text: str, position: int = 1) -> Pattern:
         names = parts["BYDAY"].split(",")
         for name in names:
             if name not in WEEKDAYS:
-                raise errors.InvalidPatternError(f"{where}: BYDAY takes MO, TU, WE, TH, FR, SA, SU; got {name!r}")
+                raise errors.InvalidPatternError(f"{where}: BYDAY takes MO, TU, WE, TH, FR, SA, SU; got {short(name)}")
         if len(set(names)) != len(names):
             raise errors.InvalidPatternError(f"{where}: BYDAY repeats a day")
         weekdays = tuple(sorted(WEEKDAYS.index(n) for n in names))
@@ -130,7 +131,7 @@ def _numbers(value: str, key: str, low: int, high: int, where: str) -> tuple[int
     numbers = []
     for item in items:
         if not NUMBER.fullmatch(item) or not low <= int(item) <= high:
-            raise errors.InvalidPatternError(f"{where}: {key} takes numbers {low}..{high}, got {item!r}")
+            raise errors.InvalidPatternError(f"{where}: {key} takes numbers {low}..{high}, got {short(item)}")
         numbers.append(int(item))
     if len(set(numbers)) != len(numbers):
         raise errors.InvalidPatternError(f"{where}: {key} repeats a number")

@@ -5,6 +5,7 @@ import datetime as dt
 import re
 import zoneinfo
 
+from cbr_common.echo import short
 from cbr_policy.domain import errors
 
 OFFSET_RE = re.compile(r"UTC(?:([+-])(\d{2}):(\d{2}))?")
@@ -21,7 +22,7 @@ def parse_timezone(name: str) -> dt.tzinfo:
         hours, minutes = int(match.group(2)), int(match.group(3))
         offset = dt.timedelta(hours=hours, minutes=minutes)
         if minutes >= 60 or offset > MAX_OFFSET:
-            raise errors.InvalidTimezoneError(f"time zone offset out of range: {name!r}")
+            raise errors.InvalidTimezoneError(f"time zone offset out of range: {short(name)}")
         return dt.timezone(sign * offset, name)
     if name and re.fullmatch(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+){0,2}", name):
         try:
@@ -29,4 +30,4 @@ def parse_timezone(name: str) -> dt.tzinfo:
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             pass
     raise errors.InvalidTimezoneError(
-        f"timezone must look like UTC+08:00 (or UTC, or an IANA name like Europe/Berlin), got {name!r}")
+        f"timezone must look like UTC+08:00 (or UTC, or an IANA name like Europe/Berlin), got {short(name)}")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from cbr_common import request_checks
 from cbr_vault.domain import errors
@@ -104,11 +104,16 @@ def check_id(value: str, what: str) -> str:
     return request_checks.canonical_id(value, what, errors.InvalidIdError)
 
 
-def check_ids(values: Iterable[str], what: str) -> list[str]:
-    ids = [check_id(v, what) for v in values]
+def check_ids(values: Sequence[str], what: str, limit: int = MAX_RESOURCES) -> list[str]:
+    """Distinct ids, at most `limit` (a vault holds at most MAX_RESOURCES resources)."""
+    ids = check_id_list(values, what, limit)
     if len(set(ids)) != len(ids):
         raise errors.DuplicateResourceError(f"{what}s repeat an id")
     return ids
+
+
+def check_id_list(values: Sequence[str], what: str, limit: int = request_checks.MAX_LIST_LIMIT) -> list[str]:
+    return request_checks.id_list(values, what, errors.InvalidIdError, limit)
 
 
 def check_page(limit: int, offset: int) -> tuple[int, int]:

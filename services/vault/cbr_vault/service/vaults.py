@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from cbr.events.v1 import vault_events_pb2 as ev
 from cbr.common.v1 import common_pb2
 from cbr_common.db import utcnow
+from cbr_common.echo import short
 from cbr_vault.adapters.policies import PolicyDirectory
 from cbr_vault.adapters.protectables import ProtectableDirectory
 from cbr_vault.adapters.repository import VaultFilter
@@ -79,8 +80,8 @@ async def list_vaults(cmd: ListVaults, uow: VaultUnitOfWork) -> tuple[list[Vault
     flt = VaultFilter(project_id=cmd.project_id, name=cmd.name, object_type=cmd.object_type,
                       protect_type=cmd.protect_type, status=cmd.status,
                       policy_id=rules.check_id(cmd.policy_id, "policy_id") if cmd.policy_id else "",
-                      resource_ids=tuple(rules.check_id(r, "resource_id") for r in cmd.resource_ids),
-                      vault_ids=tuple(rules.check_id(v, "vault_id") for v in cmd.vault_ids))
+                      resource_ids=tuple(rules.check_id_list(cmd.resource_ids, "resource_id")),
+                      vault_ids=tuple(rules.check_id_list(cmd.vault_ids, "vault_id")))
     async with uow:
         return await uow.vaults.list(flt, limit, offset)
 
@@ -279,7 +280,7 @@ async def delete_vault_tags(project_id: str, vault_id: str, keys: Sequence[str],
         vault = await _writable_vault(uow, project_id, vault_id)
         missing = sorted(set(keys) - {t.key for t in vault.tags})
         if missing:
-            raise errors.InvalidTagError(f"the vault has no tag {missing[0]!r}")
+            raise errors.InvalidTagError(f"the vault has no tag {short(missing[0])}")
         result = [t for t in vault.tags if t.key not in set(keys)]
         await uow.vaults.replace_tags(vault.vault_id, result)
         await uow.commit()
