@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import nats
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
 from nats.js.errors import BadRequestError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from cbr_common.db import utcnow
+from cbr_common.outages import OutageLog, is_outage
 from cbr_common.outbox import MSG_ID_HEADER, inbox_table_of
 
 log = logging.getLogger("cbr.jetstream")
@@ -64,6 +64,8 @@ class EventConsumer:
         self._inbox = inbox_table_of(metadata)
         self._ack_wait = ack_wait
         self._max_deliver = max_deliver
+        self._bus = OutageLog(log, "nats", f"consumer {name}")  # one per process and dependency, all subjects
+        self._db = OutageLog(log, "database", f"consumer {name}")
 
     def durable_for(self, subject: str) -> str:
         return f"{self._name}-{subject.replace('.', '_').replace('>', 'all').replace('*', 'any')}"
@@ -80,19 +82,19 @@ class EventConsumer:
                 psub = await self._js.pull_subscribe(sub.subject, durable=self.durable_for(sub.subject),
                                                      stream=EVENTS_STREAM.name, config=config)
             except Exception as exc:  # noqa: BLE001 - NATS may be restarting; keep trying
-                log.warning("subscribe failed", extra={"fields": {"subject": sub.subject, "error": repr(exc)}})
+                self._bus.failed(exc)
                 await asyncio.sleep(1.0)
         while True:
             try:
                 messages = await psub.fetch(batch=20, timeout=1.0)
-            except NatsTimeoutError:
+            except TimeoutError:  # idle (asyncio's and nats-py's timeouts alike): silent, and NATS answered
+                self._bus.ok()
                 continue
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # noqa: BLE001
-                log.warning("fetch failed", extra={"fields": {"subject": sub.subject, "error": repr(exc)}})
+                self._bus.failed(exc)
                 await asyncio.sleep(1.0)
                 continue
+            self._bus.ok()
             for msg in messages:
                 await self._handle(sub, msg)
 
@@ -116,14 +118,23 @@ class EventConsumer:
                 if fresh is not None:
                     await sub.handler(event, uow)
                 await uow.commit()
-            await msg.ack()
-        except asyncio.CancelledError:
-            raise
+            self._db.ok()
         except Exception as exc:  # noqa: BLE001 - redeliver later; the inbox keeps it exactly-once
-            log.warning("event handler failed", extra={"fields": {"subject": msg.subject, "event_id": event_id,
-                                                                  "error": repr(exc)}})
+            outage = is_outage(exc)
+            if outage:
+                self._db.failed(exc)
+            else:
+                log.warning("event handler failed", extra={"fields": {"subject": msg.subject, "event_id": event_id,
+                                                                      "error": repr(exc)[:300]}})
             try:
-                # Redelivered until it succeeds (max_deliver -1): a database outage must not drop events.
-                await msg.nak(delay=min(2.0 ** msg.metadata.num_delivered, MAX_REDELIVERY_DELAY))
+                # Redelivered until it succeeds (max_deliver -1): a database outage must not drop events, and
+                # an event that waited out an outage goes again soon after it.
+                delay = 1.0 if outage else min(2.0 ** msg.metadata.num_delivered, MAX_REDELIVERY_DELAY)
+                await msg.nak(delay=delay)
             except Exception:  # noqa: BLE001
                 pass
+            return
+        try:
+            await msg.ack()
+        except Exception as exc:  # noqa: BLE001 - redelivered later, and the inbox drops it then
+            self._bus.failed(exc)

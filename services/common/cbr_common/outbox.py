@@ -9,6 +9,8 @@ from nats import errors as nats_errors
 from nats.js.errors import NoStreamResponseError
 from sqlalchemy import BigInteger, Column, DateTime, Integer, LargeBinary, MetaData, String, Table, select, update
 
+from cbr_common.outages import OutageLog, is_outage
+
 log = logging.getLogger("cbr.outbox")
 
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -59,6 +61,8 @@ class OutboxRelay:
         self._batch = batch
         self._wake = asyncio.Event()
         db.on_commit_with_events.append(self._wake.set)
+        self._bus = OutageLog(log, "nats", "the outbox relay")
+        self._db_outage = OutageLog(log, "database", "the outbox relay")
 
     async def publish_pending(self) -> int:
         """One pass: publishes what it can and returns how many rows it published."""
@@ -75,9 +79,12 @@ class OutboxRelay:
                     await self._js.publish(row.subject, row.payload, headers={MSG_ID_HEADER: row.event_id},
                                            timeout=2.0)
                 except Exception as exc:  # noqa: BLE001 - keep the row; stop here so order is kept
-                    log.warning("outbox publish failed", extra={"fields": {"subject": row.subject,
-                                                                           "error": repr(exc)}})
                     failed_id, bus_down = row.id, isinstance(exc, TRANSPORT_ERRORS)
+                    if bus_down:
+                        self._bus.failed(exc)
+                    else:
+                        log.warning("outbox publish refused", extra={"fields": {"subject": row.subject,
+                                                                                "error": repr(exc)[:300]}})
                     break
                 done.append(row.id)
             now = dt.datetime.now(dt.timezone.utc)
@@ -88,6 +95,8 @@ class OutboxRelay:
                 # can never be published is set aside after MAX_ATTEMPTS instead of stalling every later one.
                 await session.execute(update(table).where(table.c.id == failed_id)
                                       .values(attempts=table.c.attempts + 1))
+        if done:
+            self._bus.ok()
         if bus_down and not done:
             raise ConnectionError("event bus unavailable")
         return len(done)
@@ -97,13 +106,16 @@ class OutboxRelay:
         while True:
             try:
                 published = await self.publish_pending()
+                self._db_outage.ok()
                 backoff = self._poll
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # noqa: BLE001 - the relay must outlive outages of NATS and Postgres
-                log.warning("outbox relay pass failed", extra={"fields": {"error": repr(exc)}})
+                if not self._bus.down:  # a bus outage was logged where it was met
+                    if is_outage(exc):
+                        self._db_outage.failed(exc)
+                    else:
+                        log.warning("outbox relay pass failed", extra={"fields": {"error": repr(exc)[:300]}})
                 published = 0
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, 2.0)
             if published:
                 continue
             self._wake.clear()

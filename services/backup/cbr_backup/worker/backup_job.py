@@ -21,7 +21,7 @@ from cbr_backup.datapath.extents import data_extents
 from cbr_backup.datapath.tree_backup import backup_tree, load_tree_manifest
 from cbr_backup.domain import errors
 from cbr_backup.domain.backups import Backup, check_fits, check_room
-from cbr_backup.service import outcomes
+from cbr_backup.service import lifecycle
 from cbr_backup.worker.context import JobCancelled, JobContext, check_still_mine
 from cbr_common.db import utcnow
 from cbr_common.proto_enums import enum_value
@@ -46,8 +46,8 @@ async def run_backup(ctx: JobContext) -> None:
         if backup is None:
             raise JobCancelled(f"backup {task.backup_id} was deleted before it ran (its vault went)")
         used = await uow.backups.used_bytes(backup.vault_id)
-        await uow.backups.update_family(backup.backup_id, status="protecting",
-                                        started_time=backup.started_time or utcnow())
+        await lifecycle.move_backup(uow, task.project_id, backup.backup_id, "protecting",
+                                    started_time=backup.started_time or utcnow())
         await uow.commit()
     check_room(used, task.params["size_gb"], task.params["auto_expand"])
     keys = await ctx.keys(backup.vault_id)
@@ -155,16 +155,17 @@ async def _complete(ctx: JobContext, backup: Backup, results: dict) -> None:
         for part_id, part in results.items():
             stored = await uow.backups.stored_bytes_of(backup.vault_id, part.chunk_ids)
             total_logical, total_stored = total_logical + part.logical_bytes, total_stored + stored
-            await uow.backups.update_backup(part_id, status="available", manifest_id=part.manifest_id,
-                                            logical_bytes=part.logical_bytes, stored_bytes=stored,
-                                            base_backup_id=part.base_backup_id or None, protected_time=now,
-                                            incremental=bool(part.base_backup_id))
+            await lifecycle.move_backup(uow, task.project_id, part_id, "available", False,
+                                        manifest_id=part.manifest_id, logical_bytes=part.logical_bytes,
+                                        stored_bytes=stored, base_backup_id=part.base_backup_id or None,
+                                        protected_time=now, incremental=bool(part.base_backup_id))
         incremental = any(p.base_backup_id for p in results.values())  # only changes were read
         if backup.backup_id not in results:  # a server backup: the parent sums its disks
-            await uow.backups.update_backup(backup.backup_id, status="available", logical_bytes=total_logical,
-                                            stored_bytes=total_stored, protected_time=now, incremental=incremental)
+            await lifecycle.move_backup(uow, task.project_id, backup.backup_id, "available", False,
+                                        logical_bytes=total_logical, stored_bytes=total_stored, protected_time=now,
+                                        incremental=incremental)
         done, total = ctx.progress_values()
-        await outcomes.finish(uow, task, "success", bytes_done=done, bytes_total=total, extra_info=dict(
+        await lifecycle.finish(uow, task, "success", bytes_done=done, bytes_total=total, extra_info=dict(
             task.extra_info, read_bytes=str(sum(p.read_bytes for p in results.values())),
             base_backup_id=",".join(sorted({p.base_backup_id for p in results.values()} - {""}))))
         await uow.publish("cbr.backup.completed", ev.BackupCompleted(
@@ -173,6 +174,6 @@ async def _complete(ctx: JobContext, backup: Backup, results: dict) -> None:
             checkpoint_id=backup.checkpoint_id, auto_trigger=backup.auto_trigger, policy_id=backup.policy_id,
             logical_bytes=total_logical, stored_bytes=total_stored, incremental=incremental,
             image_type=backup.image_type))
-        await outcomes.publish_usage(uow, task.project_id, backup.vault_id)
+        await lifecycle.publish_usage(uow, task.project_id, backup.vault_id)
         await uow.commit()
 

@@ -12,7 +12,7 @@ from cbr_backup.datapath import restore_in_place, restore_to_new_disk
 from cbr_backup.datapath.tree_restore import restore_tree
 from cbr_backup.domain import errors
 from cbr_backup.domain.backups import check_restorable
-from cbr_backup.service import outcomes
+from cbr_backup.service import lifecycle
 from cbr_backup.worker import manifests
 from cbr_backup.worker.context import JobContext, check_still_mine
 from cbr_common.proto_enums import enum_value
@@ -61,9 +61,9 @@ async def run_restore(ctx: JobContext) -> None:
             written += result.written_bytes
     async with ctx.make_uow() as uow:
         await check_still_mine(uow, task)
-        await uow.backups.update_family(backup.backup_id, status="available")
+        await lifecycle.move_backup(uow, task.project_id, backup.backup_id, "available")
         done, total = ctx.progress_values()
-        await outcomes.finish(uow, task, "success", bytes_done=done, bytes_total=total,
+        await lifecycle.finish(uow, task, "success", bytes_done=done, bytes_total=total,
                               extra_info=dict(task.extra_info, written_bytes=str(written)))
         await uow.publish("cbr.restore.completed", ev.RestoreCompleted(
             project_id=task.project_id, backup_id=backup.backup_id, vault_id=backup.vault_id, task_id=task.task_id,
