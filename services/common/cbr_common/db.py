@@ -26,7 +26,8 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-CLIENT_GRACE_SECONDS = 2.0  # past the server's own statement timeout: only a server that does not answer
+CLIENT_GRACE_SECONDS = 1.0  # past the server's own statement timeout: only a server that does not answer
+PING_SECONDS = 2.0
 
 
 class BoundedConnection(psycopg.AsyncConnection):
@@ -46,7 +47,7 @@ class BoundedConnection(psycopg.AsyncConnection):
 class Database:
     """Owns the engine and session factory for one service's schema."""
 
-    def __init__(self, url: str, schema: str, pool_size: int = 10, connect_timeout: float = 3.0,
+    def __init__(self, url: str, schema: str, pool_size: int = 10, connect_timeout: float = 2.0,
                  statement_timeout: float = 5.0, pool_timeout: float = 5.0):
         self.schema = schema
         self.statement_timeout = statement_timeout
@@ -58,11 +59,19 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.on_commit_with_events: list[Callable[[], None]] = []  # e.g. wake the outbox relay
 
-        @event.listens_for(self.engine.sync_engine.pool, "connect")
-        @event.listens_for(self.engine.sync_engine.pool, "checkin")
-        def _default_budget(dbapi_connection, *_):
+        # A pooled connection waits PING_SECONDS for the ping that checks it out (a live server answers in
+        # milliseconds), then the statement budget while it is out.
+        pool = self.engine.sync_engine.pool
+
+        @event.listens_for(pool, "connect")
+        @event.listens_for(pool, "checkout")
+        def _statement_budget(dbapi_connection, *_):
+            self.set_budget(dbapi_connection.driver_connection, statement_timeout)
+
+        @event.listens_for(pool, "checkin")
+        def _ping_budget(dbapi_connection, *_):
             if dbapi_connection is not None:
-                self.set_budget(dbapi_connection.driver_connection, statement_timeout)
+                dbapi_connection.driver_connection.budget = PING_SECONDS
 
     @staticmethod
     def set_budget(connection: BoundedConnection, statement_seconds: float) -> None:

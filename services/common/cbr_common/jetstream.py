@@ -40,6 +40,15 @@ async def ensure_stream(js, config: StreamConfig) -> None:
 
 MAX_REDELIVERY_DELAY = 60.0
 
+
+def idle_or_down(js, outage: OutageLog) -> None:
+    """A fetch that timed out: the queue was idle (silent), or the client is cut off from NATS (an outage)."""
+    nc = getattr(js, "_nc", None)
+    if nc is None or nc.is_connected:
+        outage.ok()
+    else:
+        outage.failed(ConnectionError("not connected to NATS"))
+
 Handler = Callable[[object, object], Awaitable[None]]  # (event message, unit of work) -> None
 
 
@@ -87,8 +96,8 @@ class EventConsumer:
         while True:
             try:
                 messages = await psub.fetch(batch=20, timeout=1.0)
-            except TimeoutError:  # idle (asyncio's and nats-py's timeouts alike): silent, and NATS answered
-                self._bus.ok()
+            except TimeoutError:  # asyncio's and nats-py's timeouts alike
+                idle_or_down(self._js, self._bus)
                 continue
             except Exception as exc:  # noqa: BLE001
                 self._bus.failed(exc)

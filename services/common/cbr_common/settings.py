@@ -38,7 +38,7 @@ class Settings:
     outbox_poll_seconds: float = 0.5   # CBR_OUTBOX_POLL_SECONDS
     peer_timeout_seconds: float = 5.0  # CBR_PEER_TIMEOUT_SECONDS: deadline of service-to-service calls
     # Bounds on every wait for the database, so that a stalled one answers UNAVAILABLE within seconds:
-    db_connect_timeout_seconds: float = 3.0    # CBR_DB_CONNECT_TIMEOUT_SECONDS
+    db_connect_timeout_seconds: float = 2.0    # CBR_DB_CONNECT_TIMEOUT_SECONDS
     db_statement_timeout_seconds: float = 5.0  # CBR_DB_STATEMENT_TIMEOUT_SECONDS (RPCs, heartbeats)
     db_pool_timeout_seconds: float = 5.0       # CBR_DB_POOL_TIMEOUT_SECONDS: waiting for a pooled connection
     job_statement_timeout_seconds: float = 600.0  # CBR_JOB_STATEMENT_TIMEOUT_SECONDS: a job's own statements
@@ -90,7 +90,7 @@ class Settings:
             log_level=env.get("CBR_LOG_LEVEL", "INFO"),
             outbox_poll_seconds=number("CBR_OUTBOX_POLL_SECONDS", 0.5),
             peer_timeout_seconds=number("CBR_PEER_TIMEOUT_SECONDS", 5.0),
-            db_connect_timeout_seconds=number("CBR_DB_CONNECT_TIMEOUT_SECONDS", 3.0),
+            db_connect_timeout_seconds=number("CBR_DB_CONNECT_TIMEOUT_SECONDS", 2.0),
             db_statement_timeout_seconds=number("CBR_DB_STATEMENT_TIMEOUT_SECONDS", 5.0),
             db_pool_timeout_seconds=number("CBR_DB_POOL_TIMEOUT_SECONDS", 5.0),
             job_statement_timeout_seconds=number("CBR_JOB_STATEMENT_TIMEOUT_SECONDS", 600.0),

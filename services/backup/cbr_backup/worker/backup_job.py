@@ -51,7 +51,7 @@ async def run_backup(ctx: JobContext) -> None:
         await uow.commit()
     check_room(used, task.params["size_gb"], task.params["auto_expand"])
     keys = await ctx.keys(backup.vault_id)
-    manifest_suffix = f"-a{task.attempts}"  # a retry never meets its earlier attempt's manifest
+    manifest_suffix = f"-r{ctx.run_id}"  # a retry never meets its earlier run's manifest
     results: dict[str, Part] = {}  # per backup row that gets a manifest
     # The vault's shared lock is held until the row is available: GC never takes a running backup's chunks or
     # its manifest (DESIGN.md 8).

@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -49,6 +50,7 @@ class JobContext:
         self._base_done = self._base_total = 0  # finished parts of a job with several (a server's disks)
         self._rate = rate_limit_mbps * 1e6
         self._started = time.monotonic()
+        self.run_id = uuid.uuid4().hex[:8]  # names what this run writes (a retry never meets an earlier run's)
 
     @property
     def store(self):

@@ -29,6 +29,7 @@ from cbr_backup.service.lifecycle import Take
 from cbr_backup.worker.context import JobCancelled, JobContext, JobSuperseded, Resources
 from cbr_backup.worker.handlers import HANDLERS
 from cbr_common import errors
+from cbr_common.jetstream import idle_or_down
 from cbr_common.outages import OutageLog, is_outage
 
 log = logging.getLogger("cbr.worker")
@@ -85,8 +86,8 @@ class Worker:
             try:
                 msgs = await sub.fetch(1, timeout=1.0)
                 self._nats.ok()
-            except TimeoutError:  # nothing to do (asyncio's and nats-py's timeouts): idle, and NATS answered
-                self._nats.ok()
+            except TimeoutError:  # asyncio's and nats-py's timeouts alike
+                idle_or_down(js, self._nats)
                 continue
             except Exception as exc:  # noqa: BLE001 - NATS restarting: the client reconnects by itself
                 self._nats.failed(exc)
