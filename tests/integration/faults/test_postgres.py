@@ -72,7 +72,7 @@ async def test_postgres_stopped_mid_backup_the_backup_completes_without_using_an
     assert (await get_backup(caller, backup_id)).status == bp.BACKUP_STATUS_AVAILABLE
     with capsys.disabled():
         print(f"\n[measured] Postgres stopped mid-backup: task success {recovered:.1f} s after Postgres restarted "
-              f"(includes the rest of a rate-limited backup)")
+              f"(includes the rest of a rate-limited backup); the outage it met: {task.extra_info['last_outage']}")
 
 
 async def _running_with_progress(caller, task_id: str, timeout: float = 60.0) -> tp.Task:
