@@ -7,6 +7,7 @@ from typing import AsyncIterator, Callable
 from cbr_backup.adapters.repository import TaskFilter
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.domain import errors, rules
+from cbr_backup.domain import lifecycle as lc
 from cbr_backup.domain.model import Task
 from cbr_backup.service import lifecycle
 from cbr_backup.service.commands import ListTasks
@@ -66,7 +67,7 @@ async def cancel_task(project_id: str, task_id: str, uow: BackupUnitOfWork) -> T
     task_id = rules.check_id(task_id, "task_id")
     async with uow:
         task = rules.check_cancellable(await _task(uow, project_id, task_id, for_update=True))
-        if task.status == "waiting":
+        if task.status == lc.WAITING:
             await lifecycle.cancel_in(uow, task)
         else:
             await lifecycle.request_cancel(uow, task)

@@ -106,10 +106,12 @@ class Worker:
                                                self.lease_seconds, self.attempts)
             self._db.ok()
         except Exception as exc:  # noqa: BLE001 - the database away: the job goes again soon, nothing counted
-            if not is_outage(exc):
+            if is_outage(exc):
+                self._db.failed(exc)
+                await _quietly(msg.nak(delay=OUTAGE_DELAY))
+            else:
                 log.exception("taking job %s failed", job.task_id)
-            self._db.failed(exc)
-            await _quietly(msg.nak(delay=OUTAGE_DELAY))
+                await _quietly(msg.nak(delay=self.lease_seconds))
             return
         if taken is Take.BUSY:
             await _quietly(msg.nak(delay=self.lease_seconds))  # another worker has it and is alive
