@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 import logging
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -12,7 +13,7 @@ from nats.js.errors import BadRequestError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from cbr_common.db import utcnow
-from cbr_common.outages import OutageLog, is_outage
+from cbr_common.outages import OutageLog, is_outage, outage_log
 from cbr_common.outbox import MSG_ID_HEADER, inbox_table_of
 
 log = logging.getLogger("cbr.jetstream")
@@ -24,8 +25,28 @@ EVENTS_STREAM = StreamConfig(
 
 async def connect(url: str):
     """Connects with endless reconnects, so a NATS restart is survived, and makes sure the streams exist."""
+    bus, who, client = outage_log("nats"), f"connection {uuid.uuid4().hex[:8]}", []
+
+    async def on_error(exc: Exception) -> None:  # instead of nats-py's, which logs every reconnect attempt
+        if is_outage(exc) or isinstance(exc, OSError):
+            bus.failed(exc, who)
+        else:
+            log.warning("nats error", extra={"fields": {"error": repr(exc)[:300]}})
+
+    async def on_disconnected() -> None:
+        if client and not client[0].is_closed:  # closing is not an outage
+            bus.failed(ConnectionError("disconnected"), who)
+
+    async def on_reconnected() -> None:
+        bus.ok(who)
+
+    async def on_closed() -> None:
+        bus.ok(who)
+
     nc = await nats.connect(url, name="cbr", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                            connect_timeout=5)
+                            connect_timeout=5, error_cb=on_error, disconnected_cb=on_disconnected,
+                            reconnected_cb=on_reconnected, closed_cb=on_closed)
+    client.append(nc)
     js = nc.jetstream(timeout=5)
     await ensure_stream(js, EVENTS_STREAM)
     return nc, js
@@ -41,13 +62,13 @@ async def ensure_stream(js, config: StreamConfig) -> None:
 MAX_REDELIVERY_DELAY = 60.0
 
 
-def idle_or_down(js, outage: OutageLog) -> None:
+def idle_or_down(js, outage: OutageLog, who: str) -> None:
     """A fetch that timed out: the queue was idle (silent), or the client is cut off from NATS (an outage)."""
     nc = getattr(js, "_nc", None)
     if nc is None or nc.is_connected:
-        outage.ok()
+        outage.ok(who)
     else:
-        outage.failed(ConnectionError("not connected to NATS"))
+        outage.failed(ConnectionError("not connected to NATS"), who)
 
 Handler = Callable[[object, object], Awaitable[None]]  # (event message, unit of work) -> None
 
@@ -73,8 +94,8 @@ class EventConsumer:
         self._inbox = inbox_table_of(metadata)
         self._ack_wait = ack_wait
         self._max_deliver = max_deliver
-        self._bus = OutageLog(log, "nats", f"consumer {name}")  # one per process and dependency, all subjects
-        self._db = OutageLog(log, "database", f"consumer {name}")
+        self._bus = outage_log("nats")
+        self._db = outage_log("database")
 
     def durable_for(self, subject: str) -> str:
         return f"{self._name}-{subject.replace('.', '_').replace('>', 'all').replace('*', 'any')}"
@@ -91,19 +112,19 @@ class EventConsumer:
                 psub = await self._js.pull_subscribe(sub.subject, durable=self.durable_for(sub.subject),
                                                      stream=EVENTS_STREAM.name, config=config)
             except Exception as exc:  # noqa: BLE001 - NATS may be restarting; keep trying
-                self._bus.failed(exc)
+                self._bus.failed(exc, f"consumer {self._name}")
                 await asyncio.sleep(1.0)
         while True:
             try:
                 messages = await psub.fetch(batch=20, timeout=1.0)
             except TimeoutError:  # asyncio's and nats-py's timeouts alike
-                idle_or_down(self._js, self._bus)
+                idle_or_down(self._js, self._bus, f"consumer {self._name}")
                 continue
             except Exception as exc:  # noqa: BLE001
-                self._bus.failed(exc)
+                self._bus.failed(exc, f"consumer {self._name}")
                 await asyncio.sleep(1.0)
                 continue
-            self._bus.ok()
+            self._bus.ok(f"consumer {self._name}")
             for msg in messages:
                 await self._handle(sub, msg)
 
@@ -127,11 +148,11 @@ class EventConsumer:
                 if fresh is not None:
                     await sub.handler(event, uow)
                 await uow.commit()
-            self._db.ok()
+            self._db.ok(f"consumer {self._name}")
         except Exception as exc:  # noqa: BLE001 - redeliver later; the inbox keeps it exactly-once
             outage = is_outage(exc)
             if outage:
-                self._db.failed(exc)
+                self._db.failed(exc, f"consumer {self._name}")
             else:
                 log.warning("event handler failed", extra={"fields": {"subject": msg.subject, "event_id": event_id,
                                                                       "error": repr(exc)[:300]}})
@@ -146,4 +167,4 @@ class EventConsumer:
         try:
             await msg.ack()
         except Exception as exc:  # noqa: BLE001 - redelivered later, and the inbox drops it then
-            self._bus.failed(exc)
+            self._bus.failed(exc, f"consumer {self._name}")

@@ -36,29 +36,43 @@ def is_outage(exc: BaseException | None) -> bool:
 
 
 class OutageLog:
-    """One warning when a dependency stops answering and one info line when it is back, per process and
-    dependency: a long outage does not drown the log, and its length is in the second line."""
+    """One warning when a dependency stops answering and one info line when it is back: a long outage does not
+    drown the log, and its length is in the second line. Use `outage_log(dependency)`: one per process and
+    dependency, shared by everything in the process that meets it. Each reporter (`who`: a connection, a
+    consumer, the relay, the worker) that saw it fail says when it works again; the outage ends with the last."""
 
-    def __init__(self, logger: logging.Logger, dependency: str, activity: str):
-        self._log = logger
-        self._fields = {"dependency": dependency, "activity": activity}
-        self._since: float | None = None
+    def __init__(self, dependency: str):
+        self.dependency = dependency
+        self._down: set[str] = set()
+        self._since = 0.0
 
     @property
     def down(self) -> bool:
-        return self._since is not None
+        return bool(self._down)
 
-    def failed(self, exc: BaseException) -> None:
-
-        if self._since is None:
+    def failed(self, exc: BaseException, who: str) -> None:
+        if not self._down:
             self._since = time.monotonic()
-            self._log.warning("%s unavailable: %s waits for it", self._fields["dependency"], self._fields["activity"],
-                              extra={"fields": {**self._fields, "error": repr(exc)[:300]}})
+            log.warning("%s unavailable; work that needs it waits", self.dependency, extra={"fields": {
+                "dependency": self.dependency, "noticed_by": who, "error": repr(exc)[:300]}})
+        self._down.add(who)
 
-    def ok(self) -> None:
+    def ok(self, who: str) -> None:
+        if who in self._down:
+            self._down.discard(who)
+            if not self._down:
+                log.info("%s available again", self.dependency, extra={"fields": {
+                    "dependency": self.dependency, "outage_seconds": round(time.monotonic() - self._since, 1)}})
 
-        if self._since is not None:
-            seconds = round(time.monotonic() - self._since, 1)
-            self._since = None
-            self._log.info("%s available again", self._fields["dependency"],
-                           extra={"fields": {**self._fields, "outage_seconds": seconds}})
+    def reset(self) -> None:
+        """Forgets every reporter, silently (a reporter that stopped for good, a test's fresh start)."""
+        self._down.clear()
+
+
+log = logging.getLogger("cbr.outage")
+_LOGS: dict[str, OutageLog] = {}
+
+
+def outage_log(dependency: str) -> OutageLog:
+    """The process's outage log of one dependency ("database", "nats")."""
+    return _LOGS.setdefault(dependency, OutageLog(dependency))

@@ -9,7 +9,7 @@ from nats import errors as nats_errors
 from nats.js.errors import NoStreamResponseError
 from sqlalchemy import BigInteger, Column, DateTime, Integer, LargeBinary, MetaData, String, Table, select, update
 
-from cbr_common.outages import OutageLog, is_outage
+from cbr_common.outages import is_outage, outage_log
 
 log = logging.getLogger("cbr.outbox")
 
@@ -61,8 +61,9 @@ class OutboxRelay:
         self._batch = batch
         self._wake = asyncio.Event()
         db.on_commit_with_events.append(self._wake.set)
-        self._bus = OutageLog(log, "nats", "the outbox relay")
-        self._db_outage = OutageLog(log, "database", "the outbox relay")
+        self._bus = outage_log("nats")
+        self._who = f"outbox relay {metadata.schema}"
+        self._db_outage = outage_log("database")
 
     async def publish_pending(self) -> int:
         """One pass: publishes what it can and returns how many rows it published."""
@@ -81,7 +82,7 @@ class OutboxRelay:
                 except Exception as exc:  # noqa: BLE001 - keep the row; stop here so order is kept
                     failed_id, bus_down = row.id, isinstance(exc, TRANSPORT_ERRORS)
                     if bus_down:
-                        self._bus.failed(exc)
+                        self._bus.failed(exc, self._who)
                     else:
                         log.warning("outbox publish refused", extra={"fields": {"subject": row.subject,
                                                                                 "error": repr(exc)[:300]}})
@@ -96,7 +97,7 @@ class OutboxRelay:
                 await session.execute(update(table).where(table.c.id == failed_id)
                                       .values(attempts=table.c.attempts + 1))
         if done:
-            self._bus.ok()
+            self._bus.ok(self._who)
         if bus_down and not done:
             raise ConnectionError("event bus unavailable")
         return len(done)
@@ -106,12 +107,12 @@ class OutboxRelay:
         while True:
             try:
                 published = await self.publish_pending()
-                self._db_outage.ok()
+                self._db_outage.ok(self._who)
                 backoff = self._poll
             except Exception as exc:  # noqa: BLE001 - the relay must outlive outages of NATS and Postgres
                 if not self._bus.down:  # a bus outage was logged where it was met
                     if is_outage(exc):
-                        self._db_outage.failed(exc)
+                        self._db_outage.failed(exc, self._who)
                     else:
                         log.warning("outbox relay pass failed", extra={"fields": {"error": repr(exc)[:300]}})
                 published = 0

@@ -3,6 +3,7 @@ backup the outage cut short completes once Postgres is back, without using up an
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 
@@ -10,6 +11,7 @@ import grpc
 
 from cbr.backup.v1 import backup_pb2 as bp
 from cbr.backup.v1 import task_pb2 as tp
+from cbr_common.outages import outage_log
 from tests.integration.faults.conftest import postgres_paused
 from tests.support.backups import checkpoint, get_backup, wait_success
 from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, expect_error, ref
@@ -46,8 +48,10 @@ async def test_a_paused_postgres_answers_unavailable_then_recovers(fault_caller,
 
 
 async def test_postgres_stopped_mid_backup_the_backup_completes_without_using_an_attempt(
-        fault_caller, fault_infra, fault_services, capsys):
+        fault_caller, fault_infra, fault_services, capsys, caplog):
     caller, services = fault_caller, fault_services
+    caplog.set_level(logging.INFO)
+    outage_log("database").reset()  # whatever an earlier test in this process left
     disk = await create_disk(caller, "outage", 48 * MIB)
     fill(disk.path, 40, seed=21)
     vault = await create_vault(caller, "outage", DISK, BACKUP, resources=[ref(disk)])
@@ -70,6 +74,9 @@ async def test_postgres_stopped_mid_backup_the_backup_completes_without_using_an
     assert "last_outage" in task.extra_info
     assert (task.progress, task.bytes_done) == (100, task.bytes_total)
     assert (await get_backup(caller, backup_id)).status == bp.BACKUP_STATUS_AVAILABLE
+    # The whole process (services, relays, consumers, the worker) logged the outage once and its end once.
+    lines = [r for r in caplog.records if getattr(r, "fields", {}).get("dependency") == "database"]
+    assert [r.levelno for r in lines] == [logging.WARNING, logging.INFO], [(r.getMessage(), r.fields) for r in lines]
     with capsys.disabled():
         print(f"\n[measured] Postgres stopped mid-backup: task success {recovered:.1f} s after Postgres restarted "
               f"(includes the rest of a rate-limited backup); the outage it met: {task.extra_info['last_outage']}")

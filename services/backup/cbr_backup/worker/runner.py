@@ -30,7 +30,7 @@ from cbr_backup.worker.context import JobCancelled, JobContext, JobSuperseded, R
 from cbr_backup.worker.handlers import HANDLERS
 from cbr_common import errors
 from cbr_common.jetstream import idle_or_down
-from cbr_common.outages import OutageLog, is_outage
+from cbr_common.outages import is_outage, outage_log
 
 log = logging.getLogger("cbr.worker")
 
@@ -53,8 +53,9 @@ class Worker:
     outbox: Callable | None = None  # js -> OutboxRelay: the worker's events go out at once, not at a replica's poll
 
     def __post_init__(self):
-        self._nats = OutageLog(log, "nats", "taking jobs")
-        self._db = OutageLog(log, "database", "running jobs")
+        self._who = f"worker {self.worker_id} {id(self):x}"  # in-process test workers share a pid
+        self._nats = outage_log("nats")
+        self._db = outage_log("database")
 
     def consumer_config(self) -> ConsumerConfig:
         # Unbounded deliveries: the attempts are counted on the task row, and a job must never be dropped
@@ -78,19 +79,19 @@ class Worker:
             try:
                 sub = await js.pull_subscribe("jobs.cbr.>", durable=CONSUMER, stream=JOBS_STREAM.name,
                                               config=self.consumer_config())
-                self._nats.ok()
+                self._nats.ok(self._who)
             except Exception as exc:  # noqa: BLE001 - NATS restarting
-                self._nats.failed(exc)
+                self._nats.failed(exc, self._who)
                 await asyncio.sleep(1.0)
         while True:
             try:
                 msgs = await sub.fetch(1, timeout=1.0)
-                self._nats.ok()
+                self._nats.ok(self._who)
             except TimeoutError:  # asyncio's and nats-py's timeouts alike
-                idle_or_down(js, self._nats)
+                idle_or_down(js, self._nats, self._who)
                 continue
             except Exception as exc:  # noqa: BLE001 - NATS restarting: the client reconnects by itself
-                self._nats.failed(exc)
+                self._nats.failed(exc, self._who)
                 await asyncio.sleep(1.0)
                 continue
             for msg in msgs:
@@ -104,10 +105,10 @@ class Worker:
         try:
             taken, task = await lifecycle.take(self.resources.make_uow, job.project_id, job.task_id, self.worker_id,
                                                self.lease_seconds, self.attempts)
-            self._db.ok()
+            self._db.ok(self._who)
         except Exception as exc:  # noqa: BLE001 - the database away: the job goes again soon, nothing counted
             if is_outage(exc):
-                self._db.failed(exc)
+                self._db.failed(exc, self._who)
                 await _quietly(msg.nak(delay=OUTAGE_DELAY))
             else:
                 log.exception("taking job %s failed", job.task_id)
@@ -149,7 +150,7 @@ class Worker:
         except Exception as exc:  # noqa: BLE001
             beat.cancel()
             if is_outage(exc):
-                self._db.failed(exc)
+                self._db.failed(exc, self._who)
                 log.info("job %s attempt %d cut short by an outage; it goes again when it is over",
                          task.task_id, task.attempts, extra={"fields": {**fields, "error": repr(exc)[:300]}})
                 await self._record(lambda: lifecycle.give_back(make_uow, task, exc), msg)
@@ -177,12 +178,12 @@ class Worker:
         while True:
             try:
                 await change()
-                self._db.ok()
+                self._db.ok(self._who)
                 return
             except Exception as exc:  # noqa: BLE001
                 if not is_outage(exc):
                     raise
-                self._db.failed(exc)
+                self._db.failed(exc, self._who)
             if msg is not None:
                 await _quietly(msg.in_progress())
             await asyncio.sleep(pause)
@@ -198,9 +199,9 @@ class Worker:
                 done, total = ctx.progress_values()
                 if await lifecycle.beat(self.resources.make_uow, ctx.task, done, total):
                     ctx.cancel()
-                self._db.ok()
+                self._db.ok(self._who)
             except Exception as exc:  # noqa: BLE001 - the job itself meets the outage too and says so
-                self._db.failed(exc)
+                self._db.failed(exc, self._who)
 
 
 async def _quietly(call) -> None:
