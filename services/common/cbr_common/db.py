@@ -50,7 +50,6 @@ class Database:
     def __init__(self, url: str, schema: str, pool_size: int = 10, connect_timeout: float = 2.0,
                  statement_timeout: float = 5.0, pool_timeout: float = 5.0):
         self.schema = schema
-        self.statement_timeout = statement_timeout
         self.engine: AsyncEngine = create_async_engine(
             url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size, pool_timeout=pool_timeout,
             connect_args={"async_creator_fn": BoundedConnection.connect,
@@ -103,7 +102,8 @@ class UnitOfWork:
                 connection = await self.session.connection()
                 raw = await connection.get_raw_connection()
                 Database.set_budget(raw.driver_connection, self._statement_seconds)  # back to default at checkin
-                await self.session.execute(text(f"SET LOCAL statement_timeout = {int(self._statement_seconds * 1000)}"))
+                milliseconds = int(self._statement_seconds * 1000)
+                await self.session.execute(text(f"SET LOCAL statement_timeout = {milliseconds}"))
             except BaseException as exc:
                 await self.__aexit__(type(exc), exc, None)
                 raise

@@ -22,17 +22,15 @@ _DOWN = (UnavailableError, psycopg.OperationalError, psycopg.InterfaceError, sa_
 
 def is_outage(exc: BaseException | None) -> bool:
     """Whether exc, or an error it was raised from, says a dependency (the database, NATS) is unreachable. A
-    query the server cancelled for running too long is not an outage: the server answered."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, psycopg.errors.QueryCanceled):
-            return False
-        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-            return True
-        if isinstance(exc, _DOWN):
-            return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
+    statement the server cancelled for running too long is not an outage: the server answered."""
+    chain = []
+    while exc is not None and len(chain) < 10:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    if any(isinstance(e, psycopg.errors.QueryCanceled) for e in chain):
+        return False
+    return any(isinstance(e, _DOWN) or (isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated)
+               for e in chain)
 
 
 class OutageLog:
