@@ -62,6 +62,12 @@ async def ensure_stream(js, config: StreamConfig) -> None:
 MAX_REDELIVERY_DELAY = 60.0
 
 
+def client_closed(js) -> bool:
+    """The client was closed (the process is stopping): it never reconnects, so its loops end."""
+    nc = getattr(js, "_nc", None)
+    return nc is not None and nc.is_closed
+
+
 def idle_or_down(js, outage: OutageLog, who: str) -> None:
     """A fetch that timed out: the queue was idle (silent), or the client is cut off from NATS (an outage)."""
     nc = getattr(js, "_nc", None)
@@ -96,6 +102,7 @@ class EventConsumer:
         self._max_deliver = max_deliver
         self._bus = outage_log("nats")
         self._db = outage_log("database")
+        self._who = f"consumer {name} {id(self):x}"  # several may share a process (tests)
 
     def durable_for(self, subject: str) -> str:
         return f"{self._name}-{subject.replace('.', '_').replace('>', 'all').replace('*', 'any')}"
@@ -112,19 +119,24 @@ class EventConsumer:
                 psub = await self._js.pull_subscribe(sub.subject, durable=self.durable_for(sub.subject),
                                                      stream=EVENTS_STREAM.name, config=config)
             except Exception as exc:  # noqa: BLE001 - NATS may be restarting; keep trying
-                self._bus.failed(exc, f"consumer {self._name}")
+                if client_closed(self._js):
+                    return
+                self._bus.failed(exc, self._who)
                 await asyncio.sleep(1.0)
         while True:
             try:
                 messages = await psub.fetch(batch=20, timeout=1.0)
             except TimeoutError:  # asyncio's and nats-py's timeouts alike
-                idle_or_down(self._js, self._bus, f"consumer {self._name}")
+                idle_or_down(self._js, self._bus, self._who)
                 continue
             except Exception as exc:  # noqa: BLE001
-                self._bus.failed(exc, f"consumer {self._name}")
+                if client_closed(self._js):
+                    self._bus.ok(self._who)  # not an outage: it is shutting down
+                    return
+                self._bus.failed(exc, self._who)
                 await asyncio.sleep(1.0)
                 continue
-            self._bus.ok(f"consumer {self._name}")
+            self._bus.ok(self._who)
             for msg in messages:
                 await self._handle(sub, msg)
 
@@ -148,11 +160,11 @@ class EventConsumer:
                 if fresh is not None:
                     await sub.handler(event, uow)
                 await uow.commit()
-            self._db.ok(f"consumer {self._name}")
+            self._db.ok(self._who)
         except Exception as exc:  # noqa: BLE001 - redeliver later; the inbox keeps it exactly-once
             outage = is_outage(exc)
             if outage:
-                self._db.failed(exc, f"consumer {self._name}")
+                self._db.failed(exc, self._who)
             else:
                 log.warning("event handler failed", extra={"fields": {"subject": msg.subject, "event_id": event_id,
                                                                       "error": repr(exc)[:300]}})
@@ -167,4 +179,4 @@ class EventConsumer:
         try:
             await msg.ack()
         except Exception as exc:  # noqa: BLE001 - redelivered later, and the inbox drops it then
-            self._bus.failed(exc, f"consumer {self._name}")
+            self._bus.failed(exc, self._who)

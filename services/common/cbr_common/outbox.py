@@ -62,7 +62,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         db.on_commit_with_events.append(self._wake.set)
         self._bus = outage_log("nats")
-        self._who = f"outbox relay {metadata.schema}"
+        self._who = f"outbox relay {metadata.schema} {id(self):x}"  # several may share a process (tests)
         self._db_outage = outage_log("database")
 
     async def publish_pending(self) -> int:

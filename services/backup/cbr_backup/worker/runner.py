@@ -29,7 +29,7 @@ from cbr_backup.service.lifecycle import Take
 from cbr_backup.worker.context import JobCancelled, JobContext, JobSuperseded, Resources
 from cbr_backup.worker.handlers import HANDLERS
 from cbr_common import errors
-from cbr_common.jetstream import idle_or_down
+from cbr_common.jetstream import client_closed, idle_or_down
 from cbr_common.outages import is_outage, outage_log
 
 log = logging.getLogger("cbr.worker")
@@ -91,6 +91,9 @@ class Worker:
                 idle_or_down(js, self._nats, self._who)
                 continue
             except Exception as exc:  # noqa: BLE001 - NATS restarting: the client reconnects by itself
+                if client_closed(js):
+                    self._nats.ok(self._who)  # not an outage: the process is stopping
+                    return
                 self._nats.failed(exc, self._who)
                 await asyncio.sleep(1.0)
                 continue
