@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cbr_common.errors import ConflictError, UnavailableError
 from cbr_common.outbox import outbox_table_of
+from cbr_common.subjects import subject_of
 
 
 def utcnow() -> dt.datetime:
@@ -128,8 +129,11 @@ class UnitOfWork:
                 callback()
             self._events = 0
 
-    async def publish(self, subject: str, event: Message) -> str:
-        """Stamps event_id and occurred_time and queues the event in the outbox. Returns the event id."""
+    async def publish(self, event: Message, kind: str = "", *, subject: str = "") -> str:
+        """Stamps event_id and occurred_time and queues the event in the outbox, on the subject the table in
+        cbr_common/subjects.py gives its type (and kind); `subject` for what is not an event (a job on its work
+        queue) and a test's private subject. Returns the event id."""
+        subject = subject or subject_of(type(event), kind)
         event_id = str(uuid.uuid4())
         event.event_id = event_id
         event.occurred_time.FromDatetime(utcnow())

@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from cbr_common.db import utcnow
 from cbr_common.outages import OutageLog, is_outage, outage_log
 from cbr_common.outbox import MSG_ID_HEADER, inbox_table_of
+from cbr_common.subjects import subject_of
 
 log = logging.getLogger("cbr.jetstream")
 
@@ -81,9 +82,15 @@ Handler = Callable[[object, object], Awaitable[None]]  # (event message, unit of
 
 @dataclass(frozen=True)
 class Subscription:
-    subject: str
+    """A handler for one event; its subject comes from cbr_common/subjects.py (`subject` only for a test's own)."""
     message_type: type
     handler: Handler
+    kind: str = ""
+    subject: str = ""
+
+    def __post_init__(self):
+        if not self.subject:
+            object.__setattr__(self, "subject", subject_of(self.message_type, self.kind))
 
 
 class EventConsumer:

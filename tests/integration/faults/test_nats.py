@@ -36,7 +36,7 @@ async def test_events_of_a_burst_arrive_once_after_nats_returns(fault_infra, cap
         received[event.vault_id] += 1
 
     relay = OutboxRelay(db, metadata, js, poll_seconds=0.1)
-    consumer = EventConsumer(js, f"faulttest-{schema}", [Subscription(SUBJECT, ev.VaultCreated, on_created)],
+    consumer = EventConsumer(js, f"faulttest-{schema}", [Subscription(ev.VaultCreated, on_created, subject=SUBJECT)],
                              lambda: UnitOfWork(db, metadata), metadata, ack_wait=5.0)
     caplog.set_level(logging.INFO)
     outage_log("nats").reset()  # whatever an earlier test in this process left
@@ -46,7 +46,7 @@ async def test_events_of_a_burst_arrive_once_after_nats_returns(fault_infra, cap
     try:
         for i, vault_id in enumerate(sent):
             async with UnitOfWork(db, metadata) as uow:
-                await uow.publish(SUBJECT, ev.VaultCreated(project_id="p", vault_id=vault_id))
+                await uow.publish(ev.VaultCreated(project_id="p", vault_id=vault_id), subject=SUBJECT)
                 await uow.commit()
             if i == 20:
                 fault_infra.nats.stop()

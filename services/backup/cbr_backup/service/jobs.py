@@ -34,5 +34,5 @@ def new_task(project_id: str, operation_type: str, **fields) -> Task:
 async def enqueue(uow: BackupUnitOfWork, task: Task) -> None:
     """Records the task and queues its job, in the caller's transaction."""
     await uow.tasks.add(task)
-    await uow.publish(job_subject(task.operation_type), job_pb2.Job(
-        project_id=task.project_id, task_id=task.task_id, operation_type=task.operation_type))
+    await uow.publish(job_pb2.Job(project_id=task.project_id, task_id=task.task_id,
+                                  operation_type=task.operation_type), subject=job_subject(task.operation_type))

@@ -140,7 +140,7 @@ async def _fail_in(uow: BackupUnitOfWork, task: Task, status: str, code: str, me
         backup = await uow.backups.get_backup(task.project_id, task.backup_id)
         if backup is not None:
             await move_backup(uow, task.project_id, task.backup_id, lc.ERROR)
-        await uow.publish("cbr.backup.failed", ev.BackupFailed(
+        await uow.publish(ev.BackupFailed(
             project_id=task.project_id, backup_id=task.backup_id, vault_id=task.vault_id,
             resource_id=task.resource_id, checkpoint_id=task.checkpoint_id, task_id=task.task_id,
             resource_type=enum_value(common_pb2.ObjectType, backup.resource_type) if backup else 0,
@@ -148,7 +148,7 @@ async def _fail_in(uow: BackupUnitOfWork, task: Task, status: str, code: str, me
             error_message=message))
     elif task.operation_type == "restore" and task.backup_id:
         await _back_to_available(uow, task)
-        await uow.publish("cbr.restore.failed", ev.RestoreFailed(
+        await uow.publish(ev.RestoreFailed(
             project_id=task.project_id, backup_id=task.backup_id, vault_id=task.vault_id, task_id=task.task_id,
             target_resource_id=task.resource_id, new_disk=task.params.get("kind") == "new_disk",
             error_code=code, error_message=message))
@@ -156,7 +156,7 @@ async def _fail_in(uow: BackupUnitOfWork, task: Task, status: str, code: str, me
         if await uow.backups.get_backup(task.project_id, task.backup_id) is not None:
             await move_backup(uow, task.project_id, task.backup_id, lc.ERROR)
     elif task.operation_type == "vault_delete":  # the vault service marks the vault error, not deleting
-        await uow.publish("cbr.backup.vault_purged", ev.VaultBackupsPurged(
+        await uow.publish(ev.VaultBackupsPurged(
             project_id=task.project_id, vault_id=task.vault_id, task_id=task.task_id, deleted_count=0,
             failed_count=1))
     if task.params.get("kind") == "new_disk":  # its data never fully arrived
@@ -178,7 +178,7 @@ async def move_backup(uow: BackupUnitOfWork, project_id: str, backup_id: str, st
 
 async def publish_usage(uow: BackupUnitOfWork, project_id: str, vault_id: str) -> int:
     used = await uow.backups.used_bytes(vault_id)
-    await uow.publish("cbr.backup.vault_usage", ev.VaultUsageMeasured(
+    await uow.publish(ev.VaultUsageMeasured(
         project_id=project_id, vault_id=vault_id, used_bytes=used))
     return used
 

@@ -168,7 +168,7 @@ async def _complete(ctx: JobContext, backup: Backup, results: dict) -> None:
         await lifecycle.finish(uow, task, "success", bytes_done=done, bytes_total=total, extra_info=dict(
             task.extra_info, read_bytes=str(sum(p.read_bytes for p in results.values())),
             base_backup_id=",".join(sorted({p.base_backup_id for p in results.values()} - {""}))))
-        await uow.publish("cbr.backup.completed", ev.BackupCompleted(
+        await uow.publish(ev.BackupCompleted(
             project_id=task.project_id, backup_id=backup.backup_id, vault_id=backup.vault_id,
             resource_id=backup.resource_id, resource_type=enum_value(common_pb2.ObjectType, backup.resource_type),
             checkpoint_id=backup.checkpoint_id, auto_trigger=backup.auto_trigger, policy_id=backup.policy_id,

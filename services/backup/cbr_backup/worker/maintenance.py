@@ -44,7 +44,7 @@ async def run_delete(ctx: JobContext) -> None:
         await uow.backups.delete_family(backup.backup_id)
         await lifecycle.finish(uow, task, "success", extra_info=dict(task.extra_info, **freed))
         await lifecycle.publish_usage(uow, task.project_id, backup.vault_id)
-        await uow.publish("cbr.backup.deleted", ev.BackupDeleted(
+        await uow.publish(ev.BackupDeleted(
             project_id=task.project_id, backup_id=backup.backup_id, vault_id=backup.vault_id,
             freed_stored_bytes=int(freed["freed_bytes"]), auto_trigger=backup.auto_trigger,
             resource_id=backup.resource_id))
@@ -161,7 +161,7 @@ async def run_vault_delete(ctx: JobContext) -> None:
             await uow.backups.forget_vault(task.vault_id)  # chunk rows, key, checkpoints
             await lifecycle.finish(uow, task, "success", extra_info=dict(
                 task.extra_info, fail_count="0", total_count=str(total)))
-            await uow.publish("cbr.backup.vault_purged", ev.VaultBackupsPurged(
+            await uow.publish(ev.VaultBackupsPurged(
                 project_id=task.project_id, vault_id=task.vault_id, task_id=task.task_id, deleted_count=total,
                 failed_count=0))
             await uow.commit()

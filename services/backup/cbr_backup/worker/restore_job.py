@@ -65,7 +65,7 @@ async def run_restore(ctx: JobContext) -> None:
         done, total = ctx.progress_values()
         await lifecycle.finish(uow, task, "success", bytes_done=done, bytes_total=total,
                               extra_info=dict(task.extra_info, written_bytes=str(written)))
-        await uow.publish("cbr.restore.completed", ev.RestoreCompleted(
+        await uow.publish(ev.RestoreCompleted(
             project_id=task.project_id, backup_id=backup.backup_id, vault_id=backup.vault_id, task_id=task.task_id,
             resource_type=enum_value(common_pb2.ObjectType, backup.resource_type),
             target_resource_id=task.resource_id, new_disk=params["kind"] == "new_disk", written_bytes=written))

@@ -50,16 +50,16 @@ async def create_vault(cmd: CreateVault, uow: VaultUnitOfWork, directory: Protec
             vault.backup_policy_id = policy.policy_id
         with _one_vault_per_resource():
             await uow.vaults.add(vault)
-            await uow.publish("cbr.vault.created", ev.VaultCreated(
+            await uow.publish(ev.VaultCreated(
                 project_id=vault.project_id, vault_id=vault.vault_id,
                 object_type=OBJECT_TYPE_EVENT[vault.object_type], protect_type=vault.protect_type))
             if vault.resources:
-                await _publish_resources(uow, "cbr.vault.resources_added", vault,
+                await _publish_resources(uow, "added", vault,
                                          [r.resource_id for r in vault.resources])
             if vault.backup_policy_id:
-                await uow.publish("cbr.vault.policy_associated", ev.VaultPolicyChanged(
+                await uow.publish(ev.VaultPolicyChanged(
                     project_id=vault.project_id, vault_id=vault.vault_id, policy_id=vault.backup_policy_id,
-                    operation_type="backup"))
+                    operation_type="backup"), "associated")
             await uow.commit()
     return vault
 
@@ -103,7 +103,7 @@ async def update_vault(cmd: UpdateVault, uow: VaultUnitOfWork) -> Vault:
         if changes:
             await uow.vaults.update_fields(vault.vault_id, **changes)
             vault = await _vault(uow, cmd.project_id, cmd.vault_id)
-            await uow.publish("cbr.vault.updated", ev.VaultUpdated(
+            await uow.publish(ev.VaultUpdated(
                 project_id=vault.project_id, vault_id=vault.vault_id, size_gb=vault.size_gb,
                 auto_expand=vault.auto_expand, locked=vault.locked))
         await uow.commit()
@@ -121,7 +121,7 @@ async def delete_vault(project_id: str, vault_id: str, uow: VaultUnitOfWork) -> 
             raise errors.VaultLockedError("a locked vault cannot be deleted")
         task_id = str(uuid.uuid4())
         await uow.vaults.update_fields(vault.vault_id, status="deleting")
-        await uow.publish("cbr.vault.delete_requested", ev.VaultDeleteRequested(
+        await uow.publish(ev.VaultDeleteRequested(
             project_id=project_id, vault_id=vault.vault_id, vault_name=vault.name, task_id=task_id))
         await uow.commit()
     return task_id
@@ -137,7 +137,7 @@ async def add_resources(project_id: str, vault_id: str, specs: Sequence[Resource
         ids = [r.resource_id for r in resources]
         with _one_vault_per_resource():
             await uow.vaults.add_resources(vault.vault_id, project_id, resources)
-            await _publish_resources(uow, "cbr.vault.resources_added", vault, ids)
+            await _publish_resources(uow, "added", vault, ids)
             await uow.commit()
     return ids
 
@@ -153,7 +153,7 @@ async def remove_resources(project_id: str, vault_id: str, resource_ids: Sequenc
             raise errors.VaultLockedError("resources cannot be removed from a locked vault")
         _require_held(vault, ids)
         await uow.vaults.remove_resources(vault.vault_id, ids)
-        await _publish_resources(uow, "cbr.vault.resources_removed", vault, ids)
+        await _publish_resources(uow, "removed", vault, ids)
         await uow.commit()
     return ids
 
@@ -182,7 +182,7 @@ async def migrate_resources(project_id: str, vault_id: str, destination_vault_id
         if len(destination.resources) + len(ids) > rules.MAX_RESOURCES:
             raise errors.TooManyResourcesError(f"a vault holds at most {rules.MAX_RESOURCES} resources")
         await uow.vaults.move_resources(source.vault_id, destination.vault_id, ids)
-        await uow.publish("cbr.vault.resources_migrated", ev.VaultResourcesMigrated(
+        await uow.publish(ev.VaultResourcesMigrated(
             project_id=project_id, source_vault_id=source.vault_id, destination_vault_id=destination.vault_id,
             resource_ids=ids))
         await uow.commit()
@@ -208,9 +208,9 @@ async def associate_policy(project_id: str, vault_id: str, policy_id: str, desti
         if policy.operation_type == "replication":
             changes["replication_destination_vault_id"] = destination_vault_id or None
         await uow.vaults.update_fields(vault.vault_id, **changes)
-        await uow.publish("cbr.vault.policy_associated", ev.VaultPolicyChanged(
+        await uow.publish(ev.VaultPolicyChanged(
             project_id=project_id, vault_id=vault.vault_id, policy_id=policy_id,
-            operation_type=policy.operation_type, destination_vault_id=destination_vault_id))
+            operation_type=policy.operation_type, destination_vault_id=destination_vault_id), "associated")
         await uow.commit()
 
 
@@ -225,8 +225,9 @@ async def dissociate_policy(project_id: str, vault_id: str, policy_id: str, uow:
         if slot == "replication":
             changes["replication_destination_vault_id"] = None
         await uow.vaults.update_fields(vault.vault_id, **changes)
-        await uow.publish("cbr.vault.policy_dissociated", ev.VaultPolicyChanged(
-            project_id=project_id, vault_id=vault.vault_id, policy_id=policy_id, operation_type=slot))
+        await uow.publish(ev.VaultPolicyChanged(
+            project_id=project_id, vault_id=vault.vault_id, policy_id=policy_id, operation_type=slot),
+            "dissociated")
         await uow.commit()
 
 
@@ -358,9 +359,9 @@ async def _checked_new_resources(vault: Vault, specs: Sequence[ResourceSpec], uo
     return resources
 
 
-async def _publish_resources(uow: VaultUnitOfWork, subject: str, vault: Vault, ids: list[str]) -> None:
-    await uow.publish(subject, ev.VaultResourcesChanged(project_id=vault.project_id, vault_id=vault.vault_id,
-                                                        resource_ids=ids))
+async def _publish_resources(uow: VaultUnitOfWork, kind: str, vault: Vault, ids: list[str]) -> None:
+    await uow.publish(ev.VaultResourcesChanged(project_id=vault.project_id, vault_id=vault.vault_id,
+                                               resource_ids=ids), kind)
 
 
 @contextlib.contextmanager
