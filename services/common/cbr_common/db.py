@@ -1,4 +1,11 @@
-"""Async SQLAlchemy engine on psycopg 3, and the unit of work every use case runs in."""
+"""Async SQLAlchemy engine on psycopg 3, and the unit of work every use case runs in.
+
+Every wait on the database is bounded, so a database that stops answering (paused, unreachable) makes a call fail
+with UnavailableError within seconds instead of hanging: connecting (connect_timeout), taking a pooled connection
+(pool_timeout), and each statement: the server cancels it after statement_timeout, and should the server not
+answer at all, the client gives up a little later and closes the connection (BoundedConnection). Long jobs ask
+for a budget of their own (`UnitOfWork(..., statement_seconds=...)`).
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -7,27 +14,68 @@ from typing import Callable
 
 import psycopg
 from google.protobuf.message import Message
+from sqlalchemy import event, insert, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from cbr_common.errors import ConflictError, UnavailableError
 from cbr_common.outbox import outbox_table_of
+from cbr_common.subjects import subject_of
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+CLIENT_GRACE_SECONDS = 1.0  # past the server's own statement timeout: only a server that does not answer
+PING_SECONDS = 2.0
+
+
+class BoundedConnection(psycopg.AsyncConnection):
+    """A connection whose every wait for the server ends after `budget` seconds: the server is then taken for
+    gone, the connection is closed (the pool drops it) and the call fails with OperationalError."""
+
+    budget: float = 30.0
+
+    async def wait(self, gen, interval: float = 0.1, timeout: float | None = None):
+        try:
+            return await super().wait(gen, interval=interval, timeout=timeout or self.budget)
+        except psycopg.errors._WaitTimeout:  # noqa: SLF001 - psycopg's own signal for a wait that ran out
+            await self.close()
+            raise psycopg.OperationalError(f"the database did not answer within {self.budget:g} s") from None
+
+
 class Database:
     """Owns the engine and session factory for one service's schema."""
 
-    def __init__(self, url: str, schema: str, pool_size: int = 10):
+    def __init__(self, url: str, schema: str, pool_size: int = 10, connect_timeout: float = 2.0,
+                 statement_timeout: float = 5.0, pool_timeout: float = 5.0):
         self.schema = schema
-        self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=True, pool_size=pool_size,
-                                                       max_overflow=pool_size)
+        self.engine: AsyncEngine = create_async_engine(
+            url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size, pool_timeout=pool_timeout,
+            connect_args={"async_creator_fn": BoundedConnection.connect,
+                          "connect_timeout": max(1, round(connect_timeout)),
+                          "options": f"-c statement_timeout={int(statement_timeout * 1000)}"})
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.on_commit_with_events: list[Callable[[], None]] = []  # e.g. wake the outbox relay
+
+        # A pooled connection waits PING_SECONDS for the ping that checks it out (a live server answers in
+        # milliseconds), then the statement budget while it is out.
+        pool = self.engine.sync_engine.pool
+
+        @event.listens_for(pool, "connect")
+        @event.listens_for(pool, "checkout")
+        def _statement_budget(dbapi_connection, *_):
+            self.set_budget(dbapi_connection.driver_connection, statement_timeout)
+
+        @event.listens_for(pool, "checkin")
+        def _ping_budget(dbapi_connection, *_):
+            if dbapi_connection is not None:
+                dbapi_connection.driver_connection.budget = PING_SECONDS
+
+    @staticmethod
+    def set_budget(connection: BoundedConnection, statement_seconds: float) -> None:
+        connection.budget = statement_seconds + CLIENT_GRACE_SECONDS
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -40,26 +88,37 @@ class UnitOfWork:
     change and the news of it commit together or not at all.
     """
 
-    def __init__(self, db: Database, metadata):
+    def __init__(self, db: Database, metadata, statement_seconds: float | None = None):
         self._db = db
         self._outbox = outbox_table_of(metadata)
+        self._statement_seconds = statement_seconds  # a long job's budget; None: the database's default
         self.session: AsyncSession | None = None
         self._events = 0
 
     async def __aenter__(self) -> "UnitOfWork":
         self.session = self._db.sessions()
         self._events = 0
+        if self._statement_seconds:
+            try:
+                connection = await self.session.connection()
+                raw = await connection.get_raw_connection()
+                Database.set_budget(raw.driver_connection, self._statement_seconds)  # back to default at checkin
+                milliseconds = int(self._statement_seconds * 1000)
+                await self.session.execute(text(f"SET LOCAL statement_timeout = {milliseconds}"))
+            except BaseException as exc:
+                await self.__aexit__(type(exc), exc, None)
+                raise
         return self
 
     async def __aexit__(self, exc_type, exc, tb) -> None:
         try:
             await self.session.rollback()
             await self.session.close()
-        except sa_exc.DBAPIError:
-            pass  # the connection is already gone; the original error says more
+        except Exception:  # noqa: BLE001 - the connection is already gone; the original error says more
+            pass
         if isinstance(exc, sa_exc.DBAPIError) and isinstance(exc.orig, psycopg.errors.TransactionRollback):
             raise ConflictError("a concurrent change won, try again") from exc  # serialization failure, deadlock
-        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) or (
+        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)) or (
                 isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated):
             raise UnavailableError("database unavailable, try again") from exc
 
@@ -70,8 +129,11 @@ class UnitOfWork:
                 callback()
             self._events = 0
 
-    async def publish(self, subject: str, event: Message) -> str:
-        """Stamps event_id and occurred_time and queues the event in the outbox. Returns the event id."""
+    async def publish(self, event: Message, kind: str = "", *, subject: str = "") -> str:
+        """Stamps event_id and occurred_time and queues the event in the outbox, on the subject the table in
+        cbr_common/subjects.py gives its type (and kind); `subject` for what is not an event (a job on its work
+        queue) and a test's private subject. Returns the event id."""
+        subject = subject or subject_of(type(event), kind)
         event_id = str(uuid.uuid4())
         event.event_id = event_id
         event.occurred_time.FromDatetime(utcnow())

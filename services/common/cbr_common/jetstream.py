@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 import logging
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import nats
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
 from nats.js.errors import BadRequestError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from cbr_common.db import utcnow
+from cbr_common.outages import OutageLog, is_outage, outage_log
 from cbr_common.outbox import MSG_ID_HEADER, inbox_table_of
+from cbr_common.subjects import subject_of
 
 log = logging.getLogger("cbr.jetstream")
 
@@ -24,8 +26,28 @@ EVENTS_STREAM = StreamConfig(
 
 async def connect(url: str):
     """Connects with endless reconnects, so a NATS restart is survived, and makes sure the streams exist."""
+    bus, who, client = outage_log("nats"), f"connection {uuid.uuid4().hex[:8]}", []
+
+    async def on_error(exc: Exception) -> None:  # instead of nats-py's, which logs every reconnect attempt
+        if is_outage(exc) or isinstance(exc, OSError):
+            bus.failed(exc, who)
+        else:
+            log.warning("nats error", extra={"fields": {"error": repr(exc)[:300]}})
+
+    async def on_disconnected() -> None:
+        if client and not client[0].is_closed:  # closing is not an outage
+            bus.failed(ConnectionError("disconnected"), who)
+
+    async def on_reconnected() -> None:
+        bus.ok(who)
+
+    async def on_closed() -> None:
+        bus.ok(who)
+
     nc = await nats.connect(url, name="cbr", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                            connect_timeout=5)
+                            connect_timeout=5, error_cb=on_error, disconnected_cb=on_disconnected,
+                            reconnected_cb=on_reconnected, closed_cb=on_closed)
+    client.append(nc)
     js = nc.jetstream(timeout=5)
     await ensure_stream(js, EVENTS_STREAM)
     return nc, js
@@ -40,14 +62,35 @@ async def ensure_stream(js, config: StreamConfig) -> None:
 
 MAX_REDELIVERY_DELAY = 60.0
 
+
+def client_closed(js) -> bool:
+    """The client was closed (the process is stopping): it never reconnects, so its loops end."""
+    nc = getattr(js, "_nc", None)
+    return nc is not None and nc.is_closed
+
+
+def idle_or_down(js, outage: OutageLog, who: str) -> None:
+    """A fetch that timed out: the queue was idle (silent), or the client is cut off from NATS (an outage)."""
+    nc = getattr(js, "_nc", None)
+    if nc is None or nc.is_connected:
+        outage.ok(who)
+    else:
+        outage.failed(ConnectionError("not connected to NATS"), who)
+
 Handler = Callable[[object, object], Awaitable[None]]  # (event message, unit of work) -> None
 
 
 @dataclass(frozen=True)
 class Subscription:
-    subject: str
+    """A handler for one event; its subject comes from cbr_common/subjects.py (`subject` only for a test's own)."""
     message_type: type
     handler: Handler
+    kind: str = ""
+    subject: str = ""
+
+    def __post_init__(self):
+        if not self.subject:
+            object.__setattr__(self, "subject", subject_of(self.message_type, self.kind))
 
 
 class EventConsumer:
@@ -64,6 +107,9 @@ class EventConsumer:
         self._inbox = inbox_table_of(metadata)
         self._ack_wait = ack_wait
         self._max_deliver = max_deliver
+        self._bus = outage_log("nats")
+        self._db = outage_log("database")
+        self._who = f"consumer {name} {id(self):x}"  # several may share a process (tests)
 
     def durable_for(self, subject: str) -> str:
         return f"{self._name}-{subject.replace('.', '_').replace('>', 'all').replace('*', 'any')}"
@@ -80,19 +126,24 @@ class EventConsumer:
                 psub = await self._js.pull_subscribe(sub.subject, durable=self.durable_for(sub.subject),
                                                      stream=EVENTS_STREAM.name, config=config)
             except Exception as exc:  # noqa: BLE001 - NATS may be restarting; keep trying
-                log.warning("subscribe failed", extra={"fields": {"subject": sub.subject, "error": repr(exc)}})
+                if client_closed(self._js):
+                    return
+                self._bus.failed(exc, self._who)
                 await asyncio.sleep(1.0)
         while True:
             try:
                 messages = await psub.fetch(batch=20, timeout=1.0)
-            except NatsTimeoutError:
+            except TimeoutError:  # asyncio's and nats-py's timeouts alike
+                idle_or_down(self._js, self._bus, self._who)
                 continue
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # noqa: BLE001
-                log.warning("fetch failed", extra={"fields": {"subject": sub.subject, "error": repr(exc)}})
+                if client_closed(self._js):
+                    self._bus.ok(self._who)  # not an outage: it is shutting down
+                    return
+                self._bus.failed(exc, self._who)
                 await asyncio.sleep(1.0)
                 continue
+            self._bus.ok(self._who)
             for msg in messages:
                 await self._handle(sub, msg)
 
@@ -116,14 +167,23 @@ class EventConsumer:
                 if fresh is not None:
                     await sub.handler(event, uow)
                 await uow.commit()
-            await msg.ack()
-        except asyncio.CancelledError:
-            raise
+            self._db.ok(self._who)
         except Exception as exc:  # noqa: BLE001 - redeliver later; the inbox keeps it exactly-once
-            log.warning("event handler failed", extra={"fields": {"subject": msg.subject, "event_id": event_id,
-                                                                  "error": repr(exc)}})
+            outage = is_outage(exc)
+            if outage:
+                self._db.failed(exc, self._who)
+            else:
+                log.warning("event handler failed", extra={"fields": {"subject": msg.subject, "event_id": event_id,
+                                                                      "error": repr(exc)[:300]}})
             try:
-                # Redelivered until it succeeds (max_deliver -1): a database outage must not drop events.
-                await msg.nak(delay=min(2.0 ** msg.metadata.num_delivered, MAX_REDELIVERY_DELAY))
+                # Redelivered until it succeeds (max_deliver -1): a database outage must not drop events, and
+                # an event that waited out an outage goes again soon after it.
+                delay = 1.0 if outage else min(2.0 ** msg.metadata.num_delivered, MAX_REDELIVERY_DELAY)
+                await msg.nak(delay=delay)
             except Exception:  # noqa: BLE001
                 pass
+            return
+        try:
+            await msg.ack()
+        except Exception as exc:  # noqa: BLE001 - redelivered later, and the inbox drops it then
+            self._bus.failed(exc, self._who)

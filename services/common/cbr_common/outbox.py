@@ -9,6 +9,8 @@ from nats import errors as nats_errors
 from nats.js.errors import NoStreamResponseError
 from sqlalchemy import BigInteger, Column, DateTime, Integer, LargeBinary, MetaData, String, Table, select, update
 
+from cbr_common.outages import is_outage, outage_log
+
 log = logging.getLogger("cbr.outbox")
 
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -59,6 +61,9 @@ class OutboxRelay:
         self._batch = batch
         self._wake = asyncio.Event()
         db.on_commit_with_events.append(self._wake.set)
+        self._bus = outage_log("nats")
+        self._who = f"outbox relay {metadata.schema} {id(self):x}"  # several may share a process (tests)
+        self._db_outage = outage_log("database")
 
     async def publish_pending(self) -> int:
         """One pass: publishes what it can and returns how many rows it published."""
@@ -75,9 +80,12 @@ class OutboxRelay:
                     await self._js.publish(row.subject, row.payload, headers={MSG_ID_HEADER: row.event_id},
                                            timeout=2.0)
                 except Exception as exc:  # noqa: BLE001 - keep the row; stop here so order is kept
-                    log.warning("outbox publish failed", extra={"fields": {"subject": row.subject,
-                                                                           "error": repr(exc)}})
                     failed_id, bus_down = row.id, isinstance(exc, TRANSPORT_ERRORS)
+                    if bus_down:
+                        self._bus.failed(exc, self._who)
+                    else:
+                        log.warning("outbox publish refused", extra={"fields": {"subject": row.subject,
+                                                                                "error": repr(exc)[:300]}})
                     break
                 done.append(row.id)
             now = dt.datetime.now(dt.timezone.utc)
@@ -88,6 +96,8 @@ class OutboxRelay:
                 # can never be published is set aside after MAX_ATTEMPTS instead of stalling every later one.
                 await session.execute(update(table).where(table.c.id == failed_id)
                                       .values(attempts=table.c.attempts + 1))
+        if done:
+            self._bus.ok(self._who)
         if bus_down and not done:
             raise ConnectionError("event bus unavailable")
         return len(done)
@@ -97,13 +107,16 @@ class OutboxRelay:
         while True:
             try:
                 published = await self.publish_pending()
+                self._db_outage.ok(self._who)
                 backoff = self._poll
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # noqa: BLE001 - the relay must outlive outages of NATS and Postgres
-                log.warning("outbox relay pass failed", extra={"fields": {"error": repr(exc)}})
+                if not self._bus.down:  # a bus outage was logged where it was met
+                    if is_outage(exc):
+                        self._db_outage.failed(exc, self._who)
+                    else:
+                        log.warning("outbox relay pass failed", extra={"fields": {"error": repr(exc)[:300]}})
                 published = 0
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, 2.0)
             if published:
                 continue
             self._wake.clear()

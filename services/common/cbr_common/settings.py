@@ -37,6 +37,11 @@ class Settings:
     max_message_bytes: int = 16 * 1024 * 1024
     outbox_poll_seconds: float = 0.5   # CBR_OUTBOX_POLL_SECONDS
     peer_timeout_seconds: float = 5.0  # CBR_PEER_TIMEOUT_SECONDS: deadline of service-to-service calls
+    # Bounds on every wait for the database, so that a stalled one answers UNAVAILABLE within seconds:
+    db_connect_timeout_seconds: float = 2.0    # CBR_DB_CONNECT_TIMEOUT_SECONDS
+    db_statement_timeout_seconds: float = 5.0  # CBR_DB_STATEMENT_TIMEOUT_SECONDS (RPCs, heartbeats)
+    db_pool_timeout_seconds: float = 5.0       # CBR_DB_POOL_TIMEOUT_SECONDS: waiting for a pooled connection
+    job_statement_timeout_seconds: float = 600.0  # CBR_JOB_STATEMENT_TIMEOUT_SECONDS: a job's own statements
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> "Settings":
@@ -85,11 +90,25 @@ class Settings:
             log_level=env.get("CBR_LOG_LEVEL", "INFO"),
             outbox_poll_seconds=number("CBR_OUTBOX_POLL_SECONDS", 0.5),
             peer_timeout_seconds=number("CBR_PEER_TIMEOUT_SECONDS", 5.0),
+            db_connect_timeout_seconds=number("CBR_DB_CONNECT_TIMEOUT_SECONDS", 2.0),
+            db_statement_timeout_seconds=number("CBR_DB_STATEMENT_TIMEOUT_SECONDS", 5.0),
+            db_pool_timeout_seconds=number("CBR_DB_POOL_TIMEOUT_SECONDS", 5.0),
+            job_statement_timeout_seconds=number("CBR_JOB_STATEMENT_TIMEOUT_SECONDS", 600.0),
         )
+
+    def database(self, schema: str, pool_size: int = 10):
+        """The service's database handle, with these bounds."""
+        from cbr_common.db import Database
+        return Database(self.database_url, schema, pool_size=pool_size,
+                        connect_timeout=self.db_connect_timeout_seconds,
+                        statement_timeout=self.db_statement_timeout_seconds, pool_timeout=self.db_pool_timeout_seconds)
 
     def __post_init__(self):
         if self.job_lease_seconds <= 0 or self.job_attempts < 1:
             raise SettingsError("CBR_JOB_LEASE_SECONDS must be positive and CBR_JOB_ATTEMPTS at least 1")
+        if min(self.db_connect_timeout_seconds, self.db_statement_timeout_seconds, self.db_pool_timeout_seconds,
+               self.job_statement_timeout_seconds) <= 0:
+            raise SettingsError("the CBR_DB_*_TIMEOUT_SECONDS and CBR_JOB_STATEMENT_TIMEOUT_SECONDS must be positive")
         if self.scheduler_interval_seconds < 0 or self.firing_lease_seconds <= 0:
             raise SettingsError("CBR_SCHEDULER_INTERVAL_SECONDS must not be negative and "
                                 "CBR_SCHEDULER_FIRING_LEASE_SECONDS must be positive")

@@ -11,13 +11,14 @@ import subprocess
 import sys
 import time
 
+import grpc
 import pytest
 
 from cbr.backup.v1 import backup_pb2 as bp
 from cbr.backup.v1 import task_pb2 as tp
 from tests.support.backups import (backup_now, checkpoint, disk_in_vault, disk_path, get_backup, new_disk_from,
                                    sha256_file, wait_success, wait_task, write_disk)
-from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, ref
+from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, expect_error, ref
 
 RUNNING = tp.TASK_STATUS_RUNNING
 
@@ -132,6 +133,12 @@ async def test_cancel_a_running_backup(caller, no_inprocess_workers):
     assert final.status == tp.TASK_STATUS_CANCELLED and final.error.code == ""
     listed = await caller.backups.ListBackups(bp.ListBackupsRequest(vault_id=vault.vault_id))
     assert listed.count == 0 and not services.workers[0][0].current
+    # The rule (README, "Cancelling"): the backup is discarded and the task says so instead of linking to it.
+    assert final.backup_id == "" and final.extra_info["discarded_backup_id"] == cp.resources[0].backup_id
+    await expect_error(get_backup(caller, cp.resources[0].backup_id), grpc.StatusCode.NOT_FOUND)
+    # Its bytes and percent agree: how far it got, not 0% of everything or 100% of a part.
+    assert 0 < final.bytes_done <= final.bytes_total
+    assert final.progress == final.bytes_done * 100 // final.bytes_total
     await services.stop_workers()
     await services.start_worker()
     again = await checkpoint(caller, vault.vault_id)
@@ -144,6 +151,7 @@ async def test_cancel_a_waiting_backup_frees_the_resource_at_once(caller, no_inp
     cp = await checkpoint(caller, vault.vault_id)  # no worker runs: it waits
     task = (await caller.tasks.CancelTask(tp.CancelTaskRequest(task_id=cp.resources[0].task_id))).task
     assert task.status == tp.TASK_STATUS_CANCELLED
+    assert task.backup_id == "" and task.extra_info["discarded_backup_id"] == cp.resources[0].backup_id
     assert (await caller.backups.ListBackups(bp.ListBackupsRequest(vault_id=vault.vault_id))).count == 0
     again = await checkpoint(caller, vault.vault_id)
     assert again.resources and not again.skipped_resources
@@ -207,6 +215,7 @@ async def test_watch_streams_progress_and_busy_resources_stay(caller, no_inproce
     assert len(middle) >= 2 and middle == sorted(middle, key=lambda s: s[2]), seen
     assert 32 * MIB <= middle[0][3] < 40 * MIB  # the bytes to read: the written part, not the holes
     assert seen[-1][:2] == (tp.TASK_STATUS_SUCCESS, 100)
+    assert seen[-1][2] == seen[-1][3] > 0  # a success did all there was to do: done == total
     from cbr.vault.v1 import vault_pb2 as vp
     await caller.vault.RemoveResources(vp.RemoveResourcesRequest(vault_id=vault.vault_id,
                                                                  resource_ids=[disk.resource_id]))

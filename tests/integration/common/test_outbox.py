@@ -59,7 +59,7 @@ async def stream_messages(js, subject: str) -> list:
 
 async def commit_event(db, metadata, vault_id: str) -> str:
     async with UnitOfWork(db, metadata) as uow:
-        event_id = await uow.publish(SUBJECT, ev.VaultCreated(project_id="p", vault_id=vault_id))
+        event_id = await uow.publish(ev.VaultCreated(project_id="p", vault_id=vault_id), subject=SUBJECT)
         await uow.commit()
     return event_id
 
@@ -126,7 +126,7 @@ async def test_consumer_handles_each_event_once(schema_db, private_nats):
     async def handler(event, uow):
         handled.append(event.vault_id)
 
-    consumer = EventConsumer(js, "tester", [Subscription(SUBJECT, ev.VaultCreated, handler)],
+    consumer = EventConsumer(js, "tester", [Subscription(ev.VaultCreated, handler, subject=SUBJECT)],
                              lambda: UnitOfWork(db, metadata), metadata)
     event = ev.VaultCreated(event_id=str(uuid.uuid4()), project_id="p", vault_id="v-4")
     # The same event twice, past JetStream's own dedup (different message ids), and one other event.
@@ -155,7 +155,7 @@ async def test_failing_handler_is_retried_and_commits_nothing_until_it_succeeds(
         if len(attempts) < 3:
             raise RuntimeError("not yet")
 
-    consumer = EventConsumer(js, "flaky", [Subscription(SUBJECT, ev.VaultCreated, flaky)],
+    consumer = EventConsumer(js, "flaky", [Subscription(ev.VaultCreated, flaky, subject=SUBJECT)],
                              lambda: UnitOfWork(db, metadata), metadata)
     event = ev.VaultCreated(event_id=str(uuid.uuid4()), project_id="p", vault_id="v-6")
     await js.publish(SUBJECT, event.SerializeToString(), headers={"Nats-Msg-Id": event.event_id})

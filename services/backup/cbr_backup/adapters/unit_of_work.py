@@ -12,8 +12,8 @@ class BackupUnitOfWork(UnitOfWork):
     tasks: TaskRepository
     backups: BackupRepository
 
-    def __init__(self, db: Database):
-        super().__init__(db, metadata)
+    def __init__(self, db: Database, statement_seconds: float | None = None):
+        super().__init__(db, metadata, statement_seconds)
 
     async def __aenter__(self) -> "BackupUnitOfWork":
         await super().__aenter__()

@@ -16,7 +16,7 @@ from cbr_backup.domain.backups import (Backup, BackupFilter, check_backup_name, 
                                        check_grace_seconds, check_restorable, check_target_path)
 from cbr_backup.domain.model import Disk
 from cbr_backup.providers.base import Provider
-from cbr_backup.service import jobs
+from cbr_backup.service import jobs, lifecycle
 from cbr_backup.service.checkpoints import get_vault
 from cbr_common.db import utcnow
 
@@ -86,7 +86,7 @@ async def delete_backup(project_id: str, backup_id: str, make_uow: MakeUow, vaul
         task = jobs.new_task(project_id, "delete", vault_id=backup.vault_id, vault_name=vault.name if vault else "",
                              resource_id=backup.resource_id, resource_name=backup.resource_name,
                              backup_id=backup_id, checkpoint_id=backup.checkpoint_id)
-        await uow.backups.update_family(backup_id, status="waiting_delete")
+        await lifecycle.move_backup(uow, project_id, backup_id, "waiting_delete")
         await jobs.enqueue(uow, task)
         await uow.commit()
     return task.task_id
@@ -110,7 +110,7 @@ async def restore_backup(req: RestoreRequest, make_uow: MakeUow) -> str:
                              resource_name=backup.resource_name, backup_id=backup_id,
                              checkpoint_id=backup.checkpoint_id, params=params)
         await _claim(uow, targets, task.task_id)
-        await uow.backups.update_family(backup_id, status="restoring")
+        await lifecycle.move_backup(uow, req.project_id, backup_id, "restoring")
         await jobs.enqueue(uow, task)
         await uow.commit()
     return task.task_id
@@ -148,7 +148,7 @@ async def create_disk_from_backup(project_id: str, backup_id: str, name: str, si
                                  resource_name=name, backup_id=backup_id, checkpoint_id=backup.checkpoint_id,
                                  params={"kind": "new_disk", "disk_id": disk_id, "size_bytes": size_bytes})
             await _claim(uow, [disk_id], task.task_id)
-            await uow.backups.update_backup(backup_id, status="restoring")
+            await lifecycle.move_backup(uow, project_id, backup_id, "restoring", False)
             await jobs.enqueue(uow, task)
             await uow.commit()
     except BaseException:

@@ -21,5 +21,5 @@ async def on_vault_delete_requested(event: vault_events_pb2.VaultDeleteRequested
 
 
 SUBSCRIPTIONS = [
-    Subscription("cbr.vault.delete_requested", vault_events_pb2.VaultDeleteRequested, on_vault_delete_requested),
+    Subscription(vault_events_pb2.VaultDeleteRequested, on_vault_delete_requested),
 ]

@@ -11,6 +11,7 @@ from nats.js.api import RetentionPolicy, StreamConfig
 
 from cbr.backup.v1 import job_pb2
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
+from cbr_backup.domain import lifecycle as lc
 from cbr_backup.domain.model import Task
 from cbr_common.db import utcnow
 
@@ -27,11 +28,11 @@ def job_subject(operation_type: str) -> str:
 def new_task(project_id: str, operation_type: str, **fields) -> Task:
     now = utcnow()
     return Task(task_id=str(uuid.uuid4()), project_id=project_id, operation_type=operation_type,
-                status="waiting", created_time=now, updated_time=now, **fields)
+                status=lc.WAITING, created_time=now, updated_time=now, **fields)
 
 
 async def enqueue(uow: BackupUnitOfWork, task: Task) -> None:
     """Records the task and queues its job, in the caller's transaction."""
     await uow.tasks.add(task)
-    await uow.publish(job_subject(task.operation_type), job_pb2.Job(
-        project_id=task.project_id, task_id=task.task_id, operation_type=task.operation_type))
+    await uow.publish(job_pb2.Job(project_id=task.project_id, task_id=task.task_id,
+                                  operation_type=task.operation_type), subject=job_subject(task.operation_type))

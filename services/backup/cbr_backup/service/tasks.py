@@ -7,8 +7,9 @@ from typing import AsyncIterator, Callable
 from cbr_backup.adapters.repository import TaskFilter
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.domain import errors, rules
+from cbr_backup.domain import lifecycle as lc
 from cbr_backup.domain.model import Task
-from cbr_backup.service import outcomes
+from cbr_backup.service import lifecycle
 from cbr_backup.service.commands import ListTasks
 from cbr_common.db import utcnow
 
@@ -66,11 +67,10 @@ async def cancel_task(project_id: str, task_id: str, uow: BackupUnitOfWork) -> T
     task_id = rules.check_id(task_id, "task_id")
     async with uow:
         task = rules.check_cancellable(await _task(uow, project_id, task_id, for_update=True))
-        if task.status == "waiting":
-            await outcomes.undo_cancelled(uow, task)
-            await outcomes.finish(uow, task, "cancelled")
+        if task.status == lc.WAITING:
+            await lifecycle.cancel_in(uow, task)
         else:
-            await uow.tasks.update_fields(task_id, extra_info=dict(task.extra_info, cancel_requested="true"))
+            await lifecycle.request_cancel(uow, task)
         await uow.commit()
         task = await _task(uow, project_id, task_id)
     return task

@@ -21,7 +21,7 @@ from cbr_backup.datapath.extents import data_extents
 from cbr_backup.datapath.tree_backup import backup_tree, load_tree_manifest
 from cbr_backup.domain import errors
 from cbr_backup.domain.backups import Backup, check_fits, check_room
-from cbr_backup.service import outcomes
+from cbr_backup.service import lifecycle
 from cbr_backup.worker.context import JobCancelled, JobContext, check_still_mine
 from cbr_common.db import utcnow
 from cbr_common.proto_enums import enum_value
@@ -48,14 +48,15 @@ async def run_backup(ctx: JobContext) -> None:
         used = await uow.backups.used_bytes(backup.vault_id)
         retry = backup.started_time is not None  # an earlier attempt started it (and may have stored chunks)
         backup.started_time = backup.started_time or utcnow()  # a retry keeps the first attempt's start
-        await uow.backups.update_family(backup.backup_id, status="protecting", started_time=backup.started_time)
+        await lifecycle.move_backup(uow, task.project_id, backup.backup_id, "protecting",
+                                    started_time=backup.started_time)
         await uow.commit()
     # Before any snapshot or read: a full vault fails now, not after the whole resource was read and stored. A
     # retry's own earlier chunks are already in `used`, so only the first attempt asks room for a full read.
     full_bytes = 0 if retry else sum(p.resource_size_bytes for p in backup.children or [backup] if not p.incremental)
     check_room(used, task.params["size_gb"], task.params["auto_expand"], full_bytes=full_bytes)
     keys = await ctx.keys(backup.vault_id)
-    manifest_suffix = f"-a{task.attempts}"  # a retry never meets its earlier attempt's manifest
+    manifest_suffix = f"-r{ctx.run_id}"  # a retry never meets its earlier run's manifest
     results: dict[str, Part] = {}  # per backup row that gets a manifest
     # The vault's shared lock is held until the row is available: GC never takes a running backup's chunks or
     # its manifest (DESIGN.md 8).
@@ -160,29 +161,30 @@ async def _complete(ctx: JobContext, backup: Backup, results: dict) -> None:
             stored = await uow.backups.stored_bytes_of(backup.vault_id, part.chunk_ids)
             added = await _added_bytes(uow, backup, part.chunk_ids)
             total_logical, total_stored = total_logical + part.logical_bytes, total_stored + stored
-            await uow.backups.update_backup(part_id, status="available", manifest_id=part.manifest_id,
-                                            logical_bytes=part.logical_bytes, stored_bytes=stored,
-                                            added_bytes=added, base_backup_id=part.base_backup_id or None,
-                                            protected_time=now, incremental=bool(part.base_backup_id))
+            await lifecycle.move_backup(uow, task.project_id, part_id, "available", False,
+                                        manifest_id=part.manifest_id, logical_bytes=part.logical_bytes,
+                                        stored_bytes=stored, added_bytes=added,
+                                        base_backup_id=part.base_backup_id or None,
+                                        protected_time=now, incremental=bool(part.base_backup_id))
         incremental = any(p.base_backup_id for p in results.values())  # only changes were read
         # Disks of one server may share chunks: what the whole backup added counts each chunk once.
         total_added = await _added_bytes(uow, backup, frozenset().union(*(p.chunk_ids for p in results.values())))
         if backup.backup_id not in results:  # a server backup: the parent sums its disks
-            await uow.backups.update_backup(backup.backup_id, status="available", logical_bytes=total_logical,
-                                            stored_bytes=total_stored, added_bytes=total_added, protected_time=now,
-                                            incremental=incremental)
+            await lifecycle.move_backup(uow, task.project_id, backup.backup_id, "available", False,
+                                        logical_bytes=total_logical, stored_bytes=total_stored,
+                                        added_bytes=total_added, protected_time=now, incremental=incremental)
         done, total = ctx.progress_values()
-        await outcomes.finish(uow, task, "success", bytes_done=done, bytes_total=total, extra_info=dict(
+        await lifecycle.finish(uow, task, "success", bytes_done=done, bytes_total=total, extra_info=dict(
             task.extra_info, read_bytes=str(sum(p.read_bytes for p in results.values())),
             base_backup_id=",".join(sorted({p.base_backup_id for p in results.values()} - {""}))))
-        await uow.publish("cbr.backup.completed", ev.BackupCompleted(
+        await uow.publish(ev.BackupCompleted(
             project_id=task.project_id, backup_id=backup.backup_id, vault_id=backup.vault_id,
             resource_id=backup.resource_id, resource_type=enum_value(common_pb2.ObjectType, backup.resource_type),
             checkpoint_id=backup.checkpoint_id, auto_trigger=backup.auto_trigger, policy_id=backup.policy_id,
             logical_bytes=total_logical, stored_bytes=total_stored, added_stored_bytes=total_added,
             incremental=incremental,
             image_type=backup.image_type))
-        await outcomes.publish_usage(uow, task.project_id, backup.vault_id)
+        await lifecycle.publish_usage(uow, task.project_id, backup.vault_id)
         await uow.commit()
 
 

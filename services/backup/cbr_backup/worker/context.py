@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -12,6 +13,7 @@ from typing import Callable
 from cbr_backup.adapters.chunk_index import ChunkIndex
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.datapath import VaultKeys
+from cbr_backup.domain import lifecycle as lc
 from cbr_backup.domain.model import Task
 from cbr_backup.providers.local import LocalProvider
 
@@ -26,12 +28,13 @@ class JobSuperseded(Exception):
 
 @dataclass
 class Resources:
-    make_uow: Callable[[], BackupUnitOfWork]
+    make_uow: Callable[[], BackupUnitOfWork]  # short statements (the lifecycle, heartbeats): RPC bounds
     database_url: str
     store: object           # a ChunkStore
     provider: LocalProvider
     snapshot_dir: Path      # next to the pool, so that snapshots can be reflink clones
     rate_limit_mbps: float = 0.0
+    make_job_uow: Callable[[], BackupUnitOfWork] | None = None  # the handlers': a job's statement budget
 
     def open_index(self) -> ChunkIndex:
         return ChunkIndex(self.database_url)
@@ -47,6 +50,7 @@ class JobContext:
         self._base_done = self._base_total = 0  # finished parts of a job with several (a server's disks)
         self._rate = rate_limit_mbps * 1e6
         self._started = time.monotonic()
+        self.run_id = uuid.uuid4().hex[:8]  # names what this run writes (a retry never meets an earlier run's)
 
     @property
     def store(self):
@@ -54,7 +58,7 @@ class JobContext:
 
     @property
     def make_uow(self):
-        return self.resources.make_uow
+        return self.resources.make_job_uow or self.resources.make_uow
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -111,7 +115,7 @@ async def check_still_mine(uow: BackupUnitOfWork, task: Task) -> None:
     """In the job's final transaction: the task, locked, is still this run's (not cancelled, not taken over by
     another worker that thought this one dead); otherwise the result is not recorded."""
     latest = await uow.tasks.get(task.project_id, task.task_id, for_update=True)
-    if latest is None or latest.status == "cancelled" or latest.extra_info.get("cancel_requested"):
+    if latest is None or latest.status == lc.CANCELLED or latest.extra_info.get("cancel_requested"):
         raise JobCancelled(f"task {task.task_id} was cancelled")
-    if latest.status != "running" or latest.attempts != task.attempts or latest.worker_id != task.worker_id:
+    if latest.status != lc.RUNNING or latest.attempts != task.attempts or latest.worker_id != task.worker_id:
         raise JobSuperseded(f"task {task.task_id} is another run's now")

@@ -19,6 +19,7 @@ from cbr_backup.worker.runner import Worker
 from cbr_common import jetstream
 from cbr_common.db import Database
 from cbr_common.logs import configure_logging
+from cbr_common.outbox import OutboxRelay
 from cbr_common.server import run_until_signalled
 from cbr_common.settings import Settings, SettingsError
 
@@ -47,17 +48,20 @@ def resources(settings: Settings, db: Database) -> Resources:
     start_removing_stale_temp_files(store)
     return Resources(make_uow=lambda: BackupUnitOfWork(db), database_url=settings.database_url,
                      store=store, provider=local_provider(settings),
-                     snapshot_dir=Path(settings.pool_dir) / ".snapshots", rate_limit_mbps=settings.rate_limit_mbps)
+                     snapshot_dir=Path(settings.pool_dir) / ".snapshots", rate_limit_mbps=settings.rate_limit_mbps,
+                     make_job_uow=lambda: BackupUnitOfWork(db, settings.job_statement_timeout_seconds))
 
 
 def worker_for(settings: Settings, db: Database) -> Worker:
-    return Worker(resources(settings, db), lease_seconds=settings.job_lease_seconds, attempts=settings.job_attempts)
+    """A worker that publishes its own events (its outbox relay runs beside it on db)."""
+    return Worker(resources(settings, db), lease_seconds=settings.job_lease_seconds, attempts=settings.job_attempts,
+                  outbox=lambda js: OutboxRelay(db, metadata, js, poll_seconds=settings.outbox_poll_seconds))
 
 
 def main() -> None:
     try:
         settings = Settings.from_env("worker")
-        db = Database(settings.database_url, metadata.schema, pool_size=2)
+        db = settings.database(metadata.schema, pool_size=3)
         worker = worker_for(settings, db)
     except SettingsError as exc:
         print(f"cbr_backup.worker: {exc}", file=sys.stderr)

@@ -10,7 +10,7 @@ from cbr.events.v1 import backup_events_pb2 as ev
 from cbr_backup.datapath.gc import collect_garbage
 from cbr_backup.datapath.verify import verify_chunks
 from cbr_backup.domain.backups import Backup
-from cbr_backup.service import outcomes
+from cbr_backup.service import lifecycle
 from cbr_backup.worker import manifests
 from cbr_backup.worker.context import JobContext, check_still_mine
 from cbr_common.db import utcnow
@@ -45,12 +45,12 @@ async def run_delete(ctx: JobContext) -> None:
     async with ctx.make_uow() as uow:
         backup = await uow.backups.get_backup(task.project_id, task.backup_id, for_update=True)
         if backup is not None:
-            await uow.backups.update_family(backup.backup_id, status="deleting")
+            await lifecycle.move_backup(uow, task.project_id, backup.backup_id, "deleting")
         await uow.commit()
     if backup is None:  # its vault was deleted meanwhile
         async with ctx.make_uow() as uow:
             await check_still_mine(uow, task)
-            await outcomes.finish(uow, task, "success")
+            await lifecycle.finish(uow, task, "success")
             await uow.commit()
         return
     family = {backup.backup_id, *(c.backup_id for c in backup.children)}
@@ -63,9 +63,9 @@ async def run_delete(ctx: JobContext) -> None:
     async with ctx.make_uow() as uow:
         await check_still_mine(uow, task)
         await uow.backups.delete_family(backup.backup_id)
-        await outcomes.finish(uow, task, "success", extra_info=dict(task.extra_info, **freed))
-        await outcomes.publish_usage(uow, task.project_id, backup.vault_id)
-        await uow.publish("cbr.backup.deleted", ev.BackupDeleted(
+        await lifecycle.finish(uow, task, "success", extra_info=dict(task.extra_info, **freed))
+        await lifecycle.publish_usage(uow, task.project_id, backup.vault_id)
+        await uow.publish(ev.BackupDeleted(
             project_id=task.project_id, backup_id=backup.backup_id, vault_id=backup.vault_id,
             freed_stored_bytes=int(freed["freed_bytes"]), auto_trigger=backup.auto_trigger,
             resource_id=backup.resource_id))
@@ -77,12 +77,12 @@ async def run_gc(ctx: JobContext) -> None:
     result = await _collect(ctx, task.vault_id, dt.timedelta(seconds=task.params.get("grace_seconds", 86400)))
     async with ctx.make_uow() as uow:
         await check_still_mine(uow, task)
-        await outcomes.finish(uow, task, "success", extra_info=dict(
+        await lifecycle.finish(uow, task, "success", extra_info=dict(
             task.extra_info, deleted_chunks=str(result.deleted_chunks), freed_bytes=str(result.freed_bytes),
             orphans_deleted=str(result.orphans_deleted), manifests_deleted=str(result.manifests_deleted),
             temp_files_deleted=str(result.temp_files_deleted), exclusive=str(result.exclusive).lower(),
             cutoff=result.cutoff.isoformat()))
-        await outcomes.publish_usage(uow, task.project_id, task.vault_id)
+        await lifecycle.publish_usage(uow, task.project_id, task.vault_id)
         await uow.commit()
 
 
@@ -145,10 +145,10 @@ async def run_verify(ctx: JobContext) -> None:
                                             **({"corrupt": True} if backup.backup_id in corrupt else {}))
             if backup.backup_id in corrupt and backup.parent_id:
                 await uow.backups.update_backup(backup.parent_id, corrupt=True)
-        await outcomes.finish(uow, task, "success", extra_info=dict(
+        await lifecycle.finish(uow, task, "success", extra_info=dict(
             task.extra_info, checked_chunks=str(result.checked_chunks), bad_chunks=str(len(bad)),
             quarantined=str(result.quarantined), corrupt_backups=",".join(sorted(corrupt))))
-        await outcomes.publish_usage(uow, task.project_id, task.vault_id)
+        await lifecycle.publish_usage(uow, task.project_id, task.vault_id)
         await uow.commit()
 
 
@@ -164,11 +164,9 @@ async def run_vault_delete(ctx: JobContext) -> None:
             if other.task_id == task.task_id:
                 continue
             if other.status == "waiting":
-                await outcomes.undo_cancelled(uow, other)
-                await outcomes.finish(uow, other, "cancelled")
+                await lifecycle.cancel_in(uow, other)
             else:
-                await uow.tasks.update_fields(other.task_id,
-                                              extra_info=dict(other.extra_info, cancel_requested="true"))
+                await lifecycle.request_cancel(uow, other)
         await uow.commit()
     async with ctx.index() as index:
         await asyncio.to_thread(index.lock_vault, task.vault_id, True, True)  # running backups stop, then this
@@ -183,9 +181,9 @@ async def run_vault_delete(ctx: JobContext) -> None:
         async with ctx.make_uow() as uow:
             await check_still_mine(uow, task)
             await uow.backups.forget_vault(task.vault_id)  # chunk rows, key, checkpoints
-            await outcomes.finish(uow, task, "success", extra_info=dict(
+            await lifecycle.finish(uow, task, "success", extra_info=dict(
                 task.extra_info, fail_count="0", total_count=str(total)))
-            await uow.publish("cbr.backup.vault_purged", ev.VaultBackupsPurged(
+            await uow.publish(ev.VaultBackupsPurged(
                 project_id=task.project_id, vault_id=task.vault_id, task_id=task.task_id, deleted_count=total,
                 failed_count=0))
             await uow.commit()

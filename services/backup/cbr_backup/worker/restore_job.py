@@ -5,7 +5,7 @@ system (never outside it). Every chunk is verified before its bytes are written 
 In place, a disk is never silently half-restored (DESIGN.md 7.1): a restore point of every target disk is taken
 first where the provider can (a retry finds its earlier attempt's), the disks show `restoring` from before the
 first write until the data is whole, and a failure rolls them back to the point. Where there is no point, a
-failure leaves them `restoring` for the retry, and the final failure marks them `error` (service/outcomes.py).
+failure leaves them `restoring` for the retry, and the final failure marks them `error` (service/lifecycle.py).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from cbr_backup.datapath.tree_restore import restore_tree
 from cbr_backup.domain import errors
 from cbr_backup.domain.backups import Backup, check_restorable
 from cbr_backup.domain.model import Disk
-from cbr_backup.service import outcomes
+from cbr_backup.service import lifecycle
 from cbr_backup.worker import manifests
 from cbr_backup.worker.context import JobContext, check_still_mine
 from cbr_common.proto_enums import enum_value
@@ -57,11 +57,11 @@ async def run_restore(ctx: JobContext) -> None:
         written = await _restore_disks_in_place(ctx, backup, keys)
     async with ctx.make_uow() as uow:
         await check_still_mine(uow, task)
-        await uow.backups.update_family(backup.backup_id, status="available")
+        await lifecycle.move_backup(uow, task.project_id, backup.backup_id, "available")
         done, total = ctx.progress_values()
-        await outcomes.finish(uow, task, "success", bytes_done=done, bytes_total=total,
+        await lifecycle.finish(uow, task, "success", bytes_done=done, bytes_total=total,
                               extra_info=dict(task.extra_info, written_bytes=str(written)))
-        await uow.publish("cbr.restore.completed", ev.RestoreCompleted(
+        await uow.publish(ev.RestoreCompleted(
             project_id=task.project_id, backup_id=backup.backup_id, vault_id=backup.vault_id, task_id=task.task_id,
             resource_type=enum_value(common_pb2.ObjectType, backup.resource_type),
             target_resource_id=task.resource_id, new_disk=params["kind"] == "new_disk", written_bytes=written))

@@ -60,7 +60,7 @@ async def on_vault_deleted(event: vault_ev.VaultDeleted, uow: PolicyUnitOfWork) 
 
 
 SUBSCRIPTIONS = [
-    Subscription("cbr.vault.policy_associated", vault_ev.VaultPolicyChanged, on_vault_policy_associated),
-    Subscription("cbr.vault.policy_dissociated", vault_ev.VaultPolicyChanged, on_vault_policy_dissociated),
-    Subscription("cbr.vault.deleted", vault_ev.VaultDeleted, on_vault_deleted),
+    Subscription(vault_ev.VaultPolicyChanged, on_vault_policy_associated, "associated"),
+    Subscription(vault_ev.VaultPolicyChanged, on_vault_policy_dissociated, "dissociated"),
+    Subscription(vault_ev.VaultDeleted, on_vault_deleted),
 ]

@@ -29,7 +29,7 @@ async def create_policy(cmd: CreatePolicy, uow: PolicyUnitOfWork, region: str) -
             raise errors.TooManyPoliciesError(
                 f"a project has at most {rules.MAX_POLICIES_PER_TYPE} {cmd.operation_type} policies")
         await uow.policies.add(policy)
-        await uow.publish("cbr.policy.created", ev.PolicyCreated(**_event_fields(policy)))
+        await uow.publish(ev.PolicyCreated(**_event_fields(policy)))
         await uow.commit()
     return policy
 
@@ -74,7 +74,7 @@ async def update_policy(cmd: UpdatePolicy, uow: PolicyUnitOfWork, region: str) -
         if changed:
             policy.updated_time = utcnow()
             await uow.policies.replace(policy)
-            await uow.publish("cbr.policy.updated", ev.PolicyUpdated(**_event_fields(policy)))
+            await uow.publish(ev.PolicyUpdated(**_event_fields(policy)))
             await uow.commit()
     return policy
 
@@ -84,7 +84,7 @@ async def delete_policy(project_id: str, policy_id: str, uow: PolicyUnitOfWork) 
     async with uow:
         policy = await _policy(uow, project_id, policy_id, for_update=True)
         await uow.policies.delete(policy.policy_id)
-        await uow.publish("cbr.policy.deleted", ev.PolicyDeleted(project_id=project_id, policy_id=policy.policy_id))
+        await uow.publish(ev.PolicyDeleted(project_id=project_id, policy_id=policy.policy_id))
         await uow.commit()
 
 

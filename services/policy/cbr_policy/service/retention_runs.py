@@ -40,7 +40,7 @@ async def on_backup_completed(event: backup_events_pb2.BackupCompleted, uow) -> 
         await mark_due(uow, event.project_id, event.vault_id, event.occurred_time.ToDatetime(dt.timezone.utc))
 
 
-SUBSCRIPTIONS = [Subscription("cbr.backup.completed", backup_events_pb2.BackupCompleted, on_backup_completed)]
+SUBSCRIPTIONS = [Subscription(backup_events_pb2.BackupCompleted, on_backup_completed)]
 
 
 def backup_plan_of(plans: dict[str, PolicyPlan], vault_id: str) -> PolicyPlan | None:
@@ -126,7 +126,7 @@ class RetentionRunner:
 
         await asyncio.gather(*(delete(d.backup_id) for d in decisions if not d.keep))
         async with self._uow() as uow:
-            await uow.publish("cbr.policy.retention_applied", ev.RetentionApplied(
+            await uow.publish(ev.RetentionApplied(
                 project_id=project_id, vault_id=vault_id, policy_id=plan.policy_id, deleted_backup_ids=deleted,
                 kept_count=sum(d.keep for d in decisions)))
             await uow.commit()

@@ -300,4 +300,4 @@ class Scheduler:
             destination_project_id=plan.destination_project_id,
             destination_vault_id=plan.destination_vault_ids.get(tick.vault_id, ""))
         event.scheduled_time.FromDatetime(tick.scheduled_time)
-        await uow.publish("cbr.policy.triggered", event)
+        await uow.publish(event)

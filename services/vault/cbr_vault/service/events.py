@@ -22,8 +22,8 @@ async def on_policy_saved(event, uow: VaultUnitOfWork) -> None:
 
 async def on_policy_deleted(event: policy_events_pb2.PolicyDeleted, uow: VaultUnitOfWork) -> None:
     for project_id, vault_id in await uow.vaults.forget_policy(event.policy_id):
-        await uow.publish("cbr.vault.policy_dissociated", ev.VaultPolicyChanged(
-            project_id=project_id, vault_id=vault_id, policy_id=event.policy_id))
+        await uow.publish(ev.VaultPolicyChanged(
+            project_id=project_id, vault_id=vault_id, policy_id=event.policy_id), "dissociated")
 
 
 async def on_vault_backups_purged(event: backup_events_pb2.VaultBackupsPurged, uow: VaultUnitOfWork) -> None:
@@ -35,7 +35,7 @@ async def on_vault_backups_purged(event: backup_events_pb2.VaultBackupsPurged, u
         await uow.vaults.update_fields(vault.vault_id, status="error")
         return
     await uow.vaults.delete(vault.vault_id)
-    await uow.publish("cbr.vault.deleted", ev.VaultDeleted(project_id=vault.project_id, vault_id=vault.vault_id))
+    await uow.publish(ev.VaultDeleted(project_id=vault.project_id, vault_id=vault.vault_id))
 
 
 async def on_vault_usage_measured(event: backup_events_pb2.VaultUsageMeasured, uow: VaultUnitOfWork) -> None:
@@ -57,15 +57,15 @@ async def on_vault_usage_measured(event: backup_events_pb2.VaultUsageMeasured, u
     size_gb = rules.expanded_size_gb(vault.size_gb, event.used_bytes)
     if size_gb != vault.size_gb:
         await uow.vaults.update_fields(vault.vault_id, size_gb=size_gb)
-        await uow.publish("cbr.vault.updated", ev.VaultUpdated(
+        await uow.publish(ev.VaultUpdated(
             project_id=vault.project_id, vault_id=vault.vault_id, size_gb=size_gb, auto_expand=vault.auto_expand,
             locked=vault.locked))
 
 
 SUBSCRIPTIONS = [
-    Subscription("cbr.policy.created", policy_events_pb2.PolicyCreated, on_policy_saved),
-    Subscription("cbr.policy.updated", policy_events_pb2.PolicyUpdated, on_policy_saved),
-    Subscription("cbr.policy.deleted", policy_events_pb2.PolicyDeleted, on_policy_deleted),
-    Subscription("cbr.backup.vault_purged", backup_events_pb2.VaultBackupsPurged, on_vault_backups_purged),
-    Subscription("cbr.backup.vault_usage", backup_events_pb2.VaultUsageMeasured, on_vault_usage_measured),
+    Subscription(policy_events_pb2.PolicyCreated, on_policy_saved),
+    Subscription(policy_events_pb2.PolicyUpdated, on_policy_saved),
+    Subscription(policy_events_pb2.PolicyDeleted, on_policy_deleted),
+    Subscription(backup_events_pb2.VaultBackupsPurged, on_vault_backups_purged),
+    Subscription(backup_events_pb2.VaultUsageMeasured, on_vault_usage_measured),
 ]

@@ -51,16 +51,16 @@ async def create_vault(cmd: CreateVault, uow: VaultUnitOfWork, directory: Protec
             vault.backup_policy_id = policy.policy_id
         with _one_vault_per_resource():
             await uow.vaults.add(vault)
-            await uow.publish("cbr.vault.created", ev.VaultCreated(
+            await uow.publish(ev.VaultCreated(
                 project_id=vault.project_id, vault_id=vault.vault_id,
                 object_type=OBJECT_TYPE_EVENT[vault.object_type], protect_type=vault.protect_type))
             if vault.resources:
-                await _publish_resources(uow, "cbr.vault.resources_added", vault,
+                await _publish_resources(uow, "added", vault,
                                          [r.resource_id for r in vault.resources])
             if vault.backup_policy_id:
-                await uow.publish("cbr.vault.policy_associated", ev.VaultPolicyChanged(
+                await uow.publish(ev.VaultPolicyChanged(
                     project_id=vault.project_id, vault_id=vault.vault_id, policy_id=vault.backup_policy_id,
-                    operation_type="backup"))
+                    operation_type="backup"), "associated")
             await uow.commit()
     if vault.resources:
         gone = await _deleted_meanwhile(vault, vault.resources, directory)
@@ -109,7 +109,7 @@ async def update_vault(cmd: UpdateVault, uow: VaultUnitOfWork) -> Vault:
         if changes:
             await uow.vaults.update_fields(vault.vault_id, **changes)
             vault = await _vault(uow, cmd.project_id, cmd.vault_id)
-            await uow.publish("cbr.vault.updated", ev.VaultUpdated(
+            await uow.publish(ev.VaultUpdated(
                 project_id=vault.project_id, vault_id=vault.vault_id, size_gb=vault.size_gb,
                 auto_expand=vault.auto_expand, locked=vault.locked))
         await uow.commit()
@@ -127,7 +127,7 @@ async def delete_vault(project_id: str, vault_id: str, uow: VaultUnitOfWork) -> 
             raise errors.VaultLockedError("a locked vault cannot be deleted")
         task_id = str(uuid.uuid4())
         await uow.vaults.update_fields(vault.vault_id, status="deleting")
-        await uow.publish("cbr.vault.delete_requested", ev.VaultDeleteRequested(
+        await uow.publish(ev.VaultDeleteRequested(
             project_id=project_id, vault_id=vault.vault_id, vault_name=vault.name, task_id=task_id))
         await uow.commit()
     return task_id
@@ -143,7 +143,7 @@ async def add_resources(project_id: str, vault_id: str, specs: Sequence[Resource
         ids = [r.resource_id for r in resources]
         with _one_vault_per_resource():
             await uow.vaults.add_resources(vault.vault_id, project_id, resources)
-            await _publish_resources(uow, "cbr.vault.resources_added", vault, ids)
+            await _publish_resources(uow, "added", vault, ids)
             await uow.commit()
     gone = await _deleted_meanwhile(vault, resources, directory)
     if gone:  # the call adds all or nothing
@@ -164,7 +164,7 @@ async def remove_resources(project_id: str, vault_id: str, resource_ids: Sequenc
             raise errors.VaultLockedError("resources cannot be removed from a locked vault")
         _require_held(vault, ids)
         await uow.vaults.remove_resources(vault.vault_id, ids)
-        await _publish_resources(uow, "cbr.vault.resources_removed", vault, ids)
+        await _publish_resources(uow, "removed", vault, ids)
         await uow.commit()
     return ids
 
@@ -193,7 +193,7 @@ async def migrate_resources(project_id: str, vault_id: str, destination_vault_id
         if len(destination.resources) + len(ids) > rules.MAX_RESOURCES:
             raise errors.TooManyResourcesError(f"a vault holds at most {rules.MAX_RESOURCES} resources")
         await uow.vaults.move_resources(source.vault_id, destination.vault_id, ids)
-        await uow.publish("cbr.vault.resources_migrated", ev.VaultResourcesMigrated(
+        await uow.publish(ev.VaultResourcesMigrated(
             project_id=project_id, source_vault_id=source.vault_id, destination_vault_id=destination.vault_id,
             resource_ids=ids))
         await uow.commit()
@@ -219,9 +219,9 @@ async def associate_policy(project_id: str, vault_id: str, policy_id: str, desti
         if policy.operation_type == "replication":
             changes["replication_destination_vault_id"] = destination_vault_id or None
         await uow.vaults.update_fields(vault.vault_id, **changes)
-        await uow.publish("cbr.vault.policy_associated", ev.VaultPolicyChanged(
+        await uow.publish(ev.VaultPolicyChanged(
             project_id=project_id, vault_id=vault.vault_id, policy_id=policy_id,
-            operation_type=policy.operation_type, destination_vault_id=destination_vault_id))
+            operation_type=policy.operation_type, destination_vault_id=destination_vault_id), "associated")
         await uow.commit()
 
 
@@ -236,8 +236,9 @@ async def dissociate_policy(project_id: str, vault_id: str, policy_id: str, uow:
         if slot == "replication":
             changes["replication_destination_vault_id"] = None
         await uow.vaults.update_fields(vault.vault_id, **changes)
-        await uow.publish("cbr.vault.policy_dissociated", ev.VaultPolicyChanged(
-            project_id=project_id, vault_id=vault.vault_id, policy_id=policy_id, operation_type=slot))
+        await uow.publish(ev.VaultPolicyChanged(
+            project_id=project_id, vault_id=vault.vault_id, policy_id=policy_id, operation_type=slot),
+            "dissociated")
         await uow.commit()
 
 
@@ -386,13 +387,13 @@ async def _take_back(uow: VaultUnitOfWork, vault: Vault, ids: Sequence[str]) -> 
         ids = [r for r in ids if held.get(r) == vault.vault_id]
         if ids:
             await uow.vaults.remove_resources(vault.vault_id, ids)
-            await _publish_resources(uow, "cbr.vault.resources_removed", vault, ids)
+            await _publish_resources(uow, "removed", vault, ids)
             await uow.commit()
 
 
-async def _publish_resources(uow: VaultUnitOfWork, subject: str, vault: Vault, ids: list[str]) -> None:
-    await uow.publish(subject, ev.VaultResourcesChanged(project_id=vault.project_id, vault_id=vault.vault_id,
-                                                        resource_ids=ids))
+async def _publish_resources(uow: VaultUnitOfWork, kind: str, vault: Vault, ids: list[str]) -> None:
+    await uow.publish(ev.VaultResourcesChanged(project_id=vault.project_id, vault_id=vault.vault_id,
+                                               resource_ids=ids), kind)
 
 
 @contextlib.contextmanager
