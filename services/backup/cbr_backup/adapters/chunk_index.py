@@ -36,11 +36,30 @@ WHERE vault_id = %(vault)s AND digest = ANY(%(ids)s) AND last_referenced_time < 
 """
 _FOUND_SQL = "SELECT digest FROM backup.chunks WHERE vault_id = %(vault)s AND digest = ANY(%(ids)s)"
 
+# An existing row keeps its location (it names a durable value already); the new copy is dead space in its pack.
 _RECORD_SQL = """
-INSERT INTO backup.chunks (vault_id, digest, raw_size, stored_size, created_time, last_referenced_time)
-SELECT %(vault)s, t.digest, t.raw_size, t.stored_size, now(), now()
-FROM unnest(%(ids)s::bytea[], %(raw)s::int[], %(stored)s::int[]) AS t(digest, raw_size, stored_size)
+INSERT INTO backup.chunks (vault_id, digest, raw_size, stored_size, created_time, last_referenced_time,
+                           pack_id, pack_offset)
+SELECT %(vault)s, t.digest, t.raw_size, t.stored_size, now(), now(), t.pack_id, t.pack_offset
+FROM unnest(%(ids)s::bytea[], %(raw)s::int[], %(stored)s::int[], %(packs)s::bytea[], %(offsets)s::bigint[])
+     AS t(digest, raw_size, stored_size, pack_id, pack_offset)
 ON CONFLICT (vault_id, digest) DO UPDATE SET last_referenced_time = now()
+"""
+_LOCATIONS_SQL = """
+SELECT digest, pack_id, pack_offset, stored_size FROM backup.chunks WHERE vault_id = %(vault)s AND digest = ANY(%(ids)s)
+"""
+# Packs (DESIGN.md 12.4)
+_PACK_USAGE_SQL = """
+SELECT pack_id, count(*), COALESCE(SUM(stored_size), 0)::bigint FROM backup.chunks
+WHERE vault_id = %(vault)s AND pack_id IS NOT NULL GROUP BY pack_id
+"""
+_PACK_ROWS_SQL = """
+SELECT digest, raw_size, pack_offset, stored_size FROM backup.chunks WHERE vault_id = %(vault)s AND pack_id = %(pack)s
+"""
+_MOVE_SQL = """
+UPDATE backup.chunks AS c SET pack_id = %(new)s, pack_offset = t.pack_offset
+FROM unnest(%(ids)s::bytea[], %(offsets)s::bigint[]) AS t(digest, pack_offset)
+WHERE c.vault_id = %(vault)s AND c.pack_id = %(old)s AND c.digest = t.digest
 """
 
 # Garbage collection and verification (DESIGN.md, "Garbage collection")
@@ -58,7 +77,7 @@ _DELETE_SQL = "DELETE FROM backup.chunks WHERE vault_id = %(vault)s AND digest =
 # that committed meanwhile makes the row no longer match) and SKIP LOCKED passes over rows a backup is
 # touching right now (it is about to make them young anyway).
 _SWEEP_SQL = """
-SELECT digest, stored_size FROM backup.chunks
+SELECT digest, stored_size, pack_id FROM backup.chunks
 WHERE vault_id = %(vault)s AND digest > %(after)s AND last_referenced_time < %(cutoff)s
 ORDER BY digest LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 """
@@ -80,8 +99,12 @@ class ChunkIndexPort(Protocol):
     def touch_existing(self, vault_id: str, ids: Sequence[bytes], since: dt.datetime) -> set[bytes]:
         """The subset of ids the vault's index holds; each returned row's last_referenced_time is >= since."""
 
-    def record_new(self, vault_id: str, rows: Iterable[tuple[bytes, int, int]]) -> None:
-        """Adds (id, raw_size, stored_size) rows for chunks that are durable in the store (or touches them)."""
+    def record_new(self, vault_id: str, rows: Iterable[tuple]) -> None:
+        """Adds (id, raw_size, stored_size[, pack_id, pack_offset]) rows for chunks that are durable in the
+        store (or touches them). Without a pack the chunk is a lone object (the layout before packs)."""
+
+    def locations(self, vault_id: str, ids: Iterable[bytes]) -> dict[bytes, tuple[bytes | None, int, int]]:
+        """(pack_id or None, offset, stored_size) of each id the vault's index holds."""
 
 
 def vault_lock_key(vault_id: str) -> int:
@@ -93,6 +116,11 @@ def vault_lock_key(vault_id: str) -> int:
 
 def chunk_store_key(vault_id: str, chunk: bytes) -> str:
     return f"{vault_id}/chunks/{chunk.hex()}"  # the data path's layout (disk_backup.chunk_key)
+
+
+def _full_row(row: tuple) -> tuple:
+    """(id, raw, stored, pack_id, offset): a row without a location is a lone chunk object."""
+    return tuple(row) if len(row) == 5 else (*row, None, None)
 
 
 def libpq_url(url: str) -> str:
@@ -141,12 +169,45 @@ class ChunkIndex:
                 if attempt == attempts - 1:
                     raise
 
-    def record_new(self, vault_id: str, rows: Iterable[tuple[bytes, int, int]]) -> None:
-        unique = sorted({row[0]: row for row in rows}.values())
+    def record_new(self, vault_id: str, rows: Iterable[tuple]) -> None:
+        unique = sorted({row[0]: _full_row(row) for row in rows}.values())
         for start in range(0, len(unique), self.batch_size):
             batch = unique[start:start + self.batch_size]
             self._execute(_RECORD_SQL, {"vault": vault_id, "ids": [r[0] for r in batch],
-                                        "raw": [r[1] for r in batch], "stored": [r[2] for r in batch]})
+                                        "raw": [r[1] for r in batch], "stored": [r[2] for r in batch],
+                                        "packs": [r[3] for r in batch], "offsets": [r[4] for r in batch]})
+
+    def locations(self, vault_id: str, ids: Iterable[bytes]) -> dict[bytes, tuple[bytes | None, int, int]]:
+        ids = sorted(set(ids))
+        found: dict[bytes, tuple[bytes | None, int, int]] = {}
+        for start in range(0, len(ids), self.batch_size):
+            with self._lock:
+                rows = self._conn.execute(_LOCATIONS_SQL, {"vault": vault_id,
+                                                           "ids": ids[start:start + self.batch_size]}).fetchall()
+            for digest, pack, offset, stored in rows:
+                found[bytes(digest)] = (None if pack is None else bytes(pack), offset or 0, stored)
+        return found
+
+    # Packs (DESIGN.md 12.4)
+
+    def pack_usage(self, vault_id: str) -> dict[bytes, tuple[int, int]]:
+        """(live rows, live stored bytes) of every pack the vault's index names."""
+        with self._lock:
+            rows = self._conn.execute(_PACK_USAGE_SQL, {"vault": vault_id}).fetchall()
+        return {bytes(pack): (count, total) for pack, count, total in rows}
+
+    def pack_rows(self, vault_id: str, pack_id: bytes) -> list[tuple[bytes, int, int, int]]:
+        """(id, raw_size, offset, stored_size) of the rows naming the pack."""
+        with self._lock:
+            rows = self._conn.execute(_PACK_ROWS_SQL, {"vault": vault_id, "pack": pack_id}).fetchall()
+        return [(bytes(digest), raw, offset, stored) for digest, raw, offset, stored in rows]
+
+    def move_to_pack(self, vault_id: str, old_pack: bytes, new_pack: bytes, offsets: dict[bytes, int]) -> int:
+        """Points the rows of these ids that still name old_pack at new_pack, in one transaction."""
+        ids = sorted(offsets)
+        with self._lock, self._conn.transaction():
+            return self._conn.execute(_MOVE_SQL, {"vault": vault_id, "old": old_pack, "new": new_pack, "ids": ids,
+                                                  "offsets": [offsets[i] for i in ids]}).rowcount
 
     def _execute(self, sql: str, params: dict, attempts: int = 3) -> int:
         for attempt in range(attempts):
@@ -250,9 +311,10 @@ class ChunkIndex:
                     if not rows:
                         break
                     ids = [bytes(row[0]) for row in rows]
+                    lone = [chunk_store_key(vault_id, bytes(row[0])) for row in rows if row[2] is None]
                     error = None
-                    try:
-                        list(pool.map(store.delete, [chunk_store_key(vault_id, chunk) for chunk in ids]))
+                    try:  # packed values stay in their pack: GC deletes or repacks whole packs afterwards
+                        list(pool.map(store.delete, lone))
                     except Exception as exc:  # noqa: BLE001 - raised again after the rows are gone
                         error = exc
                     self._conn.execute(_DELETE_SQL, {"vault": vault_id, "ids": ids})
@@ -299,17 +361,47 @@ class MemoryChunkIndex:
                     found.add(chunk)
         return found
 
-    def record_new(self, vault_id: str, rows: Iterable[tuple[bytes, int, int]]) -> None:
+    def record_new(self, vault_id: str, rows: Iterable[tuple]) -> None:
         now = self.now()
         with self._lock:
-            rows = list(rows)
+            rows = [_full_row(row) for row in rows]
             self.calls.append(("record_new", len(rows)))
-            for chunk, raw, stored in rows:
+            for chunk, raw, stored, pack, offset in rows:
                 row = self.rows.get((vault_id, chunk))
-                if row is None:
-                    self.rows[(vault_id, chunk)] = [raw, stored, now, now]
+                if row is None:  # raw, stored, created, last referenced, pack, offset
+                    self.rows[(vault_id, chunk)] = [raw, stored, now, now, pack, offset]
                 else:
                     row[3] = now
+
+    def locations(self, vault_id: str, ids: Iterable[bytes]) -> dict[bytes, tuple[bytes | None, int, int]]:
+        with self._lock:
+            return {chunk: (row[4], row[5] or 0, row[1]) for chunk in set(ids)
+                    if (row := self.rows.get((vault_id, chunk))) is not None}
+
+    def pack_usage(self, vault_id: str) -> dict[bytes, tuple[int, int]]:
+        usage: dict[bytes, list[int]] = {}
+        with self._lock:
+            for (vault, _), row in self.rows.items():
+                if vault == vault_id and row[4] is not None:
+                    entry = usage.setdefault(row[4], [0, 0])
+                    entry[0] += 1
+                    entry[1] += row[1]
+        return {pack: (count, total) for pack, (count, total) in usage.items()}
+
+    def pack_rows(self, vault_id: str, pack_id: bytes) -> list[tuple[bytes, int, int, int]]:
+        with self._lock:
+            return [(chunk, row[0], row[5], row[1]) for (vault, chunk), row in self.rows.items()
+                    if vault == vault_id and row[4] == pack_id]
+
+    def move_to_pack(self, vault_id: str, old_pack: bytes, new_pack: bytes, offsets: dict[bytes, int]) -> int:
+        moved = 0
+        with self._lock:
+            for chunk, offset in offsets.items():
+                row = self.rows.get((vault_id, chunk))
+                if row is not None and row[4] == old_pack:
+                    row[4], row[5] = new_pack, offset
+                    moved += 1
+        return moved
 
     def count(self, vault_id: str) -> int:
         return sum(1 for vault, _ in self.rows if vault == vault_id)
@@ -372,6 +464,8 @@ class MemoryChunkIndex:
                             if vault == vault_id and row[3] < cutoff)
             freed = 0
             for chunk in doomed:
-                store.delete(chunk_store_key(vault_id, chunk))
-                freed += self.rows.pop((vault_id, chunk))[1]
+                row = self.rows.pop((vault_id, chunk))
+                if row[4] is None:
+                    store.delete(chunk_store_key(vault_id, chunk))
+                freed += row[1]
             return len(doomed), freed

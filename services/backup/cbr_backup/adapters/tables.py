@@ -86,6 +86,9 @@ chunks = Table(
     Column("stored_size", Integer, nullable=False),
     Column("created_time", DateTime(timezone=True), nullable=False),
     Column("last_referenced_time", DateTime(timezone=True), nullable=False),
+    # Migration backup_0006p: where the value lives (DESIGN.md 12); NULL for a lone chunk object from before packs.
+    Column("pack_id", LargeBinary, nullable=True),
+    Column("pack_offset", BigInteger, nullable=True),
     # GC's sweep order. Deliberately not (vault_id, ...): a second index led by vault_id competes with the
     # primary key for lookups, and the planner picks it when a new vault's statistics are stale.
     Index("ix_chunks_last_referenced", "last_referenced_time"),

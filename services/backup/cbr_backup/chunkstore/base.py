@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import errno
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from cbr_backup.domain.errors import StoreFullError
@@ -49,6 +49,11 @@ class ChunkStore(Protocol):
 
     def get(self, key: str) -> bytes:
         """The whole value; raises ChunkNotFoundError when the key is absent."""
+
+    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """The bytes at each (offset, length) of the value, in order (a pack's chunks: pread, S3 ranged GETs).
+        A negative offset counts from the value's end (-16: its last 16 bytes). A range past the end comes
+        back short. Raises ChunkNotFoundError when the key is absent."""
 
     def exists_many(self, keys: Iterable[str]) -> set[str]:
         """The subset of keys that exist, found in batches rather than one round trip per key."""

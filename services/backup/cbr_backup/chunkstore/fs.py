@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -62,6 +62,16 @@ def _segment_from_dir(name: str) -> str | None:
     if len(name) < 3 or (name != segment and len(segment) > 2) or not is_valid_key(segment):
         return None
     return segment
+
+
+def _pread_all(fd: int, length: int, offset: int) -> bytes:
+    data = os.pread(fd, length, offset)
+    while len(data) < length:  # pread may return less than asked (signals, some file systems)
+        more = os.pread(fd, length - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
 
 
 class FsChunkStore:
@@ -175,6 +185,22 @@ class FsChunkStore:
                 return file.readall()
         except FileNotFoundError:
             raise ChunkNotFoundError(key) from None
+
+    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        check_key(key)
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ChunkNotFoundError(key) from None
+        try:
+            size = os.fstat(fd).st_size
+            out = []
+            for offset, length in ranges:
+                start = max(0, size + offset) if offset < 0 else offset
+                out.append(_pread_all(fd, min(length, max(0, size - start)), start))
+            return out
+        finally:
+            os.close(fd)
 
     def exists_many(self, keys: Iterable[str]) -> set[str]:
         wanted = {check_key(key) for key in keys}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from cbr_backup.chunkstore.base import ChunkNotFoundError, check_key, check_prefix, check_value
 
@@ -32,6 +32,10 @@ class MemoryChunkStore:
             except KeyError:
                 raise ChunkNotFoundError(key) from None
 
+    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        value = self.get(key)
+        return [value[_start(len(value), offset):][:length] for offset, length in ranges]
+
     def exists_many(self, keys: Iterable[str]) -> set[str]:
         wanted = {check_key(key) for key in keys}
         with self._lock:
@@ -55,3 +59,7 @@ class MemoryChunkStore:
     def remove_stale_temp_files(self, prefix: str = "", older_than_s: float = 0.0) -> int:
         check_prefix(prefix)
         return 0  # puts are atomic: nothing is ever left half-made
+
+
+def _start(size: int, offset: int) -> int:
+    return max(0, size + offset) if offset < 0 else offset

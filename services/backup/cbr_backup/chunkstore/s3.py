@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -221,6 +221,30 @@ class S3ChunkStore:
             raise
         with response["Body"] as body:
             return body.read()
+
+    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """One ranged GET per range (the caller merges adjacent chunks into one range)."""
+        check_key(key)
+        name = self._name(key)
+        out = []
+        for offset, length in ranges:
+            if length <= 0:
+                out.append(b"")
+                continue
+            span = f"bytes=-{-offset}" if offset < 0 else f"bytes={offset}-{offset + length - 1}"
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=name, Range=span)
+            except ClientError as exc:
+                code, status = _error(exc)
+                if code in _NOT_FOUND_CODES:
+                    raise ChunkNotFoundError(key) from None
+                if status == 416 or code == "InvalidRange":  # the range starts past the end
+                    out.append(b"")
+                    continue
+                raise
+            with response["Body"] as body:
+                out.append(body.read()[:length])
+        return out
 
     def _head(self, name: str) -> bool:
         try:

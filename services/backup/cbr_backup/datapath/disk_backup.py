@@ -1,10 +1,10 @@
 """Disk backup: a snapshot file becomes chunks in the vault's store and one manifest.
 
-Write order (DESIGN.md, "Write order"): new chunks are put; every COMMIT_EVERY of them (and at the end)
-store.flush(), then their index rows are inserted; the manifest is put, store.flush(). Only then does the
+Write order (DESIGN.md, "Write order" and 12.2): new chunks are appended to packs (datapath/packs.py), put
+when full; every COMMIT_EVERY chunks of packs put (and at the end, after the last pack is closed) store.flush(),
+then their index rows are inserted; the manifest is put, store.flush(). Only then does the
 caller flip the backup row to available and publish the event, so nothing refers to a chunk that is not
-durable, and an interrupted backup leaves only orphan chunks (reused by the retry once they decode to their
-id, reclaimed by GC otherwise). Committing in batches keeps the backup's memory bounded, not its disk size.
+durable, and an interrupted backup leaves only orphan packs (reclaimed by GC). Committing in batches keeps the backup's memory bounded, not its disk size.
 """
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ from typing import Callable
 import blake3
 
 from cbr_backup.chunkstore import ChunkNotFoundError
+from cbr_backup.datapath import packs as packfiles
 from cbr_backup.datapath.blockio import DiskFile, open_disk, read_at
 from cbr_backup.datapath.chunk_codec import ID_SIZE, ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import DICTIONARY_SIZE, VaultDictionaries, sample_dictionary
-from cbr_backup.datapath.errors import ChunkCorruptError, ManifestCorruptError
+from cbr_backup.datapath.errors import ManifestCorruptError
 from cbr_backup.datapath.extents import block_ranges, data_extents, shared_blocks
 from cbr_backup.datapath.manifest import DiskManifest, block_count, check_block_size
 from cbr_backup.datapath.pipeline import (DEFAULT_BUFFER_SIZE, Piece, default_workers, plan_pieces, run_pipeline,
@@ -35,39 +36,11 @@ COMMIT_EVERY = 16384  # new chunks per durable batch (flush, then index rows): ~
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
 
-def chunk_key(vault_id: str, chunk: bytes) -> str:
-    return f"{vault_id}/chunks/{chunk.hex()}"
+chunk_key = packfiles.chunk_key  # a lone chunk object (vaults from before packs)
 
 
 def manifest_key(vault_id: str, manifest_id: str) -> str:
     return f"{vault_id}/manifests/{manifest_id}"
-
-
-def put_chunk(store, codec: ChunkCodec, key: str, chunk: bytes, raw_size: int, value: bytes) -> bool:
-    """Puts a chunk the index does not have; True if this call stored it.
-
-    put returning False means the store holds a value the index does not know: an orphan of an interrupted
-    backup (or a concurrent backup's copy). Without a per-file fsync, a crash before flush() can leave that
-    orphan empty or partial, so it is reused only if it decodes to this chunk, as a restore would check it;
-    otherwise it is replaced. Disk and tree backups both store their chunks through here."""
-    if store.put(key, value):
-        return True
-    if _is_sound(store, codec, key, chunk, raw_size):
-        return False
-    store.delete(key)
-    if store.put(key, value):
-        return True
-    if _is_sound(store, codec, key, chunk, raw_size):  # a concurrent backup of the vault replaced it first
-        return False
-    raise ChunkCorruptError(key, "a torn value in the store could not be replaced")
-
-
-def _is_sound(store, codec: ChunkCodec, key: str, chunk: bytes, raw_size: int) -> bool:
-    try:
-        codec.decode(store.get(key), chunk, raw_size, key)
-        return True
-    except (ChunkNotFoundError, ChunkCorruptError):
-        return False
 
 
 @dataclass(frozen=True)
@@ -79,8 +52,8 @@ class BackupResult:
     read_bytes: int            # bytes read from the snapshot (holes and shared extents are not read)
     data_blocks: int           # non-zero blocks
     new_chunks: int            # chunks this backup wrote to the store
-    reused_chunks: int         # distinct chunks the store already had (indexed, or a sound orphan)
-    stored_bytes_added: int    # bytes this backup added to the store: new chunks, manifest, dictionary
+    reused_chunks: int         # distinct chunks the index already had
+    stored_bytes_added: int    # bytes this backup added to the store: packs, manifest, dictionary
     seconds: float
 
     def summary(self) -> dict:
@@ -103,7 +76,8 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
                 manifest_id: str | None = None, started_time: dt.datetime | None = None,
                 previous_snapshot: str | os.PathLike | None = None, workers: int | None = None,
                 buffer_size: int = DEFAULT_BUFFER_SIZE, dictionary_size: int = DICTIONARY_SIZE,
-                commit_every: int = COMMIT_EVERY, progress: Progress | None = None) -> BackupResult:
+                commit_every: int = COMMIT_EVERY, progress: Progress | None = None,
+                pack_target: int | None = None) -> BackupResult:
     """Backs up the disk image at snapshot_path (which must not change meanwhile: a snapshot).
 
     parent: the previous backup's manifest; its chunks are reused without a lookup per buffer.
@@ -112,6 +86,7 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
     started_time: when the backup started by the index's clock (the backup row's start, which GC's cutoff
     uses); defaults to the index's now().
     commit_every: new chunks are made durable and indexed in batches of this many (bounds the memory).
+    pack_target: the pack size (default CBR_PACK_TARGET_MIB).
     progress(done, total): called from the pipeline's threads after each piece with the bytes read so far and
     the bytes to read; an exception it raises stops the backup (that is how a job is cancelled).
     """
@@ -128,7 +103,7 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
     disk = open_disk(snapshot_path, os.O_RDONLY)
     try:
         job = _BackupJob(disk, keys, store, index, vault_id, parent, block_size, workers, buffer_size,
-                         started_time, commit_every, progress)
+                         started_time, commit_every, progress, pack_target)
         job.run(previous_snapshot, dictionary_size)
     finally:
         disk.close()
@@ -138,7 +113,7 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
 class _BackupJob:
     def __init__(self, disk: DiskFile, keys: VaultKeys, store, index, vault_id: str, parent: DiskManifest | None,
                  block_size: int, workers: int | None, buffer_size: int, started_time: dt.datetime | None,
-                 commit_every: int, progress: Progress | None):
+                 commit_every: int, progress: Progress | None, pack_target: int | None = None):
         self.disk = disk
         self.keys = keys
         self.store = store
@@ -153,14 +128,15 @@ class _BackupJob:
         self.ids = bytearray(n * ID_SIZE)
         self.zero = bytearray(b"\x01") * n
         self.since = (started_time or index.now()) - TOUCH_MARGIN
-        self.chunk_prefix = f"{vault_id}/chunks/"
         # Ids the index confirmed (and touched): the parent's, kept (at most the parent's size); lookup hits,
         # a cache cleared at commit_every ids. claimed: ids this backup stores, until their rows are indexed.
-        # new_rows: those rows, committed every commit_every. So memory is bounded, not by the disk size.
+        # packs: the open pack and the rows of packs put, committed every commit_every. So memory is bounded
+        # by the pack size and the batch, not by the disk size.
         self.parent_known: frozenset[bytes] = frozenset()
         self.known: set[bytes] = set()
         self.claimed: set[bytes] = set()
-        self.new_rows: list[tuple[bytes, int, int]] = []
+        self.packs: packfiles.PackWriter | None = None
+        self.pack_target = pack_target
         self.commit_every = commit_every
         self.lock = threading.Lock()
         self.parent_checked = threading.Event()
@@ -185,6 +161,7 @@ class _BackupJob:
                 current, added = dictionaries.create(sample)
                 self.stored_added += added
         self.codec = ChunkCodec(self.keys, dictionary=current, dictionaries=dictionaries.by_tag)
+        self.packs = packfiles.PackWriter(self.store, self.codec, self.vault_id, self.pack_target)
 
         if self.parent is None:
             self.parent_checked.set()
@@ -287,7 +264,7 @@ class _BackupJob:
             if len(known) >= self.commit_every:
                 known.clear()  # only a cache: the index answers again
             known.update(found)
-        codec, prefix = self.codec, self.chunk_prefix
+        codec = self.codec
         for j, chunk in fresh:
             if chunk in found or chunk in known or chunk in parent_known:
                 continue
@@ -297,23 +274,17 @@ class _BackupJob:
                 self.claimed.add(chunk)
             data = view[j * bs:(j + 1) * bs]
             value = codec.encode(data, chunk)
-            created = put_chunk(self.store, self.codec, prefix + chunk.hex(), chunk, len(data), value)
-            batch = None
+            self.packs.add(chunk, len(data), value)
             with self.lock:
-                self.new_rows.append((chunk, len(data), len(value)))
-                if created:
-                    self.new_chunks += 1
-                    self.stored_added += len(value)
-                if len(self.new_rows) >= self.commit_every:
-                    batch, self.new_rows = self.new_rows, []
-            if created:
-                self.flusher.wrote(len(value))
+                self.new_chunks += 1
+            self.flusher.wrote(len(value))
+            batch = self.packs.take_rows(at_least=self.commit_every)
             if batch:
                 self._commit(batch)
 
-    def _commit(self, rows: list[tuple[bytes, int, int]]) -> None:
-        """Write order steps 2 and 3 for one batch: the chunks become durable, then their rows are indexed
-        (with last_referenced_time = now, after this backup's start, so GC leaves them alone)."""
+    def _commit(self, rows: list[packfiles.Row]) -> None:
+        """Write order steps 2 and 3 for one batch: the packs holding the chunks become durable, then their rows
+        are indexed (with last_referenced_time = now, after this backup's start, so GC leaves them alone)."""
         self.store.flush()
         self.index.record_new(self.vault_id, rows)
         with self.lock:
@@ -324,8 +295,8 @@ class _BackupJob:
     def finish(self, manifest_id: str, elapsed_before: float) -> BackupResult:
         t0 = time.perf_counter()
         self.flusher.stop()
-        self._commit(self.new_rows)  # 1, 2. the last new chunks are durable; only then are they indexed
-        self.new_rows = []
+        self.packs.close()  # 1, 2. the last pack is put and durable; only then are its chunks indexed
+        self._commit(self.packs.take_rows())
         manifest = DiskManifest(self.size, self.block_size, bytes(self.ids), bytes(self.zero))
         key = manifest_key(self.vault_id, manifest_id)
         value = self.codec.seal(manifest.encode(), key.encode())
@@ -337,7 +308,7 @@ class _BackupJob:
             manifest_id=manifest_id, manifest=manifest, manifest_bytes=len(value), logical_bytes=self.size,
             read_bytes=self.read_bytes, data_blocks=manifest.data_block_count, new_chunks=self.new_chunks,
             reused_chunks=len(referenced) - self.new_chunks,
-            stored_bytes_added=self.stored_added + len(value),
+            stored_bytes_added=self.stored_added + self.packs.bytes_written + len(value),
             seconds=elapsed_before + time.perf_counter() - t0)
 
 

@@ -17,13 +17,13 @@ from typing import Callable
 
 import blake3
 
-from cbr_backup.chunkstore import ChunkNotFoundError
 from cbr_backup.datapath.blockio import DiskFile, align_up, open_disk, punch_hole, read_at, write_at
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import VaultDictionaries
 from cbr_backup.datapath.errors import ChunkMissingError
 from cbr_backup.datapath.extents import block_ranges, data_extents
 from cbr_backup.datapath.manifest import DiskManifest
+from cbr_backup.datapath.packs import ChunkSource
 from cbr_backup.datapath.pipeline import DEFAULT_BUFFER_SIZE, Piece, default_workers, plan_pieces, run_pipeline
 from cbr_backup.engine import zero_blocks
 
@@ -51,15 +51,17 @@ class RestoreResult:
 
 def restore_to_new_disk(manifest: DiskManifest, store, keys: VaultKeys, vault_id: str,
                         target: str | os.PathLike, *, workers: int | None = None,
-                        buffer_size: int = DEFAULT_BUFFER_SIZE, progress: Progress | None = None) -> RestoreResult:
+                        buffer_size: int = DEFAULT_BUFFER_SIZE, progress: Progress | None = None,
+                        index=None) -> RestoreResult:
     """Writes the backup into target as a fresh sparse file of the disk's size (replacing its contents).
 
-    progress(done, total) as for backup_disk: bytes of the pieces handled so far and in all; raising stops it."""
+    progress(done, total) as for backup_disk: bytes of the pieces handled so far and in all; raising stops it.
+    index: where chunks live (the chunk index); without it, the vault's pack trailers say (DESIGN.md 12.3)."""
     t0 = time.perf_counter()
     disk = open_disk(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         os.ftruncate(disk.fd, manifest.disk_size)
-        job = _RestoreJob(manifest, store, keys, vault_id, disk, compare=False, progress=progress)
+        job = _RestoreJob(manifest, store, keys, vault_id, disk, compare=False, progress=progress, index=index)
         job.run(_data_ranges(manifest), workers, buffer_size)
     finally:
         disk.close()
@@ -68,7 +70,8 @@ def restore_to_new_disk(manifest: DiskManifest, store, keys: VaultKeys, vault_id
 
 def restore_in_place(manifest: DiskManifest, store, keys: VaultKeys, vault_id: str,
                      target: str | os.PathLike, *, workers: int | None = None,
-                     buffer_size: int = DEFAULT_BUFFER_SIZE, progress: Progress | None = None) -> RestoreResult:
+                     buffer_size: int = DEFAULT_BUFFER_SIZE, progress: Progress | None = None,
+                     index=None) -> RestoreResult:
     """Makes the existing disk target equal to the backup, writing only the blocks that differ.
 
     The target takes the backup's size (grown with a hole or cut, before anything else is written)."""
@@ -78,7 +81,7 @@ def restore_in_place(manifest: DiskManifest, store, keys: VaultKeys, vault_id: s
         if os.fstat(disk.fd).st_size != manifest.disk_size:
             os.ftruncate(disk.fd, manifest.disk_size)
         allocated = block_ranges(data_extents(disk.fd, manifest.disk_size), manifest.block_size)
-        job = _RestoreJob(manifest, store, keys, vault_id, disk, compare=True, progress=progress)
+        job = _RestoreJob(manifest, store, keys, vault_id, disk, compare=True, progress=progress, index=index)
         job.run(_union(_data_ranges(manifest), allocated), workers, buffer_size)
     finally:
         disk.close()
@@ -101,7 +104,7 @@ def _union(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int
 
 class _RestoreJob:
     def __init__(self, manifest: DiskManifest, store, keys: VaultKeys, vault_id: str, disk: DiskFile,
-                 compare: bool, progress: Progress | None = None):
+                 compare: bool, progress: Progress | None = None, index=None):
         self.manifest = manifest
         self.store = store
         self.keys = keys
@@ -109,6 +112,7 @@ class _RestoreJob:
         self.compare = compare
         self.chunk_prefix = f"{vault_id}/chunks/"
         self.codec = ChunkCodec(keys, dictionaries=VaultDictionaries(store, vault_id, keys).by_tag)
+        self.source = ChunkSource(store, self.codec, vault_id, index)
         self.lock = threading.Lock()
         self.data_bytes = self.written_blocks = self.zeroed_blocks = self.zeroed_bytes = 0
         self.read_bytes = self.fetched = 0
@@ -158,12 +162,14 @@ class _RestoreJob:
                 continue
             writes.append(j)
         decoded: dict[bytes, bytes] = {}
+        # One batch per piece: adjacent blocks backed up together come back in one ranged read (DESIGN.md 12.3).
+        values = self.source.fetch_many(manifest.block_id(piece.first_block + j) for j in writes)
         for j in writes:  # fetch and check everything before writing anything of this piece
             i = piece.first_block + j
             want = manifest.block_id(i)
             plain = decoded.get(want)
             if plain is None:
-                plain = decoded[want] = self._fetch(want, manifest.block_length(i))
+                plain = decoded[want] = self._decode(values, want, manifest.block_length(i))
             view[j * bs:j * bs + len(plain)] = plain
         for start, end in _runs(writes):
             offset = (piece.first_block + start) * bs
@@ -190,12 +196,11 @@ class _RestoreJob:
         if self.progress is not None:
             self.progress(done, self.total_bytes)
 
-    def _fetch(self, chunk: bytes, raw_size: int) -> bytes:
+    def _decode(self, values: dict[bytes, bytes], chunk: bytes, raw_size: int) -> bytes:
         key = self.chunk_prefix + chunk.hex()
-        try:
-            value = self.store.get(key)
-        except ChunkNotFoundError:
-            raise ChunkMissingError(key) from None
+        value = values.get(chunk)
+        if value is None:
+            raise ChunkMissingError(key)
         return self.codec.decode(value, chunk, raw_size, key)
 
 

@@ -8,8 +8,8 @@ BLAKE3, and new chunks are compressed, encrypted and put on a thread pool. With 
 whose size, mtime, ctime and inode are unchanged reuses the parent's chunk list unread, once the index has
 confirmed (and touched) those chunks.
 
-Write order as for disks (DESIGN.md "Write order"): chunks put; every COMMIT_EVERY of them and at the end
-store.flush(), then their index rows; the manifest put (an existing one is an error), store.flush().
+Write order as for disks (DESIGN.md "Write order", 12.2): chunks appended to packs; every COMMIT_EVERY chunks of
+packs put and at the end (the last pack closed) store.flush(), then their index rows; the manifest put (an existing one is an error), store.flush().
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ from typing import Callable
 from cbr_backup.chunkstore import ChunkNotFoundError
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import VaultDictionaries
-from cbr_backup.datapath.disk_backup import COMMIT_EVERY, TOUCH_MARGIN, chunk_key, manifest_key, put_chunk
+from cbr_backup.datapath import packs as packfiles
+from cbr_backup.datapath.disk_backup import COMMIT_EVERY, TOUCH_MARGIN, manifest_key
 from cbr_backup.datapath.errors import ChunkCorruptError, ManifestCorruptError
 from cbr_backup.datapath.extents import data_extents
 from cbr_backup.datapath.pipeline import default_workers
@@ -228,6 +229,7 @@ class _TreeBackupJob:
         self.since = (started_time or index.now()) - TOUCH_MARGIN
         dictionaries = VaultDictionaries(store, vault_id, keys)
         self.codec = ChunkCodec(keys, dictionary=dictionaries.current(), dictionaries=dictionaries.by_tag)
+        self.packs = packfiles.PackWriter(store, self.codec, vault_id)
         # Ids the index confirmed: the parent's (kept), lookup hits (a cache, cleared at COMMIT_EVERY);
         # claimed: ids this backup stores, until their rows are indexed. Only the calling thread uses these.
         self.parent_known: frozenset[bytes] = frozenset()
@@ -241,7 +243,6 @@ class _TreeBackupJob:
         self.buffer = bytearray(READ_SIZE)
         self.chunker = CdcChunker(CDC_MIN_SIZE, CDC_AVG_SIZE, CDC_MAX_SIZE)
         self.lock = threading.Lock()  # guards what the workers update
-        self.new_rows: list[tuple[bytes, int, int]] = []
         self.new_chunks = 0
         self.stored_added = 0
         self.read_bytes = 0
@@ -432,23 +433,19 @@ class _TreeBackupJob:
             self.in_flight -= done
         for future in done:
             future.result()
-        if len(self.new_rows) >= COMMIT_EVERY:
-            self._commit()
+        rows = self.packs.take_rows(at_least=COMMIT_EVERY)
+        if rows:
+            self._commit(rows)
 
     def _store(self, chunk: bytes, data: bytes) -> None:
-        """On a worker: compress, encrypt, put; the row joins the next batch only once put returned."""
+        """On a worker: compress, encrypt, append to the open pack (its row is handed out once the pack is put)."""
         value = self.codec.encode(data, chunk)
-        created = put_chunk(self.store, self.codec, chunk_key(self.vault_id, chunk), chunk, len(data), value)
-        with self.lock:
-            self.new_rows.append((chunk, len(data), len(value)))
-            if created:
+        if self.packs.add(chunk, len(data), value):
+            with self.lock:
                 self.new_chunks += 1
-                self.stored_added += len(value)
 
-    def _commit(self) -> None:
-        """Write order steps 2 and 3 for one batch: its chunks become durable, then their rows are indexed."""
-        with self.lock:
-            rows, self.new_rows = self.new_rows, []
+    def _commit(self, rows: list[packfiles.Row]) -> None:
+        """Write order steps 2 and 3 for one batch: its packs become durable, then their rows are indexed."""
         if not rows:
             return
         self.store.flush()
@@ -462,7 +459,8 @@ class _TreeBackupJob:
             self.progress(self.done, self.total)
 
     def finish(self, manifest_id: str, manifest: TreeManifest, t0: float) -> TreeBackupResult:
-        self._commit()  # the last new chunks are durable; only then are they indexed
+        self.packs.close()  # the last pack is put and durable; only then are its chunks indexed
+        self._commit(self.packs.take_rows())
         key = manifest_key(self.vault_id, manifest_id)
         value = self.codec.seal(manifest.encode(), key.encode())
         if not self.store.put(key, value):  # the manifest, then its own barrier
@@ -471,7 +469,7 @@ class _TreeBackupJob:
         return TreeBackupResult(
             manifest_id=manifest_id, manifest=manifest, logical_bytes=manifest.logical_bytes,
             read_bytes=self.read_bytes, files=len(manifest.entries), new_chunks=self.new_chunks,
-            stored_bytes_added=self.stored_added + len(value), seconds=time.perf_counter() - t0)
+            stored_bytes_added=self.stored_added + self.packs.bytes_written + len(value), seconds=time.perf_counter() - t0)
 
 
 def _open_noatime(path, flags: int, dir_fd: int | None = None) -> int:

@@ -21,11 +21,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from cbr_backup.chunkstore import ChunkNotFoundError
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import VaultDictionaries
-from cbr_backup.datapath.disk_backup import chunk_key
 from cbr_backup.datapath.errors import ChunkMissingError
+from cbr_backup.datapath.packs import ChunkSource, chunk_key
 from cbr_backup.datapath.pipeline import default_workers
 from cbr_backup.datapath.tree_manifest import EntryKind, TreeEntry, TreeManifest, check_component, split_path
 from cbr_backup.domain.errors import InvalidTargetPathError
@@ -87,19 +86,21 @@ class DirectoryCursor:
 
 
 def restore_tree(manifest: TreeManifest, store, keys: VaultKeys, vault_id: str, target_root, *,
-                 subpath: str = "", progress: Callable[[int, int], None] | None = None) -> TreeRestoreResult:
+                 subpath: str = "", progress: Callable[[int, int], None] | None = None,
+                 index=None) -> TreeRestoreResult:
     """Restores the tree into target_root/subpath.
 
     target_root is trusted (created if missing, resolved as given: a file system's root); subpath is not: its
     '/'-separated components are opened one by one below the root, created if missing, never through a
     symlink (InvalidTargetPathError), so a link planted in the file system cannot lead the restore elsewhere.
     What the target holds and the manifest does not name is left alone; what the manifest names replaces
-    whatever is there. progress(done_bytes, total_bytes) may raise to stop the restore."""
+    whatever is there. progress(done_bytes, total_bytes) may raise to stop the restore.
+    index: where chunks live (the chunk index); without it, the vault's pack trailers say (DESIGN.md 12.3)."""
     t0 = time.perf_counter()
     os.makedirs(target_root, exist_ok=True)
     root_fd = _open_below(os.open(target_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), subpath)
     try:
-        job = _TreeRestoreJob(manifest, store, keys, vault_id, root_fd, progress)
+        job = _TreeRestoreJob(manifest, store, keys, vault_id, root_fd, progress, index)
         job.run()
     finally:
         os.close(root_fd)
@@ -133,13 +134,15 @@ def _open_below(root_fd: int, subpath: str) -> int:
 
 class _TreeRestoreJob:
     def __init__(self, manifest: TreeManifest, store, keys: VaultKeys, vault_id: str, root_fd: int,
-                 progress: Callable[[int, int], None] | None):
+                 progress: Callable[[int, int], None] | None, index=None):
         self.manifest = manifest
         self.store = store
         self.vault_id = vault_id
         self.root_fd = root_fd
         self.progress = progress
         self.codec = ChunkCodec(keys, dictionaries=VaultDictionaries(store, vault_id, keys).by_tag)
+        self.source = ChunkSource(store, self.codec, vault_id, index)
+        self.source.prime(chunk for chunk, _ in self._chunk_refs())  # one batched lookup, not one per chunk
         self.is_root = os.geteuid() == 0
         self.files = 0
         self.written_bytes = 0
@@ -257,10 +260,9 @@ class _TreeRestoreJob:
 
     def _fetch(self, chunk: bytes, raw_size: int) -> bytes:
         key = chunk_key(self.vault_id, chunk)
-        try:
-            value = self.store.get(key)
-        except ChunkNotFoundError:
-            raise ChunkMissingError(key) from None
+        value = self.source.fetch_many([chunk]).get(chunk)
+        if value is None:
+            raise ChunkMissingError(key)
         return self.codec.decode(value, chunk, raw_size, key)
 
     def _report(self, force: bool = False) -> None:

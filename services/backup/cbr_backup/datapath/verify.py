@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from cbr_backup.chunkstore import ChunkNotFoundError
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import VaultDictionaries
-from cbr_backup.datapath.disk_backup import chunk_key
+from cbr_backup.datapath.packs import ChunkSource, chunk_key
 from cbr_backup.datapath.errors import ChunkCorruptError
 
 VERIFY_BATCH = 256   # ids per index lookup, per progress call
@@ -62,18 +62,22 @@ def verify_chunks(index, store, keys: VaultKeys, vault_id: str, ids: Iterable[by
     codec = ChunkCodec(keys, dictionaries=VaultDictionaries(store, vault_id, keys).by_tag)
     bad: dict[bytes, str] = {}
     quarantined = 0
+    source = ChunkSource(store, codec, vault_id, index)
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="cbr-verify") as pool:
         for start in range(0, len(todo), batch):
             part = todo[start:start + batch]
             indexed = index.sizes(vault_id, part)
             sizes = {chunk: _raw_size(chunk, raw_sizes, indexed) for chunk in part}
-            problems = pool.map(lambda chunk: check_chunk(store, codec, vault_id, chunk, sizes[chunk]), part)
+            values = source.fetch_many(part)  # nearby chunks of a pack in one ranged read (DESIGN.md 12.3)
+            problems = pool.map(lambda chunk: check_value(codec, vault_id, chunk, values.get(chunk), sizes[chunk]),
+                                part)
             found = {chunk: problem for chunk, problem in zip(part, problems) if problem is not None}
             bad.update(found)
             doomed = [chunk for chunk in found if chunk in indexed]
             if quarantine and doomed:
-                quarantined += index.forget(
-                    vault_id, doomed, on_locked=lambda present: _quarantine(store, codec, vault_id, present, sizes))
+                where = source.locate(doomed)  # before the rows are locked: the index is one connection
+                quarantined += index.forget(vault_id, doomed, on_locked=lambda present: _quarantine(
+                    store, codec, vault_id, present, sizes, values, where))
             if progress is not None:
                 progress(start + len(part), len(todo))
     if quarantined:
@@ -82,14 +86,11 @@ def verify_chunks(index, store, keys: VaultKeys, vault_id: str, ids: Iterable[by
                         seconds=time.perf_counter() - t0)
 
 
-def check_chunk(store, codec: ChunkCodec, vault_id: str, chunk: bytes, raw_size: int | None) -> str | None:
-    """None if the chunk's stored value decodes to it; otherwise what is wrong."""
+def check_value(codec: ChunkCodec, vault_id: str, chunk: bytes, value: bytes | None,
+                raw_size: int | None) -> str | None:
+    """None if the chunk's stored value (None: not found) decodes to it; otherwise what is wrong."""
     key = chunk_key(vault_id, chunk)
-    try:
-        value = store.get(key)
-    except ChunkNotFoundError:
-        return "missing"
-    if raw_size is None:
+    if value is None or raw_size is None:
         return "missing"
     try:
         codec.decode(value, chunk, raw_size, key)
@@ -104,17 +105,29 @@ def _raw_size(chunk: bytes, raw_sizes: dict[bytes, int] | None, indexed: dict[by
     return indexed.get(chunk)
 
 
-def _quarantine(store, codec: ChunkCodec, vault_id: str, present: set[bytes], sizes: dict) -> list[bytes]:
-    """Runs while the rows of present are locked: the ids whose rows should go, their values moved aside."""
+def _quarantine(store, codec: ChunkCodec, vault_id: str, present: set[bytes], sizes: dict,
+                values: dict[bytes, bytes], where: dict) -> list[bytes]:
+    """Runs while the rows of present are locked: the ids whose rows should go, their values copied aside.
+
+    A lone chunk (before packs) is read again (a backup may have replaced it since) and its key deleted; a
+    packed value never changes in place, so the value read is the one copied, and the pack is left to GC
+    (it no longer counts the chunk as live). where: locations looked up before the rows were locked."""
     doomed = []
     for chunk in sorted(present):
-        if check_chunk(store, codec, vault_id, chunk, sizes[chunk]) is None:
-            continue  # sound now (replaced since it was read): keep it
+        loc = where.get(chunk)
+        lone = loc is None or loc.pack_id is None
         key = chunk_key(vault_id, chunk)
-        try:
-            store.put(quarantine_key(vault_id, chunk), store.get(key))  # an earlier quarantined copy wins
-        except ChunkNotFoundError:
-            pass
-        store.delete(key)
+        value = values.get(chunk)
+        if lone:
+            try:
+                value = store.get(key)
+            except ChunkNotFoundError:
+                value = None
+        if check_value(codec, vault_id, chunk, value, sizes[chunk]) is None:
+            continue  # sound now (replaced since it was read): keep it
+        if value is not None:
+            store.put(quarantine_key(vault_id, chunk), value)  # an earlier quarantined copy wins
+        if lone:
+            store.delete(key)
         doomed.append(chunk)
     return doomed

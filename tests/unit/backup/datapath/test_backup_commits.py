@@ -1,4 +1,4 @@
-"""Disk backup after a crash (torn orphan chunks) and its durable batches (flush, then index rows)."""
+"""Disk backup after a crash (packs not yet durable) and its durable batches (flush, then index rows)."""
 import os
 import threading
 import uuid
@@ -8,7 +8,7 @@ import pytest
 from cbr_backup.adapters.chunk_index import MemoryChunkIndex
 from cbr_backup.chunkstore import FsChunkStore, MemoryChunkStore
 from cbr_backup.datapath import ChunkCodec, VaultKeys, backup_disk, chunk_id, restore_to_new_disk
-from cbr_backup.datapath.dictionary import VaultDictionaries
+from cbr_backup.datapath.packs import PackWriter
 from tests.unit.backup.datapath.disk_images import MIB, make_disk, sha256_file
 
 BS = 64 << 10
@@ -27,40 +27,70 @@ def _first_block(disk, keys):
     return chunk_id(block, keys.id_key), block
 
 
-def _restores(tmp_path, result, store, keys, vault_id, disk):
-    restore_to_new_disk(result.manifest, store, keys, vault_id, tmp_path / "restored", workers=3)
+def _restores(tmp_path, result, store, keys, vault_id, disk, index=None):
+    restore_to_new_disk(result.manifest, store, keys, vault_id, tmp_path / "restored", workers=3, index=index)
     return sha256_file(tmp_path / "restored") == sha256_file(disk)
 
 
-# 1. A torn orphan (a crash before flush() left an empty or partial chunk file) is replaced, not reused.
+# 1. Packs: a crash before a pack is durable leaves no index row pointing into it; dedup within the open pack.
 
-def _torn_values(block, keys):
-    whole = ChunkCodec(keys).encode(block, chunk_id(block, keys.id_key))
-    return {"empty": b"", "truncated": whole[:len(whole) // 2], "garbage": b"\x01" + os.urandom(300)}
+class _CrashingStore:
+    """Puts the first `packs` packs, then fails like a process killed before its next pack was written."""
+
+    def __init__(self, store, packs):
+        self.store, self.left = store, packs
+
+    def put(self, key, data):
+        if "/packs/" in key:
+            if self.left == 0:
+                raise OSError("killed")
+            self.left -= 1
+        return self.store.put(key, data)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
 
 
-@pytest.mark.parametrize("torn", ["empty", "truncated", "garbage"])
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
-def test_torn_orphan_in_memory_store_is_replaced(tmp_path, torn, encrypted):
+def test_a_crash_before_a_pack_is_durable_leaves_no_row_into_it(tmp_path, encrypted):
     vault_id, keys = _vault(encrypted)
-    disk = make_disk(tmp_path / "disk", 4 * MIB, holes=0.0)
-    chunk, block = _first_block(disk, keys)
-    key = f"{vault_id}/chunks/{chunk.hex()}"
-    store, index = MemoryChunkStore(), MemoryChunkIndex()
-    bad = _torn_values(block, keys)[torn]
-    assert store.put(key, bad)  # the crash leftover: in the store, not in the index
+    disk = make_disk(tmp_path / "disk", 6 * MIB, holes=0.1)
+    store, index = FsChunkStore(tmp_path / "store"), MemoryChunkIndex()
+    with pytest.raises(OSError, match="killed"):
+        backup_disk(disk, keys, _CrashingStore(store, packs=3), index, vault_id, commit_every=1,
+                    pack_target=256 << 10, **SMALL)
+    packs = {bytes.fromhex(k.rsplit("/", 1)[1]) for k in store.iterate(f"{vault_id}/packs/")}
+    assert len(packs) == 3
+    assert {row[4] for row in index.rows.values()} <= packs  # every row names a pack that was put
 
-    result = backup_disk(disk, keys, store, index, vault_id, **SMALL)
+    result = backup_disk(disk, keys, store, index, vault_id, pack_target=256 << 10, **SMALL)
+    assert result.new_chunks == len(result.manifest.unique_ids()) - index_rows_before(index, packs)
     assert _restores(tmp_path, result, store, keys, vault_id, disk)
-    assert store.get(key) != bad
-    codec = ChunkCodec(keys, dictionaries=VaultDictionaries(store, vault_id, keys).by_tag)
-    assert codec.decode(store.get(key), chunk, BS) == block
-    assert result.new_chunks == len(result.manifest.unique_ids())  # the torn one was written again
-    assert (vault_id, chunk) in index.rows
+    assert _restores(tmp_path, result, store, keys, vault_id, disk, index=index)
 
 
-def test_empty_orphan_file_in_fs_store_is_replaced(tmp_path):
-    """FsChunkStore's default sync="filesystem": the linked name survived the power loss, its data did not."""
+def index_rows_before(index, packs):
+    return sum(1 for row in index.rows.values() if row[4] in packs)
+
+
+def test_a_chunk_already_in_the_open_pack_is_not_appended_twice():
+    vault_id, keys = _vault()
+    store = MemoryChunkStore()
+    codec = ChunkCodec(keys)
+    writer = PackWriter(store, codec, vault_id, target_size=1 << 20)
+    block = os.urandom(BS)
+    chunk = chunk_id(block, keys.id_key)
+    value = codec.encode(block, chunk)
+    assert writer.add(chunk, BS, value) and not writer.add(chunk, BS, value)
+    assert writer.take_rows() == []  # nothing is put before the pack closes: no row yet
+    writer.close()
+    rows = writer.take_rows()
+    assert [(r[0], r[1], r[2], r[4]) for r in rows] == [(chunk, BS, len(value), 0)]
+    assert writer.packs_written == 1 and len(list(store.iterate(f"{vault_id}/packs/"))) == 1
+
+
+def test_a_lone_leftover_chunk_is_ignored(tmp_path):
+    """A torn lone chunk file (the layout before packs) that no row names changes nothing."""
     vault_id, keys = _vault()
     disk = make_disk(tmp_path / "disk", 4 * MIB, holes=0.0)
     chunk, _ = _first_block(disk, keys)
@@ -70,24 +100,9 @@ def test_empty_orphan_file_in_fs_store_is_replaced(tmp_path):
     path.write_bytes(b"")
 
     result = backup_disk(disk, keys, store, index, vault_id, **SMALL)
-    assert path.stat().st_size > 0
-    assert _restores(tmp_path, result, store, keys, vault_id, disk)
-
-
-def test_sound_orphan_is_reused_as_it_is(tmp_path):
-    vault_id, keys = _vault(encrypted=True)  # random nonces: a rewritten value would differ
-    disk = make_disk(tmp_path / "disk", 4 * MIB, holes=0.0)
-    chunk, block = _first_block(disk, keys)
-    key = f"{vault_id}/chunks/{chunk.hex()}"
-    store, index = MemoryChunkStore(), MemoryChunkIndex()
-    good = ChunkCodec(keys).encode(block, chunk)
-    store.put(key, good)
-
-    result = backup_disk(disk, keys, store, index, vault_id, **SMALL)
-    assert store.get(key) == good
-    assert result.new_chunks == len(result.manifest.unique_ids()) - 1
-    assert (vault_id, chunk) in index.rows  # indexed now: no longer an orphan
-    assert _restores(tmp_path, result, store, keys, vault_id, disk)
+    assert result.new_chunks == len(result.manifest.unique_ids())
+    assert index.rows[(vault_id, chunk)][4] is not None  # in a pack
+    assert _restores(tmp_path, result, store, keys, vault_id, disk, index=index)
 
 
 # 2. New chunks are made durable and indexed in batches, so memory does not grow with the disk.
@@ -120,7 +135,7 @@ class _Recorder:
     # the index
     def record_new(self, vault_id, rows):
         rows = list(rows)
-        self._log("record", [row[0].hex() for row in rows])
+        self._log("record", [row[3].hex() for row in rows])  # the packs the rows point into
         self.index.record_new(vault_id, rows)
 
 
@@ -133,16 +148,17 @@ def test_new_chunks_are_committed_in_batches(tmp_path):
 
     index = MemoryChunkIndex()
     recorder = _Recorder(MemoryChunkStore(), index)
-    result = backup_disk(disk, keys, recorder, recorder, vault_id, commit_every=batch, **SMALL)
+    # One chunk per pack, so rows come a pack at a time and batches stay near commit_every.
+    result = backup_disk(disk, keys, recorder, recorder, vault_id, commit_every=batch, pack_target=1, **SMALL)
     assert result.manifest == reference.manifest
     assert result.new_chunks == reference.new_chunks
     assert _restores(tmp_path, result, recorder.store, keys, vault_id, disk)
 
     records = [e[1] for e in recorder.events if e[0] == "record"]
-    assert len(records) > 4 and all(len(rows) <= batch for rows in records)
+    assert len(records) > 4 and all(len(rows) <= batch + SMALL["workers"] for rows in records)
     assert sum(e[0] == "flush_start" for e in recorder.events) >= len(records)
     assert index.count(vault_id) == len(result.manifest.unique_ids())
-    # Write order: each row is inserted only after a flush that started after its chunk's put returned.
+    # Write order: each row is inserted only after a flush that started after its pack's put returned.
     put_done, durable = set(), set()
     for event in recorder.events:
         if event[0] == "put":

@@ -10,6 +10,7 @@ from cbr_backup.chunkstore import MemoryChunkStore
 from cbr_backup.datapath import (ChunkCorruptError, ChunkMissingError, VaultKeys, backup_disk, load_manifest,
                                  restore_in_place, restore_to_new_disk, take_snapshot)
 from cbr_backup.datapath.pipeline import run_pipeline, plan_pieces
+from tests.support.packs import corrupt_chunk, drop_chunk, stored_value
 from tests.unit.backup.datapath.disk_images import (MIB, allocated_bytes, make_disk, rewrite_blocks,
                                                     sha256_file)
 
@@ -138,18 +139,14 @@ def test_corrupt_chunk_is_data_loss_and_never_written(tmp_path):
     vault = Vault()
     full = vault.backup(disk)
     index, victim = next(iter(full.manifest.data_blocks()))
-    key = f"{vault.id}/chunks/{victim.hex()}"
-    good = vault.store.get(key)
-    bad = bytearray(good)
-    bad[100] ^= 0xFF
-    vault.store.delete(key)
-    vault.store.put(key, bytes(bad))
+    corrupt_chunk(vault.store, vault.keys, vault.id, victim)
+    bad = stored_value(vault.store, vault.keys, vault.id, victim)
     with pytest.raises(ChunkCorruptError):
         vault.restore(full.manifest, tmp_path / "restored")
     with open(tmp_path / "restored", "rb") as f:
         f.seek(index * BS)
         assert f.read(BS) != bytes(bad)
-    vault.store.delete(key)
+    drop_chunk(vault.store, vault.keys, vault.id, victim)
     with pytest.raises(ChunkMissingError):
         vault.restore(full.manifest, tmp_path / "restored2")
 
@@ -264,8 +261,7 @@ def test_blocks_shared_with_the_previous_snapshot_are_not_read(tmp_path, monkeyp
 
     # A shared block whose chunk the index no longer has (GC, quarantine) is read and stored again.
     gone = full.manifest.block_id(unchanged[0][0])
-    del vault.index.rows[(vault.id, gone)]
-    vault.store.delete(f"{vault.id}/chunks/{gone.hex()}")
+    drop_chunk(vault.store, vault.keys, vault.id, gone, vault.index)
     again = vault.backup(disk, parent=full.manifest, previous_snapshot=tmp_path / "previous")
     assert again.read_bytes == (len(changed) + 1) * BS and again.new_chunks == 1
     vault.restore(again.manifest, tmp_path / "restored2")

@@ -12,6 +12,7 @@ from cbr_backup.datapath import gc as gc_module
 from cbr_backup.datapath.disk_backup import TOUCH_MARGIN, chunk_key, manifest_key
 from cbr_backup.datapath.gc import collect_garbage, gc_cutoff
 from cbr_backup.datapath.verify import quarantine_key, verify_chunks
+from tests.support.packs import corrupt_chunk, drop_chunk, stored_value, to_lone_chunks
 from tests.unit.backup.datapath.disk_images import MIB, make_disk, rewrite_blocks, sha256_file
 
 BS = 64 << 10
@@ -122,10 +123,12 @@ class FirstReadCorrupt(MemoryChunkStore):
         return super().get(key)
 
 
-def test_verify_verdicts_and_quarantine(tmp_path):
+def test_verify_verdicts_and_quarantine_of_lone_chunks(tmp_path):
+    """A vault from before packs: one object per chunk."""
     vault_id, keys = str(uuid.uuid4()), VaultKeys(os.urandom(32), os.urandom(32))
     store, index = FirstReadCorrupt(), MemoryChunkIndex()
     a = backup_disk(make_disk(tmp_path / "disk", 2 * MIB, holes=0.0), keys, store, index, vault_id, **SMALL)
+    assert to_lone_chunks(store, keys, vault_id, index) == len(a.manifest.unique_ids())
     ids = sorted(a.manifest.unique_ids())
     corrupt, missing, replaced, unindexed, unindexed_bad = ids[:5]
     value = bytearray(store.get(chunk_key(vault_id, corrupt)))
@@ -156,13 +159,34 @@ def test_verify_verdicts_and_quarantine(tmp_path):
     assert keys_left == {chunk_key(vault_id, chunk) for chunk in (replaced, unindexed, unindexed_bad)}
 
 
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_verify_verdicts_and_quarantine_of_packed_chunks(tmp_path, encrypted):
+    vault_id, keys = str(uuid.uuid4()), VaultKeys(os.urandom(32), os.urandom(32) if encrypted else None)
+    store, index = MemoryChunkStore(), MemoryChunkIndex()
+    a = backup_disk(make_disk(tmp_path / "disk", 2 * MIB, holes=0.0, text=0.0), keys, store, index, vault_id,
+                    **SMALL)
+    ids = sorted(a.manifest.unique_ids())
+    corrupt, missing = ids[:2]
+    corrupt_chunk(store, keys, vault_id, corrupt)
+    bad_value = stored_value(store, keys, vault_id, corrupt)
+    drop_chunk(store, keys, vault_id, missing)
+    index.rows[(vault_id, missing)][4] = os.urandom(16)  # its row names a pack that is gone
+
+    result = verify_chunks(index, store, keys, vault_id, ids, batch=4)
+    assert set(result.bad_chunks) == {corrupt, missing} and result.bad_chunks[missing] == "missing"
+    assert result.quarantined == 2 and index.sizes(vault_id, [corrupt, missing]) == {}
+    assert store.get(quarantine_key(vault_id, corrupt)) == bad_value
+    assert verify_chunks(index, store, keys, vault_id, ids[2:]).bad_chunks == {}  # the pack's others are fine
+
+
 def test_verify_without_quarantine_and_stopped_by_progress(tmp_path):
     vault_id, keys = str(uuid.uuid4()), VaultKeys(os.urandom(32))
     store, index = MemoryChunkStore(), MemoryChunkIndex()
     a = backup_disk(make_disk(tmp_path / "disk", 2 * MIB, holes=0.0), keys, store, index, vault_id, **SMALL)
     ids = sorted(a.manifest.unique_ids())
     for chunk in (ids[0], ids[-1]):
-        store.delete(chunk_key(vault_id, chunk))
+        drop_chunk(store, keys, vault_id, chunk)
+        index.rows[(vault_id, chunk)][4] = os.urandom(16)
 
     report = verify_chunks(index, store, keys, vault_id, ids, quarantine=False)
     assert set(report.bad_chunks) == {ids[0], ids[-1]} and report.quarantined == 0

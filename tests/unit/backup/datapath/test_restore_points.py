@@ -8,6 +8,7 @@ import pytest
 
 from cbr_backup.datapath import ChunkCorruptError
 from cbr_backup.providers.local import RESTORE_POINTS, LocalProvider
+from tests.support.packs import corrupt_chunk
 from tests.unit.backup.datapath.disk_images import MIB, make_disk, sha256_file
 from tests.unit.backup.datapath.test_disk_paths import Vault
 
@@ -28,11 +29,7 @@ async def disk_with_backup(provider, vault):
     make_disk(path, 16 * MIB, seed=3, holes=0.0, text=0.0)
     full = vault.backup(path)
     *_, (_, last) = full.manifest.data_blocks()
-    key = f"{vault.id}/chunks/{last.hex()}"
-    bad = bytearray(vault.store.get(key))
-    bad[10] ^= 0xFF
-    vault.store.delete(key)
-    vault.store.put(key, bytes(bad))
+    corrupt_chunk(vault.store, vault.keys, vault.id, last)
     make_disk(path, 16 * MIB, seed=4, holes=0.2, text=0.0)  # what the restore will find
     return disk_id, path, full.manifest
 

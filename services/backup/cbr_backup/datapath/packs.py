@@ -1,0 +1,271 @@
+"""Pack files: many stored chunk values in one store object, with a sealed trailer that lists them.
+
+The format, its write order and the GC rules are in DESIGN.md section 12. `PackWriter` is the one put path the
+disk and tree backups (and GC's repack) share; `ChunkSource` reads stored values back in batches, from packs by
+ranged reads (adjacent chunks merged into one read) or, for vaults from before packs, from lone chunk keys.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cbr_backup.chunkstore import ChunkNotFoundError
+from cbr_backup.datapath.chunk_codec import ID_SIZE, ChunkCodec
+from cbr_backup.datapath.errors import ChunkCorruptError
+
+DEFAULT_PACK_TARGET_MIB = 32
+PACK_ID_SIZE = 16
+MERGE_GAP = 64 << 10  # chunks of one pack closer than this are read with one ranged read
+FOOTER_MAGIC = b"CBRPACK1"
+_FOOTER = struct.Struct("<QIHH8s")              # data end (= trailer offset), trailer length, version, flags, magic
+TRAILER_MAGIC = b"CBRPTR\r\n"
+_TRAILER_HEAD = struct.Struct("<8sHHI")         # magic, version, flags, count
+_ENTRY = struct.Struct(f"<{ID_SIZE}sIQI")       # chunk id, raw size, offset, length
+VERSION = 1
+FOOTER_SIZE = _FOOTER.size
+
+
+def pack_target_size() -> int:
+    """CBR_PACK_TARGET_MIB (default 32): the size at which the open pack is closed."""
+    mib = int(os.environ.get("CBR_PACK_TARGET_MIB", DEFAULT_PACK_TARGET_MIB))
+    if not 1 <= mib <= 1024:
+        raise ValueError(f"CBR_PACK_TARGET_MIB must be 1-1024, not {mib}")
+    return mib << 20
+
+
+def pack_prefix(vault_id: str) -> str:
+    return f"{vault_id}/packs/"
+
+
+def pack_key(vault_id: str, pack_id: bytes) -> str:
+    return f"{vault_id}/packs/{pack_id.hex()}"
+
+
+def chunk_key(vault_id: str, chunk: bytes) -> str:
+    return f"{vault_id}/chunks/{chunk.hex()}"  # a lone chunk: the layout before packs
+
+
+@dataclass(frozen=True)
+class PackEntry:
+    chunk: bytes
+    raw_size: int
+    offset: int
+    length: int
+
+
+# An index row: (chunk id, raw size, stored size, pack id or None, offset in the pack or None)
+Row = tuple[bytes, int, int, "bytes | None", "int | None"]
+
+
+def encode_pack(codec: ChunkCodec, key: str, data: bytes | bytearray, entries: list[PackEntry]) -> bytes:
+    """data (the chunk values back to back) followed by the sealed trailer and the footer."""
+    plain = bytearray(_TRAILER_HEAD.pack(TRAILER_MAGIC, VERSION, 0, len(entries)))
+    for e in entries:
+        plain += _ENTRY.pack(e.chunk, e.raw_size, e.offset, e.length)
+    trailer = codec.seal(bytes(plain), key.encode())
+    return b"".join((data, trailer, _FOOTER.pack(len(data), len(trailer), VERSION, 0, FOOTER_MAGIC)))
+
+
+def decode_trailer(codec: ChunkCodec, key: str, trailer: bytes, data_end: int) -> list[PackEntry]:
+    """The trailer's entries, checked: known version, every chunk within the data, no overlap, no id twice."""
+    plain = codec.unseal(trailer, key.encode(), key)
+    if len(plain) < _TRAILER_HEAD.size:
+        raise ChunkCorruptError(key, "pack trailer too short")
+    magic, version, flags, count = _TRAILER_HEAD.unpack_from(plain)
+    if magic != TRAILER_MAGIC or version != VERSION or flags != 0:
+        raise ChunkCorruptError(key, "not a pack trailer of a known version")
+    if len(plain) != _TRAILER_HEAD.size + count * _ENTRY.size:
+        raise ChunkCorruptError(key, "pack trailer length does not match its count")
+    entries = [PackEntry(*_ENTRY.unpack_from(plain, _TRAILER_HEAD.size + i * _ENTRY.size)) for i in range(count)]
+    end, seen = 0, set()
+    for e in sorted(entries, key=lambda e: e.offset):
+        if e.offset < end or e.offset + e.length > data_end or e.length == 0 or e.chunk in seen:
+            raise ChunkCorruptError(key, "pack trailer lists overlapping, repeated or out-of-range chunks")
+        end = e.offset + e.length
+        seen.add(e.chunk)
+    return entries
+
+
+def read_pack_entries(store, codec: ChunkCodec, key: str) -> list[PackEntry]:
+    """A pack's chunk list from its footer and trailer alone (two ranged reads; no database)."""
+    footer = store.read_ranges(key, [(-FOOTER_SIZE, FOOTER_SIZE)])[0]
+    if len(footer) != FOOTER_SIZE:
+        raise ChunkCorruptError(key, "pack shorter than its footer")
+    data_end, trailer_len, version, flags, magic = _FOOTER.unpack(footer)
+    if magic != FOOTER_MAGIC or version != VERSION or flags != 0:
+        raise ChunkCorruptError(key, "not a pack footer of a known version")
+    trailer = store.read_ranges(key, [(data_end, trailer_len)])[0]
+    if len(trailer) != trailer_len:
+        raise ChunkCorruptError(key, "pack shorter than its trailer")
+    return decode_trailer(codec, key, trailer, data_end)
+
+
+class PackWriter:
+    """Appends new chunk values to an open pack, puts the pack when it reaches the target size (or on close()),
+    and hands out the index rows of packs that were put (DESIGN.md 12.2: the caller flushes the store before
+    inserting them). Thread-safe: the pipeline's workers add concurrently; a full pack is put by the worker
+    that filled it, outside the lock, while the others go on filling the next one."""
+
+    def __init__(self, store, codec: ChunkCodec, vault_id: str, target_size: int | None = None):
+        self.store = store
+        self.codec = codec
+        self.vault_id = vault_id
+        self.target_size = target_size or pack_target_size()
+        self._lock = threading.Lock()
+        self._data = bytearray()
+        self._entries: list[PackEntry] = []
+        self._open_ids: set[bytes] = set()
+        self._rows: list[Row] = []  # rows of packs already put, not yet taken
+        self.packs_written = 0
+        self.bytes_written = 0  # whole packs: values, trailers, footers
+
+    def add(self, chunk: bytes, raw_size: int, value: bytes) -> bool:
+        """Appends value to the open pack; False (and nothing appended) if chunk is in the open pack already."""
+        full = None
+        with self._lock:
+            if chunk in self._open_ids:
+                return False
+            self._open_ids.add(chunk)
+            self._entries.append(PackEntry(chunk, raw_size, len(self._data), len(value)))
+            self._data += value
+            if len(self._data) >= self.target_size:
+                full = self._take_open()
+        if full is not None:
+            self._put(*full)
+        return True
+
+    def close(self) -> None:
+        """Puts the open pack, if it holds anything."""
+        with self._lock:
+            full = self._take_open() if self._entries else None
+        if full is not None:
+            self._put(*full)
+
+    def take_rows(self, at_least: int = 0) -> list[Row]:
+        """The rows of packs put so far (and forgets them), or [] while fewer than at_least are waiting."""
+        with self._lock:
+            if not self._rows or len(self._rows) < at_least:
+                return []
+            rows, self._rows = self._rows, []
+            return rows
+
+    def _take_open(self) -> tuple[bytearray, list[PackEntry]]:
+        data, entries = self._data, self._entries
+        self._data, self._entries, self._open_ids = bytearray(), [], set()
+        return data, entries
+
+    def _put(self, data: bytearray, entries: list[PackEntry]) -> None:
+        pack_id = os.urandom(PACK_ID_SIZE)
+        key = pack_key(self.vault_id, pack_id)
+        value = encode_pack(self.codec, key, data, entries)
+        if not self.store.put(key, value):
+            raise FileExistsError(f"pack {key} exists already")  # 128 random bits: never in practice
+        with self._lock:
+            self.packs_written += 1
+            self.bytes_written += len(value)
+            self._rows.extend((e.chunk, e.raw_size, e.length, pack_id, e.offset) for e in entries)
+
+
+@dataclass(frozen=True)
+class Location:
+    pack_id: bytes | None  # None: a lone chunk under <vault>/chunks/ (before packs)
+    offset: int
+    length: int
+
+
+class ChunkSource:
+    """Stored chunk values by id, in batches: locations from the index (or, without one, from the vault's pack
+    trailers, read once), then one ranged read per run of nearby chunks of a pack."""
+
+    def __init__(self, store, codec: ChunkCodec, vault_id: str, index=None):
+        self.store = store
+        self.codec = codec
+        self.vault_id = vault_id
+        self.index = index
+        self._trailers: dict[bytes, Location] | None = None
+        self._primed: dict[bytes, Location] = {}
+        self._lock = threading.Lock()
+        self.bytes_read = 0
+        self.reads = 0
+
+    def prime(self, ids: Iterable[bytes]) -> None:
+        """Looks up these ids' locations now, in batches, and keeps them (a restore that fetches one by one)."""
+        self._primed.update(self.locate(ids))
+
+    def locate(self, ids: Iterable[bytes]) -> dict[bytes, Location]:
+        ids, primed = list(ids), self._primed
+        found = {chunk: primed[chunk] for chunk in ids if chunk in primed} if primed else {}
+        if found:
+            ids = [chunk for chunk in ids if chunk not in found]
+        if self.index is not None:
+            found.update((chunk, Location(*where)) for chunk, where in self.index.locations(self.vault_id, ids).items())
+            return found
+        with self._lock:
+            if self._trailers is None:
+                self._trailers = self._read_trailers()
+        found.update((chunk, self._trailers[chunk]) for chunk in ids if chunk in self._trailers)
+        return found
+
+    def _read_trailers(self) -> dict[bytes, Location]:
+        found: dict[bytes, Location] = {}
+        for key in self.store.iterate(pack_prefix(self.vault_id)):
+            pack_id = bytes.fromhex(key.rpartition("/")[2])
+            for e in read_pack_entries(self.store, self.codec, key):
+                found.setdefault(e.chunk, Location(pack_id, e.offset, e.length))
+        return found
+
+    def fetch_many(self, ids: Iterable[bytes]) -> dict[bytes, bytes]:
+        """Stored values of the ids that have one; ids absent from the store are left out."""
+        ids = set(ids)
+        where = self.locate(ids)
+        values: dict[bytes, bytes] = {}
+        by_pack: dict[bytes, list[tuple[int, int, bytes]]] = defaultdict(list)
+        for chunk in ids:
+            loc = where.get(chunk)
+            if loc is None or loc.pack_id is None:
+                value = self._lone(chunk)
+                if value is not None:
+                    values[chunk] = value
+            else:
+                by_pack[loc.pack_id].append((loc.offset, loc.length, chunk))
+        for pack_id, wanted in by_pack.items():
+            values.update(self._read_pack(pack_id, sorted(wanted)))
+        return values
+
+    def _lone(self, chunk: bytes) -> bytes | None:
+        try:
+            value = self.store.get(chunk_key(self.vault_id, chunk))
+        except ChunkNotFoundError:
+            return None
+        self._count(len(value), 1)
+        return value
+
+    def _read_pack(self, pack_id: bytes, wanted: list[tuple[int, int, bytes]]) -> dict[bytes, bytes]:
+        runs: list[list] = []  # [start, end, [(offset, length, chunk), ...]]
+        for offset, length, chunk in wanted:
+            if runs and offset - runs[-1][1] <= MERGE_GAP:
+                runs[-1][1] = max(runs[-1][1], offset + length)
+                runs[-1][2].append((offset, length, chunk))
+            else:
+                runs.append([offset, offset + length, [(offset, length, chunk)]])
+        try:
+            blobs = self.store.read_ranges(pack_key(self.vault_id, pack_id), [(r[0], r[1] - r[0]) for r in runs])
+        except ChunkNotFoundError:
+            return {}
+        self._count(sum(len(b) for b in blobs), len(blobs))
+        out = {}
+        for (start, _end, members), blob in zip(runs, blobs):
+            for offset, length, chunk in members:
+                value = blob[offset - start:offset - start + length]
+                if len(value) == length:
+                    out[chunk] = value  # a short value is left out: missing, not silently cut
+        return out
+
+    def _count(self, nbytes: int, reads: int) -> None:
+        with self._lock:
+            self.bytes_read += nbytes
+            self.reads += reads

@@ -1,0 +1,23 @@
+"""Pack files (DESIGN.md section 12): a chunk row names the pack holding its value and its offset there.
+
+Both nullable: rows from before packs name a lone chunk object under <vault>/chunks/ and stay readable.
+"""
+from alembic import op
+import sqlalchemy as sa
+
+revision = "backup_0006p"
+down_revision = "backup_0005"
+branch_labels = None
+depends_on = None
+
+S = "backup"
+
+
+def upgrade() -> None:
+    op.add_column("chunks", sa.Column("pack_id", sa.LargeBinary, nullable=True), schema=S)
+    op.add_column("chunks", sa.Column("pack_offset", sa.BigInteger, nullable=True), schema=S)
+
+
+def downgrade() -> None:
+    op.drop_column("chunks", "pack_offset", schema=S)
+    op.drop_column("chunks", "pack_id", schema=S)
