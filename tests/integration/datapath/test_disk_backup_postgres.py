@@ -10,6 +10,8 @@ import pytest
 from cbr_backup.adapters.chunk_index import ChunkIndex
 from cbr_backup.chunkstore import FsChunkStore
 from cbr_backup.datapath import VaultKeys, backup_disk, restore_in_place, restore_to_new_disk
+from cbr_backup.datapath.verify import verify_chunks
+from tests.support.packs import to_lone_chunks
 from tests.unit.backup.datapath.disk_images import MIB, make_disk, rewrite_blocks, sha256_file
 
 BS = 64 << 10
@@ -45,22 +47,45 @@ def test_full_incremental_and_restores(tmp_path, index):
     assert result.written_blocks + result.zeroed_blocks == len(changed)
 
 
-def test_torn_orphan_and_batched_commits(tmp_path, index):
-    """A crash leftover (an empty chunk file) is replaced; rows are indexed in durable batches as it goes."""
-    from cbr_backup.datapath import chunk_id
-    vault_id, keys = str(uuid.uuid4()), VaultKeys(os.urandom(32))
+def test_packs_and_batched_commits(tmp_path, index):
+    """Chunks go to packs of about the target size; rows are indexed in durable batches and name their pack."""
+    vault_id, keys = str(uuid.uuid4()), VaultKeys(os.urandom(32), os.urandom(32))
     store = FsChunkStore(tmp_path / "store")
     disk = make_disk(tmp_path / "disk", 8 * MIB + 100, holes=0.0)
-    with open(disk, "rb") as f:
-        torn = store.path_for(f"{vault_id}/chunks/{chunk_id(f.read(BS), keys.id_key).hex()}")
-    torn.parent.mkdir(parents=True)
-    torn.write_bytes(b"")
-
-    full = backup_disk(disk, keys, store, index, vault_id, block_size=BS, buffer_size=1 << 20, commit_every=9)
-    assert torn.stat().st_size > 0
+    full = backup_disk(disk, keys, store, index, vault_id, block_size=BS, buffer_size=1 << 20, commit_every=9,
+                       pack_target=MIB)
+    packs = set(store.iterate(f"{vault_id}/packs/"))
+    assert 2 <= len(packs) <= 9 and not list(store.iterate(f"{vault_id}/chunks/"))
     assert index.count(vault_id) == len(full.manifest.unique_ids()) == full.new_chunks
-    restore_to_new_disk(full.manifest, store, keys, vault_id, tmp_path / "restored")
-    assert sha256_file(tmp_path / "restored") == sha256_file(disk)
+    where = index.locations(vault_id, full.manifest.unique_ids())
+    assert {f"{vault_id}/packs/{w[0].hex()}" for w in where.values()} == packs
+    for target, via in (("restored", index), ("restored-without-index", None)):  # trailers alone suffice
+        restore_to_new_disk(full.manifest, store, keys, vault_id, tmp_path / target, index=via)
+        assert sha256_file(tmp_path / target) == sha256_file(disk)
+
+
+def test_a_vault_from_before_packs_keeps_working(tmp_path, index):
+    """Chunks stored one object each with rows without a pack (the layout before migration backup_0006p) are
+    restored, reused by the next backup, and mixed with new packed chunks."""
+    vault_id, keys = str(uuid.uuid4()), VaultKeys(os.urandom(32))
+    store = FsChunkStore(tmp_path / "store")
+    disk = make_disk(tmp_path / "disk", 8 * MIB, holes=0.1)
+    old = backup_disk(disk, keys, store, index, vault_id, block_size=BS)
+    assert to_lone_chunks(store, keys, vault_id, index) == len(old.manifest.unique_ids())
+    assert not list(store.iterate(f"{vault_id}/packs/"))
+    restore_to_new_disk(old.manifest, store, keys, vault_id, tmp_path / "old", index=index)
+    assert sha256_file(tmp_path / "old") == sha256_file(disk)
+
+    rewrite_blocks(disk, BS, 5)
+    new = backup_disk(disk, keys, store, index, vault_id, block_size=BS, parent=old.manifest)
+    assert new.new_chunks == 5 and len(list(store.iterate(f"{vault_id}/packs/"))) == 1
+    for manifest, target in ((new.manifest, "new"), (new.manifest, "new-no-index"), (old.manifest, "old2")):
+        restore_to_new_disk(manifest, store, keys, vault_id, tmp_path / target,
+                            index=None if target == "new-no-index" else index)
+    assert sha256_file(tmp_path / "new") == sha256_file(tmp_path / "new-no-index") == sha256_file(disk)
+    assert sha256_file(tmp_path / "old2") == sha256_file(tmp_path / "old")
+    report = verify_chunks(index, store, keys, vault_id, old.manifest.unique_ids() | new.manifest.unique_ids())
+    assert report.bad_chunks == {}
 
 
 def test_index_touches_and_scopes_by_vault(index):

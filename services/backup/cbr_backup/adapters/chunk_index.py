@@ -53,6 +53,9 @@ _PACK_USAGE_SQL = """
 SELECT pack_id, count(*), COALESCE(SUM(stored_size), 0)::bigint FROM backup.chunks
 WHERE vault_id = %(vault)s AND pack_id IS NOT NULL GROUP BY pack_id
 """
+_LONE_BYTES_SQL = """
+SELECT COALESCE(SUM(stored_size), 0)::bigint FROM backup.chunks WHERE vault_id = %s AND pack_id IS NULL
+"""
 _PACK_ROWS_SQL = """
 SELECT digest, raw_size, pack_offset, stored_size FROM backup.chunks WHERE vault_id = %(vault)s AND pack_id = %(pack)s
 """
@@ -195,6 +198,11 @@ class ChunkIndex:
         with self._lock:
             rows = self._conn.execute(_PACK_USAGE_SQL, {"vault": vault_id}).fetchall()
         return {bytes(pack): (count, total) for pack, count, total in rows}
+
+    def lone_bytes(self, vault_id: str) -> int:
+        """Stored bytes of the vault's chunks that are lone objects (rows from before packs)."""
+        with self._lock:
+            return int(self._conn.execute(_LONE_BYTES_SQL, (vault_id,)).fetchone()[0])
 
     def pack_rows(self, vault_id: str, pack_id: bytes) -> list[tuple[bytes, int, int, int]]:
         """(id, raw_size, offset, stored_size) of the rows naming the pack."""
@@ -387,6 +395,10 @@ class MemoryChunkIndex:
                     entry[0] += 1
                     entry[1] += row[1]
         return {pack: (count, total) for pack, (count, total) in usage.items()}
+
+    def lone_bytes(self, vault_id: str) -> int:
+        with self._lock:
+            return sum(row[1] for (vault, _), row in self.rows.items() if vault == vault_id and row[4] is None)
 
     def pack_rows(self, vault_id: str, pack_id: bytes) -> list[tuple[bytes, int, int, int]]:
         with self._lock:

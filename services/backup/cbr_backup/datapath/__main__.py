@@ -121,7 +121,9 @@ def _connect_index(database_url: str):
     from cbr_backup.adapters.chunk_index import ChunkIndex, libpq_url
     import psycopg
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        missing = conn.execute("SELECT to_regclass('backup.chunks') IS NULL").fetchone()[0]
+        missing = conn.execute(  # no table, or one from before packs (migration backup_0006p)
+            "SELECT NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'backup'"
+            " AND table_name = 'chunks' AND column_name = 'pack_id')").fetchone()[0]
     if missing:
         from cbr_common.migrations import upgrade
         upgrade(database_url if "+psycopg" in database_url else
@@ -160,14 +162,18 @@ def _backup(args) -> dict:
 
 
 def _restore(args) -> dict:
-    # The chunk index is not needed to restore: the manifest names every chunk. --database-url is accepted
-    # for a uniform command line.
-    keys, store = _vault(args)
-    from cbr_backup.datapath.disk_backup import load_manifest
-    from cbr_backup.datapath.disk_restore import restore_in_place, restore_to_new_disk
-    manifest = load_manifest(store, keys, args.vault_id, args.manifest_id)
-    restore = restore_in_place if args.in_place else restore_to_new_disk
-    return restore(manifest, store, keys, args.vault_id, args.target, workers=args.workers).summary()
+    # The chunk index says which pack holds each chunk the manifest names (DESIGN.md 12.3).
+    index = _IndexWhenReady(args.database_url)
+    try:
+        keys, store = _vault(args)
+        from cbr_backup.datapath.disk_backup import load_manifest
+        from cbr_backup.datapath.disk_restore import restore_in_place, restore_to_new_disk
+        manifest = load_manifest(store, keys, args.vault_id, args.manifest_id)
+        restore = restore_in_place if args.in_place else restore_to_new_disk
+        return restore(manifest, store, keys, args.vault_id, args.target, workers=args.workers,
+                       index=index).summary()
+    finally:
+        index.close()
 
 
 if __name__ == "__main__":

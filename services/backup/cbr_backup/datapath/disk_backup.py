@@ -4,7 +4,8 @@ Write order (DESIGN.md, "Write order" and 12.2): new chunks are appended to pack
 when full; every COMMIT_EVERY chunks of packs put (and at the end, after the last pack is closed) store.flush(),
 then their index rows are inserted; the manifest is put, store.flush(). Only then does the
 caller flip the backup row to available and publish the event, so nothing refers to a chunk that is not
-durable, and an interrupted backup leaves only orphan packs (reclaimed by GC). Committing in batches keeps the backup's memory bounded, not its disk size.
+durable, and an interrupted backup leaves only orphan packs (reclaimed by GC). Committing in batches keeps
+the backup's memory bounded, not its disk size.
 """
 from __future__ import annotations
 

@@ -7,16 +7,38 @@ the index, the store and the vault lock.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import struct
 import time
+from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
+from cbr_backup.chunkstore import ChunkNotFoundError
+from cbr_backup.datapath import packs as packfiles
+from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
+from cbr_backup.datapath.dictionary import VaultDictionaries
 from cbr_backup.datapath.disk_backup import TOUCH_MARGIN
+from cbr_backup.datapath.errors import ChunkCorruptError
 
 MARK_BATCH = 16384   # distinct live ids per mark call (the index splits it into statements of its batch size)
 ORPHAN_BATCH = 1000  # store keys per index lookup while looking for orphans
 _CHUNK_NAME = re.compile(r"[0-9a-f]{64}")  # what chunk_key() writes; any other name is left alone
+_PACK_NAME = re.compile(r"[0-9a-f]{32}")   # what pack_key() writes
+DEFAULT_REPACK_BELOW = 0.5
+
+
+def repack_below() -> float:
+    """CBR_REPACK_BELOW (default 0.5): a pack whose live fraction falls under it is repacked (DESIGN.md 12.4)."""
+    value = float(os.environ.get("CBR_REPACK_BELOW", DEFAULT_REPACK_BELOW))
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"CBR_REPACK_BELOW must be within 0-1, not {value}")
+    return value
+
+
+def _repack_step(step: str) -> None:
+    """Called between the steps of a repack ("new packs durable", "rows moved"); the crash tests stop here."""
 
 
 @dataclass(frozen=True)
@@ -31,12 +53,18 @@ class GcResult:
     exclusive: bool         # whether GC held the vault's lock exclusively (no backup of the vault running)
     cutoff: dt.datetime     # rows last referenced before this were swept
     seconds: float
+    packs_deleted: int = 0     # packs no row named any more (DESIGN.md 12.4)
+    packs_repacked: int = 0    # packs whose live chunks were copied to new packs, then deleted
+    reclaimed_bytes: int = 0   # store bytes given back: lone chunks swept, packs deleted
+    rewritten_bytes: int = 0   # chunk bytes copied by repacking
 
     def summary(self) -> dict:
         return {"marked": self.marked, "deleted_chunks": self.deleted_chunks, "freed_bytes": self.freed_bytes,
                 "orphans_deleted": self.orphans_deleted, "manifests_deleted": self.manifests_deleted,
                 "temp_files_deleted": self.temp_files_deleted, "exclusive": self.exclusive,
-                "cutoff": self.cutoff.isoformat(), "seconds": round(self.seconds, 3)}
+                "cutoff": self.cutoff.isoformat(), "seconds": round(self.seconds, 3),
+                "packs_deleted": self.packs_deleted, "packs_repacked": self.packs_repacked,
+                "reclaimed_bytes": self.reclaimed_bytes, "rewritten_bytes": self.rewritten_bytes}
 
 
 def gc_cutoff(gc_start: dt.datetime, grace: dt.timedelta, exclusive: bool,
@@ -67,7 +95,8 @@ def gc_cutoff(gc_start: dt.datetime, grace: dt.timedelta, exclusive: bool,
 def collect_garbage(index, store, vault_id: str, live_chunk_ids: Callable[[], Iterable[bytes]], *,
                     live_manifest_ids: Collection[str] | Callable[[], Iterable[str]], grace: dt.timedelta,
                     oldest_running_start: dt.datetime | None | Callable[[], dt.datetime | None],
-                    now: dt.datetime | None = None) -> GcResult:
+                    now: dt.datetime | None = None, keys: VaultKeys | None = None,
+                    repack_fraction: float | None = None) -> GcResult:
     """Collects the vault's garbage: unreferenced chunks always, orphans and dead manifests when no backup runs.
 
     live_chunk_ids: yields every chunk id named by a live manifest (a backup row that is available, or was
@@ -81,6 +110,8 @@ def collect_garbage(index, store, vault_id: str, live_chunk_ids: Callable[[], It
     backup that started between the two is covered by neither term of the cutoff.
     now: GC's start, an earlier reading of index.now() (the default is to read it here). Never a time ahead of
     the index's clock: the mark stamps rows with the index's now(), which must not be older than the cutoff.
+    keys: the vault's keys; with them (and the exclusive lock) packs whose live fraction is under repack_fraction
+    (default CBR_REPACK_BELOW) are repacked. Packs without live rows are deleted either way (DESIGN.md 12.4).
     """
     t0 = time.perf_counter()
     clock = index.now()
@@ -92,12 +123,24 @@ def collect_garbage(index, store, vault_id: str, live_chunk_ids: Callable[[], It
         oldest = oldest_running_start() if callable(oldest_running_start) else oldest_running_start
         cutoff = gc_cutoff(gc_start, grace, exclusive, oldest)
         marked = _mark(index, vault_id, live_chunk_ids(), cutoff)
+        had_rows, lone_before = set(index.pack_usage(vault_id)), index.lone_bytes(vault_id)
         deleted, freed = index.sweep(vault_id, cutoff, store)
+        usage = index.pack_usage(vault_id)
+        lone_freed = lone_before - index.lone_bytes(vault_id)  # new rows always name a pack
         orphans = manifests = 0
+        # A pack that had rows and has none now is dead whoever runs: the backup that wrote it inserted them.
+        dead = [p for p in had_rows if p not in usage]
         if exclusive:  # orphans are unsafe to judge while a backup may be between a put and its index insert
             orphans = _delete_orphan_chunks(index, store, vault_id)
             live = live_manifest_ids() if callable(live_manifest_ids) else live_manifest_ids
             manifests = _delete_dead_manifests(store, vault_id, set(live))
+            dead = [p for p in _stored_packs(store, vault_id) if p not in usage]  # orphan packs too
+        packs_deleted, reclaimed = _delete_packs(store, vault_id, dead)
+        repacked = rewritten = 0
+        if exclusive and keys is not None:
+            fraction = repack_below() if repack_fraction is None else repack_fraction
+            repacked, rewritten, freed_by_repack = _repack(index, store, keys, vault_id, usage, fraction)
+            reclaimed += freed_by_repack
         # Age, not the lock, keeps a running put's temp file safe: so this runs whether or not backups run.
         temps = store.remove_stale_temp_files(f"{vault_id}/")
         store.flush()  # deletes need no barrier (a lost one only brings back garbage); harmless
@@ -106,7 +149,8 @@ def collect_garbage(index, store, vault_id: str, live_chunk_ids: Callable[[], It
             index.unlock_vault(vault_id, exclusive=True)
     return GcResult(marked=marked, deleted_chunks=deleted, freed_bytes=freed, orphans_deleted=orphans,
                     manifests_deleted=manifests, temp_files_deleted=temps, exclusive=exclusive, cutoff=cutoff,
-                    seconds=time.perf_counter() - t0)
+                    seconds=time.perf_counter() - t0, packs_deleted=packs_deleted, packs_repacked=repacked,
+                    reclaimed_bytes=lone_freed + reclaimed, rewritten_bytes=rewritten)
 
 
 def _mark(index, vault_id: str, ids: Iterable[bytes], cutoff: dt.datetime) -> int:
@@ -155,3 +199,81 @@ def _delete_dead_manifests(store, vault_id: str, live: set[str]) -> int:
     for key in dead:
         store.delete(key)
     return len(dead)
+
+
+# Packs (DESIGN.md 12.4)
+
+def _stored_packs(store, vault_id: str) -> list[bytes]:
+    prefix = packfiles.pack_prefix(vault_id)
+    names = (key[len(prefix):] for key in store.iterate(prefix))
+    return [bytes.fromhex(name) for name in names if _PACK_NAME.fullmatch(name)]
+
+
+def _pack_size(store, key: str) -> int:
+    """The pack's size from its footer (data end + trailer + footer); 0 if it is gone or not a pack."""
+    try:
+        footer = store.read_ranges(key, [(-packfiles.FOOTER_SIZE, packfiles.FOOTER_SIZE)])[0]
+    except ChunkNotFoundError:
+        return 0
+    if len(footer) != packfiles.FOOTER_SIZE:
+        return len(footer)
+    data_end, trailer_len = struct.unpack_from("<QI", footer)
+    return data_end + trailer_len + packfiles.FOOTER_SIZE
+
+
+def _delete_packs(store, vault_id: str, pack_ids: Iterable[bytes]) -> tuple[int, int]:
+    deleted = freed = 0
+    for pack_id in pack_ids:
+        key = packfiles.pack_key(vault_id, pack_id)
+        freed += _pack_size(store, key)
+        store.delete(key)
+        deleted += 1
+    return deleted, freed
+
+
+def _repack(index, store, keys: VaultKeys, vault_id: str, usage: dict[bytes, tuple[int, int]],
+            fraction: float) -> tuple[int, int, int]:
+    """Copies the live chunks of sparse packs into new packs; only the exclusive lock's holder calls this.
+
+    Order: new packs put and flushed, then each old pack's rows moved in one transaction, then the old pack
+    deleted. A crash anywhere leaves every row naming a durable pack that holds its chunk; what is left over
+    (a new pack no row names, an old pack no row names) is a dead pack the next exclusive GC deletes.
+    Returns (packs repacked, bytes rewritten, bytes freed)."""
+    sparse = []
+    for pack_id, (_rows, live) in usage.items():
+        size = _pack_size(store, packfiles.pack_key(vault_id, pack_id))
+        data = size - packfiles.FOOTER_SIZE  # the trailer is counted as dead weight, as it is
+        if size and live < fraction * data:
+            sparse.append((pack_id, size))
+    if not sparse:
+        return 0, 0, 0
+    codec = ChunkCodec(keys, dictionaries=VaultDictionaries(store, vault_id, keys).by_tag)
+    source = packfiles.ChunkSource(store, codec, vault_id)
+    writer = packfiles.PackWriter(store, codec, vault_id)
+    origin: dict[bytes, bytes] = {}  # chunk -> the old pack it is copied from
+    rewritten = 0
+    for pack_id, _size in sparse:
+        rows = index.pack_rows(vault_id, pack_id)
+        values = source._read_pack(pack_id, sorted((offset, stored, chunk) for chunk, _raw, offset, stored in rows))
+        for chunk, raw, _offset, _stored in rows:
+            value = values.get(chunk)
+            try:
+                codec.decode(value or b"", chunk, raw)
+            except ChunkCorruptError:
+                continue  # a bad chunk stays where it is: verify's business, and the old pack keeps a row
+            if writer.add(chunk, raw, value):
+                origin[chunk] = pack_id
+                rewritten += len(value)
+    writer.close()
+    store.flush()
+    _repack_step("new packs durable")
+    moves: dict[tuple[bytes, bytes], dict[bytes, int]] = defaultdict(dict)
+    for chunk, _raw, _stored, new_pack, offset in writer.take_rows():
+        moves[(origin[chunk], new_pack)][chunk] = offset
+    for (old, new), offsets in moves.items():
+        index.move_to_pack(vault_id, old, new, offsets)
+    _repack_step("rows moved")
+    still = index.pack_usage(vault_id)
+    emptied = [pack_id for pack_id, _size in sparse if pack_id not in still]
+    _deleted, freed = _delete_packs(store, vault_id, emptied)
+    return len(emptied), rewritten, freed - writer.bytes_written

@@ -213,8 +213,15 @@ class ChunkSource:
     def _read_trailers(self) -> dict[bytes, Location]:
         found: dict[bytes, Location] = {}
         for key in self.store.iterate(pack_prefix(self.vault_id)):
-            pack_id = bytes.fromhex(key.rpartition("/")[2])
-            for e in read_pack_entries(self.store, self.codec, key):
+            name = key.rpartition("/")[2]
+            if len(name) != 2 * PACK_ID_SIZE:
+                continue  # not a pack name pack_key() writes
+            pack_id = bytes.fromhex(name)
+            try:
+                entries = read_pack_entries(self.store, self.codec, key)
+            except (ChunkCorruptError, ChunkNotFoundError):
+                continue  # torn or gone (a crash's orphan, a pack GC just deleted): its chunks are elsewhere
+            for e in entries:
                 found.setdefault(e.chunk, Location(pack_id, e.offset, e.length))
         return found
 

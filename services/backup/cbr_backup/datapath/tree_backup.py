@@ -9,7 +9,8 @@ whose size, mtime, ctime and inode are unchanged reuses the parent's chunk list 
 confirmed (and touched) those chunks.
 
 Write order as for disks (DESIGN.md "Write order", 12.2): chunks appended to packs; every COMMIT_EVERY chunks of
-packs put and at the end (the last pack closed) store.flush(), then their index rows; the manifest put (an existing one is an error), store.flush().
+packs put and at the end (the last pack closed) store.flush(), then their index rows; the manifest put (an
+existing one is an error), store.flush().
 """
 from __future__ import annotations
 
@@ -469,7 +470,8 @@ class _TreeBackupJob:
         return TreeBackupResult(
             manifest_id=manifest_id, manifest=manifest, logical_bytes=manifest.logical_bytes,
             read_bytes=self.read_bytes, files=len(manifest.entries), new_chunks=self.new_chunks,
-            stored_bytes_added=self.stored_added + self.packs.bytes_written + len(value), seconds=time.perf_counter() - t0)
+            stored_bytes_added=self.stored_added + self.packs.bytes_written + len(value),
+            seconds=time.perf_counter() - t0)
 
 
 def _open_noatime(path, flags: int, dir_fd: int | None = None) -> int:

@@ -80,6 +80,8 @@ async def run_gc(ctx: JobContext) -> None:
         await lifecycle.finish(uow, task, "success", extra_info=dict(
             task.extra_info, deleted_chunks=str(result.deleted_chunks), freed_bytes=str(result.freed_bytes),
             orphans_deleted=str(result.orphans_deleted), manifests_deleted=str(result.manifests_deleted),
+            packs_deleted=str(result.packs_deleted), packs_repacked=str(result.packs_repacked),
+            reclaimed_bytes=str(result.reclaimed_bytes), rewritten_bytes=str(result.rewritten_bytes),
             temp_files_deleted=str(result.temp_files_deleted), exclusive=str(result.exclusive).lower(),
             cutoff=result.cutoff.isoformat()))
         await lifecycle.publish_usage(uow, task.project_id, task.vault_id)
@@ -111,7 +113,7 @@ async def _collect(ctx: JobContext, vault_id: str, grace: dt.timedelta, leaving_
         return await asyncio.to_thread(
             collect_garbage, index, ctx.store, vault_id, live_chunk_ids,
             live_manifest_ids=lambda: {b.manifest_id for b in read(live_backups)}, grace=grace,
-            oldest_running_start=lambda: read(oldest_running_start))
+            oldest_running_start=lambda: read(oldest_running_start), keys=keys)
 
 
 async def run_verify(ctx: JobContext) -> None:

@@ -39,22 +39,25 @@ async def run_restore(ctx: JobContext) -> None:
         check_restorable(backup)  # raises BackupCorruptError: never restore what verify found damaged
     keys = await ctx.keys(backup.vault_id)
     provider, store = ctx.resources.provider, ctx.store
-    if params["kind"] == "turbo":
-        manifest = await asyncio.to_thread(manifests.load, store, keys, backup)
-        root = provider.file_system_path(task.project_id, params["file_system_id"])
-        result = await asyncio.to_thread(restore_tree, manifest, store, keys, backup.vault_id, root,
-                                         subpath=params["target_path"], progress=ctx.progress)
-        written = result.written_bytes
-    elif params["kind"] == "new_disk":
-        manifest = await asyncio.to_thread(manifests.load, store, keys, backup)
-        path = provider.disk_path(task.project_id, params["disk_id"])
-        with _pool_room(params["disk_id"]):
-            result = await asyncio.to_thread(restore_to_new_disk, manifest, store, keys, backup.vault_id, path,
-                                             progress=ctx.progress)
-            os.truncate(path, params["size_bytes"])  # a larger new disk: the rest reads as zeros
-        written = result.written_bytes
-    else:  # disk or server: each backed-up disk onto its target disk, in place
-        written = await _restore_disks_in_place(ctx, backup, keys)
+    # The index says where chunks live (DESIGN.md 12.3); holding the vault's shared lock keeps GC from
+    # repacking (moving live chunks) while this restore reads them.
+    async with ctx.index(backup.vault_id) as index:
+        if params["kind"] == "turbo":
+            manifest = await asyncio.to_thread(manifests.load, store, keys, backup)
+            root = provider.file_system_path(task.project_id, params["file_system_id"])
+            result = await asyncio.to_thread(restore_tree, manifest, store, keys, backup.vault_id, root,
+                                             subpath=params["target_path"], progress=ctx.progress, index=index)
+            written = result.written_bytes
+        elif params["kind"] == "new_disk":
+            manifest = await asyncio.to_thread(manifests.load, store, keys, backup)
+            path = provider.disk_path(task.project_id, params["disk_id"])
+            with _pool_room(params["disk_id"]):
+                result = await asyncio.to_thread(restore_to_new_disk, manifest, store, keys, backup.vault_id, path,
+                                                 progress=ctx.progress, index=index)
+                os.truncate(path, params["size_bytes"])  # a larger new disk: the rest reads as zeros
+            written = result.written_bytes
+        else:  # disk or server: each backed-up disk onto its target disk, in place
+            written = await _restore_disks_in_place(ctx, backup, keys, index)
     async with ctx.make_uow() as uow:
         await check_still_mine(uow, task)
         await lifecycle.move_backup(uow, task.project_id, backup.backup_id, "available")
@@ -68,7 +71,7 @@ async def run_restore(ctx: JobContext) -> None:
         await uow.commit()
 
 
-async def _restore_disks_in_place(ctx: JobContext, backup: Backup, keys) -> int:
+async def _restore_disks_in_place(ctx: JobContext, backup: Backup, keys, index) -> int:
     """Restores every target disk; returns the bytes written. On a failure the disks with a restore point are
     rolled back (all of them: a server is restored whole or not at all) before the error goes on."""
     task, provider, store = ctx.task, ctx.resources.provider, ctx.store
@@ -91,7 +94,7 @@ async def _restore_disks_in_place(ctx: JobContext, backup: Backup, keys) -> int:
             disk, manifest = disks[disk_id], loaded[part_id]
             with _pool_room(disk_id):
                 result = await asyncio.to_thread(restore_in_place, manifest, store, keys, backup.vault_id,
-                                                 disk.path, progress=ctx.progress)
+                                                 disk.path, progress=ctx.progress, index=index)
                 if disk.size_bytes > manifest.disk_size:
                     os.truncate(disk.path, disk.size_bytes)  # the disk keeps its size; past the image: zeros
             ctx.part_done()
