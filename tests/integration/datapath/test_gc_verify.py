@@ -14,13 +14,24 @@ from cbr_backup.datapath import VaultKeys, backup_disk, chunk_id, restore_to_new
 from cbr_backup.datapath.disk_backup import chunk_key, manifest_key
 from cbr_backup.datapath.errors import ChunkMissingError
 from cbr_backup.datapath.gc import collect_garbage
+from cbr_backup.datapath.packs import ChunkSource
 from cbr_backup.datapath.verify import quarantine_key, verify_chunks
 from cbr_common.errors import DataLossError
+from tests.support.packs import corrupt_chunk, packed_chunks, stored_value
 from tests.unit.backup.datapath.disk_images import MIB, make_disk, rewrite_blocks, sha256_file
 
 BS = 64 << 10
 SMALL = dict(block_size=BS, buffer_size=256 << 10, workers=2)
 NO_GRACE = dt.timedelta(0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def reader(infra):
+    """An index connection of the test's own, for finding where chunks live (DESIGN.md 12.3)."""
+    global READER
+    READER = ChunkIndex(infra.postgres.url)
+    yield READER
+    READER.close()
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +76,8 @@ def _stored_sizes(sql, vault_id, ids):
 
 
 def _in_store(store, vault_id, ids):
-    keys = {chunk_key(vault_id, chunk): chunk for chunk in ids}
-    return {keys[key] for key in store.exists_many(keys)}
+    """The ids whose value the store gives through the index (a pack's chunk, or a lone chunk object)."""
+    return set(ChunkSource(store, None, vault_id, READER).fetch_many(ids))
 
 
 def _vault(tmp_path):
@@ -74,7 +85,7 @@ def _vault(tmp_path):
 
 
 def _restores(tmp_path, result, store, keys, vault_id, disk_hash, name="restored"):
-    restore_to_new_disk(result.manifest, store, keys, vault_id, tmp_path / name, workers=2)
+    restore_to_new_disk(result.manifest, store, keys, vault_id, tmp_path / name, workers=2, index=READER)
     return sha256_file(tmp_path / name) == disk_hash
 
 
@@ -312,7 +323,8 @@ def test_without_the_shared_lock_the_same_gc_breaks_the_backup(tmp_path, connect
     assert result.exclusive
     assert relied - _in_store(store, vault_id, relied)  # chunks the backup relied on are gone
     with pytest.raises(DataLossError):
-        restore_to_new_disk(y.manifest, store, keys, vault_id, tmp_path / "restored", workers=2)
+        restore_to_new_disk(y.manifest, store, keys, vault_id, tmp_path / "restored", workers=2,
+                            index=READER)
 
 
 def test_without_the_oldest_running_start_the_same_gc_breaks_the_backup(tmp_path, connect, sql):
@@ -330,24 +342,25 @@ def test_without_the_oldest_running_start_the_same_gc_breaks_the_backup(tmp_path
     assert not result.exclusive
     assert relied - _in_store(store, vault_id, relied)
     with pytest.raises(DataLossError):
-        restore_to_new_disk(outcome["result"].manifest, store, keys, vault_id, tmp_path / "restored", workers=2)
+        restore_to_new_disk(outcome["result"].manifest, store, keys, vault_id, tmp_path / "restored", workers=2,
+                            index=READER)
 
 
 # Verify
 
-def test_verify_finds_quarantines_and_the_next_backup_repairs(tmp_path, index):
+def test_verify_finds_quarantines_and_the_next_backup_repairs(tmp_path, index, sql):
     vault_id, keys, store = _vault(tmp_path)
     disk = make_disk(tmp_path / "disk", 4 * MIB, seed=3)
     disk_hash = sha256_file(disk)
     a = backup_disk(disk, keys, store, index, vault_id, **SMALL)
     ids = sorted(a.manifest.unique_ids())
-    bare = [chunk for chunk in ids if len(store.get(chunk_key(vault_id, chunk))) == BS]  # random: stored as is
+    packed = packed_chunks(store, keys, vault_id)
+    bare = [chunk for chunk in ids if packed[chunk][1].length == BS]  # random: stored as is
     flipped, deleted = bare[0], next(chunk for chunk in ids if chunk != bare[0])
-    path = store.path_for(chunk_key(vault_id, flipped))
-    value = bytearray(path.read_bytes())
-    value[len(value) // 2] ^= 0x40
-    path.write_bytes(value)
-    store.delete(chunk_key(vault_id, deleted))
+    corrupt_chunk(store, keys, vault_id, flipped)
+    value = stored_value(store, keys, vault_id, flipped)
+    sql("UPDATE backup.chunks SET pack_id = %s WHERE vault_id = %s AND digest = %s",
+        (os.urandom(16), vault_id, deleted))  # its row names a pack that is gone
     progress = []
 
     result = verify_chunks(index, store, keys, vault_id, ids + ids[:5], progress=lambda *a: progress.append(a),
@@ -361,7 +374,7 @@ def test_verify_finds_quarantines_and_the_next_backup_repairs(tmp_path, index):
     assert progress[-1] == (len(ids), len(ids)) and len(progress) == -(-len(ids) // 16)
 
     with pytest.raises(ChunkMissingError):
-        restore_to_new_disk(a.manifest, store, keys, vault_id, tmp_path / "broken", workers=2)
+        restore_to_new_disk(a.manifest, store, keys, vault_id, tmp_path / "broken", workers=2, index=READER)
     with open(tmp_path / "broken", "rb") as target:  # nothing wrong was written where the bad chunks go
         for i, chunk in a.manifest.data_blocks():
             if chunk in (flipped, deleted):
