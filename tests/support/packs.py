@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
-from cbr_backup.datapath.packs import PackEntry, encode_pack, pack_prefix, read_pack_entries
+from cbr_backup.datapath.packs import FOOTER_SIZE, PackEntry, encode_pack, pack_prefix, read_pack_entries
 
 
 def packed_chunks(store, keys: VaultKeys, vault_id: str) -> dict[bytes, tuple[str, PackEntry]]:
@@ -64,3 +64,24 @@ def to_lone_chunks(store, keys: VaultKeys, vault_id: str, index) -> int:
     for key in {key for key, _ in moved.values()}:
         store.delete(key)
     return len(moved)
+
+
+def chunk_objects(store, vault_id: str) -> set[str]:
+    """The store keys holding the vault's chunks: packs, and lone chunk objects from before packs."""
+    return set(store.iterate(f"{vault_id}/packs/")) | set(store.iterate(f"{vault_id}/chunks/"))
+
+
+def flip_pack_byte(path, offset: int) -> None:
+    """Flips one byte of a pack file's chunk data (offset < 0: from the data's end), without any key: the
+    footer, which is never encrypted, says where the data ends (DESIGN.md 12.1)."""
+    import os
+    import struct
+    with open(path, "r+b") as f:
+        f.seek(-FOOTER_SIZE, os.SEEK_END)
+        data_end = struct.unpack_from("<Q", f.read(FOOTER_SIZE))[0]
+        where = data_end + offset if offset < 0 else offset
+        assert 0 <= where < data_end
+        f.seek(where)
+        byte = f.read(1)
+        f.seek(where)
+        f.write(bytes([byte[0] ^ 0xFF]))

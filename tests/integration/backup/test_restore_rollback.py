@@ -19,6 +19,7 @@ from cbr_backup.providers.local import RESTORE_POINTS, LocalProvider
 from tests.support.backups import backup_now, sha256_file, wait_success, wait_task
 from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, ref
 from tests.support.mounts import small_file_system
+from tests.support.packs import chunk_objects, flip_pack_byte
 from tests.support.workers import without_shared_workers, worker_processes
 
 AVAILABLE, RESTORING, ERROR = (pp.PROTECTABLE_STATUS_AVAILABLE, pp.PROTECTABLE_STATUS_RESTORING,
@@ -35,7 +36,7 @@ def fill(path: str, offset_mib: int, mib: int, seed: int) -> None:
 
 def chunk_files(services, vault_id: str) -> set:
     store = FsChunkStore(services.infra.base / "store")
-    return {store.path_for(key) for key in store.iterate(f"{vault_id}/chunks/")}
+    return {store.path_for(key) for key in chunk_objects(store, vault_id)}
 
 
 def restore_points(services, caller) -> list[str]:
@@ -59,12 +60,8 @@ async def backup_with_a_corrupt_late_chunk(services, caller, name: str):
     fill(disk.path, 31, 1, seed=52)
     damaged = await backup_now(caller, vault.vault_id)
     late = sorted(chunk_files(services, vault.vault_id) - first_chunks)
-    assert len(late) == 8  # the last MiB's 128 KiB blocks: only the last pieces of a restore need them
-    with open(late[3], "r+b") as f:
-        f.seek(100)
-        byte = f.read(1)
-        f.seek(100)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    assert len(late) == 1  # one pack of the last MiB's 128 KiB blocks: only the last pieces of a restore need them
+    flip_pack_byte(late[0], 3 * 128 * 1024 + 100)  # its fourth chunk (random data: stored bare, 128 KiB each)
     fill(disk.path, 0, 32, seed=53)
     return disk, good, damaged, sha256_file(disk.path)
 

@@ -40,8 +40,8 @@ async def test_backup_and_restore_through_an_s3_store(caller, s3_server, s3_work
     for backup, image in ((first, first_image), (second, sha256_file(disk.path))):
         assert sha256_file(await disk_path(caller, await new_disk_from(caller, backup.backup_id))) == image
     with contextlib.closing(s3_server.client()) as client:
-        listed = client.list_objects_v2(Bucket=s3_server.bucket, Prefix=f"{s3_worker}/{vault.vault_id}/chunks/")
-    assert listed["KeyCount"] > 0  # the chunks are objects in the bucket, not files
+        listed = client.list_objects_v2(Bucket=s3_server.bucket, Prefix=f"{s3_worker}/{vault.vault_id}/packs/")
+    assert listed["KeyCount"] == 2  # the chunks are in packs, objects in the bucket: one per backup
 
 
 def test_a_store_url_that_is_not_s3_is_refused(infra):

@@ -30,7 +30,7 @@ from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import VaultDictionaries
 from cbr_backup.datapath import packs as packfiles
 from cbr_backup.datapath.disk_backup import COMMIT_EVERY, TOUCH_MARGIN, manifest_key
-from cbr_backup.datapath.errors import ChunkCorruptError, ManifestCorruptError
+from cbr_backup.datapath.errors import ManifestCorruptError
 from cbr_backup.datapath.extents import data_extents
 from cbr_backup.datapath.pipeline import default_workers
 from cbr_backup.datapath.tree_manifest import EntryKind, TreeEntry, TreeManifest, split_path
