@@ -266,6 +266,7 @@ class _BackupJob:
                 known.clear()  # only a cache: the index answers again
             known.update(found)
         codec = self.codec
+        new: list[tuple[bytes, int, bytes]] = []
         for j, chunk in fresh:
             if chunk in found or chunk in known or chunk in parent_known:
                 continue
@@ -274,14 +275,17 @@ class _BackupJob:
                     continue
                 self.claimed.add(chunk)
             data = view[j * bs:(j + 1) * bs]
-            value = codec.encode(data, chunk)
-            self.packs.add(chunk, len(data), value)
-            with self.lock:
-                self.new_chunks += 1
-            self.flusher.wrote(len(value))
-            batch = self.packs.take_rows(at_least=self.commit_every)
-            if batch:
-                self._commit(batch)
+            new.append((chunk, len(data), codec.encode(data, chunk)))
+        if not new:
+            return
+        # The piece's new chunks go in back to back: restoring the piece reads them with one ranged read.
+        self.packs.add_many(new)
+        with self.lock:
+            self.new_chunks += len(new)
+        self.flusher.wrote(sum(len(value) for _, _, value in new))
+        batch = self.packs.take_rows(at_least=self.commit_every)
+        if batch:
+            self._commit(batch)
 
     def _commit(self, rows: list[packfiles.Row]) -> None:
         """Write order steps 2 and 3 for one batch: the packs holding the chunks become durable, then their rows

@@ -125,18 +125,26 @@ class PackWriter:
 
     def add(self, chunk: bytes, raw_size: int, value: bytes) -> bool:
         """Appends value to the open pack; False (and nothing appended) if chunk is in the open pack already."""
-        full = None
+        return self.add_many([(chunk, raw_size, value)]) == 1
+
+    def add_many(self, items: list[tuple[bytes, int, bytes]]) -> int:
+        """Appends (chunk, raw_size, value)s back to back (a restore of the piece they came from then reads
+        them with one ranged read); returns how many were appended (ids in the open pack already are not)."""
+        full = []
+        added = 0
         with self._lock:
-            if chunk in self._open_ids:
-                return False
-            self._open_ids.add(chunk)
-            self._entries.append(PackEntry(chunk, raw_size, len(self._data), len(value)))
-            self._data += value
-            if len(self._data) >= self.target_size:
-                full = self._take_open()
-        if full is not None:
-            self._put(*full)
-        return True
+            for chunk, raw_size, value in items:
+                if chunk in self._open_ids:
+                    continue
+                self._open_ids.add(chunk)
+                self._entries.append(PackEntry(chunk, raw_size, len(self._data), len(value)))
+                self._data += value
+                added += 1
+                if len(self._data) >= self.target_size:
+                    full.append(self._take_open())
+        for pack in full:
+            self._put(*pack)
+        return added
 
     def close(self) -> None:
         """Puts the open pack, if it holds anything."""
