@@ -9,13 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import struct
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
-from cbr_backup.chunkstore import ChunkNotFoundError
 from cbr_backup.datapath import packs as packfiles
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import VaultDictionaries
@@ -209,23 +207,11 @@ def _stored_packs(store, vault_id: str) -> list[bytes]:
     return [bytes.fromhex(name) for name in names if _PACK_NAME.fullmatch(name)]
 
 
-def _pack_size(store, key: str) -> int:
-    """The pack's size from its footer (data end + trailer + footer); 0 if it is gone or not a pack."""
-    try:
-        footer = store.read_ranges(key, [(-packfiles.FOOTER_SIZE, packfiles.FOOTER_SIZE)])[0]
-    except ChunkNotFoundError:
-        return 0
-    if len(footer) != packfiles.FOOTER_SIZE:
-        return len(footer)
-    data_end, trailer_len = struct.unpack_from("<QI", footer)
-    return data_end + trailer_len + packfiles.FOOTER_SIZE
-
-
 def _delete_packs(store, vault_id: str, pack_ids: Iterable[bytes]) -> tuple[int, int]:
     deleted = freed = 0
     for pack_id in pack_ids:
         key = packfiles.pack_key(vault_id, pack_id)
-        freed += _pack_size(store, key)
+        freed += packfiles.pack_size(store, key)
         store.delete(key)
         deleted += 1
     return deleted, freed
@@ -241,7 +227,7 @@ def _repack(index, store, keys: VaultKeys, vault_id: str, usage: dict[bytes, tup
     Returns (packs repacked, bytes rewritten, bytes freed)."""
     sparse = []
     for pack_id, (_rows, live) in usage.items():
-        size = _pack_size(store, packfiles.pack_key(vault_id, pack_id))
+        size = packfiles.pack_size(store, packfiles.pack_key(vault_id, pack_id))
         data = size - packfiles.FOOTER_SIZE  # the trailer is counted as dead weight, as it is
         if size and live < fraction * data:
             sparse.append((pack_id, size))
@@ -254,7 +240,7 @@ def _repack(index, store, keys: VaultKeys, vault_id: str, usage: dict[bytes, tup
     rewritten = 0
     for pack_id, _size in sparse:
         rows = index.pack_rows(vault_id, pack_id)
-        values = source._read_pack(pack_id, sorted((offset, stored, chunk) for chunk, _raw, offset, stored in rows))
+        values = source.read_pack(pack_id, sorted((offset, stored, chunk) for chunk, _raw, offset, stored in rows))
         for chunk, raw, _offset, _stored in rows:
             value = values.get(chunk)
             try:

@@ -104,6 +104,18 @@ def read_pack_entries(store, codec: ChunkCodec, key: str) -> list[PackEntry]:
     return decode_trailer(codec, key, trailer, data_end)
 
 
+def pack_size(store, key: str) -> int:
+    """The pack's size from its footer (data, trailer, footer); 0 if it is gone, its length if it has no footer."""
+    try:
+        footer = store.read_ranges(key, [(-FOOTER_SIZE, FOOTER_SIZE)])[0]
+    except ChunkNotFoundError:
+        return 0
+    if len(footer) != FOOTER_SIZE:
+        return len(footer)
+    data_end, trailer_len, *_ = _FOOTER.unpack(footer)
+    return data_end + trailer_len + FOOTER_SIZE
+
+
 class PackWriter:
     """Appends new chunk values to an open pack, puts the pack when it reaches the target size (or on close()),
     and hands out the index rows of packs that were put (DESIGN.md 12.2: the caller flushes the store before
@@ -248,7 +260,7 @@ class ChunkSource:
             else:
                 by_pack[loc.pack_id].append((loc.offset, loc.length, chunk))
         for pack_id, wanted in by_pack.items():
-            values.update(self._read_pack(pack_id, sorted(wanted)))
+            values.update(self.read_pack(pack_id, sorted(wanted)))
         return values
 
     def _lone(self, chunk: bytes) -> bytes | None:
@@ -259,7 +271,8 @@ class ChunkSource:
         self._count(len(value), 1)
         return value
 
-    def _read_pack(self, pack_id: bytes, wanted: list[tuple[int, int, bytes]]) -> dict[bytes, bytes]:
+    def read_pack(self, pack_id: bytes, wanted: list[tuple[int, int, bytes]]) -> dict[bytes, bytes]:
+        """Values of (offset, length, chunk)s of one pack, sorted by offset: nearby ones merged into one read."""
         runs: list[list] = []  # [start, end, [(offset, length, chunk), ...]]
         for offset, length, chunk in wanted:
             if runs and offset - runs[-1][1] <= MERGE_GAP:
