@@ -63,11 +63,16 @@ Row = tuple[bytes, int, int, "bytes | None", "int | None"]
 
 def encode_pack(codec: ChunkCodec, key: str, data: bytes | bytearray, entries: list[PackEntry]) -> bytes:
     """data (the chunk values back to back) followed by the sealed trailer and the footer."""
+    return bytes(data) + pack_tail(codec, key, len(data), entries)
+
+
+def pack_tail(codec: ChunkCodec, key: str, data_end: int, entries: list[PackEntry]) -> bytes:
+    """The sealed trailer and the footer that follow data_end bytes of chunk values."""
     plain = bytearray(_TRAILER_HEAD.pack(TRAILER_MAGIC, VERSION, 0, len(entries)))
     for e in entries:
         plain += _ENTRY.pack(e.chunk, e.raw_size, e.offset, e.length)
     trailer = codec.seal(bytes(plain), key.encode())
-    return b"".join((data, trailer, _FOOTER.pack(len(data), len(trailer), VERSION, 0, FOOTER_MAGIC)))
+    return trailer + _FOOTER.pack(data_end, len(trailer), VERSION, 0, FOOTER_MAGIC)
 
 
 def decode_trailer(codec: ChunkCodec, key: str, trailer: bytes, data_end: int) -> list[PackEntry]:
@@ -181,7 +186,8 @@ class PackWriter:
     def _put(self, data: bytearray, entries: list[PackEntry]) -> None:
         pack_id = os.urandom(PACK_ID_SIZE)
         key = pack_key(self.vault_id, pack_id)
-        value = encode_pack(self.codec, key, data, entries)
+        value = data
+        value += pack_tail(self.codec, key, len(data), entries)  # in place: no second copy of the pack
         if not self.store.put(key, value):
             raise FileExistsError(f"pack {key} exists already")  # 128 random bits: never in practice
         with self._lock:
