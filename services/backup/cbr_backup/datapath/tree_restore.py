@@ -29,9 +29,11 @@ from cbr_backup.datapath.pipeline import default_workers
 from cbr_backup.datapath.tree_manifest import EntryKind, TreeEntry, TreeManifest, check_component, split_path
 from cbr_backup.domain.errors import InvalidTargetPathError
 from cbr_backup.folders import sync_file_system
+from cbr_common.errors import DataLossError
 
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 PREFETCH_BYTES = 64 << 20     # decoded chunks fetched ahead of the writer (memory bound of a restore)
+FETCH_BATCH_BYTES = 4 << 20   # chunks fetched together (one ranged read for those stored side by side)
 PROGRESS_BYTES = 4 << 20
 # Extended attributes the target cannot take (file system without them, a namespace reserved to root, a
 # label the kernel refuses) are skipped: they are metadata, and the content must still be restored.
@@ -258,12 +260,21 @@ class _TreeRestoreJob:
                 if chunk is not None:
                     yield chunk, length
 
-    def _fetch(self, chunk: bytes, raw_size: int) -> bytes:
-        key = chunk_key(self.vault_id, chunk)
-        value = self.source.fetch_many([chunk]).get(chunk)
-        if value is None:
-            raise ChunkMissingError(key)
-        return self.codec.decode(value, chunk, raw_size, key)
+    def _fetch(self, refs: list[tuple[bytes, int]]) -> list:
+        """Each (chunk, raw size)'s plaintext, or the DataLossError it raised (the writer raises it if it gets
+        there: a restore stops at the first bad chunk it needs, not at a bad neighbour in the batch)."""
+        values = self.source.fetch_many(chunk for chunk, _ in refs)
+        out: list = []
+        for chunk, raw_size in refs:
+            key = chunk_key(self.vault_id, chunk)
+            try:
+                value = values.get(chunk)
+                if value is None:
+                    raise ChunkMissingError(key)
+                out.append(self.codec.decode(value, chunk, raw_size, key))
+            except DataLossError as exc:
+                out.append(exc)
+        return out
 
     def _report(self, force: bool = False) -> None:
         if self.progress is not None and (force or self.done - self.reported >= PROGRESS_BYTES):
@@ -273,31 +284,40 @@ class _TreeRestoreJob:
 
 class _ChunkPrefetcher:
     """Fetches and decodes the chunks of the restore, in the order the writer needs them, on a thread pool
-    (store reads, decryption and zstd release the GIL), at most PREFETCH_BYTES ahead of the writer."""
+    (store reads, decryption and zstd release the GIL), at most PREFETCH_BYTES ahead of the writer. Chunks go
+    in batches of FETCH_BATCH_BYTES: small files' chunks, stored together, come in one ranged read."""
 
-    def __init__(self, refs: Iterator[tuple[bytes, int]], fetch: Callable[[bytes, int], bytes]):
+    def __init__(self, refs: Iterator[tuple[bytes, int]], fetch: Callable[[list[tuple[bytes, int]]], list]):
         self._refs = refs
         self._fetch = fetch
-        self._queue: collections.deque[tuple[bytes, int, Future]] = collections.deque()
+        self._queue: collections.deque[tuple[bytes, int, Future, int]] = collections.deque()
         self._queued_bytes = 0
         self._executor = ThreadPoolExecutor(2 * default_workers(), thread_name_prefix="cbr-tree-restore")
 
     def next(self, chunk: bytes) -> bytes:
         self._fill()
-        queued, length, future = self._queue.popleft()
+        queued, length, future, position = self._queue.popleft()
         self._queued_bytes -= length
         if queued != chunk:
             raise RuntimeError("chunks requested out of manifest order")
         self._fill()
-        return future.result()
+        plain = future.result()[position]
+        if isinstance(plain, Exception):
+            raise plain  # this chunk's own failure: the chunks before it in its batch were fine
+        return plain
 
     def _fill(self) -> None:
         while not self._queue or self._queued_bytes < PREFETCH_BYTES:
-            ref = next(self._refs, None)
-            if ref is None:
+            batch: list[tuple[bytes, int]] = []
+            size = 0
+            while size < FETCH_BATCH_BYTES and (ref := next(self._refs, None)) is not None:
+                batch.append(ref)
+                size += ref[1]
+            if not batch:
                 return
-            self._queue.append((ref[0], ref[1], self._executor.submit(self._fetch, *ref)))
-            self._queued_bytes += ref[1]
+            future = self._executor.submit(self._fetch, batch)
+            self._queue.extend((chunk, length, future, i) for i, (chunk, length) in enumerate(batch))
+            self._queued_bytes += size
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
