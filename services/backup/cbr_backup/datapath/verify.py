@@ -56,6 +56,8 @@ def verify_chunks(index, store, keys: VaultKeys, vault_id: str, ids: Iterable[by
     (batches already quarantined stay so).
     A vault dictionary that is present but fails its own check raises ManifestCorruptError: that is not
     the chunks' fault, and nothing is quarantined for it.
+    The caller holds the vault's lock shared (as a backup does): GC's repack moves live chunks to new packs
+    only under the exclusive lock, and a chunk moved while verify read it would look missing.
     """
     t0 = time.perf_counter()
     codec = ChunkCodec(keys, dictionaries=VaultDictionaries(store, vault_id, keys).by_tag)

@@ -134,7 +134,7 @@ async def run_verify(ctx: JobContext) -> None:
             continue
         sizes.update(found)
         needs[backup.backup_id] = set(found)
-    async with ctx.index() as index:
+    async with ctx.index(task.vault_id) as index:  # shared: GC does not repack (move chunks) while we read
         result = await asyncio.to_thread(verify_chunks, index, ctx.store, keys, task.vault_id, list(sizes),
                                          raw_sizes=sizes, progress=ctx.progress)
     bad = set(result.bad_chunks)
