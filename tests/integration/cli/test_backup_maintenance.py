@@ -26,8 +26,8 @@ async def backed_up_disk(cbr, name: str, seed: int) -> tuple[dict, str, str]:
 
 
 def chunk_files(services, vault_id: str) -> list:
-    """The vault's chunk files in the file-system chunk store the test services share."""
-    return sorted(path for path in (services.infra.base / "store" / vault_id / "chunks").rglob("*")
+    """The vault's pack files in the file-system chunk store the test services share."""
+    return sorted(path for path in (services.infra.base / "store" / vault_id / "packs").rglob("*")
                   if path.is_file())
 
 
@@ -44,7 +44,7 @@ async def test_verify_finds_a_damaged_chunk(cbr, services):
     assert "verified_time" in shown.stdout
 
     damaged = chunk_files(services, vault_id)[0]
-    damaged.write_bytes(b"not the chunk that was written" + damaged.read_bytes()[30:])
+    damaged.write_bytes(b"not the chunk that was written" + damaged.read_bytes()[30:])  # a pack's first chunk
     found = await cbr.json("backup", "verify", vault_id, "--backup-id", backup_id, "--wait", timeout=BACKUP_WAIT)
     assert found["status"] == "TASK_STATUS_SUCCESS"  # the task did its job: it found the damage
     assert (found["extra_info"]["bad_chunks"], found["extra_info"]["corrupt_backups"]) == ("1", backup_id)
