@@ -63,8 +63,10 @@ def _measure(pristine: Path, env: dict, change_percent: float, change_seed: int,
     sparse_copy(pristine, Path(disk.path))
     vault = vaults.CreateVault(vault_pb2.CreateVaultRequest(
         name="bench", object_type=common_pb2.OBJECT_TYPE_DISK, protect_type=vault_pb2.PROTECT_TYPE_BACKUP,
-        size_gb=max(10, 4 * size >> 30), resources=[vault_pb2.ResourceRef(
+        size_gb=max(10, 4 * size >> 30), encrypted=True, resources=[vault_pb2.ResourceRef(
             resource_id=disk.resource_id, type=common_pb2.OBJECT_TYPE_DISK)]), metadata=metadata).vault
+    if not vault.encrypted:
+        raise RuntimeError("the bench's vault was made unencrypted")
 
     def wait(task_id: str) -> None:
         deadline = time.monotonic() + timeout
@@ -98,4 +100,4 @@ def _measure(pristine: Path, env: dict, change_percent: float, change_seed: int,
     restored = protectables.GetProtectable(protectable_pb2.GetProtectableRequest(
         type=common_pb2.OBJECT_TYPE_DISK, resource_id=reply.disk_id), metadata=metadata).protectable
     return {"full_s": round(full_s, 3), "incr_s": round(incr_s, 3), "restore_s": round(restore_s, 3),
-            "restore_ok": sha256_file(Path(restored.path)) == changed_sha}
+            "restore_ok": sha256_file(Path(restored.path)) == changed_sha, "encrypted": vault.encrypted}
