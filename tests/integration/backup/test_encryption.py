@@ -77,6 +77,8 @@ async def test_an_unencrypted_vault_only_when_asked_for(services, caller):
     assert not vault.encrypted
     got = (await caller.vault.GetVault(vp.GetVaultRequest(vault_id=vault.vault_id))).vault
     assert not got.encrypted
+    made = await eventually(lambda: _async(key_row(services, vault.vault_id)))  # by the VaultCreated event
+    assert made[2] and made[3] is None
     backup = await backup_now(caller, vault.vault_id)
     values = stored_values(services, vault.vault_id)
     assert any(sample in v for v in values)  # readable (bare random block, compressed text)
