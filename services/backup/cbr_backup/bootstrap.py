@@ -10,8 +10,8 @@ from cbr_backup.providers.base import Provider
 from cbr_backup.providers.local import LocalProvider
 from cbr_backup.keys import KeyProvider, key_provider
 from cbr_backup.service.events import subscriptions
-from cbr_backup.service.vault_keys import wrap_clear_keys
 from cbr_backup.service.jobs import JOBS_STREAM
+from cbr_backup.service.vault_keys import wrap_clear_keys
 from cbr_common.jetstream import EventConsumer, ensure_stream
 from cbr_common.runtime import ServiceRuntime, open_runtime, serve
 from cbr_common.server import ServiceBinding

@@ -113,3 +113,21 @@ def test_export_then_import_gives_back_the_kek(tmp_path, monkeypatch):
     monkeypatch.setenv("CBR_ESCROW_PASSPHRASE", "not the passphrase")
     assert keys_command(["import", "--in", str(tmp_path / "escrow"), "--out", str(tmp_path / "again")]) == 1
     assert not (tmp_path / "again").exists()
+
+
+@pytest.mark.parametrize("module", ["cbr_backup", "cbr_backup.worker"])
+def test_the_service_and_the_worker_refuse_to_start_without_a_private_kek(tmp_path, module):
+    import subprocess
+    import sys
+    env = dict(os.environ, CBR_DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:1/none",
+               CBR_NATS_URL="nats://127.0.0.1:1", CBR_JWT_SECRET="x" * 32, CBR_LISTEN_ADDR="127.0.0.1:0",
+               CBR_POOL_DIR=str(tmp_path / "pool"), CBR_FS_ROOT=str(tmp_path / "fs"),
+               CBR_STORE_DIR=str(tmp_path / "store"))
+    env.pop("CBR_KEK_FILE", None)
+    missing = subprocess.run([sys.executable, "-m", module], env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "missing required setting CBR_KEK_FILE" in missing.stderr, missing.stderr
+    kek = create_kek_file(tmp_path / "kek")
+    os.chmod(kek, 0o644)
+    open_to_all = subprocess.run([sys.executable, "-m", module], env=dict(env, CBR_KEK_FILE=str(kek)),
+                                 capture_output=True, text=True, timeout=60)
+    assert open_to_all.returncode == 2 and "mode 0644" in open_to_all.stderr, open_to_all.stderr

@@ -35,9 +35,9 @@ class Resources:
     store: object           # a ChunkStore
     provider: LocalProvider
     snapshot_dir: Path      # next to the pool, so that snapshots can be reflink clones
+    key_provider: KeyProvider  # wraps the vaults' keys (CBR_KEK_FILE)
     rate_limit_mbps: float = 0.0
     make_job_uow: Callable[[], BackupUnitOfWork] | None = None  # the handlers': a job's statement budget
-    key_provider: KeyProvider | None = None  # wraps the vaults' keys (CBR_KEK_FILE)
 
     def open_index(self) -> ChunkIndex:
         return ChunkIndex(self.database_url)
