@@ -169,3 +169,43 @@ async def _path(caller, disk_id: str) -> str:
 async def _run(command, argv) -> int:
     import asyncio
     return await asyncio.to_thread(command, argv)
+
+
+def test_migrations_keep_vaults_from_before_unencrypted_and_their_clear_keys_wrappable(infra):
+    """A database as it was before encryption (vault_0002, backup_0005) with a vault and its clear id key:
+    after the migrations the vault says unencrypted, its key row is intact, and a new vault defaults to
+    encrypted."""
+    import importlib
+    from pathlib import Path
+
+    from alembic import command
+    from alembic.config import Config
+
+    def migrate(url: str, module: str, revision: str) -> None:
+        config = Config()
+        config.set_main_option("script_location",
+                               str(Path(next(iter(importlib.import_module(module).__path__))) / "migrations"))
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+        command.upgrade(config, revision)
+
+    url = infra.fresh_database()
+    migrate(url, "cbr_vault", "vault_0002")
+    migrate(url, "cbr_backup", "backup_0005")
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+    columns = ("vault_id, project_id, name, description, object_type, protect_type, consistent_level, size_gb, "
+               "used_bytes, auto_expand, auto_bind, smn_notify, threshold, locked, status, created_time, "
+               "updated_time")
+    values = "'{}', 'p', 'old', '', 'disk', 'backup', 'crash_consistent', 1, 0, false, false, true, 80, false, " \
+             "'available', now(), now()"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO vault.vaults ({columns}) VALUES ({values.format('v-old')})")
+        conn.execute("INSERT INTO backup.vault_keys (vault_id, id_key, created_time) VALUES ('v-old', %s, now())",
+                     (b"i" * 32,))
+    migrate(url, "cbr_vault", "head")
+    migrate(url, "cbr_backup", "head")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO vault.vaults ({columns}) VALUES ({values.format('v-new')})")
+        assert conn.execute("SELECT vault_id, encrypted FROM vault.vaults ORDER BY vault_id").fetchall() == [
+            ("v-new", True), ("v-old", False)]
+        assert conn.execute("SELECT id_key, kek_id, wrapped_id_key FROM backup.vault_keys").fetchall() == [
+            (b"i" * 32, None, None)]
