@@ -154,7 +154,7 @@ async def _start_backup(uow: BackupUnitOfWork, cp: Checkpoint, vault: VaultInfo,
                          resource_id=resource.resource_id, resource_name=name, checkpoint_id=cp.checkpoint_id,
                          policy_id=cp.policy_id,
                          params={"incremental": incremental, "size_gb": vault.size_gb,
-                                 "auto_expand": vault.auto_expand})
+                                 "auto_expand": vault.auto_expand, "encrypted": vault.encrypted})
     if not await uow.backups.claim_resource(resource.resource_id, task.task_id, "backup"):
         return skip(errors.ResourceBusyError(f"resource {resource.resource_id} is busy with another backup or restore"))
     room.take(full_bytes)
