@@ -275,8 +275,8 @@ class Cbr(Runner):
         return {
             "block_size": self.block_size or f"the CLI's default ({DEFAULT_BLOCK_SIZE >> 10} KiB)",
             "compression": "zstd (stored raw where it does not help)",
-            "encryption": "none: the CLI's key file holds only the 32-byte BLAKE3 id key (chunk ids are keyed); "
-                          "restic and borg encrypt",
+            "encryption": "AES-256-GCM per stored value (the key file holds the id key and a data key, as the "
+                          "services make for every vault by default); restic and borg encrypt too",
             "chunk_index": "private Postgres (fsync on) in the work folder; its rows are reported apart",
             "restore": "sparse new disk (only non-zero blocks written); in place writes only differing blocks",
         }
@@ -286,7 +286,7 @@ class Cbr(Runner):
         from cbr_common.migrations import upgrade
         from cbr_devstack.postgres import PostgresCluster
         self.store.mkdir(parents=True, exist_ok=True)
-        self.key_file.write_bytes(os.urandom(32))
+        self.key_file.write_bytes(os.urandom(64))  # the id key and the data key: an encrypted vault
         os.chmod(self.key_file, 0o600)
         self.cluster = PostgresCluster(self.folder / "pg", fast=False)
         self.cluster.start()

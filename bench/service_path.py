@@ -29,14 +29,16 @@ def _env_file(run_dir: Path) -> dict:
     return values
 
 
-def measure(pristine: Path, work: Path, change_percent: float, change_seed: int, timeout: float) -> dict:
+def measure(pristine: Path, work: Path, change_percent: float, change_seed: int, timeout: float,
+            encrypted: bool = True) -> dict:
+    """The bench's vault is encrypted (the default, as restic always is); encrypted=False measures the cost."""
     run_dir = work / "stack"
     up = subprocess.run([sys.executable, "-m", "cbr_devstack", "up", "--run-dir", str(run_dir)],
                         capture_output=True, text=True, timeout=120)
     if up.returncode != 0:
         return {"error": f"the embedded stack did not start: {up.stderr.strip()[-500:]}"}
     try:
-        return _measure(pristine, _env_file(run_dir), change_percent, change_seed, timeout)
+        return _measure(pristine, _env_file(run_dir), change_percent, change_seed, timeout, encrypted)
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
     finally:
@@ -44,7 +46,8 @@ def measure(pristine: Path, work: Path, change_percent: float, change_seed: int,
                        capture_output=True, timeout=120)
 
 
-def _measure(pristine: Path, env: dict, change_percent: float, change_seed: int, timeout: float) -> dict:
+def _measure(pristine: Path, env: dict, change_percent: float, change_seed: int, timeout: float,
+             encrypted: bool) -> dict:
     from cbr.backup.v1 import backup_pb2, backup_pb2_grpc, protectable_pb2, protectable_pb2_grpc, task_pb2, \
         task_pb2_grpc
     from cbr.common.v1 import common_pb2
@@ -63,8 +66,10 @@ def _measure(pristine: Path, env: dict, change_percent: float, change_seed: int,
     sparse_copy(pristine, Path(disk.path))
     vault = vaults.CreateVault(vault_pb2.CreateVaultRequest(
         name="bench", object_type=common_pb2.OBJECT_TYPE_DISK, protect_type=vault_pb2.PROTECT_TYPE_BACKUP,
-        size_gb=max(10, 4 * size >> 30), resources=[vault_pb2.ResourceRef(
+        size_gb=max(10, 4 * size >> 30), encrypted=encrypted, resources=[vault_pb2.ResourceRef(
             resource_id=disk.resource_id, type=common_pb2.OBJECT_TYPE_DISK)]), metadata=metadata).vault
+    if vault.encrypted != encrypted:
+        raise RuntimeError(f"the bench's vault says encrypted={vault.encrypted}, {encrypted} was asked for")
 
     def wait(task_id: str) -> None:
         deadline = time.monotonic() + timeout
@@ -98,4 +103,4 @@ def _measure(pristine: Path, env: dict, change_percent: float, change_seed: int,
     restored = protectables.GetProtectable(protectable_pb2.GetProtectableRequest(
         type=common_pb2.OBJECT_TYPE_DISK, resource_id=reply.disk_id), metadata=metadata).protectable
     return {"full_s": round(full_s, 3), "incr_s": round(incr_s, 3), "restore_s": round(restore_s, 3),
-            "restore_ok": sha256_file(Path(restored.path)) == changed_sha}
+            "restore_ok": sha256_file(Path(restored.path)) == changed_sha, "encrypted": vault.encrypted}

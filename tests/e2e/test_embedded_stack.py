@@ -176,6 +176,8 @@ def test_restarts_keep_endpoints_and_data_until_wipe(run_dir):
         first = devstack("up", run_dir)
         assert first.returncode == 0, first.stdout + first.stderr
         first_env_file = env_file.read_bytes()
+        kek = (run_dir / "kek").read_bytes()  # the KEK: made once, private to its owner
+        assert len(kek) == 32 and (run_dir / "kek").stat().st_mode & 0o777 == 0o600
         env = read_env(env_file)
         create_vault(env, "kept")
 
@@ -196,7 +198,7 @@ def test_restarts_keep_endpoints_and_data_until_wipe(run_dir):
         # Same ports, secret and token after a restart, so a shell that sourced cbr.env goes on; the data is there.
         again = devstack("up", run_dir)
         assert again.returncode == 0, again.stdout + again.stderr
-        assert env_file.read_bytes() == first_env_file
+        assert env_file.read_bytes() == first_env_file and (run_dir / "kek").read_bytes() == kek
         assert "kept" in vault_names(env)
 
         # One process gone: partly running, non-zero.
@@ -229,7 +231,7 @@ def test_restarts_keep_endpoints_and_data_until_wipe(run_dir):
         # Only wipe forgets: a fresh secret (the old token is refused) and no vaults.
         wiped = devstack("wipe", run_dir)
         assert wiped.returncode == 0, wiped.stdout + wiped.stderr
-        assert not [name for name in ("cbr.env", "stack.json", "pg", "nats", "store", "pool")
+        assert not [name for name in ("cbr.env", "stack.json", "pg", "nats", "store", "pool", "kek")
                     if (run_dir / name).exists()]
         fresh = devstack("up", run_dir)
         assert fresh.returncode == 0, fresh.stdout + fresh.stderr

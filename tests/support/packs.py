@@ -1,4 +1,4 @@
-"""Test helpers for chunks inside pack files: find them, damage one, take one away (DESIGN.md section 12)."""
+"""Test helpers for chunks inside pack files: find them, damage one, take one away (DESIGN.md section 13)."""
 from __future__ import annotations
 
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
@@ -73,7 +73,7 @@ def chunk_objects(store, vault_id: str) -> set[str]:
 
 def flip_pack_byte(path, offset: int) -> None:
     """Flips one byte of a pack file's chunk data (offset < 0: from the data's end), without any key: the
-    footer, which is never encrypted, says where the data ends (DESIGN.md 12.1)."""
+    footer, which is never encrypted, says where the data ends (DESIGN.md 13.1)."""
     import os
     import struct
     with open(path, "r+b") as f:

@@ -30,11 +30,17 @@ def settings_for(infra, service: str, peers: dict[str, str], listen_addr: str = 
     return Settings(service=service, database_url=infra.postgres.url, nats_url=infra.nats.url,
                     jwt_secret=infra.jwt_secret, listen_addr=listen_addr, peers=dict(peers),
                     pool_dir=str(infra.base / "pool"), fs_root=str(infra.base / "fs"),
-                    store_dir=str(infra.base / "store"), outbox_poll_seconds=0.2,
+                    store_dir=str(infra.base / "store"), kek_file=str(kek_file(infra)), outbox_poll_seconds=0.2,
                     job_lease_seconds=JOB_LEASE_SECONDS,
                     # The scheduler runs on the real clock in tests/e2e (its own stacks); here it would fire the
                     # policies the API tests make whenever a test crosses their hour.
                     scheduler_interval_seconds=0.0)
+
+
+def kek_file(infra):
+    """The test session's key-encryption key (made once, mode 0600)."""
+    from cbr_backup.keys import create_kek_file
+    return create_kek_file(infra.base / "kek")
 
 
 @dataclass
@@ -100,6 +106,7 @@ class Services:
         env = dict(os.environ, CBR_DATABASE_URL=infra.postgres.url, CBR_NATS_URL=infra.nats.url,
                    CBR_JWT_SECRET=infra.jwt_secret, CBR_POOL_DIR=str(infra.base / "pool"),
                    CBR_FS_ROOT=str(infra.base / "fs"), CBR_STORE_DIR=str(infra.base / "store"),
+                   CBR_KEK_FILE=str(kek_file(infra)),
                    CBR_JOB_LEASE_SECONDS=str(JOB_LEASE_SECONDS), PYTHONUNBUFFERED="1")
         env.update({k: str(v) for k, v in overrides.items()})
         return env

@@ -5,6 +5,8 @@ import contextlib
 import subprocess
 import sys
 
+import pytest
+
 
 @contextlib.contextmanager
 def worker_processes(services, count: int = 1, **env):
@@ -33,3 +35,10 @@ async def without_shared_workers(services):
     finally:
         await services.stop_workers()
         await services.start_worker()
+
+
+@pytest.fixture
+async def no_inprocess_workers(services):
+    """The fixture form of without_shared_workers: jobs wait until the test starts workers of its own."""
+    async with without_shared_workers(services):
+        yield services

@@ -8,8 +8,10 @@ from cbr_backup.adapters.vaults import GrpcVaultDirectory
 from cbr_backup.grpc_api.servicer import BackupServicer, ProtectableServicer, TaskServicer
 from cbr_backup.providers.base import Provider
 from cbr_backup.providers.local import LocalProvider
-from cbr_backup.service.events import SUBSCRIPTIONS
+from cbr_backup.keys import KeyProvider, key_provider
+from cbr_backup.service.events import subscriptions
 from cbr_backup.service.jobs import JOBS_STREAM
+from cbr_backup.service.vault_keys import wrap_clear_keys
 from cbr_common.jetstream import EventConsumer, ensure_stream
 from cbr_common.runtime import ServiceRuntime, open_runtime, serve
 from cbr_common.server import ServiceBinding
@@ -33,15 +35,18 @@ def local_provider(settings: Settings) -> LocalProvider:
 async def start(settings: Settings, provider: Provider | None = None) -> ServiceRuntime:
     if provider is None:
         provider = local_provider(settings)  # before connecting, so a bad setting fails fast
+    keys = key_provider(settings)
     runtime = await open_runtime(settings, metadata)
 
     def make_uow() -> BackupUnitOfWork:
         return BackupUnitOfWork(runtime.db)
 
+    await _wrap_clear_keys(make_uow, keys)
+
     await ensure_stream(runtime.js, JOBS_STREAM)  # before the outbox relay sends the first job
     vaults = GrpcVaultDirectory(settings)
     runtime.closers.append(vaults.close)
-    consumer = EventConsumer(runtime.js, "backup", SUBSCRIPTIONS, make_uow, metadata)
+    consumer = EventConsumer(runtime.js, "backup", subscriptions(keys), make_uow, metadata)
     runtime.spawn(consumer.run(), "backup-events")
     return await serve(runtime, [
         ServiceBinding(protectable_pb2_grpc.add_ProtectableServiceServicer_to_server,
@@ -50,3 +55,10 @@ async def start(settings: Settings, provider: Provider | None = None) -> Service
         ServiceBinding(backup_pb2_grpc.add_BackupServiceServicer_to_server,
                        BackupServicer(make_uow, vaults, provider), BACKUP_SERVICE),
     ])
+
+
+async def _wrap_clear_keys(make_uow, keys: KeyProvider) -> None:
+    """Vaults from before keys were wrapped keep no clear key past the service's start."""
+    async with make_uow() as uow:
+        if await wrap_clear_keys(uow, keys):
+            await uow.commit()

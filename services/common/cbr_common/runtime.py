@@ -78,4 +78,8 @@ def run_service(service: str, start: Callable[[Settings], Awaitable[ServiceRunti
         log.info("stopping")
         await runtime.stop()
 
-    run_until_signalled(main)
+    try:
+        run_until_signalled(main)
+    except SettingsError as exc:  # found by the service's own wiring (its folders, its key file)
+        print(f"cbr_{service}: {exc}", file=sys.stderr)
+        sys.exit(2)

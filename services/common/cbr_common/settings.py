@@ -23,6 +23,7 @@ class Settings:
     fs_root: str = ""                  # CBR_FS_ROOT: local provider's file-system root (backup service)
     store_dir: str = ""                # CBR_STORE_DIR: the chunk store's folder (backup workers)
     store_url: str = ""                # CBR_STORE_URL: s3://bucket[/prefix][?endpoint=URL&region=R] instead
+    kek_file: str = ""                 # CBR_KEK_FILE: the 32-byte key-encryption key (backup service, workers)
     job_lease_seconds: float = 30.0    # CBR_JOB_LEASE_SECONDS: a job whose worker is silent this long goes again
     job_attempts: int = 3              # CBR_JOB_ATTEMPTS: deliveries of a job before it fails (timeout)
     rate_limit_mbps: float = 0.0       # CBR_RATE_LIMIT_MBPS: a worker's read/write pace per job; 0: no limit
@@ -77,6 +78,7 @@ class Settings:
             fs_root=env.get("CBR_FS_ROOT", ""),
             store_dir=env.get("CBR_STORE_DIR", ""),
             store_url=env.get("CBR_STORE_URL", ""),
+            kek_file=env.get("CBR_KEK_FILE", ""),
             job_lease_seconds=number("CBR_JOB_LEASE_SECONDS", 30.0),
             job_attempts=int(number("CBR_JOB_ATTEMPTS", 3)),
             rate_limit_mbps=number("CBR_RATE_LIMIT_MBPS", 0.0),

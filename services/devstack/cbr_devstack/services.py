@@ -15,7 +15,7 @@ WORKER = "worker"  # one backup worker (python -m cbr_backup.worker); more can j
 
 
 def service_env(*, database_url: str, nats_url: str, jwt_secret: str, addresses: Mapping[str, str],
-                pool_dir: Path, fs_root: Path, store_dir: Path, region: str = "local",
+                pool_dir: Path, fs_root: Path, store_dir: Path, kek_file: Path, region: str = "local",
                 base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment every service shares; start_service adds each one's CBR_LISTEN_ADDR."""
     env = dict(os.environ if base is None else base)
@@ -26,6 +26,7 @@ def service_env(*, database_url: str, nats_url: str, jwt_secret: str, addresses:
         "CBR_POOL_DIR": str(Path(pool_dir).absolute()),
         "CBR_FS_ROOT": str(Path(fs_root).absolute()),
         "CBR_STORE_DIR": str(Path(store_dir).absolute()),
+        "CBR_KEK_FILE": str(Path(kek_file).absolute()),
         "CBR_REGION": region,
         "PYTHONUNBUFFERED": "1",  # so the log files show a crash's last lines
     })

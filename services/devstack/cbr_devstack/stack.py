@@ -94,10 +94,16 @@ class RunDir:
         return self.root / "store"
 
     @property
+    def kek_file(self) -> Path:
+        """The key-encryption key that wraps every vault's keys: made by the first start, removed by wipe
+        (losing it loses every vault's backups)."""
+        return self.root / "kek"
+
+    @property
     def wiped(self) -> tuple[Path, ...]:
         """What `wipe` removes: every file and folder the stack made here (the folder may hold other things)."""
         return (self.pg_data, self.pg_socket, self.nats_store, self.pool, self.fs, self.store, self.logs,
-                self.config_file, self.processes_file, self.env_file)
+                self.kek_file, self.config_file, self.processes_file, self.env_file)
 
     def postgres(self, port: int | None = None) -> PostgresCluster:
         return PostgresCluster(self.pg_data, port, socket_dir=self.pg_socket, log_path=self.logs / "postgres.log")
@@ -270,9 +276,12 @@ def _start_all(layout: RunDir, config: StackConfig, running: RunningProcesses) -
     _record(layout, running, ProcessRecord.of("nats", nats.pid, nats.port))
     _migrate(layout, postgres.url)
 
+    from cbr_backup.keys import create_kek_file  # here, so that down, status and wipe need no cbr_backup
+
     addresses = _service_addresses(config)
     env = service_env(database_url=postgres.url, nats_url=nats.url, jwt_secret=config.jwt_secret,
-                      addresses=addresses, pool_dir=layout.pool, fs_root=layout.fs, store_dir=layout.store)
+                      addresses=addresses, pool_dir=layout.pool, fs_root=layout.fs, store_dir=layout.store,
+                      kek_file=create_kek_file(layout.kek_file))
     for name in SERVICES:
         process = start_service(name, env, addresses[name], layout.logs)
         _record(layout, running, ProcessRecord.of(name, process.pid, config.ports[name]))

@@ -7,7 +7,6 @@ import contextlib
 import os
 
 import grpc
-import pytest
 from sqlalchemy import text
 
 from cbr.backup.v1 import backup_pb2 as bp
@@ -18,6 +17,7 @@ from tests.support.backups import (backup_now, checkpoint, disk_in_vault, disk_p
                                    wait_task, write_disk)
 from tests.support.calls import BACKUP, MIB, SERVER, create_disk, create_server, create_vault, expect_error, ref
 from tests.support.services import eventually
+from tests.support.workers import no_inprocess_workers  # noqa: F401 - a fixture
 
 GIB = 1 << 30
 FULL_CODE = "BackupService.6740"
@@ -168,15 +168,6 @@ async def fill_vault(services, vault_id: str, used_bytes: int) -> None:
             "last_referenced_time) VALUES (:v, :d, :s, :s, now(), now())"),
             {"v": vault_id, "d": os.urandom(32), "s": used_bytes - current})
         await session.commit()
-
-
-@pytest.fixture
-async def no_inprocess_workers(services):
-    """Takes the fixture's in-process worker away for the test, so jobs wait until the test starts one."""
-    await services.stop_workers()
-    yield services
-    await services.stop_workers()
-    await services.start_worker()
 
 
 async def test_a_full_vault_refuses_a_checkpoint(services, caller):

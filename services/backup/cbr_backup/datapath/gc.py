@@ -28,7 +28,7 @@ DEFAULT_REPACK_BELOW = 0.5
 
 
 def repack_below() -> float:
-    """CBR_REPACK_BELOW (default 0.5): a pack whose live fraction falls under it is repacked (DESIGN.md 12.4)."""
+    """CBR_REPACK_BELOW (default 0.5): a pack whose live fraction falls under it is repacked (DESIGN.md 13.4)."""
     value = float(os.environ.get("CBR_REPACK_BELOW", DEFAULT_REPACK_BELOW))
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"CBR_REPACK_BELOW must be within 0-1, not {value}")
@@ -51,7 +51,7 @@ class GcResult:
     exclusive: bool         # whether GC held the vault's lock exclusively (no backup of the vault running)
     cutoff: dt.datetime     # rows last referenced before this were swept
     seconds: float
-    packs_deleted: int = 0     # packs no row named any more (DESIGN.md 12.4)
+    packs_deleted: int = 0     # packs no row named any more (DESIGN.md 13.4)
     packs_repacked: int = 0    # packs whose live chunks were copied to new packs, then deleted
     reclaimed_bytes: int = 0   # store bytes given back: lone chunks swept, packs deleted
     rewritten_bytes: int = 0   # chunk bytes copied by repacking
@@ -109,7 +109,7 @@ def collect_garbage(index, store, vault_id: str, live_chunk_ids: Callable[[], It
     now: GC's start, an earlier reading of index.now() (the default is to read it here). Never a time ahead of
     the index's clock: the mark stamps rows with the index's now(), which must not be older than the cutoff.
     keys: the vault's keys; with them (and the exclusive lock) packs whose live fraction is under repack_fraction
-    (default CBR_REPACK_BELOW) are repacked. Packs without live rows are deleted either way (DESIGN.md 12.4).
+    (default CBR_REPACK_BELOW) are repacked. Packs without live rows are deleted either way (DESIGN.md 13.4).
     """
     t0 = time.perf_counter()
     clock = index.now()
@@ -199,7 +199,7 @@ def _delete_dead_manifests(store, vault_id: str, live: set[str]) -> int:
     return len(dead)
 
 
-# Packs (DESIGN.md 12.4)
+# Packs (DESIGN.md 13.4)
 
 def _stored_packs(store, vault_id: str) -> list[bytes]:
     prefix = packfiles.pack_prefix(vault_id)

@@ -1,6 +1,6 @@
 """Pack files: many stored chunk values in one store object, with a sealed trailer that lists them.
 
-The format, its write order and the GC rules are in DESIGN.md section 12. `PackWriter` is the one put path the
+The format, its write order and the GC rules are in DESIGN.md section 13. `PackWriter` is the one put path the
 disk and tree backups (and GC's repack) share; `ChunkSource` reads stored values back in batches, from packs by
 ranged reads (adjacent chunks merged into one read) or, for vaults from before packs, from lone chunk keys.
 """
@@ -123,7 +123,7 @@ def pack_size(store, key: str) -> int:
 
 class PackWriter:
     """Appends new chunk values to an open pack, puts the pack when it reaches the target size (or on close()),
-    and hands out the index rows of packs that were put (DESIGN.md 12.2: the caller flushes the store before
+    and hands out the index rows of packs that were put (DESIGN.md 13.2: the caller flushes the store before
     inserting them). Thread-safe: the pipeline's workers add concurrently; a full pack is put by the worker
     that filled it, outside the lock, while the others go on filling the next one."""
 

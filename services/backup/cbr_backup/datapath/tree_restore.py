@@ -97,7 +97,7 @@ def restore_tree(manifest: TreeManifest, store, keys: VaultKeys, vault_id: str, 
     symlink (InvalidTargetPathError), so a link planted in the file system cannot lead the restore elsewhere.
     What the target holds and the manifest does not name is left alone; what the manifest names replaces
     whatever is there. progress(done_bytes, total_bytes) may raise to stop the restore.
-    index: where chunks live (the chunk index); without it, the vault's pack trailers say (DESIGN.md 12.3)."""
+    index: where chunks live (the chunk index); without it, the vault's pack trailers say (DESIGN.md 13.3)."""
     t0 = time.perf_counter()
     os.makedirs(target_root, exist_ok=True)
     root_fd = _open_below(os.open(target_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), subpath)

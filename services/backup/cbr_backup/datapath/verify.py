@@ -70,7 +70,7 @@ def verify_chunks(index, store, keys: VaultKeys, vault_id: str, ids: Iterable[by
             part = todo[start:start + batch]
             indexed = index.sizes(vault_id, part)
             sizes = {chunk: _raw_size(chunk, raw_sizes, indexed) for chunk in part}
-            values = source.fetch_many(part)  # nearby chunks of a pack in one ranged read (DESIGN.md 12.3)
+            values = source.fetch_many(part)  # nearby chunks of a pack in one ranged read (DESIGN.md 13.3)
             problems = pool.map(lambda chunk: check_value(codec, vault_id, chunk, values.get(chunk), sizes[chunk]),
                                 part)
             found = {chunk: problem for chunk, problem in zip(part, problems) if problem is not None}
@@ -90,7 +90,7 @@ def verify_chunks(index, store, keys: VaultKeys, vault_id: str, ids: Iterable[by
 
 def _in_store_order(source: ChunkSource, ids: list[bytes], window: int = 65536) -> list[bytes]:
     """ids ordered by (pack, offset) within windows of ids, so a batch's chunks sit together in few packs and
-    come in few ranged reads (DESIGN.md 12.3); lone chunks first."""
+    come in few ranged reads (DESIGN.md 13.3); lone chunks first."""
     ordered: list[bytes] = []
     for start in range(0, len(ids), window):
         part = ids[start:start + window]

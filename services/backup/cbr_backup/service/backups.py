@@ -167,7 +167,7 @@ async def verify_backups(project_id: str, vault_id: str, backup_ids: list[str], 
             if backup.vault_id != vault.vault_id:
                 raise errors.BackupNotFoundError(f"backup {backup_id} is not in vault {vault.vault_id}")
         task = jobs.new_task(project_id, "verify", vault_id=vault.vault_id, vault_name=vault.name,
-                             params={"backup_ids": ids})
+                             params={"backup_ids": ids, "encrypted": vault.encrypted})
         await jobs.enqueue(uow, task)
         await uow.commit()
     return task.task_id
@@ -179,7 +179,7 @@ async def collect_garbage(project_id: str, vault_id: str, grace_seconds: int | N
     vault = await get_vault(vaults, project_id, vault_id)
     async with make_uow() as uow:
         task = jobs.new_task(project_id, "gc", vault_id=vault.vault_id, vault_name=vault.name,
-                             params={"grace_seconds": grace})
+                             params={"grace_seconds": grace, "encrypted": vault.encrypted})
         await jobs.enqueue(uow, task)
         await uow.commit()
     return task.task_id

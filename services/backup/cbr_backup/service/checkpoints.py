@@ -14,6 +14,7 @@ from typing import Callable
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.adapters.vaults import VaultDirectory, VaultInfo, VaultResource
 from cbr_backup.domain import errors, rules
+from cbr_backup.domain import lifecycle as lc
 from cbr_backup.domain.backups import (MAX_CHECKPOINT_RESOURCES, Backup, Checkpoint, Room, SkippedResource,
                                        check_backup_name, check_description, check_request_id,
                                        default_backup_name)
@@ -153,13 +154,13 @@ async def _start_backup(uow: BackupUnitOfWork, cp: Checkpoint, vault: VaultInfo,
                          resource_id=resource.resource_id, resource_name=name, checkpoint_id=cp.checkpoint_id,
                          policy_id=cp.policy_id,
                          params={"incremental": incremental, "size_gb": vault.size_gb,
-                                 "auto_expand": vault.auto_expand})
+                                 "auto_expand": vault.auto_expand, "encrypted": vault.encrypted})
     if not await uow.backups.claim_resource(resource.resource_id, task.task_id, "backup"):
         return skip(errors.ResourceBusyError(f"resource {resource.resource_id} is busy with another backup or restore"))
     room.take(full_bytes)
     backup = Backup(backup_id=str(uuid.uuid4()), project_id=cp.project_id, checkpoint_id=cp.checkpoint_id,
                     vault_id=vault.vault_id, resource_id=resource.resource_id, resource_type=resource.type,
-                    name=cp.name, description=cp.description, status="waiting_protect", resource_name=name,
+                    name=cp.name, description=cp.description, status=lc.WAITING_PROTECT, resource_name=name,
                     resource_size_bytes=size, incremental=incremental, auto_trigger=cp.auto_trigger,
                     policy_id=cp.policy_id, manifest_kind=kind,
                     task_id=task.task_id, created_time=cp.created_time, updated_time=cp.created_time,
@@ -169,7 +170,7 @@ async def _start_backup(uow: BackupUnitOfWork, cp: Checkpoint, vault: VaultInfo,
     for disk in disks:
         child = Backup(backup_id=str(uuid.uuid4()), project_id=cp.project_id, checkpoint_id=cp.checkpoint_id,
                        vault_id=vault.vault_id, resource_id=disk.disk_id, resource_type="disk", name=cp.name,
-                       description=cp.description, status="waiting_protect", resource_name=disk.name,
+                       description=cp.description, status=lc.WAITING_PROTECT, resource_name=disk.name,
                        resource_size_bytes=disk.size_bytes, parent_id=backup.backup_id, device=disk.device,
                        incremental=disk_incremental[disk.disk_id], auto_trigger=cp.auto_trigger,
                        policy_id=cp.policy_id, manifest_kind="disk", task_id=task.task_id, created_time=cp.created_time,

@@ -4,7 +4,9 @@ from __future__ import annotations
 from cbr.events.v1 import vault_events_pb2
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.domain.model import Task
+from cbr_backup.keys import KeyProvider
 from cbr_backup.service import jobs
+from cbr_backup.service.vault_keys import create_vault_keys
 from cbr_common.db import utcnow
 from cbr_common.jetstream import Subscription
 
@@ -20,6 +22,13 @@ async def on_vault_delete_requested(event: vault_events_pb2.VaultDeleteRequested
     await jobs.enqueue(uow, task)
 
 
-SUBSCRIPTIONS = [
-    Subscription(vault_events_pb2.VaultDeleteRequested, on_vault_delete_requested),
-]
+def subscriptions(provider: KeyProvider) -> list[Subscription]:
+    async def on_vault_created(event: vault_events_pb2.VaultCreated, uow: BackupUnitOfWork) -> None:
+        """The vault's keys are made as soon as the backup service hears of it, wrapped by the provider's KEK
+        (encrypted unless the vault was created asking for it not to be)."""
+        await create_vault_keys(uow, provider, event.vault_id, event.encrypted)
+
+    return [
+        Subscription(vault_events_pb2.VaultCreated, on_vault_created),
+        Subscription(vault_events_pb2.VaultDeleteRequested, on_vault_delete_requested),
+    ]

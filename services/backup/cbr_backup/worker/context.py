@@ -15,7 +15,9 @@ from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.datapath import VaultKeys
 from cbr_backup.domain import lifecycle as lc
 from cbr_backup.domain.model import Task
+from cbr_backup.keys import KeyProvider
 from cbr_backup.providers.local import LocalProvider
+from cbr_backup.service.vault_keys import open_vault_keys
 
 
 class JobCancelled(Exception):
@@ -33,6 +35,7 @@ class Resources:
     store: object           # a ChunkStore
     provider: LocalProvider
     snapshot_dir: Path      # next to the pool, so that snapshots can be reflink clones
+    key_provider: KeyProvider  # wraps the vaults' keys (CBR_KEK_FILE)
     rate_limit_mbps: float = 0.0
     make_job_uow: Callable[[], BackupUnitOfWork] | None = None  # the handlers': a job's statement budget
 
@@ -93,10 +96,13 @@ class JobContext:
             return done, max(self._base_total, self._base_done + self._total)
 
     async def keys(self, vault_id: str) -> VaultKeys:
+        """The vault's keys, unwrapped for this job only (never stored in the clear); made if the vault has
+        none yet, encrypted unless the job says the vault is not (`encrypted` in its params)."""
         async with self.make_uow() as uow:
-            key = await uow.backups.vault_key(vault_id)
+            keys = await open_vault_keys(uow, self.resources.key_provider, vault_id,
+                                         self.task.params.get("encrypted", True))
             await uow.commit()
-        return VaultKeys(key)
+        return keys
 
     @contextlib.asynccontextmanager
     async def index(self, vault_id: str | None = None):

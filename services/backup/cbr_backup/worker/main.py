@@ -1,4 +1,4 @@
-"""Starts a worker from the environment: the backup service's settings plus CBR_STORE_DIR."""
+"""Starts a worker from the environment: the backup service's settings plus CBR_STORE_DIR and CBR_KEK_FILE."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +12,7 @@ from cbr_backup.adapters.tables import metadata
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.bootstrap import local_provider
 from cbr_backup.chunkstore import FsChunkStore
+from cbr_backup.keys import key_provider
 from cbr_backup.service.jobs import JOBS_STREAM
 from cbr_backup.worker.context import Resources
 from cbr_backup.worker.maintenance import start_removing_stale_temp_files
@@ -44,12 +45,14 @@ def chunk_store(settings: Settings):
 
 
 def resources(settings: Settings, db: Database) -> Resources:
+    keys = key_provider(settings)
     store = chunk_store(settings)
     start_removing_stale_temp_files(store)
     return Resources(make_uow=lambda: BackupUnitOfWork(db), database_url=settings.database_url,
                      store=store, provider=local_provider(settings),
                      snapshot_dir=Path(settings.pool_dir) / ".snapshots", rate_limit_mbps=settings.rate_limit_mbps,
-                     make_job_uow=lambda: BackupUnitOfWork(db, settings.job_statement_timeout_seconds))
+                     make_job_uow=lambda: BackupUnitOfWork(db, settings.job_statement_timeout_seconds),
+                     key_provider=keys)
 
 
 def worker_for(settings: Settings, db: Database) -> Worker:

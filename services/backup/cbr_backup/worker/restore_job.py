@@ -39,7 +39,7 @@ async def run_restore(ctx: JobContext) -> None:
         check_restorable(backup)  # raises BackupCorruptError: never restore what verify found damaged
     keys = await ctx.keys(backup.vault_id)
     provider, store = ctx.resources.provider, ctx.store
-    # The index says where chunks live (DESIGN.md 12.3); holding the vault's shared lock keeps GC from
+    # The index says where chunks live (DESIGN.md 13.3); holding the vault's shared lock keeps GC from
     # repacking (moving live chunks) while this restore reads them.
     async with ctx.index(backup.vault_id) as index:
         if params["kind"] == "turbo":

@@ -52,6 +52,8 @@ def register(groups, common) -> None:
                         help="notify on capacity use (default: on)")
     parser.add_argument("--threshold", type=int, default=None, help="capacity-use notification percent (default 80)")
     parser.add_argument("--locked", action="store_true", help="lock backups (WORM); cannot be undone")
+    parser.add_argument("--unencrypted", action="store_true",
+                        help="store this vault's backups unencrypted (default: encrypted); cannot be changed later")
     _add_resource_options(parser, positional=False)
     parser.add_argument("--policy", type=POLICY_ID, metavar="POLICY_ID",
                         help="backup policy to associate")
@@ -176,6 +178,8 @@ async def create_vault(args, client: CbrClient, out: Output) -> None:
         auto_bind=args.auto_bind, bind_rules=args.bind_rule, locked=args.locked,
         resources=resource_refs(args.resource_ids, args.object_type, args.exclude),
         backup_policy_id=args.policy, tags=args.tag)
+    if args.unencrypted:
+        request.encrypted = False
     if args.smn_notify is not None:
         request.smn_notify = args.smn_notify
     if args.threshold is not None:

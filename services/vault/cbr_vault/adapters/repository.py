@@ -28,7 +28,7 @@ class VaultFilter:
 
 _VAULT_FIELDS = ("name", "description", "object_type", "protect_type", "consistent_level", "size_gb",
                  "used_bytes", "auto_expand", "auto_bind", "smn_notify", "threshold", "locked", "status",
-                 "created_time", "updated_time", "used_measured_time")
+                 "created_time", "updated_time", "used_measured_time", "encrypted")
 
 
 class VaultRepository:

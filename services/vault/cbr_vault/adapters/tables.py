@@ -26,6 +26,7 @@ vaults = Table(
     Column("smn_notify", Boolean, nullable=False, default=True),
     Column("threshold", Integer, nullable=False, default=80),
     Column("locked", Boolean, nullable=False, default=False),
+    Column("encrypted", Boolean, nullable=False, default=True),  # vault_0003: vaults from before say false
     Column("status", String(16), nullable=False),
     Column("backup_policy_id", String(36)),
     Column("replication_policy_id", String(36)),

@@ -48,6 +48,7 @@ class Vault:
     smn_notify: bool = True
     threshold: int = 80
     locked: bool = False
+    encrypted: bool = True  # chosen at creation, never changed: the backup service keys the vault by it
     status: str = "available"
     resources: list[VaultResource] = field(default_factory=list)
     backup_policy_id: str = ""

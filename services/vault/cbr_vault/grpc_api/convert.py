@@ -33,6 +33,7 @@ def create_vault_in(project_id: str, req: vault_pb2.CreateVaultRequest) -> Creat
         size_gb=req.size_gb, auto_expand=req.auto_expand, auto_bind=req.auto_bind,
         bind_rules=tags_in(req.bind_rules), smn_notify=req.smn_notify if req.HasField("smn_notify") else True,
         threshold=req.threshold if req.HasField("threshold") else 80, locked=req.locked,
+        encrypted=req.encrypted if req.HasField("encrypted") else True,
         resources=resources_in(req.resources), backup_policy_id=req.backup_policy_id, tags=tags_in(req.tags))
 
 
@@ -58,7 +59,7 @@ def vault_out(vault: Vault) -> vault_pb2.Vault:
         consistent_level=enum_value(vault_pb2.ConsistentLevel, vault.consistent_level),
         size_gb=vault.size_gb, used_bytes=vault.used_bytes, auto_expand=vault.auto_expand,
         auto_bind=vault.auto_bind, bind_rules=tags_out(vault.bind_rules), smn_notify=vault.smn_notify,
-        threshold=vault.threshold, locked=vault.locked, status=enum_value(vault_pb2.VaultStatus, vault.status),
+        threshold=vault.threshold, locked=vault.locked, encrypted=vault.encrypted, status=enum_value(vault_pb2.VaultStatus, vault.status),
         backup_policy_id=vault.backup_policy_id, replication_policy_id=vault.replication_policy_id,
         tags=tags_out(vault.tags),
         resources=[vault_pb2.VaultResource(

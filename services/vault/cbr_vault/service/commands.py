@@ -29,6 +29,7 @@ class CreateVault:
     smn_notify: bool = True
     threshold: int = 80
     locked: bool = False
+    encrypted: bool = True
     resources: tuple[ResourceSpec, ...] = ()
     backup_policy_id: str = ""
     tags: tuple[Tag, ...] = ()

@@ -38,8 +38,8 @@ async def create_vault(cmd: CreateVault, uow: VaultUnitOfWork, directory: Protec
                   description=cmd.description, object_type=cmd.object_type, protect_type=cmd.protect_type,
                   consistent_level=cmd.consistent_level, size_gb=cmd.size_gb, auto_expand=cmd.auto_expand,
                   auto_bind=cmd.auto_bind, bind_rules=list(cmd.bind_rules), smn_notify=cmd.smn_notify,
-                  threshold=cmd.threshold, locked=cmd.locked, tags=list(cmd.tags), created_time=now,
-                  updated_time=now)
+                  threshold=cmd.threshold, locked=cmd.locked, encrypted=cmd.encrypted, tags=list(cmd.tags),
+                  created_time=now, updated_time=now)
     async with uow:
         if cmd.resources:
             vault.resources = await _checked_new_resources(vault, cmd.resources, uow, directory)
@@ -53,7 +53,8 @@ async def create_vault(cmd: CreateVault, uow: VaultUnitOfWork, directory: Protec
             await uow.vaults.add(vault)
             await uow.publish(ev.VaultCreated(
                 project_id=vault.project_id, vault_id=vault.vault_id,
-                object_type=OBJECT_TYPE_EVENT[vault.object_type], protect_type=vault.protect_type))
+                object_type=OBJECT_TYPE_EVENT[vault.object_type], protect_type=vault.protect_type,
+                encrypted=vault.encrypted))
             if vault.resources:
                 await _publish_resources(uow, "added", vault,
                                          [r.resource_id for r in vault.resources])

@@ -1,4 +1,4 @@
-"""GC with pack files (DESIGN.md 12.4): dead packs deleted, sparse packs repacked, a crash mid-repack loses nothing."""
+"""GC with pack files (DESIGN.md 13.4): dead packs deleted, sparse packs repacked, a crash mid-repack loses nothing."""
 import os
 import uuid
 

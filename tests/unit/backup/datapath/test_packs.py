@@ -1,4 +1,4 @@
-"""The pack file format (DESIGN.md 12.1): self-describing, sealed trailer, checked on read."""
+"""The pack file format (DESIGN.md 13.1): self-describing, sealed trailer, checked on read."""
 import os
 import struct
 

@@ -591,7 +591,7 @@ def test_another_file_system_is_an_empty_directory(tmp_path):
 
 
 def test_small_files_restore_in_few_ranged_reads(tmp_path):
-    """Small files' chunks sit side by side in a pack; the restore fetches them in batches (DESIGN.md 12.3)."""
+    """Small files' chunks sit side by side in a pack; the restore fetches them in batches (DESIGN.md 13.3)."""
     src = tmp_path / "src"
     for i in range(200):
         write(src / f"d{i % 4}" / f"f{i:03}", text(3000, i))

@@ -1,12 +1,12 @@
-"""Pack files (DESIGN.md section 12): a chunk row names the pack holding its value and its offset there.
+"""Pack files (DESIGN.md section 13): a chunk row names the pack holding its value and its offset there.
 
 Both nullable: rows from before packs name a lone chunk object under <vault>/chunks/ and stay readable.
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = "backup_0006p"
-down_revision = "backup_0005"
+revision = "backup_0007"
+down_revision = "backup_0006"
 branch_labels = None
 depends_on = None
 
