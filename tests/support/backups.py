@@ -106,3 +106,11 @@ async def disk_path(caller, disk_id: str) -> str:
     reply = await caller.protectables.GetProtectable(pp.GetProtectableRequest(type=DISK, resource_id=disk_id))
     return reply.protectable.path
 
+
+def fill(path: str, offset_mib: int, mib: int, seed: int) -> None:
+    """Random (incompressible) MiBs from offset_mib on: every block is a chunk of its full size."""
+    rng = random.Random(seed)
+    with open(path, "r+b") as f:
+        f.seek(offset_mib * MIB)
+        for _ in range(mib):
+            f.write(rng.randbytes(MIB))

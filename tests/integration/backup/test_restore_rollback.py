@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 import time
 
@@ -16,7 +15,7 @@ from cbr.backup.v1 import protectable_pb2 as pp
 from cbr.backup.v1 import task_pb2 as tp
 from cbr_backup.chunkstore import FsChunkStore
 from cbr_backup.providers.local import RESTORE_POINTS, LocalProvider
-from tests.support.backups import backup_now, sha256_file, wait_success, wait_task
+from tests.support.backups import backup_now, fill, sha256_file, wait_success, wait_task
 from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, ref
 from tests.support.mounts import small_file_system
 from tests.support.packs import chunk_objects, flip_pack_byte
@@ -24,14 +23,6 @@ from tests.support.workers import without_shared_workers, worker_processes
 
 AVAILABLE, RESTORING, ERROR = (pp.PROTECTABLE_STATUS_AVAILABLE, pp.PROTECTABLE_STATUS_RESTORING,
                                pp.PROTECTABLE_STATUS_ERROR)
-
-
-def fill(path: str, offset_mib: int, mib: int, seed: int) -> None:
-    rng = random.Random(seed)
-    with open(path, "r+b") as f:
-        f.seek(offset_mib * MIB)
-        for _ in range(mib):
-            f.write(rng.randbytes(MIB))
 
 
 def chunk_files(services, vault_id: str) -> set:

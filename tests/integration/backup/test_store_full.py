@@ -4,7 +4,6 @@ removed at worker start and by GC, but never a young one that may belong to a ru
 from __future__ import annotations
 
 import os
-import random
 import time
 
 import pytest
@@ -13,7 +12,8 @@ from cbr.backup.v1 import backup_pb2 as bp
 from cbr.backup.v1 import task_pb2 as tp
 from cbr_backup.chunkstore import FsChunkStore, StoreFullError
 from cbr_common.grpc_errors import status_code_for
-from tests.support.backups import backup_now, checkpoint, disk_in_vault, get_backup, wait_success, wait_task
+from tests.support.backups import (backup_now, checkpoint, disk_in_vault, fill, get_backup, wait_success,
+                                   wait_task)
 from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, ref
 from tests.support.mounts import small_file_system
 from tests.support.packs import chunk_objects
@@ -21,15 +21,6 @@ from tests.support.services import eventually
 from tests.support.workers import without_shared_workers
 
 STORE_SIZE = 6 * MIB
-
-
-def fill(path: str, offset_mib: int, mib: int, seed: int) -> None:
-    """Random (incompressible) MiBs: every block is a chunk of its full size."""
-    rng = random.Random(seed)
-    with open(path, "r+b") as f:
-        f.seek(offset_mib * MIB)
-        for _ in range(mib):
-            f.write(rng.randbytes(MIB))
 
 
 def chunk_files(store_root, vault_id: str) -> set[str]:
