@@ -114,3 +114,15 @@ def fill(path: str, offset_mib: int, mib: int, seed: int) -> None:
         f.seek(offset_mib * MIB)
         for _ in range(mib):
             f.write(rng.randbytes(MIB))
+
+
+async def running_with_progress(caller, task_id: str, timeout: float = 60.0) -> tp.Task:
+    """Waits until the task runs and has read something (it may still wait for its first attempt before)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = (await caller.tasks.GetTask(tp.GetTaskRequest(task_id=task_id))).task
+        if task.status == tp.TASK_STATUS_RUNNING and task.bytes_done > 0:
+            return task
+        assert task.status in (tp.TASK_STATUS_WAITING, tp.TASK_STATUS_RUNNING), tp.TaskStatus.Name(task.status)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"task {task_id} never ran")

@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 
 from cbr.backup.v1 import backup_pb2 as bp
 from cbr.backup.v1 import protectable_pb2 as pp
 from cbr.backup.v1 import task_pb2 as tp
 from cbr_backup.chunkstore import FsChunkStore
 from cbr_backup.providers.local import RESTORE_POINTS, LocalProvider
-from tests.support.backups import backup_now, fill, sha256_file, wait_success, wait_task
+from tests.support.backups import backup_now, fill, running_with_progress, sha256_file, wait_success, wait_task
 from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, ref
 from tests.support.mounts import small_file_system
 from tests.support.packs import chunk_objects, flip_pack_byte
@@ -117,16 +116,6 @@ async def test_without_a_restore_point_a_failed_restore_leaves_the_disk_error(se
         assert await disk_status(caller, disk.resource_id) == AVAILABLE
         assert int(done.extra_info["written_bytes"]) > 0
 
-
-async def running_with_progress(caller, task_id: str, timeout: float = 30.0) -> tp.Task:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = (await caller.tasks.GetTask(tp.GetTaskRequest(task_id=task_id))).task
-        if task.status == tp.TASK_STATUS_RUNNING and task.bytes_done > 0:
-            return task
-        assert task.status in (tp.TASK_STATUS_WAITING, tp.TASK_STATUS_RUNNING), tp.TaskStatus.Name(task.status)
-        await asyncio.sleep(0.05)
-    raise AssertionError("the restore never ran")
 
 
 async def test_a_worker_killed_mid_restore_leaves_the_disk_restoring_until_a_retry_completes_it(services, caller):

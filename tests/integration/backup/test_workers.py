@@ -6,43 +6,23 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 
 import grpc
 
 from cbr.backup.v1 import backup_pb2 as bp
 from cbr.backup.v1 import task_pb2 as tp
-from tests.support.backups import (backup_now, checkpoint, disk_in_vault, disk_path, get_backup, new_disk_from,
-                                   sha256_file, wait_success, wait_task, write_disk)
+from tests.support.backups import (backup_now, checkpoint, disk_in_vault, disk_path, fill, get_backup, new_disk_from,
+                                   running_with_progress, sha256_file, wait_success, wait_task)
 from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, expect_error, ref
 from tests.support.workers import no_inprocess_workers, worker_processes  # noqa: F401 - a fixture
 
 RUNNING = tp.TASK_STATUS_RUNNING
 
 
-async def running_with_progress(caller, task_id: str, timeout: float = 30.0) -> tp.Task:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = (await caller.tasks.GetTask(tp.GetTaskRequest(task_id=task_id))).task
-        if task.status == RUNNING and task.bytes_done > 0:
-            return task
-        assert task.status in (tp.TASK_STATUS_WAITING, RUNNING), tp.TaskStatus.Name(task.status)
-        await asyncio.sleep(0.05)
-    raise AssertionError("the task never ran")
-
-
-def fill(path: str, mib: int, seed: int) -> None:
-    import random
-    rng = random.Random(seed)
-    with open(path, "r+b") as f:
-        for _ in range(mib):
-            f.write(rng.randbytes(MIB))
-
-
 async def test_two_worker_processes_share_the_jobs(caller, no_inprocess_workers):
     disks = [await create_disk(caller, f"d{i}", 8 * MIB) for i in range(4)]
     for i, disk in enumerate(disks):
-        fill(disk.path, 4, seed=i)
+        fill(disk.path, 0, 4, seed=i)
     vault = await create_vault(caller, "shared", DISK, BACKUP, resources=[ref(d) for d in disks])
     with worker_processes(no_inprocess_workers, 2, CBR_RATE_LIMIT_MBPS=8) as procs:
         cp = await checkpoint(caller, vault.vault_id)
@@ -62,7 +42,7 @@ async def _restore_elsewhere(caller, services, backup_id: str) -> str:
 async def test_a_killed_worker_is_retried_and_nothing_is_available_before(caller, no_inprocess_workers):
     services = no_inprocess_workers
     disk = await create_disk(caller, "victim", 48 * MIB)
-    fill(disk.path, 40, seed=7)
+    fill(disk.path, 0, 40, seed=7)
     image = sha256_file(disk.path)
     vault = await create_vault(caller, "kill9", DISK, BACKUP, resources=[ref(disk)])
     with worker_processes(services, 1, CBR_RATE_LIMIT_MBPS=10) as (slow,):
@@ -91,7 +71,7 @@ async def test_a_killed_worker_is_retried_and_nothing_is_available_before(caller
 async def test_cancel_a_running_backup(caller, no_inprocess_workers):
     services = no_inprocess_workers
     disk = await create_disk(caller, "slow", 48 * MIB)
-    fill(disk.path, 40, seed=8)
+    fill(disk.path, 0, 40, seed=8)
     vault = await create_vault(caller, "cancel", DISK, BACKUP, resources=[ref(disk)])
     await services.start_worker(rate_limit_mbps=10)
     cp = await checkpoint(caller, vault.vault_id)
@@ -138,7 +118,7 @@ async def test_gc_with_no_grace_never_takes_a_chunk_a_running_backup_needs(calle
     grace 0 while Y is held mid-way; Y then completes and restores byte-exact."""
     services = no_inprocess_workers
     disk = await create_disk(caller, "race", 40 * MIB)
-    fill(disk.path, 32, seed=10)
+    fill(disk.path, 0, 32, seed=10)
     image = sha256_file(disk.path)
     vault = await create_vault(caller, "race", DISK, BACKUP, resources=[ref(disk)])
     await services.start_worker()
@@ -171,7 +151,7 @@ async def test_watch_streams_progress_and_busy_resources_stay(caller, no_inproce
     from tests.support.calls import expect_error
     services = no_inprocess_workers
     disk = await create_disk(caller, "watched", 40 * MIB)
-    fill(disk.path, 32, seed=11)
+    fill(disk.path, 0, 32, seed=11)
     vault = await create_vault(caller, "watch", DISK, BACKUP, resources=[ref(disk)])
     await services.start_worker(rate_limit_mbps=12)
     cp = await checkpoint(caller, vault.vault_id)

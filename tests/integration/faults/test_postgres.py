@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 
 import grpc
@@ -13,18 +12,12 @@ from cbr.backup.v1 import backup_pb2 as bp
 from cbr.backup.v1 import task_pb2 as tp
 from cbr_common.outages import outage_log
 from tests.integration.faults.conftest import postgres_paused
-from tests.support.backups import checkpoint, get_backup, wait_success
+from tests.support.backups import checkpoint, fill, get_backup, running_with_progress, wait_success
 from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, expect_error, ref
 from tests.support.services import eventually
 
 CLIENT_DEADLINE = 60.0  # far above the server's own bound (ping 2 s, statement 5 s + 1 s grace, connect 2 s)
 
-
-def fill(path: str, mib: int, seed: int) -> None:
-    rng = random.Random(seed)
-    with open(path, "r+b") as f:
-        for _ in range(mib):
-            f.write(rng.randbytes(MIB))
 
 
 async def test_a_paused_postgres_answers_unavailable_then_recovers(fault_caller, fault_infra, capsys):
@@ -53,13 +46,13 @@ async def test_postgres_stopped_mid_backup_the_backup_completes_without_using_an
     caplog.set_level(logging.INFO)
     outage_log("database").reset()  # whatever an earlier test in this process left
     disk = await create_disk(caller, "outage", 48 * MIB)
-    fill(disk.path, 40, seed=21)
+    fill(disk.path, 0, 40, seed=21)
     vault = await create_vault(caller, "outage", DISK, BACKUP, resources=[ref(disk)])
     await services.start_worker(rate_limit_mbps=10)
     try:
         cp = await checkpoint(caller, vault.vault_id)
         task_id, backup_id = cp.resources[0].task_id, cp.resources[0].backup_id
-        await _running_with_progress(caller, task_id)
+        await running_with_progress(caller, task_id)
         fault_infra.postgres.stop()
         await expect_error(caller.tasks.GetTask(tp.GetTaskRequest(task_id=task_id), timeout=CLIENT_DEADLINE),
                            grpc.StatusCode.UNAVAILABLE)
@@ -81,12 +74,3 @@ async def test_postgres_stopped_mid_backup_the_backup_completes_without_using_an
         print(f"\n[measured] Postgres stopped mid-backup: task success {recovered:.1f} s after Postgres restarted "
               f"(includes the rest of a rate-limited backup); the outage it met: {task.extra_info['last_outage']}")
 
-
-async def _running_with_progress(caller, task_id: str, timeout: float = 60.0) -> tp.Task:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = (await caller.tasks.GetTask(tp.GetTaskRequest(task_id=task_id))).task
-        if task.status == tp.TASK_STATUS_RUNNING and task.bytes_done > 0:
-            return task
-        await asyncio.sleep(0.05)
-    raise AssertionError("the task never ran")

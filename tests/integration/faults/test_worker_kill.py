@@ -10,8 +10,7 @@ import time
 
 from cbr.backup.v1 import backup_pb2 as bp
 from cbr.backup.v1 import task_pb2 as tp
-from tests.integration.faults.test_postgres import _running_with_progress, fill
-from tests.support.backups import checkpoint, get_backup, wait_success
+from tests.support.backups import checkpoint, fill, get_backup, running_with_progress, wait_success
 from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, ref
 from tests.support.services import JOB_LEASE_SECONDS, eventually
 
@@ -19,7 +18,7 @@ from tests.support.services import JOB_LEASE_SECONDS, eventually
 async def test_a_killed_workers_job_is_taken_over_after_one_lease(fault_caller, fault_services, capsys):
     caller, services = fault_caller, fault_services
     disk = await create_disk(caller, "kill9", 48 * MIB)
-    fill(disk.path, 40, seed=31)
+    fill(disk.path, 0, 40, seed=31)
     vault = await create_vault(caller, "kill9", DISK, BACKUP, resources=[ref(disk)])
     victim = subprocess.Popen([sys.executable, "-m", "cbr_backup.worker"],
                               env=services.worker_env(CBR_RATE_LIMIT_MBPS=8), stdout=subprocess.DEVNULL,
@@ -27,7 +26,7 @@ async def test_a_killed_workers_job_is_taken_over_after_one_lease(fault_caller, 
     try:
         cp = await checkpoint(caller, vault.vault_id)
         task_id, backup_id = cp.resources[0].task_id, cp.resources[0].backup_id
-        first = await _running_with_progress(caller, task_id)
+        first = await running_with_progress(caller, task_id)
         assert first.extra_info["worker"].endswith(f":{victim.pid}")
         survivor = await services.start_worker()  # idle, waiting for jobs
         os.kill(victim.pid, signal.SIGKILL)
