@@ -1,7 +1,8 @@
 """The benchmark's outputs: latest.json (the record), latest.md (tables and notes) and chart.png.
 
-build_report() turns measured results into the record, adding the ratios and the evaluation of the issue's
-targets; the writers only format that record.
+build_report() turns measured results into the record, adding the ratios to restic and the evaluation of issue
+10's Done-means; the writers only format that record. Rows, per workload: CBR through its services on each pool
+(the headline), CBR's data-path CLI, restic and borg.
 """
 
 from __future__ import annotations
@@ -11,92 +12,148 @@ import math
 from pathlib import Path
 
 TOOLS = ("cbr", "restic", "borg")
+POOLS = ("xfs", "ext4")
 STEP_KEYS = ("full_s", "incr_s", "restore_s", "inplace_restore_s", "full_stored_bytes", "incr_added_bytes",
              "peak_rss_mb")
+RATIO_KEYS = ("full_s", "incr_s", "restore_s", "full_stored_bytes", "incr_added_bytes")
 MB = 1 << 20
+RSS_LIMIT_MB = 300.0
+OBJECTS_PER_GIB_LIMIT = 64.0
+READ_RATIO_LIMIT = 1.1
 
-# (measure, target text, what is compared, limit): a ratio cbr/restic of a result key, the absolute peak RSS in
-# MB, or the chunker's throughput ratio (which must be at least the limit).
-TARGETS = (
-    ("full backup time", "at most 1/4 of restic's", "full_s", 1 / 4),
-    ("incremental backup time", "at most 1/5 of restic's", "incr_s", 1 / 5),
-    ("bytes added by the incremental", "at most 1/4 of restic's", "incr_added_bytes", 1 / 4),
-    ("restore to a new disk", "at most 1/2 of restic's time", "restore_s", 1 / 2),
-    ("stored bytes after the full backup", "no more than restic's", "full_stored_bytes", 1.0),
-    ("peak RSS of the backup process", "at most 300 MB", "peak_rss_mb", 300.0),
-    ("C chunker throughput", "at least pyfastcdc's", "chunker", 1.0),
-)
+
+def service_label(pool: str) -> str:
+    return f"cbr (service, {pool} pool)"
 
 
 def empty_result() -> dict:
     return {key: None for key in STEP_KEYS}
 
 
+def _num(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
 def _ratio(a, b) -> float | None:
-    if a is None or b is None or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
-        return None
-    if b == 0 or math.isnan(a) or math.isnan(b):
+    if not _num(a) or not _num(b) or b == 0:
         return None
     return round(a / b, 4)
 
 
-def ratios(results: dict, chunker: dict) -> dict:
-    out: dict = {}
-    for num, den in (("cbr", "restic"), ("cbr", "borg"), ("borg", "restic")):
-        a, b = results.get(num) or {}, results.get(den) or {}
-        out[f"{num}_to_{den}"] = {key: _ratio(a.get(key), b.get(key)) for key in STEP_KEYS}
-    out["chunker_cbr_to_pyfastcdc"] = _ratio((chunker or {}).get("cbr_mb_s"), (chunker or {}).get("pyfastcdc_mb_s"))
+def rows(entry: dict) -> dict[str, dict]:
+    """The workload's rows by label: the service path on each pool, the data-path CLI, restic, borg."""
+    out = {}
+    for pool in POOLS:
+        if pool in (entry.get("service") or {}):
+            out[service_label(pool)] = entry["service"][pool]
+    results = entry.get("results") or {}
+    out["cbr (data path CLI)"] = results.get("cbr") or {}
+    out["restic"] = results.get("restic") or {}
+    out["borg"] = results.get("borg") or {}
     return out
 
 
-def evaluate_targets(results: dict, chunker: dict) -> list[dict]:
-    cbr = results.get("cbr") or {}
-    restic = results.get("restic") or {}
-    rel = ratios(results, chunker)
-    targets = []
-    for measure, target, key, limit in TARGETS:
-        entry = {"measure": measure, "target": target}
-        if key == "chunker":
-            value = rel["chunker_cbr_to_pyfastcdc"]
-            met = value is not None and value >= limit
-            entry["detail"] = f"cbr {_fmt((chunker or {}).get('cbr_mb_s'))} MB/s vs pyfastcdc " \
-                              f"{_fmt((chunker or {}).get('pyfastcdc_mb_s'))} MB/s"
-        elif key == "peak_rss_mb":
-            value = cbr.get(key)
-            met = value is not None and value <= limit
-            entry["detail"] = f"cbr {_fmt(value)} MB (restic {_fmt(restic.get(key))} MB)"
-        else:
-            value = rel["cbr_to_restic"][key]
-            met = value is not None and value <= limit
-            entry["detail"] = f"cbr {_fmt_value(key, cbr.get(key))} vs restic {_fmt_value(key, restic.get(key))}"
-        # A restore that does not give back the right bytes meets no time target.
-        if key == "restore_s" and cbr.get("restore_ok") is False:
-            met = False
-            entry["detail"] += " (checksum mismatch)"
-        entry["value"] = value
-        entry["met"] = bool(met)
-        targets.append(entry)
+def ratios_to_restic(entry: dict) -> dict[str, dict]:
+    restic = (entry.get("results") or {}).get("restic") or {}
+    return {label: {key: _ratio(row.get(key), restic.get(key)) for key in RATIO_KEYS}
+            for label, row in rows(entry).items() if label != "restic"}
+
+
+# --- targets: issue 10's Done-means -------------------------------------------------------------------------------
+
+def _target(measure: str, target: str, value, met: bool, detail: str, unit: str = "ratio") -> dict:
+    return {"measure": measure, "target": target, "value": value, "unit": unit, "met": bool(met), "detail": detail}
+
+
+def _vs_restic(measure: str, target: str, row: dict, restic: dict, key: str, limit: float,
+               label: str = "cbr") -> dict:
+    value = _ratio(row.get(key), restic.get(key))
+    met = value is not None and value <= limit
+    detail = f"{label} {_fmt_value(key, row.get(key))} vs restic {_fmt_value(key, restic.get(key))}"
+    if key == "restore_s" and row.get("restore_ok") is False:  # wrong bytes meet no time target
+        met, detail = False, detail + " (checksum mismatch)"
+    if row.get("error"):
+        detail += f" ({row['error'][:120]})"
+    return _target(measure, target, value, met, detail)
+
+
+def evaluate_targets(workloads: dict, s3: dict | None) -> list[dict]:
+    std = workloads.get("standard") or {}
+    std_restic = (std.get("results") or {}).get("restic") or {}
+    xfs = (std.get("service") or {}).get("xfs") or {}
+    cli = (std.get("results") or {}).get("cbr") or {}
+    targets = [
+        _vs_restic("service full backup (standard, xfs pool)", "at most 1/3 of restic's time", xfs, std_restic,
+                   "full_s", 1 / 3, "service"),
+        _vs_restic("service incremental (standard, xfs pool)", "at most 1/2 of restic's time", xfs, std_restic,
+                   "incr_s", 1 / 2, "service"),
+        _vs_restic("service restore to a new disk (standard, xfs pool)", "at most 1/2 of restic's time", xfs,
+                   std_restic, "restore_s", 1 / 2, "service"),
+    ]
+    for step, key in (("full backup", "full_s"), ("incremental", "incr_s"), ("restore", "restore_s")):
+        value = _ratio(xfs.get(key), cli.get(key))
+        targets.append(_target(f"data path within 20% of the service path: {step} (standard, xfs pool)",
+                               "service / data path at most 1.2", value, value is not None and value <= 1.2,
+                               f"service {_fmt_value(key, xfs.get(key))} vs data path {_fmt_value(key, cli.get(key))}"))
+    for name in ("standard", "usr"):
+        entry = workloads.get(name) or {}
+        restic = (entry.get("results") or {}).get("restic") or {}
+        row = (entry.get("service") or {}).get("xfs") or {}
+        targets.append(_vs_restic(f"stored after the full ({name}, service, xfs pool)", "no more than restic's",
+                                  row, restic, "full_stored_bytes", 1.0))
+        targets.append(_vs_restic(f"added by the incremental ({name}, service, xfs pool)", "at most 1/4 of restic's",
+                                  row, restic, "incr_added_bytes", 1 / 4))
+    peaks = [(f"{name} {pool}", row.get("peak_rss_mb"))
+             for name, entry in workloads.items() for pool, row in (entry.get("service") or {}).items()
+             if _num(row.get("peak_rss_mb"))]
+    peak = max((v for _, v in peaks), default=None)
+    targets.append(_target("worker peak RSS (service path, all runs)", f"at most {RSS_LIMIT_MB:.0f} MB", peak,
+                           peak is not None and peak <= RSS_LIMIT_MB,
+                           ", ".join(f"{k} {v:.0f} MB" for k, v in peaks) or "not measured", "MB"))
+    fs = [(f"{name} {pool}", row.get("objects_per_gib"))
+          for name, entry in workloads.items() for pool, row in (entry.get("service") or {}).items()
+          if _num(row.get("objects_per_gib"))]
+    worst = max((v for _, v in fs), default=None)
+    targets.append(_target("store objects per GiB stored after the full (file-system store, service path)",
+                           f"at most {OBJECTS_PER_GIB_LIMIT:.0f}", worst,
+                           worst is not None and worst <= OBJECTS_PER_GIB_LIMIT,
+                           ", ".join(f"{k} {v:.1f}" for k, v in fs) or "not measured", "per GiB"))
+    s3 = s3 or {}
+    value = s3.get("objects_per_gib")
+    targets.append(_target("store objects per GiB stored after the full (S3 store, data path)",
+                           f"at most {OBJECTS_PER_GIB_LIMIT:.0f}", value,
+                           _num(value) and value <= OBJECTS_PER_GIB_LIMIT,
+                           f"{s3.get('full_objects')} objects, {_fmt_value('full_stored_bytes', s3.get('full_stored_bytes'))}"
+                           + (f" ({s3['error'][:120]})" if s3.get("error") else ""), "per GiB"))
+    for label, source in (("file-system store, data path CLI, standard", cli), ("S3 store, data path", s3)):
+        value = source.get("restore_read_ratio")
+        targets.append(_target(f"restore reads vs bytes needed ({label})", f"at most {READ_RATIO_LIMIT}x", value,
+                               _num(value) and value <= READ_RATIO_LIMIT,
+                               "store bytes read / chunk bytes the restore needs"))
     return targets
 
 
-def build_report(machine: dict, workload: dict, results: dict, chunker: dict, notes: list[str] | None = None,
-                 service: dict | None = None) -> dict:
-    full_results = {}
-    for tool in TOOLS:
-        merged = empty_result()
-        merged.update(results.get(tool) or {})
-        full_results[tool] = merged
+def build_report(machine: dict, workloads: dict, chunker: dict | None = None, notes: list[str] | None = None,
+                 s3: dict | None = None) -> dict:
+    full: dict = {}
+    for name, entry in (workloads or {}).items():
+        results = {}
+        for tool in TOOLS:
+            merged = empty_result()
+            merged.update((entry.get("results") or {}).get(tool) or {})
+            results[tool] = merged
+        e = {"workload": dict(entry.get("workload") or {}), "results": results,
+             "service": dict(entry.get("service") or {})}
+        e["ratios_to_restic"] = ratios_to_restic(e)
+        full[name] = e
     chunker = {"cbr_mb_s": None, "pyfastcdc_mb_s": None, **(chunker or {})}
-    # Notes on the run's conditions travel with the workload; service_path is CBR through its services.
-    workload = {**(workload or {}), "notes": list(notes or [])}
     return {
         "machine": machine,
-        "workload": workload,
-        "results": full_results,
+        "workloads": full,
+        "s3": dict(s3 or {}),
         "chunker": chunker,
-        "ratios": ratios(full_results, chunker),
-        "targets": evaluate_targets(full_results, chunker),
-        "service_path": dict(service or {}),
+        "targets": evaluate_targets(full, s3),
+        "notes": list(notes or []),
     }
 
 
@@ -108,15 +165,15 @@ def write_json(report: dict, path: Path) -> None:
 
 
 def _fmt(value, digits: int = 1) -> str:
-    if value is None:
+    if not _num(value):
         return "–"
     if isinstance(value, float):
-        return f"{value:.{digits}f}" if not math.isnan(value) else "–"
+        return f"{value:.{digits}f}"
     return str(value)
 
 
 def _fmt_value(key: str, value) -> str:
-    if value is None:
+    if not _num(value):
         return "–"
     if key.endswith("_bytes"):
         return f"{value / MB:.1f} MiB"
@@ -127,34 +184,101 @@ def _fmt_value(key: str, value) -> str:
     return str(value)
 
 
-ROWS = (
-    ("full backup (s)", "full_s", lambda v: f"{v:.2f}"),
-    ("incremental backup (s)", "incr_s", lambda v: f"{v:.2f}"),
-    ("restore to a new disk (s)", "restore_s", lambda v: f"{v:.2f}"),
-    ("in-place restore of the full (s)", "inplace_restore_s", lambda v: f"{v:.2f}"),
-    ("stored after the full (MiB)", "full_stored_bytes", lambda v: f"{v / MB:.1f}"),
-    ("added by the incremental (MiB)", "incr_added_bytes", lambda v: f"{v / MB:.1f}"),
-    ("peak RSS of backup (MB)", "peak_rss_mb", lambda v: f"{v:.0f}"),
-)
+def _with_ratio(text: str, ratio) -> str:
+    return text if ratio is None or text == "–" else f"{text} ({ratio:.2f}×)"
 
 
-def service_lines(service: dict, cli: dict) -> list[str]:
-    """CBR through its services (CreateCheckpoint to available) next to the data path's own figures."""
-    if not service:
-        return []
-    if service.get("error"):
-        return ["## Through the service", "", f"Not measured: {service['error']}", ""]
-    lines = ["## Through the service", "",
-             "Embedded stack, gRPC call to `available` (as GetTask sees it), one worker; the data path's own "
-             "figure (the CLI above) beside it.", "",
-             "| step | service path (s) | data path (s) | service / data path |", "|---|---:|---:|---:|"]
-    for label, key in (("full backup", "full_s"), ("incremental", "incr_s"), ("new disk from the backup",
-                                                                               "restore_s")):
-        mine, base = service.get(key), cli.get(key)
-        ratio = f"{mine / base:.2f}" if mine and base else "–"
-        lines.append(f"| {label} | {_fmt(mine, 2)} | {_fmt(base, 2)} | {ratio} |")
-    lines += ["", f"Restore checksum: {'matches' if service.get('restore_ok') else 'DIFFERS'}.", ""]
+HEADLINE = (("full (s)", "full_s", lambda v: f"{v:.2f}"),
+            ("incremental (s)", "incr_s", lambda v: f"{v:.2f}"),
+            ("restore to a new disk (s)", "restore_s", lambda v: f"{v:.2f}"),
+            ("stored after full (MiB)", "full_stored_bytes", lambda v: f"{v / MB:.1f}"),
+            ("added by incr (MiB)", "incr_added_bytes", lambda v: f"{v / MB:.1f}"))
+
+
+def _cells(row: dict, ratio: dict) -> list[str]:
+    cells = []
+    for _, key, fmt in HEADLINE:
+        value = row.get(key)
+        cells.append(_with_ratio(fmt(value) if _num(value) else "–", ratio.get(key)))
+    return cells
+
+
+def _check(row: dict) -> str:
+    ok = row.get("restore_ok")
+    return "–" if ok is None else ("ok" if ok else "MISMATCH")
+
+
+def service_table(entry: dict) -> list[str]:
+    """The headline: CBR through its services on each pool, beside restic and borg (ratio to restic in ())."""
+    ratio = entry["ratios_to_restic"]
+    lines = ["| | " + " | ".join(h for h, _, _ in HEADLINE) + " | peak RSS (MB) | objects / GiB | incr read (MiB) "
+             "| restore |", "|---|" + "---:|" * (len(HEADLINE) + 3) + "---|"]
+    for label, row in rows(entry).items():
+        if label == "cbr (data path CLI)":
+            continue
+        if row.get("error") and not _num(row.get("full_s")):
+            lines.append(f"| {label} | " + " | ".join("–" for _ in HEADLINE) + f" | – | – | – | "
+                         f"not measured: {row['error'][:160]} |")
+            continue
+        read = row.get("incr_read_bytes")
+        lines.append(f"| {label} | " + " | ".join(_cells(row, ratio.get(label, {}))) +
+                     f" | {_fmt(row.get('peak_rss_mb'), 0)} | {_fmt(row.get('objects_per_gib'))} | "
+                     f"{_fmt(read / MB) if _num(read) else '–'} | {_check(row)} |")
     return lines
+
+
+def data_path_table(entry: dict) -> list[str]:
+    ratio = entry["ratios_to_restic"]
+    lines = ["| | " + " | ".join(h for h, _, _ in HEADLINE) + " | in-place restore (s) | peak RSS (MB) "
+             "| objects / GiB | restore |", "|---|" + "---:|" * (len(HEADLINE) + 3) + "---|"]
+    for label in ("cbr (data path CLI)", "restic", "borg"):
+        row = rows(entry)[label]
+        inplace = row.get("inplace_restore_ok")
+        check = _check(row) + ("" if inplace is None else " / in place " + ("ok" if inplace else "MISMATCH"))
+        if row.get("error"):
+            check += f" ({row['error'][:160]})"
+        lines.append(f"| {label} | " + " | ".join(_cells(row, ratio.get(label, {}))) +
+                     f" | {_fmt(row.get('inplace_restore_s'), 2)} | {_fmt(row.get('peak_rss_mb'), 0)} | "
+                     f"{_fmt(row.get('objects_per_gib'))} | {check} |")
+    return lines
+
+
+def workload_line(w: dict) -> str:
+    if w.get("error"):
+        return f"**{w.get('name')}**: not built: {w['error']}"
+    if w.get("name") == "usr":
+        change = w.get("change") or {}
+        kinds = ", ".join(f"{k} {v['ops']} ({v['bytes'] / MB:.1f} MiB)" for k, v in (change.get("kinds") or {}).items())
+        return (f"**usr**: {w.get('size_bytes', 0) / (1 << 30):.2f} GiB ext4 image holding {w.get('files')} files "
+                f"from /usr ({w.get('file_bytes', 0) / 1e9:.2f} GB, sorted paths {w.get('first_file')} .. "
+                f"{w.get('last_file')}); change step (seed {change.get('seed')}, ~{change.get('percent')}% of the "
+                f"file data): {kinds}; {change.get('delta_bytes', 0) / MB:.1f} MiB of image blocks differ.")
+    shares = w.get("shares", {})
+    return (f"**standard**: {w.get('size_bytes', 0) / (1 << 30):.2f} GiB raw disk, seed {w.get('seed')}, 1 MiB "
+            f"extents: {shares.get('hole', 0):.0%} holes, {shares.get('text', 0):.0%} text-like, "
+            f"{shares.get('random', 0):.0%} random; change step: {w.get('change', {}).get('blocks', '?')} of the "
+            f"64 KiB blocks ({w.get('change', {}).get('percent', '?')}%) rewritten with random bytes.")
+
+
+def s3_lines(s3: dict) -> list[str]:
+    if not s3:
+        return []
+    lines = ["## S3 store (data path)", ""]
+    if s3.get("error"):
+        return lines + [f"Not measured: {s3['error']}", ""]
+    lines.append(f"{s3.get('server')} at {s3.get('endpoint')}, {s3.get('workload')} workload: "
+                 f"{s3.get('full_objects')} objects and {_fmt_value('full_stored_bytes', s3.get('full_stored_bytes'))}"
+                 f" after the full ({_fmt(s3.get('objects_per_gib'))} objects per GiB stored); restore read "
+                 f"{_fmt_value('x_bytes', s3.get('restore_read_bytes'))} for "
+                 f"{_fmt_value('x_bytes', s3.get('restore_needed_bytes'))} needed "
+                 f"({_fmt(s3.get('restore_read_ratio'), 3)}×), checksum "
+                 f"{'ok' if s3.get('restore_ok') else 'MISMATCH'}.")
+    lines += ["", "| requests per GiB stored | PUT | GET | LIST | HEAD | DELETE |", "|---|---:|---:|---:|---:|---:|"]
+    for step in ("full", "incr", "restore"):
+        per = (s3.get("requests_per_gib") or {}).get(step) or {}
+        lines.append(f"| {step} | " + " | ".join(_fmt(per.get(k, 0.0)) for k in ("PUT", "GET", "LIST", "HEAD",
+                                                                                   "DELETE")) + " |")
+    return lines + [""]
 
 
 def machine_line(machine: dict) -> str:
@@ -171,65 +295,47 @@ def machine_line(machine: dict) -> str:
     return ", ".join(parts)
 
 
+def _shown(t: dict) -> str:
+    value = t.get("value")
+    if not _num(value):
+        return "–"
+    return {"MB": f"{value:.0f} MB", "per GiB": f"{value:.1f}"}.get(t.get("unit"), f"{value:.3f}×")
+
+
 def markdown(report: dict) -> str:
-    machine, workload, results = report["machine"], report["workload"], report["results"]
-    rel = report["ratios"]["cbr_to_restic"]
-    lines = ["# CBR benchmark", ""]
-    lines.append(f"**Machine:** {machine_line(machine)}. Run {machine.get('date', '')}.")
-    lines.append("")
-    if workload:
-        shares = workload.get("shares", {})
-        lines.append(f"**Workload:** {workload.get('size_bytes', 0) / (1 << 30):.2f} GiB raw disk, seed "
-                     f"{workload.get('seed')}, 1 MiB extents: {shares.get('hole', 0):.0%} holes, "
-                     f"{shares.get('text', 0):.0%} text-like, {shares.get('random', 0):.0%} random; change step: "
-                     f"{workload.get('change', {}).get('blocks', '?')} of the 64 KiB blocks "
-                     f"({workload.get('change', {}).get('percent', '?')}%) rewritten with random bytes. "
-                     f"Page cache: {workload.get('cache', '?')}.")
-        lines.append("")
-    lines.append("| measure | " + " | ".join(TOOLS) + " | cbr / restic |")
-    lines.append("|---|" + "---:|" * (len(TOOLS) + 1))
-    for label, key, fmt in ROWS:
-        cells = []
-        for tool in TOOLS:
-            value = results.get(tool, {}).get(key)
-            cells.append("–" if value is None else fmt(value))
-        ratio = rel.get(key)
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {'–' if ratio is None else f'{ratio:.3f}'} |")
-    checks = []
-    for tool in TOOLS:
-        r = results.get(tool, {})
-        ok = r.get("restore_ok")
-        inplace = r.get("inplace_restore_ok")
-        text = "–" if ok is None else ("ok" if ok else "MISMATCH")
-        if inplace is not None:
-            text += " / in place " + ("ok" if inplace else "MISMATCH")
-        checks.append(text)
-    lines.append("| restore checksum | " + " | ".join(checks) + " | |")
-    lines.append("")
-    chunker = report["chunker"]
-    lines.append(f"**Chunker** ({chunker.get('buffer_bytes', 0) / MB:.0f} MiB buffer, min/avg/max "
-                 f"{chunker.get('min_size', 0) // 1024}/{chunker.get('avg_size', 0) // 1024}/"
-                 f"{chunker.get('max_size', 0) // 1024} KiB, best of {chunker.get('rounds', '?')}): cbr "
-                 f"{_fmt(chunker.get('cbr_mb_s'))} MB/s, pyfastcdc {_fmt(chunker.get('pyfastcdc_mb_s'))} MB/s.")
-    lines.append("")
-    lines += ["## Targets", "", "| measure | target | value | met |", "|---|---|---:|---|"]
+    machine = report["machine"]
+    workloads = report["workloads"]
+    lines = ["# CBR benchmark", "", f"**Machine:** {machine_line(machine)}. Run {machine.get('date', '')}.", ""]
+    for entry in workloads.values():
+        lines += [workload_line(entry["workload"]), ""]
+    lines += ["## Through the service (headline)", "",
+              "Encrypted vault (the default), embedded stack: gRPC call to the task's success (backup `available`; "
+              "new disk synced), one worker. In () the ratio to restic in the same run.", ""]
+    for name, entry in workloads.items():
+        lines += [f"### {name}", ""] + service_table(entry) + [""]
+    lines += ["## Data path (command lines)", "", "Each tool's own command line, timed from outside.", ""]
+    for name, entry in workloads.items():
+        lines += [f"### {name}", ""] + data_path_table(entry) + [""]
+    lines += s3_lines(report.get("s3") or {})
+    lines += ["## Targets (issue 10)", "", "| measure | target | value | met |", "|---|---|---:|---|"]
     for t in report["targets"]:
-        value = t.get("value")
-        shown = "–" if value is None else (f"{value:.0f} MB" if t["measure"].startswith("peak RSS")
-                                           else f"{value:.3f}×")
-        lines.append(f"| {t['measure']} | {t['target']} | {shown} ({t.get('detail', '')}) | "
+        lines.append(f"| {t['measure']} | {t['target']} | {_shown(t)} ({t.get('detail', '')}) | "
                      f"{'met' if t['met'] else 'not met'} |")
-    lines.append("")
     met = sum(1 for t in report["targets"] if t["met"])
-    lines.append(f"{met} of {len(report['targets'])} targets met.")
-    lines.append("")
-    lines += service_lines(report.get("service_path") or {}, results.get("cbr") or {})
-    notes = list((workload or {}).get("notes") or [])
+    lines += ["", f"{met} of {len(report['targets'])} targets met.", ""]
+    chunker = report.get("chunker") or {}
+    if _num(chunker.get("cbr_mb_s")) or _num(chunker.get("pyfastcdc_mb_s")):
+        lines += [f"**Chunker** ({chunker.get('buffer_bytes', 0) / MB:.0f} MiB buffer): cbr "
+                  f"{_fmt(chunker.get('cbr_mb_s'))} MB/s, pyfastcdc {_fmt(chunker.get('pyfastcdc_mb_s'))} MB/s.", ""]
+    notes = list(report.get("notes") or [])
+    for name, entry in workloads.items():
+        for tool in TOOLS:
+            r = entry["results"].get(tool, {})
+            if r.get("error"):
+                notes.append(f"{name}, {tool}: {r['error']}")
+    first = next(iter(workloads.values()), {"results": {}})
     for tool in TOOLS:
-        r = results.get(tool, {})
-        if r.get("error"):
-            notes.append(f"{tool}: {r['error']}")
-        for key, value in (r.get("settings") or {}).items():
+        for key, value in (first["results"].get(tool, {}).get("settings") or {}).items():
             notes.append(f"{tool} {key}: {value}")
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
@@ -242,42 +348,39 @@ def write_markdown(report: dict, path: Path) -> None:
 
 
 def write_chart(report: dict, path: Path) -> None:
+    """One row of panels per workload: times per step, stored bytes, peak RSS; one bar per row of the tables."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = report["results"]
+    workloads = report["workloads"] or {"(none)": {"service": {}, "results": {}}}
     panels = (
-        ("time (s)", (("full", "full_s"), ("incremental", "incr_s"), ("restore", "restore_s"),
-                      ("in-place restore", "inplace_restore_s")), 1.0),
+        ("time (s)", (("full", "full_s"), ("incremental", "incr_s"), ("restore", "restore_s")), 1.0),
         ("stored (MiB)", (("after full", "full_stored_bytes"), ("added by incr", "incr_added_bytes")), MB),
-        ("peak RSS of backup (MB)", (("backup", "peak_rss_mb"),), 1.0),
+        ("peak RSS (MB)", (("backup", "peak_rss_mb"),), 1.0),
     )
-    colors = {"cbr": "#2b7bba", "restic": "#e08a2c", "borg": "#5aa05a"}
-    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.8), gridspec_kw={"width_ratios": [4, 2, 1.3]})
-    width = 0.8 / len(TOOLS)
-    for ax, (title, steps, scale) in zip(axes, panels):
-        for t, tool in enumerate(TOOLS):
-            xs, heights = [], []
-            for s, (_, key) in enumerate(steps):
-                value = results.get(tool, {}).get(key)
-                xs.append(s + (t - (len(TOOLS) - 1) / 2) * width)
-                heights.append(0 if value is None else value / scale)
-            bars = ax.bar(xs, heights, width, label=tool, color=colors.get(tool))
-            for bar, (_, key) in zip(bars, steps):
-                if results.get(tool, {}).get(key) is None:
-                    ax.annotate("n/a", (bar.get_x() + bar.get_width() / 2, 0), ha="center", va="bottom",
-                                fontsize=7, color="grey")
-        ax.set_xticks(range(len(steps)))
-        ax.set_xticklabels([label for label, _ in steps])
-        ax.set_title(title)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].legend()
-    size = report.get("workload", {}).get("size_bytes", 0) / (1 << 30)
-    fig.suptitle(f"CBR vs restic vs borg, {size:.2f} GiB disk, same machine, same run")
+    labels = [service_label(p) for p in POOLS] + ["cbr (data path CLI)", "restic", "borg"]
+    colors = dict(zip(labels, ("#1f5f99", "#6aa6d6", "#9ecae1", "#e08a2c", "#5aa05a")))
+    fig, axes = plt.subplots(len(workloads), len(panels), figsize=(15, 4.6 * len(workloads)), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 2, 1.3]})
+    width = 0.8 / len(labels)
+    for r, (name, entry) in enumerate(workloads.items()):
+        by_label = rows(entry) if entry.get("results") is not None else {}
+        for ax, (title, steps, scale) in zip(axes[r], panels):
+            for t, label in enumerate(labels):
+                row = by_label.get(label) or {}
+                xs = [s + (t - (len(labels) - 1) / 2) * width for s in range(len(steps))]
+                heights = [row.get(key) / scale if _num(row.get(key)) else 0 for _, key in steps]
+                ax.bar(xs, heights, width, label=label, color=colors[label])
+            ax.set_xticks(range(len(steps)))
+            ax.set_xticklabels([label for label, _ in steps])
+            ax.set_title(f"{name}: {title}")
+            ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("CBR (service path and data path) vs restic vs borg, same machine, same run")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 

@@ -1,0 +1,73 @@
+"""Where the embedded stack's run folder (and so its pool of disks and snapshots) lives for a service-path run.
+
+"xfs": a loop-mounted XFS made with reflink=1 from a sparse file in the work folder, so that a snapshot is a
+reflink clone; "ext4": a folder on the work folder's own file system. The XFS mount is unmounted and its file
+removed at the end, also when the run fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+POOLS = ("xfs", "ext4")
+
+
+class PoolUnavailable(RuntimeError):
+    """This pool cannot be made here; the message says why (the report shows it in the row)."""
+
+
+def xfs_unavailable_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "not root: the XFS loop mount needs root"
+    if not shutil.which("mkfs.xfs"):
+        return "mkfs.xfs is missing (apt-get install xfsprogs)"
+    return None
+
+
+def _run(argv: list[str], timeout: float = 300) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise PoolUnavailable(f"{' '.join(argv)} failed: {(done.stderr or done.stdout).strip()[-300:]}")
+
+
+@contextlib.contextmanager
+def pool_folder(kind: str, work: Path, size_bytes: int) -> Iterator[Path]:
+    """A folder for the stack's run folder on the given kind of pool; size_bytes sizes the XFS file system."""
+    work.mkdir(parents=True, exist_ok=True)
+    if kind == "ext4":
+        folder = work / "pool-ext4"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    if kind != "xfs":
+        raise ValueError(f"unknown pool {kind!r}")
+    why = xfs_unavailable_reason()
+    if why:
+        raise PoolUnavailable(why)
+    image, mount = work / "pool-xfs.img", work / "pool-xfs"
+    image.unlink(missing_ok=True)
+    with open(image, "wb") as f:
+        f.truncate(size_bytes)  # sparse: only what the stack writes takes space
+    mounted = False
+    try:
+        _run(["mkfs.xfs", "-q", "-f", "-m", "reflink=1", str(image)])
+        mount.mkdir(exist_ok=True)
+        _run(["mount", "-o", "loop", str(image), str(mount)])
+        mounted = True
+        os.chmod(mount, 0o755)  # Postgres runs as its own account under the run folder
+        yield mount
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(mount)], capture_output=True, timeout=300)
+        with contextlib.suppress(OSError):
+            mount.rmdir()
+        image.unlink(missing_ok=True)
