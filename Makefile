@@ -71,8 +71,10 @@ test-unit: all
 test-integration: all
 	$(PY) -m pytest -q tests/integration tests/e2e
 
-# CBR against restic and borg on the standard 2 GiB workload; results in bench/results/ (JSON, Markdown, PNG).
-# Example: make bench BENCH_ARGS="--size-gib 0.25"
+# CBR (through its services, on an XFS reflink pool and on ext4; and its data-path CLI) against restic and borg on
+# the standard 2 GiB workload and the 4 GiB /usr ext4 image; results in bench/results/ (JSON, Markdown, PNG).
+# Runs as root for the loop mounts; installs a missing restic, borgbackup or xfsprogs with apt-get.
+# Example: make bench BENCH_ARGS="--size-gib 0.25 --usr-gib 0.3"
 BENCH_ARGS ?=
 bench: all
 	$(PY) -m bench.run $(BENCH_ARGS)

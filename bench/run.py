@@ -379,8 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
 
     if not args.no_install:
-        for binary, package in (("restic", "restic"), ("borg", "borgbackup")):
-            if binary in names:
+        for binary, package, wanted_here in (("restic", "restic", "restic" in names),
+                                             ("borg", "borgbackup", "borg" in names),
+                                             ("mkfs.xfs", "xfsprogs", "xfs" in pool_kinds and not args.no_service)):
+            if wanted_here:
                 ok, why = ensure_installed(binary, package)
                 if why != "already installed":
                     notes.append(f"{binary}: {why}")

@@ -57,18 +57,20 @@ class Op:
 # --- the selection (pure, given the listing) ----------------------------------------------------------------------
 
 def scan(root: str | os.PathLike = "/usr") -> Iterator[tuple[str, int]]:
-    """(relative path, size) of every regular file under root, in sorted path order; symlinks are not followed."""
+    """(relative path, size) of every regular file under root, sorted by path (as strings); symlinks are not
+    followed."""
     root = str(root)
-    for folder, dirs, names in os.walk(root, onerror=lambda exc: None):
-        dirs.sort()
-        for name in sorted(names):
+    found = []
+    for folder, _, names in os.walk(root, onerror=lambda exc: None):
+        for name in names:
             full = os.path.join(folder, name)
             try:
                 st = os.lstat(full)
             except OSError:
                 continue
             if stat.S_ISREG(st.st_mode):
-                yield os.path.relpath(full, root), st.st_size
+                found.append((os.path.relpath(full, root), st.st_size))
+    yield from sorted(found)
 
 
 def select(listing: Iterable[tuple[str, int]], budget: int, readable=None) -> list[tuple[str, int]]:

@@ -11,6 +11,7 @@ Everything is a pure function of the seed: the same seed gives the same bytes, o
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
@@ -174,12 +175,7 @@ def sparse_copy(source: str | os.PathLike, target: str | os.PathLike, *, sync: b
                 except OSError:
                     break
                 end = os.lseek(src, start, os.SEEK_HOLE)
-                position = start
-                while position < end:
-                    n = os.copy_file_range(src, dst, end - position, position, position)
-                    if n <= 0:
-                        raise OSError(f"copy_file_range stopped at {position} of {end}")
-                    position += n
+                _copy_range(src, dst, start, end)
                 offset = end
             if sync:
                 os.fsync(dst)
@@ -187,6 +183,28 @@ def sparse_copy(source: str | os.PathLike, target: str | os.PathLike, *, sync: b
             os.close(dst)
     finally:
         os.close(src)
+
+
+def _copy_range(src: int, dst: int, start: int, end: int) -> None:
+    """Bytes [start, end) from src to dst at the same offsets: copy_file_range, or read and write where the
+    kernel will not copy between these two file systems (EXDEV, e.g. ext4 to an XFS loop mount)."""
+    position = start
+    while position < end:
+        try:
+            n = os.copy_file_range(src, dst, end - position, position, position)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            break
+        if n <= 0:
+            raise OSError(f"copy_file_range stopped at {position} of {end}")
+        position += n
+    while position < end:
+        data = os.pread(src, min(8 * MIB, end - position), position)
+        if not data:
+            raise OSError(f"read stopped at {position} of {end}")
+        _pwrite_all(dst, data, position)
+        position += len(data)
 
 
 def chunker_buffer(size_bytes: int, seed: int = 3) -> bytearray:

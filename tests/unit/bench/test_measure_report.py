@@ -10,53 +10,92 @@ from bench.measure import StepFailed, disk_usage, run_measured
 
 TOOL_KEYS = {"full_s", "incr_s", "restore_s", "inplace_restore_s", "full_stored_bytes", "incr_added_bytes",
              "peak_rss_mb"}
+GIB = 1 << 30
 
 
-def fake_results():
-    return {
-        "cbr": {"full_s": 2.0, "incr_s": 0.5, "restore_s": 3.0, "inplace_restore_s": 1.0,
-                "full_stored_bytes": 900, "incr_added_bytes": 10, "peak_rss_mb": 120.0, "restore_ok": True},
-        "restic": {"full_s": 10.0, "incr_s": 5.0, "restore_s": 4.0, "inplace_restore_s": None,
-                   "full_stored_bytes": 1000, "incr_added_bytes": 100, "peak_rss_mb": 90.0},
-        "borg": {"full_s": 8.0, "incr_s": 4.0},  # missing keys become null
+def fake_workloads():
+    standard = {
+        "workload": {"name": "standard", "size_bytes": GIB, "seed": 1},
+        "results": {
+            "cbr": {"full_s": 2.2, "incr_s": 0.5, "restore_s": 1.1, "inplace_restore_s": 1.0,
+                    "full_stored_bytes": 900, "incr_added_bytes": 10, "peak_rss_mb": 120.0, "restore_ok": True,
+                    "restore_read_ratio": 1.02},
+            "restic": {"full_s": 9.0, "incr_s": 5.0, "restore_s": 4.0, "inplace_restore_s": None,
+                       "full_stored_bytes": 1000, "incr_added_bytes": 100, "peak_rss_mb": 90.0},
+            "borg": {"full_s": 8.0, "incr_s": 4.0},  # missing keys become null
+        },
+        "service": {
+            "xfs": {"full_s": 2.5, "incr_s": 2.0, "restore_s": 1.2, "restore_ok": True, "full_stored_bytes": 900,
+                    "incr_added_bytes": 20, "peak_rss_mb": 250.0, "objects_per_gib": 40.0, "pool": "xfs"},
+            "ext4": {"full_s": 3.5, "incr_s": 3.0, "restore_s": 2.0, "restore_ok": True, "full_stored_bytes": 900,
+                     "incr_added_bytes": 20, "peak_rss_mb": 310.0, "objects_per_gib": 41.0, "pool": "ext4"},
+        },
     }
+    usr = {
+        "workload": {"name": "usr", "error": "the usr workload needs root (loop mounts)"},
+        "results": {"restic": {"full_stored_bytes": 5000, "incr_added_bytes": 400}},
+        "service": {"xfs": {"error": "not root: the XFS loop mount needs root", "pool": "xfs"}},
+    }
+    return {"standard": standard, "usr": usr}
 
 
-def test_report_has_the_required_keys_and_evaluates_targets(tmp_path):
-    rep = report.build_report({"cpu_count": 2}, {"size_bytes": 1 << 30, "seed": 1}, fake_results(),
-                              {"cbr_mb_s": 900.0, "pyfastcdc_mb_s": 1000.0}, ["warm cache"])
-    assert set(rep) == {"machine", "workload", "results", "chunker", "ratios", "targets", "service_path"}
+S3 = {"server": "moto", "endpoint": "http://127.0.0.1:1", "workload": "standard", "full_objects": 30,
+      "full_stored_bytes": GIB // 2, "objects_per_gib": 60.0, "restore_read_ratio": 1.3, "restore_ok": True,
+      "requests_per_gib": {"full": {"PUT": 58.0, "LIST": 2.0}, "incr": {"PUT": 4.0}, "restore": {"GET": 70.0}}}
+
+
+def test_report_evaluates_issue_10_targets_and_renders_both_tables(tmp_path):
+    rep = report.build_report({"cpu_count": 2}, fake_workloads(), {"cbr_mb_s": 900.0, "pyfastcdc_mb_s": 1000.0},
+                              ["warm cache"], S3)
+    assert set(rep) == {"machine", "workloads", "s3", "chunker", "targets", "notes"}
+    std = rep["workloads"]["standard"]
     for tool in ("cbr", "restic", "borg"):
-        assert TOOL_KEYS <= set(rep["results"][tool])
-    assert rep["results"]["borg"]["restore_s"] is None
-    assert {"cbr_mb_s", "pyfastcdc_mb_s"} <= set(rep["chunker"])
-    assert rep["ratios"]["cbr_to_restic"]["full_s"] == 0.2
+        assert TOOL_KEYS <= set(std["results"][tool])
+    assert std["results"]["borg"]["restore_s"] is None
+    assert std["ratios_to_restic"]["cbr (service, xfs pool)"]["full_s"] == round(2.5 / 9.0, 4)
     met = {t["measure"]: t["met"] for t in rep["targets"]}
-    assert len(rep["targets"]) == 7
     assert all(isinstance(t["met"], bool) and {"measure", "target", "value", "met"} <= set(t)
                for t in rep["targets"])
     assert met == {
-        "full backup time": True,                      # 0.2 <= 1/4
-        "incremental backup time": True,               # 0.1 <= 1/5
-        "bytes added by the incremental": True,        # 0.1 <= 1/4
-        "restore to a new disk": False,                # 0.75 > 1/2
-        "stored bytes after the full backup": True,    # 0.9 <= 1
-        "peak RSS of the backup process": True,        # 120 MB <= 300 MB
-        "C chunker throughput": False,                 # 0.9 < 1
+        "service full backup (standard, xfs pool)": True,               # 2.5 / 9 <= 1/3
+        "service incremental (standard, xfs pool)": True,               # 2 / 5 <= 1/2
+        "service restore to a new disk (standard, xfs pool)": True,     # 1.2 / 4 <= 1/2
+        "data path within 20% of the service path: full backup (standard, xfs pool)": True,   # 2.5 / 2.2
+        "data path within 20% of the service path: incremental (standard, xfs pool)": False,  # 2.0 / 0.5
+        "data path within 20% of the service path: restore (standard, xfs pool)": True,       # 1.2 / 1.1
+        "stored after the full (standard, service, xfs pool)": True,
+        "added by the incremental (standard, service, xfs pool)": True,  # 20 / 100
+        "stored after the full (usr, service, xfs pool)": False,         # not measured
+        "added by the incremental (usr, service, xfs pool)": False,
+        "worker peak RSS (service path, all runs)": False,              # the ext4 run's 310 MB
+        "store objects per GiB stored after the full (file-system store, service path)": True,
+        "store objects per GiB stored after the full (S3 store, data path)": True,
+        "restore reads vs bytes needed (file-system store, data path CLI, standard)": True,
+        "restore reads vs bytes needed (S3 store, data path)": False,   # 1.3 > 1.1
     }
 
     paths = report.write_all(rep, tmp_path)
     written = json.loads(paths["json"].read_text())
-    assert set(written) == set(rep) and written["results"]["cbr"]["full_s"] == 2.0
+    assert set(written) == set(rep) and written["workloads"]["standard"]["results"]["cbr"]["full_s"] == 2.2
     text = paths["markdown"].read_text()
-    assert "| full backup (s) |" in text and "not met" in text and "warm cache" in text
+    # The service path comes first, then the data path, the S3 figures and the targets.
+    order = [text.index(h) for h in ("## Through the service", "## Data path", "## S3 store", "## Targets")]
+    assert order == sorted(order)
+    assert "| cbr (service, xfs pool) | 2.50 (0.28×) |" in text
+    assert "| cbr (service, ext4 pool) |" in text and "| cbr (data path CLI) | 2.20 (0.24×) |" in text
+    assert "not measured: not root: the XFS loop mount needs root" in text
+    assert "**usr**: not built: the usr workload needs root" in text
+    assert "| full | 58.0 | 0.0 | 2.0 |" in text
+    assert "not met" in text and "warm cache" in text
     assert paths["chart"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_missing_tool_meets_no_target():
-    rep = report.build_report({}, {}, {"restic": fake_results()["restic"]}, {})
+    rep = report.build_report({}, {"standard": {"results": {"restic": fake_workloads()["standard"]["results"]
+                                                            ["restic"]}}}, {})
     assert all(t["met"] is False for t in rep["targets"])
-    assert rep["results"]["cbr"] == {key: None for key in TOOL_KEYS}
+    assert rep["workloads"]["standard"]["results"]["cbr"] == {key: None for key in TOOL_KEYS}
+    assert "# CBR benchmark" in report.markdown(rep)
 
 
 @pytest.mark.parametrize("launcher", ["auto", "python"])
