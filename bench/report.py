@@ -20,6 +20,8 @@ MB = 1 << 20
 RSS_LIMIT_MB = 300.0
 OBJECTS_PER_GIB_LIMIT = 64.0
 READ_RATIO_LIMIT = 1.1
+# A service-path row's own keys beside STEP_KEYS (null when the pool could not be made).
+SERVICE_EXTRA = {"restore_ok": None, "full_objects": None, "objects_per_gib": None, "incr_read_bytes": None}
 
 
 def service_label(pool: str) -> str:
@@ -142,8 +144,9 @@ def build_report(machine: dict, workloads: dict, chunker: dict | None = None, no
             merged = empty_result()
             merged.update((entry.get("results") or {}).get(tool) or {})
             results[tool] = merged
-        e = {"workload": dict(entry.get("workload") or {}), "results": results,
-             "service": dict(entry.get("service") or {})}
+        service = {pool: {**empty_result(), **SERVICE_EXTRA, **row}
+                   for pool, row in (entry.get("service") or {}).items()}
+        e = {"workload": dict(entry.get("workload") or {}), "results": results, "service": service}
         e["ratios_to_restic"] = ratios_to_restic(e)
         full[name] = e
     chunker = {"cbr_mb_s": None, "pyfastcdc_mb_s": None, **(chunker or {})}

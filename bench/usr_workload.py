@@ -111,6 +111,8 @@ def change_plan(files: list[tuple[str, int]], seed: int = CHANGE_SEED,
         while budget > 0 and candidates:
             path, size = files[candidates.pop()]
             if kind == "delete":
+                if size > budget:  # a big file would overshoot the share: left as it is
+                    continue
                 ops.append(Op("delete", path, 0, size))
                 budget -= size
             elif kind == "append":

@@ -52,6 +52,8 @@ def test_report_evaluates_issue_10_targets_and_renders_both_tables(tmp_path):
     for tool in ("cbr", "restic", "borg"):
         assert TOOL_KEYS <= set(std["results"][tool])
     assert std["results"]["borg"]["restore_s"] is None
+    unmade = rep["workloads"]["usr"]["service"]["xfs"]  # the row says why, with null values
+    assert unmade["full_s"] is None and unmade["peak_rss_mb"] is None and "needs root" in unmade["error"]
     assert std["ratios_to_restic"]["cbr (service, xfs pool)"]["full_s"] == round(2.5 / 9.0, 4)
     met = {t["measure"]: t["met"] for t in rep["targets"]}
     assert all(isinstance(t["met"], bool) and {"measure", "target", "value", "met"} <= set(t)
