@@ -91,6 +91,18 @@ class Runner:
     def _run(self, label: str, argv: list[str], **kwargs) -> Measured:
         return run_measured(argv, timeout=self.timeout, log_dir=self.logs, label=label, **kwargs).check()
 
+    def _restored_path(self, target_dir: Path) -> Path:
+        """Where restic and borg put the restored disk: its absolute path, recreated under target_dir."""
+        return target_dir / (self.folder.absolute() / self.disk_name).relative_to("/")
+
+    @staticmethod
+    def then_sync(argv: list[str], path: Path) -> list[str]:
+        """argv, then `sync FILE` (fsync of the restored file) in the same measured run: a restore counts once
+        its bytes are durable, as CBR's new disk is synced before its task says success."""
+        return ["sh", "-c", '"$@" && exec sync -- "$0"', str(path), *argv]
+
+    disk_name = "disk.raw"
+
 
 def find_restored_file(target_dir: Path, name: str) -> Path:
     """restic and borg recreate the source's absolute path under the target: find the one file called name."""
@@ -126,7 +138,8 @@ class Restic(Runner):
             "compression": "auto (zstd, restic's default for repository v2)",
             "encryption": "AES-256 + Poly1305-AES (always on)",
             "chunker": "Rabin CDC, 512 KiB min / 1 MiB avg / 8 MiB max (fixed by restic)",
-            "restore": "restic restore latest --target DIR (0.14 has no sparse restore; it writes every byte)",
+            "restore": "restic restore latest --target DIR, then sync of the restored file, timed together (0.14 has "
+                       "no sparse restore; it writes every byte)",
             "cache": "local cache in the work folder (not counted in stored bytes)",
         }
 
@@ -165,14 +178,13 @@ class Restic(Runner):
 
     def restore_latest(self, target_dir: Path) -> tuple[Measured, Path]:
         target_dir.mkdir(parents=True, exist_ok=True)
-        measured = self._run("restore", self._base() + ["restore", "latest", "--target", str(target_dir)],
-                             env=self._restic_env())
+        measured = self._run("restore", self.then_sync(
+            self._base() + ["restore", "latest", "--target", str(target_dir)], self._restored_path(target_dir)),
+            env=self._restic_env())
         return measured, find_restored_file(target_dir, self.disk_name)
 
     def stored_paths(self) -> list[Path]:
         return [self.repo]
-
-    disk_name = "disk.raw"
 
 
 class Borg(Runner):
@@ -197,7 +209,7 @@ class Borg(Runner):
             "encryption": "repokey-blake2 (authenticated encryption, as restic always encrypts)",
             "compression": f"{self.compression}" + (" (borg's default)" if self.compression == "lz4" else ""),
             "chunker": "buzhash CDC, borg defaults (19,23,21,4095: 512 KiB min / 2 MiB avg / 8 MiB max)",
-            "restore": "borg extract --sparse (holes for all-zero chunks)",
+            "restore": "borg extract --sparse (holes for all-zero chunks), then sync of the restored file",
             "cache": "BORG_BASE_DIR in the work folder (chunks/files cache not counted in stored bytes)",
         }
 
@@ -228,14 +240,13 @@ class Borg(Runner):
 
     def restore_latest(self, target_dir: Path) -> tuple[Measured, Path]:
         target_dir.mkdir(parents=True, exist_ok=True)
-        measured = self._run("restore", [self.binary, "extract", "--sparse", f"{self.repo}::incr"],
+        measured = self._run("restore", self.then_sync([self.binary, "extract", "--sparse", f"{self.repo}::incr"],
+                                                       self._restored_path(target_dir)),
                              env=self._borg_env(), cwd=target_dir)
         return measured, find_restored_file(target_dir, self.disk_name)
 
     def stored_paths(self) -> list[Path]:
         return [self.repo]
-
-    disk_name = "disk.raw"
 
 
 class Cbr(Runner):

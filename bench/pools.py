@@ -66,8 +66,9 @@ def pool_folder(kind: str, work: Path, size_bytes: int) -> Iterator[Path]:
         os.chmod(mount, 0o755)  # Postgres runs as its own account under the run folder
         yield mount
     finally:
-        if mounted:
-            subprocess.run(["umount", str(mount)], capture_output=True, timeout=300)
+        if mounted and subprocess.run(["umount", str(mount)], capture_output=True, timeout=300).returncode != 0:
+            # Still busy (a process of the stack did not stop): detach now, the kernel finishes when it can.
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=300)
         with contextlib.suppress(OSError):
             mount.rmdir()
         image.unlink(missing_ok=True)

@@ -139,3 +139,27 @@ def test_chunker_cut_counting():
         chunker._count_cuts([10, 20], 40)
     seconds, chunks = chunker.best_of(chunker.pyfastcdc_cutter(), bytes(range(256)) * 8192, rounds=1)
     assert chunks >= 1 and seconds >= 0
+
+
+def test_restore_then_sync_runs_both_and_fails_with_the_tool(tmp_path):
+    from bench.peers import Runner
+    restored = tmp_path / "disk.raw"
+    restored.write_bytes(b"x")
+    ok = run_measured(Runner.then_sync(["true"], restored), timeout=30, log_dir=tmp_path, label="ok")
+    assert ok.returncode == 0
+    failed = run_measured(Runner.then_sync(["false"], restored), timeout=30, log_dir=tmp_path, label="failed")
+    assert failed.returncode == 1
+    missing = run_measured(Runner.then_sync(["true"], tmp_path / "nope"), timeout=30, log_dir=tmp_path,
+                           label="missing")
+    assert missing.returncode != 0  # sync of a file restic did not write fails the step
+
+
+def test_ext4_pool_is_a_folder_removed_after_and_unknown_pools_are_refused(tmp_path):
+    from bench import pools
+    with pools.pool_folder("ext4", tmp_path, 1 << 30) as folder:
+        assert folder.is_dir() and folder.parent == tmp_path
+        (folder / "f").write_bytes(b"x")
+    assert not folder.exists()
+    with pytest.raises(ValueError):
+        with pools.pool_folder("zfs", tmp_path, 1 << 30):
+            pass
