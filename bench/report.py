@@ -122,11 +122,11 @@ def evaluate_targets(workloads: dict, s3: dict | None) -> list[dict]:
                            ", ".join(f"{k} {v:.1f}" for k, v in fs) or "not measured", "per GiB"))
     s3 = s3 or {}
     value = s3.get("objects_per_gib")
+    detail = f"{s3.get('full_objects')} objects, {_fmt_value('full_stored_bytes', s3.get('full_stored_bytes'))}"
     targets.append(_target("store objects per GiB stored after the full (S3 store, data path)",
                            f"at most {OBJECTS_PER_GIB_LIMIT:.0f}", value,
                            _num(value) and value <= OBJECTS_PER_GIB_LIMIT,
-                           f"{s3.get('full_objects')} objects, {_fmt_value('full_stored_bytes', s3.get('full_stored_bytes'))}"
-                           + (f" ({s3['error'][:120]})" if s3.get("error") else ""), "per GiB"))
+                           detail + (f" ({s3['error'][:120]})" if s3.get("error") else ""), "per GiB"))
     for label, source in (("file-system store, data path CLI, standard", cli), ("S3 store, data path", s3)):
         value = source.get("restore_read_ratio")
         targets.append(_target(f"restore reads vs bytes needed ({label})", f"at most {READ_RATIO_LIMIT}x", value,

@@ -198,7 +198,7 @@ def _measure(pristine: Path, work: Path, change, endpoint: str, bucket: str, ser
 
 
 def _listing(client, bucket: str, prefix: str) -> tuple[int, int]:
-    """Objects and their bytes under prefix, through the client with the counter paused (not the tool's)."""
+    """Objects and their bytes under prefix (the caller drops these requests from the counts: take())."""
     count = size = 0
     token = None
     while True:
