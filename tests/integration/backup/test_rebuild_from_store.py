@@ -12,7 +12,8 @@ import psycopg
 import pytest
 
 from cbr.backup.v1 import backup_pb2 as bp
-from tests.support.backups import backup_now, disk_path, fill, get_backup, new_disk_from, sha256_file, write_disk
+from tests.support.backups import (backup_now, disk_path, fill, get_backup, new_disk_from, sha256_file, wait_success,
+                                   write_disk)
 from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, ref
 
 VAULT_TABLES = ("backups", "chunks", "vault_keys", "checkpoints", "tasks")
@@ -110,3 +111,46 @@ async def test_the_rebuild_refuses_without_the_kek_that_wrapped_the_keys(service
                                    timeout=120)
     assert done.returncode == 3 and "opens with this KEK" in done.stderr, done.stderr
     assert _vault_rows(services, vault.vault_id)["backups"] == []
+
+
+async def test_a_server_backup_comes_back_with_its_disks(services, caller):
+    from tests.support.calls import SERVER, create_server
+
+    server = await create_server(caller, "rebuilt-server", disks=2)
+    paths = [await disk_path(caller, d.disk_id) for d in server.disks]
+    for i, path in enumerate(paths):
+        write_disk(path, seed=90 + i)
+    images = [sha256_file(p) for p in paths]
+    vault = await create_vault(caller, "rebuilt-servers", SERVER, BACKUP, resources=[ref(server)])
+    backup = await backup_now(caller, vault.vault_id)
+    assert len(backup.children) == 2
+    before = _vault_rows(services, vault.vault_id)
+    _forget_vault_rows(services, vault.vault_id)
+
+    done = await _rebuild(services, "--vault-id", vault.vault_id)
+    assert done.returncode == 0, done.stderr
+    assert "backups: 3 rows (1 top level) from 2 records" in done.stdout, done.stdout
+    assert _vault_rows(services, vault.vault_id) == before
+    got = await get_backup(caller, backup.backup_id)
+    assert got.status == bp.BACKUP_STATUS_AVAILABLE and len(got.children) == 2
+    assert got.logical_bytes == backup.logical_bytes and got.stored_bytes == backup.stored_bytes
+    for child in got.children:
+        i = [d.disk_id for d in server.disks].index(child.resource_id)
+        copy = await new_disk_from(caller, child.backup_id, name=f"from-rebuilt-{i}")
+        assert sha256_file(await disk_path(caller, copy)) == images[i]
+
+
+async def test_a_deleted_backup_takes_its_record_with_it(services, caller):
+    disk = await create_disk(caller, "deleted-record-disk", 4 * MIB)
+    write_disk(disk.path, seed=85)
+    vault = await create_vault(caller, "deleted-record-vault", DISK, BACKUP, resources=[ref(disk)])
+    first = await backup_now(caller, vault.vault_id)
+    write_disk(disk.path, seed=86, chunks=2)
+    second = await backup_now(caller, vault.vault_id)
+    reply = await caller.backups.DeleteBackup(bp.DeleteBackupRequest(backup_id=first.backup_id))
+    await wait_success(caller, reply.task_id)
+    _forget_vault_rows(services, vault.vault_id)
+    done = await _rebuild(services, "--vault-id", vault.vault_id)
+    assert done.returncode == 0, done.stderr
+    assert "backups: 1 rows (1 top level) from 1 records" in done.stdout, done.stdout
+    assert [r[0] for r in _vault_rows(services, vault.vault_id)["backups"]] == [second.backup_id]
