@@ -4,6 +4,7 @@ incremental backup restores byte for byte."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 
@@ -154,3 +155,25 @@ async def test_a_deleted_backup_takes_its_record_with_it(services, caller):
     assert done.returncode == 0, done.stderr
     assert "backups: 1 rows (1 top level) from 1 records" in done.stdout, done.stdout
     assert [r[0] for r in _vault_rows(services, vault.vault_id)["backups"]] == [second.backup_id]
+
+
+async def test_a_file_system_backup_comes_back_and_restores(services, caller):
+    from cbr.backup.v1 import protectable_pb2 as pp
+    from tests.integration.backup.test_file_system_backups import build_tree, describe
+    from tests.support.calls import TURBO
+
+    fs = (await caller.protectables.DefineFileSystem(pp.DefineFileSystemRequest(name="rebuilt-share"))).file_system
+    build_tree(fs.path)
+    expected = describe(fs.path)
+    vault = await create_vault(caller, "rebuilt-share-vault", TURBO, BACKUP, resources=[ref(fs)])
+    backup = await backup_now(caller, vault.vault_id)
+    before = _vault_rows(services, vault.vault_id)
+    _forget_vault_rows(services, vault.vault_id)
+    done = await _rebuild(services, "--vault-id", vault.vault_id)
+    assert done.returncode == 0, done.stderr
+    assert _vault_rows(services, vault.vault_id) == before
+    reply = await caller.backups.RestoreBackup(bp.RestoreBackupRequest(
+        backup_id=backup.backup_id, target_path="from-rebuilt", new_directory=True))
+    await wait_success(caller, reply.task_id)
+    [made] = os.listdir(f"{fs.path}/from-rebuilt")
+    assert describe(f"{fs.path}/from-rebuilt/{made}") == expected
