@@ -117,3 +117,24 @@ def test_the_rebuild_takes_one_complete_run_per_backup():
     present = {"b1-r1", "b1-r2", "sa-r1", "sb-r1", "sc-r2"}
     groups = choose_records([first_try, retry, orphan, disk_a, disk_b, half], present)
     assert [sorted(r.manifest_id for r in g) for g in groups] == [["b1-r2"], ["sa-r1", "sb-r1"]]
+
+
+def test_gc_deletes_a_record_with_its_manifest_and_only_under_the_exclusive_lock():
+    from cbr_backup.adapters.chunk_index import MemoryChunkIndex
+    from cbr_backup.datapath.gc import collect_garbage
+
+    store, index, keys = MemoryChunkStore(), MemoryChunkIndex(), _keys(True)
+    provider = KeyFileProvider(os.urandom(32))
+    keys_object = KeysObject(VAULT, "p1", wrap_vault_keys(provider, VAULT, keys))
+    write_records(store, keys, VAULT, keys_object, [_record("b1-r1"), _record("b2-r1", backup_id="b2")])
+
+    def collect():
+        return collect_garbage(index, store, VAULT, lambda: (), live_manifest_ids={"b2-r1"},
+                               grace=dt.timedelta(0), oldest_running_start=None)
+
+    index.lock_vault(VAULT, exclusive=False)  # a backup runs: nothing is judged dead
+    assert collect().records_deleted == 0
+    index.unlock_vault(VAULT, exclusive=False)
+    assert collect().records_deleted == 1
+    assert set(store.iterate(f"{VAULT}/backups/")) == {record_key(VAULT, "b2-r1")}
+    assert store.exists_many([keys_key(VAULT, provider.kek_id)])  # the keys object stays while the vault does
