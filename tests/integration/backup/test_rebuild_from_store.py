@@ -177,3 +177,27 @@ async def test_a_file_system_backup_comes_back_and_restores(services, caller):
     await wait_success(caller, reply.task_id)
     [made] = os.listdir(f"{fs.path}/from-rebuilt")
     assert describe(f"{fs.path}/from-rebuilt/{made}") == expected
+
+
+async def test_backups_from_before_records_get_them_by_backfill(services, caller):
+    from cbr_backup.chunkstore import FsChunkStore
+
+    disk = await create_disk(caller, "backfill-disk", 4 * MIB)
+    write_disk(disk.path, seed=87)
+    vault = await create_vault(caller, "backfill-vault", DISK, BACKUP, resources=[ref(disk)])
+    backup = await backup_now(caller, vault.vault_id)
+    store = FsChunkStore(str(services.infra.base / "store"))
+    for prefix in ("keys", "backups"):  # as a backup made before the store kept records
+        for key in list(store.iterate(f"{vault.vault_id}/{prefix}/")):
+            store.delete(key)
+    done = await _rebuild(services, "--vault-id", vault.vault_id, "--backfill-records")
+    assert done.returncode == 0 and "wrote the records of 1 backups (0 had them already)" in done.stdout, done
+    again = await _rebuild(services, "--vault-id", vault.vault_id, "--backfill-records")
+    assert "wrote the records of 0 backups (1 had them already)" in again.stdout, again
+    before = _vault_rows(services, vault.vault_id)
+    _forget_vault_rows(services, vault.vault_id)
+    done = await _rebuild(services, "--vault-id", vault.vault_id)
+    assert done.returncode == 0, done.stderr
+    assert _vault_rows(services, vault.vault_id) == before
+    copy = await new_disk_from(caller, backup.backup_id, name="from-backfilled")
+    assert sha256_file(await disk_path(caller, copy)) == sha256_file(disk.path)

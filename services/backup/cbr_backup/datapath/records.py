@@ -122,6 +122,14 @@ def row_fields(row) -> dict:
     return {name: _plain(getattr(row, name)) for name in ROW_FIELDS}
 
 
+def records_for(backup, checkpoint: dict, run_id: str) -> list[BackupRecord]:
+    """The records of a backup row (with its `children`: a server backup's disks, each carrying the server's row)."""
+    if backup.children:
+        parent = row_fields(backup)
+        return [BackupRecord(run_id, row_fields(c), parent, checkpoint, len(backup.children)) for c in backup.children]
+    return [BackupRecord(run_id, row_fields(backup), None, checkpoint)]
+
+
 def checkpoint_fields(cp) -> dict:
     return {name: _plain(getattr(cp, name)) for name in CHECKPOINT_FIELDS}
 

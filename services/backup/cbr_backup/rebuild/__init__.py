@@ -243,3 +243,36 @@ async def write_rows(uow, index, contents: FromStore, vault_id: str) -> tuple[in
             await uow.backups.add_backup(backup)
             backups += 1
     return backups, checkpoints, len(contents.chunk_rows)
+
+
+# The other way: records for backups made before the store kept them
+
+async def backfill_records(uow, store, provider: KeyProvider, vault_id: str) -> tuple[int, int]:
+    """Writes the keys object and the records of the vault's available backups that have none in the store
+    (backups made before records were written), from their rows. (backups given records, backups that had them)."""
+    import asyncio
+
+    from cbr_backup.keys.vault_keys import WrappedVaultKeys
+
+    wrapped = await uow.backups.vault_keys(vault_id)
+    if not isinstance(wrapped, WrappedVaultKeys):
+        raise RebuildRefused(f"vault {vault_id} has no wrapped keys row (start the backup service once: it wraps "
+                             f"clear keys from before)")
+    keys = unwrap_vault_keys(provider, vault_id, wrapped)
+    written = had = 0
+    for top in await uow.backups.vault_top_level(vault_id):
+        if top.status != "available":
+            continue
+        backup = await uow.backups.get_backup(top.project_id, top.backup_id)
+        cp = await uow.backups.get_checkpoint(backup.project_id, backup.checkpoint_id)
+        made = recordfiles.records_for(backup, recordfiles.checkpoint_fields(cp) if cp else {}, "backfill")
+        names = [recordfiles.record_key(vault_id, r.manifest_id) for r in made]
+        if any(not r.manifest_id for r in made):
+            continue  # no manifest: nothing to rebuild it from
+        if await asyncio.to_thread(store.exists_many, names):
+            had += 1  # a record of it exists (a completed run's): the rebuild will find that one
+            continue
+        keys_object = recordfiles.KeysObject(vault_id, backup.project_id, wrapped)
+        await asyncio.to_thread(recordfiles.write_records, store, keys, vault_id, keys_object, made)
+        written += 1
+    return written, had

@@ -7,6 +7,9 @@ backup records (DESIGN.md 14.3). Refuses when the vault has rows already, unless
 missing is added, so running it again is harmless. Run it while no job of the vault runs (it takes the vault's
 lock and refuses if it cannot).
 
+--backfill-records goes the other way, for backups made before the store kept records: from the vault's rows it
+writes the keys object and a record for every available backup that has none. Run it once per vault from before.
+
 Exit status: 0 done, 1 error, 3 refused.
 """
 from __future__ import annotations
@@ -28,7 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project-id", default="", help="refuse records of any other project")
     parser.add_argument("--add-missing", action="store_true",
                         help="the vault has rows already: add only what the store has and they lack")
+    parser.add_argument("--backfill-records", action="store_true",
+                        help="write the store's records of the vault's backups from its rows (backups from before)")
     args = parser.parse_args(argv)
+    if args.backfill_records:
+        try:
+            written, had = asyncio.run(backfill(_settings(), args.vault_id))
+        except RebuildRefused as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 3
+        except (SettingsError, KeyUnwrapError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"vault {args.vault_id}: wrote the records of {written} backups ({had} had them already)")
+        return 0
     try:
         summary = asyncio.run(rebuild(_settings(), args.vault_id, args.project_id, args.add_missing))
     except RebuildRefused as exc:
@@ -83,6 +99,23 @@ async def rebuild(settings: Settings, vault_id: str, project_id: str = "", add_m
         lone_chunks=contents.lone_chunks, records=contents.records, skipped=tuple(contents.skipped),
         corrupt=tuple(b.backup_id for b in contents.backups if b.corrupt),
         kek_id=contents.keys_object.wrapped.kek_id, encrypted=contents.keys_object.encrypted)
+
+
+async def backfill(settings: Settings, vault_id: str) -> tuple[int, int]:
+    from cbr_backup.adapters.tables import metadata
+    from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
+    from cbr_backup.keys import key_provider
+    from cbr_backup.rebuild import backfill_records
+    from cbr_backup.worker.main import chunk_store
+    from cbr_common.db import Database
+
+    provider, store = key_provider(settings), chunk_store(settings)
+    db = Database(settings.database_url, metadata.schema, pool_size=1, statement_timeout=600.0)
+    try:
+        async with BackupUnitOfWork(db) as uow:
+            return await backfill_records(uow, store, provider, vault_id)
+    finally:
+        await db.close()
 
 
 def _id_key(provider, vault_id: str, row) -> bytes:

@@ -20,11 +20,6 @@ async def write_backup_records(uow: BackupUnitOfWork, store, keys: VaultKeys, ru
         raise RuntimeError(f"vault {backup.vault_id} has no wrapped keys row")
     cp = await uow.backups.get_checkpoint(project_id, backup.checkpoint_id)
     checkpoint = records.checkpoint_fields(cp) if cp is not None else {}
-    if backup.children:  # a server backup: its disks' manifests each carry the server's row
-        parent = records.row_fields(backup)
-        made = [records.BackupRecord(run_id, records.row_fields(c), parent, checkpoint, len(backup.children))
-                for c in backup.children]
-    else:
-        made = [records.BackupRecord(run_id, records.row_fields(backup), None, checkpoint)]
+    made = records.records_for(backup, checkpoint, run_id)
     keys_object = records.KeysObject(backup.vault_id, project_id, wrapped)
     await asyncio.to_thread(records.write_records, store, keys, backup.vault_id, keys_object, made)
