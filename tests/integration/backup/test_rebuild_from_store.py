@@ -201,3 +201,49 @@ async def test_backups_from_before_records_get_them_by_backfill(services, caller
     assert _vault_rows(services, vault.vault_id) == before
     copy = await new_disk_from(caller, backup.backup_id, name="from-backfilled")
     assert sha256_file(await disk_path(caller, copy)) == sha256_file(disk.path)
+
+
+async def test_a_kek_rotation_rewrites_the_keys_objects_and_the_rebuild_uses_the_new_kek(services, caller,
+                                                                                       monkeypatch, tmp_path):
+    from cbr_backup.chunkstore import FsChunkStore
+    from cbr_backup.datapath.records import keys_key, read_keys_objects
+    from cbr_backup.keys import KeyFileProvider, create_kek_file
+    from cbr_backup.keys.__main__ import main as keys_command
+    from tests.support.services import kek_file
+
+    disk = await create_disk(caller, "rotated-disk", 4 * MIB)
+    write_disk(disk.path, seed=88)
+    vault = await create_vault(caller, "rotated-vault", DISK, BACKUP, resources=[ref(disk)])
+    backup = await backup_now(caller, vault.vault_id)
+    store = FsChunkStore(str(services.infra.base / "store"))
+    old_kek, new_kek = kek_file(services.infra), create_kek_file(tmp_path / "new-kek")
+    old_id, new_id = (KeyFileProvider.from_file(k).kek_id for k in (old_kek, new_kek))
+    assert [o.wrapped.kek_id for o in read_keys_objects(store, vault.vault_id)] == [old_id]
+    monkeypatch.setenv("CBR_DATABASE_URL", services.infra.postgres.url)
+    monkeypatch.setenv("CBR_STORE_DIR", str(services.infra.base / "store"))
+    monkeypatch.setenv("CBR_KEK_FILE", str(old_kek))
+    await services.stop_workers()
+    try:
+        assert await asyncio.to_thread(keys_command, ["rotate", "--new-kek-file", str(new_kek)]) == 0
+        assert [o.wrapped.kek_id for o in read_keys_objects(store, vault.vault_id)] == [new_id]
+        assert not store.exists_many([keys_key(vault.vault_id, old_id)])
+        before = _vault_rows(services, vault.vault_id)
+        _forget_vault_rows(services, vault.vault_id)
+        with_old = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "cbr_backup.rebuild", "--vault-id",
+                                                            vault.vault_id], env=services.worker_env(),
+                                           capture_output=True, text=True, timeout=120)
+        assert with_old.returncode == 3, with_old.stderr  # the store's keys need the new KEK now
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "cbr_backup.rebuild", "--vault-id", vault.vault_id],
+            env=services.worker_env(CBR_KEK_FILE=str(new_kek)), capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert _vault_rows(services, vault.vault_id) == before
+        await services.start_worker(kek_file=str(new_kek))
+        copy = await new_disk_from(caller, backup.backup_id, name="after-rotation")
+        assert sha256_file(await disk_path(caller, copy)) == sha256_file(disk.path)
+    finally:  # back to the session's KEK, for the other tests
+        await services.stop_workers()
+        monkeypatch.setenv("CBR_KEK_FILE", str(new_kek))
+        assert await asyncio.to_thread(keys_command, ["rotate", "--new-kek-file", str(old_kek)]) == 0
+        await services.start_worker()
+    assert [o.wrapped.kek_id for o in read_keys_objects(store, vault.vault_id)] == [old_id]
