@@ -11,7 +11,6 @@ from cbr_backup.chunkstore import ChunkNotFoundError
 from cbr_backup.datapath import packs as packfiles
 from cbr_backup.datapath import records as recordfiles
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
-from cbr_backup.datapath.disk_backup import manifest_key
 from cbr_backup.domain.backups import Backup, Checkpoint
 from cbr_backup.keys import KeyProvider, KeyUnwrapError, unwrap_vault_keys
 from cbr_backup.worker import manifests

@@ -138,3 +138,36 @@ def test_gc_deletes_a_record_with_its_manifest_and_only_under_the_exclusive_lock
     assert collect().records_deleted == 1
     assert set(store.iterate(f"{VAULT}/backups/")) == {record_key(VAULT, "b2-r1")}
     assert store.exists_many([keys_key(VAULT, provider.kek_id)])  # the keys object stays while the vault does
+
+
+@pytest.mark.parametrize("layout", ["packs", "lone chunks"])
+def test_the_store_alone_gives_the_rows_back(tmp_path, layout):
+    """A disk backup's index rows and backup row, read from packs' trailers or (a vault from before packs) lone
+    chunk files; a chunk found nowhere makes its backup corrupt."""
+    from cbr_backup.adapters.chunk_index import MemoryChunkIndex
+    from cbr_backup.datapath import backup_disk
+    from cbr_backup.rebuild import read_store
+    from tests.support.packs import drop_chunk, to_lone_chunks
+    from tests.unit.backup.datapath.disk_images import MIB, make_disk
+
+    store, index, keys = MemoryChunkStore(), MemoryChunkIndex(), _keys(True)
+    provider = KeyFileProvider(os.urandom(32))
+    result = backup_disk(make_disk(tmp_path / "disk.img", 4 * MIB, seed=3), keys, store, index, VAULT,
+                         manifest_id="b1-rabc")
+    if layout == "lone chunks":
+        to_lone_chunks(store, keys, VAULT, index)
+    write_records(store, keys, VAULT, KeysObject(VAULT, "p1", wrap_vault_keys(provider, VAULT, keys)), [_record()])
+    rows = {(vault, chunk): row for (vault, chunk), row in index.rows.items()}
+    found = read_store(store, provider, VAULT)
+    assert found.keys == keys and [b.backup_id for b in found.backups] == ["b1"] and not found.backups[0].corrupt
+    assert found.backups[0].status == "available" and found.backups[0].logical_bytes == 10
+    expected = {chunk for (_v, chunk) in rows}
+    assert {r[0] for r in found.chunk_rows} == expected == set(result.manifest.unique_ids())
+    assert (found.lone_chunks, found.packs > 0) == ((len(expected), False) if layout == "lone chunks" else (0, True))
+    # Every row as the index had it: raw and stored size, pack and offset (none for a lone chunk).
+    assert {r[0]: (r[1], r[2], r[3], r[4]) for r in found.chunk_rows} == {
+        chunk: (row[0], row[1], row[4], row[5]) for (_v, chunk), row in rows.items()}
+    if layout == "packs":
+        drop_chunk(store, keys, VAULT, sorted(expected)[0])
+        again = read_store(store, provider, VAULT)
+        assert again.missing_chunks == 1 and again.backups[0].corrupt
