@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from cbr_backup.datapath import packs as packfiles
+from cbr_backup.datapath import records as recordfiles
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import VaultDictionaries
 from cbr_backup.datapath.disk_backup import TOUCH_MARGIN
@@ -55,6 +56,7 @@ class GcResult:
     packs_repacked: int = 0    # packs whose live chunks were copied to new packs, then deleted
     reclaimed_bytes: int = 0   # store bytes given back: lone chunks swept, packs deleted
     rewritten_bytes: int = 0   # chunk bytes copied by repacking
+    records_deleted: int = 0   # backup records whose manifest is not live (DESIGN.md 14; exclusive lock only)
 
     def summary(self) -> dict:
         return {"marked": self.marked, "deleted_chunks": self.deleted_chunks, "freed_bytes": self.freed_bytes,
@@ -62,7 +64,8 @@ class GcResult:
                 "temp_files_deleted": self.temp_files_deleted, "exclusive": self.exclusive,
                 "cutoff": self.cutoff.isoformat(), "seconds": round(self.seconds, 3),
                 "packs_deleted": self.packs_deleted, "packs_repacked": self.packs_repacked,
-                "reclaimed_bytes": self.reclaimed_bytes, "rewritten_bytes": self.rewritten_bytes}
+                "reclaimed_bytes": self.reclaimed_bytes, "rewritten_bytes": self.rewritten_bytes,
+                "records_deleted": self.records_deleted}
 
 
 def gc_cutoff(gc_start: dt.datetime, grace: dt.timedelta, exclusive: bool,
@@ -125,13 +128,15 @@ def collect_garbage(index, store, vault_id: str, live_chunk_ids: Callable[[], It
         deleted, freed = index.sweep(vault_id, cutoff, store)
         usage = index.pack_usage(vault_id)
         lone_freed = lone_before - index.lone_bytes(vault_id)  # new rows always name a pack
-        orphans = manifests = 0
+        orphans = manifests = records = 0
         # A pack that had rows and has none now is dead whoever runs: the backup that wrote it inserted them.
         dead = [p for p in had_rows if p not in usage]
         if exclusive:  # orphans are unsafe to judge while a backup may be between a put and its index insert
             orphans = _delete_orphan_chunks(index, store, vault_id)
             live = live_manifest_ids() if callable(live_manifest_ids) else live_manifest_ids
-            manifests = _delete_dead_manifests(store, vault_id, set(live))
+            live = set(live)
+            manifests = _delete_dead_manifests(store, vault_id, live)
+            records = _delete_dead(store, recordfiles.records_prefix(vault_id), live)  # records go with manifests
             dead = [p for p in _stored_packs(store, vault_id) if p not in usage]  # orphan packs too
         packs_deleted, reclaimed = _delete_packs(store, vault_id, dead)
         repacked = rewritten = 0
@@ -148,7 +153,7 @@ def collect_garbage(index, store, vault_id: str, live_chunk_ids: Callable[[], It
     return GcResult(marked=marked, deleted_chunks=deleted, freed_bytes=freed, orphans_deleted=orphans,
                     manifests_deleted=manifests, temp_files_deleted=temps, exclusive=exclusive, cutoff=cutoff,
                     seconds=time.perf_counter() - t0, packs_deleted=packs_deleted, packs_repacked=repacked,
-                    reclaimed_bytes=lone_freed + reclaimed, rewritten_bytes=rewritten)
+                    reclaimed_bytes=lone_freed + reclaimed, rewritten_bytes=rewritten, records_deleted=records)
 
 
 def _mark(index, vault_id: str, ids: Iterable[bytes], cutoff: dt.datetime) -> int:
@@ -192,7 +197,11 @@ def _delete_unindexed(index, store, vault_id: str, keys: dict[bytes, str]) -> in
 
 
 def _delete_dead_manifests(store, vault_id: str, live: set[str]) -> int:
-    prefix = f"{vault_id}/manifests/"
+    return _delete_dead(store, f"{vault_id}/manifests/", live)
+
+
+def _delete_dead(store, prefix: str, live: set[str]) -> int:
+    """Deletes the keys under prefix whose name (a manifest id) is not live."""
     dead = [key for key in store.iterate(prefix) if key[len(prefix):] not in live]
     for key in dead:
         store.delete(key)

@@ -3,6 +3,8 @@
 rotate --new-kek-file NEW   re-wrap every vault's keys with the KEK in NEW (data is not re-encrypted). Stop the
                             backup service and its workers first, then start them with CBR_KEK_FILE=NEW.
                             Reads CBR_DATABASE_URL and CBR_KEK_FILE (the current KEK). Running it again is safe.
+                            With the workers' store (CBR_STORE_URL or CBR_STORE_DIR) it also rewrites the vaults'
+                            keys objects there (DESIGN.md 14); else each vault's next backup does.
 export --out PATH           write the current KEK (CBR_KEK_FILE) sealed with a passphrase, for escrow
 import --in PATH --out KEK  open an escrow file into a new KEK file (mode 0600)
 
@@ -38,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
             rewrapped, skipped = asyncio.run(_rotate(_env("CBR_DATABASE_URL"), _env("CBR_KEK_FILE"), args.new_kek_file))
             print(f"re-wrapped the keys of {rewrapped} vaults ({skipped} had the new KEK already); now start the "
                   f"backup service and workers with CBR_KEK_FILE={args.new_kek_file}")
+            if os.environ.get("CBR_STORE_URL") or os.environ.get("CBR_STORE_DIR"):
+                written = asyncio.run(_rewrap_store(_env("CBR_DATABASE_URL")))
+                print(f"rewrote the keys objects of {written} vaults in the store")
+            else:
+                print("the store's keys objects keep the old wrapping until each vault's next backup (set "
+                      "CBR_STORE_DIR or CBR_STORE_URL to rewrite them now)")
         elif args.command == "export":
             _write_new(args.out, seal_kek(read_kek_file(_env("CBR_KEK_FILE")), _passphrase(confirm=True)))
             print(f"wrote the KEK sealed with the passphrase to {args.out}; keep it and the passphrase apart")
@@ -65,6 +73,37 @@ async def _rotate(database_url: str, kek_file: str, new_kek_file: Path) -> tuple
         return counts
     finally:
         await db.close()
+
+
+async def _rewrap_store(database_url: str) -> int:
+    """Each vault's keys object in the store, as the database now wraps it (DESIGN.md 14.1)."""
+    from cbr_backup.adapters.tables import metadata
+    from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
+    from cbr_backup.datapath.records import rewrap_keys_object
+    from cbr_backup.keys.vault_keys import WrappedVaultKeys
+    from cbr_backup.worker.main import chunk_store
+    from cbr_common.db import Database
+    from cbr_common.errors import DataLossError
+    from cbr_common.settings import Settings
+
+    store = chunk_store(Settings(service="backup", database_url=database_url, nats_url="", jwt_secret="",
+                                 store_dir=os.environ.get("CBR_STORE_DIR", ""),
+                                 store_url=os.environ.get("CBR_STORE_URL", "")))
+    db = Database(database_url, metadata.schema, pool_size=1, statement_timeout=60.0)
+    written = 0
+    try:
+        async with BackupUnitOfWork(db) as uow:
+            rows = {v: await uow.backups.vault_keys(v) for v in await uow.backups.vault_ids_with_keys()}
+    finally:
+        await db.close()
+    for vault_id, wrapped in rows.items():
+        if not isinstance(wrapped, WrappedVaultKeys):
+            continue
+        try:
+            written += await asyncio.to_thread(rewrap_keys_object, store, vault_id, wrapped)
+        except DataLossError as exc:  # the rotation itself is done; the vault's next backup writes its object
+            print(f"warning: vault {vault_id}: its keys object was not rewritten: {exc}", file=sys.stderr)
+    return written
 
 
 def _env(name: str) -> str:

@@ -22,6 +22,7 @@ from cbr_backup.datapath.tree_backup import backup_tree, load_tree_manifest
 from cbr_backup.domain import errors
 from cbr_backup.domain.backups import Backup, check_fits, check_room
 from cbr_backup.service import lifecycle
+from cbr_backup.worker.backup_records import write_backup_records
 from cbr_backup.worker.context import JobCancelled, JobContext, check_still_mine
 from cbr_common.db import utcnow
 from cbr_common.proto_enums import enum_value
@@ -68,7 +69,7 @@ async def run_backup(ctx: JobContext) -> None:
         async with ctx.make_uow() as uow:
             used = await uow.backups.used_bytes(backup.vault_id)
         check_fits(used, task.params["size_gb"], task.params["auto_expand"])
-        await _complete(ctx, backup, results)
+        await _complete(ctx, backup, results, keys)
 
 
 async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: str) -> dict:
@@ -151,7 +152,7 @@ async def _parent_manifest(ctx: JobContext, part: Backup, keys, load):
         return None, ""
 
 
-async def _complete(ctx: JobContext, backup: Backup, results: dict) -> None:
+async def _complete(ctx: JobContext, backup: Backup, results: dict, keys) -> None:
     task = ctx.task
     async with ctx.make_uow() as uow:
         await check_still_mine(uow, task)
@@ -185,6 +186,8 @@ async def _complete(ctx: JobContext, backup: Backup, results: dict) -> None:
             incremental=incremental,
             image_type=backup.image_type))
         await lifecycle.publish_usage(uow, task.project_id, backup.vault_id)
+        # The store's record of the backup (DESIGN.md 14), durable before the commit makes it available.
+        await write_backup_records(uow, ctx.store, keys, ctx.run_id, task.project_id, backup.backup_id)
         await uow.commit()
 
 

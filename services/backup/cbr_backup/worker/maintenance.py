@@ -7,6 +7,7 @@ import logging
 import threading
 
 from cbr.events.v1 import backup_events_pb2 as ev
+from cbr_backup.datapath import records
 from cbr_backup.datapath.gc import collect_garbage
 from cbr_backup.datapath.verify import verify_chunks
 from cbr_backup.domain.backups import Backup
@@ -70,6 +71,9 @@ async def run_delete(ctx: JobContext) -> None:
             freed_stored_bytes=int(freed["freed_bytes"]), auto_trigger=backup.auto_trigger,
             resource_id=backup.resource_id))
         await uow.commit()
+    # Once no row names it, its store records go (a rebuild must not bring it back); its manifests go at the next
+    # exclusive GC, with any record a crash here left.
+    await asyncio.to_thread(_delete_records, ctx.store, backup)
 
 
 async def run_gc(ctx: JobContext) -> None:
@@ -81,6 +85,7 @@ async def run_gc(ctx: JobContext) -> None:
             task.extra_info, deleted_chunks=str(result.deleted_chunks), freed_bytes=str(result.freed_bytes),
             orphans_deleted=str(result.orphans_deleted), manifests_deleted=str(result.manifests_deleted),
             packs_deleted=str(result.packs_deleted), packs_repacked=str(result.packs_repacked),
+            records_deleted=str(result.records_deleted),
             reclaimed_bytes=str(result.reclaimed_bytes), rewritten_bytes=str(result.rewritten_bytes),
             temp_files_deleted=str(result.temp_files_deleted), exclusive=str(result.exclusive).lower(),
             cutoff=result.cutoff.isoformat()))
@@ -189,6 +194,12 @@ async def run_vault_delete(ctx: JobContext) -> None:
                 project_id=task.project_id, vault_id=task.vault_id, task_id=task.task_id, deleted_count=total,
                 failed_count=0))
             await uow.commit()
+
+
+def _delete_records(store, backup: Backup) -> None:
+    for part in backup.children or [backup]:
+        if part.manifest_id:
+            store.delete(records.record_key(part.vault_id, part.manifest_id))
 
 
 def _delete_prefix(store, prefix: str) -> None:
