@@ -177,6 +177,8 @@ class CephCluster:
         v2, v1 = self.mon_ports
         rgw = "" if self.rgw_port is None else f"""
 [{RGW_NAME}]
+log_file = {r}/log/$name.log
+admin_socket = {r}/run/$name.asok
 rgw_frontends = beast endpoint={HOST}:{self.rgw_port}
 rgw_data = {r}/rgw
 rgw_thread_pool_size = 64
@@ -190,7 +192,6 @@ mon_host = [v2:{HOST}:{v2},v1:{HOST}:{v1}]
 public_addr = {HOST}
 keyring = {self.keyring_path}
 run_dir = {r}/run
-admin_socket = {r}/run/$name.asok
 pid_file = {r}/run/$name.pid
 log_file = {r}/log/$name.log
 mon_cluster_log_file = {r}/log/cluster.log
@@ -234,6 +235,11 @@ bluestore_block_create = true
 bluestore_block_size = {self.block_size_gib}G
 bluestore_fsck_on_mkfs = false
 osd_memory_target = 1073741824
+
+[client]
+# the tools and the tests' librados connections: no shared log file or admin socket to fight over
+log_file =
+admin_socket =
 {rgw}""")
 
     def _make_keyring(self) -> None:
