@@ -196,3 +196,23 @@ def test_in_place_writes_need_the_image_free(ceph, images, project):
     data = b"".join(piece for _, piece in images.read(project, snap))
     assert data[:MIB] == bytes(MIB) and data[MIB:2 * MIB] == block
     images.remove_snapshots(project, [snap])
+
+
+def test_a_retry_clears_what_a_dead_attempt_left(ceph, images, project):
+    """A worker killed after the snapshots (group still there): the retry, with the job's label, takes the set
+    afresh; removing the set by its label leaves no snapshot and no group."""
+    import rbd
+
+    from cbr_backup.providers.rbd_images import SnapshotSet
+
+    for name in ("a", "b"):
+        images.create(project, name, MIB)
+    images.snapshot(project, ["a", "b"], "job-7")  # then the worker dies: nothing released
+    images.write_differing(project, "a", [(0, b"new")])
+    again = images.snapshot(project, ["a", "b"], "job-7")
+    assert list(images.read(project, again.of("a"), extents=[(0, 3)])) == [(0, b"new")]
+    images.remove_snapshots(project, SnapshotSet.named("job-7", ["a", "b"]))
+    assert images.user_snapshots(project, "a") == images.user_snapshots(project, "b") == []
+    ioctx = ceph.rados().open_ioctx(ceph.pool)
+    ioctx.set_namespace(project)
+    assert rbd.RBD().group_list(ioctx) == []

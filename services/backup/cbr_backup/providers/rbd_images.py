@@ -55,6 +55,12 @@ class SnapshotSet:
     label: str
     images: tuple[ImageSnapshot, ...]
 
+    @classmethod
+    def named(cls, label: str, images: Sequence[str]) -> SnapshotSet:
+        """The names snapshot() gives a set: also how a retry finds what a job that died left behind."""
+        group = SNAPSHOT_PREFIX + label if len(images) > 1 else None
+        return cls(label, tuple(ImageSnapshot(image, SNAPSHOT_PREFIX + label, group) for image in images))
+
     def of(self, image: str) -> ImageSnapshot:
         return next(snap for snap in self.images if snap.image == image)
 
@@ -143,28 +149,30 @@ class RbdImages:
     # snapshots ---------------------------------------------------------------------------------------------
 
     def snapshot(self, project_id: str, names: Sequence[str], label: str) -> SnapshotSet:
-        """Snapshots of the images at one instant, named after `label` (unique per backup). On failure,
-        whatever it made is removed again."""
-        anchor = SNAPSHOT_PREFIX + label
-        group = SNAPSHOT_PREFIX + label if len(names) > 1 else None
+        """Snapshots of the images at one instant, named after `label` (unique per backup job). What an earlier
+        attempt with this label left (a worker killed mid-way) is removed first; on failure, whatever this call
+        made is removed again."""
+        planned = SnapshotSet.named(label, names)
+        group = planned.images[0].group if names else None
         taken: list[ImageSnapshot] = []
         with self._ioctx(project_id) as ioctx:
+            self._remove(ioctx, planned.images, group)
             try:
-                for name in names:
-                    with rbd.Image(ioctx, name) as image:
+                for snap in planned.images:
+                    with rbd.Image(ioctx, snap.image) as image:
                         # proxied to the lock owner, which holds its writes off meanwhile: consistent per image
-                        image.create_snap(anchor)
-                    taken.append(ImageSnapshot(name, anchor, group))
+                        image.create_snap(snap.anchor)
+                    taken.append(snap)
                 if group is not None:
                     self._rbd.group_create(ioctx, group)
                     handle = rbd.Group(ioctx, group)
                     for name in names:
-                        handle.add_image(ioctx, name)
+                        handle.add_image(ioctx, name)  # fails if the image is in a group already
                     handle.create_snap(_GROUP_SNAPSHOT)  # every image's lock held at once: one instant
             except BaseException:
                 self._remove(ioctx, taken, group)
                 raise
-        return SnapshotSet(label, tuple(taken))
+        return planned
 
     def release_instant(self, project_id: str, snapshots: SnapshotSet) -> None:
         """Drops the group snapshot once the backup has read it; the anchors stay as the next diff's base."""
