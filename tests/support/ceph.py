@@ -92,7 +92,7 @@ def ceph(tmp_path_factory):
         import rbd  # noqa: F401
     except ImportError as exc:
         pytest.fail(f"Debian's rados/rbd modules are not importable here ({exc}): run `make ceph-bindings`")
-    cluster = CephCluster(tmp_path_factory.mktemp("ceph"))
+    cluster = CephCluster(tmp_path_factory.mktemp("ceph"), die_with_parent=True)  # a killed run leaks none
     began = time.monotonic()
     cluster.start()
     try:

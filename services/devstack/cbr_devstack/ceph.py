@@ -8,6 +8,7 @@ answers ENOENT only once its placement groups are active, and radosgw accepts TC
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import secrets
@@ -35,6 +36,7 @@ ENTITIES = {
     RGW_NAME: {"mon": "allow rw", "osd": "allow rwx", "mgr": "allow rw"},
 }
 _ENOENT = 2
+_PR_SET_PDEATHSIG = 1
 
 
 def missing_tools() -> list[str]:
@@ -44,8 +46,13 @@ def missing_tools() -> list[str]:
 class CephCluster:
     """One cluster under `root`: ceph.conf and the keyring there, daemon data, logs and sockets below it."""
 
-    def __init__(self, root: Path, *, pool: str = "rbd", block_size_gib: int = 20, rgw: bool = True):
+    def __init__(self, root: Path, *, pool: str = "rbd", block_size_gib: int = 20, rgw: bool = True,
+                 die_with_parent: bool = False):
         self.root = Path(root).absolute()
+        # The kernel kills the daemons when the thread that started them ends (PR_SET_PDEATHSIG), so a test run
+        # killed outright leaves no cluster behind. Only for a start from a thread that lives as long as the
+        # cluster, such as the main thread.
+        self.die_with_parent = die_with_parent
         self.pool = pool
         self.block_size_gib = block_size_gib
         self.with_rgw = rgw
@@ -109,9 +116,9 @@ class CephCluster:
             self.admin("osd", "new", osd_uuid, "0", deadline=deadline)
             mark("mon up")
             (self.root / "osd" / "0").mkdir(parents=True)
+            # Its complaints about a missing device label are normal on a new store: to a file, not our output.
             self._run(["ceph-osd", "-c", str(self.conf_path), "-i", "0", "--mkfs", "--osd-uuid", osd_uuid],
-                      deadline, log=self.root / "log" / "osd.0.mkfs.out")  # its complaints about a blank
-            # device label are expected on a new store
+                      deadline, log=self.root / "log" / "osd.0.mkfs.out")
             mark("osd mkfs")
             self._spawn("osd.0", "ceph-osd", "-i", "0")
             self.admin("osd", "pool", "create", self.pool, deadline=deadline)
@@ -297,7 +304,8 @@ admin_socket =
         with open(log, "ab") as out:
             self._daemons[name] = subprocess.Popen([argv[0], "-f", "-c", str(self.conf_path), *argv[1:]],
                                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                                   cwd=self.root)
+                                                   cwd=self.root,
+                                                   preexec_fn=_die_with_parent if self.die_with_parent else None)
 
     def _check_daemons(self) -> None:
         for name, process in self._daemons.items():
@@ -322,3 +330,11 @@ admin_socket =
         if done.returncode != 0:
             raise ServerError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
         return done.stdout
+
+
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: no dlopen in a forked child
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the parent (thread) goes."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
