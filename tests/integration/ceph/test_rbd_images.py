@@ -197,6 +197,13 @@ def test_in_place_writes_need_the_image_free(ceph, images, project):
     assert data[:MIB] == bytes(MIB) and data[MIB:2 * MIB] == block
     images.remove_snapshots(project, [snap])
 
+    # many blocks (several batches of reads and writes in flight): every other one differs
+    piece = 256 << 10
+    blocks = [(i * piece, bytes([i % 2]) * piece) for i in range(24)]
+    # the image holds zeros but for 7s in [1 MiB, 2 MiB): the odd pieces differ, and the even ones there
+    assert images.write_differing(project, "disk", blocks) == 14 * piece
+    assert images.write_differing(project, "disk", blocks) == 0
+
 
 def test_a_retry_clears_what_a_dead_attempt_left(ceph, images, project):
     """A worker killed after the snapshots (group still there): the retry, with the job's label, takes the set

@@ -243,14 +243,13 @@ class RbdImages:
             self.check_not_in_use(project_id, name)
         written = 0
         with self._image(project_id, name) as image:
+            batch: list[tuple[int, bytes]] = []
             for offset, data in blocks:
-                if image.read(offset, len(data)) == data:
-                    continue
-                if data.count(0) == len(data):
-                    image.write_zeroes(offset, len(data))
-                else:
-                    image.write(data, offset)
-                written += len(data)
+                batch.append((offset, bytes(data)))
+                if len(batch) == self._reads_in_flight:
+                    written += _write_differing(image, batch)
+                    batch = []
+            written += _write_differing(image, batch)
             image.flush()
         return written
 
@@ -297,6 +296,31 @@ def _group_snap_id(image: rbd.Image, group: str) -> int:
                 entry.get("group", {}).get("name") == group:
             return entry["id"]
     raise rbd.ImageNotFound(f"image has no snapshot of group {group}")
+
+
+def _write_differing(image: rbd.Image, batch: list[tuple[int, bytes]]) -> int:
+    """Reads the batch's ranges with all reads in flight, then writes the ranges that differ, all in flight."""
+    current = dict(_aio_reads(image, ((offset, len(data)) for offset, data in batch), len(batch)))
+    pending: list[tuple[int, threading.Event, list]] = []
+    for offset, data in batch:
+        if current[offset] == data:
+            continue
+        done, box = threading.Event(), []
+
+        def complete(completion, done=done, box=box):
+            box.append(completion.get_return_value())
+            done.set()
+
+        if data.count(0) == len(data):
+            image.aio_write_zeroes(offset, len(data), complete)
+        else:
+            image.aio_write(data, offset, complete)
+        pending.append((offset, done, box))
+    for offset, done, box in pending:
+        done.wait()
+        if box[0] < 0:
+            raise OSError(-box[0], f"RBD write at {offset} failed")
+    return sum(len(data) for offset, data in batch if current[offset] != data)
 
 
 def _aio_reads(image: rbd.Image, pieces: Iterable[tuple[int, int]], in_flight: int) -> Iterator[tuple[int, bytes]]:
