@@ -223,3 +223,9 @@ def test_a_retry_clears_what_a_dead_attempt_left(ceph, images, project):
     ioctx = ceph.rados().open_ioctx(ceph.pool)
     ioctx.set_namespace(project)
     assert rbd.RBD().group_list(ioctx) == []
+
+    images.snapshot(project, ["a", "b"], "job-8")  # dies again; then the disks are deleted
+    images.delete(project, "a")
+    images.delete(project, "b")
+    assert images.list_images(project) == {}
+    assert rbd.RBD().group_list(ioctx) == []

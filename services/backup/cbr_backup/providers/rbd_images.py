@@ -113,12 +113,15 @@ class RbdImages:
             image.resize(size)
 
     def delete(self, project_id: str, name: str) -> None:
-        """Removes the image and CBR's snapshots of it; no error if it is gone already."""
+        """Removes the image and CBR's snapshots (and group) of it; no error if it is gone already."""
         with self._ioctx(project_id, create=False) as ioctx:
             if ioctx is None:
                 return
             try:
                 with rbd.Image(ioctx, name) as image:
+                    group = image.group()["name"]  # "" when in none
+                    if group.startswith(SNAPSHOT_PREFIX):  # left by a job that died
+                        self._remove(ioctx, [], group)
                     for snap in list(image.list_snaps()):
                         if snap["namespace"] == rbd.RBD_SNAP_NAMESPACE_TYPE_USER and \
                                 snap["name"].startswith(SNAPSHOT_PREFIX):
