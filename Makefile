@@ -5,9 +5,9 @@ PY     := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 SERVICE_DIRS := services/common services/vault services/backup services/policy services/replication services/cli services/devstack
 
-.PHONY: all venv protos engine asan up down status wipe test test-unit test-integration bench bench-policy demo clean
+.PHONY: all venv ceph-packages ceph-bindings protos engine asan up down status wipe test test-unit test-integration bench bench-policy demo clean
 
-all: venv protos engine $(VENV)/bin/cbr
+all: venv ceph-bindings protos engine $(VENV)/bin/cbr
 
 venv: $(VENV)/.installed
 
@@ -19,6 +19,27 @@ $(VENV)/.installed: requirements.txt constraints.txt
 	  : > $$purelib/cbr.pth; \
 	  for d in $(SERVICE_DIRS) gen; do echo "$(CURDIR)/$$d" >> $$purelib/cbr.pth; done
 	touch $@
+
+# Ceph from Debian's packages (RBD disks, radosgw as S3), for the Ceph tests and CBR_PROVIDER=ceph. Installed only
+# when some are missing and we are root (CI); otherwise a note, and the Ceph tests fail saying what is missing.
+CEPH_PACKAGES := ceph-mon ceph-mgr ceph-osd radosgw ceph-common python3-rbd python3-rados xfsprogs
+ceph-packages:
+	@missing=$$(for p in $(CEPH_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "note: Ceph packages missing ($$(echo $$missing)); as root: make ceph-packages" >&2; exit 0; fi; \
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -q --no-install-recommends -y $$missing
+
+# Debian's rados/rbd modules are cpython-311 builds outside any venv. A .pth puts a folder holding links to just
+# those two on the venv's path: all of dist-packages would mix Debian's other packages into the venv.
+CEPH_MODULES := /usr/lib/python3/dist-packages
+ceph-bindings: $(VENV)/.installed
+	@purelib=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	  rm -rf $(VENV)/ceph-modules $$purelib/ceph-modules.pth; \
+	  set -- $(CEPH_MODULES)/rados.cpython-311-*.so $(CEPH_MODULES)/rbd.cpython-311-*.so; \
+	  if [ -e "$$1" ] && [ -e "$$2" ]; then mkdir -p $(VENV)/ceph-modules && ln -s "$$1" "$$2" $(VENV)/ceph-modules/ \
+	    && echo "$(CURDIR)/$(VENV)/ceph-modules" > $$purelib/ceph-modules.pth; fi
 
 # The cbr command-line client, as .venv/bin/cbr.
 $(VENV)/bin/cbr: $(VENV)/.installed
