@@ -37,6 +37,7 @@ class DiskSnapshot(Protocol):
     name: str
     size: int             # bytes
     allocated_bytes: int  # what a full read of it reads (data extents; holes are skipped)
+    change_base: bool     # whether keeping it lets a later snapshot tell its changes (a copy cannot: ext4)
 
 
 class Provider(Protocol):

@@ -2,9 +2,9 @@
 
 Layout: `<pool_dir>/<project_id>/<disk_id>.raw` and `<fs_root>/<project_id>/<fs_id>/`; restore points beside
 the disks, in `<pool_dir>/<project_id>/.restore-points/<disk_id>.<task_id>.raw` (one file system with the disk, so
-a point can be a reflink clone and a rollback a rename); backup snapshots likewise in
-`<pool_dir>/<project_id>/.snapshots/<disk_id>.<backup_id>.raw` (clones on XFS and btrfs: then a later clone's
-FIEMAP tells which extents changed since, DESIGN.md 14). Every path component comes from a checked UUID or a
+a point can be a reflink clone and a rollback a rename); backup snapshots in
+`<pool_dir>/.snapshots/<project_id>/<disk_id>.<backup_id>.raw`, on the pool's file system (clones on XFS and
+btrfs: then a later clone's FIEMAP tells which extents changed since, DESIGN.md 14). Every path component comes from a checked UUID or a
 checked project id, never from a name a user typed. Blocking file calls run on a worker thread so the event loop
 keeps serving.
 """
@@ -132,7 +132,7 @@ class LocalProvider:
             return
         for point in (path.parent / RESTORE_POINTS).glob(f"{disk_id}.*"):  # of a restore that never ended
             point.unlink(missing_ok=True)
-        for snapshot in (path.parent / SNAPSHOTS).glob(f"{disk_id}.*"):  # its change base, a cut-off job's
+        for snapshot in self._snapshot_folder(project_id).glob(f"{disk_id}.*"):  # its change base, leftovers
             snapshot.unlink(missing_ok=True)
         try:
             os.unlink(path)  # unlink removes a symlink itself, never its target
@@ -179,8 +179,11 @@ class LocalProvider:
 
     # Backup snapshots and change bases
 
+    def _snapshot_folder(self, project_id: str) -> Path:
+        return self.pool_dir / SNAPSHOTS / rules.check_project_folder(project_id)
+
     def _snapshot_path(self, project_id: str, disk_id: str, name: str) -> Path:
-        return (self.pool_dir / rules.check_project_folder(project_id) / SNAPSHOTS
+        return (self._snapshot_folder(project_id)
                 / f"{rules.check_id(disk_id, 'disk_id')}.{rules.check_id(name, 'snapshot name')}{DISK_SUFFIX}")
 
     async def snapshot_disks(self, project_id: str, disks: dict[str, str]) -> "dict[str, LocalSnapshot]":
@@ -193,7 +196,7 @@ class LocalProvider:
         for source in sources.values():
             if not _require_real_parent(source):
                 raise FileNotFoundError(f"{source.name} has no file")
-        folder = _own_folder(self.pool_dir / rules.check_project_folder(project_id) / SNAPSHOTS)
+        folder = _own_folder(_own_folder(self.pool_dir / SNAPSHOTS) / rules.check_project_folder(project_id))
         taken: dict[str, LocalSnapshot] = {}
         try:
             with self.hold_writes(sources.values()):
@@ -240,7 +243,7 @@ class LocalProvider:
         return await asyncio.to_thread(self._snapshot_names, project_id, disk_id)
 
     def _snapshot_names(self, project_id: str, disk_id: str) -> list[str]:
-        folder = self.pool_dir / rules.check_project_folder(project_id) / SNAPSHOTS
+        folder = self._snapshot_folder(project_id)
         prefix = rules.check_id(disk_id, "disk_id") + "."
         if not _require_real_parent(folder / "x"):
             return []
@@ -350,6 +353,10 @@ class LocalSnapshot:
     allocated_bytes: int
     path: Path
     reflinked: bool
+
+    @property
+    def change_base(self) -> bool:
+        return self.reflinked  # a copy shares no extent with a later clone: keeping it tells nothing
 
 
 def _allocated(path: Path) -> int:

@@ -58,6 +58,8 @@ async def rebase(ctx, snapshots) -> None:
     try:
         retained = 0
         for snapshot in snapshots:
+            if not snapshot.change_base:  # a copy (no reflinks): it would cost a whole disk and tell nothing
+                await provider.release_snapshot(task.project_id, snapshot.disk_id, snapshot.name)
             await keep_only_bases(ctx, task.project_id, snapshot.disk_id)
             retained += await provider.retained_bytes(task.project_id, snapshot.disk_id)
         async with ctx.make_uow() as uow:
