@@ -87,8 +87,12 @@ async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: st
     extents the provider says changed since the base backup's snapshot are taken from its manifest unread."""
     provider, project_id = ctx.resources.provider, backup.project_id
     parts = backup.children if backup.resource_type == "server" else [backup]
+    retained = 0
     for part in parts:  # leftovers of cut-off jobs and superseded bases go before the new snapshot
         await change_bases.keep_only_bases(ctx, project_id, part.resource_id, running=part.backup_id)
+        retained += await provider.retained_bytes(project_id, part.resource_id)
+    # What the disks' bases held in the pool by now (the blocks rewritten since): their cost, on the task.
+    ctx.task.extra_info = dict(ctx.task.extra_info, retained_snapshot_bytes=str(retained))
     t0 = time.monotonic()
     snapshots = await provider.snapshot_disks(project_id, {p.backup_id: p.resource_id for p in parts})
     taken.extend(snapshots.values())

@@ -51,22 +51,13 @@ async def release_all(provider, project_id: str, snapshots) -> None:
 
 
 async def rebase(ctx, snapshots) -> None:
-    """After the backup committed: its snapshots are the disks' bases now, the older ones go, and what the
-    bases hold in the pool is recorded on the task (`retained_snapshot_bytes`). The backup is done whatever
-    happens here: a failure only leaves snapshots the disk's next backup releases."""
+    """After the backup committed: its snapshots are the disks' bases now and the older ones go. The backup is
+    done whatever happens here: a failure only leaves snapshots the disk's next backup releases."""
     task, provider = ctx.task, ctx.resources.provider
     try:
-        retained = 0
         for snapshot in snapshots:
             if not snapshot.change_base:  # a copy (no reflinks): it would cost a whole disk and tell nothing
                 await provider.release_snapshot(task.project_id, snapshot.disk_id, snapshot.name)
             await keep_only_bases(ctx, task.project_id, snapshot.disk_id)
-            retained += await provider.retained_bytes(task.project_id, snapshot.disk_id)
-        async with ctx.make_uow() as uow:
-            latest = await uow.tasks.get(task.project_id, task.task_id)
-            if latest is not None:
-                await uow.tasks.update_fields(task.task_id, extra_info=dict(
-                    latest.extra_info, retained_snapshot_bytes=str(retained)))
-                await uow.commit()
     except Exception:  # noqa: BLE001 - see above
         log.warning("releasing older snapshots failed", exc_info=True, extra={"fields": {"task": task.task_id}})
