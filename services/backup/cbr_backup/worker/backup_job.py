@@ -2,7 +2,7 @@
 
 Disks are read only through the provider's interface (providers/base.py): a snapshot set of one instant, the
 extents changed since the disk's retained base, a reader per snapshot. After the commit the new snapshots are
-the disks' bases and the older ones are released; a failed job releases its own (worker/change_bases.py).
+the disks' bases and the older ones are released; a failed job releases its own (service/change_bases.py).
 
 Order: the data path makes every chunk and the manifest durable first (DESIGN.md 6.1); only then does one
 transaction set the backup (and a server's per-disk backups) available with its manifest, finish the task,
@@ -22,8 +22,7 @@ from cbr_backup.datapath import backup_disk, load_manifest
 from cbr_backup.datapath.tree_backup import backup_tree, load_tree_manifest
 from cbr_backup.domain import errors
 from cbr_backup.domain.backups import Backup, check_fits, check_room
-from cbr_backup.service import lifecycle
-from cbr_backup.worker import change_bases
+from cbr_backup.service import change_bases, lifecycle
 from cbr_backup.worker.context import JobCancelled, JobContext, check_still_mine
 from cbr_common.db import utcnow
 from cbr_common.proto_enums import enum_value
@@ -79,7 +78,7 @@ async def run_backup(ctx: JobContext) -> None:
         await change_bases.release_all(ctx.resources.provider, task.project_id, snapshots)
         raise
     if snapshots:
-        await change_bases.rebase(ctx, snapshots)
+        await change_bases.rebase(ctx.make_uow, ctx.resources.provider, task.project_id, snapshots)
 
 
 async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: str, taken: list) -> dict:
@@ -89,7 +88,8 @@ async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: st
     parts = backup.children if backup.resource_type == "server" else [backup]
     retained = 0
     for part in parts:  # leftovers of cut-off jobs and superseded bases go before the new snapshot
-        await change_bases.keep_only_bases(ctx, project_id, part.resource_id, running=part.backup_id)
+        await change_bases.keep_only_bases(ctx.make_uow, provider, project_id, part.resource_id,
+                                           running=part.backup_id)
         retained += await provider.retained_bytes(project_id, part.resource_id)
     # What the disks' bases held in the pool by now (the blocks rewritten since): their cost, on the task.
     ctx.task.extra_info = dict(ctx.task.extra_info, retained_snapshot_bytes=str(retained))

@@ -10,7 +10,7 @@ from cbr.events.v1 import backup_events_pb2 as ev
 from cbr_backup.datapath.gc import collect_garbage
 from cbr_backup.datapath.verify import verify_chunks
 from cbr_backup.domain.backups import Backup
-from cbr_backup.service import lifecycle
+from cbr_backup.service import change_bases, lifecycle
 from cbr_backup.worker import manifests
 from cbr_backup.worker.context import JobContext, check_still_mine
 from cbr_common.db import utcnow
@@ -70,6 +70,8 @@ async def run_delete(ctx: JobContext) -> None:
             freed_stored_bytes=int(freed["freed_bytes"]), auto_trigger=backup.auto_trigger,
             resource_id=backup.resource_id))
         await uow.commit()
+    disks = [b.resource_id for b in backup.children or [backup] if b.manifest_kind == "disk"]
+    await change_bases.release_family(ctx.make_uow, ctx.resources.provider, task.project_id, disks)  # DESIGN 14.2
 
 
 async def run_gc(ctx: JobContext) -> None:
