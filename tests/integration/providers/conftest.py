@@ -1,6 +1,8 @@
-"""Providers on real file systems: one XFS (reflinks) and one ext4 (none) loop mount per session."""
+"""Providers on real file systems: one XFS (reflinks) and one ext4 (none) loop mount per session, and a
+private service stack whose pool is on the XFS mount."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import uuid
@@ -10,6 +12,8 @@ import pytest
 
 from cbr_backup.providers.local import LocalProvider
 from tests.support.loop_mounts import loop_file_system
+from tests.support.services import Services
+from tests.support.stack import Infra
 
 GIB = 1024 ** 3
 
@@ -42,3 +46,17 @@ def provider(request) -> LocalProvider:
     provider.kind = request.param
     yield provider
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def xfs_services(xfs_mount):
+    """Services and a worker of their own (own Postgres and NATS: the session's worker must not take these
+    jobs) with the pool, file systems and store on the XFS mount."""
+    infra = Infra.start()
+    base = xfs_mount / "stack"
+    base.mkdir()
+    services = await Services.start(dataclasses.replace(infra, base=base))
+    yield services
+    await services.stop()
+    infra.stop()
+
