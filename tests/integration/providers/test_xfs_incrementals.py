@@ -9,7 +9,7 @@ from bench.workload import CHANGE_BLOCK, mutate
 from cbr.backup.v1 import backup_pb2 as bp
 from tests.support.backups import disk_path, fill, new_disk_from, sha256_file, wait_success
 from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, ref
-from tests.support.pool_snapshots import backup_of, settled_snapshots, snapshots_of
+from tests.support.pool_snapshots import backup_of, settled_snapshots
 
 GIB = 1024 * MIB
 DATA_MIB = 256  # real data on the 2 GiB disk, in four places with holes between

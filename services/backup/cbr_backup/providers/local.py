@@ -4,8 +4,8 @@ Layout: `<pool_dir>/<project_id>/<disk_id>.raw` and `<fs_root>/<project_id>/<fs_
 the disks, in `<pool_dir>/<project_id>/.restore-points/<disk_id>.<task_id>.raw` (one file system with the disk, so
 a point can be a reflink clone and a rollback a rename); backup snapshots in
 `<pool_dir>/.snapshots/<project_id>/<disk_id>.<backup_id>.raw`, on the pool's file system (clones on XFS and
-btrfs: then a later clone's FIEMAP tells which extents changed since, DESIGN.md 14). Every path component comes from a checked UUID or a
-checked project id, never from a name a user typed. Blocking file calls run on a worker thread so the event loop
+btrfs: then a later clone's FIEMAP tells which extents changed since, DESIGN.md 14). Every path component
+comes from a checked UUID or a checked project id, never from a name a user typed. Blocking file calls run on a worker thread so the event loop
 keeps serving.
 """
 from __future__ import annotations
