@@ -23,7 +23,7 @@ from cbr_backup.datapath.tree_backup import backup_tree, load_tree_manifest
 from cbr_backup.domain import errors
 from cbr_backup.domain.backups import Backup, check_fits, check_room
 from cbr_backup.service import change_bases, lifecycle
-from cbr_backup.worker.context import JobCancelled, JobContext, check_still_mine
+from cbr_backup.worker.context import JobCancelled, JobContext, JobSuperseded, check_still_mine
 from cbr_common.db import utcnow
 from cbr_common.proto_enums import enum_value
 
@@ -72,6 +72,8 @@ async def run_backup(ctx: JobContext) -> None:
                 used = await uow.backups.used_bytes(backup.vault_id)
             check_fits(used, task.params["size_gb"], task.params["auto_expand"])
             await _complete(ctx, backup, results)
+    except JobSuperseded:
+        raise  # another worker runs this backup now, under the same snapshot names: they are its
     except BaseException:
         # Not a base (the row never became available): none may stay. A kill -9 runs no code: the retry, or the
         # disk's next backup, releases what it left (change_bases.keep_only_bases).
