@@ -8,7 +8,7 @@ from __future__ import annotations
 from bench.workload import CHANGE_BLOCK, mutate
 from cbr.backup.v1 import backup_pb2 as bp
 from tests.support.backups import disk_path, fill, new_disk_from, sha256_file, wait_success
-from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, ref
+from tests.support.calls import BACKUP, DISK, MIB, SERVER, create_disk, create_server, create_vault, ref
 from tests.support.pool_snapshots import backup_of, settled_snapshots
 
 GIB = 1024 * MIB
@@ -58,3 +58,33 @@ async def test_an_unchanged_disk_reads_nothing_and_a_one_percent_change_reads_wh
     task_id = (await caller.backups.RestoreBackup(bp.RestoreBackupRequest(backup_id=full.backup_id))).task_id
     await wait_success(caller, task_id, timeout=600)
     assert sha256_file(disk.path) == original
+
+
+async def test_a_two_disk_server_is_one_instant_and_its_incremental_reads_only_the_changed_disk(xfs_services):
+    services = xfs_services
+    caller = services.caller()
+    server = await create_server(caller, "pair", disks=2)
+    paths = [await disk_path(caller, d.disk_id) for d in server.disks]
+    for i, path in enumerate(paths):
+        fill(path, 0, 6, seed=300 + i)
+    images = [sha256_file(p) for p in paths]
+    vault = await create_vault(caller, "pair", SERVER, BACKUP, resources=[ref(server)])
+    full, _ = await backup_of(caller, vault.vault_id)
+    for child in full.children:
+        await settled_snapshots(services, caller.project_id, child.resource_id, [child.backup_id])
+
+    fill(paths[1], 2, 1, seed=310)  # one MiB of the second disk
+    changed = [sha256_file(p) for p in paths]
+    step, info = await backup_of(caller, vault.vault_id)
+    assert step.incremental and int(info["read_bytes"]) <= 2 * MIB
+    for child in step.children:
+        await settled_snapshots(services, caller.project_id, child.resource_id, [child.backup_id])
+
+    by_disk = {c.resource_id: c.backup_id for c in step.children}
+    for d, image in zip(server.disks, changed):
+        assert sha256_file(await disk_path(caller, await new_disk_from(caller, by_disk[d.disk_id]))) == image
+    mappings = [bp.RestoreMapping(backup_id=c.backup_id, volume_id=c.resource_id) for c in full.children]
+    task_id = (await caller.backups.RestoreBackup(bp.RestoreBackupRequest(backup_id=full.backup_id,
+                                                                          mappings=mappings))).task_id
+    await wait_success(caller, task_id, timeout=120)
+    assert [sha256_file(p) for p in paths] == images
