@@ -87,3 +87,16 @@ async def test_a_deleted_base_and_a_disk_leaving_its_vault_release_their_snapsho
     await caller.vault.RemoveResources(vp.RemoveResourcesRequest(vault_id=vault.vault_id,
                                                                  resource_ids=[disk.resource_id]))
     await settled_snapshots(services, caller.project_id, disk.resource_id, [])  # the event releases it
+
+
+async def test_a_disk_migrated_to_another_vault_releases_the_source_vaults_base(xfs_services):
+    services, caller = xfs_services, xfs_services.caller()
+    disk, vault = await tracked_disk(caller, "migrated", 51)
+    base, _ = await backup_of(caller, vault.vault_id)
+    await settled_snapshots(services, caller.project_id, disk.resource_id, [base.backup_id])
+    other = await create_vault(caller, "migrated-to", DISK, BACKUP)
+    await caller.vault.MigrateResources(vp.MigrateResourcesRequest(
+        vault_id=vault.vault_id, destination_vault_id=other.vault_id, resource_ids=[disk.resource_id]))
+    await settled_snapshots(services, caller.project_id, disk.resource_id, [])
+    moved, _ = await backup_of(caller, other.vault_id)  # the new vault's first backup: its base from now on
+    await settled_snapshots(services, caller.project_id, disk.resource_id, [moved.backup_id])

@@ -32,8 +32,13 @@ def subscriptions(provider: KeyProvider, disks=None) -> list[Subscription]:
         """Disks that left a vault keep no change base of it (DESIGN.md 14.2)."""
         await change_bases.release_left_vault(uow, disks, event.project_id, event.vault_id, event.resource_ids)
 
+    async def on_resources_migrated(event: vault_events_pb2.VaultResourcesMigrated, uow: BackupUnitOfWork) -> None:
+        await change_bases.release_left_vault(uow, disks, event.project_id, event.source_vault_id,
+                                              event.resource_ids)
+
     return [
         Subscription(vault_events_pb2.VaultCreated, on_vault_created),
         Subscription(vault_events_pb2.VaultDeleteRequested, on_vault_delete_requested),
-    ] + ([Subscription(vault_events_pb2.VaultResourcesChanged, on_resources_removed, kind="removed")]
+    ] + ([Subscription(vault_events_pb2.VaultResourcesChanged, on_resources_removed, kind="removed"),
+          Subscription(vault_events_pb2.VaultResourcesMigrated, on_resources_migrated)]
          if disks is not None else [])
