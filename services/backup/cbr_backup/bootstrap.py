@@ -46,7 +46,7 @@ async def start(settings: Settings, provider: Provider | None = None) -> Service
     await ensure_stream(runtime.js, JOBS_STREAM)  # before the outbox relay sends the first job
     vaults = GrpcVaultDirectory(settings)
     runtime.closers.append(vaults.close)
-    consumer = EventConsumer(runtime.js, "backup", subscriptions(keys), make_uow, metadata)
+    consumer = EventConsumer(runtime.js, "backup", subscriptions(keys, provider), make_uow, metadata)
     runtime.spawn(consumer.run(), "backup-events")
     return await serve(runtime, [
         ServiceBinding(protectable_pb2_grpc.add_ProtectableServiceServicer_to_server,

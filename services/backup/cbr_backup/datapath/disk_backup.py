@@ -25,7 +25,7 @@ from cbr_backup.datapath.blockio import DiskFile, open_disk, read_at
 from cbr_backup.datapath.chunk_codec import ID_SIZE, ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import DICTIONARY_SIZE, VaultDictionaries, sample_dictionary
 from cbr_backup.datapath.errors import ManifestCorruptError
-from cbr_backup.datapath.extents import block_ranges, data_extents, shared_blocks
+from cbr_backup.datapath.extents import block_ranges, data_extents, shared_blocks, unchanged_blocks
 from cbr_backup.datapath.manifest import DiskManifest, block_count, check_block_size
 from cbr_backup.datapath.pipeline import (DEFAULT_BUFFER_SIZE, Piece, default_workers, plan_pieces, run_pipeline,
                                          subtract_ranges)
@@ -78,7 +78,7 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
                 previous_snapshot: str | os.PathLike | None = None, workers: int | None = None,
                 buffer_size: int = DEFAULT_BUFFER_SIZE, dictionary_size: int = DICTIONARY_SIZE,
                 commit_every: int = COMMIT_EVERY, progress: Progress | None = None,
-                pack_target: int | None = None) -> BackupResult:
+                pack_target: int | None = None, changed: list[tuple[int, int]] | None = None) -> BackupResult:
     """Backs up the disk image at snapshot_path (which must not change meanwhile: a snapshot).
 
     parent: the previous backup's manifest; its chunks are reused without a lookup per buffer.
@@ -88,6 +88,9 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
     uses); defaults to the index's now().
     commit_every: new chunks are made durable and indexed in batches of this many (bounds the memory).
     pack_target: the pack size (default CBR_PACK_TARGET_MIB).
+    snapshot_path may be an open DiskFile (a provider's reader, left open); changed: the provider's byte ranges
+    that may differ from the parent's snapshot (DESIGN.md 16): blocks outside them are taken from the parent
+    like shared ones (instead of previous_snapshot's FIEMAP).
     progress(done, total): called from the pipeline's threads after each piece with the bytes read so far and
     the bytes to read; an exception it raises stops the backup (that is how a job is cancelled).
     """
@@ -101,13 +104,16 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
     if parent is not None and parent.block_size != block_size:
         parent = None  # ids of other-sized blocks never match; a full backup it is
     manifest_id = manifest_id or str(uuid.uuid4())
-    disk = open_disk(snapshot_path, os.O_RDONLY)
+    given = isinstance(snapshot_path, DiskFile)
+    disk = snapshot_path if given else open_disk(snapshot_path, os.O_RDONLY)
     try:
         job = _BackupJob(disk, keys, store, index, vault_id, parent, block_size, workers, buffer_size,
                          started_time, commit_every, progress, pack_target)
+        job.changed = changed
         job.run(previous_snapshot, dictionary_size)
     finally:
-        disk.close()
+        if not given:
+            disk.close()
     return job.finish(manifest_id, time.perf_counter() - t0)
 
 
@@ -166,7 +172,7 @@ class _BackupJob:
 
         if self.parent is None:
             self.parent_checked.set()
-        elif previous_snapshot is not None:
+        elif previous_snapshot is not None or self.changed is not None:
             self._check_parent()  # first: shared blocks are trusted only if their chunks are still there
             if self.parent_error is not None:
                 raise self.parent_error
@@ -200,8 +206,11 @@ class _BackupJob:
 
     def _take_shared(self, previous_snapshot) -> list[tuple[int, int]]:
         """Block ranges whose extents the previous snapshot still shares: ids come from the parent."""
-        with open(previous_snapshot, "rb") as previous:
-            shared = shared_blocks(self.disk.fd, previous.fileno(), self.block_size, self.size)
+        if self.changed is not None:
+            shared = unchanged_blocks(self.changed, self.block_size, self.size)
+        else:
+            with open(previous_snapshot, "rb") as previous:
+                shared = shared_blocks(self.disk.fd, previous.fileno(), self.block_size, self.size)
         if not shared:
             return []
         parent, taken = self.parent, []

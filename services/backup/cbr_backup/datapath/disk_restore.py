@@ -62,7 +62,8 @@ def restore_to_new_disk(manifest: DiskManifest, store, keys: VaultKeys, vault_id
     progress(done, total) as for backup_disk: bytes of the pieces handled so far and in all; raising stops it.
     index: where chunks live (the chunk index); without it, the vault's pack trailers say (DESIGN.md 13.3)."""
     t0 = time.perf_counter()
-    disk = open_disk(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    given = isinstance(target, DiskFile)  # a provider's writer (emptied by it), left open
+    disk = target if given else open_disk(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         os.ftruncate(disk.fd, manifest.disk_size)
         job = _RestoreJob(manifest, store, keys, vault_id, disk, compare=False, progress=progress, index=index)
@@ -71,7 +72,8 @@ def restore_to_new_disk(manifest: DiskManifest, store, keys: VaultKeys, vault_id
         job.run(_close_ranges(_data_ranges(manifest), max(1, buffer_size // manifest.block_size) // 4),
                 workers, buffer_size)
     finally:
-        disk.close()
+        if not given:
+            disk.close()
     return job.result(time.perf_counter() - t0)
 
 
@@ -83,7 +85,8 @@ def restore_in_place(manifest: DiskManifest, store, keys: VaultKeys, vault_id: s
 
     The target takes the backup's size (grown with a hole or cut, before anything else is written)."""
     t0 = time.perf_counter()
-    disk = open_disk(target, os.O_RDWR)
+    given = isinstance(target, DiskFile)  # a provider's writer, left open
+    disk = target if given else open_disk(target, os.O_RDWR)
     try:
         if os.fstat(disk.fd).st_size != manifest.disk_size:
             os.ftruncate(disk.fd, manifest.disk_size)
@@ -91,7 +94,8 @@ def restore_in_place(manifest: DiskManifest, store, keys: VaultKeys, vault_id: s
         job = _RestoreJob(manifest, store, keys, vault_id, disk, compare=True, progress=progress, index=index)
         job.run(_union(_data_ranges(manifest), allocated), workers, buffer_size)
     finally:
-        disk.close()
+        if not given:
+            disk.close()
     return job.result(time.perf_counter() - t0)
 
 

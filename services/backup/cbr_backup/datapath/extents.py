@@ -137,3 +137,49 @@ def shared_blocks(current_fd: int, previous_fd: int, block_size: int, size: int)
         if first < last:
             blocks.append((first, last))
     return blocks
+
+
+def changed_since(current_fd: int, previous_fd: int, size: int) -> list[tuple[int, int]] | None:
+    """Byte ranges of current that may differ from previous: all but the extents they share (both clones);
+    None if the file system has no FIEMAP. A hole counts as changed unless it is one in both too: holes are
+    never read anyway, so only data that went away matters, and it is not shared."""
+    current, previous = fiemap(current_fd), fiemap(previous_fd)
+    if current is None or previous is None:
+        return None
+    return complement(shared_byte_ranges(current, previous), size)
+
+
+def complement(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """The parts of [0, size) outside the sorted ranges."""
+    gaps: list[tuple[int, int]] = []
+    pos = 0
+    for start, end in ranges:
+        if start > pos:
+            gaps.append((pos, min(start, size)))
+        pos = max(pos, end)
+        if pos >= size:
+            break
+    if pos < size:
+        gaps.append((pos, size))
+    return [(s, e) for s, e in gaps if s < e]
+
+
+def unchanged_blocks(changed: list[tuple[int, int]], block_size: int, size: int) -> list[tuple[int, int]]:
+    """[first, end) ranges of whole blocks (the last one may be short, ending at size) outside every changed
+    byte range: what a provider's changed extents say holds what the base held."""
+    blocks: list[tuple[int, int]] = []
+    for start, end in complement(sorted(changed), size):
+        first = -(-start // block_size)
+        last = end // block_size if end < size else -(-size // block_size)
+        if first < last:
+            blocks.append((first, last))
+    return blocks
+
+
+def exclusive_bytes(fd: int) -> int:
+    """Bytes of the file's extents that no other file shares: the space it alone holds (all of its data
+    where there is no FIEMAP)."""
+    extents = fiemap(fd)
+    if extents is None:
+        return sum(end - start for start, end in data_extents(fd))
+    return sum(e.length for e in extents if not e.flags & FIEMAP_EXTENT_SHARED)

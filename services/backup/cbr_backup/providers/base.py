@@ -1,7 +1,16 @@
-"""What the backup service needs from a provider of disks and file systems (the parts used so far)."""
+"""What the backup service needs from a provider of disks and file systems: the inventory (create, grow,
+delete) and the data plane (snapshots, changed extents, readers and writers for the data path, restore points).
+
+Workers call only this interface, never a provider's paths (DESIGN.md 16). The data path reads and writes the
+objects it hands out: today `blockio.DiskFile` (an open descriptor, direct where the file system allows it),
+read at offsets by several threads at once and written at offsets; a provider without descriptors (librbd)
+hands out an object with the same read-at / write-at / size shape.
+"""
 from __future__ import annotations
 
 from typing import Protocol
+
+Extents = list[tuple[int, int]]  # [start, end) byte ranges, sorted, not overlapping
 
 
 class UnsafePathError(RuntimeError):
@@ -17,6 +26,18 @@ class RestorePoint(Protocol):
 
     async def release(self) -> None:
         """Drops the point once the restore completed; no error if it is gone already."""
+
+
+class DiskSnapshot(Protocol):
+    """One disk's image at the instant its snapshot set was taken. It is named by the backup that took it (the
+    per-disk backup id), survives the worker, and is kept after that backup as the disk's change base until
+    the worker releases it (the retained-base rules: DESIGN.md 16.2)."""
+
+    disk_id: str
+    name: str
+    size: int             # bytes
+    allocated_bytes: int  # what a full read of it reads (data extents; holes are skipped)
+    change_base: bool     # whether keeping it lets a later snapshot tell its changes (a copy cannot: ext4)
 
 
 class Provider(Protocol):
@@ -49,3 +70,33 @@ class Provider(Protocol):
 
     async def file_system_used_bytes(self, project_id: str, fs_id: str) -> int:
         """Bytes held by the file system's regular files; 0 when it is missing."""
+
+    # The data plane (DESIGN.md 16)
+
+    async def snapshot_disks(self, project_id: str, disks: dict[str, str]) -> dict[str, DiskSnapshot]:
+        """Crash-consistent snapshots of the disks {snapshot name: disk id} at one instant (the disks' writers
+        are held off while all are taken). A snapshot of that name that an earlier attempt left is replaced.
+        On failure none of them is left behind."""
+
+    async def changed_extents(self, project_id: str, snapshot: DiskSnapshot, base_name: str) -> Extents | None:
+        """Byte ranges of snapshot that may differ from the disk's retained snapshot base_name: everything
+        outside them is known to hold the same bytes in both. None when unknown (no such snapshot, or the
+        provider cannot tell): then the backup reads every allocated block and compares digests."""
+
+    async def open_snapshot(self, snapshot: DiskSnapshot):
+        """A reader of the snapshot for the data path (DiskFile-shaped); the caller closes it."""
+
+    async def snapshot_names(self, project_id: str, disk_id: str) -> list[str]:
+        """The names of the disk's snapshots that exist (retained bases and leftovers of cut-off jobs)."""
+
+    async def release_snapshot(self, project_id: str, disk_id: str, name: str) -> None:
+        """Drops the snapshot; no error if it is gone already."""
+
+    async def retained_bytes(self, project_id: str, disk_id: str) -> int:
+        """Pool bytes held only by the disk's snapshots (blocks the disk has since rewritten; a shared block
+        counts once, in the disk): what keeping them costs the pool."""
+
+    async def open_for_restore(self, project_id: str, disk_id: str, fresh: bool):
+        """A writer of an existing disk for a restore (DiskFile-shaped); fresh empties it first (a new disk:
+        a retry never keeps an earlier attempt's blocks). The caller closes it, then sizes the disk with
+        grow_disk if it is larger than the image."""

@@ -2,8 +2,10 @@
 
 Layout: `<pool_dir>/<project_id>/<disk_id>.raw` and `<fs_root>/<project_id>/<fs_id>/`; restore points beside
 the disks, in `<pool_dir>/<project_id>/.restore-points/<disk_id>.<task_id>.raw` (one file system with the disk, so
-a point can be a reflink clone and a rollback a rename). Every path component comes from a checked UUID or a
-checked project id, never from a name a user typed. Blocking file calls run on a worker thread so the event loop
+a point can be a reflink clone and a rollback a rename); backup snapshots in
+`<pool_dir>/.snapshots/<project_id>/<disk_id>.<backup_id>.raw`, on the pool's file system (clones on XFS and
+btrfs: then a later clone's FIEMAP tells which extents changed since, DESIGN.md 16). Every path component
+comes from a checked UUID or a checked project id, never from a name a user typed. Blocking file calls run on a worker thread so the event loop
 keeps serving.
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ import fcntl
 import os
 import shutil
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from cbr_backup.domain import errors, rules
@@ -22,6 +25,7 @@ from cbr_backup.folders import fsync_folder
 from cbr_backup.providers.base import UnsafePathError
 
 RESTORE_POINTS = ".restore-points"
+SNAPSHOTS = ".snapshots"
 
 DISK_SUFFIX = ".raw"
 _PART_SUFFIX = ".part"
@@ -128,6 +132,8 @@ class LocalProvider:
             return
         for point in (path.parent / RESTORE_POINTS).glob(f"{disk_id}.*"):  # of a restore that never ended
             point.unlink(missing_ok=True)
+        for snapshot in self._snapshot_folder(project_id).glob(f"{disk_id}.*"):  # its change base, leftovers
+            snapshot.unlink(missing_ok=True)
         try:
             os.unlink(path)  # unlink removes a symlink itself, never its target
         except FileNotFoundError:
@@ -170,6 +176,110 @@ class LocalProvider:
         os.rename(part, point)
         fsync_folder(folder)
         return LocalRestorePoint(point, disk)
+
+    # Backup snapshots and change bases
+
+    def _snapshot_folder(self, project_id: str) -> Path:
+        return self.pool_dir / SNAPSHOTS / rules.check_project_folder(project_id)
+
+    def _snapshot_path(self, project_id: str, disk_id: str, name: str) -> Path:
+        return (self._snapshot_folder(project_id)
+                / f"{rules.check_id(disk_id, 'disk_id')}.{rules.check_id(name, 'snapshot name')}{DISK_SUFFIX}")
+
+    async def snapshot_disks(self, project_id: str, disks: dict[str, str]) -> "dict[str, LocalSnapshot]":
+        return await asyncio.to_thread(self._snapshot_disks, project_id, disks)
+
+    def _snapshot_disks(self, project_id: str, disks: dict[str, str]) -> "dict[str, LocalSnapshot]":
+        from cbr_backup.datapath.snapshot import take_snapshot
+
+        sources = {name: self.disk_path(project_id, disk_id) for name, disk_id in disks.items()}
+        for source in sources.values():
+            if not _require_real_parent(source):
+                raise FileNotFoundError(f"{source.name} has no file")
+        folder = _own_folder(_own_folder(self.pool_dir / SNAPSHOTS) / rules.check_project_folder(project_id))
+        taken: dict[str, LocalSnapshot] = {}
+        try:
+            with self.hold_writes(sources.values()):
+                for name, disk_id in disks.items():
+                    target = self._snapshot_path(project_id, disk_id, name)
+                    target.unlink(missing_ok=True)  # an earlier attempt's, of the disk as it was then
+                    snap = take_snapshot(sources[name], target)
+                    taken[name] = LocalSnapshot(disk_id, name, snap.size, _allocated(target), target, snap.reflinked)
+            fsync_folder(folder)
+        except BaseException:
+            for snapshot in taken.values():
+                snapshot.path.unlink(missing_ok=True)
+            raise
+        return taken
+
+    async def changed_extents(self, project_id: str, snapshot: "LocalSnapshot", base_name: str):
+        return await asyncio.to_thread(self._changed_extents, project_id, snapshot, base_name)
+
+    def _changed_extents(self, project_id: str, snapshot: "LocalSnapshot", base_name: str):
+        """Everything but the extents both clones still share (FIEMAP): None unless both are clones."""
+        from cbr_backup.datapath.extents import changed_since
+
+        if not snapshot.reflinked:
+            return None  # a copy shares nothing: nothing to conclude
+        base = self._snapshot_path(project_id, snapshot.disk_id, base_name)
+        try:
+            previous = os.open(base, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        try:
+            current = os.open(snapshot.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                return changed_since(current, previous, snapshot.size)
+            finally:
+                os.close(current)
+        finally:
+            os.close(previous)
+
+    async def open_snapshot(self, snapshot: "LocalSnapshot"):
+        from cbr_backup.datapath.blockio import open_disk
+        return await asyncio.to_thread(open_disk, snapshot.path, os.O_RDONLY | os.O_NOFOLLOW)
+
+    async def snapshot_names(self, project_id: str, disk_id: str) -> list[str]:
+        return await asyncio.to_thread(self._snapshot_names, project_id, disk_id)
+
+    def _snapshot_names(self, project_id: str, disk_id: str) -> list[str]:
+        folder = self._snapshot_folder(project_id)
+        prefix = rules.check_id(disk_id, "disk_id") + "."
+        if not _require_real_parent(folder / "x"):
+            return []
+        return sorted(p.name[len(prefix):-len(DISK_SUFFIX)] for p in folder.glob(f"{prefix}*{DISK_SUFFIX}"))
+
+    async def release_snapshot(self, project_id: str, disk_id: str, name: str) -> None:
+        path = self._snapshot_path(project_id, disk_id, name)
+        if _require_real_parent(path):
+            await asyncio.to_thread(path.unlink, True)
+
+    async def retained_bytes(self, project_id: str, disk_id: str) -> int:
+        return await asyncio.to_thread(self._retained_bytes, project_id, disk_id)
+
+    def _retained_bytes(self, project_id: str, disk_id: str) -> int:
+        from cbr_backup.datapath.extents import exclusive_bytes
+
+        total = 0
+        for name in self._snapshot_names(project_id, disk_id):
+            try:
+                fd = os.open(self._snapshot_path(project_id, disk_id, name), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                total += exclusive_bytes(fd)
+            finally:
+                os.close(fd)
+        return total
+
+    async def open_for_restore(self, project_id: str, disk_id: str, fresh: bool):
+        from cbr_backup.datapath.blockio import open_disk
+
+        path = self.disk_path(project_id, disk_id)
+        if not _require_real_parent(path):
+            raise FileNotFoundError(f"disk {disk_id} has no file")
+        flags = os.O_RDWR | os.O_NOFOLLOW | (os.O_TRUNC if fresh else 0)  # never creates: the disk exists
+        return await asyncio.to_thread(open_disk, path, flags)
 
     # File systems
 
@@ -232,6 +342,30 @@ class LocalProvider:
             except OSError:
                 continue
         return total
+
+
+@dataclass(frozen=True)
+class LocalSnapshot:
+    """A backup snapshot of a pool disk: a file beside it; reflinked if a clone (shares extents with the disk)."""
+    disk_id: str
+    name: str
+    size: int
+    allocated_bytes: int
+    path: Path
+    reflinked: bool
+
+    @property
+    def change_base(self) -> bool:
+        return self.reflinked  # a copy shares no extent with a later clone: keeping it tells nothing
+
+
+def _allocated(path: Path) -> int:
+    from cbr_backup.datapath.extents import data_extents
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return sum(end - start for start, end in data_extents(fd))
+    finally:
+        os.close(fd)
 
 
 class LocalRestorePoint:

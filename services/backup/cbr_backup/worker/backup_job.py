@@ -1,5 +1,9 @@
 """The backup job: snapshot, back up each disk (or the file tree), then flip the rows to available.
 
+Disks are read only through the provider's interface (providers/base.py): a snapshot set of one instant, the
+extents changed since the disk's retained base, a reader per snapshot. After the commit the new snapshots are
+the disks' bases and the older ones are released; a failed job releases its own (service/change_bases.py).
+
 Order: the data path makes every chunk and the manifest durable first (DESIGN.md 6.1); only then does one
 transaction set the backup (and a server's per-disk backups) available with its manifest, finish the task,
 free the resource and publish BackupCompleted and the vault's usage. Until that commit no reader sees the
@@ -8,22 +12,19 @@ backup as available, and a retry after a crash starts over with a fresh manifest
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
 from dataclasses import dataclass
 
 from cbr.common.v1 import common_pb2
 from cbr.events.v1 import backup_events_pb2 as ev
-from cbr_backup.datapath import backup_disk, load_manifest, take_snapshot
-from cbr_backup.datapath.extents import data_extents
+from cbr_backup.datapath import backup_disk, load_manifest
 from cbr_backup.datapath.tree_backup import backup_tree, load_tree_manifest
 from cbr_backup.domain import errors
 from cbr_backup.domain.backups import Backup, check_fits, check_room
-from cbr_backup.service import lifecycle
+from cbr_backup.service import change_bases, lifecycle
 from cbr_backup.worker.backup_records import write_backup_records
-from cbr_backup.worker.context import JobCancelled, JobContext, check_still_mine
+from cbr_backup.worker.context import JobCancelled, JobContext, JobSuperseded, check_still_mine
 from cbr_common.db import utcnow
 from cbr_common.proto_enums import enum_value
 
@@ -61,70 +62,68 @@ async def run_backup(ctx: JobContext) -> None:
     results: dict[str, Part] = {}  # per backup row that gets a manifest
     # The vault's shared lock is held until the row is available: GC never takes a running backup's chunks or
     # its manifest (DESIGN.md 8).
-    async with ctx.index(backup.vault_id) as index:
-        if backup.resource_type == "turbo":
-            results[backup.backup_id] = await _backup_tree(ctx, backup, keys, index, manifest_suffix)
-        else:
-            results.update(await _backup_disks(ctx, backup, keys, index, manifest_suffix))
-        async with ctx.make_uow() as uow:
-            used = await uow.backups.used_bytes(backup.vault_id)
-        check_fits(used, task.params["size_gb"], task.params["auto_expand"])
-        await _complete(ctx, backup, results, keys)
+    snapshots: list = []  # this job's, filled as they are taken
+    try:
+        async with ctx.index(backup.vault_id) as index:
+            if backup.resource_type == "turbo":
+                results[backup.backup_id] = await _backup_tree(ctx, backup, keys, index, manifest_suffix)
+            else:
+                results.update(await _backup_disks(ctx, backup, keys, index, manifest_suffix, snapshots))
+            async with ctx.make_uow() as uow:
+                used = await uow.backups.used_bytes(backup.vault_id)
+            check_fits(used, task.params["size_gb"], task.params["auto_expand"])
+            await _complete(ctx, backup, results, keys)
+    except JobSuperseded:
+        raise  # another worker runs this backup now, under the same snapshot names: they are its
+    except BaseException:
+        # Not a base (the row never became available): none may stay. A kill -9 runs no code: the retry, or the
+        # disk's next backup, releases what it left (change_bases.keep_only_bases).
+        await change_bases.release_all(ctx.resources.provider, task.project_id, snapshots)
+        raise
+    if snapshots:
+        await change_bases.rebase(ctx.make_uow, ctx.resources.provider, task.project_id, snapshots)
 
 
-async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: str) -> dict:
-    """A disk, or every disk of a server from one snapshot instant, backed up disk by disk."""
-    provider = ctx.resources.provider
+async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: str, taken: list) -> dict:
+    """A disk, or every disk of a server from one snapshot instant, backed up disk by disk. Blocks outside the
+    extents the provider says changed since the base backup's snapshot are taken from its manifest unread."""
+    provider, project_id = ctx.resources.provider, backup.project_id
     parts = backup.children if backup.resource_type == "server" else [backup]
-    paths = {p.backup_id: provider.disk_path(backup.project_id, p.resource_id) for p in parts}
+    retained = 0
+    for part in parts:  # leftovers of cut-off jobs and superseded bases go before the new snapshot
+        await change_bases.keep_only_bases(ctx.make_uow, provider, project_id, part.resource_id,
+                                           running=part.backup_id)
+        retained += await provider.retained_bytes(project_id, part.resource_id)
+    # What the disks' bases held in the pool by now (the blocks rewritten since): their cost, on the task.
+    ctx.task.extra_info = dict(ctx.task.extra_info, retained_snapshot_bytes=str(retained))
     t0 = time.monotonic()
-    snapshots = await asyncio.to_thread(_snapshot_all, ctx, backup.backup_id, paths)
+    snapshots = await provider.snapshot_disks(project_id, {p.backup_id: p.resource_id for p in parts})
+    taken.extend(snapshots.values())
     log.info("snapshots taken", extra={"fields": {"task": ctx.task.task_id, "disks": len(snapshots),
                                                   "seconds": round(time.monotonic() - t0, 3)}})
-    try:
-        ctx.expect(sum(_allocated(s.path) for s in snapshots.values()))
-        results = {}
-        for part in parts:
-            parent, base_id = None, ""
-            if backup.incremental:
-                parent, base_id = await _parent_manifest(ctx, part, keys, load_manifest)
+    ctx.expect(sum(s.allocated_bytes for s in snapshots.values()))
+    results = {}
+    for part in parts:
+        snapshot = snapshots[part.backup_id]
+        parent, base_id, changed = None, "", None
+        if backup.incremental:
+            parent, base_id = await _parent_manifest(ctx, part, keys, load_manifest)
+            if parent is not None:
+                changed = await provider.changed_extents(project_id, snapshot, base_id)
+        reader = await provider.open_snapshot(snapshot)
+        try:
             result = await asyncio.to_thread(
-                backup_disk, snapshots[part.backup_id].path, keys, ctx.store, index, backup.vault_id, parent=parent,
+                backup_disk, reader, keys, ctx.store, index, backup.vault_id, parent=parent, changed=changed,
                 manifest_id=part.backup_id + suffix, started_time=part.started_time, progress=ctx.progress)
-            ctx.part_done()
-            log.info("disk backed up", extra={"fields": {"task": ctx.task.task_id, **result.summary()}})
-            manifest = result.manifest
-            results[part.backup_id] = Part(result.manifest_id, manifest.data_bytes, base_id,
-                                           frozenset(manifest.unique_ids()), result.read_bytes)
-        return results
-    finally:
-        for snapshot in snapshots.values():
-            snapshot.release()
-
-
-def _allocated(path: str) -> int:
-    """The bytes a backup of this snapshot reads: its data extents (holes are skipped)."""
-    with open(path, "rb") as f:
-        return sum(end - start for start, end in data_extents(f.fileno()))
-
-
-def _snapshot_all(ctx: JobContext, backup_id: str, paths: dict) -> dict:
-    """Every disk's snapshot while all their writers are held off: one instant for the whole server."""
-    folder = ctx.resources.snapshot_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    snapshots = {}
-    try:
-        with ctx.resources.provider.hold_writes(paths.values()):
-            for part_id, path in paths.items():
-                target = folder / f"{part_id}.raw"
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(target)  # an earlier attempt's leftover
-                snapshots[part_id] = take_snapshot(path, target)
-    except BaseException:
-        for snapshot in snapshots.values():
-            snapshot.release()
-        raise
-    return snapshots
+        finally:
+            reader.close()
+        ctx.part_done()
+        log.info("disk backed up", extra={"fields": {"task": ctx.task.task_id, "changes_known": changed is not None,
+                                                     **result.summary()}})
+        manifest = result.manifest
+        results[part.backup_id] = Part(result.manifest_id, manifest.data_bytes, base_id,
+                                       frozenset(manifest.unique_ids()), result.read_bytes)
+    return results
 
 
 async def _backup_tree(ctx: JobContext, backup: Backup, keys, index, suffix: str) -> Part:

@@ -16,7 +16,7 @@ from cbr_backup.datapath import VaultKeys
 from cbr_backup.domain import lifecycle as lc
 from cbr_backup.domain.model import Task
 from cbr_backup.keys import KeyProvider
-from cbr_backup.providers.local import LocalProvider
+from cbr_backup.providers.base import Provider
 from cbr_backup.service.vault_keys import open_vault_keys
 
 
@@ -33,8 +33,8 @@ class Resources:
     make_uow: Callable[[], BackupUnitOfWork]  # short statements (the lifecycle, heartbeats): RPC bounds
     database_url: str
     store: object           # a ChunkStore
-    provider: LocalProvider
-    snapshot_dir: Path      # next to the pool, so that snapshots can be reflink clones
+    provider: Provider
+    snapshot_dir: Path      # unused since the provider keeps its snapshots (DESIGN.md 16)
     key_provider: KeyProvider  # wraps the vaults' keys (CBR_KEK_FILE)
     rate_limit_mbps: float = 0.0
     make_job_uow: Callable[[], BackupUnitOfWork] | None = None  # the handlers': a job's statement budget

@@ -11,7 +11,7 @@ from cbr_backup.datapath import records
 from cbr_backup.datapath.gc import collect_garbage
 from cbr_backup.datapath.verify import verify_chunks
 from cbr_backup.domain.backups import Backup
-from cbr_backup.service import lifecycle
+from cbr_backup.service import change_bases, lifecycle
 from cbr_backup.worker import manifests
 from cbr_backup.worker.context import JobContext, check_still_mine
 from cbr_common.db import utcnow
@@ -74,6 +74,8 @@ async def run_delete(ctx: JobContext) -> None:
     # Once no row names it, its store records go (a rebuild must not bring it back); its manifests go at the next
     # exclusive GC, with any record a crash here left.
     await asyncio.to_thread(_delete_records, ctx.store, backup)
+    disks = [b.resource_id for b in backup.children or [backup] if b.manifest_kind == "disk"]
+    await change_bases.release_family(ctx.make_uow, ctx.resources.provider, task.project_id, disks)  # DESIGN 16.2
 
 
 async def run_gc(ctx: JobContext) -> None:

@@ -50,11 +50,12 @@ async def run_restore(ctx: JobContext) -> None:
             written = result.written_bytes
         elif params["kind"] == "new_disk":
             manifest = await asyncio.to_thread(manifests.load, store, keys, backup)
-            path = provider.disk_path(task.project_id, params["disk_id"])
-            with _pool_room(params["disk_id"]):
-                result = await asyncio.to_thread(restore_to_new_disk, manifest, store, keys, backup.vault_id, path,
-                                                 progress=ctx.progress, index=index)
-                os.truncate(path, params["size_bytes"])  # a larger new disk: the rest reads as zeros
+            disk_id = params["disk_id"]
+            with _pool_room(disk_id):
+                result = await _write_disk(provider, task.project_id, disk_id, True, restore_to_new_disk, manifest,
+                                           store, keys, backup.vault_id, progress=ctx.progress, index=index)
+                if params["size_bytes"] > manifest.disk_size:
+                    await provider.grow_disk(task.project_id, disk_id, params["size_bytes"])  # the rest: zeros
             written = result.written_bytes
         else:  # disk or server: each backed-up disk onto its target disk, in place
             written = await _restore_disks_in_place(ctx, backup, keys, index)
@@ -93,10 +94,10 @@ async def _restore_disks_in_place(ctx: JobContext, backup: Backup, keys, index) 
         for part_id, disk_id in targets.items():
             disk, manifest = disks[disk_id], loaded[part_id]
             with _pool_room(disk_id):
-                result = await asyncio.to_thread(restore_in_place, manifest, store, keys, backup.vault_id,
-                                                 disk.path, progress=ctx.progress, index=index)
-                if disk.size_bytes > manifest.disk_size:
-                    os.truncate(disk.path, disk.size_bytes)  # the disk keeps its size; past the image: zeros
+                result = await _write_disk(provider, task.project_id, disk_id, False, restore_in_place, manifest,
+                                           store, keys, backup.vault_id, progress=ctx.progress, index=index)
+                if disk.size_bytes > manifest.disk_size:  # the disk keeps its size; past the image: zeros
+                    await provider.grow_disk(task.project_id, disk_id, disk.size_bytes)
             ctx.part_done()
             written += result.written_bytes
     except Exception:
@@ -112,6 +113,15 @@ async def _restore_disks_in_place(ctx: JobContext, backup: Backup, keys, index) 
     for point in points.values():
         await point.release()  # after the statuses: a crash in between only leaves a point the next restore drops
     return written
+
+
+async def _write_disk(provider, project_id: str, disk_id: str, fresh: bool, restore, manifest, *args, **kwargs):
+    """Runs the data path's restore on the provider's writer of the disk (fresh: emptied first)."""
+    writer = await provider.open_for_restore(project_id, disk_id, fresh)
+    try:
+        return await asyncio.to_thread(restore, manifest, *args, writer, **kwargs)
+    finally:
+        writer.close()
 
 
 @contextlib.contextmanager
