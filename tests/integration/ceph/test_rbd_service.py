@@ -173,3 +173,53 @@ async def test_a_killed_worker_leaves_no_snapshot_once_the_retry_finished(rbd_st
             assert stack.sha256(project, await new_disk_from(caller, by_disk[name])) == image
     finally:
         await stack.services.stop_workers()
+
+
+async def test_an_operators_existing_image_is_imported_listed_backed_up_and_restored(rbd_stack, rbd_caller,
+                                                                                       rbd_worker):
+    import rbd
+
+    from cbr_backup.adapters.tables import metadata
+    from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
+    from cbr_backup.providers.rbd import RbdProvider
+    from cbr_backup.providers.rbd_images import RbdImages
+    from cbr_backup.providers.rbd_import import import_images
+    from cbr_common.db import Database
+
+    stack, caller = rbd_stack, rbd_caller
+    project = caller.project_id
+    handle = stack.ceph.rados()  # the project's namespace and the operator's volume, there before CBR
+    try:
+        with handle.open_ioctx(stack.ceph.pool) as pool:
+            rbd.RBD().namespace_create(pool, stack.namespace_template.format(project=project))
+    finally:
+        handle.shutdown()
+    with stack.ioctx(project) as ioctx:
+        rbd.RBD().create(ioctx, "vm-root", 12 * MIB)
+    stack.fill(project, "vm-root", 0, 5 * MIB, seed=60)
+    image = stack.sha256(project, "vm-root")
+
+    db = Database(stack.services.infra.postgres.url, metadata.schema, pool_size=2)
+    provider = RbdProvider(RbdImages(stack.ceph.conf_path, pool=stack.ceph.pool,
+                                     namespace=stack.namespace_template))
+    try:
+        added = await import_images(provider, lambda: BackupUnitOfWork(db), project)
+        assert [(d.name, d.size_bytes) for d in added] == [("vm-root", 12 * MIB)]
+        assert await import_images(provider, lambda: BackupUnitOfWork(db), project) == []  # once only
+    finally:
+        provider.close()
+        await db.close()
+    listed = await caller.protectables.ListProtectables(pp.ListProtectablesRequest(type=DISK))
+    disk = next(p for p in listed.protectables if p.name == "vm-root")
+    assert disk.resource_id == added[0].disk_id and disk.path.endswith("/vm-root")
+
+    vault = await create_vault(caller, "imported", DISK, BACKUP, resources=[ref(disk)])
+    full, _ = await backup_of(caller, vault.vault_id)
+    assert stack.snapshots(project, "vm-root") == [f"cbr-{full.backup_id}"]  # on the operator's image
+    stack.fill(project, "vm-root", 8 * MIB, MIB, seed=61)
+    step, info = await backup_of(caller, vault.vault_id)
+    assert step.incremental and 0 < int(info["read_bytes"]) <= MIB
+    assert stack.sha256(project, await new_disk_from(caller, full.backup_id)) == image
+    task = await restore_in_place(caller, full.backup_id)
+    assert task.status == tp.TASK_STATUS_SUCCESS, task.error
+    assert stack.sha256(project, "vm-root") == image

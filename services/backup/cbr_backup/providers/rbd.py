@@ -64,21 +64,10 @@ class RbdProvider:
                         return name
         return disk_id  # missing: the caller's call fails with ImageNotFound
 
-    def unregistered_images(self, project_id: str) -> dict[str, int]:
-        """The project's images no disk of CBR is yet: {image name: size}."""
-        found = {}
+    def foreign_images(self, project_id: str) -> list[str]:
+        """The project's images not named by a disk id: the operator's own (registered or not)."""
         with self.images.namespace(project_id, create=False) as ioctx:
-            if ioctx is None:
-                return {}
-            for name in rbd.RBD().list(ioctx):
-                if _is_uuid(name):
-                    continue
-                with contextlib.suppress(rbd.ImageNotFound), rbd.Image(ioctx, name, read_only=True) as image:
-                    try:
-                        image.metadata_get(DISK_ID_KEY)
-                    except KeyError:
-                        found[name] = image.size()
-        return found
+            return [] if ioctx is None else sorted(n for n in rbd.RBD().list(ioctx) if not _is_uuid(n))
 
     def register_image(self, project_id: str, name: str) -> tuple[str, int]:
         """Makes the operator's image `name` a disk: returns (disk id, size); the same id when asked again."""
