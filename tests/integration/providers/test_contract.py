@@ -187,3 +187,17 @@ async def test_in_place_restore_is_never_silently_half_done(provider):
     await write(provider, disk_id, 0, b"\x55" * MIB)
     await done.release()
     assert (await disk_bytes(provider, disk_id))[:MIB] == b"\x55" * MIB
+
+
+async def test_a_missing_disk_is_not_found_and_deleting_it_is_no_error(provider):
+    await disk_with_data(provider, 12)  # the project exists; this disk does not
+    missing = new_id()
+    with pytest.raises(FileNotFoundError):
+        await provider.open_for_restore(PROJECT, missing, False)
+    with pytest.raises(FileNotFoundError):
+        await provider.restore_point(PROJECT, missing, new_id())
+    with pytest.raises(FileNotFoundError):
+        await provider.grow_disk(PROJECT, missing, 2 * SIZE)
+    assert await provider.snapshot_names(PROJECT, missing) == []
+    assert await provider.retained_bytes(PROJECT, missing) == 0
+    await provider.delete_disk(PROJECT, missing)

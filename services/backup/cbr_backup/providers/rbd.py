@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -117,7 +118,7 @@ class RbdProvider:
 
     def _delete_disk(self, project_id: str, disk_id: str) -> None:
         name = self.image_name(project_id, disk_id)
-        with contextlib.suppress(rbd.ImageNotFound), self._disk(project_id, disk_id) as image:
+        with contextlib.suppress(FileNotFoundError), self._disk(project_id, disk_id) as image:
             for snap in _user_snaps(image):
                 if snap.startswith(RESTORE_PREFIX):  # of a restore that never ended
                     image.remove_snap(snap)
@@ -146,6 +147,8 @@ class RbdProvider:
     def _check_not_in_use(self, project_id: str, disk_id: str) -> None:
         try:
             self.images.check_not_in_use(project_id, self.image_name(project_id, disk_id))
+        except rbd.ImageNotFound as exc:
+            raise FileNotFoundError(f"disk {disk_id} has no image") from exc
         except ImageBusyError as exc:
             raise errors.DiskStatusError(
                 f"disk {disk_id} is in use: {exc}; stop the client (detach the volume) before restoring it in "
@@ -209,7 +212,7 @@ class RbdProvider:
         try:
             with self._disk(project_id, disk_id, read_only=True) as image:
                 return sorted(_backup_snaps(image))
-        except rbd.ImageNotFound:
+        except FileNotFoundError:
             return []
 
     async def release_snapshot(self, project_id: str, disk_id: str, name: str) -> None:
@@ -243,7 +246,7 @@ class RbdProvider:
                     finally:
                         image.set_snap(None)
                     total += _overlap(rewritten, held)
-        except rbd.ImageNotFound:
+        except FileNotFoundError:
             return 0
         return total
 
@@ -253,16 +256,19 @@ class RbdProvider:
     def _open_for_restore(self, project_id: str, disk_id: str, fresh: bool) -> "RbdDisk":
         if not fresh:
             self._check_not_in_use(project_id, disk_id)
-        try:
-            disk = RbdDisk.open(self._disk(project_id, disk_id), f"rbd:{self.image_name(project_id, disk_id)}")
-        except rbd.ImageNotFound as exc:
-            raise FileNotFoundError(f"disk {disk_id} has no image") from exc
+        disk = RbdDisk.open(self._disk(project_id, disk_id), f"rbd:{self.image_name(project_id, disk_id)}")
         if fresh:
             disk.truncate(0)  # drops every object: a retry never keeps an earlier attempt's blocks
         return disk
 
+    @contextlib.contextmanager
     def _disk(self, project_id: str, disk_id: str, read_only: bool = False):
-        return self.images.opened(project_id, self.image_name(project_id, disk_id), read_only)
+        """The disk's image; a missing one is a FileNotFoundError, as for the local provider's files."""
+        try:
+            with self.images.opened(project_id, self.image_name(project_id, disk_id), read_only) as image:
+                yield image
+        except rbd.ImageNotFound as exc:
+            raise FileNotFoundError(f"disk {disk_id} has no image") from exc
 
     # File systems: the local provider's
 
@@ -335,8 +341,7 @@ class RbdRestorePoint:
         await asyncio.to_thread(self._release)
 
     def _release(self) -> None:
-        with contextlib.suppress(rbd.ImageNotFound), \
-                self._provider._disk(self._project_id, self._disk_id) as image:
+        with contextlib.suppress(FileNotFoundError), self._provider._disk(self._project_id, self._disk_id) as image:
             if self.name in _user_snaps(image):
                 image.remove_snap(self.name)
 
@@ -375,10 +380,12 @@ class RbdDisk(BlockDevice):
         return done
 
     def write(self, data: memoryview, offset: int) -> None:
-        self._image.write(bytes(data), offset)
+        with _capacity_as_enospc():
+            self._image.write(bytes(data), offset)
 
     def zero(self, offset: int, length: int) -> None:
-        self._image.write_zeroes(offset, length)  # deallocates whole objects: sparse stays sparse
+        with _capacity_as_enospc():
+            self._image.write_zeroes(offset, length)  # deallocates whole objects: sparse stays sparse
 
     def size(self) -> int:
         return self._image.size()
@@ -388,7 +395,8 @@ class RbdDisk(BlockDevice):
 
     def truncate(self, size: int) -> None:
         if self._image.size() != size:
-            self._image.resize(size)
+            with _capacity_as_enospc():
+                self._image.resize(size)
 
     def sync(self) -> None:
         self._image.flush()
@@ -399,6 +407,17 @@ class RbdDisk(BlockDevice):
             stack.close()
             if self._on_close is not None:
                 self._on_close()
+
+
+@contextlib.contextmanager
+def _capacity_as_enospc():
+    """A full pool or quota as the system's ENOSPC/EDQUOT: what the restore job turns into RESOURCE_EXHAUSTED."""
+    try:
+        yield
+    except rbd.NoSpace as exc:
+        raise OSError(errno.ENOSPC, f"the RBD pool is full ({exc})") from exc
+    except rbd.DiskQuotaExceeded as exc:
+        raise OSError(errno.EDQUOT, f"the RBD pool's quota is reached ({exc})") from exc
 
 
 def _extents(image, size: int, since: str | None, data_only: bool) -> list[tuple[int, int]]:
