@@ -223,3 +223,32 @@ async def test_an_operators_existing_image_is_imported_listed_backed_up_and_rest
     task = await restore_in_place(caller, full.backup_id)
     assert task.status == tp.TASK_STATUS_SUCCESS, task.error
     assert stack.sha256(project, "vm-root") == image
+
+
+async def test_a_cancelled_server_backup_leaves_only_the_bases(rbd_stack, rbd_caller):
+    stack, caller = rbd_stack, rbd_caller
+    project = caller.project_id
+    server = await create_server(caller, "cancelled", disks=2, size=32 * MIB)
+    names = [d.disk_id for d in server.disks]
+    for i, name in enumerate(names):
+        stack.fill(project, name, 0, 4 * MIB, seed=70 + i)
+    vault = await create_vault(caller, "cancelled", SERVER, BACKUP, resources=[ref(server)])
+    await stack.start_worker()
+    try:
+        base, _ = await backup_of(caller, vault.vault_id)
+    finally:
+        await stack.services.stop_workers()
+    for name in names:  # 24 MiB to read per disk: long enough at 2 MB/s to cancel it
+        stack.fill(project, name, 4 * MIB, 24 * MIB, seed=80)
+    await stack.start_worker(rate_limit_mbps=2)
+    try:
+        cp = await checkpoint(caller, vault.vault_id)
+        await running_with_progress(caller, cp.resources[0].task_id, timeout=120)
+        assert stack.groups(project) != []  # the set's group snapshot is being read
+        await caller.tasks.CancelTask(tp.CancelTaskRequest(task_id=cp.resources[0].task_id))
+        task = await wait_task(caller, cp.resources[0].task_id)
+        assert task.status == tp.TASK_STATUS_CANCELLED
+    finally:
+        await stack.services.stop_workers()
+    for child in base.children:  # the job's anchors and group went; the bases stay
+        await settled(stack, project, child.resource_id, [child.backup_id])
