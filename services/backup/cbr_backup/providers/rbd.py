@@ -58,7 +58,7 @@ class RbdProvider:
             names = rbd.RBD().list(ioctx)
             if disk_id in names:
                 return disk_id
-            for name in names:
+            for name in (n for n in names if not _is_uuid(n)):  # only the operator's images are registered
                 with contextlib.suppress(rbd.ImageNotFound, KeyError), rbd.Image(ioctx, name, read_only=True) as image:
                     if image.metadata_get(DISK_ID_KEY) == disk_id:
                         self._names[(project_id, disk_id)] = name
