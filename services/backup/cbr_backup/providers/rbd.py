@@ -224,7 +224,9 @@ class RbdProvider:
         with self.images.namespace(project_id, create=False) as ioctx:
             if ioctx is None:
                 return
-            _leave_cbr_group(ioctx, image)  # a set's group goes with any of its snapshots (a failed job)
+            # A failed job's set: its group (named by the set's smallest name) goes with that snapshot. Never another
+            # group: the disk may be in the group of a backup running now (this may be an older base's release).
+            _leave_cbr_group(ioctx, image, only=anchor)
         self.images.remove_snapshots(project_id, [ImageSnapshot(image, anchor)])
 
     async def retained_bytes(self, project_id: str, disk_id: str) -> int:
@@ -463,14 +465,15 @@ def _backup_snaps(image) -> list[str]:
             if name.startswith(SNAPSHOT_PREFIX) and _is_uuid(name[len(SNAPSHOT_PREFIX):])]
 
 
-def _leave_cbr_group(ioctx, name: str) -> None:
-    """Removes the CBR group the image is in (with its group snapshot), if any; never an operator's group."""
+def _leave_cbr_group(ioctx, name: str, only: str | None = None) -> None:
+    """Removes the CBR group the image is in (with its group snapshot), if any (and if named `only`, when
+    given); never an operator's group."""
     try:
         with rbd.Image(ioctx, name, read_only=True) as image:
             group = image.group()["name"]
     except rbd.ImageNotFound:
         return
-    if not group.startswith(SNAPSHOT_PREFIX):
+    if not group.startswith(SNAPSHOT_PREFIX) or (only is not None and group != only):
         return
     with contextlib.suppress(rbd.ObjectNotFound, rbd.ImageNotFound):
         handle = rbd.Group(ioctx, group)
