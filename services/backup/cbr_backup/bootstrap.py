@@ -32,9 +32,24 @@ def local_provider(settings: Settings) -> LocalProvider:
     return provider
 
 
+def provider_for(settings: Settings) -> Provider:
+    """The provider CBR_PROVIDER names: local, or ceph (disks as RBD images of CBR_CEPH_CONF's cluster; file
+    systems stay with the local provider, whose folders must then be named too)."""
+    if settings.provider != "ceph":
+        return local_provider(settings)
+    if not settings.ceph_conf.strip():
+        raise SettingsError("missing required setting CBR_CEPH_CONF (the ceph provider's cluster)")
+    from cbr_backup.providers.rbd import RbdProvider  # librbd loads only where it is used
+    from cbr_backup.providers.rbd_images import RbdImages
+
+    images = RbdImages(settings.ceph_conf, pool=settings.rbd_pool, namespace=settings.rbd_namespace,
+                       client_name=settings.ceph_client or None, keyring=settings.ceph_keyring or None)
+    return RbdProvider(images, file_systems=local_provider(settings))
+
+
 async def start(settings: Settings, provider: Provider | None = None) -> ServiceRuntime:
     if provider is None:
-        provider = local_provider(settings)  # before connecting, so a bad setting fails fast
+        provider = provider_for(settings)  # before connecting, so a bad setting fails fast
     keys = key_provider(settings)
     runtime = await open_runtime(settings, metadata)
 

@@ -21,6 +21,12 @@ class Settings:
     region: str = "local"              # CBR_REGION
     pool_dir: str = ""                 # CBR_POOL_DIR: local provider's disk pool (backup service)
     fs_root: str = ""                  # CBR_FS_ROOT: local provider's file-system root (backup service)
+    provider: str = "local"            # CBR_PROVIDER: local | ceph (disks as RBD images; file systems stay local)
+    ceph_conf: str = ""                # CBR_CEPH_CONF: the cluster's ceph.conf (ceph provider)
+    ceph_client: str = ""              # CBR_CEPH_CLIENT: the cephx user, e.g. client.cbr ("": client.admin)
+    ceph_keyring: str = ""             # CBR_CEPH_KEYRING: its keyring, if ceph.conf does not name it
+    rbd_pool: str = "rbd"              # CBR_RBD_POOL: the pool of the projects' images
+    rbd_namespace: str = "{project}"   # CBR_RBD_NAMESPACE: a project's namespace, "{project}" is its id
     store_dir: str = ""                # CBR_STORE_DIR: the chunk store's folder (backup workers)
     store_url: str = ""                # CBR_STORE_URL: s3://bucket[/prefix][?endpoint=URL&region=R] instead
     kek_file: str = ""                 # CBR_KEK_FILE: the 32-byte key-encryption key (backup service, workers)
@@ -76,6 +82,12 @@ class Settings:
             region=env.get("CBR_REGION", "local"),
             pool_dir=env.get("CBR_POOL_DIR", ""),
             fs_root=env.get("CBR_FS_ROOT", ""),
+            provider=env.get("CBR_PROVIDER", "local").strip() or "local",
+            ceph_conf=env.get("CBR_CEPH_CONF", ""),
+            ceph_client=env.get("CBR_CEPH_CLIENT", ""),
+            ceph_keyring=env.get("CBR_CEPH_KEYRING", ""),
+            rbd_pool=env.get("CBR_RBD_POOL", "rbd").strip() or "rbd",
+            rbd_namespace=env.get("CBR_RBD_NAMESPACE", "{project}"),
             store_dir=env.get("CBR_STORE_DIR", ""),
             store_url=env.get("CBR_STORE_URL", ""),
             kek_file=env.get("CBR_KEK_FILE", ""),
@@ -106,6 +118,8 @@ class Settings:
                         statement_timeout=self.db_statement_timeout_seconds, pool_timeout=self.db_pool_timeout_seconds)
 
     def __post_init__(self):
+        if self.provider not in ("local", "ceph"):
+            raise SettingsError(f"CBR_PROVIDER must be local or ceph, not {self.provider!r}")
         if self.job_lease_seconds <= 0 or self.job_attempts < 1:
             raise SettingsError("CBR_JOB_LEASE_SECONDS must be positive and CBR_JOB_ATTEMPTS at least 1")
         if min(self.db_connect_timeout_seconds, self.db_statement_timeout_seconds, self.db_pool_timeout_seconds,

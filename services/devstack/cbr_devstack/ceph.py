@@ -97,6 +97,24 @@ class CephCluster:
         """What the ceph/rados/rbd tools and librados (with no conffile given) need to find this cluster."""
         return {"CEPH_CONF": str(self.conf_path), "CEPH_KEYRING": str(self.keyring_path)}
 
+    @property
+    def state_path(self) -> Path:
+        return self.root / "cluster.json"
+
+    @property
+    def daemon_pids(self) -> dict[str, int]:
+        """The running daemons by name (mon.a, mgr.x, osd.0, rgw), in start order."""
+        return {name: process.pid for name, process in self._daemons.items()}
+
+    @classmethod
+    def existing(cls, root: Path) -> "CephCluster":
+        """The cluster an earlier start() made in root (its ports and S3 keys are in cluster.json), to resume."""
+        state = json.loads((Path(root) / "cluster.json").read_text())
+        cluster = cls(root, pool=state["pool"], rgw=state["rgw_port"] is not None)
+        cluster.fsid, cluster.mon_ports, cluster.rgw_port = state["fsid"], tuple(state["mon_ports"]), state["rgw_port"]
+        cluster.access_key, cluster.secret_key = state["access_key"], state["secret_key"]
+        return cluster
+
     def is_running(self) -> bool:
         return bool(self._daemons) and all(process.poll() is None for process in self._daemons.values())
 
@@ -140,9 +158,33 @@ class CephCluster:
             if self.with_rgw:
                 self._start_rgw(deadline)
                 mark("rgw serving")
+            self._save_state()
         except BaseException:
             self.kill()
             raise
+
+    def resume(self, timeout: float = 120.0) -> None:
+        """Starts the daemons of a cluster an earlier start() made (its data kept), until the pool and S3
+        serve again; kills what it started if it fails."""
+        deadline = time.monotonic() + timeout
+        try:
+            self._spawn("mon.a", "ceph-mon", "-i", "a")
+            self._spawn("mgr.x", "ceph-mgr", "-i", "x")
+            self._spawn("osd.0", "ceph-osd", "-i", "0")
+            self._wait_pool_active(deadline)
+            if self.with_rgw:
+                self._spawn("rgw", "radosgw", "-n", RGW_NAME)
+                self._wait_rgw(deadline)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _save_state(self) -> None:
+        state = {"fsid": self.fsid, "pool": self.pool, "mon_ports": list(self.mon_ports), "rgw_port": self.rgw_port,
+                 "access_key": self.access_key, "secret_key": self.secret_key}
+        descriptor = os.open(self.state_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds S3 keys
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(state, file)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM to the clients of the OSD first and the mon last; SIGKILL to what outlives `timeout`."""
@@ -310,6 +352,9 @@ admin_socket =
                        "-nodes", "-days", "7", "-subj", f"/CN={HOST}", "-addext", f"subjectAltName=IP:{HOST}",
                        "-keyout", str(self.root / "rgw" / "key.pem"), "-out", str(self.tls_certificate)], deadline)
         self._spawn("rgw", "radosgw", "-n", RGW_NAME)
+        self._wait_rgw(deadline)
+
+    def _wait_rgw(self, deadline: float) -> None:
         while not all(port_accepts(port) for port in (self.rgw_port, self.rgw_tls_port) if port is not None):
             self._check_daemons()
             if time.monotonic() > deadline:

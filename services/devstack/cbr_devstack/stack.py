@@ -43,6 +43,14 @@ class MigrationError(RuntimeError):
     pass
 
 
+class ProviderChangeError(RuntimeError):
+    """CBR_PROVIDER asks for another provider than the stack's disks live on."""
+
+
+CEPH_BUCKET = "cbr-chunks"
+CEPH_DAEMONS = (("rgw", "mgr.x"), ("osd.0",), ("mon.a",))  # stop order: the OSD's clients first, the mon last
+
+
 @dataclass(frozen=True)
 class RunDir:
     """Where everything of one stack lives; all but processes.json survives `down`, nothing but the lock `wipe`."""
@@ -94,6 +102,11 @@ class RunDir:
         return self.root / "store"
 
     @property
+    def ceph(self) -> Path:
+        """The private Ceph cluster of a stack made with CBR_PROVIDER=ceph."""
+        return self.root / "ceph"
+
+    @property
     def kek_file(self) -> Path:
         """The key-encryption key that wraps every vault's keys: made by the first start, removed by wipe
         (losing it loses every vault's backups)."""
@@ -103,7 +116,7 @@ class RunDir:
     def wiped(self) -> tuple[Path, ...]:
         """What `wipe` removes: every file and folder the stack made here (the folder may hold other things)."""
         return (self.pg_data, self.pg_socket, self.nats_store, self.pool, self.fs, self.store, self.logs,
-                self.kek_file, self.config_file, self.processes_file, self.env_file)
+                self.ceph, self.kek_file, self.config_file, self.processes_file, self.env_file)
 
     def postgres(self, port: int | None = None) -> PostgresCluster:
         return PostgresCluster(self.pg_data, port, socket_dir=self.pg_socket, log_path=self.logs / "postgres.log")
@@ -132,6 +145,9 @@ def up(run_dir: Path, new_ports: bool = False) -> int:
             config = _config_for_start(layout, new_ports)
         except ImportError as exc:
             print(f"CBR did not start: cannot issue a dev token ({exc})", file=sys.stderr)
+            return 1
+        except ProviderChangeError as exc:
+            print(f"CBR did not start: {exc}", file=sys.stderr)
             return 1
         busy = [(name, port) for name, port in config.ports.items() if port_in_use(port)]
         if busy:
@@ -226,6 +242,15 @@ def _config_for_start(layout: RunDir, new_ports: bool) -> StackConfig:
         for name in SERVERS:
             ports.setdefault(name, kept_port(taken=set(ports.values())))
         config = dataclasses.replace(config, ports={name: ports[name] for name in SERVERS})
+    wanted = os.environ.get("CBR_PROVIDER", "").strip()
+    if wanted and wanted not in ("local", "ceph"):
+        raise ProviderChangeError(f"CBR_PROVIDER must be local or ceph, not {wanted!r}")
+    if wanted and wanted != config.provider:
+        if layout.config_file.exists():
+            raise ProviderChangeError(
+                f"this stack's disks are on the {config.provider} provider; CBR_PROVIDER={wanted} needs a new "
+                f"stack: {command_hint('wipe', layout.root)} first (it removes all data), or another --run-dir")
+        config = dataclasses.replace(config, provider=wanted)
     if config.dev_token_expires - time.time() < DEV_TOKEN_RENEWAL:
         config = dataclasses.replace(config, **dict(zip(("dev_token", "dev_token_expires"),
                                                          _dev_token(config.jwt_secret))))
@@ -282,6 +307,8 @@ def _start_all(layout: RunDir, config: StackConfig, running: RunningProcesses) -
     env = service_env(database_url=postgres.url, nats_url=nats.url, jwt_secret=config.jwt_secret,
                       addresses=addresses, pool_dir=layout.pool, fs_root=layout.fs, store_dir=layout.store,
                       kek_file=create_kek_file(layout.kek_file))
+    if config.provider == "ceph":
+        env.update(_start_ceph(layout, running))
     for name in SERVICES:
         process = start_service(name, env, addresses[name], layout.logs)
         _record(layout, running, ProcessRecord.of(name, process.pid, config.ports[name]))
@@ -290,9 +317,47 @@ def _start_all(layout: RunDir, config: StackConfig, running: RunningProcesses) -
     wait_serving(addresses, HEALTH_TIMEOUT, alive=lambda name: running.find(name).is_alive())
 
 
+def _start_ceph(layout: RunDir, running: RunningProcesses) -> dict[str, str]:
+    """Starts the stack's private Ceph cluster (made on the first start, resumed later) and returns the settings
+    that put the disks on its RBD pool and the chunks in its radosgw."""
+    from cbr_devstack.ceph import CephCluster
+
+    if (layout.ceph / "cluster.json").exists():
+        cluster = CephCluster.existing(layout.ceph)
+        cluster.resume()
+    else:
+        if layout.ceph.exists():
+            shutil.rmtree(layout.ceph)  # a first start cut off before the cluster was whole
+        cluster = CephCluster(layout.ceph)
+        cluster.start()
+    for name, pid in cluster.daemon_pids.items():
+        _record(layout, running, ProcessRecord.of(f"ceph-{name}", pid))
+    _ensure_bucket(cluster, CEPH_BUCKET)
+    return {"CBR_PROVIDER": "ceph", "CBR_CEPH_CONF": str(cluster.conf_path), "CBR_RBD_POOL": cluster.pool,
+            "CBR_STORE_URL": f"s3://{CEPH_BUCKET}/cbr?endpoint={cluster.rgw_endpoint}&region=us-east-1",
+            "AWS_ACCESS_KEY_ID": cluster.access_key, "AWS_SECRET_ACCESS_KEY": cluster.secret_key}
+
+
+def _ensure_bucket(cluster, bucket: str) -> None:
+    import boto3  # the backup service's dependency, present where the services run
+
+    client = boto3.session.Session().client("s3", endpoint_url=cluster.rgw_endpoint, region_name="us-east-1",
+                                            aws_access_key_id=cluster.access_key,
+                                            aws_secret_access_key=cluster.secret_key)
+    try:
+        existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+        if bucket not in existing:
+            client.create_bucket(Bucket=bucket)
+    finally:
+        client.close()
+
+
 def _stop(layout: RunDir, running: RunningProcesses) -> bool:
     """Stops exactly the recorded processes still alive; True when none is left and the record is gone."""
     stopped = stop_processes([r for r in running.processes if r.name in (*SERVICES, WORKER)], SERVICE_STOP_TIMEOUT)
+    for names in CEPH_DAEMONS:
+        stopped += stop_processes([r for r in running.processes if r.name in {f"ceph-{n}" for n in names}],
+                                  SERVICE_STOP_TIMEOUT)
     postgres = running.find("postgres")
     if postgres is not None and postgres.is_alive():
         cluster = layout.postgres(postgres.port)
@@ -368,6 +433,8 @@ def _print_summary(layout: RunDir, config: StackConfig) -> None:
         print(f"  {name:<12} {address}")
     print(f"  {'postgres':<12} {layout.postgres(config.ports['postgres']).url}")
     print(f"  {'nats':<12} {layout.nats(config.ports['nats']).url}")
+    if config.provider == "ceph":
+        print(f"  {'ceph':<12} disks on RBD, chunks in radosgw: {_shown(layout.ceph / 'ceph.conf')}")
     print(f"Logs in {_shown(layout.logs)}/. For the cbr client: set -a; . {_shown(layout.env_file)}; set +a")
     print(f"Stop it (ports, secret and data stay for the next start) with: {command_hint('down', layout.root)}")
 

@@ -19,6 +19,7 @@ class StackConfig:
     ports: dict[str, int]   # by server name: postgres, nats and each service
     dev_token: str          # the token cbr.env hands to clients
     dev_token_expires: int  # when it expires, in seconds since the epoch
+    provider: str = "local"  # local, or ceph: disks on RBD and chunks in RGW of a private cluster (chosen once)
 
 
 @dataclass

@@ -37,9 +37,26 @@ def ext4_mount(loop_base):
         yield mount_point
 
 
-@pytest.fixture(params=["ext4", "xfs"])
-def provider(request) -> LocalProvider:
-    """A local provider whose pool is a fresh folder on the parametrised file system; `kind` names it."""
+@pytest.fixture(scope="session")
+def rbd_images(ceph):
+    from cbr_backup.providers.rbd_images import RbdImages
+
+    # a namespace template of the session's own: the tests' fixed project ids never meet another run's images
+    with RbdImages(ceph.conf_path, pool=ceph.pool, namespace=f"s{uuid.uuid4().hex[:8]}-{{project}}") as images:
+        yield images
+
+
+@pytest.fixture(params=["ext4", "xfs", "rbd"])
+def provider(request):
+    """A provider on the parametrised kind of storage: a local provider whose pool is a fresh folder on an ext4
+    or XFS loop mount, or the RBD provider on the session's Ceph cluster; `kind` names it."""
+    if request.param == "rbd":
+        from cbr_backup.providers.rbd import RbdProvider
+
+        provider = RbdProvider(request.getfixturevalue("rbd_images"))
+        provider.kind = "rbd"
+        yield provider
+        return
     root = request.getfixturevalue(f"{request.param}_mount") / f"t-{uuid.uuid4().hex[:12]}"
     provider = LocalProvider(root / "pool", root / "fs")
     provider.prepare()

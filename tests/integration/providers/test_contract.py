@@ -1,19 +1,18 @@
-"""The provider contract: one suite, run against every provider (today the local one on ext4 and on XFS).
+"""The provider contract: one suite, run against every provider (the local one on ext4 and on XFS, and RBD).
 
 Everything goes through the interface of providers/base.py, as the workers use it: disks are written with the
 writer a restore gets, snapshots read with the reader a backup gets. Where a provider may answer "unknown"
-(changed extents), the suite checks the answer is sound when given, and that XFS gives one.
+(changed extents), the suite checks the answer is sound when given, and that XFS and RBD give one.
 """
 from __future__ import annotations
 
 import mmap
-import os
 import random
 import uuid
 
 import pytest
 
-from cbr_backup.datapath.blockio import read_at, write_at
+from cbr_backup.datapath.blockio import disk_size, read_at, write_at
 
 MIB = 1024 * 1024
 PROJECT = "project-contract"
@@ -58,7 +57,7 @@ async def image_of(provider, snapshot) -> bytes:
 async def disk_bytes(provider, disk_id: str) -> bytes:
     writer = await provider.open_for_restore(PROJECT, disk_id, False)
     try:
-        return read_all(writer, os.fstat(writer.fd).st_size)
+        return read_all(writer, disk_size(writer))
     finally:
         writer.close()
 
@@ -98,8 +97,8 @@ async def test_changed_extents_are_sound_and_on_xfs_they_are_the_writes(provider
         await write(provider, disk_id, start, random.Random(seed).randbytes(end - start))
     current = (await provider.snapshot_disks(PROJECT, {next_name: disk_id}))[next_name]
     changed = await provider.changed_extents(PROJECT, current, base_name)
-    if provider.kind == "xfs":
-        assert changed is not None and current.change_base  # clones: FIEMAP tells
+    if provider.kind in ("xfs", "rbd"):
+        assert changed is not None and current.change_base  # clones: FIEMAP tells; RBD: diff_iterate
     else:
         assert changed is None and not current.change_base  # ext4 copies share nothing: unknown
     old, new = await image_of(provider, base), await image_of(provider, current)
@@ -153,8 +152,8 @@ async def test_retained_bytes_count_what_only_the_snapshots_hold(provider):
     await provider.snapshot_disks(PROJECT, {new_id(): disk_id})
     await write(provider, disk_id, 0, b"\x22" * (2 * MIB))  # the disk moves away from 2 MiB of the snapshot
     retained = await provider.retained_bytes(PROJECT, disk_id)
-    if provider.kind == "xfs":
-        assert 2 * MIB <= retained < 3 * MIB  # a clone costs only what the disk rewrote since
+    if provider.kind in ("xfs", "rbd"):
+        assert 2 * MIB <= retained < 3 * MIB  # a clone or an RBD snapshot costs only what the disk rewrote since
     else:
         assert retained >= 8 * MIB  # a copy holds all of its data
     assert await provider.retained_bytes(PROJECT, new_id()) == 0
@@ -188,3 +187,17 @@ async def test_in_place_restore_is_never_silently_half_done(provider):
     await write(provider, disk_id, 0, b"\x55" * MIB)
     await done.release()
     assert (await disk_bytes(provider, disk_id))[:MIB] == b"\x55" * MIB
+
+
+async def test_a_missing_disk_is_not_found_and_deleting_it_is_no_error(provider):
+    await disk_with_data(provider, 12)  # the project exists; this disk does not
+    missing = new_id()
+    with pytest.raises(FileNotFoundError):
+        await provider.open_for_restore(PROJECT, missing, False)
+    with pytest.raises(FileNotFoundError):
+        await provider.restore_point(PROJECT, missing, new_id())
+    with pytest.raises(FileNotFoundError):
+        await provider.grow_disk(PROJECT, missing, 2 * SIZE)
+    assert await provider.snapshot_names(PROJECT, missing) == []
+    assert await provider.retained_bytes(PROJECT, missing) == 0
+    await provider.delete_disk(PROJECT, missing)

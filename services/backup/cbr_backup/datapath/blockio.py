@@ -44,6 +44,42 @@ class DiskFile:
         self.close()
 
 
+class BlockDevice(DiskFile):
+    """A disk the data path reaches through its provider's calls, not a descriptor (a librbd image): fd is -1
+    and the helpers of this module call its methods instead of the system's."""
+
+    def __init__(self, path: str):
+        super().__init__(-1, False, path)
+
+    def read_into(self, buf: memoryview, offset: int, length: int) -> int: ...
+    def write(self, data: memoryview, offset: int) -> None: ...
+    def zero(self, offset: int, length: int) -> None: ...
+    def size(self) -> int: ...
+    def data_extents(self, size: int) -> list[tuple[int, int]]: ...
+    def truncate(self, size: int) -> None: ...
+    def sync(self) -> None: ...
+
+
+def disk_size(disk: DiskFile) -> int:
+    return disk.size() if isinstance(disk, BlockDevice) else os.fstat(disk.fd).st_size
+
+
+def disk_extents(disk: DiskFile, size: int) -> list[tuple[int, int]]:
+    """The disk's byte ranges that may hold data (holes read as zeros)."""
+    if isinstance(disk, BlockDevice):
+        return disk.data_extents(size)
+    from cbr_backup.datapath.extents import data_extents
+    return data_extents(disk.fd, size)
+
+
+def set_disk_size(disk: DiskFile, size: int) -> None:
+    disk.truncate(size) if isinstance(disk, BlockDevice) else os.ftruncate(disk.fd, size)
+
+
+def sync_disk(disk: DiskFile) -> None:
+    disk.sync() if isinstance(disk, BlockDevice) else os.fsync(disk.fd)
+
+
 def open_disk(path: str | os.PathLike, flags: int, mode: int = 0o600, direct: bool = True) -> DiskFile:
     """Opens path with O_DIRECT when the file system allows it, else buffered."""
     path = os.fspath(path)
@@ -61,6 +97,8 @@ def read_at(disk: DiskFile, buf: memoryview, offset: int, length: int) -> int:
     """Reads up to length bytes at offset into buf (as many as the file has); returns the count.
 
     buf must have room for align_up(length) bytes when disk is direct."""
+    if isinstance(disk, BlockDevice):
+        return disk.read_into(buf, offset, length)
     want = align_up(length) if disk.direct else length
     done = 0
     while done < length:
@@ -82,6 +120,8 @@ def read_at(disk: DiskFile, buf: memoryview, offset: int, length: int) -> int:
 def write_at(disk: DiskFile, data, offset: int) -> None:
     """Writes all of data at offset. For a direct file, data must be an aligned buffer of ALIGN multiple
     length (pad with zeros past the end and truncate the file afterwards)."""
+    if isinstance(disk, BlockDevice):
+        return disk.write(memoryview(data), offset)
     view = memoryview(data)
     done = 0
     while done < len(view):
@@ -113,6 +153,8 @@ def _fallocate():
 
 def punch_hole(disk: DiskFile, offset: int, length: int) -> None:
     """Makes [offset, offset+length) read as zeros, freeing its blocks where the file system can."""
+    if isinstance(disk, BlockDevice):
+        return disk.zero(offset, length)
     fallocate = _fallocate()
     if fallocate is not None and fallocate(disk.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0:
         return

@@ -21,11 +21,11 @@ import blake3
 
 from cbr_backup.chunkstore import ChunkNotFoundError
 from cbr_backup.datapath import packs as packfiles
-from cbr_backup.datapath.blockio import DiskFile, open_disk, read_at
+from cbr_backup.datapath.blockio import DiskFile, disk_extents, disk_size, open_disk, read_at
 from cbr_backup.datapath.chunk_codec import ID_SIZE, ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import DICTIONARY_SIZE, VaultDictionaries, sample_dictionary
 from cbr_backup.datapath.errors import ManifestCorruptError
-from cbr_backup.datapath.extents import block_ranges, data_extents, shared_blocks, unchanged_blocks
+from cbr_backup.datapath.extents import block_ranges, shared_blocks, unchanged_blocks
 from cbr_backup.datapath.manifest import DiskManifest, block_count, check_block_size
 from cbr_backup.datapath.pipeline import (DEFAULT_BUFFER_SIZE, Piece, default_workers, plan_pieces, run_pipeline,
                                          subtract_ranges)
@@ -130,7 +130,7 @@ class _BackupJob:
         self.block_size = block_size
         self.workers = workers
         self.buffer_size = buffer_size
-        self.size = os.fstat(disk.fd).st_size
+        self.size = disk_size(disk)
         n = block_count(self.size, block_size)
         self.ids = bytearray(n * ID_SIZE)
         self.zero = bytearray(b"\x01") * n
@@ -159,7 +159,7 @@ class _BackupJob:
     # Setup
 
     def run(self, previous_snapshot, dictionary_size: int) -> None:
-        ranges = block_ranges(data_extents(self.disk.fd, self.size), self.block_size)
+        ranges = block_ranges(disk_extents(self.disk, self.size), self.block_size)
         dictionaries = VaultDictionaries(self.store, self.vault_id, self.keys)
         current = dictionaries.current()
         if current is None and dictionary_size > 0:

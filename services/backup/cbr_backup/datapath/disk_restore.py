@@ -17,11 +17,12 @@ from typing import Callable
 
 import blake3
 
-from cbr_backup.datapath.blockio import DiskFile, align_up, open_disk, punch_hole, read_at, write_at
+from cbr_backup.datapath.blockio import (DiskFile, align_up, disk_extents, disk_size, open_disk, punch_hole, read_at,
+                                        set_disk_size, sync_disk, write_at)
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import VaultDictionaries
 from cbr_backup.datapath.errors import ChunkMissingError
-from cbr_backup.datapath.extents import block_ranges, data_extents
+from cbr_backup.datapath.extents import block_ranges
 from cbr_backup.datapath.manifest import DiskManifest
 from cbr_backup.datapath.packs import ChunkSource
 from cbr_backup.datapath.pipeline import DEFAULT_BUFFER_SIZE, Piece, default_workers, plan_pieces, run_pipeline
@@ -65,7 +66,7 @@ def restore_to_new_disk(manifest: DiskManifest, store, keys: VaultKeys, vault_id
     given = isinstance(target, DiskFile)  # a provider's writer (emptied by it), left open
     disk = target if given else open_disk(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
-        os.ftruncate(disk.fd, manifest.disk_size)
+        set_disk_size(disk, manifest.disk_size)
         job = _RestoreJob(manifest, store, keys, vault_id, disk, compare=False, progress=progress, index=index)
         # Runs of data a short hole apart share a piece (its zero blocks are skipped): the piece's chunks, stored
         # back to back by the backup, then come in one ranged read instead of one per run.
@@ -88,9 +89,9 @@ def restore_in_place(manifest: DiskManifest, store, keys: VaultKeys, vault_id: s
     given = isinstance(target, DiskFile)  # a provider's writer, left open
     disk = target if given else open_disk(target, os.O_RDWR)
     try:
-        if os.fstat(disk.fd).st_size != manifest.disk_size:
-            os.ftruncate(disk.fd, manifest.disk_size)
-        allocated = block_ranges(data_extents(disk.fd, manifest.disk_size), manifest.block_size)
+        if disk_size(disk) != manifest.disk_size:
+            set_disk_size(disk, manifest.disk_size)
+        allocated = block_ranges(disk_extents(disk, manifest.disk_size), manifest.block_size)
         job = _RestoreJob(manifest, store, keys, vault_id, disk, compare=True, progress=progress, index=index)
         job.run(_union(_data_ranges(manifest), allocated), workers, buffer_size)
     finally:
@@ -151,8 +152,8 @@ class _RestoreJob:
         # Twice the cores: restore threads mostly wait on chunk reads and disk writes (measured: 4-6 workers
         # ~3.0 s, 2-3 workers ~3.5 s for the benchmark disk).
         run_pipeline(pieces, self._work, workers=workers or 2 * default_workers(), buffer_size=buffer_size)
-        os.ftruncate(self.disk.fd, self.manifest.disk_size)  # padded direct writes may have run past the end
-        os.fsync(self.disk.fd)
+        set_disk_size(self.disk, self.manifest.disk_size)  # padded direct writes may have run past the end
+        sync_disk(self.disk)
 
     def result(self, seconds: float) -> RestoreResult:
         return RestoreResult(self.data_bytes + self.zeroed_bytes, self.written_blocks, self.zeroed_blocks,

@@ -56,10 +56,12 @@ class SnapshotSet:
     images: tuple[ImageSnapshot, ...]
 
     @classmethod
-    def named(cls, label: str, images: Sequence[str]) -> SnapshotSet:
-        """The names snapshot() gives a set: also how a retry finds what a job that died left behind."""
+    def named(cls, label: str, images: Sequence[str], anchors: Mapping[str, str] | None = None) -> SnapshotSet:
+        """The names snapshot() gives a set: also how a retry finds what a job that died left behind. anchors:
+        an anchor label per image (e.g. its per-disk backup id), over the set's label."""
         group = SNAPSHOT_PREFIX + label if len(images) > 1 else None
-        return cls(label, tuple(ImageSnapshot(image, SNAPSHOT_PREFIX + label, group) for image in images))
+        return cls(label, tuple(ImageSnapshot(image, SNAPSHOT_PREFIX + (anchors or {}).get(image, label), group)
+                                for image in images))
 
     def of(self, image: str) -> ImageSnapshot:
         return next(snap for snap in self.images if snap.image == image)
@@ -70,12 +72,12 @@ class RbdImages:
 
     def __init__(self, conf_path: str, *, pool: str = "rbd", namespace: str = "{project}",
                  namespaces: Mapping[str, str] | None = None, client_name: str | None = None,
-                 reads_in_flight: int = READS_IN_FLIGHT):
+                 reads_in_flight: int = READS_IN_FLIGHT, keyring: str | None = None):
         self.pool = pool
         self._template = namespace
         self._explicit = dict(namespaces or {})  # project id -> namespace, over the template
         self._reads_in_flight = max(1, reads_in_flight)
-        self._rados = rados.Rados(conffile=conf_path, name=client_name)
+        self._rados = rados.Rados(conffile=conf_path, name=client_name, conf={"keyring": keyring} if keyring else None)
         self._rados.connect(timeout=30)
         self._rbd = rbd.RBD()
 
@@ -151,11 +153,12 @@ class RbdImages:
 
     # snapshots ---------------------------------------------------------------------------------------------
 
-    def snapshot(self, project_id: str, names: Sequence[str], label: str) -> SnapshotSet:
+    def snapshot(self, project_id: str, names: Sequence[str], label: str,
+                 anchors: Mapping[str, str] | None = None) -> SnapshotSet:
         """Snapshots of the images at one instant, named after `label` (unique per backup job). What an earlier
         attempt with this label left (a worker killed mid-way) is removed first; on failure, whatever this call
         made is removed again."""
-        planned = SnapshotSet.named(label, names)
+        planned = SnapshotSet.named(label, names, anchors)
         group = planned.images[0].group if names else None
         taken: list[ImageSnapshot] = []
         with self._ioctx(project_id) as ioctx:
@@ -257,6 +260,18 @@ class RbdImages:
         return written
 
     # handles -----------------------------------------------------------------------------------------------
+
+    # For the provider (providers/rbd.py), which holds handles open across calls.
+
+    def namespace(self, project_id: str, create: bool = True):
+        """The project's namespace as an ioctx (None when missing and not created); a context manager."""
+        return self._ioctx(project_id, create)
+
+    def opened(self, project_id: str, name: str, read_only: bool = False):
+        return self._image(project_id, name, read_only)
+
+    def opened_snapshot(self, project_id: str, snap: ImageSnapshot):
+        return self._snapshot_image(project_id, snap)
 
     @contextlib.contextmanager
     def _ioctx(self, project_id: str, create: bool = True):

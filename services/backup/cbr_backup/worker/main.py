@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cbr_backup.adapters.tables import metadata
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
-from cbr_backup.bootstrap import local_provider
+from cbr_backup.bootstrap import provider_for
 from cbr_backup.chunkstore import FsChunkStore
 from cbr_backup.keys import key_provider
 from cbr_backup.service.jobs import JOBS_STREAM
@@ -49,7 +49,7 @@ def resources(settings: Settings, db: Database) -> Resources:
     store = chunk_store(settings)
     start_removing_stale_temp_files(store)
     return Resources(make_uow=lambda: BackupUnitOfWork(db), database_url=settings.database_url,
-                     store=store, provider=local_provider(settings),
+                     store=store, provider=provider_for(settings),
                      snapshot_dir=Path(settings.pool_dir) / ".snapshots", rate_limit_mbps=settings.rate_limit_mbps,
                      make_job_uow=lambda: BackupUnitOfWork(db, settings.job_statement_timeout_seconds),
                      key_provider=keys)
