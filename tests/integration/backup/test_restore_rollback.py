@@ -97,7 +97,7 @@ async def test_a_pool_out_of_room_fails_the_restore_at_once_and_rolls_back(servi
 class NoRestorePoints(LocalProvider):
     """A provider that cannot roll a disk back (as a block device without snapshots)."""
 
-    async def restore_point(self, project_id, disk_id, restore_id):
+    async def restore_point(self, project_id, disk_id, restore_id, force=False):
         return None
 
 

@@ -9,11 +9,13 @@ import signal
 import subprocess
 import sys
 
+import grpc
+
 from cbr.backup.v1 import backup_pb2 as bp
 from cbr.backup.v1 import task_pb2 as tp
 from tests.support.backups import checkpoint, new_disk_from, running_with_progress, wait_success, wait_task
 from cbr.backup.v1 import protectable_pb2 as pp
-from tests.support.calls import BACKUP, DISK, MIB, SERVER, create_disk, create_vault, ref
+from tests.support.calls import BACKUP, DISK, MIB, SERVER, create_disk, create_vault, expect_error, ref
 from tests.support.pool_snapshots import backup_of
 from tests.support.services import eventually
 
@@ -98,14 +100,23 @@ async def test_an_image_a_running_client_writes_is_not_restored_in_place(rbd_sta
     disk = await create_disk(caller, "busy", 16 * MIB)
     stack.fill(project, disk.resource_id, 0, 4 * MIB, seed=20)
     vault = await create_vault(caller, "busy", DISK, BACKUP, resources=[ref(disk)])
+    full_sha = stack.sha256(project, disk.resource_id)
     full, _ = await backup_of(caller, vault.vault_id)
     stack.fill(project, disk.resource_id, 0, MIB, seed=21)
     now = stack.sha256(project, disk.resource_id)
     with stack.image(project, disk.resource_id) as vm:
         vm.write(b"\x01" * 4096, 8 * MIB)  # a running client: its first write takes the exclusive lock
-        task = await restore_in_place(caller, full.backup_id)
-        assert task.status == tp.TASK_STATUS_FAILED and task.error.code == "BackupService.7003", task.error
-    assert stack.sha256(project, disk.resource_id) != now  # only the client's own write changed it
+        # Refused by the call itself, before any task exists.
+        refused = await expect_error(restore_in_place(caller, full.backup_id), grpc.StatusCode.FAILED_PRECONDITION,
+                                     "BackupService.7003")
+        assert "in use" in refused.details() and "force" in refused.details()
+        assert stack.sha256(project, disk.resource_id) != now  # only the client's own write changed it
+        assert [s for s in stack.snapshots(project, disk.resource_id) if "restore" in s] == []
+
+        # The caller may insist: the image then holds the backup again, lock or not.
+        task = await restore_in_place(caller, full.backup_id, force=True)
+        assert task.status == tp.TASK_STATUS_SUCCESS, task.error
+    assert stack.sha256(project, disk.resource_id) == full_sha
     assert [s for s in stack.snapshots(project, disk.resource_id) if "restore" in s] == []
 
 

@@ -141,8 +141,9 @@ class BackupServicer(backup_pb2_grpc.BackupServiceServicer):
             server_id=request.server_id,
             mappings=tuple(backups.Mapping(m.backup_id, m.volume_id) for m in request.mappings),
             file_system_id=request.file_system_id, target_path=request.target_path,
-            new_directory=request.new_directory)
-        return backup_pb2.RestoreBackupResponse(task_id=await backups.restore_backup(req, self._uow))
+            new_directory=request.new_directory, force=request.force)
+        return backup_pb2.RestoreBackupResponse(task_id=await backups.restore_backup(req, self._uow,
+                                                                                    self._provider))
 
     async def CreateDiskFromBackup(self, request, context):
         disk_id, task_id = await backups.create_disk_from_backup(

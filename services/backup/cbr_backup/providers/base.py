@@ -58,7 +58,12 @@ class Provider(Protocol):
 
     async def delete_disk(self, project_id: str, disk_id: str) -> None: ...
 
-    async def restore_point(self, project_id: str, disk_id: str, restore_id: str) -> RestorePoint | None:
+    async def disk_in_use(self, project_id: str, disk_id: str) -> str:
+        """Who holds the disk open for writing besides CBR (e.g. the clients holding an RBD image's lock), or ""
+        when nobody does or the provider cannot tell. An in-place restore into a held disk needs `force`."""
+
+    async def restore_point(self, project_id: str, disk_id: str, restore_id: str,
+                            force: bool = False) -> RestorePoint | None:
         """The restore point of the disk for the restore restore_id (its task id): the one an earlier attempt of
         that restore took, if there is one (the disk may be half-written since), else one taken now. None where
         the provider cannot roll a disk back: then the disk shows `restoring` until a retry completes it."""
@@ -96,7 +101,7 @@ class Provider(Protocol):
         """Pool bytes held only by the disk's snapshots (blocks the disk has since rewritten; a shared block
         counts once, in the disk): what keeping them costs the pool."""
 
-    async def open_for_restore(self, project_id: str, disk_id: str, fresh: bool):
+    async def open_for_restore(self, project_id: str, disk_id: str, fresh: bool, force: bool = False):
         """A writer of an existing disk for a restore (DiskFile-shaped); fresh empties it first (a new disk:
         a retry never keeps an earlier attempt's blocks). The caller closes it, then sizes the disk with
         grow_disk if it is larger than the image."""

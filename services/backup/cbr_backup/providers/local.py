@@ -141,7 +141,11 @@ class LocalProvider:
 
     # Restore points
 
-    async def restore_point(self, project_id: str, disk_id: str, restore_id: str) -> "LocalRestorePoint | None":
+    async def disk_in_use(self, project_id: str, disk_id: str) -> str:
+        return ""  # a pool file has no clients that CBR could see
+
+    async def restore_point(self, project_id: str, disk_id: str, restore_id: str,
+                            force: bool = False) -> "LocalRestorePoint | None":
         return await asyncio.to_thread(self._restore_point, project_id, disk_id, restore_id)
 
     def _restore_point(self, project_id: str, disk_id: str, restore_id: str) -> "LocalRestorePoint | None":
@@ -272,7 +276,7 @@ class LocalProvider:
                 os.close(fd)
         return total
 
-    async def open_for_restore(self, project_id: str, disk_id: str, fresh: bool):
+    async def open_for_restore(self, project_id: str, disk_id: str, fresh: bool, force: bool = False):
         from cbr_backup.datapath.blockio import open_disk
 
         path = self.disk_path(project_id, disk_id)

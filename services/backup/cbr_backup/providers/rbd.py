@@ -127,13 +127,28 @@ class RbdProvider:
 
     # Restore points
 
-    async def restore_point(self, project_id: str, disk_id: str, restore_id: str) -> "RbdRestorePoint":
-        return await asyncio.to_thread(self._restore_point, project_id, disk_id, restore_id)
+    async def disk_in_use(self, project_id: str, disk_id: str) -> str:
+        return await asyncio.to_thread(self._lock_holders, project_id, disk_id)
 
-    def _restore_point(self, project_id: str, disk_id: str, restore_id: str) -> "RbdRestorePoint":
+    def _lock_holders(self, project_id: str, disk_id: str) -> str:
+        try:
+            self.images.check_not_in_use(project_id, self.image_name(project_id, disk_id))
+        except rbd.ImageNotFound:
+            return ""
+        except ImageBusyError as exc:
+            return str(exc)
+        return ""
+
+    async def restore_point(self, project_id: str, disk_id: str, restore_id: str,
+                            force: bool = False) -> "RbdRestorePoint":
+        return await asyncio.to_thread(self._restore_point, project_id, disk_id, restore_id, force)
+
+    def _restore_point(self, project_id: str, disk_id: str, restore_id: str, force: bool) -> "RbdRestorePoint":
         """An RBD snapshot of the image before the restore's first write. Only a restore in place takes one, so
-        this is where an image a running client holds the lock on is refused (DESIGN.md 15.3)."""
-        self._check_not_in_use(project_id, disk_id)
+        this is where an image a running client holds the lock on is refused unless forced (DESIGN.md 15.3): the
+        request was checked too, but a client may have started since."""
+        if not force:
+            self._check_not_in_use(project_id, disk_id)
         name = RESTORE_PREFIX + rules.check_id(restore_id, "restore_id")
         with self._disk(project_id, disk_id) as image:
             snaps = _user_snaps(image)
@@ -252,11 +267,11 @@ class RbdProvider:
             return 0
         return total
 
-    async def open_for_restore(self, project_id: str, disk_id: str, fresh: bool) -> "RbdDisk":
-        return await asyncio.to_thread(self._open_for_restore, project_id, disk_id, fresh)
+    async def open_for_restore(self, project_id: str, disk_id: str, fresh: bool, force: bool = False) -> "RbdDisk":
+        return await asyncio.to_thread(self._open_for_restore, project_id, disk_id, fresh, force)
 
-    def _open_for_restore(self, project_id: str, disk_id: str, fresh: bool) -> "RbdDisk":
-        if not fresh:
+    def _open_for_restore(self, project_id: str, disk_id: str, fresh: bool, force: bool) -> "RbdDisk":
+        if not fresh and not force:
             self._check_not_in_use(project_id, disk_id)
         disk = RbdDisk.open(self._disk(project_id, disk_id), f"rbd:{self.image_name(project_id, disk_id)}")
         if fresh:

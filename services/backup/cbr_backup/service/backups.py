@@ -39,6 +39,7 @@ class RestoreRequest:
     file_system_id: str = ""
     target_path: str = ""
     new_directory: bool = False
+    force: bool = False  # in place: even into disks a running client holds (RBD's exclusive lock)
 
 
 async def list_backups(flt: BackupFilter, limit: int, offset: int, uow: BackupUnitOfWork) -> tuple[list[Backup], int]:
@@ -92,7 +93,7 @@ async def delete_backup(project_id: str, backup_id: str, make_uow: MakeUow, vaul
     return task.task_id
 
 
-async def restore_backup(req: RestoreRequest, make_uow: MakeUow) -> str:
+async def restore_backup(req: RestoreRequest, make_uow: MakeUow, provider: Provider) -> str:
     backup_id = rules.check_id(req.backup_id, "backup_id")
     async with make_uow() as uow:
         backup = check_restorable(await _backup(uow, req.project_id, backup_id, for_update=True))
@@ -106,6 +107,9 @@ async def restore_backup(req: RestoreRequest, make_uow: MakeUow) -> str:
             targets, params = await _server_restore_targets(uow, req, backup)
         else:
             targets, params = await _file_system_restore_target(uow, req, backup)
+        if backup.resource_type != "turbo":
+            await _check_not_in_use(provider, req, targets)
+            params = dict(params, force=req.force)
         task = jobs.new_task(req.project_id, "restore", vault_id=backup.vault_id, resource_id=targets[0],
                              resource_name=backup.resource_name, backup_id=backup_id,
                              checkpoint_id=backup.checkpoint_id, params=params)
@@ -114,6 +118,19 @@ async def restore_backup(req: RestoreRequest, make_uow: MakeUow) -> str:
         await jobs.enqueue(uow, task)
         await uow.commit()
     return task.task_id
+
+
+async def _check_not_in_use(provider: Provider, req: RestoreRequest, disk_ids: list[str]) -> None:
+    """An in-place restore into a disk a running client writes would corrupt what both write: refused before
+    anything is recorded, unless the caller forces it (DESIGN.md 15.3)."""
+    if req.force:
+        return
+    for disk_id in disk_ids:
+        holders = await provider.disk_in_use(req.project_id, disk_id)
+        if holders:
+            raise errors.DiskStatusError(
+                f"disk {disk_id} is in use ({holders[:160]}): stop its client (detach the volume) first, restore "
+                f"to a new disk, or set force to overwrite it anyway")
 
 
 async def create_disk_from_backup(project_id: str, backup_id: str, name: str, size_bytes: int, make_uow: MakeUow,

@@ -77,6 +77,7 @@ async def _restore_disks_in_place(ctx: JobContext, backup: Backup, keys, index) 
     rolled back (all of them: a server is restored whole or not at all) before the error goes on."""
     task, provider, store = ctx.task, ctx.resources.provider, ctx.store
     targets: dict[str, str] = task.params["targets"]  # backup (or per-disk backup) id -> disk id
+    force = bool(task.params.get("force", False))  # the caller overwrites disks a running client holds
     parts = {c.backup_id: c for c in backup.children} or {backup.backup_id: backup}
     loaded = {part_id: await asyncio.to_thread(manifests.load, store, keys, parts[part_id]) for part_id in targets}
     ctx.expect(sum(m.disk_size for m in loaded.values()))
@@ -86,7 +87,7 @@ async def _restore_disks_in_place(ctx: JobContext, backup: Backup, keys, index) 
     points = {}
     try:
         for disk_id in disks:
-            point = await provider.restore_point(task.project_id, disk_id, task.task_id)
+            point = await provider.restore_point(task.project_id, disk_id, task.task_id, force=force)
             if point is not None:
                 points[disk_id] = point
         await _set_disk_statuses(ctx, {d: RESTORING for d in disks}, disk_status_before=before)
@@ -95,7 +96,8 @@ async def _restore_disks_in_place(ctx: JobContext, backup: Backup, keys, index) 
             disk, manifest = disks[disk_id], loaded[part_id]
             with _pool_room(disk_id):
                 result = await _write_disk(provider, task.project_id, disk_id, False, restore_in_place, manifest,
-                                           store, keys, backup.vault_id, progress=ctx.progress, index=index)
+                                           store, keys, backup.vault_id, progress=ctx.progress, index=index,
+                                           force=force)
                 if disk.size_bytes > manifest.disk_size:  # the disk keeps its size; past the image: zeros
                     await provider.grow_disk(task.project_id, disk_id, disk.size_bytes)
             ctx.part_done()
@@ -115,9 +117,11 @@ async def _restore_disks_in_place(ctx: JobContext, backup: Backup, keys, index) 
     return written
 
 
-async def _write_disk(provider, project_id: str, disk_id: str, fresh: bool, restore, manifest, *args, **kwargs):
-    """Runs the data path's restore on the provider's writer of the disk (fresh: emptied first)."""
-    writer = await provider.open_for_restore(project_id, disk_id, fresh)
+async def _write_disk(provider, project_id: str, disk_id: str, fresh: bool, restore, manifest, *args,
+                      force: bool = False, **kwargs):
+    """Runs the data path's restore on the provider's writer of the disk (fresh: emptied first; force: even while
+    a client holds it)."""
+    writer = await provider.open_for_restore(project_id, disk_id, fresh, force)
     try:
         return await asyncio.to_thread(restore, manifest, *args, writer, **kwargs)
     finally:

@@ -112,6 +112,8 @@ def register(groups, common) -> None:
                         help="file system backups: where in it, relative to its root (default: the root)")
     parser.add_argument("--new-directory", action="store_true",
                         help="file system backups: restore into a new directory instead of overwriting")
+    parser.add_argument("--force", action="store_true",
+                        help="disk and server backups: overwrite disks even while a running client holds them")
     add_wait(parser)
 
     parser = add_command(commands, "create-disk", create_disk_from_backup, common,
@@ -232,7 +234,8 @@ async def restore_backup(args, client: CbrClient, out: Output) -> int | None:
     request = backup_pb2.RestoreBackupRequest(
         backup_id=args.backup_id, volume_id=args.disk, server_id=args.server,
         mappings=[backup_pb2.RestoreMapping(backup_id=child, volume_id=disk) for child, disk in args.map],
-        file_system_id=args.file_system, target_path=args.target_path, new_directory=args.new_directory)
+        file_system_id=args.file_system, target_path=args.target_path, new_directory=args.new_directory,
+        force=args.force)
     if args.power_on is not None:
         request.power_on = args.power_on
     reply = await client.backups.RestoreBackup(request)
