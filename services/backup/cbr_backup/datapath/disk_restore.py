@@ -8,6 +8,7 @@ corrupt chunk stops the restore with a DataLossError and never puts wrong bytes 
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -24,10 +25,12 @@ from cbr_backup.datapath.errors import ChunkMissingError
 from cbr_backup.datapath.extents import block_ranges, data_extents
 from cbr_backup.datapath.manifest import DiskManifest
 from cbr_backup.datapath.packs import ChunkSource
+from cbr_backup.datapath.phases import Phases
 from cbr_backup.datapath.pipeline import DEFAULT_BUFFER_SIZE, Piece, default_workers, plan_pieces, run_pipeline
 from cbr_backup.engine import zero_blocks
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
+log = logging.getLogger("cbr.datapath")
 
 _DATA_RUNS = re.compile(rb"[^\x01]+")
 
@@ -44,13 +47,14 @@ class RestoreResult:
     store_reads: int = 0       # ranged reads (and lone chunk gets) of the chunk store
     store_read_bytes: int = 0  # bytes they returned (packs: the fetched chunks plus small gaps between them)
     needed_bytes: int = 0      # stored bytes of the fetched chunks
+    timings: dict | None = None  # Phases.summary(): where the seconds went
 
     def summary(self) -> dict:
         return {"written_bytes": self.written_bytes, "seconds": round(self.seconds, 3),
                 "written_blocks": self.written_blocks, "zeroed_blocks": self.zeroed_blocks,
                 "zeroed_bytes": self.zeroed_bytes, "read_bytes": self.read_bytes,
                 "fetched_chunks": self.fetched_chunks, "store_reads": self.store_reads,
-                "store_read_bytes": self.store_read_bytes, "needed_bytes": self.needed_bytes}
+                "store_read_bytes": self.store_read_bytes, "needed_bytes": self.needed_bytes, **(self.timings or {})}
 
 
 def restore_to_new_disk(manifest: DiskManifest, store, keys: VaultKeys, vault_id: str,
@@ -72,7 +76,9 @@ def restore_to_new_disk(manifest: DiskManifest, store, keys: VaultKeys, vault_id
                 workers, buffer_size)
     finally:
         disk.close()
-    return job.result(time.perf_counter() - t0)
+    result = job.result(time.perf_counter() - t0)
+    log.info("disk restored", extra={"fields": {"kind": "new_disk", **result.summary()}})
+    return result
 
 
 def restore_in_place(manifest: DiskManifest, store, keys: VaultKeys, vault_id: str,
@@ -92,7 +98,9 @@ def restore_in_place(manifest: DiskManifest, store, keys: VaultKeys, vault_id: s
         job.run(_union(_data_ranges(manifest), allocated), workers, buffer_size)
     finally:
         disk.close()
-    return job.result(time.perf_counter() - t0)
+    result = job.result(time.perf_counter() - t0)
+    log.info("disk restored", extra={"fields": {"kind": "in_place", **result.summary()}})
+    return result
 
 
 def _data_ranges(manifest: DiskManifest) -> list[tuple[int, int]]:
@@ -131,6 +139,7 @@ class _RestoreJob:
         self.chunk_prefix = f"{vault_id}/chunks/"
         self.codec = ChunkCodec(keys, dictionaries=VaultDictionaries(store, vault_id, keys).by_tag)
         self.source = ChunkSource(store, self.codec, vault_id, index)
+        self.phases = self.source.phases = Phases()
         self.lock = threading.Lock()
         self.data_bytes = self.written_blocks = self.zeroed_blocks = self.zeroed_bytes = 0
         self.read_bytes = self.fetched = self.needed_bytes = 0
@@ -146,14 +155,16 @@ class _RestoreJob:
             self.progress(0, self.total_bytes)
         # Twice the cores: restore threads mostly wait on chunk reads and disk writes (measured: 4-6 workers
         # ~3.0 s, 2-3 workers ~3.5 s for the benchmark disk).
-        run_pipeline(pieces, self._work, workers=workers or 2 * default_workers(), buffer_size=buffer_size)
-        os.ftruncate(self.disk.fd, self.manifest.disk_size)  # padded direct writes may have run past the end
-        os.fsync(self.disk.fd)
+        with self.phases.timed("pipeline"):
+            run_pipeline(pieces, self._work, workers=workers or 2 * default_workers(), buffer_size=buffer_size)
+        with self.phases.timed("fsync"):
+            os.ftruncate(self.disk.fd, self.manifest.disk_size)  # padded direct writes may have run past the end
+            os.fsync(self.disk.fd)
 
     def result(self, seconds: float) -> RestoreResult:
         return RestoreResult(self.data_bytes + self.zeroed_bytes, self.written_blocks, self.zeroed_blocks,
                              self.zeroed_bytes, self.read_bytes, self.fetched, seconds, self.source.reads,
-                             self.source.bytes_read, self.needed_bytes)
+                             self.source.bytes_read, self.needed_bytes, self.phases.summary())
 
     def _work(self, piece: Piece, buffer) -> None:
         manifest, bs = self.manifest, self.manifest.block_size
@@ -184,6 +195,7 @@ class _RestoreJob:
         # One batch per piece: adjacent blocks backed up together come back in one ranged read (DESIGN.md 13.3).
         values = self.source.fetch_many(manifest.block_id(piece.first_block + j) for j in writes)
         needed = sum(len(value) for value in values.values())
+        t0 = time.perf_counter()
         for j in writes:  # fetch and check everything before writing anything of this piece
             i = piece.first_block + j
             want = manifest.block_id(i)
@@ -191,6 +203,8 @@ class _RestoreJob:
             if plain is None:
                 plain = decoded[want] = self._decode(values, want, manifest.block_length(i))
             view[j * bs:j * bs + len(plain)] = plain
+        t1 = time.perf_counter()
+        self.phases.add("decode", t1 - t0)
         for start, end in _runs(writes):
             offset = (piece.first_block + start) * bs
             length = min(end * bs, piece.length) - start * bs
@@ -198,6 +212,7 @@ class _RestoreJob:
             if padded > length:
                 view[start * bs + length:start * bs + padded] = bytes(padded - length)
             write_at(self.disk, view[start * bs:start * bs + padded], offset)
+        self.phases.add("write", time.perf_counter() - t1)
         zeroed = 0
         for start, end in _runs(zeros):
             offset = (piece.first_block + start) * bs
