@@ -8,6 +8,7 @@ corrupt chunk stops the restore with a DataLossError and never puts wrong bytes 
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import re
@@ -24,13 +25,14 @@ from cbr_backup.datapath.dictionary import VaultDictionaries
 from cbr_backup.datapath.errors import ChunkMissingError
 from cbr_backup.datapath.extents import block_ranges, data_extents
 from cbr_backup.datapath.manifest import DiskManifest
-from cbr_backup.datapath.packs import ChunkSource
+from cbr_backup.datapath.packs import ChunkSource, Location
 from cbr_backup.datapath.phases import Phases
 from cbr_backup.datapath.pipeline import DEFAULT_BUFFER_SIZE, Piece, default_workers, plan_pieces, run_pipeline
 from cbr_backup.engine import zero_blocks
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 log = logging.getLogger("cbr.datapath")
+LOCATION_WINDOW_IDS = 4096  # a new-disk restore looks up about this many chunk locations at once (the index's batch)
 
 _DATA_RUNS = re.compile(rb"[^\x01]+")
 
@@ -72,8 +74,10 @@ def restore_to_new_disk(manifest: DiskManifest, store, keys: VaultKeys, vault_id
         job = _RestoreJob(manifest, store, keys, vault_id, disk, compare=False, progress=progress, index=index)
         # Runs of data a short hole apart share a piece (its zero blocks are skipped): the piece's chunks, stored
         # back to back by the backup, then come in one ranged read instead of one per run.
-        job.run(_close_ranges(_data_ranges(manifest), max(1, buffer_size // manifest.block_size) // 4),
-                workers, buffer_size)
+        ranges = _close_ranges(_data_ranges(manifest), max(1, buffer_size // manifest.block_size) // 4)
+        if index is not None:
+            job.ahead = _LocationsAhead(job.source, manifest, ranges, _piece_blocks(manifest, buffer_size))
+        job.run(ranges, workers, buffer_size)
     finally:
         disk.close()
     result = job.result(time.perf_counter() - t0)
@@ -105,6 +109,11 @@ def restore_in_place(manifest: DiskManifest, store, keys: VaultKeys, vault_id: s
 
 def _data_ranges(manifest: DiskManifest) -> list[tuple[int, int]]:
     return [match.span() for match in _DATA_RUNS.finditer(manifest.zero)]
+
+
+def _piece_blocks(manifest: DiskManifest, buffer_size: int) -> int:
+    bs = manifest.block_size
+    return max(bs, buffer_size - buffer_size % bs) // bs
 
 
 def _close_ranges(ranges: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
@@ -145,6 +154,7 @@ class _RestoreJob:
         self.read_bytes = self.fetched = self.needed_bytes = 0
         self.progress = progress
         self.done_bytes = self.total_bytes = 0
+        self.ahead: _LocationsAhead | None = None
 
     def run(self, ranges: list[tuple[int, int]], workers: int | None, buffer_size: int) -> None:
         bs = self.manifest.block_size
@@ -193,7 +203,8 @@ class _RestoreJob:
             writes.append(j)
         decoded: dict[bytes, bytes] = {}
         # One batch per piece: adjacent blocks backed up together come back in one ranged read (DESIGN.md 13.3).
-        values = self.source.fetch_many(manifest.block_id(piece.first_block + j) for j in writes)
+        located = self.ahead.locations(piece.first_block) if self.ahead is not None else None
+        values = self.source.fetch_many((manifest.block_id(piece.first_block + j) for j in writes), located)
         needed = sum(len(value) for value in values.values())
         t0 = time.perf_counter()
         for j in writes:  # fetch and check everything before writing anything of this piece
@@ -238,6 +249,57 @@ class _RestoreJob:
         if value is None:
             raise ChunkMissingError(key)
         return self.codec.decode(value, chunk, raw_size, key)
+
+
+class _LocationsAhead:
+    """Where a new disk's chunks live, asked of the index a window of pieces at a time (about one index batch
+    of ids, one round trip) instead of once per piece: ~80 lookups per GiB became one or two. Windows are
+    cut on piece boundaries, in disk order, which is the order the pipeline takes pieces in; windows three
+    behind the newest are dropped, so memory is bounded by the window size, not the disk. A piece whose window
+    was dropped (a straggler) or whose lookup failed simply has its window looked up again."""
+
+    def __init__(self, source: ChunkSource, manifest: DiskManifest, ranges: list[tuple[int, int]],
+                 piece_blocks: int, window_ids: int | None = None):
+        window_ids = window_ids or LOCATION_WINDOW_IDS
+        self.source = source
+        self.manifest = manifest
+        self.starts: list[int] = []  # first block of each window
+        self.ends: list[int] = []    # block after each window's last piece
+        count = window_ids
+        for first, end in ranges:
+            for start in range(first, end, piece_blocks):
+                stop = min(end, start + piece_blocks)
+                if count >= window_ids:
+                    self.starts.append(start)
+                    self.ends.append(stop)
+                    count = 0
+                count += (stop - start) - manifest.zero.count(1, start, stop)
+                self.ends[-1] = stop
+        self._windows: dict[int, tuple[threading.Event, dict]] = {}
+        self._lock = threading.Lock()
+
+    def locations(self, first_block: int) -> dict[bytes, Location]:
+        w = bisect.bisect_right(self.starts, first_block) - 1
+        with self._lock:
+            entry = self._windows.get(w)
+            mine = entry is None
+            if mine:
+                entry = self._windows[w] = (threading.Event(), {})
+                for old in [k for k in self._windows if k < w - 2]:
+                    del self._windows[old]
+        ready, found = entry
+        if mine:
+            try:
+                found.update(self.source.locate(self._ids(w)))
+            finally:
+                ready.set()  # on a failure the pieces look up their own (and meet the error themselves)
+        else:
+            ready.wait()
+        return found
+
+    def _ids(self, w: int) -> set[bytes]:
+        manifest, zero = self.manifest, self.manifest.zero
+        return {manifest.block_id(i) for i in range(self.starts[w], self.ends[w]) if not zero[i]}
 
 
 def _runs(indexes: list[int]):

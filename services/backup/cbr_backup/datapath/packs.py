@@ -253,11 +253,19 @@ class ChunkSource:
                 found.setdefault(e.chunk, Location(pack_id, e.offset, e.length))
         return found
 
-    def fetch_many(self, ids: Iterable[bytes]) -> dict[bytes, bytes]:
-        """Stored values of the ids that have one; ids absent from the store are left out."""
+    def fetch_many(self, ids: Iterable[bytes], located: dict[bytes, Location] | None = None) -> dict[bytes, bytes]:
+        """Stored values of the ids that have one; ids absent from the store are left out.
+
+        located: locations looked up already (a restore's read-ahead); only the ids it lacks are looked up."""
         ids = set(ids)
         t0 = time.perf_counter()
-        where = self.locate(ids)
+        if located:
+            where = {chunk: located[chunk] for chunk in ids if chunk in located}
+            rest = ids.difference(where) if len(where) < len(ids) else ()
+            if rest:
+                where.update(self.locate(rest))
+        else:
+            where = self.locate(ids)
         t1 = time.perf_counter()
         values: dict[bytes, bytes] = {}
         by_pack: dict[bytes, list[tuple[int, int, bytes]]] = defaultdict(list)
