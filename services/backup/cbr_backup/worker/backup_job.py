@@ -60,19 +60,24 @@ async def run_backup(ctx: JobContext) -> None:
     results: dict[str, Part] = {}  # per backup row that gets a manifest
     # The vault's shared lock is held until the row is available: GC never takes a running backup's chunks or
     # its manifest (DESIGN.md 8).
-    async with ctx.index(backup.vault_id) as index:
-        if backup.resource_type == "turbo":
-            results[backup.backup_id] = await _backup_tree(ctx, backup, keys, index, manifest_suffix)
-        else:
-            results.update(await _backup_disks(ctx, backup, keys, index, manifest_suffix))
-        async with ctx.make_uow() as uow:
-            used = await uow.backups.used_bytes(backup.vault_id)
-        check_fits(used, task.params["size_gb"], task.params["auto_expand"])
-        await _complete(ctx, backup, results)
+    releasing: list[asyncio.Future] = []  # snapshots being deleted while the final transaction runs
+    try:
+        async with ctx.index(backup.vault_id) as index:
+            if backup.resource_type == "turbo":
+                results[backup.backup_id] = await _backup_tree(ctx, backup, keys, index, manifest_suffix)
+            else:
+                results.update(await _backup_disks(ctx, backup, keys, index, manifest_suffix, releasing))
+            async with ctx.make_uow() as uow:
+                used = await uow.backups.used_bytes(backup.vault_id)
+            check_fits(used, task.params["size_gb"], task.params["auto_expand"])
+            await _complete(ctx, backup, results)
+    finally:
+        await asyncio.gather(*releasing)
 
 
-async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: str) -> dict:
-    """A disk, or every disk of a server from one snapshot instant, backed up disk by disk."""
+async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: str, releasing: list) -> dict:
+    """A disk, or every disk of a server from one snapshot instant, backed up disk by disk. The snapshots are
+    deleted on a thread once read (an unlink of a large file took 0.2-0.8 s): `releasing` gets its future."""
     provider = ctx.resources.provider
     parts = backup.children if backup.resource_type == "server" else [backup]
     paths = {p.backup_id: provider.disk_path(backup.project_id, p.resource_id) for p in parts}
@@ -97,8 +102,12 @@ async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: st
                                            frozenset(manifest.unique_ids()), result.read_bytes)
         return results
     finally:
-        for snapshot in snapshots.values():
-            snapshot.release()
+        releasing.append(asyncio.ensure_future(asyncio.to_thread(_release_all, list(snapshots.values()))))
+
+
+def _release_all(snapshots: list) -> None:
+    for snapshot in snapshots:
+        snapshot.release()
 
 
 def _allocated(path: str) -> int:
@@ -168,7 +177,8 @@ async def _complete(ctx: JobContext, backup: Backup, results: dict) -> None:
                                         protected_time=now, incremental=bool(part.base_backup_id))
         incremental = any(p.base_backup_id for p in results.values())  # only changes were read
         # Disks of one server may share chunks: what the whole backup added counts each chunk once.
-        total_added = await _added_bytes(uow, backup, frozenset().union(*(p.chunk_ids for p in results.values())))
+        total_added = added if len(results) == 1 else await _added_bytes(
+            uow, backup, frozenset().union(*(p.chunk_ids for p in results.values())))
         if backup.backup_id not in results:  # a server backup: the parent sums its disks
             await lifecycle.move_backup(uow, task.project_id, backup.backup_id, "available", False,
                                         logical_bytes=total_logical, stored_bytes=total_stored,
