@@ -194,3 +194,56 @@ def test_a_restore_reads_nearby_chunks_of_a_pack_in_one_ranged_read(tmp_path):
     assert restored.fetched_chunks == len(result.manifest.unique_ids()) > 50
     assert restored.store_reads <= 2  # one 8 MiB restore piece, its chunks stored back to back by the backup
     assert restored.needed_bytes <= restored.store_read_bytes <= 1.1 * restored.needed_bytes
+
+
+def _write_order_holds(events):
+    """Each row is inserted only after a flush that started after its pack's put returned."""
+    put_done, durable = set(), set()
+    for event in events:
+        if event[0] == "put":
+            put_done.add(event[1])
+        elif event[0] == "flush_start":
+            durable |= put_done
+        elif event[0] == "record":
+            assert set(event[1]) <= durable
+    return True
+
+
+def test_packs_are_indexed_early_while_the_backup_runs(tmp_path, monkeypatch):
+    """The early flusher commits what it made durable: rows go in while the backup runs, not all at its end."""
+    from cbr_backup.datapath import disk_backup
+    monkeypatch.setattr(disk_backup._EarlyFlusher, "EARLY_FLUSH_BYTES", 256 << 10)
+    vault_id, keys = _vault(encrypted=True)
+    disk = make_disk(tmp_path / "disk", 6 * MIB, holes=0.1)
+    index = MemoryChunkIndex()
+    recorder = _Recorder(MemoryChunkStore(), index)
+    result = backup_disk(disk, keys, recorder, recorder, vault_id, pack_target=128 << 10, **SMALL)
+
+    records = [e for e in recorder.events if e[0] == "record"]
+    assert len(records) > 1  # the early commits' and the final one (commit_every is far away)
+    assert _write_order_holds(recorder.events)
+    assert index.count(vault_id) == len(result.manifest.unique_ids())
+    assert _restores(tmp_path, result, recorder.store, keys, vault_id, disk, index=index)
+
+
+def test_rows_of_a_failed_early_commit_are_committed_at_the_end(tmp_path, monkeypatch):
+    from cbr_backup.datapath import disk_backup
+    monkeypatch.setattr(disk_backup._EarlyFlusher, "EARLY_FLUSH_BYTES", 256 << 10)
+
+    class FlakyIndex(MemoryChunkIndex):
+        failures = 2
+
+        def record_new(self, vault_id, rows):
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("the index went away for a moment")
+            super().record_new(vault_id, rows)
+
+    vault_id, keys = _vault()
+    disk = make_disk(tmp_path / "disk", 6 * MIB, holes=0.1)
+    store, index = MemoryChunkStore(), FlakyIndex()
+    result = backup_disk(disk, keys, store, index, vault_id, pack_target=128 << 10, **SMALL)
+
+    assert index.failures == 0
+    assert index.count(vault_id) == len(result.manifest.unique_ids())  # no row lost with the failed commits
+    assert _restores(tmp_path, result, store, keys, vault_id, disk, index=index)
