@@ -107,11 +107,7 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
     try:
         job = _BackupJob(disk, keys, store, index, vault_id, parent, block_size, workers, buffer_size,
                          started_time, commit_every, progress, pack_target)
-        try:
-            job.run(previous_snapshot, dictionary_size)
-        except BaseException:
-            job.flusher.stop()  # no early commit outlives a failed backup (its caller closes the index)
-            raise
+        job.run(previous_snapshot, dictionary_size)
     finally:
         disk.close()
     return job.finish(manifest_id, time.perf_counter() - t0)
@@ -152,7 +148,7 @@ class _BackupJob:
         self.new_chunks = 0
         self.stored_added = 0
         self.codec: ChunkCodec | None = None
-        self.flusher = _EarlyFlusher(self._commit_early)
+        self.flusher = _EarlyFlusher(store)
         self.progress = progress
         self.total_bytes = 0
         self.phases = Phases()
@@ -306,29 +302,13 @@ class _BackupJob:
         if batch:
             self._commit(batch)
 
-    def _commit_early(self) -> None:
-        """Write order steps 2 and 3 for the packs put so far, from the early flusher's thread."""
-        rows = self.packs.take_rows()
-        if not rows:
-            self.store.flush()  # still worth starting the write-back of the packs being filled
-            return
-        try:
-            with self.phases.timed("early_commit"):
-                self._commit(rows, timed=False)
-        except BaseException:
-            self.packs.give_back_rows(rows)  # the final commit flushes and indexes them again
-            raise
-
-    def _commit(self, rows: list[packfiles.Row], timed: bool = True) -> None:
+    def _commit(self, rows: list[packfiles.Row]) -> None:
         """Write order steps 2 and 3 for one batch: the packs holding the chunks become durable, then their rows
         are indexed (with last_referenced_time = now, after this backup's start, so GC leaves them alone)."""
-        t0 = time.perf_counter()
-        self.store.flush()
-        t1 = time.perf_counter()
-        self.index.record_new(self.vault_id, rows)
-        if timed:
-            self.phases.add("store_flush", t1 - t0)
-            self.phases.add("index_insert", time.perf_counter() - t1)
+        with self.phases.timed("store_flush"):
+            self.store.flush()
+        with self.phases.timed("index_insert"):
+            self.index.record_new(self.vault_id, rows)
         with self.lock:
             self.claimed.difference_update(row[0] for row in rows)  # the index answers for them now
 
@@ -359,15 +339,14 @@ class _BackupJob:
 
 
 class _EarlyFlusher:
-    """Runs `commit` (flush the store, then index the rows of the packs put before it) on a side thread each
-    time EARLY_FLUSH_BYTES more have been written, so the device writes packs back and the index takes their
-    rows while the pipeline still computes: the barrier and the inserts at the end find little left to do.
-    An early commit that fails is simply repeated by the final one (its rows go back to the writer)."""
+    """Starts the store's flush on a side thread each time EARLY_FLUSH_BYTES more have been written, so the
+    device writes chunks back while the pipeline still computes and the barrier at the end finds little
+    left to do. Only the final flush counts for durability; an early one that fails is simply repeated."""
 
     EARLY_FLUSH_BYTES = 192 << 20
 
-    def __init__(self, commit: Callable[[], None]):
-        self._commit = commit
+    def __init__(self, store):
+        self._store = store
         self._pending = 0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -383,8 +362,8 @@ class _EarlyFlusher:
 
     def _flush(self) -> None:
         try:
-            self._commit()
-        except Exception:  # noqa: BLE001 - the final commit will raise it
+            self._store.flush()
+        except Exception:  # noqa: BLE001 - the final flush will raise it
             pass
 
     def stop(self) -> None:

@@ -179,11 +179,6 @@ class PackWriter:
             rows, self._rows = self._rows, []
             return rows
 
-    def give_back_rows(self, rows: list[Row]) -> None:
-        """Rows taken whose commit failed: the next take_rows() hands them out again."""
-        with self._lock:
-            self._rows[:0] = rows
-
     def _take_open(self) -> tuple[bytearray, list[PackEntry]]:
         data, entries = self._data, self._entries
         self._data, self._entries, self._open_ids = bytearray(), [], set()
