@@ -255,8 +255,10 @@ class _LocationsAhead:
     """Where a new disk's chunks live, asked of the index a window of pieces at a time (about one index batch
     of ids, one round trip) instead of once per piece: ~80 lookups per GiB became one or two. Windows are
     cut on piece boundaries, in disk order, which is the order the pipeline takes pieces in; windows three
-    behind the newest are dropped, so memory is bounded by the window size, not the disk. A piece whose window
-    was dropped (a straggler) or whose lookup failed simply has its window looked up again."""
+    behind the newest are dropped, so memory is bounded by the window size, not the disk. A straggler whose
+    window was dropped has it looked up again; when a window's lookup fails, its pieces look up their own
+    chunks (and meet the error themselves). The job holds the vault's lock (shared) throughout, so no repack
+    moves a chunk between a window's lookup and its read (DESIGN.md 13.4)."""
 
     def __init__(self, source: ChunkSource, manifest: DiskManifest, ranges: list[tuple[int, int]],
                  piece_blocks: int, window_ids: int | None = None):
