@@ -71,8 +71,21 @@ async def run_backup(ctx: JobContext) -> None:
                 used = await uow.backups.used_bytes(backup.vault_id)
             check_fits(used, task.params["size_gb"], task.params["auto_expand"])
             await _complete(ctx, backup, results)
-    finally:
-        await asyncio.gather(*releasing)
+    except BaseException:
+        await asyncio.gather(*releasing, return_exceptions=True)  # a retry takes its snapshot at the same path
+        raise
+    for future in releasing:  # final: the worker takes its next job while the deletion ends
+        _STILL_RELEASING.add(future)
+        future.add_done_callback(_released)
+
+
+_STILL_RELEASING: set = set()  # a task the loop alone refers to may be collected before it ends
+
+
+def _released(future: asyncio.Future) -> None:
+    _STILL_RELEASING.discard(future)
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("a snapshot could not be deleted", exc_info=future.exception())
 
 
 async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: str, releasing: list) -> dict:
