@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import blake3
@@ -27,6 +27,7 @@ from cbr_backup.datapath.dictionary import DICTIONARY_SIZE, VaultDictionaries, s
 from cbr_backup.datapath.errors import ManifestCorruptError
 from cbr_backup.datapath.extents import block_ranges, shared_blocks, unchanged_blocks
 from cbr_backup.datapath.manifest import DiskManifest, block_count, check_block_size
+from cbr_backup.datapath.phases import Phases
 from cbr_backup.datapath.pipeline import (DEFAULT_BUFFER_SIZE, Piece, default_workers, plan_pieces, run_pipeline,
                                          subtract_ranges)
 from cbr_backup.engine import zero_blocks
@@ -56,11 +57,12 @@ class BackupResult:
     reused_chunks: int         # distinct chunks the index already had
     stored_bytes_added: int    # bytes this backup added to the store: packs, manifest, dictionary
     seconds: float
+    timings: dict = field(default_factory=dict)  # Phases.summary(): where the seconds went
 
     def summary(self) -> dict:
         return {"manifest_id": self.manifest_id, "logical_bytes": self.logical_bytes,
                 "read_bytes": self.read_bytes, "new_chunks": self.new_chunks,
-                "stored_bytes_added": self.stored_bytes_added, "seconds": round(self.seconds, 3)}
+                "stored_bytes_added": self.stored_bytes_added, "seconds": round(self.seconds, 3), **self.timings}
 
 
 def load_manifest(store, keys: VaultKeys, vault_id: str, manifest_id: str) -> DiskManifest:
@@ -155,18 +157,20 @@ class _BackupJob:
         self.flusher = _EarlyFlusher(store)
         self.progress = progress
         self.total_bytes = 0
+        self.phases = Phases()
 
     # Setup
 
     def run(self, previous_snapshot, dictionary_size: int) -> None:
         ranges = block_ranges(disk_extents(self.disk, self.size), self.block_size)
-        dictionaries = VaultDictionaries(self.store, self.vault_id, self.keys)
-        current = dictionaries.current()
-        if current is None and dictionary_size > 0:
-            sample = sample_dictionary(self.disk, ranges, self.block_size, self.size, dictionary_size)
-            if sample is not None:
-                current, added = dictionaries.create(sample)
-                self.stored_added += added
+        with self.phases.timed("dictionary"):
+            dictionaries = VaultDictionaries(self.store, self.vault_id, self.keys)
+            current = dictionaries.current()
+            if current is None and dictionary_size > 0:
+                sample = sample_dictionary(self.disk, ranges, self.block_size, self.size, dictionary_size)
+                if sample is not None:
+                    current, added = dictionaries.create(sample)
+                    self.stored_added += added
         self.codec = ChunkCodec(self.keys, dictionary=current, dictionaries=dictionaries.by_tag)
         self.packs = packfiles.PackWriter(self.store, self.codec, self.vault_id, self.pack_target)
 
@@ -187,8 +191,9 @@ class _BackupJob:
         try:
             # Each worker reads its own piece: several direct reads in flight keep the device busier than
             # one reader thread (measured: 1.26-1.35 s against 1.44 s for 1.37 GB).
-            run_pipeline(plan_pieces(ranges, self.block_size, self.size, self.buffer_size), self._work,
-                         workers=self.workers or default_workers() + 1, buffer_size=self.buffer_size)
+            with self.phases.timed("pipeline"):
+                run_pipeline(plan_pieces(ranges, self.block_size, self.size, self.buffer_size), self._work,
+                             workers=self.workers or default_workers() + 1, buffer_size=self.buffer_size)
         finally:
             self.parent_checked.wait()  # never leave the side thread using the index after we return
         if self.parent_error is not None:
@@ -237,7 +242,10 @@ class _BackupJob:
     # The pipeline
 
     def _work(self, piece: Piece, buffer) -> None:
+        timed, t0 = self.phases.add, time.perf_counter()
         filled = read_at(self.disk, buffer.view, piece.offset, piece.length)
+        t1 = time.perf_counter()
+        timed("read", t1 - t0)
         if filled != piece.length:
             raise OSError(f"short read of the snapshot at {piece.offset}: {filled} of {piece.length} bytes "
                           f"(the snapshot changed size?)")
@@ -257,6 +265,8 @@ class _BackupJob:
             zero[i] = 0
             if chunk not in known and chunk not in parent_known:
                 fresh.append((j, chunk))
+        t2 = time.perf_counter()
+        timed("zero_and_hash", t2 - t1)
         with self.lock:
             self.read_bytes += filled
             done = self.read_bytes
@@ -270,6 +280,8 @@ class _BackupJob:
         unknown = [chunk for _, chunk in fresh
                    if chunk not in known and chunk not in parent_known and chunk not in self.claimed]
         found = self.index.touch_existing(self.vault_id, unknown, self.since) if unknown else set()
+        t3 = time.perf_counter()
+        timed("index_lookup", t3 - t2)
         if found:
             if len(known) >= self.commit_every:
                 known.clear()  # only a cache: the index answers again
@@ -285,10 +297,13 @@ class _BackupJob:
                 self.claimed.add(chunk)
             data = view[j * bs:(j + 1) * bs]
             new.append((chunk, len(data), codec.encode(data, chunk)))
+        t4 = time.perf_counter()
+        timed("compress_encrypt", t4 - t3)
         if not new:
             return
         # The piece's new chunks go in back to back: restoring the piece reads them with one ranged read.
         self.packs.add_many(new)
+        timed("pack_append_put", time.perf_counter() - t4)
         with self.lock:
             self.new_chunks += len(new)
         self.flusher.wrote(sum(len(value) for _, _, value in new))
@@ -299,8 +314,10 @@ class _BackupJob:
     def _commit(self, rows: list[packfiles.Row]) -> None:
         """Write order steps 2 and 3 for one batch: the packs holding the chunks become durable, then their rows
         are indexed (with last_referenced_time = now, after this backup's start, so GC leaves them alone)."""
-        self.store.flush()
-        self.index.record_new(self.vault_id, rows)
+        with self.phases.timed("store_flush"):
+            self.store.flush()
+        with self.phases.timed("index_insert"):
+            self.index.record_new(self.vault_id, rows)
         with self.lock:
             self.claimed.difference_update(row[0] for row in rows)  # the index answers for them now
 
@@ -308,22 +325,26 @@ class _BackupJob:
 
     def finish(self, manifest_id: str, elapsed_before: float) -> BackupResult:
         t0 = time.perf_counter()
-        self.flusher.stop()
-        self.packs.close()  # 1, 2. the last pack is put and durable; only then are its chunks indexed
+        with self.phases.timed("early_flush_wait"):
+            self.flusher.stop()
+        with self.phases.timed("last_pack_put"):
+            self.packs.close()  # 1, 2. the last pack is put and durable; only then are its chunks indexed
         self._commit(self.packs.take_rows())
+        t1 = time.perf_counter()
         manifest = DiskManifest(self.size, self.block_size, bytes(self.ids), bytes(self.zero))
         key = manifest_key(self.vault_id, manifest_id)
         value = self.codec.seal(manifest.encode(), key.encode())
         if not self.store.put(key, value):                  # 3. the manifest, then its own barrier
             raise FileExistsError(f"manifest {key} exists already")
         self.store.flush()
+        self.phases.add("manifest", time.perf_counter() - t1)
         referenced = manifest.unique_ids()
         return BackupResult(
             manifest_id=manifest_id, manifest=manifest, manifest_bytes=len(value), logical_bytes=self.size,
             read_bytes=self.read_bytes, data_blocks=manifest.data_block_count, new_chunks=self.new_chunks,
             reused_chunks=len(referenced) - self.new_chunks,
             stored_bytes_added=self.stored_added + self.packs.bytes_written + len(value),
-            seconds=elapsed_before + time.perf_counter() - t0)
+            seconds=elapsed_before + time.perf_counter() - t0, timings=self.phases.summary())
 
 
 class _EarlyFlusher:

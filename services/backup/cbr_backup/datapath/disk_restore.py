@@ -8,6 +8,8 @@ corrupt chunk stops the restore with a DataLossError and never puts wrong bytes 
 """
 from __future__ import annotations
 
+import bisect
+import logging
 import os
 import re
 import threading
@@ -24,11 +26,14 @@ from cbr_backup.datapath.dictionary import VaultDictionaries
 from cbr_backup.datapath.errors import ChunkMissingError
 from cbr_backup.datapath.extents import block_ranges
 from cbr_backup.datapath.manifest import DiskManifest
-from cbr_backup.datapath.packs import ChunkSource
+from cbr_backup.datapath.packs import ChunkSource, Location
+from cbr_backup.datapath.phases import Phases
 from cbr_backup.datapath.pipeline import DEFAULT_BUFFER_SIZE, Piece, default_workers, plan_pieces, run_pipeline
 from cbr_backup.engine import zero_blocks
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
+log = logging.getLogger("cbr.datapath")
+LOCATION_WINDOW_IDS = 4096  # a new-disk restore looks up about this many chunk locations at once (the index's batch)
 
 _DATA_RUNS = re.compile(rb"[^\x01]+")
 
@@ -45,13 +50,14 @@ class RestoreResult:
     store_reads: int = 0       # ranged reads (and lone chunk gets) of the chunk store
     store_read_bytes: int = 0  # bytes they returned (packs: the fetched chunks plus small gaps between them)
     needed_bytes: int = 0      # stored bytes of the fetched chunks
+    timings: dict | None = None  # Phases.summary(): where the seconds went
 
     def summary(self) -> dict:
         return {"written_bytes": self.written_bytes, "seconds": round(self.seconds, 3),
                 "written_blocks": self.written_blocks, "zeroed_blocks": self.zeroed_blocks,
                 "zeroed_bytes": self.zeroed_bytes, "read_bytes": self.read_bytes,
                 "fetched_chunks": self.fetched_chunks, "store_reads": self.store_reads,
-                "store_read_bytes": self.store_read_bytes, "needed_bytes": self.needed_bytes}
+                "store_read_bytes": self.store_read_bytes, "needed_bytes": self.needed_bytes, **(self.timings or {})}
 
 
 def restore_to_new_disk(manifest: DiskManifest, store, keys: VaultKeys, vault_id: str,
@@ -70,12 +76,16 @@ def restore_to_new_disk(manifest: DiskManifest, store, keys: VaultKeys, vault_id
         job = _RestoreJob(manifest, store, keys, vault_id, disk, compare=False, progress=progress, index=index)
         # Runs of data a short hole apart share a piece (its zero blocks are skipped): the piece's chunks, stored
         # back to back by the backup, then come in one ranged read instead of one per run.
-        job.run(_close_ranges(_data_ranges(manifest), max(1, buffer_size // manifest.block_size) // 4),
-                workers, buffer_size)
+        ranges = _close_ranges(_data_ranges(manifest), max(1, buffer_size // manifest.block_size) // 4)
+        if index is not None:
+            job.ahead = _LocationsAhead(job.source, manifest, ranges, _piece_blocks(manifest, buffer_size))
+        job.run(ranges, workers, buffer_size)
     finally:
         if not given:
             disk.close()
-    return job.result(time.perf_counter() - t0)
+    result = job.result(time.perf_counter() - t0)
+    log.info("disk restored", extra={"fields": {"kind": "new_disk", **result.summary()}})
+    return result
 
 
 def restore_in_place(manifest: DiskManifest, store, keys: VaultKeys, vault_id: str,
@@ -97,11 +107,18 @@ def restore_in_place(manifest: DiskManifest, store, keys: VaultKeys, vault_id: s
     finally:
         if not given:
             disk.close()
-    return job.result(time.perf_counter() - t0)
+    result = job.result(time.perf_counter() - t0)
+    log.info("disk restored", extra={"fields": {"kind": "in_place", **result.summary()}})
+    return result
 
 
 def _data_ranges(manifest: DiskManifest) -> list[tuple[int, int]]:
     return [match.span() for match in _DATA_RUNS.finditer(manifest.zero)]
+
+
+def _piece_blocks(manifest: DiskManifest, buffer_size: int) -> int:
+    bs = manifest.block_size
+    return max(bs, buffer_size - buffer_size % bs) // bs
 
 
 def _close_ranges(ranges: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
@@ -136,11 +153,13 @@ class _RestoreJob:
         self.chunk_prefix = f"{vault_id}/chunks/"
         self.codec = ChunkCodec(keys, dictionaries=VaultDictionaries(store, vault_id, keys).by_tag)
         self.source = ChunkSource(store, self.codec, vault_id, index)
+        self.phases = self.source.phases = Phases()
         self.lock = threading.Lock()
         self.data_bytes = self.written_blocks = self.zeroed_blocks = self.zeroed_bytes = 0
         self.read_bytes = self.fetched = self.needed_bytes = 0
         self.progress = progress
         self.done_bytes = self.total_bytes = 0
+        self.ahead: _LocationsAhead | None = None
 
     def run(self, ranges: list[tuple[int, int]], workers: int | None, buffer_size: int) -> None:
         bs = self.manifest.block_size
@@ -151,14 +170,16 @@ class _RestoreJob:
             self.progress(0, self.total_bytes)
         # Twice the cores: restore threads mostly wait on chunk reads and disk writes (measured: 4-6 workers
         # ~3.0 s, 2-3 workers ~3.5 s for the benchmark disk).
-        run_pipeline(pieces, self._work, workers=workers or 2 * default_workers(), buffer_size=buffer_size)
-        set_disk_size(self.disk, self.manifest.disk_size)  # padded direct writes may have run past the end
-        sync_disk(self.disk)
+        with self.phases.timed("pipeline"):
+            run_pipeline(pieces, self._work, workers=workers or 2 * default_workers(), buffer_size=buffer_size)
+        with self.phases.timed("fsync"):
+            set_disk_size(self.disk, self.manifest.disk_size)  # padded direct writes may have run past the end
+            sync_disk(self.disk)
 
     def result(self, seconds: float) -> RestoreResult:
         return RestoreResult(self.data_bytes + self.zeroed_bytes, self.written_blocks, self.zeroed_blocks,
                              self.zeroed_bytes, self.read_bytes, self.fetched, seconds, self.source.reads,
-                             self.source.bytes_read, self.needed_bytes)
+                             self.source.bytes_read, self.needed_bytes, self.phases.summary())
 
     def _work(self, piece: Piece, buffer) -> None:
         manifest, bs = self.manifest, self.manifest.block_size
@@ -187,8 +208,10 @@ class _RestoreJob:
             writes.append(j)
         decoded: dict[bytes, bytes] = {}
         # One batch per piece: adjacent blocks backed up together come back in one ranged read (DESIGN.md 13.3).
-        values = self.source.fetch_many(manifest.block_id(piece.first_block + j) for j in writes)
+        located = self.ahead.locations(piece.first_block) if self.ahead is not None else None
+        values = self.source.fetch_many((manifest.block_id(piece.first_block + j) for j in writes), located)
         needed = sum(len(value) for value in values.values())
+        t0 = time.perf_counter()
         for j in writes:  # fetch and check everything before writing anything of this piece
             i = piece.first_block + j
             want = manifest.block_id(i)
@@ -196,6 +219,8 @@ class _RestoreJob:
             if plain is None:
                 plain = decoded[want] = self._decode(values, want, manifest.block_length(i))
             view[j * bs:j * bs + len(plain)] = plain
+        t1 = time.perf_counter()
+        self.phases.add("decode", t1 - t0)
         for start, end in _runs(writes):
             offset = (piece.first_block + start) * bs
             length = min(end * bs, piece.length) - start * bs
@@ -203,6 +228,7 @@ class _RestoreJob:
             if padded > length:
                 view[start * bs + length:start * bs + padded] = bytes(padded - length)
             write_at(self.disk, view[start * bs:start * bs + padded], offset)
+        self.phases.add("write", time.perf_counter() - t1)
         zeroed = 0
         for start, end in _runs(zeros):
             offset = (piece.first_block + start) * bs
@@ -228,6 +254,59 @@ class _RestoreJob:
         if value is None:
             raise ChunkMissingError(key)
         return self.codec.decode(value, chunk, raw_size, key)
+
+
+class _LocationsAhead:
+    """Where a new disk's chunks live, asked of the index a window of pieces at a time (about one index batch
+    of ids, one round trip) instead of once per piece: ~80 lookups per GiB became one or two. Windows are
+    cut on piece boundaries, in disk order, which is the order the pipeline takes pieces in; windows three
+    behind the newest are dropped, so memory is bounded by the window size, not the disk. A straggler whose
+    window was dropped has it looked up again; when a window's lookup fails, its pieces look up their own
+    chunks (and meet the error themselves). The job holds the vault's lock (shared) throughout, so no repack
+    moves a chunk between a window's lookup and its read (DESIGN.md 13.4)."""
+
+    def __init__(self, source: ChunkSource, manifest: DiskManifest, ranges: list[tuple[int, int]],
+                 piece_blocks: int, window_ids: int | None = None):
+        window_ids = window_ids or LOCATION_WINDOW_IDS
+        self.source = source
+        self.manifest = manifest
+        self.starts: list[int] = []  # first block of each window
+        self.ends: list[int] = []    # block after each window's last piece
+        count = window_ids
+        for first, end in ranges:
+            for start in range(first, end, piece_blocks):
+                stop = min(end, start + piece_blocks)
+                if count >= window_ids:
+                    self.starts.append(start)
+                    self.ends.append(stop)
+                    count = 0
+                count += (stop - start) - manifest.zero.count(1, start, stop)
+                self.ends[-1] = stop
+        self._windows: dict[int, tuple[threading.Event, dict]] = {}
+        self._lock = threading.Lock()
+
+    def locations(self, first_block: int) -> dict[bytes, Location]:
+        w = bisect.bisect_right(self.starts, first_block) - 1
+        with self._lock:
+            entry = self._windows.get(w)
+            mine = entry is None
+            if mine:
+                entry = self._windows[w] = (threading.Event(), {})
+                for old in [k for k in self._windows if k < w - 2]:
+                    del self._windows[old]
+        ready, found = entry
+        if mine:
+            try:
+                found.update(self.source.locate(self._ids(w)))
+            finally:
+                ready.set()  # on a failure the pieces look up their own (and meet the error themselves)
+        else:
+            ready.wait()
+        return found
+
+    def _ids(self, w: int) -> set[bytes]:
+        manifest, zero = self.manifest, self.manifest.zero
+        return {manifest.block_id(i) for i in range(self.starts[w], self.ends[w]) if not zero[i]}
 
 
 def _runs(indexes: list[int]):

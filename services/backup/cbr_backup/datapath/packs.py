@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -217,6 +218,7 @@ class ChunkSource:
         self._lock = threading.Lock()
         self.bytes_read = 0
         self.reads = 0
+        self.phases = None  # a Phases, to time index lookups and store reads
 
     def prime(self, ids: Iterable[bytes]) -> None:
         """Looks up these ids' locations now, in batches, and keeps them (a restore that fetches one by one)."""
@@ -251,10 +253,20 @@ class ChunkSource:
                 found.setdefault(e.chunk, Location(pack_id, e.offset, e.length))
         return found
 
-    def fetch_many(self, ids: Iterable[bytes]) -> dict[bytes, bytes]:
-        """Stored values of the ids that have one; ids absent from the store are left out."""
+    def fetch_many(self, ids: Iterable[bytes], located: dict[bytes, Location] | None = None) -> dict[bytes, bytes]:
+        """Stored values of the ids that have one; ids absent from the store are left out.
+
+        located: locations looked up already (a restore's read-ahead); only the ids it lacks are looked up."""
         ids = set(ids)
-        where = self.locate(ids)
+        t0 = time.perf_counter()
+        if located:
+            where = {chunk: located[chunk] for chunk in ids if chunk in located}
+            rest = ids.difference(where) if len(where) < len(ids) else ()
+            if rest:
+                where.update(self.locate(rest))
+        else:
+            where = self.locate(ids)
+        t1 = time.perf_counter()
         values: dict[bytes, bytes] = {}
         by_pack: dict[bytes, list[tuple[int, int, bytes]]] = defaultdict(list)
         for chunk in ids:
@@ -267,6 +279,9 @@ class ChunkSource:
                 by_pack[loc.pack_id].append((loc.offset, loc.length, chunk))
         for pack_id, wanted in by_pack.items():
             values.update(self.read_pack(pack_id, sorted(wanted)))
+        if self.phases is not None:
+            self.phases.add("index_lookup", t1 - t0)
+            self.phases.add("store_read", time.perf_counter() - t1)
         return values
 
     def _lone(self, chunk: bytes) -> bytes | None:

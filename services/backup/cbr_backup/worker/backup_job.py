@@ -168,7 +168,8 @@ async def _complete(ctx: JobContext, backup: Backup, results: dict, keys) -> Non
                                         protected_time=now, incremental=bool(part.base_backup_id))
         incremental = any(p.base_backup_id for p in results.values())  # only changes were read
         # Disks of one server may share chunks: what the whole backup added counts each chunk once.
-        total_added = await _added_bytes(uow, backup, frozenset().union(*(p.chunk_ids for p in results.values())))
+        total_added = added if len(results) == 1 else await _added_bytes(
+            uow, backup, frozenset().union(*(p.chunk_ids for p in results.values())))
         if backup.backup_id not in results:  # a server backup: the parent sums its disks
             await lifecycle.move_backup(uow, task.project_id, backup.backup_id, "available", False,
                                         logical_bytes=total_logical, stored_bytes=total_stored,
