@@ -12,6 +12,8 @@ from cbr_backup.adapters.tables import metadata
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.bootstrap import provider_for
 from cbr_backup.chunkstore import FsChunkStore
+from cbr_backup.datapath.gc import repack_below
+from cbr_backup.datapath.packs import pack_target_size
 from cbr_backup.keys import key_provider
 from cbr_backup.service.jobs import JOBS_STREAM
 from cbr_backup.worker.context import Resources
@@ -44,7 +46,17 @@ def chunk_store(settings: Settings):
     return FsChunkStore(settings.store_dir)
 
 
+def check_data_path_settings() -> None:
+    """The data path's own settings (CBR_PACK_TARGET_MIB, CBR_REPACK_BELOW), read where they are used: a bad value
+    stops the worker at start, not its first backup or GC."""
+    try:
+        pack_target_size(), repack_below()
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
 def resources(settings: Settings, db: Database) -> Resources:
+    check_data_path_settings()
     keys = key_provider(settings)
     store = chunk_store(settings)
     start_removing_stale_temp_files(store)
