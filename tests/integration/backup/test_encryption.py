@@ -16,9 +16,11 @@ from cbr_backup.keys.__main__ import main as keys_command
 from cbr_backup.keys.vault_keys import WrappedVaultKeys
 from cbr_backup.service.vault_keys import wrap_clear_keys
 from cbr_common.db import Database
-from tests.support.backups import backup_now, new_disk_from, sha256_file, wait_success
+from cbr.backup.v1 import task_pb2 as tp
+from tests.support.backups import backup_now, checkpoint, new_disk_from, sha256_file, wait_success, wait_task
 from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, ref
 from tests.support.services import eventually, kek_file
+from tests.support.workers import without_shared_workers
 
 MARKER = b"CBR-KNOWN-PLAINTEXT-7f3a9c"
 
@@ -146,6 +148,19 @@ async def test_a_kek_rotation_rewraps_and_backups_stay_restorable(services, call
         assert await _run(keys_command, ["rotate", "--new-kek-file", str(old_kek)]) == 0
         await services.start_worker()
     assert key_row(services, vault.vault_id)[1] == before[1]
+
+
+async def test_a_worker_with_another_kek_fails_the_job_saying_so(services, caller, tmp_path):
+    disk, vault, _ = await encrypted_disk_vault(caller, seed=65)
+    await backup_now(caller, vault.vault_id)  # its keys exist, wrapped by the session's KEK
+    other = create_kek_file(tmp_path / "other-kek")
+    async with without_shared_workers(services):
+        await services.start_worker(kek_file=str(other), job_attempts=1)
+        task = await wait_task(caller, (await checkpoint(caller, vault.vault_id)).resources[0].task_id)
+        assert task.status == tp.TASK_STATUS_FAILED and task.error.code == "BackupService.6763", task.error
+        assert KeyFileProvider.from_file(other).kek_id in task.error.message  # names the KEK it has
+    again = await backup_now(caller, vault.vault_id)  # the right KEK opens them: nothing was harmed
+    assert again.incremental
 
 
 async def test_deleting_a_vault_destroys_its_keys(services, caller):

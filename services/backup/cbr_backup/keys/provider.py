@@ -20,7 +20,9 @@ NONCE_SIZE = 12
 
 
 class KeyUnwrapError(Exception):
-    """A wrapped key does not open with this provider: another KEK wrapped it, or it was altered."""
+    """A wrapped key does not open with this provider: another KEK wrapped it, or it was altered. A job meeting it
+    goes again (another worker may hold the right KEK); its last attempt fails the task with `task_code`."""
+    task_code = "BackupService.6763"
 
 
 class KeyProvider(Protocol):

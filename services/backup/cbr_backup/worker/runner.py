@@ -166,7 +166,8 @@ class Worker:
                 return False
             log.exception("job %s failed on its last attempt", task.task_id)
             done, total = ctx.progress_values()
-            await self._record(lambda: lifecycle.fail(make_uow, task, "failed", "BackupService.6761",
+            code = getattr(exc, "task_code", "BackupService.6761")  # 6761: no more specific code
+            await self._record(lambda: lifecycle.fail(make_uow, task, "failed", code,
                                               f"failed after {task.attempts} attempts: {type(exc).__name__}: {exc}",
                                               done, total))
             return True
