@@ -1,10 +1,10 @@
 """`make bench`: CBR against restic and borg, in one run on one machine, on two workloads.
 
-    python -m bench.run [--workload standard|usr|both] [--size-gib 2] [--usr-gib 4] [--pools xfs,ext4]
+    python -m bench.run [--workload standard|usr|both] [--size-gib 2] [--usr-gib 4] [--pools xfs,ext4,rbd]
                         [--out bench/results] [--work bench/work] [--tools cbr,restic,borg] [--keep] ...
 
 For each workload ("standard": seeded random extents; "usr": an ext4 image holding files from /usr): CBR through
-its services (the headline: the embedded stack, on an XFS reflink pool and on ext4), then each tool's command
+its services (the headline: the embedded stack, on an XFS reflink pool, on ext4 and on RBD + RGW), then each tool's command
 line (CBR's data-path CLI, restic, borg) on the same disk: full backup; the change step; incremental backup;
 restore of the latest backup to a new file (checked by sha256 against the changed disk); stored bytes and peak
 RSS. Once, on the standard workload, CBR's data path against an S3 store counts requests by type. The page cache
