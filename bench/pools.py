@@ -1,10 +1,9 @@
 """Where the embedded stack's run folder (and so its pool of disks and snapshots) lives for a service-path run.
 
 "xfs": a loop-mounted XFS made with reflink=1 from a sparse file in the work folder, so that a snapshot is a
-reflink clone; "ext4": a folder on the work folder's own file system; "rbd": a folder there too, for a stack started with
-CBR_PROVIDER=ceph (its private Ceph cluster under the run folder: disks are RBD images, chunks go to radosgw).
-The XFS mount is unmounted and its file
-removed at the end, also when the run fails.
+reflink clone; "ext4": a folder on the work folder's own file system; "rbd": a folder there too, for a stack
+started with CBR_PROVIDER=ceph (its private Ceph cluster under the run folder: disks are RBD images, chunks go
+to radosgw). The XFS mount is unmounted and its file removed at the end, also when the run fails.
 """
 
 from __future__ import annotations

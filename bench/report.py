@@ -150,13 +150,15 @@ def issue11_targets(workloads: dict) -> list[dict]:
     value = _ratio(xfs.get("incr_read_bytes"), changed)
     out = [_target("incremental reads vs changed bytes (standard, service, xfs pool)",
                    f"at most {XFS_READ_LIMIT:.0f}x", value, value is not None and value <= XFS_READ_LIMIT,
-                   f"read {_fmt_value('x_bytes', xfs.get('incr_read_bytes'))}, changed {_fmt_value('x_bytes', changed)}"),
+                   f"read {_fmt_value('x_bytes', xfs.get('incr_read_bytes'))}, changed "
+                   f"{_fmt_value('x_bytes', changed)}"),
            _vs_restic("service incremental (standard, xfs pool), issue 11", "at most 1/10 of restic's time", xfs,
                       restic, "incr_s", XFS_RESTIC_INCR, "service")]
     value = _ratio(rbd.get("incr_read_bytes"), rbd.get("diff_iterate_block_bytes"))
+    per_changed = _ratio(rbd.get("incr_read_bytes"), changed)
     detail = (f"read {_fmt_value('x_bytes', rbd.get('incr_read_bytes'))}, diff_iterate "
               f"{_fmt_value('x_bytes', rbd.get('diff_iterate_block_bytes'))} in blocks; changed "
-              f"{_fmt_value('x_bytes', changed)} (read / changed {_fmt(_ratio(rbd.get('incr_read_bytes'), changed), 2)}x)")
+              f"{_fmt_value('x_bytes', changed)} (read / changed {_fmt(per_changed, 2)}x)")
     out.append(_target("incremental reads vs diff_iterate, rounded to blocks (standard, service, rbd)",
                        "at most 1x", value, value is not None and value <= 1.0,
                        detail + (f" ({rbd['error'][:120]})" if rbd.get("error") else "")))

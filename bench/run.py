@@ -4,11 +4,12 @@
                         [--out bench/results] [--work bench/work] [--tools cbr,restic,borg] [--keep] ...
 
 For each workload ("standard": seeded random extents; "usr": an ext4 image holding files from /usr): CBR through
-its services (the headline: the embedded stack, on an XFS reflink pool, on ext4 and on RBD + RGW), then each tool's command
-line (CBR's data-path CLI, restic, borg) on the same disk: full backup; the change step; incremental backup;
-restore of the latest backup to a new file (checked by sha256 against the changed disk); stored bytes and peak
-RSS. Once, on the standard workload, CBR's data path against an S3 store counts requests by type. The page cache
-is dropped before every measured step when the kernel allows it. Then the C chunker races pyfastcdc. Writes
+its services (the headline: the embedded stack, on an XFS reflink pool, on ext4, and on RBD disks with an RGW
+store), then each tool's command line (CBR's data-path CLI, restic, borg) on the same disk: full backup; the
+change step; incremental backup; restore of the latest backup to a new file (checked by sha256 against the
+changed disk); stored bytes and peak RSS. Once, on the standard workload, CBR's data path against an S3 store
+(the rbd row's radosgw when it runs, else moto) counts requests by type. The page cache is dropped before every
+measured step when the kernel allows it. Then the C chunker races pyfastcdc. Writes
 latest.json, latest.md and chart.png to --out.
 """
 

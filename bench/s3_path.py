@@ -2,9 +2,10 @@
 
 The endpoint is the radosgw of the rbd row's private Ceph cluster while it is up (bench.run), else a moto server
 the bench starts on 127.0.0.1, unless --s3-endpoint names another (credentials from AWS_ACCESS_KEY_ID /
-AWS_SECRET_ACCESS_KEY, the bucket from --s3-bucket, created if missing). The backup and the restore run in the harness's process with an S3ChunkStore whose client counts every
-request it sends (botocore's before-send event: one count per HTTP request, retries included), by type:
-PUT, GET (object reads, ranged or not), LIST, HEAD, DELETE. The chunk index is a private Postgres, as for the CLI.
+AWS_SECRET_ACCESS_KEY, the bucket from --s3-bucket, created if missing). The backup and the restore run in the
+harness's process with an S3ChunkStore whose client counts every request it sends (botocore's before-send
+event: one count per HTTP request, retries included), by type: PUT, GET (object reads, ranged or not), LIST,
+HEAD, DELETE. The chunk index is a private Postgres, as for the CLI.
 Timings here are not reported: moto is not a storage server, and the data path is not the service path.
 """
 
