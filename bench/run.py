@@ -432,6 +432,12 @@ def main(argv: list[str] | None = None) -> int:
                  "is not in it (MB = 2^20 bytes); the larger of full and incremental")
     notes.append("stored bytes are real blocks (sum of st_blocks * 512) of the repository or store folder; "
                  "apparent sizes are in latest.json (*_apparent_bytes); objects are the files in it")
+    if "rbd" in pool_kinds and not args.no_service:
+        notes.append("rbd + rgw row: the disk is an RBD image written from the workload's file, so restic's row is "
+                     "restic on the same data as a file; its stored bytes and objects are the S3 listing of the "
+                     "stack's radosgw bucket (object sizes); diff_iterate is taken from the full's anchor snapshot "
+                     "before the incremental and rounded out to 128 KiB blocks (sparse images report growth from "
+                     "an object's old end, hence more than the changed bytes)")
 
     workloads: dict = {}
     s3: dict = {}
