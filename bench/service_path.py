@@ -159,15 +159,14 @@ def _measure(pristine: Path, run_dir: Path, env: dict, change: Callable, timeout
         from bench.rbd_disk import RbdDisk
 
         conf = run_dir / "ceph" / "ceph.conf"
-        source = RbdDisk(conf, disk.path)
-        source.load(pristine)
+        with RbdDisk(conf, disk.path) as image:
+            image.load(pristine)
 
         def checksum(locator: str) -> str:
             with RbdDisk(conf, locator) as image:
                 return image.sha256()
     else:
-        source = Path(disk.path)
-        sparse_copy(pristine, source)
+        sparse_copy(pristine, Path(disk.path))
 
         def checksum(path: str) -> str:
             return sha256_file(Path(path))
@@ -206,12 +205,14 @@ def _measure(pristine: Path, run_dir: Path, env: dict, change: Callable, timeout
     before = usage(store)
     full_s, full_task = timed("full", checkpoint)
     after_full = usage(store)
-    change(source)
-    changed_sha = checksum(disk.path)
     diff: dict = {}
     if ceph:
-        diff = _diff_since_full(source, full_task.backup_id)
-        source.close()
+        with RbdDisk(conf, disk.path) as image:
+            change(image)
+            diff = _diff_since_full(image, full_task.backup_id)
+    else:
+        change(Path(disk.path))
+    changed_sha = checksum(disk.path)
     incr_s, incr_task = timed("incr", checkpoint)
     after_incr = usage(store)
     latest = incr_task.backup_id
