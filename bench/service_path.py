@@ -161,12 +161,15 @@ def _measure(pristine: Path, run_dir: Path, env: dict, change: Callable, timeout
         conf = run_dir / "ceph" / "ceph.conf"
         with RbdDisk(conf, disk.path) as image:
             image.load(pristine)
+            # restic's row backs up the workload's file: the image must be those bytes (untimed check)
+            same_data = image.sha256() == sha256_file(pristine)
 
         def checksum(locator: str) -> str:
             with RbdDisk(conf, locator) as image:
                 return image.sha256()
     else:
         sparse_copy(pristine, Path(disk.path))
+        same_data = None
 
         def checksum(path: str) -> str:
             return sha256_file(Path(path))
@@ -242,7 +245,8 @@ def _measure(pristine: Path, run_dir: Path, env: dict, change: Callable, timeout
             "objects_per_gib": round(full_objects / (full_stored / GIB), 1) if full_stored > 0 else None,
             "incr_read_bytes": int(read) if read and read.isdigit() else None,
             "rss_mb": rss, "peak_rss_mb": max(peaks) if peaks else None, "worker_pid_found": pid is not None,
-            "store": "radosgw (S3 listing of the stack's bucket)" if ceph else "folder", **diff}
+            "store": "radosgw (S3 listing of the stack's bucket)" if ceph else "folder",
+            **({"image_is_workload_file": same_data} if ceph else {}), **diff}
 
 
 def _diff_since_full(image, full_backup_id: str) -> dict:

@@ -103,6 +103,14 @@ def test_report_evaluates_issue_10_targets_and_renders_both_tables(tmp_path):
     assert paths["chart"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_an_rbd_image_that_is_not_restics_file_meets_no_time_target():
+    workloads = fake_workloads()
+    workloads["standard"]["service"]["rbd"]["image_is_workload_file"] = False
+    rep = report.build_report({}, workloads)
+    target = next(t for t in rep["targets"] if t["measure"] == "service incremental (standard, rbd + rgw)")
+    assert target["met"] is False and "not the workload's file" in target["detail"]
+
+
 def test_missing_tool_meets_no_target():
     rep = report.build_report({}, {"standard": {"results": {"restic": fake_workloads()["standard"]["results"]
                                                             ["restic"]}}}, {})
