@@ -1,8 +1,9 @@
 """Where the embedded stack's run folder (and so its pool of disks and snapshots) lives for a service-path run.
 
 "xfs": a loop-mounted XFS made with reflink=1 from a sparse file in the work folder, so that a snapshot is a
-reflink clone; "ext4": a folder on the work folder's own file system. The XFS mount is unmounted and its file
-removed at the end, also when the run fails.
+reflink clone; "ext4": a folder on the work folder's own file system; "rbd": a folder there too, for a stack
+started with CBR_PROVIDER=ceph (its private Ceph cluster under the run folder: disks are RBD images, chunks go
+to radosgw). The XFS mount is unmounted and its file removed at the end, also when the run fails.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Iterator
 
-POOLS = ("xfs", "ext4")
+POOLS = ("xfs", "ext4", "rbd")
 
 
 class PoolUnavailable(RuntimeError):
@@ -29,6 +30,27 @@ def xfs_unavailable_reason() -> str | None:
     return None
 
 
+def rbd_unavailable_reason() -> str | None:
+    """Why the stack cannot run on a private Ceph here, or None."""
+    if os.geteuid() != 0:
+        return "not root: the private Ceph cluster's OSD needs root"
+    from cbr_devstack.ceph import PACKAGES, missing_tools
+
+    missing = missing_tools()
+    if missing:
+        return f"Ceph tools missing: {' '.join(missing)} (apt-get install {PACKAGES})"
+    try:
+        import rados  # noqa: F401
+        import rbd  # noqa: F401
+    except ImportError as exc:
+        return f"the rados/rbd Python modules are not importable ({exc}): make ceph-bindings"
+    return None
+
+
+def unavailable_reason(kind: str) -> str | None:
+    return {"xfs": xfs_unavailable_reason, "rbd": rbd_unavailable_reason}.get(kind, lambda: None)()
+
+
 def _run(argv: list[str], timeout: float = 300) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
@@ -39,8 +61,10 @@ def _run(argv: list[str], timeout: float = 300) -> None:
 def pool_folder(kind: str, work: Path, size_bytes: int) -> Iterator[Path]:
     """A folder for the stack's run folder on the given kind of pool; size_bytes sizes the XFS file system."""
     work.mkdir(parents=True, exist_ok=True)
-    if kind == "ext4":
-        folder = work / "pool-ext4"
+    if kind in ("ext4", "rbd"):
+        if kind == "rbd" and rbd_unavailable_reason():
+            raise PoolUnavailable(rbd_unavailable_reason())
+        folder = work / f"pool-{kind}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()
         try:

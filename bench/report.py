@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 TOOLS = ("cbr", "restic", "borg")
-POOLS = ("xfs", "ext4")
+POOLS = ("xfs", "ext4", "rbd")
 STEP_KEYS = ("full_s", "incr_s", "restore_s", "inplace_restore_s", "full_stored_bytes", "incr_added_bytes",
              "peak_rss_mb")
 RATIO_KEYS = ("full_s", "incr_s", "restore_s", "full_stored_bytes", "incr_added_bytes")
@@ -22,10 +22,13 @@ OBJECTS_PER_GIB_LIMIT = 64.0
 READ_RATIO_LIMIT = 1.1
 # A service-path row's own keys beside STEP_KEYS (null when the pool could not be made).
 SERVICE_EXTRA = {"restore_ok": None, "full_objects": None, "objects_per_gib": None, "incr_read_bytes": None}
+RBD_RESTIC_INCR = 1 / 5  # issue 11: the RBD incremental at least 5x shorter than restic's
+XFS_RESTIC_INCR = 1 / 10  # issue 11: the XFS pool's incremental at least 10x shorter than restic's
+XFS_READ_LIMIT = 3.0  # issue 11: the XFS pool's incremental reads at most 3x the changed bytes
 
 
 def service_label(pool: str) -> str:
-    return f"cbr (service, {pool} pool)"
+    return "cbr (service, rbd + rgw)" if pool == "rbd" else f"cbr (service, {pool} pool)"
 
 
 def empty_result() -> dict:
@@ -132,7 +135,39 @@ def evaluate_targets(workloads: dict, s3: dict | None) -> list[dict]:
         targets.append(_target(f"restore reads vs bytes needed ({label})", f"at most {READ_RATIO_LIMIT}x", value,
                                _num(value) and value <= READ_RATIO_LIMIT,
                                "store bytes read / chunk bytes the restore needs"))
-    return targets
+    return targets + issue11_targets(workloads)
+
+
+def issue11_targets(workloads: dict) -> list[dict]:
+    """Issue 11's Done-means on the standard workload: reads against what changed, incrementals against restic's
+    (restic backs up the workload's file: the same bytes as the RBD image, which is written from it)."""
+    std = workloads.get("standard") or {}
+    restic = (std.get("results") or {}).get("restic") or {}
+    service = std.get("service") or {}
+    xfs, rbd = service.get("xfs") or {}, service.get("rbd") or {}
+    change = (std.get("workload") or {}).get("change") or {}
+    changed = change.get("blocks", 0) * change.get("block_bytes", 0) or None
+    value = _ratio(xfs.get("incr_read_bytes"), changed)
+    out = [_target("incremental reads vs changed bytes (standard, service, xfs pool)",
+                   f"at most {XFS_READ_LIMIT:.0f}x", value, value is not None and value <= XFS_READ_LIMIT,
+                   f"read {_fmt_value('x_bytes', xfs.get('incr_read_bytes'))}, changed "
+                   f"{_fmt_value('x_bytes', changed)}"),
+           _vs_restic("service incremental (standard, xfs pool), issue 11", "at most 1/10 of restic's time", xfs,
+                      restic, "incr_s", XFS_RESTIC_INCR, "service")]
+    value = _ratio(rbd.get("incr_read_bytes"), rbd.get("diff_iterate_block_bytes"))
+    per_changed = _ratio(rbd.get("incr_read_bytes"), changed)
+    detail = (f"read {_fmt_value('x_bytes', rbd.get('incr_read_bytes'))}, diff_iterate "
+              f"{_fmt_value('x_bytes', rbd.get('diff_iterate_block_bytes'))} in blocks; changed "
+              f"{_fmt_value('x_bytes', changed)} (read / changed {_fmt(per_changed, 2)}x)")
+    out.append(_target("incremental reads vs diff_iterate, rounded to blocks (standard, service, rbd)",
+                       "at most 1x", value, value is not None and value <= 1.0,
+                       detail + (f" ({rbd['error'][:120]})" if rbd.get("error") else "")))
+    versus = _vs_restic("service incremental (standard, rbd + rgw)", "at most 1/5 of restic's time (same data "
+                        "as a file)", rbd, restic, "incr_s", RBD_RESTIC_INCR, "service")
+    if rbd.get("image_is_workload_file") is False:  # then restic did not back up the same data
+        versus.update(met=False, detail=versus["detail"] + " (the image is not the workload's file)")
+    out.append(versus)
+    return out
 
 
 def build_report(machine: dict, workloads: dict, chunker: dict | None = None, notes: list[str] | None = None,
@@ -215,19 +250,29 @@ def service_table(entry: dict) -> list[str]:
     """The headline: CBR through its services on each pool, beside restic and borg (ratio to restic in ())."""
     ratio = entry["ratios_to_restic"]
     lines = ["| | " + " | ".join(h for h, _, _ in HEADLINE) + " | peak RSS (MB) | objects / GiB | incr read (MiB) "
-             "| restore |", "|---|" + "---:|" * (len(HEADLINE) + 3) + "---|"]
+             "| diff_iterate (MiB, 128 KiB blocks; read / it) | restore |",
+             "|---|" + "---:|" * (len(HEADLINE) + 4) + "---|"]
     for label, row in rows(entry).items():
         if label == "cbr (data path CLI)":
             continue
         if row.get("error") and not _num(row.get("full_s")):
-            lines.append(f"| {label} | " + " | ".join("–" for _ in HEADLINE) + f" | – | – | – | "
+            lines.append(f"| {label} | " + " | ".join("–" for _ in HEADLINE) + f" | – | – | – | – | "
                          f"not measured: {row['error'][:160]} |")
             continue
         read = row.get("incr_read_bytes")
         lines.append(f"| {label} | " + " | ".join(_cells(row, ratio.get(label, {}))) +
                      f" | {_fmt(row.get('peak_rss_mb'), 0)} | {_fmt(row.get('objects_per_gib'))} | "
-                     f"{_fmt(read / MB) if _num(read) else '–'} | {_check(row)} |")
+                     f"{_fmt(read / MB) if _num(read) else '–'} | {diff_cell(row)} | {_check(row)} |")
     return lines
+
+
+def diff_cell(row: dict) -> str:
+    """diff_iterate's changed bytes in blocks and the incremental's read bytes over them (RBD rows only)."""
+    blocks = row.get("diff_iterate_block_bytes")
+    if not _num(blocks):
+        return "–"
+    ratio = _ratio(row.get("incr_read_bytes"), blocks)
+    return f"{blocks / MB:.1f}" + (f" ({ratio:.2f}×)" if ratio is not None else "")
 
 
 def data_path_table(entry: dict) -> list[str]:
@@ -363,7 +408,7 @@ def write_chart(report: dict, path: Path) -> None:
         ("peak RSS (MB)", (("backup", "peak_rss_mb"),), 1.0),
     )
     labels = [service_label(p) for p in POOLS] + ["cbr (data path CLI)", "restic", "borg"]
-    colors = dict(zip(labels, ("#1f5f99", "#6aa6d6", "#9ecae1", "#e08a2c", "#5aa05a")))
+    colors = dict(zip(labels, ("#1f5f99", "#6aa6d6", "#8c6bb1", "#9ecae1", "#e08a2c", "#5aa05a")))
     fig, axes = plt.subplots(len(workloads), len(panels), figsize=(15, 4.6 * len(workloads)), squeeze=False,
                              gridspec_kw={"width_ratios": [3, 2, 1.3]})
     width = 0.8 / len(labels)

@@ -1,14 +1,15 @@
 """`make bench`: CBR against restic and borg, in one run on one machine, on two workloads.
 
-    python -m bench.run [--workload standard|usr|both] [--size-gib 2] [--usr-gib 4] [--pools xfs,ext4]
+    python -m bench.run [--workload standard|usr|both] [--size-gib 2] [--usr-gib 4] [--pools xfs,ext4,rbd]
                         [--out bench/results] [--work bench/work] [--tools cbr,restic,borg] [--keep] ...
 
 For each workload ("standard": seeded random extents; "usr": an ext4 image holding files from /usr): CBR through
-its services (the headline: the embedded stack, on an XFS reflink pool and on ext4), then each tool's command
-line (CBR's data-path CLI, restic, borg) on the same disk: full backup; the change step; incremental backup;
-restore of the latest backup to a new file (checked by sha256 against the changed disk); stored bytes and peak
-RSS. Once, on the standard workload, CBR's data path against an S3 store counts requests by type. The page cache
-is dropped before every measured step when the kernel allows it. Then the C chunker races pyfastcdc. Writes
+its services (the headline: the embedded stack, on an XFS reflink pool, on ext4, and on RBD disks with an RGW
+store), then each tool's command line (CBR's data-path CLI, restic, borg) on the same disk: full backup; the
+change step; incremental backup; restore of the latest backup to a new file (checked by sha256 against the
+changed disk); stored bytes and peak RSS. Once, on the standard workload, CBR's data path against an S3 store
+(the rbd row's radosgw when it runs, else moto) counts requests by type. The page cache is dropped before every
+measured step when the kernel allows it. Then the C chunker races pyfastcdc. Writes
 latest.json, latest.md and chart.png to --out.
 """
 
@@ -49,7 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size-gib", type=float, default=2.0, help="standard disk size in GiB (default 2)")
     p.add_argument("--usr-gib", type=float, default=4.0,
                    help="usr image size in GiB (default 4), filled to 62.5%% of it (2.5 GB of 4 GiB)")
-    p.add_argument("--pools", default="xfs,ext4", help="service-path pools: xfs (reflink loop mount), ext4")
+    p.add_argument("--pools", default="xfs,ext4,rbd",
+                   help="service-path pools: xfs (reflink loop mount), ext4, rbd (private Ceph: RBD disks, RGW store)")
     p.add_argument("--s3-endpoint", default=None,
                    help="S3 endpoint for the data path's request count (default: a moto server the bench starts)")
     p.add_argument("--s3-bucket", default=s3_path.DEFAULT_BUCKET, help="bucket for --s3-endpoint")
@@ -266,8 +268,9 @@ class Prepared:
     """One workload's pristine disk, its change step (in place, the same bytes for every tool) and its record."""
 
     def __init__(self, name: str, pristine: Path, change: Callable[[Path], None], summary: dict,
-                 scratch: list[Path]):
+                 scratch: list[Path], change_image: Callable | None = None):
         self.name, self.pristine, self.change, self.summary, self.scratch = name, pristine, change, summary, scratch
+        self.change_image = change_image  # the same change into an RBD image (bench.rbd_disk.RbdDisk); None: none
 
     def cleanup(self) -> None:
         for path in self.scratch:
@@ -287,7 +290,7 @@ def prepare_standard(work: Path, size: int, seed: int) -> Prepared:
                    "blocks": round(size // CHANGE_BLOCK * CHANGE_PERCENT / 100)},
     })
     return Prepared("standard", pristine, lambda disk: mutate(disk, CHANGE_PERCENT, CHANGE_SEED), summary,
-                    [pristine])
+                    [pristine], change_image=lambda image: image.change(CHANGE_PERCENT, CHANGE_SEED))
 
 
 def prepare_usr(work: Path, image_bytes: int) -> Prepared:
@@ -332,15 +335,23 @@ def run_workload(prepared: Prepared, runners: list[Runner], args: argparse.Names
     pristine_sha = sha256_file(prepared.pristine)
     workload = dict(prepared.summary, allocated_bytes=allocated_bytes(prepared.pristine), sha256=pristine_sha)
     service: dict = {}
+    s3_rgw: dict = {}
     if any(r.name == "cbr" for r in runners) and not args.no_service:
         size = prepared.pristine.stat().st_size
         for kind in pool_kinds:
             label = f"{prepared.name}, service path, {kind} pool"
             print(f"bench: {label} ...", flush=True)
             try:
+                if kind == "rbd" and prepared.change_image is None:
+                    raise pools.PoolUnavailable(f"the rbd row runs on the standard workload only, not {prepared.name}")
                 with pools.pool_folder(kind, work, 4 * size + 4 * GIB) as folder:
-                    service[kind] = service_path.measure(prepared.pristine, folder / "stack", prepared.change,
-                                                         timeout)
+                    if kind == "rbd":
+                        service[kind] = service_path.measure(
+                            prepared.pristine, folder / "stack", prepared.change_image, timeout, provider="ceph",
+                            while_up=_s3_on_rgw(prepared, args, work, s3_rgw))
+                    else:
+                        service[kind] = service_path.measure(prepared.pristine, folder / "stack", prepared.change,
+                                                             timeout)
             except pools.PoolUnavailable as exc:
                 service[kind] = {"error": str(exc)}
             service[kind]["pool"] = kind
@@ -353,7 +364,24 @@ def run_workload(prepared: Prepared, runners: list[Runner], args: argparse.Names
                                             keep=args.keep, expected_changed_sha=changed)
         print(f"bench: {prepared.name}, {runner.name}: {_brief(results[runner.name])}", flush=True)
     workload["changed_sha256"] = changed.get("sha256")
-    return {"workload": workload, "results": results, "service": service}
+    return {"workload": workload, "results": results, "service": service, "s3_rgw": s3_rgw}
+
+
+def _s3_on_rgw(prepared: Prepared, args: argparse.Namespace, work: Path, out: dict) -> Callable[[dict], None] | None:
+    """The S3 request count against the ceph stack's radosgw while it is up (in a bucket of the bench's own),
+    unless --s3-endpoint names another server, --no-s3, or CBR's data path is not among the tools."""
+    if args.no_s3 or args.s3_endpoint or "cbr" not in args.tools.split(",") or prepared.name != "standard":
+        return None
+
+    def count(s3: dict) -> None:
+        print("bench: cbr data path against the ceph stack's radosgw (request counts) ...", flush=True)
+        try:
+            out.update(s3_path.measure(prepared.pristine, work / "s3", prepared.change, endpoint=s3["endpoint"],
+                                       bucket=args.s3_bucket, access_key=s3["access_key"],
+                                       secret_key=s3["secret_key"], server="Ceph radosgw (the rbd row's cluster)"))
+        finally:
+            shutil.rmtree(work / "s3", ignore_errors=True)
+    return count
 
 
 def _brief(r: dict) -> str:
@@ -375,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     names = [n.strip() for n in args.tools.split(",") if n.strip()]
     pool_kinds = [p.strip() for p in args.pools.split(",") if p.strip() in pools.POOLS]
+    unknown = [p.strip() for p in args.pools.split(",") if p.strip() and p.strip() not in pools.POOLS]
+    if unknown:
+        raise SystemExit(f"unknown pool(s) {', '.join(unknown)}: choose among {', '.join(pools.POOLS)}")
     wanted = list(WORKLOADS) if args.workload == "both" else [args.workload]
     notes: list[str] = []
 
@@ -401,6 +432,12 @@ def main(argv: list[str] | None = None) -> int:
                  "is not in it (MB = 2^20 bytes); the larger of full and incremental")
     notes.append("stored bytes are real blocks (sum of st_blocks * 512) of the repository or store folder; "
                  "apparent sizes are in latest.json (*_apparent_bytes); objects are the files in it")
+    if "rbd" in pool_kinds and not args.no_service:
+        notes.append("rbd + rgw row: the disk is an RBD image written from the workload's file, so restic's row is "
+                     "restic on the same data as a file; its stored bytes and objects are the S3 listing of the "
+                     "stack's radosgw bucket (object sizes); diff_iterate is taken from the full's anchor snapshot "
+                     "before the incremental and rounded out to 128 KiB blocks (sparse images report growth from "
+                     "an object's old end, hence more than the changed bytes)")
 
     workloads: dict = {}
     s3: dict = {}
@@ -416,7 +453,10 @@ def main(argv: list[str] | None = None) -> int:
             workloads[name] = run_workload(prepared, runners, args, work, timeout, drop, pool_kinds)
             workloads[name]["workload"]["cache"] = cache
             workloads[name]["workload"]["step_timeout_s"] = timeout
-            if name == "standard" and "cbr" in names and not args.no_s3:
+            rgw = workloads[name].pop("s3_rgw", None)
+            if rgw:
+                s3 = dict(rgw, workload=name)
+            elif name == "standard" and "cbr" in names and not args.no_s3:
                 print("bench: cbr data path against S3 (request counts) ...", flush=True)
                 s3 = s3_path.measure(prepared.pristine, work / "s3", prepared.change, endpoint=args.s3_endpoint,
                                      bucket=args.s3_bucket)

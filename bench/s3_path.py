@@ -1,11 +1,12 @@
 """CBR's data path once against an S3 store: requests by type per GiB stored, and restore reads vs needs.
 
-The endpoint is a moto server the bench starts on 127.0.0.1 unless --s3-endpoint names another (a Ceph radosgw
-later; credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the bucket from --s3-bucket, created if
-missing). The backup and the restore run in the harness's process with an S3ChunkStore whose client counts every
-request it sends (botocore's before-send event: one count per HTTP request, retries included), by type:
-PUT, GET (object reads, ranged or not), LIST, HEAD, DELETE. The chunk index is a private Postgres, as for the CLI.
-Timings here are not reported: moto is not a storage server.
+The endpoint is the radosgw of the rbd row's private Ceph cluster while it is up (bench.run), else a moto server
+the bench starts on 127.0.0.1, unless --s3-endpoint names another (credentials from AWS_ACCESS_KEY_ID /
+AWS_SECRET_ACCESS_KEY, the bucket from --s3-bucket, created if missing). The backup and the restore run in the
+harness's process with an S3ChunkStore whose client counts every request it sends (botocore's before-send
+event: one count per HTTP request, retries included), by type: PUT, GET (object reads, ranged or not), LIST,
+HEAD, DELETE. The chunk index is a private Postgres, as for the CLI.
+Timings here are not reported: moto is not a storage server, and the data path is not the service path.
 """
 
 from __future__ import annotations
@@ -112,19 +113,23 @@ def moto_server(log_dir: Path, timeout: float = 30):
 
 
 def measure(pristine: Path, work: Path, change, *, endpoint: str | None = None,
-            bucket: str = DEFAULT_BUCKET) -> dict:
-    """Full backup, the change step, incremental, restore to a new file; counts and object figures."""
+            bucket: str = DEFAULT_BUCKET, access_key: str | None = None, secret_key: str | None = None,
+            server: str = "configured endpoint") -> dict:
+    """Full backup, the change step, incremental, restore to a new file; counts and object figures. Keys not
+    given come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY."""
     work.mkdir(parents=True, exist_ok=True)
+    credentials = {"aws_access_key_id": access_key or os.environ.get("AWS_ACCESS_KEY_ID", "test"),
+                   "aws_secret_access_key": secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY", "test")}
     try:
         if endpoint:
-            return _measure(pristine, work, change, endpoint, bucket, "configured endpoint")
+            return _measure(pristine, work, change, endpoint, bucket, server, credentials)
         with moto_server(work) as moto:
-            return _measure(pristine, work, change, moto, bucket, "moto server (in-memory S3)")
+            return _measure(pristine, work, change, moto, bucket, "moto server (in-memory S3)", credentials)
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
 
 
-def _measure(pristine: Path, work: Path, change, endpoint: str, bucket: str, server: str) -> dict:
+def _measure(pristine: Path, work: Path, change, endpoint: str, bucket: str, server: str, credentials: dict) -> dict:
     from cbr_backup.adapters.chunk_index import ChunkIndex
     from cbr_backup.chunkstore import S3ChunkStore
     from cbr_backup.datapath.chunk_codec import VaultKeys
@@ -133,8 +138,6 @@ def _measure(pristine: Path, work: Path, change, endpoint: str, bucket: str, ser
     from cbr_common.migrations import upgrade
     from cbr_devstack.postgres import PostgresCluster
 
-    credentials = {"aws_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID", "test"),
-                   "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY", "test")}
     vault_id = str(uuid.uuid4())
     prefix = f"bench-{vault_id}/"
     store = S3ChunkStore(bucket, prefix, endpoint_url=endpoint, region_name=REGION, **credentials)

@@ -7,10 +7,18 @@ the full and added by the incremental, its objects (files: packs, manifests, dic
 full, the incremental's read bytes (its task's extra_info), and the worker's peak RSS per step: VmHWM from
 /proc/PID/status at the end of the step, reset before it through /proc/PID/clear_refs where the kernel allows.
 The stack's run folder, and so its pool of disks and snapshots, is the folder given (bench.pools).
+
+With provider="ceph" the stack starts with CBR_PROVIDER=ceph: its private Ceph cluster under the run folder holds
+the disks as RBD images and the chunks in radosgw. The workload is then written into the disk's image and the
+change step applied there (bench.rbd_disk); stored bytes and objects are the S3 listing of the stack's bucket
+(object sizes: RGW's own allocation is not visible to a client); before the incremental, diff_iterate from the
+full's anchor snapshot gives the changed bytes, rounded out to the backup's 128 KiB blocks, beside the bytes the
+incremental read. while_up(s3) runs last, while the cluster is still up (the bench's S3 request count on RGW).
 """
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -68,18 +76,33 @@ def _env_file(run_dir: Path) -> dict:
     return values
 
 
-def measure(pristine: Path, run_dir: Path, change: Callable[[Path], None], timeout: float,
-            encrypted: bool = True) -> dict:
+def ceph_s3(run_dir: Path) -> dict:
+    """The S3 settings of a ceph stack's radosgw (its cluster.json): endpoint, keys, the stack's chunk bucket."""
+    from cbr_devstack.ports import HOST
+    from cbr_devstack.stack import CEPH_BUCKET
+
+    state = json.loads((run_dir / "ceph" / "cluster.json").read_text())
+    return {"endpoint": f"http://{HOST}:{state['rgw_port']}", "access_key": state["access_key"],
+            "secret_key": state["secret_key"], "bucket": CEPH_BUCKET}
+
+
+def measure(pristine: Path, run_dir: Path, change: Callable, timeout: float, encrypted: bool = True,
+            provider: str = "local", while_up: Callable[[dict], None] | None = None) -> dict:
     """The bench's vault is encrypted (the default, as restic always is); encrypted=False measures the cost.
 
-    change(disk) applies the workload's change step to the service's disk, in place."""
+    change(disk) applies the workload's change step to the service's disk, in place: a Path for the local
+    provider, a bench.rbd_disk.RbdDisk for ceph."""
+    env = {**os.environ, "CBR_PROVIDER": provider}
     up = subprocess.run([sys.executable, "-m", "cbr_devstack", "up", "--run-dir", str(run_dir)],
-                        capture_output=True, text=True, timeout=120)
+                        capture_output=True, text=True, timeout=600, env=env)
     if up.returncode != 0:
         down(run_dir)
-        return {"error": f"the embedded stack did not start: {up.stderr.strip()[-500:]}"}
+        return {"error": f"the embedded stack did not start: {(up.stderr or up.stdout).strip()[-500:]}"}
     try:
-        return _measure(pristine, run_dir, _env_file(run_dir), change, timeout, encrypted)
+        result = _measure(pristine, run_dir, _env_file(run_dir), change, timeout, encrypted, provider == "ceph")
+        if while_up is not None and provider == "ceph":
+            while_up(ceph_s3(run_dir))
+        return result
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
     finally:
@@ -91,8 +114,28 @@ def down(run_dir: Path) -> None:
                    capture_output=True, timeout=120)
 
 
-def _measure(pristine: Path, run_dir: Path, env: dict, change: Callable[[Path], None], timeout: float,
-             encrypted: bool) -> dict:
+class _S3Usage:
+    """disk_usage()'s figures for the ceph stack's bucket: object sizes (apparent = real here) and count."""
+
+    def __init__(self, s3: dict):
+        import boto3
+
+        from bench.s3_path import REGION
+
+        self.bucket = s3["bucket"]
+        self.client = boto3.session.Session().client("s3", endpoint_url=s3["endpoint"], region_name=REGION,
+                                                     aws_access_key_id=s3["access_key"],
+                                                     aws_secret_access_key=s3["secret_key"])
+
+    def __call__(self, _ignored=None) -> dict:
+        from bench.s3_path import _listing
+
+        files, size = _listing(self.client, self.bucket, "")
+        return {"bytes": size, "apparent_bytes": size, "files": files}
+
+
+def _measure(pristine: Path, run_dir: Path, env: dict, change: Callable, timeout: float,
+             encrypted: bool, ceph: bool = False) -> dict:
     from cbr.backup.v1 import backup_pb2, backup_pb2_grpc, protectable_pb2, protectable_pb2_grpc, task_pb2, \
         task_pb2_grpc
     from cbr.common.v1 import common_pb2
@@ -105,13 +148,31 @@ def _measure(pristine: Path, run_dir: Path, env: dict, change: Callable[[Path], 
     tasks = task_pb2_grpc.TaskServiceStub(backup_channel)
     vaults = vault_pb2_grpc.VaultServiceStub(grpc.insecure_channel(env["CBR_VAULT_ADDR"]))
     store = Path(env.get("CBR_STORE_DIR") or run_dir / "store")
+    usage = _S3Usage(ceph_s3(run_dir)) if ceph else disk_usage
     pid = worker_pid(run_dir)
     rss: dict = {}
 
     size = pristine.stat().st_size
     disk = protectables.CreateDisk(protectable_pb2.CreateDiskRequest(name="bench", size_bytes=size),
                                    metadata=metadata).disk
-    sparse_copy(pristine, Path(disk.path))
+    if ceph:
+        from bench.rbd_disk import RbdDisk
+
+        conf = run_dir / "ceph" / "ceph.conf"
+        with RbdDisk(conf, disk.path) as image:
+            image.load(pristine)
+            # restic's row backs up the workload's file: the image must be those bytes (untimed check)
+            same_data = image.sha256() == sha256_file(pristine)
+
+        def checksum(locator: str) -> str:
+            with RbdDisk(conf, locator) as image:
+                return image.sha256()
+    else:
+        sparse_copy(pristine, Path(disk.path))
+        same_data = None
+
+        def checksum(path: str) -> str:
+            return sha256_file(Path(path))
     vault = vaults.CreateVault(vault_pb2.CreateVaultRequest(
         name="bench", object_type=common_pb2.OBJECT_TYPE_DISK, protect_type=vault_pb2.PROTECT_TYPE_BACKUP,
         size_gb=max(10, 4 * size >> 30), encrypted=encrypted, resources=[vault_pb2.ResourceRef(
@@ -144,13 +205,19 @@ def _measure(pristine: Path, run_dir: Path, env: dict, change: Callable[[Path], 
                                       metadata=metadata).checkpoint
         return cp.resources[0].task_id
 
-    before = disk_usage(store)
-    full_s, _ = timed("full", checkpoint)
-    after_full = disk_usage(store)
-    change(Path(disk.path))
-    changed_sha = sha256_file(Path(disk.path))
+    before = usage(store)
+    full_s, full_task = timed("full", checkpoint)
+    after_full = usage(store)
+    diff: dict = {}
+    if ceph:
+        with RbdDisk(conf, disk.path) as image:
+            change(image)
+            diff = _diff_since_full(image, full_task.backup_id)
+    else:
+        change(Path(disk.path))
+    changed_sha = checksum(disk.path)
     incr_s, incr_task = timed("incr", checkpoint)
-    after_incr = disk_usage(store)
+    after_incr = usage(store)
     latest = incr_task.backup_id
     restored_id: dict = {}
 
@@ -169,7 +236,7 @@ def _measure(pristine: Path, run_dir: Path, env: dict, change: Callable[[Path], 
     read = incr_task.extra_info.get("read_bytes")
     peaks = [v for v in rss.values() if v is not None]
     return {"full_s": round(full_s, 3), "incr_s": round(incr_s, 3), "restore_s": round(restore_s, 3),
-            "restore_ok": sha256_file(Path(restored.path)) == changed_sha, "encrypted": vault.encrypted,
+            "restore_ok": checksum(restored.path) == changed_sha, "encrypted": vault.encrypted,
             "full_stored_bytes": full_stored, "full_stored_apparent_bytes":
                 after_full["apparent_bytes"] - before["apparent_bytes"],
             "incr_added_bytes": after_incr["bytes"] - after_full["bytes"],
@@ -177,4 +244,22 @@ def _measure(pristine: Path, run_dir: Path, env: dict, change: Callable[[Path], 
             "full_objects": full_objects,
             "objects_per_gib": round(full_objects / (full_stored / GIB), 1) if full_stored > 0 else None,
             "incr_read_bytes": int(read) if read and read.isdigit() else None,
-            "rss_mb": rss, "peak_rss_mb": max(peaks) if peaks else None, "worker_pid_found": pid is not None}
+            "rss_mb": rss, "peak_rss_mb": max(peaks) if peaks else None, "worker_pid_found": pid is not None,
+            "store": "radosgw (S3 listing of the stack's bucket)" if ceph else "folder",
+            **({"image_is_workload_file": same_data} if ceph else {}), **diff}
+
+
+def _diff_since_full(image, full_backup_id: str) -> dict:
+    """diff_iterate from the full's anchor snapshot (cbr-<backup id>) to the image now: its extents' bytes and
+    the same rounded out to the backup's blocks, which the incremental should read no more than."""
+    from bench.rbd_disk import DIFF_BLOCK, blocks_bytes
+
+    snapshots = image.cbr_snapshots()
+    anchor = f"cbr-{full_backup_id}"
+    if anchor not in snapshots:
+        if len(snapshots) != 1:
+            return {"diff_error": f"no single anchor snapshot of the full: {snapshots}"}
+        anchor = snapshots[0]
+    extents = image.diff_since(anchor)
+    return {"diff_iterate_bytes": sum(length for _, length in extents),
+            "diff_iterate_block_bytes": blocks_bytes(extents, DIFF_BLOCK), "diff_block": DIFF_BLOCK}

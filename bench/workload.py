@@ -15,6 +15,7 @@ import errno
 import hashlib
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -109,22 +110,45 @@ def generate(path: str | os.PathLike, size_bytes: int, seed: int = 1, *, sync: b
     return layout
 
 
+def change_writes(size_bytes: int, percent: float = 1.0, seed: int = 7) -> Iterator[tuple[int, bytes]]:
+    """The change step as (offset, 64 KiB of random bytes), in offset order: percent% of the whole 64 KiB blocks
+    of a disk of size_bytes. A pure function of its arguments, so a file and an RBD image get the same bytes."""
+    rng = random.Random(f"cbr-bench-change-{seed}")
+    blocks = size_bytes // CHANGE_BLOCK
+    count = round(blocks * percent / 100)
+    for b in sorted(rng.sample(range(blocks), count)):
+        yield b * CHANGE_BLOCK, rng.randbytes(CHANGE_BLOCK)
+
+
 def mutate(path: str | os.PathLike, percent: float = 1.0, seed: int = 7, *, sync: bool = True) -> list[int]:
     """Rewrites percent% of the whole 64 KiB blocks with random bytes, in place; returns the block indexes."""
-    rng = random.Random(f"cbr-bench-change-{seed}")
-    size = os.path.getsize(path)
-    blocks = size // CHANGE_BLOCK
-    count = round(blocks * percent / 100)
-    chosen = sorted(rng.sample(range(blocks), count))
+    chosen = []
     fd = os.open(path, os.O_WRONLY)
     try:
-        for b in chosen:
-            _pwrite_all(fd, rng.randbytes(CHANGE_BLOCK), b * CHANGE_BLOCK)
+        for offset, data in change_writes(os.fstat(fd).st_size, percent, seed):
+            _pwrite_all(fd, data, offset)
+            chosen.append(offset // CHANGE_BLOCK)
         if sync:
             os.fsync(fd)
     finally:
         os.close(fd)
     return chosen
+
+
+def data_extents(path: str | os.PathLike) -> Iterator[tuple[int, int]]:
+    """(start, end) of the file's allocated extents, by SEEK_DATA / SEEK_HOLE: what a sparse copy copies."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size, offset = os.fstat(fd).st_size, 0
+        while offset < size:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError:  # ENXIO: no data after offset
+                return
+            offset = os.lseek(fd, start, os.SEEK_HOLE)
+            yield start, offset
+    finally:
+        os.close(fd)
 
 
 def sha256_file(path: str | os.PathLike, buffer_bytes: int = 8 * MIB) -> str:

@@ -15,7 +15,8 @@ GIB = 1 << 30
 
 def fake_workloads():
     standard = {
-        "workload": {"name": "standard", "size_bytes": GIB, "seed": 1},
+        "workload": {"name": "standard", "size_bytes": GIB, "seed": 1,
+                     "change": {"percent": 1.0, "block_bytes": 64 << 10, "blocks": 40}},  # 2.5 MiB changed
         "results": {
             "cbr": {"full_s": 2.2, "incr_s": 0.5, "restore_s": 1.1, "inplace_restore_s": 1.0,
                     "full_stored_bytes": 900, "incr_added_bytes": 10, "peak_rss_mb": 120.0, "restore_ok": True,
@@ -26,7 +27,11 @@ def fake_workloads():
         },
         "service": {
             "xfs": {"full_s": 2.5, "incr_s": 2.0, "restore_s": 1.2, "restore_ok": True, "full_stored_bytes": 900,
-                    "incr_added_bytes": 20, "peak_rss_mb": 250.0, "objects_per_gib": 40.0, "pool": "xfs"},
+                    "incr_added_bytes": 20, "peak_rss_mb": 250.0, "objects_per_gib": 40.0, "pool": "xfs",
+                    "incr_read_bytes": 7 << 20},
+            "rbd": {"full_s": 3.0, "incr_s": 0.8, "restore_s": 2.5, "restore_ok": True, "full_stored_bytes": 950,
+                    "incr_added_bytes": 25, "peak_rss_mb": 200.0, "objects_per_gib": 45.0, "pool": "rbd",
+                    "incr_read_bytes": 3 << 20, "diff_iterate_block_bytes": 4 << 20},
             "ext4": {"full_s": 3.5, "incr_s": 3.0, "restore_s": 2.0, "restore_ok": True, "full_stored_bytes": 900,
                      "incr_added_bytes": 20, "peak_rss_mb": 310.0, "objects_per_gib": 41.0, "pool": "ext4"},
         },
@@ -74,6 +79,11 @@ def test_report_evaluates_issue_10_targets_and_renders_both_tables(tmp_path):
         "store objects per GiB stored after the full (S3 store, data path)": True,
         "restore reads vs bytes needed (file-system store, data path CLI, standard)": True,
         "restore reads vs bytes needed (S3 store, data path)": False,   # 1.3 > 1.1
+        # issue 11
+        "incremental reads vs changed bytes (standard, service, xfs pool)": True,            # 7 / 2.5 <= 3
+        "service incremental (standard, xfs pool), issue 11": False,                         # 2 / 5 > 1/10
+        "incremental reads vs diff_iterate, rounded to blocks (standard, service, rbd)": True,  # 3 / 4
+        "service incremental (standard, rbd + rgw)": True,                                   # 0.8 / 5 <= 1/5
     }
 
     paths = report.write_all(rep, tmp_path)
@@ -84,12 +94,21 @@ def test_report_evaluates_issue_10_targets_and_renders_both_tables(tmp_path):
     order = [text.index(h) for h in ("## Through the service", "## Data path", "## S3 store", "## Targets")]
     assert order == sorted(order)
     assert "| cbr (service, xfs pool) | 2.50 (0.28×) |" in text
+    assert "| cbr (service, rbd + rgw) | 3.00 (0.33×) |" in text and "| 4.0 (0.75×) | ok |" in text
     assert "| cbr (service, ext4 pool) |" in text and "| cbr (data path CLI) | 2.20 (0.24×) |" in text
     assert "not measured: not root: the XFS loop mount needs root" in text
     assert "**usr**: not built: the usr workload needs root" in text
     assert "| full | 58.0 | 0.0 | 2.0 |" in text
     assert "not met" in text and "warm cache" in text
     assert paths["chart"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_rbd_image_that_is_not_restics_file_meets_no_time_target():
+    workloads = fake_workloads()
+    workloads["standard"]["service"]["rbd"]["image_is_workload_file"] = False
+    rep = report.build_report({}, workloads)
+    target = next(t for t in rep["targets"] if t["measure"] == "service incremental (standard, rbd + rgw)")
+    assert target["met"] is False and "not the workload's file" in target["detail"]
 
 
 def test_missing_tool_meets_no_target():
