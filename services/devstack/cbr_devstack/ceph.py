@@ -8,7 +8,6 @@ answers ENOENT only once its placement groups are active, and radosgw accepts TC
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import secrets
@@ -36,7 +35,6 @@ ENTITIES = {
     RGW_NAME: {"mon": "allow rw", "osd": "allow rwx", "mgr": "allow rw"},
 }
 _ENOENT = 2
-_PR_SET_PDEATHSIG = 1
 
 
 def missing_tools() -> list[str]:
@@ -366,11 +364,13 @@ admin_socket =
 
     def _spawn(self, name: str, *argv: str) -> None:
         log = self.root / "log" / f"{name}.out"
+        # No preexec_fn: a Python-level fork of a process running gRPC threads (the tests' services) can abort in
+        # the child before exec (seen: "mgr.x exited with -6"). setpriv sets the parent-death signal instead.
+        prefix = ["setpriv", "--pdeathsig", "KILL"] if self.die_with_parent else []
         with open(log, "ab") as out:
-            self._daemons[name] = subprocess.Popen([argv[0], "-f", "-c", str(self.conf_path), *argv[1:]],
+            self._daemons[name] = subprocess.Popen([*prefix, argv[0], "-f", "-c", str(self.conf_path), *argv[1:]],
                                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                                   cwd=self.root,
-                                                   preexec_fn=_die_with_parent if self.die_with_parent else None)
+                                                   cwd=self.root)
 
     def _check_daemons(self) -> None:
         for name, process in self._daemons.items():
@@ -395,11 +395,3 @@ admin_socket =
         if done.returncode != 0:
             raise ServerError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
         return done.stdout
-
-
-_prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: no dlopen in a forked child
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the parent (thread) goes."""
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
