@@ -83,7 +83,7 @@ status:
 wipe:
 	$(PY) -m cbr_devstack wipe
 
-test: all
+test: ceph-packages all
 	$(PY) -m pytest -q tests
 
 test-unit: all
