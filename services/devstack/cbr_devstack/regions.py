@@ -3,7 +3,7 @@
 Each region is a whole stack in DIR/<name> (its own Postgres, NATS, chunk store, services and worker). Ports of
 every region are chosen before any starts, so each region's directory (DIR/<name>/regions.json) can name the
 others' transfer addresses: their backup services, which serve RegionTransferService (services/backup/DESIGN.md
-section 17). The credential a region presents to a peer is a service-role token signed with that peer's secret.
+section 17). The credential a region presents to a peer is a `region_peer` token signed with that peer's secret.
 The regions talk plaintext on 127.0.0.1, which is why the directories carry the dev switch."""
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _directory(layouts: dict[str, RunDir], configs: dict, local: str) -> dict:
 
 def _peer_token(peer_secret: str, local: str) -> str:
     from cbr_common.auth import issue_token
-    return issue_token(peer_secret, project_id="", subject=f"region:{local}", roles=["service"],
+    return issue_token(peer_secret, project_id="", subject=f"region:{local}", roles=["region_peer"],
                        ttl_seconds=PEER_TOKEN_TTL)
 
 

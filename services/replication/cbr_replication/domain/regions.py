@@ -7,7 +7,7 @@ Read from the JSON file CBR_REGIONS_FILE names (see services/backup/DESIGN.md se
                 "credential_file": "/etc/cbr/b.token"}]}
 
 `transfer_addr` is the peer's RegionTransferService (its backup service); `credential_file` holds the bearer token
-that peer accepts from this region (a service-role token signed by the peer). A peer without `tls_ca` is reached in
+that peer accepts from this region (a `region_peer` token signed by the peer). A peer without `tls_ca` is reached in
 plaintext, which only a directory with `"dev_plaintext": true` allows: a dev switch, never for a real deployment.
 Every mistake is a SettingsError naming the file and the entry, so a service refuses to start on it."""
 from __future__ import annotations
