@@ -133,6 +133,11 @@ def up(run_dir: Path, new_ports: bool = False, region: str | None = None) -> int
         running = load_running(layout.processes_file)
         if running is not None:
             if running.all_running():
+                kept = load_config(layout.config_file)
+                if region and kept is not None and region != kept.region:
+                    print(f"CBR is running as region {kept.region!r}, not {region!r}; a run folder keeps its "
+                          f"region (another region needs another --run-dir)", file=sys.stderr)
+                    return 1
                 if new_ports:
                     print(f"CBR is running; new ports take effect at start. Stop it first with: "
                           f"{command_hint('down', layout.root)}", file=sys.stderr)

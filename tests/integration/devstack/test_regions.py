@@ -91,3 +91,28 @@ def test_a_bad_region_name_is_refused_before_anything_starts(tmp_path):
     refused = devstack("up", tmp_path / "run", "--region", "Region_A")
     assert refused.returncode == 2 and "not a region name" in refused.stderr
     assert not (tmp_path / "run" / "stack.json").exists()
+
+
+def test_up_with_region_runs_a_second_stack_beside_the_first(server_dir):
+    first, second = server_dir / "first", server_dir / "second"
+    try:
+        for options, folder in (((), first), (("--region", "region-b"), second)):
+            started = devstack("up", folder, *options)
+            assert started.returncode == 0, started.stdout + started.stderr
+        assert "CBR region region-b is up" in started.stdout
+        ports = [set(load_config(folder / "stack.json").ports.values()) for folder in (first, second)]
+        assert not ports[0] & ports[1]
+        assert stack.RunDir(first).pg_data != stack.RunDir(second).pg_data
+        assert all(is_alive(pid) for pid in pids(first) + pids(second))
+        assert capabilities(first) == [("local", [])]  # no directory: no peers
+        assert capabilities(second) == [("region-b", [])]
+        kept = devstack("up", second, "--region", "region-c")  # a run folder's region does not change
+        assert kept.returncode == 1 and "running as region 'region-b', not 'region-c'" in kept.stderr
+        assert devstack("up", second, "--region", "region-b").returncode == 0  # the same region: already running
+    finally:
+        downs = [devstack("down", folder) for folder in (first, second)]
+    assert all(done.returncode == 0 for done in downs), [done.stderr for done in downs]
+    assert not any(is_alive(pid) for pid in pids(first) + pids(second))
+    changed = devstack("up", second, "--region", "region-c")
+    assert changed.returncode == 1 and "this stack is region 'region-b'" in changed.stderr
+    assert not any(is_alive(pid) for pid in pids(second))
