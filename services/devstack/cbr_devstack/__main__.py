@@ -38,21 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("wipe", parents=[common],
                         help="remove the data, ports and secret (refused while the stack runs)")
     args = parser.parse_args(argv)
-    if args.command in ("up", "up-regions"):
+    named = ([args.region] if args.command == "up" and args.region is not None else
+             [name.strip() for name in args.names.split(",")] if args.command == "up-regions" else [])
+    if named:
         from cbr_replication.domain.regions import NAME  # what CBR_REGION may be
-        names = [args.region] if args.command == "up" and args.region is not None else \
-            args.names.split(",") if args.command == "up-regions" else []
-        for name in names:
-            if not NAME.match(name.strip()):
+        for name in named:
+            if not NAME.match(name):
                 parser.error(f"{name!r} is not a region name (lower-case letters, digits and '-', at most 63)")
     try:
         if args.command == "up":
             return up(args.run_dir, new_ports=args.new_ports, region=args.region)
         if args.command == "up-regions":
-            names = tuple(name.strip() for name in args.names.split(",") if name.strip())
-            if len(names) < 2 or len(set(names)) != len(names):
+            if len(named) < 2 or len(set(named)) != len(named):
                 parser.error("--names needs at least two different regions")
-            return up_regions(args.run_dir, names)
+            return up_regions(args.run_dir, tuple(named))
         if args.command == "down-regions":
             return down_regions(args.run_dir)
         return {"down": down, "status": status, "wipe": wipe}[args.command](args.run_dir)

@@ -46,7 +46,7 @@ def up_regions(run_dir: Path, names: tuple[str, ...] = DEFAULT_REGIONS) -> int:
         if status != 0:
             return status
     print(f"Regions {', '.join(names)} are up and peers of each other; stop them with: "
-          f"python -m cbr_devstack down-regions --run-dir {root}")
+          f"{sys.executable} -m cbr_devstack down-regions --run-dir {root}")
     return 0
 
 

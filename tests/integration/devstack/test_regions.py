@@ -116,3 +116,12 @@ def test_up_with_region_runs_a_second_stack_beside_the_first(server_dir):
     changed = devstack("up", second, "--region", "region-c")
     assert changed.returncode == 1 and "this stack is region 'region-b'" in changed.stderr
     assert not any(is_alive(pid) for pid in pids(second))
+
+
+@pytest.mark.parametrize("names, words", [("region-a", "at least two different regions"),
+                                          ("region-a,region-a", "at least two different regions"),
+                                          ("region-a,B", "'B' is not a region name")])
+def test_up_regions_refuses_bad_names_before_anything_starts(tmp_path, names, words):
+    refused = devstack("up-regions", tmp_path / "regions", "--names", names)
+    assert refused.returncode == 2 and words in refused.stderr
+    assert not (tmp_path / "regions").exists()
