@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 SERVICE_DIRS := services/common services/vault services/backup services/policy services/replication services/cli services/devstack
 
-.PHONY: all venv ceph-packages ceph-bindings protos engine asan up down status wipe test test-unit test-integration bench bench-policy demo clean
+.PHONY: all venv ceph-packages ceph-bindings protos engine asan up down status wipe up-regions down-regions test test-unit test-integration bench bench-policy demo clean
 
 all: venv ceph-bindings protos engine $(VENV)/bin/cbr
 
@@ -76,6 +76,14 @@ demo: all
 
 down:
 	$(PY) -m cbr_devstack down
+
+# Two regions on this machine, each a full stack in .run-regions/<name>, wired as each other's peers.
+REGIONS_DIR ?= .run-regions
+up-regions: all
+	$(PY) -m cbr_devstack up-regions --run-dir $(REGIONS_DIR) $(REGIONS_ARGS)
+
+down-regions:
+	$(PY) -m cbr_devstack down-regions --run-dir $(REGIONS_DIR)
 
 status:
 	$(PY) -m cbr_devstack status

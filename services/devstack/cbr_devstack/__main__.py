@@ -1,4 +1,4 @@
-"""Command line: python -m cbr_devstack up|down|status|wipe [--run-dir .run]."""
+"""Command line: python -m cbr_devstack up|down|status|wipe|up-regions|down-regions [--run-dir .run]."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cbr_devstack.regions import DEFAULT_REGIONS, down_regions, up_regions
 from cbr_devstack.stack import down, status, up, wipe
 from cbr_devstack.state import EarlierVersionError
 
@@ -22,15 +23,37 @@ def main(argv: list[str] | None = None) -> int:
                                      "(or say it already runs)")
     start.add_argument("--new-ports", action="store_true",
                        help="choose new ports (when another program took one); rewrites cbr.env, data stays")
+    start.add_argument("--region", default=None,
+                       help="the region this stack is (CBR_REGION; chosen on the first start, default local); "
+                            "a second region needs its own --run-dir")
     commands.add_parser("down", parents=[common], help="stop what `up` started; ports, secret and data stay")
+    regions = commands.add_parser("up-regions", parents=[common],
+                                  help="start one stack per region in RUN_DIR/<name>, each naming the others as "
+                                       "peers (plaintext on 127.0.0.1: a dev setup)")
+    regions.add_argument("--names", default=",".join(DEFAULT_REGIONS),
+                         help=f"the regions, comma-separated (default: {','.join(DEFAULT_REGIONS)})")
+    commands.add_parser("down-regions", parents=[common], help="stop every region `up-regions` started")
     commands.add_parser("status", parents=[common],
                         help="show the recorded processes; exit 0 if all run, 1 if some do, 3 if none does")
     commands.add_parser("wipe", parents=[common],
                         help="remove the data, ports and secret (refused while the stack runs)")
     args = parser.parse_args(argv)
+    named = ([args.region] if args.command == "up" and args.region is not None else
+             [name.strip() for name in args.names.split(",")] if args.command == "up-regions" else [])
+    if named:
+        from cbr_replication.domain.regions import NAME  # what CBR_REGION may be
+        for name in named:
+            if not NAME.match(name):
+                parser.error(f"{name!r} is not a region name (lower-case letters, digits and '-', at most 63)")
     try:
         if args.command == "up":
-            return up(args.run_dir, new_ports=args.new_ports)
+            return up(args.run_dir, new_ports=args.new_ports, region=args.region)
+        if args.command == "up-regions":
+            if len(named) < 2 or len(set(named)) != len(named):
+                parser.error("--names needs at least two different regions")
+            return up_regions(args.run_dir, tuple(named))
+        if args.command == "down-regions":
+            return down_regions(args.run_dir)
         return {"down": down, "status": status, "wipe": wipe}[args.command](args.run_dir)
     except EarlierVersionError as exc:
         print(exc, file=sys.stderr)

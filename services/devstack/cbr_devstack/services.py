@@ -16,7 +16,7 @@ WORKER = "worker"  # one backup worker (python -m cbr_backup.worker); more can j
 
 def service_env(*, database_url: str, nats_url: str, jwt_secret: str, addresses: Mapping[str, str],
                 pool_dir: Path, fs_root: Path, store_dir: Path, kek_file: Path, region: str = "local",
-                base: Mapping[str, str] | None = None) -> dict[str, str]:
+                regions_file: str = "", base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment every service shares; start_service adds each one's CBR_LISTEN_ADDR."""
     env = dict(os.environ if base is None else base)
     env.update({
@@ -28,6 +28,7 @@ def service_env(*, database_url: str, nats_url: str, jwt_secret: str, addresses:
         "CBR_STORE_DIR": str(Path(store_dir).absolute()),
         "CBR_KEK_FILE": str(Path(kek_file).absolute()),
         "CBR_REGION": region,
+        "CBR_REGIONS_FILE": regions_file,
         "PYTHONUNBUFFERED": "1",  # so the log files show a crash's last lines
     })
     env.update({f"CBR_{name.upper()}_ADDR": address for name, address in addresses.items()})

@@ -44,7 +44,7 @@ class MigrationError(RuntimeError):
 
 
 class ProviderChangeError(RuntimeError):
-    """CBR_PROVIDER asks for another provider than the stack's disks live on."""
+    """CBR_PROVIDER asks for another provider than the stack's disks live on, or --region for another region."""
 
 
 CEPH_BUCKET = "cbr-chunks"
@@ -125,13 +125,19 @@ class RunDir:
         return NatsServer(self.nats_store, port, log_path=self.logs / "nats.log")
 
 
-def up(run_dir: Path, new_ports: bool = False) -> int:
+def up(run_dir: Path, new_ports: bool = False, region: str | None = None) -> int:
+    """Starts the stack; `region` names it on its first start (CBR_REGION, default "local") and must match later."""
     layout = RunDir(Path(run_dir).absolute())
     layout.root.mkdir(parents=True, exist_ok=True)
     with _locked(layout):
         running = load_running(layout.processes_file)
         if running is not None:
             if running.all_running():
+                kept = load_config(layout.config_file)
+                if region and kept is not None and region != kept.region:
+                    print(f"CBR is running as region {kept.region!r}, not {region!r}; a run folder keeps its "
+                          f"region (another region needs another --run-dir)", file=sys.stderr)
+                    return 1
                 if new_ports:
                     print(f"CBR is running; new ports take effect at start. Stop it first with: "
                           f"{command_hint('down', layout.root)}", file=sys.stderr)
@@ -142,7 +148,7 @@ def up(run_dir: Path, new_ports: bool = False) -> int:
             if not _stop(layout, running):
                 return 1
         try:
-            config = _config_for_start(layout, new_ports)
+            config = _config_for_start(layout, new_ports, region)
         except ImportError as exc:
             print(f"CBR did not start: cannot issue a dev token ({exc})", file=sys.stderr)
             return 1
@@ -229,18 +235,24 @@ def command_hint(verb: str, run_dir: Path, *options: str) -> str:
     return shlex.join(argv)
 
 
-def _config_for_start(layout: RunDir, new_ports: bool) -> StackConfig:
-    """The kept configuration, with what is missing or due chosen now and saved before anything starts."""
+def _config_for_start(layout: RunDir, new_ports: bool, region: str | None = None,
+                      taken: frozenset[int] = frozenset()) -> StackConfig:
+    """The kept configuration, with what is missing or due chosen now and saved before anything starts; `taken`
+    are ports another stack of this machine chose but may not listen on yet (`up-regions`)."""
     config = load_config(layout.config_file)
     if config is None:
         secret = secrets.token_urlsafe(48)
-        config = StackConfig(secret, {}, *_dev_token(secret))
+        config = StackConfig(secret, {}, *_dev_token(secret), region=region or "local")
+    elif region and region != config.region:
+        raise ProviderChangeError(
+            f"this stack is region {config.region!r}; --region {region} needs a new stack: "
+            f"{command_hint('wipe', layout.root)} first (it removes all data), or another --run-dir")
     if new_ports:
         config = dataclasses.replace(config, ports={})
     if any(name not in config.ports for name in SERVERS):
         ports = dict(config.ports)
         for name in SERVERS:
-            ports.setdefault(name, kept_port(taken=set(ports.values())))
+            ports.setdefault(name, kept_port(taken=set(ports.values()) | set(taken)))
         config = dataclasses.replace(config, ports={name: ports[name] for name in SERVERS})
     wanted = os.environ.get("CBR_PROVIDER", "").strip()
     if wanted and wanted not in ("local", "ceph"):
@@ -306,7 +318,8 @@ def _start_all(layout: RunDir, config: StackConfig, running: RunningProcesses) -
     addresses = _service_addresses(config)
     env = service_env(database_url=postgres.url, nats_url=nats.url, jwt_secret=config.jwt_secret,
                       addresses=addresses, pool_dir=layout.pool, fs_root=layout.fs, store_dir=layout.store,
-                      kek_file=create_kek_file(layout.kek_file))
+                      kek_file=create_kek_file(layout.kek_file), region=config.region,
+                      regions_file=config.regions_file)
     if config.provider == "ceph":
         env.update(_start_ceph(layout, running))
     for name in SERVICES:
@@ -428,7 +441,7 @@ def _write_env_file(layout: RunDir, config: StackConfig) -> None:
 
 
 def _print_summary(layout: RunDir, config: StackConfig) -> None:
-    print("CBR is up:")
+    print("CBR is up:" if config.region == "local" else f"CBR region {config.region} is up:")
     for name, address in _service_addresses(config).items():
         print(f"  {name:<12} {address}")
     print(f"  {'postgres':<12} {layout.postgres(config.ports['postgres']).url}")

@@ -20,6 +20,8 @@ class StackConfig:
     dev_token: str          # the token cbr.env hands to clients
     dev_token_expires: int  # when it expires, in seconds since the epoch
     provider: str = "local"  # local, or ceph: disks on RBD and chunks in RGW of a private cluster (chosen once)
+    region: str = "local"    # CBR_REGION of every service (chosen once: backups and vaults record it)
+    regions_file: str = ""   # CBR_REGIONS_FILE: the peer regions, as `up-regions` wires them
 
 
 @dataclass

@@ -1,0 +1,127 @@
+"""The region directory: which peer regions this region replicates to, and how to reach them.
+
+Read from the JSON file CBR_REGIONS_FILE names (see services/backup/DESIGN.md section 17):
+
+    {"dev_plaintext": false,
+     "peers": [{"name": "region-b", "transfer_addr": "b.example:7443", "tls_ca": "/etc/cbr/b-ca.pem",
+                "credential_file": "/etc/cbr/b.token"}]}
+
+`transfer_addr` is the peer's RegionTransferService (its backup service); `credential_file` holds the bearer token
+that peer accepts from this region (a `region_peer` token signed by the peer). A peer without `tls_ca` is reached in
+plaintext, which only a directory with `"dev_plaintext": true` allows: a dev switch, never for a real deployment.
+Every mistake is a SettingsError naming the file and the entry, so a service refuses to start on it."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cbr_common.settings import SettingsError
+
+NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # what CBR_REGION may be: a DNS label
+TOP_FIELDS = {"dev_plaintext", "peers"}
+PEER_FIELDS = {"name", "transfer_addr", "tls_ca", "credential_file"}
+REQUIRED_PEER_FIELDS = ("name", "transfer_addr", "credential_file")
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    transfer_addr: str    # host:port of the peer's RegionTransferService
+    tls_ca: str           # PEM file of the CA that signed the peer's certificate; "" only with dev_plaintext
+    credential_file: str  # the token the peer accepts from this region
+
+    @property
+    def plaintext(self) -> bool:
+        return not self.tls_ca
+
+
+@dataclass(frozen=True)
+class RegionDirectory:
+    local: str                # this region's name (CBR_REGION)
+    peers: tuple[Peer, ...]   # sorted by name
+    dev_plaintext: bool = False
+
+    def peer(self, name: str) -> Peer | None:
+        return next((peer for peer in self.peers if peer.name == name), None)
+
+    @property
+    def destinations(self) -> list[str]:
+        return [peer.name for peer in self.peers]
+
+
+def parse_regions(text: str, local: str, source: str = "CBR_REGIONS_FILE") -> RegionDirectory:
+    """The directory in `text` for the region named `local`; `source` names the file in errors."""
+    def bad(message: str) -> SettingsError:
+        return SettingsError(f"{source}: {message}")
+
+    if not NAME.match(local):
+        raise bad(f"CBR_REGION {local!r} is not a region name (lower-case letters, digits and '-', at most 63)")
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise bad(f"not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise bad("must be a JSON object with a \"peers\" list")
+    unknown = sorted(set(raw) - TOP_FIELDS)
+    if unknown:
+        raise bad(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                  f"(known: {', '.join(sorted(TOP_FIELDS))})")
+    dev_plaintext = raw.get("dev_plaintext", False)
+    if not isinstance(dev_plaintext, bool):
+        raise bad("dev_plaintext must be true or false")
+    entries = raw.get("peers", [])
+    if not isinstance(entries, list):
+        raise bad("peers must be a list")
+    peers: dict[str, Peer] = {}
+    for index, entry in enumerate(entries):
+        peer = _peer(entry, f"peers[{index}]", bad)
+        if peer.name == local:
+            raise bad(f"peers[{index}] is {local!r}, this region itself (CBR_REGION): a region is not its own peer")
+        if peer.name in peers:
+            raise bad(f"peers[{index}]: region {peer.name!r} is listed twice")
+        if peer.plaintext and not dev_plaintext:
+            raise bad(f"peers[{index}] ({peer.name}) has no tls_ca: traffic between regions needs TLS; "
+                      f"set \"dev_plaintext\": true only for a development stack on one machine")
+        peers[peer.name] = peer
+    return RegionDirectory(local, tuple(peers[name] for name in sorted(peers)), dev_plaintext)
+
+
+def load_regions(path: str, local: str) -> RegionDirectory:
+    """The directory of CBR_REGIONS_FILE; no file configured means a region without peers."""
+    if not path:
+        return parse_regions("{}", local)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise SettingsError(f"CBR_REGIONS_FILE {path}: cannot read it ({exc.strerror})") from None
+    directory = parse_regions(text, local, source=f"CBR_REGIONS_FILE {path}")
+    for peer in directory.peers:
+        for field, file in (("tls_ca", peer.tls_ca), ("credential_file", peer.credential_file)):
+            if file and not Path(file).is_file():
+                raise SettingsError(f"CBR_REGIONS_FILE {path}: {peer.name}'s {field} {file} is not a file")
+    return directory
+
+
+def _peer(entry: object, where: str, bad) -> Peer:
+    if not isinstance(entry, dict):
+        raise bad(f"{where} must be an object with {', '.join(REQUIRED_PEER_FIELDS)}")
+    unknown = sorted(set(entry) - PEER_FIELDS)
+    if unknown:
+        raise bad(f"{where}: unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                  f"(known: {', '.join(sorted(PEER_FIELDS))})")
+    for field in PEER_FIELDS:
+        if not isinstance(entry.get(field, ""), str):
+            raise bad(f"{where}: {field} must be a string")
+    missing = [field for field in REQUIRED_PEER_FIELDS if not entry.get(field, "").strip()]
+    if missing:
+        raise bad(f"{where}: missing {', '.join(missing)}")
+    name = entry["name"].strip()
+    if not NAME.match(name):
+        raise bad(f"{where}: {name!r} is not a region name (lower-case letters, digits and '-', at most 63)")
+    addr = entry["transfer_addr"].strip()
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise bad(f"{where} ({name}): transfer_addr {addr!r} must be host:port")
+    return Peer(name, addr, entry.get("tls_ca", "").strip(), entry["credential_file"].strip())
