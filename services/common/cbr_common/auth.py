@@ -17,6 +17,8 @@ ROLE_FULL_ACCESS = "cbr_full_access"
 ROLE_BACKUPS_VAULTS_FULL_ACCESS = "cbr_backups_vaults_full_access"
 ROLE_READONLY = "cbr_readonly"
 ROLE_SERVICE = "service"
+# Another region's backup workers: subject "region:<name>", signed with this region's secret (cbr_common.regions).
+ROLE_REGION_PEER = "region_peer"
 
 
 class Access(enum.Enum):
@@ -32,6 +34,7 @@ GRANTS: dict[str, frozenset[Access]] = {
     ROLE_BACKUPS_VAULTS_FULL_ACCESS: frozenset({Access.READ, Access.WRITE}),
     ROLE_READONLY: frozenset({Access.READ}),
     ROLE_SERVICE: frozenset(Access),
+    ROLE_REGION_PEER: frozenset({Access.SERVICE}),  # RegionTransferService only, never a project's API
 }
 
 READ_PREFIXES = ("Get", "List", "Watch", "Preview", "Find")

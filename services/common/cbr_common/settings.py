@@ -19,7 +19,7 @@ class Settings:
     listen_addr: str = "127.0.0.1:0"   # CBR_LISTEN_ADDR host:port (port 0 picks a free one)
     peers: Mapping[str, str] = field(default_factory=dict)  # CBR_<SERVICE>_ADDR of the other services
     region: str = "local"              # CBR_REGION
-    regions_file: str = ""             # CBR_REGIONS_FILE: the peer regions (cbr_replication.domain.regions)
+    regions_file: str = ""             # CBR_REGIONS_FILE: the peer regions (cbr_common.regions)
     pool_dir: str = ""                 # CBR_POOL_DIR: local provider's disk pool (backup service)
     fs_root: str = ""                  # CBR_FS_ROOT: local provider's file-system root (backup service)
     provider: str = "local"            # CBR_PROVIDER: local | ceph (disks as RBD images; file systems stay local)

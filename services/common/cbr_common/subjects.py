@@ -26,6 +26,10 @@ SUBJECTS = {
     policy.RetentionApplied: "cbr.policy.retention_applied",
     replication.ReplicationCompleted: "cbr.replication.completed",
     replication.ReplicationFailed: "cbr.replication.failed",
+    replication.ReplicationRequested: "cbr.replication.requested",
+    # The backup service's side of a replication record: one message type, one subject per state.
+    **{(replication.ReplicationTaskUpdate, state): f"cbr.backup.replication_{state}"
+       for state in ("created", "started", "progress", "completed", "failed", "cancelled")},
     vault.VaultCreated: "cbr.vault.created",
     vault.VaultUpdated: "cbr.vault.updated",
     vault.VaultDeleteRequested: "cbr.vault.delete_requested",

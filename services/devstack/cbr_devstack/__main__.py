@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     named = ([args.region] if args.command == "up" and args.region is not None else
              [name.strip() for name in args.names.split(",")] if args.command == "up-regions" else [])
     if named:
-        from cbr_replication.domain.regions import NAME  # what CBR_REGION may be
+        from cbr_common.regions import NAME  # what CBR_REGION may be
         for name in named:
             if not NAME.match(name):
                 parser.error(f"{name!r} is not a region name (lower-case letters, digits and '-', at most 63)")

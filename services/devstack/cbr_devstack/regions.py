@@ -71,9 +71,8 @@ def _directory(layouts: dict[str, RunDir], configs: dict, local: str) -> dict:
 
 
 def _peer_token(peer_secret: str, local: str) -> str:
-    from cbr_common.auth import issue_token
-    return issue_token(peer_secret, project_id="", subject=f"region:{local}", roles=["region_peer"],
-                       ttl_seconds=PEER_TOKEN_TTL)
+    from cbr_common.regions import issue_peer_token
+    return issue_peer_token(peer_secret, local, ttl_seconds=PEER_TOKEN_TTL)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -7,7 +7,7 @@ from cbr_common.runtime import ServiceRuntime, open_runtime, serve
 from cbr_common.server import ServiceBinding
 from cbr_common.settings import Settings
 from cbr_replication.adapters.tables import metadata
-from cbr_replication.domain.regions import load_regions
+from cbr_common.regions import load_regions
 from cbr_replication.grpc_api.servicer import RegionTransferServicer, ReplicationServicer
 
 

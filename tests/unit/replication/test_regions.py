@@ -4,7 +4,7 @@ import json
 import pytest
 
 from cbr_common.settings import SettingsError
-from cbr_replication.domain.regions import load_regions, parse_regions
+from cbr_common.regions import load_regions, parse_regions
 
 
 def peer(name="region-b", **fields):

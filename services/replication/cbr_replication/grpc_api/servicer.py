@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from cbr.replication.v1 import replication_pb2, replication_pb2_grpc
-from cbr_replication.domain.regions import RegionDirectory
+from cbr_common.regions import RegionDirectory
 
 NOT_YET = ("{rpc} is not implemented yet: replication between regions is being built (issue 12); "
            "only GetReplicationCapabilities answers today")

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
 from cbr_common.settings import SettingsError
 
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # what CBR_REGION may be: a DNS label
@@ -125,3 +127,34 @@ def _peer(entry: object, where: str, bad) -> Peer:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise bad(f"{where} ({name}): transfer_addr {addr!r} must be host:port")
     return Peer(name, addr, entry.get("tls_ca", "").strip(), entry["credential_file"].strip())
+
+
+def open_peer_channel(peer: Peer, max_message_bytes: int = 64 * 1024 * 1024) -> grpc.aio.Channel:
+    """A channel to the peer's RegionTransferService: TLS against the peer's CA, or plaintext where the
+    directory's dev switch allowed it."""
+    options = [("grpc.max_receive_message_length", max_message_bytes),
+               ("grpc.max_send_message_length", max_message_bytes)]
+    if peer.plaintext:
+        return grpc.aio.insecure_channel(peer.transfer_addr, options=options)
+    root = Path(peer.tls_ca).read_bytes()
+    return grpc.aio.secure_channel(peer.transfer_addr, grpc.ssl_channel_credentials(root), options=options)
+
+
+def peer_metadata(peer: Peer) -> tuple[tuple[str, str], ...]:
+    """The bearer token the peer accepts from this region, read when needed (an operator may rotate it)."""
+    token = Path(peer.credential_file).read_text().strip()
+    return (("authorization", f"Bearer {token}"),)
+
+
+def issue_peer_token(peer_secret: str, local: str, ttl_seconds: int) -> str:
+    """The credential a peer accepts from region `local`: signed with the peer's secret, role region_peer,
+    subject (and project claim) "region:<local>"."""
+    from cbr_common.auth import ROLE_REGION_PEER, issue_token
+    return issue_token(peer_secret, project_id=f"region:{local}", subject=f"region:{local}",
+                       roles=[ROLE_REGION_PEER], ttl_seconds=ttl_seconds)
+
+
+def peer_region(subject: str) -> str | None:
+    """The region a region_peer token's subject names, or None."""
+    prefix, _, name = subject.partition(":")
+    return name if prefix == "region" and NAME.match(name) else None
