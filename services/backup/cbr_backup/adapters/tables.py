@@ -174,3 +174,39 @@ resource_jobs = Table(
     Column("operation_type", String(32), nullable=False),
     Column("created_time", DateTime(timezone=True), nullable=False),
 )
+
+# Migration backup_0009: the source side of a replication (DESIGN.md 17.2): one row per replication task, made
+# with it from cbr.replication.requested. It names where the replica goes and keeps the transfer the attempts
+# resume and the record's exact counters (17.9), so a retried attempt starts from them.
+replication_jobs = Table(
+    "replication_jobs", metadata,
+    Column("task_id", String(36), primary_key=True),
+    Column("record_id", String(36), nullable=False, unique=True),  # the replication service's record
+    Column("project_id", String(64), nullable=False),
+    Column("source_vault_id", String(36), nullable=False),
+    Column("source_backup_id", String(36), nullable=False, index=True),
+    Column("destination_region", String(63), nullable=False),
+    Column("destination_project_id", String(64), nullable=False),
+    Column("destination_vault_id", String(36), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("description", String(255), nullable=False, default=""),
+    Column("auto_trigger", Boolean, nullable=False, default=False),
+    Column("policy_id", String(36)),
+    Column("retention", LargeBinary),            # ReplicaRetention, serialized; auto replicas only
+    Column("transfer_id", String(64)),           # the destination's transfer, once begun
+    Column("chunk_bytes_sent", BigInteger, nullable=False, default=0),
+    Column("present_bytes", BigInteger, nullable=False, default=0),
+    Column("resent_bytes", BigInteger, nullable=False, default=0),
+    Column("metadata_bytes", BigInteger, nullable=False, default=0),
+    Column("chunks_sent", BigInteger, nullable=False, default=0),
+    Column("chunks_present", BigInteger, nullable=False, default=0),
+    Column("present_known", Boolean, nullable=False, default=False),  # counted from the first want-list only
+    # The largest chunk id handed to the destination (chunks go in id order): on a resume, a wanted id at or
+    # below it was sent before, so sending it again counts as re-sent.
+    Column("sent_through", LargeBinary),
+    Column("destination_backup_id", String(36)),
+    Column("source_manifest_digest", LargeBinary),
+    Column("replica_manifest_digest", LargeBinary),
+    Column("created_time", DateTime(timezone=True), nullable=False),
+    Column("updated_time", DateTime(timezone=True), nullable=False),
+)

@@ -131,7 +131,7 @@ def check_time_range(start: dt.datetime | None, end: dt.datetime | None) -> None
         raise errors.InvalidTimeRangeError("end_time must be after start_time")
 
 
-STOPPABLE_WHILE_RUNNING = ("backup", "restore")
+STOPPABLE_WHILE_RUNNING = ("backup", "restore", "replication")
 
 
 def check_cancellable(task: Task) -> Task:

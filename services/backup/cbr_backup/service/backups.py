@@ -9,12 +9,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
+from cbr_backup.adapters.replication_jobs import replication_jobs_of
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.adapters.vaults import VaultDirectory
 from cbr_backup.domain import errors, rules
 from cbr_backup.domain.backups import (Backup, BackupFilter, check_backup_name, check_deletable, check_description,
                                        check_grace_seconds, check_restorable, check_target_path)
 from cbr_backup.domain.model import Disk
+from cbr_backup.domain.replication_source import check_not_replicating
 from cbr_backup.providers.base import Provider
 from cbr_backup.service import jobs, lifecycle
 from cbr_backup.service.checkpoints import get_vault
@@ -84,6 +86,7 @@ async def delete_backup(project_id: str, backup_id: str, make_uow: MakeUow, vaul
     async with make_uow() as uow:
         backup = check_deletable(await _backup(uow, project_id, backup_id, for_update=True),
                                  bool(vault and vault.locked), utcnow())
+        check_not_replicating(backup_id, await replication_jobs_of(uow).open_task_of_backup(backup_id))
         task = jobs.new_task(project_id, "delete", vault_id=backup.vault_id, vault_name=vault.name if vault else "",
                              resource_id=backup.resource_id, resource_name=backup.resource_name,
                              backup_id=backup_id, checkpoint_id=backup.checkpoint_id)

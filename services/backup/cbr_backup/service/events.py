@@ -1,11 +1,12 @@
 """How the backup service reacts to other services' events (run by cbr_common's EventConsumer, once each)."""
 from __future__ import annotations
 
-from cbr.events.v1 import vault_events_pb2
+from cbr.events.v1 import replication_events_pb2, vault_events_pb2
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.domain.model import Task
 from cbr_backup.keys import KeyProvider
 from cbr_backup.service import change_bases, jobs
+from cbr_backup.service.replication_tasks import on_replication_requested
 from cbr_backup.service.vault_keys import create_vault_keys
 from cbr_common.db import utcnow
 from cbr_common.jetstream import Subscription
@@ -39,6 +40,7 @@ def subscriptions(provider: KeyProvider, disks=None) -> list[Subscription]:
     return [
         Subscription(vault_events_pb2.VaultCreated, on_vault_created),
         Subscription(vault_events_pb2.VaultDeleteRequested, on_vault_delete_requested),
+        Subscription(replication_events_pb2.ReplicationRequested, on_replication_requested),
     ] + ([Subscription(vault_events_pb2.VaultResourcesChanged, on_resources_removed, kind="removed"),
           Subscription(vault_events_pb2.VaultResourcesMigrated, on_resources_migrated)]
          if disks is not None else [])

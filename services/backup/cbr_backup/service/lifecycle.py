@@ -13,6 +13,7 @@ from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.domain import errors
 from cbr_backup.domain import lifecycle as lc
 from cbr_backup.domain.model import Task
+from cbr_backup.service import replication_tasks
 from cbr_common.db import utcnow
 from cbr_common.proto_enums import enum_value
 
@@ -117,6 +118,8 @@ async def cancel_in(uow: BackupUnitOfWork, task: Task) -> None:
         await _half_restored_disks_error(uow, task)
     if task.params.get("kind") == "new_disk":  # a disk made for this restore holds a part of it at most
         await uow.inventory.set_disk_status(task.params["disk_id"], "error")
+    if task.operation_type == replication_tasks.OPERATION:
+        await replication_tasks.publish_end(uow, task, lc.CANCELLED)
     await finish(uow, task, lc.CANCELLED, **values)
 
 
@@ -157,6 +160,8 @@ async def _fail_in(uow: BackupUnitOfWork, task: Task, status: str, code: str, me
     elif task.operation_type == "delete" and task.backup_id:
         if await uow.backups.get_backup(task.project_id, task.backup_id) is not None:
             await move_backup(uow, task.project_id, task.backup_id, lc.ERROR)
+    elif task.operation_type == replication_tasks.OPERATION:
+        await replication_tasks.publish_end(uow, task, status, code, message, done, total)
     elif task.operation_type == "vault_delete":  # the vault service marks the vault error, not deleting
         await uow.publish(ev.VaultBackupsPurged(
             project_id=task.project_id, vault_id=task.vault_id, task_id=task.task_id, deleted_count=0,

@@ -18,6 +18,7 @@ from cbr_backup.domain.model import Task
 from cbr_backup.keys import KeyProvider
 from cbr_backup.providers.base import Provider
 from cbr_backup.service.vault_keys import open_vault_keys
+from cbr_common.regions import RegionDirectory
 
 
 class JobCancelled(Exception):
@@ -38,6 +39,7 @@ class Resources:
     key_provider: KeyProvider  # wraps the vaults' keys (CBR_KEK_FILE)
     rate_limit_mbps: float = 0.0
     make_job_uow: Callable[[], BackupUnitOfWork] | None = None  # the handlers': a job's statement budget
+    regions: RegionDirectory | None = None  # the peer regions replication jobs send to (CBR_REGIONS_FILE)
 
     def open_index(self) -> ChunkIndex:
         return ChunkIndex(self.database_url)
@@ -53,6 +55,7 @@ class JobContext:
         self._base_done = self._base_total = 0  # finished parts of a job with several (a server's disks)
         self._rate = rate_limit_mbps * 1e6
         self._started = time.monotonic()
+        self._unpaced = 0  # bytes an earlier attempt did: progress, but not paced again
         self.run_id = uuid.uuid4().hex[:8]  # names what this run writes (a retry never meets an earlier run's)
 
     @property
@@ -66,6 +69,15 @@ class JobContext:
     def cancel(self) -> None:
         self._cancelled.set()
 
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def resume_at(self, done: int) -> None:
+        """The job goes on where an earlier attempt got to: done bytes count as progress, not for the pacing."""
+        with self._lock:
+            self._unpaced = done
+
     def progress(self, done: int, total: int) -> None:
         """The data path's callback (any thread): records progress, paces to the rate limit, stops if cancelled."""
         if self._cancelled.is_set():
@@ -74,7 +86,7 @@ class JobContext:
             self._done, self._total = max(self._done, done), total
             overall = self._base_done + self._done
         if self._rate:
-            ahead = overall / self._rate - (time.monotonic() - self._started)
+            ahead = (overall - self._unpaced) / self._rate - (time.monotonic() - self._started)
             if ahead > 0:
                 self._cancelled.wait(ahead)  # a cancel ends the wait at once
                 if self._cancelled.is_set():

@@ -23,6 +23,7 @@ from cbr_common import jetstream
 from cbr_common.db import Database
 from cbr_common.logs import configure_logging
 from cbr_common.outbox import OutboxRelay
+from cbr_common.regions import load_regions
 from cbr_common.server import run_until_signalled
 from cbr_common.settings import Settings, SettingsError
 
@@ -64,7 +65,7 @@ def resources(settings: Settings, db: Database) -> Resources:
                      store=store, provider=provider_for(settings),
                      snapshot_dir=Path(settings.pool_dir) / ".snapshots", rate_limit_mbps=settings.rate_limit_mbps,
                      make_job_uow=lambda: BackupUnitOfWork(db, settings.job_statement_timeout_seconds),
-                     key_provider=keys)
+                     key_provider=keys, regions=load_regions(settings.regions_file, settings.region))
 
 
 def worker_for(settings: Settings, db: Database) -> Worker:

@@ -40,7 +40,8 @@ OUTAGE_DELAY = 1.0               # a job an outage interrupted goes again this s
 OUTAGE_POLL = (0.5, 5.0)         # waiting for the database to record it: first and longest pause
 # Errors no retry can cure: the request or the data is wrong, not the moment.
 FINAL_ERRORS = (errors.InvalidArgumentError, errors.NotFoundError, errors.FailedPreconditionError,
-                errors.ResourceExhaustedError, errors.DataLossError, errors.AlreadyExistsError)
+                errors.ResourceExhaustedError, errors.DataLossError, errors.AlreadyExistsError,
+                errors.PermissionDeniedError)
 
 
 @dataclass

@@ -1,0 +1,543 @@
+"""The replication job (DESIGN.md 17.2, 17.5-17.9): reads a source backup and sends the destination region only what
+it lacks, through the peer's RegionTransferService.
+
+Steps: BeginTransfer (a retried attempt gets the same transfer back), the namespace key if the destination lacks
+it, each manifest not yet staged (a disk's as a delta against a replica both ends hold), the want-list, the
+dictionaries it names, the wanted chunks, then CommitTransfer and a check that the replica's manifest digests are
+the source's. Chunks go in id order: each read batch is read grouped by pack (ranged reads) and sent as stored,
+without the encryption envelope, in messages of at most 4 MiB with at most 32 MiB beyond what the destination
+made durable. Before each message the job row records how far the ids go (`sent_through`), so a later attempt
+counts a chunk it sends again as re-sent, and the counters stay exact (17.9).
+
+A destination that stops answering is waited for within the attempt (a restart of its server resumes the same
+transfer); past PEER_PATIENCE the attempt fails and the job machinery retries it, the last with 6920. A cancel
+aborts the transfer.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import grpc
+import zstandard
+
+from cbr.common.v1 import common_pb2
+from cbr.replication.v1 import replication_pb2 as rpb
+from cbr_backup.adapters.replication_jobs import ReplicationJob, replication_jobs_of
+from cbr_backup.adapters.transfer_client import PeerDownError, TransferClient, peer_error
+from cbr_backup.datapath.chunk_codec import ChunkCodec, WireForm
+from cbr_backup.datapath.disk_backup import manifest_key
+from cbr_backup.datapath.errors import ChunkMissingError
+from cbr_backup.datapath.manifest import DiskManifest
+from cbr_backup.datapath.manifest_delta import encode_delta, manifest_digest, namespace_key_check
+from cbr_backup.datapath.packs import ChunkSource
+from cbr_backup.datapath.tree_manifest import TreeManifest
+from cbr_backup.chunkstore import ChunkNotFoundError
+from cbr_backup.domain import errors
+from cbr_backup.domain.backups import Backup
+from cbr_backup.domain.replication_source import (
+    MESSAGE_LIMIT, READABLE_STATUSES, ChunkNotReplicatedError, ChunkRejectedTwiceError, DestinationRegionUnknownError,
+    PeerRefusedError, PeerUnreachableError, ReplicaDigestsDifferError, SendWindow, check_replicable, combined_digest,
+    group_reads, manifest_parts, read_batches, split_messages)
+from cbr_backup.service import lifecycle
+from cbr_backup.service.replication_tasks import publish_update
+from cbr_backup.worker import manifests
+from cbr_backup.worker.context import JobCancelled, JobContext, check_still_mine
+from cbr_common.errors import CbrError
+from cbr_common.proto_enums import enum_value
+
+log = logging.getLogger("cbr.worker")
+
+PEER_PATIENCE = 30.0        # seconds without an answer from the destination before the attempt gives up
+PEER_PAUSE = (0.5, 5.0)     # first and longest pause between tries to reach it again
+ACK_STALL = 120.0           # seconds without an acknowledgement while messages wait: the stream is broken
+WANTED_PAGE = 16384
+PROGRESS_EVERY = 2.0        # seconds between progress updates to the record
+MANIFEST_PART = MESSAGE_LIMIT - (1 << 10)
+REJECTED_CHECK = "RegionTransferService.6953"
+
+
+@dataclass
+class Part:
+    """One manifest that crosses: a disk's or a tree's (encoded as stored), or a server's record (no content)."""
+    backup: Backup
+    kind: int
+    encoded: bytes = b""
+
+    @property
+    def digest(self) -> bytes:
+        return manifest_digest(self.encoded) if self.encoded else b""
+
+
+async def run_replication(ctx: JobContext) -> None:
+    task = ctx.task
+    async with ctx.make_uow() as uow:
+        job = await replication_jobs_of(uow).get(task.task_id)
+        backup = await uow.backups.get_backup(task.project_id, task.backup_id)
+    if job is None:
+        raise errors.TaskNotFoundError(f"task {task.task_id} has no replication row")
+    backup = check_replicable(backup, task.backup_id)
+    regions = ctx.resources.regions
+    peer = regions.peer(job.destination_region) if regions is not None else None
+    if peer is None:
+        raise DestinationRegionUnknownError(f"region {job.destination_region} is not in this region's directory")
+    sender = Sender(ctx, job, backup, regions.local)
+    async with ctx.make_uow() as uow:
+        await publish_update(uow, task, job, "started", bytes_total=backup.stored_bytes)
+        await uow.commit()
+    client = TransferClient(peer, sender.count_metadata)
+    try:
+        await sender.run(client)
+    except JobCancelled:
+        await sender.abort(client, "cancelled")
+        raise
+    except CbrError as exc:
+        # An end no retry changes (only an unreachable peer is retried): the destination drops the transfer, and
+        # what it stored is its GC's.
+        if not isinstance(exc, PeerUnreachableError):
+            await sender.abort(client, f"{exc.cbr_code}: {exc.message}"[:200])
+        raise
+    finally:
+        await client.close()
+
+
+class Sender:
+    def __init__(self, ctx: JobContext, job: ReplicationJob, backup: Backup, local_region: str):
+        self.ctx = ctx
+        self.task = ctx.task
+        self.job = job
+        self.backup = backup
+        self.local_region = local_region
+        self.parts: list[Part] = []
+        self.raw_sizes: dict[bytes, int] = {}   # every chunk the manifests name: the only ones served
+        self.keys = None
+        self.codec: ChunkCodec | None = None
+        self._metadata = 0                      # counted since the last write to the job row
+        self._last_progress = 0.0
+        self._down_since: float | None = None   # the destination has not answered since
+        self._total = backup.stored_bytes
+
+    def count_metadata(self, nbytes: int, answer: bool = False) -> None:
+        self._metadata += nbytes
+        if answer:
+            self._down_since = None
+
+    async def run(self, client: TransferClient) -> None:
+        ctx = self.ctx
+        self.keys = await ctx.keys(self.backup.vault_id)
+        self.codec = ChunkCodec(self.keys)
+        # The vault's shared lock, as a restore holds it: GC does not repack (move) chunks this job reads.
+        async with ctx.index(self.backup.vault_id) as index:
+            self.parts = await asyncio.to_thread(self._load_parts)
+            source = ChunkSource(ctx.store, self.codec, self.backup.vault_id, index)
+            pause = PEER_PAUSE[0]
+            while True:
+                try:
+                    replica = await self._session(client, index, source)
+                    break
+                except PeerDownError as exc:
+                    self._down_since = self._down_since or time.monotonic()
+                    if time.monotonic() - self._down_since > PEER_PATIENCE:
+                        raise PeerUnreachableError(f"region {client.peer.name} did not answer for "
+                                                   f"{PEER_PATIENCE:.0f} s: {exc}") from None
+                    log.info("destination unreachable; the transfer resumes when it answers",
+                             extra={"fields": {"task": self.task.task_id, "error": str(exc)[:300]}})
+                    await self._pause(pause)
+                    pause = min(pause * 2, PEER_PAUSE[1])
+        await self._complete(replica)
+
+    async def _pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._check_cancelled()
+            await asyncio.sleep(min(0.2, seconds))
+
+    def _check_cancelled(self) -> None:
+        if self.ctx.cancelled:
+            raise JobCancelled(f"task {self.task.task_id} was cancelled")
+
+    # Reading the source
+
+    def _load_parts(self) -> list[Part]:
+        parts = []
+        for row in manifest_parts(self.backup):
+            encoded = self._manifest_bytes(row.manifest_id)
+            parsed = TreeManifest.decode(encoded) if row.manifest_kind == "tree" else DiskManifest.decode(encoded)
+            self.raw_sizes.update(manifests.chunk_sizes(parsed))
+            kind = rpb.MANIFEST_KIND_TREE_ZSTD if row.manifest_kind == "tree" else rpb.MANIFEST_KIND_DISK_DELTA
+            parts.append(Part(row, kind, encoded))
+        if self.backup.resource_type == "server":
+            parts.append(Part(self.backup, rpb.MANIFEST_KIND_SERVER))  # after its disks (17.5, item 4)
+        return parts
+
+    def _manifest_bytes(self, manifest_id: str, vault_id: str = "") -> bytes:
+        key = manifest_key(vault_id or self.backup.vault_id, manifest_id)
+        try:
+            value = self.ctx.store.get(key)
+        except ChunkNotFoundError:
+            raise errors.BackupCorruptError(f"manifest {key} is missing") from None
+        return self.codec.unseal(value, key.encode(), key)
+
+    def _dictionary(self, dictionary_id: bytes) -> bytes:
+        key = f"{self.backup.vault_id}/dicts/{dictionary_id.hex()}"
+        try:
+            value = self.ctx.store.get(key)
+        except ChunkNotFoundError:
+            raise ChunkNotReplicatedError(f"the destination asked for dictionary {dictionary_id.hex()}, which "
+                                          f"the source vault does not hold") from None
+        content = self.codec.unseal(value, key.encode(), key)
+        if self.codec.chunk_id(content) != dictionary_id:
+            raise errors.BackupCorruptError(f"dictionary {key} does not match its id")
+        return content
+
+    def _read_wire(self, source: ChunkSource, ids: list[bytes], locations: dict) -> list[tuple[bytes, WireForm]]:
+        """The batch's chunks as they cross, in the batch's (id) order; read grouped by pack."""
+        reads = group_reads(ids, locations)
+        values: dict[bytes, bytes] = {}
+        for pack_id, entries in reads.packs:
+            values.update(source.read_pack(pack_id, entries))
+        if reads.lone:
+            values.update(source.fetch_many(reads.lone))
+        missing = [chunk for chunk in ids if chunk not in values]
+        if missing:
+            raise ChunkMissingError(f"{missing[0].hex()} (and {len(missing) - 1} more)" if len(missing) > 1
+                                    else missing[0].hex())
+        return [(chunk, self.codec.to_wire(values[chunk], chunk, self.raw_sizes[chunk])) for chunk in ids]
+
+    # One session with the destination: begin (or resume) ... commit
+
+    async def _session(self, client: TransferClient, index, source: ChunkSource) -> rpb.CommitTransferResponse:
+        job = self.job
+        begin = await client.begin(self._begin_request())
+        if begin.transfer_id != job.transfer_id:
+            job.transfer_id = begin.transfer_id
+            await self._persist()
+        if begin.committed_backup_id:
+            return await self._commit(client)  # an earlier attempt committed and lost the answer
+        if not begin.namespace_known:
+            await client.put_namespace_key(job.transfer_id, self.keys.id_key)
+        staged = {s.source_backup_id for s in begin.staged}
+        requests = await self._manifest_requests([p for p in self.parts if p.backup.backup_id not in staged],
+                                                 begin.parents)
+        if requests:
+            await client.put_manifests(requests)
+        for attempt in range(2):  # a commit that finds chunks missing gets them once more
+            wanted = await self._wanted(client)
+            await self._send_chunks(client, index, source, wanted)
+            try:
+                return await self._commit(client)
+            except PeerRefusedError as exc:
+                if exc.cbr_code != "RegionTransferService.6955" or attempt:
+                    raise
+                log.warning("commit found chunks missing; asking for them again",
+                            extra={"fields": {"task": self.task.task_id, "error": exc.message[:300]}})
+        raise AssertionError("unreachable")
+
+    def _begin_request(self) -> rpb.BeginTransferRequest:
+        job = self.job
+        request = rpb.BeginTransferRequest(
+            replication_record_id=job.record_id, source_region=self.local_region,
+            source_backup=source_backup(self.backup), destination_project_id=job.destination_project_id,
+            destination_vault_id=job.destination_vault_id, name=job.name, description=job.description,
+            source_vault_id=job.source_vault_id, namespace_key_check=namespace_key_check(self.keys.id_key))
+        if job.retention is not None:
+            request.retention.CopyFrom(rpb.ReplicaRetention.FromString(job.retention))
+        return request
+
+    async def _manifest_requests(self, parts: list[Part], parents) -> list[rpb.PutManifestsRequest]:
+        by_resource = defaultdict(list)
+        for parent in parents:
+            by_resource[parent.resource_id].append(parent)
+        requests = []
+        for part in parts:
+            parent_id, data = "", b""
+            if part.kind == rpb.MANIFEST_KIND_DISK_DELTA:
+                parent_id, parent = await self._parent(part.backup, by_resource[part.backup.resource_id])
+                data = await asyncio.to_thread(encode_delta, part.encoded, parent)
+            elif part.kind == rpb.MANIFEST_KIND_TREE_ZSTD:
+                data = await asyncio.to_thread(zstandard.ZstdCompressor(level=3).compress, part.encoded)
+            offsets = range(0, len(data), MANIFEST_PART) if data else [0]
+            for offset in offsets:
+                piece = data[offset:offset + MANIFEST_PART]
+                requests.append(rpb.PutManifestsRequest(
+                    transfer_id=self.job.transfer_id, source_backup_id=part.backup.backup_id, kind=part.kind,
+                    parent_replica_backup_id=parent_id, offset=offset, data=piece,
+                    last=offset + len(piece) >= len(data)))
+        return requests
+
+    async def _parent(self, row: Backup, candidates) -> tuple[str, bytes | None]:
+        """The replica to send a disk's manifest against: the newest whose source backup this vault still holds
+        (its manifest is then the replica's, byte for byte); none: against an empty manifest."""
+        found = []
+        async with self.ctx.make_uow() as uow:
+            for parent in candidates:
+                source = await uow.backups.get_backup(self.task.project_id, parent.source_backup_id)
+                if (source is not None and source.vault_id == self.backup.vault_id and source.manifest_id
+                        and source.manifest_kind == "disk" and source.status in READABLE_STATUSES):
+                    found.append((source.created_time, parent, source))
+        for _, parent, source in sorted(found, key=lambda f: f[0], reverse=True):
+            try:
+                encoded = await asyncio.to_thread(self._manifest_bytes, source.manifest_id)
+            except CbrError:
+                continue
+            if not parent.manifest_digest or manifest_digest(encoded) == parent.manifest_digest:
+                return parent.replica_backup_id, encoded
+        return "", None
+
+    async def _wanted(self, client: TransferClient) -> list[bytes]:
+        """Every chunk id the destination lacks (sorted), its dictionaries sent; only ids the manifests name."""
+        wanted: list[bytes] = []
+        after, first = b"", True
+        while True:
+            page = await client.wanted(self.job.transfer_id, after, WANTED_PAGE)
+            if first:
+                first = False
+                if not self.job.present_known:  # the first attempt's answer: later ones count our own chunks
+                    self.job.present_bytes, self.job.chunks_present = page.present_bytes, page.present_chunks
+                    self.job.present_known = True
+                for dictionary_id in page.dictionary_ids:
+                    content = await asyncio.to_thread(self._dictionary, bytes(dictionary_id))
+                    await client.put_dictionary(self.job.transfer_id, bytes(dictionary_id), content)
+            for chunk in page.chunk_ids:
+                if chunk not in self.raw_sizes:
+                    raise ChunkNotReplicatedError(f"the destination asked for chunk {bytes(chunk).hex()}, which no "
+                                                  f"manifest of this transfer names")
+            wanted.extend(bytes(c) for c in page.chunk_ids)
+            if page.done or not page.chunk_ids:
+                break
+            after = wanted[-1]
+        await self._persist(progress=True)
+        return wanted
+
+    async def _send_chunks(self, client: TransferClient, index, source: ChunkSource, wanted: list[bytes]) -> None:
+        ctx = self.ctx
+        vault_id = self.backup.vault_id
+        locations = await asyncio.to_thread(index.locations, vault_id, wanted) if wanted else {}
+        stored = {chunk: where[2] for chunk, where in locations.items()}
+        self._total = max(self._total, sum(stored.values()))
+        done = self._total - sum(stored.values())
+        ctx.resume_at(done)
+        await asyncio.to_thread(ctx.progress, done, self._total)
+        if not wanted:
+            return
+        stream = ChunkStream(self, client, stored, done)
+        try:
+            for batch in read_batches(wanted, stored):
+                await stream.send(await asyncio.to_thread(self._read_wire, source, batch, locations))
+            await stream.finish(lambda ids: asyncio.to_thread(self._read_wire, source, ids, locations))
+        finally:
+            stream.close()
+
+    async def _commit(self, client: TransferClient) -> rpb.CommitTransferResponse:
+        expected = [rpb.ManifestDigest(source_backup_id=p.backup.backup_id, digest=p.digest)
+                    for p in self.parts if p.encoded]
+        response = await client.commit(self.job.transfer_id, expected)
+        replica = {r.source_backup_id: bytes(r.digest) for r in response.replica}
+        differ = [e.source_backup_id for e in expected if replica.get(e.source_backup_id) != e.digest]
+        if differ:
+            raise ReplicaDigestsDifferError(f"the replica's manifest digests differ from the source's for "
+                                            f"{', '.join(differ)}")
+        return response
+
+    async def abort(self, client: TransferClient, reason: str) -> None:
+        if not self.job.transfer_id:
+            return
+        try:
+            await client.abort(self.job.transfer_id, reason)
+        except Exception as exc:  # noqa: BLE001 - the destination's idle expiry drops it otherwise
+            log.warning("aborting the transfer failed; the destination expires it",
+                        extra={"fields": {"task": self.task.task_id, "error": repr(exc)[:300]}})
+        await self._persist()
+
+    # The job row and the record
+
+    async def _persist(self, progress: bool = False, **values) -> None:
+        """Writes the counters (and values) to the job row; with progress, at most every PROGRESS_EVERY s, an
+        update to the record as well."""
+        job = self.job
+        job.metadata_bytes += self._metadata
+        self._metadata = 0
+        async with self.ctx.make_uow() as uow:
+            await replication_jobs_of(uow).update(
+                self.task.task_id, transfer_id=job.transfer_id, present_known=job.present_known,
+                sent_through=job.sent_through, **job.counters(), **values)
+            now = time.monotonic()
+            if progress and now - self._last_progress >= PROGRESS_EVERY:
+                self._last_progress = now
+                done, total = self.ctx.progress_values()
+                await publish_update(uow, self.task, job, "progress", bytes_done=done, bytes_total=total)
+            await uow.commit()
+
+    async def _complete(self, replica: rpb.CommitTransferResponse) -> None:
+        task, job = self.task, self.job
+        digests = {r.source_backup_id: bytes(r.digest) for r in replica.replica}
+        source_digest = combined_digest([p.digest for p in self.parts if p.encoded])
+        replica_digest = combined_digest([digests[p.backup.backup_id] for p in self.parts if p.encoded])
+        job.metadata_bytes += self._metadata
+        self._metadata = 0
+        job.destination_backup_id = replica.backup_id
+        async with self.ctx.make_uow() as uow:
+            await check_still_mine(uow, task)
+            await replication_jobs_of(uow).update(
+                task.task_id, **job.counters(), sent_through=job.sent_through, destination_backup_id=replica.backup_id,
+                source_manifest_digest=source_digest, replica_manifest_digest=replica_digest)
+            done, total = self.ctx.progress_values()
+            await lifecycle.finish(uow, task, "success", bytes_done=done, bytes_total=total, extra_info=dict(
+                task.extra_info, destination_backup_id=replica.backup_id, transfer_id=job.transfer_id,
+                **{name: str(value) for name, value in job.counters().items()}))
+            await publish_update(uow, task, job, "completed", bytes_done=max(done, total), bytes_total=total,
+                                 destination_backup_id=replica.backup_id, source_manifest_digest=source_digest,
+                                 replica_manifest_digest=replica_digest)
+            await uow.commit()
+
+
+class ChunkStream:
+    """One PutChunks stream: messages in id order within the window, acknowledgements read beside them, and each
+    chunk the destination rejects as damaged sent once more."""
+
+    def __init__(self, sender: Sender, client: TransferClient, stored: dict[bytes, int], done: int):
+        self.sender = sender
+        self.client = client
+        self.stored = stored  # the source's stored size of each chunk: progress
+        self.done = done
+        self.call = client.put_chunks()
+        self.window = SendWindow()
+        self.seq = 0
+        self.rejected: list[tuple[bytes, str]] = []
+        self.resent: set[bytes] = set()
+        self._acked = asyncio.Event()
+        self._last_ack = time.monotonic()
+        self._reader = asyncio.create_task(self._read_acks())
+
+    def close(self) -> None:
+        if not self._reader.done():
+            self._reader.cancel()
+        self.call.cancel()
+
+    async def _read_acks(self) -> None:
+        try:
+            while True:
+                ack = await self.call.read()
+                if ack is grpc.aio.EOF:
+                    return
+                self.sender.count_metadata(ack.ByteSize(), answer=True)
+                self.window.acked(ack.durable_through_seq)
+                self.rejected.extend((bytes(r.chunk_id), r.code) for r in ack.rejected)
+                self._last_ack = time.monotonic()
+                self._acked.set()
+        finally:
+            self._acked.set()
+
+    def _reader_failed(self) -> None:
+        """Raises what ended the acknowledgements (the peer broke off), if they ended."""
+        if not self._reader.done():
+            return
+        exc = self._reader.exception() if not self._reader.cancelled() else None
+        if exc is not None:
+            if isinstance(exc, grpc.aio.AioRpcError):
+                raise peer_error(exc, self.client.peer.name) from None
+            raise exc
+        if not self.window.drained:
+            raise PeerDownError(f"region {self.client.peer.name} ended the chunk stream early")
+
+    async def _wait(self, ready) -> None:
+        """Waits, acknowledgements arriving meanwhile, until ready() holds."""
+        while not ready():
+            self._reader_failed()
+            self.sender._check_cancelled()
+            if time.monotonic() - self._last_ack > ACK_STALL:
+                raise PeerDownError(f"region {self.client.peer.name} acknowledged nothing for {ACK_STALL:.0f} s")
+            self._acked.clear()
+            try:
+                await asyncio.wait_for(self._acked.wait(), 0.5)
+            except TimeoutError:
+                pass
+
+    async def send(self, wires: list[tuple[bytes, WireForm]], resend: bool = False) -> None:
+        """Sends the chunks in messages (in their order), each within the window."""
+        sender, job = self.sender, self.sender.job
+        sizes = [len(w.payload) for _, w in wires]
+        for message in split_messages(sizes):
+            chunks = [wires[i] for i in message]
+            request = rpb.PutChunksRequest(seq=self.seq + 1, chunks=[
+                rpb.WireChunk(chunk_id=chunk, raw_size=sender.raw_sizes[chunk], flags=w.flags,
+                              dictionary_tag=w.tag, payload=w.payload) for chunk, w in chunks])
+            if self.seq == 0:
+                request.transfer_id = job.transfer_id
+            size = request.ByteSize()
+            await self._wait(lambda: self.window.room_for(size))
+            # Written ahead: counters and how far the ids go are on the job row before the message leaves.
+            payload = 0
+            for chunk, wire in chunks:
+                n = len(wire.payload)
+                payload += n
+                if resend or (job.sent_through is not None and chunk <= job.sent_through):
+                    job.resent_bytes += n
+                else:
+                    job.chunk_bytes_sent += n
+                    job.chunks_sent += 1
+            if not resend:
+                job.sent_through = max(job.sent_through or b"", chunks[-1][0])
+            sender.count_metadata(size - payload)
+            await sender._persist(progress=True)
+            self.seq += 1
+            self.window.sent(self.seq, size)
+            await self._write(request)
+            if not resend:
+                self.done += sum(self.stored.get(chunk, 0) for chunk, _ in chunks)
+            await asyncio.to_thread(sender.ctx.progress, min(self.done, sender._total), sender._total)
+
+    async def _write(self, request) -> None:
+        try:
+            await self.call.write(request)
+        except grpc.aio.AioRpcError as exc:
+            raise peer_error(exc, self.client.peer.name) from None
+        except Exception:  # the call ended (the peer broke off): what the reader saw says why
+            self._reader_failed()
+            raise PeerDownError(f"region {self.client.peer.name} closed the chunk stream") from None
+
+    async def finish(self, reread) -> None:
+        """Until everything sent is durable: chunks rejected as damaged are read and sent once more (a second
+        rejection fails the job); then the stream is closed."""
+        while True:
+            await self._wait(lambda: self.window.drained or self.rejected)
+            if self.rejected:
+                again = []
+                for chunk, code in self.rejected:
+                    if code != REJECTED_CHECK:
+                        continue  # not wanted (any more): nothing to send
+                    if chunk in self.resent:
+                        raise ChunkRejectedTwiceError(f"the destination rejected chunk {chunk.hex()} twice; the "
+                                                      f"source's copy is damaged (a verify of the backup finds it)")
+                    again.append(chunk)
+                self.rejected = []
+                if again:
+                    self.resent.update(again)
+                    await self.send(await reread(sorted(again)), resend=True)
+                continue
+            break
+        await self.call.done_writing()
+        await asyncio.wait([self._reader])
+        self._reader_failed()
+
+
+def source_backup(backup: Backup) -> rpb.SourceBackup:
+    """What the destination needs of the source backup (and a server's disks) to make the replica's rows."""
+    message = rpb.SourceBackup(
+        backup_id=backup.backup_id, project_id=backup.project_id, vault_id=backup.vault_id,
+        checkpoint_id=backup.checkpoint_id, name=backup.name, description=backup.description,
+        resource_id=backup.resource_id, resource_name=backup.resource_name,
+        resource_type=enum_value(common_pb2.ObjectType, backup.resource_type),
+        resource_size_bytes=backup.resource_size_bytes, incremental=backup.incremental,
+        auto_trigger=backup.auto_trigger, logical_bytes=backup.logical_bytes, device=backup.device,
+        stored_bytes=backup.stored_bytes,
+        children=[source_backup(child) for child in manifest_parts(backup)] if backup.resource_type == "server"
+        else [])
+    if backup.created_time is not None:
+        message.created_time.FromDatetime(backup.created_time)
+    if backup.protected_time is not None:
+        message.protected_time.FromDatetime(backup.protected_time)
+    return message
