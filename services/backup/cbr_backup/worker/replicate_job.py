@@ -28,7 +28,7 @@ from cbr.common.v1 import common_pb2
 from cbr.replication.v1 import replication_pb2 as rpb
 from cbr_backup.adapters.replication_jobs import ReplicationJob, replication_jobs_of
 from cbr_backup.adapters.transfer_client import PeerDownError, TransferClient, peer_error
-from cbr_backup.datapath.chunk_codec import ChunkCodec, WireForm
+from cbr_backup.datapath.chunk_codec import FLAG_DICT, ChunkCodec, WireForm, dictionary_tag
 from cbr_backup.datapath.disk_backup import manifest_key
 from cbr_backup.datapath.errors import ChunkMissingError
 from cbr_backup.datapath.manifest import DiskManifest
@@ -57,7 +57,8 @@ ACK_STALL = 120.0           # seconds without an acknowledgement while messages 
 WANTED_PAGE = 16384
 PROGRESS_EVERY = 2.0        # seconds between progress updates to the record
 MANIFEST_PART = MESSAGE_LIMIT - (1 << 10)
-REJECTED_CHECK = "RegionTransferService.6953"
+REJECTED_CHECK = "RegionTransferService.6953"       # the chunk failed its check there: read and sent again
+DICTIONARY_MISSING = "RegionTransferService.6957"   # its dictionary is not there: sent, then the chunk again
 
 
 @dataclass
@@ -119,6 +120,7 @@ class Sender:
         self._last_progress = 0.0
         self._down_since: float | None = None   # the destination has not answered since
         self._total = backup.stored_bytes
+        self.dictionaries_there: set[int] = set()  # tags of the namespace's dictionaries the destination holds
 
     def count_metadata(self, nbytes: int, answer: bool = False) -> None:
         self._metadata += nbytes
@@ -181,17 +183,25 @@ class Sender:
             raise errors.BackupCorruptError(f"manifest {key} is missing") from None
         return self.codec.unseal(value, key.encode(), key)
 
-    def _dictionary(self, dictionary_id: bytes) -> bytes:
-        key = f"{self.backup.vault_id}/dicts/{dictionary_id.hex()}"
-        try:
-            value = self.ctx.store.get(key)
-        except ChunkNotFoundError:
-            raise ChunkNotReplicatedError(f"the destination asked for dictionary {dictionary_id.hex()}, which "
-                                          f"the source vault does not hold") from None
-        content = self.codec.unseal(value, key.encode(), key)
-        if self.codec.chunk_id(content) != dictionary_id:
-            raise errors.BackupCorruptError(f"dictionary {key} does not match its id")
-        return content
+    def _dictionary(self, tag: int) -> tuple[bytes, bytes]:
+        """(id, content) of the source vault's dictionary with this tag, checked against its id."""
+        prefix = f"{self.backup.vault_id}/dicts/"
+        for key in self.ctx.store.iterate(prefix):
+            name = key[len(prefix):]
+            if len(name) == 64 and dictionary_tag(bytes.fromhex(name)) == tag:
+                dictionary_id = bytes.fromhex(name)
+                content = self.codec.unseal(self.ctx.store.get(key), key.encode(), key)
+                if self.codec.chunk_id(content) != dictionary_id:
+                    raise errors.BackupCorruptError(f"dictionary {key} does not match its id")
+                return dictionary_id, content
+        raise errors.BackupCorruptError(f"the vault's dictionary {tag:08x}, which a chunk names, is missing")
+
+    async def send_dictionaries(self, client: TransferClient, wires: list[tuple[bytes, WireForm]]) -> None:
+        """PutDictionary, before the first chunk that uses it, for each dictionary the destination lacks."""
+        for tag in sorted({w.tag for _, w in wires if w.flags & FLAG_DICT} - self.dictionaries_there):
+            dictionary_id, content = await asyncio.to_thread(self._dictionary, tag)
+            await client.put_dictionary(self.job.transfer_id, dictionary_id, content)
+            self.dictionaries_there.add(tag)
 
     def _read_wire(self, source: ChunkSource, ids: list[bytes], locations: dict) -> list[tuple[bytes, WireForm]]:
         """The batch's chunks as they cross, in the batch's (id) order; read grouped by pack."""
@@ -298,9 +308,9 @@ class Sender:
                 if not self.job.present_known:  # the first attempt's answer: later ones count our own chunks
                     self.job.present_bytes, self.job.chunks_present = page.present_bytes, page.present_chunks
                     self.job.present_known = True
-                for dictionary_id in page.dictionary_ids:
-                    content = await asyncio.to_thread(self._dictionary, bytes(dictionary_id))
-                    await client.put_dictionary(self.job.transfer_id, bytes(dictionary_id), content)
+                # The namespace's dictionaries the destination holds already: chunk ids do not say which
+                # dictionary a chunk uses, so the source sends the others as its chunks need them.
+                self.dictionaries_there = {dictionary_tag(bytes(d)) for d in page.dictionary_ids}
             for chunk in page.chunk_ids:
                 if chunk not in self.raw_sizes:
                     raise ChunkNotReplicatedError(f"the destination asked for chunk {bytes(chunk).hex()}, which no "
@@ -310,6 +320,8 @@ class Sender:
                 break
             after = wanted[-1]
         await self._persist(progress=True)
+        log.info("want-list", extra={"fields": {"task": self.task.task_id, "wanted": len(wanted),
+                                                "named": len(self.raw_sizes), "transfer": self.job.transfer_id}})
         return wanted
 
     async def _send_chunks(self, client: TransferClient, index, source: ChunkSource, wanted: list[bytes]) -> None:
@@ -459,6 +471,7 @@ class ChunkStream:
     async def send(self, wires: list[tuple[bytes, WireForm]], resend: bool = False) -> None:
         """Sends the chunks in messages (in their order), each within the window."""
         sender, job = self.sender, self.sender.job
+        await sender.send_dictionaries(self.client, wires)
         sizes = [len(w.payload) for _, w in wires]
         for message in split_messages(sizes):
             chunks = [wires[i] for i in message]
@@ -507,7 +520,9 @@ class ChunkStream:
             if self.rejected:
                 again = []
                 for chunk, code in self.rejected:
-                    if code != REJECTED_CHECK:
+                    if code == DICTIONARY_MISSING:
+                        self.sender.dictionaries_there.clear()  # sent again with the chunk
+                    elif code != REJECTED_CHECK:
                         continue  # not wanted (any more): nothing to send
                     if chunk in self.resent:
                         raise ChunkRejectedTwiceError(f"the destination rejected chunk {chunk.hex()} twice; the "
