@@ -271,3 +271,54 @@ async def half_way(caller, task_id: str, fraction: float = 0.5, timeout: float =
             return task
         await asyncio.sleep(0.05)
     raise AssertionError(f"task {task_id} did not get {fraction:.0%} of the way")
+
+
+async def test_a_server_and_a_file_system_replicate_whole(two_regions, updates):
+    from cbr.backup.v1 import protectable_pb2 as pp
+    from tests.integration.backup.test_file_system_backups import build_tree
+    from tests.support.backups import disk_path
+    from tests.support.calls import SERVER, TURBO, create_server
+
+    a, b = two_regions.a, two_regions.b
+    caller = a.caller()
+    server = await create_server(caller, "srv-340")
+    for i, d in enumerate(server.disks):
+        write_disk(await disk_path(caller, d.disk_id), seed=340 + i, chunks=3)
+    fs = (await caller.protectables.DefineFileSystem(pp.DefineFileSystemRequest(name="share-340"))).file_system
+    build_tree(fs.path)
+    caller_b = b.caller()
+    for resource, kind in ((server, SERVER), (fs, TURBO)):
+        vault = await create_vault(caller, f"vault-340-{kind}", kind, BACKUP_VAULT, resources=[ref(resource)])
+        target = await create_vault(caller_b, f"replicas-340-{kind}", kind, REPLICATION)
+        backup = await backup_now(caller, vault.vault_id)
+        record_id = await request(a, caller, backup, caller_b.project_id, target.vault_id)
+        await wait_success(caller, (await updates.wait(record_id, "created")).task_id, timeout=120)
+        done = await updates.wait(record_id, "completed")
+        parts = len(backup.children) or 1  # a server's digest joins its disks' (32 bytes each)
+        assert len(done.source_manifest_digest) == 32 * parts
+        assert done.source_manifest_digest == done.replica_manifest_digest
+        assert done.counters.chunk_bytes_sent == sum(wire_bytes(a.infra, vault.vault_id).values())
+        [replica] = await replicas(caller_b, target.vault_id)
+        assert replica.backup_id == done.destination_backup_id and len(replica.children) == len(backup.children)
+
+
+async def test_a_credential_the_peer_refuses_fails_the_task(two_regions, updates, tmp_path):
+    import json
+
+    a, b = two_regions.a, two_regions.b
+    caller = a.caller()
+    _, vault = await disk_in_vault(caller, 8 * MIB, seed=350)
+    backup = await backup_now(caller, vault.vault_id)
+    caller_b, target = await replication_vault(b, "replicas-350")
+    directory = json.loads(open(a.extra["regions_file"]).read())
+    (tmp_path / "forged.token").write_text("not-a-token\n")
+    directory["peers"][0]["credential_file"] = str(tmp_path / "forged.token")
+    (tmp_path / "regions.json").write_text(json.dumps(directory))
+    async with without_shared_workers(a):
+        await a.start_worker(regions_file=str(tmp_path / "regions.json"))
+        record_id = await request(a, caller, backup, caller_b.project_id, target.vault_id)
+        task = await wait_task(caller, (await updates.wait(record_id, "created")).task_id)
+    assert (task.status, task.error.code) == (tp.TASK_STATUS_FAILED, "ReplicationService.6921")
+    failed = await updates.wait(record_id, "failed")
+    assert failed.error_code == "ReplicationService.6921" and failed.task_id == task.task_id
+    assert await replicas(caller_b, target.vault_id) == []
