@@ -59,6 +59,7 @@ PROGRESS_EVERY = 2.0        # seconds between progress updates to the record
 MANIFEST_PART = MESSAGE_LIMIT - (1 << 10)
 REJECTED_CHECK = "RegionTransferService.6953"       # the chunk failed its check there: read and sent again
 DICTIONARY_MISSING = "RegionTransferService.6957"   # its dictionary is not there: sent, then the chunk again
+CHUNKS_MISSING = "RegionTransferService.6955"       # a commit that found named chunks missing
 
 
 @dataclass
@@ -119,7 +120,7 @@ class Sender:
         self._metadata = 0                      # counted since the last write to the job row
         self._last_progress = 0.0
         self._down_since: float | None = None   # the destination has not answered since
-        self._total = backup.stored_bytes
+        self.total = backup.stored_bytes
         self.dictionaries_there: set[int] = set()  # tags of the namespace's dictionaries the destination holds
 
     def count_metadata(self, nbytes: int, answer: bool = False) -> None:
@@ -154,10 +155,10 @@ class Sender:
     async def _pause(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            self._check_cancelled()
+            self.check_cancelled()
             await asyncio.sleep(min(0.2, seconds))
 
-    def _check_cancelled(self) -> None:
+    def check_cancelled(self) -> None:
         if self.ctx.cancelled:
             raise JobCancelled(f"task {self.task.task_id} was cancelled")
 
@@ -175,8 +176,8 @@ class Sender:
             parts.append(Part(self.backup, rpb.MANIFEST_KIND_SERVER))  # after its disks (17.5, item 4)
         return parts
 
-    def _manifest_bytes(self, manifest_id: str, vault_id: str = "") -> bytes:
-        key = manifest_key(vault_id or self.backup.vault_id, manifest_id)
+    def _manifest_bytes(self, manifest_id: str) -> bytes:
+        key = manifest_key(self.backup.vault_id, manifest_id)
         try:
             value = self.ctx.store.get(key)
         except ChunkNotFoundError:
@@ -224,7 +225,7 @@ class Sender:
         begin = await client.begin(self._begin_request())
         if begin.transfer_id != job.transfer_id:
             job.transfer_id = begin.transfer_id
-            await self._persist()
+            await self.persist()
         if begin.committed_backup_id:
             return await self._commit(client)  # an earlier attempt committed and lost the answer
         if not begin.namespace_known:
@@ -234,17 +235,17 @@ class Sender:
                                                  begin.parents)
         if requests:
             await client.put_manifests(requests)
-        for attempt in range(2):  # a commit that finds chunks missing gets them once more
-            wanted = await self._wanted(client)
-            await self._send_chunks(client, index, source, wanted)
-            try:
-                return await self._commit(client)
-            except PeerRefusedError as exc:
-                if exc.cbr_code != "RegionTransferService.6955" or attempt:
-                    raise
-                log.warning("commit found chunks missing; asking for them again",
-                            extra={"fields": {"task": self.task.task_id, "error": exc.message[:300]}})
-        raise AssertionError("unreachable")
+        await self._send_chunks(client, index, source, await self._wanted(client))
+        try:
+            return await self._commit(client)
+        except PeerRefusedError as exc:
+            if exc.cbr_code != CHUNKS_MISSING:
+                raise
+            # Chunks the destination lost since it said it held them (its GC, a quarantine): asked for once more.
+            log.warning("commit found chunks missing; asking for them again",
+                        extra={"fields": {"task": self.task.task_id, "error": exc.message[:300]}})
+        await self._send_chunks(client, index, source, await self._wanted(client))
+        return await self._commit(client)
 
     def _begin_request(self) -> rpb.BeginTransferRequest:
         job = self.job
@@ -298,7 +299,7 @@ class Sender:
         return "", None
 
     async def _wanted(self, client: TransferClient) -> list[bytes]:
-        """Every chunk id the destination lacks (sorted), its dictionaries sent; only ids the manifests name."""
+        """Every chunk id the destination lacks (sorted); only ids the manifests name are served."""
         wanted: list[bytes] = []
         after, first = b"", True
         while True:
@@ -319,7 +320,7 @@ class Sender:
             if page.done or not page.chunk_ids:
                 break
             after = wanted[-1]
-        await self._persist(progress=True)
+        await self.persist(progress=True)
         log.info("want-list", extra={"fields": {"task": self.task.task_id, "wanted": len(wanted),
                                                 "named": len(self.raw_sizes), "transfer": self.job.transfer_id}})
         return wanted
@@ -329,10 +330,10 @@ class Sender:
         vault_id = self.backup.vault_id
         locations = await asyncio.to_thread(index.locations, vault_id, wanted) if wanted else {}
         stored = {chunk: where[2] for chunk, where in locations.items()}
-        self._total = max(self._total, sum(stored.values()))
-        done = self._total - sum(stored.values())
+        self.total = max(self.total, sum(stored.values()))
+        done = self.total - sum(stored.values())
         ctx.resume_at(done)
-        await asyncio.to_thread(ctx.progress, done, self._total)
+        await asyncio.to_thread(ctx.progress, done, self.total)
         if not wanted:
             return
         stream = ChunkStream(self, client, stored, done)
@@ -362,11 +363,11 @@ class Sender:
         except Exception as exc:  # noqa: BLE001 - the destination's idle expiry drops it otherwise
             log.warning("aborting the transfer failed; the destination expires it",
                         extra={"fields": {"task": self.task.task_id, "error": repr(exc)[:300]}})
-        await self._persist()
+        await self.persist()
 
     # The job row and the record
 
-    async def _persist(self, progress: bool = False, **values) -> None:
+    async def persist(self, progress: bool = False, **values) -> None:
         """Writes the counters (and values) to the job row; with progress, at most every PROGRESS_EVERY s, an
         update to the record as well."""
         job = self.job
@@ -459,7 +460,7 @@ class ChunkStream:
         """Waits, acknowledgements arriving meanwhile, until ready() holds."""
         while not ready():
             self._reader_failed()
-            self.sender._check_cancelled()
+            self.sender.check_cancelled()
             if time.monotonic() - self._last_ack > ACK_STALL:
                 raise PeerDownError(f"region {self.client.peer.name} acknowledged nothing for {ACK_STALL:.0f} s")
             self._acked.clear()
@@ -495,13 +496,13 @@ class ChunkStream:
             if not resend:
                 job.sent_through = max(job.sent_through or b"", chunks[-1][0])
             sender.count_metadata(size - payload)
-            await sender._persist(progress=True)
+            await sender.persist(progress=True)
             self.seq += 1
             self.window.sent(self.seq, size)
             await self._write(request)
             if not resend:
                 self.done += sum(self.stored.get(chunk, 0) for chunk, _ in chunks)
-            await asyncio.to_thread(sender.ctx.progress, min(self.done, sender._total), sender._total)
+            await asyncio.to_thread(sender.ctx.progress, min(self.done, sender.total), sender.total)
 
     async def _write(self, request) -> None:
         try:
