@@ -98,7 +98,11 @@ class Services:
         import contextlib
         workers, self.workers = self.workers, []
         for _, task, db in workers:
-            task.cancel()
+            # Cancelled again until it ends: Python 3.11's wait_for (inside nats-py's fetch) swallows a cancel that
+            # lands as a message arrives, and the worker would then take jobs forever.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait([task], timeout=1.0)
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
             await db.close()

@@ -20,7 +20,7 @@ from tests.integration.replication.test_replicate_job import Updates, request, w
 from tests.support.backups import backup_now, disk_in_vault, wait_task
 from tests.support.calls import MIB
 from tests.support.regions import REGION_B
-from tests.support.workers import without_shared_workers
+from tests.support.workers import without_shared_workers, worker_processes
 
 
 class StandInPeer(replication_pb2_grpc.RegionTransferServiceServicer):
@@ -97,12 +97,12 @@ async def replicate_to_stand_in(two_regions, updates, tmp_path, mode: str, seed:
         _, vault = await disk_in_vault(caller, 8 * MIB, seed=seed)
         backup = await backup_now(caller, vault.vault_id)
         async with without_shared_workers(a):
-            await a.start_worker(regions_file=str(tmp_path / "regions.json"))
-            record_id = await request(a, caller, backup, "project-b", str(uuid.uuid4()))
-            task = await wait_task(caller, (await updates.wait(record_id, "created")).task_id, timeout=120)
+            with worker_processes(a, 1, CBR_REGIONS_FILE=tmp_path / "regions.json"):
+                record_id = await request(a, caller, backup, "project-b", str(uuid.uuid4()))
+                task = await wait_task(caller, (await updates.wait(record_id, "created")).task_id, timeout=120)
         return peer, task, wire_bytes(a.infra, vault.vault_id), record_id
     finally:
-        await server.stop(None)
+        await server.stop(1.0)
 
 
 async def test_a_chunk_rejected_once_goes_again_and_counts_as_resent(two_regions, updates, tmp_path):

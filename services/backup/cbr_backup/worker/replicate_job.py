@@ -337,11 +337,20 @@ class Sender:
         if not wanted:
             return
         stream = ChunkStream(self, client, stored, done)
+        batches = read_batches(wanted, stored)
+        # The next batch is read while this one is sent: the store and the wire both stay busy.
+        reading = asyncio.create_task(asyncio.to_thread(self._read_wire, source, batches[0], locations))
         try:
-            for batch in read_batches(wanted, stored):
-                await stream.send(await asyncio.to_thread(self._read_wire, source, batch, locations))
+            for following in [*batches[1:], None]:
+                wires = await reading
+                if following is not None:
+                    reading = asyncio.create_task(asyncio.to_thread(self._read_wire, source, following, locations))
+                await stream.send(wires)
             await stream.finish(lambda ids: asyncio.to_thread(self._read_wire, source, ids, locations))
         finally:
+            if not reading.done():
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
             stream.close()
 
     async def _commit(self, client: TransferClient) -> rpb.CommitTransferResponse:
