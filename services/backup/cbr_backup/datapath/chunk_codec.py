@@ -70,6 +70,15 @@ class VaultKeys:
         return f"VaultKeys(encrypted={self.enc_key is not None})"
 
 
+@dataclass(frozen=True)
+class WireForm:
+    """A chunk as it crosses between regions (DESIGN.md 17.6): the stored payload without any encryption
+    envelope. flags: FLAG_ZSTD and FLAG_DICT as stored, never FLAG_ENCRYPTED; 0 means payload is the plaintext."""
+    flags: int
+    tag: int        # the dictionary tag with FLAG_DICT, else 0
+    payload: bytes  # the zstd frame, or the plaintext
+
+
 def dictionary_tag(dict_id: bytes) -> int:
     """The 32-bit number a compressed chunk carries to name its dictionary (first 4 bytes of its id)."""
     return _DICT_TAG.unpack_from(dict_id)[0]
@@ -237,6 +246,59 @@ class ChunkCodec:
                 ddict = zstandard.ZstdCompressionDict(content, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
                 self._ddicts[tag] = ddict
         return ddict
+
+    # Chunks between regions: the stored payload travels as is, never recompressed (DESIGN.md 17.6)
+
+    def to_wire(self, value: bytes, digest: bytes, raw_size: int, key: str = "") -> WireForm:
+        """The stored value without its envelope; the GCM tag is checked, the payload is not decompressed."""
+        key = key or digest.hex()
+        if self._aead is None and len(value) == raw_size:
+            return WireForm(0, 0, bytes(value))
+        if not value:
+            raise ChunkCorruptError(key, "empty value")
+        flags = value[0]
+        if flags & ~_KNOWN_FLAGS:
+            raise ChunkCorruptError(key, f"unknown header {flags:#04x}")
+        if self._aead is not None:
+            if not flags & FLAG_ENCRYPTED:
+                raise ChunkCorruptError(key, "not encrypted in an encrypted vault")
+            body = self._decrypt(value, digest, key)
+        elif flags & FLAG_ENCRYPTED:
+            raise ChunkCorruptError(key, "encrypted, but the vault has no encryption key")
+        else:
+            body = memoryview(value)[1:]
+        flags &= ~FLAG_ENCRYPTED
+        if not flags & FLAG_ZSTD:
+            return WireForm(0, 0, bytes(body))
+        tag = 0
+        if flags & FLAG_DICT:
+            if len(body) < _DICT_TAG.size:
+                raise ChunkCorruptError(key, "dictionary flag without a compressed payload")
+            tag = _DICT_TAG.unpack_from(body)[0]
+            body = body[_DICT_TAG.size:]
+        return WireForm(flags, tag, bytes(body))
+
+    def from_wire(self, wire: WireForm, digest: bytes, raw_size: int) -> bytes:
+        """The stored value, for this codec's vault, of a chunk received from another region. The payload is
+        decoded and checked against digest first (ChunkCorruptError otherwise): nothing unchecked is stored."""
+        key = digest.hex()
+        if wire.flags & ~(FLAG_ZSTD | FLAG_DICT) or (wire.flags & FLAG_DICT and not wire.flags & FLAG_ZSTD):
+            raise ChunkCorruptError(key, f"invalid wire flags {wire.flags:#04x}")
+        body = memoryview(wire.payload)
+        if wire.flags & FLAG_DICT:
+            body = memoryview(_DICT_TAG.pack(wire.tag) + wire.payload)
+        plain = self._payload(wire.flags, body, raw_size, key) if wire.flags else bytes(wire.payload)
+        if len(plain) != raw_size:
+            raise ChunkCorruptError(key, f"{len(plain)} bytes where {raw_size} were expected")
+        if not hmac.compare_digest(self.chunk_id(plain), digest):
+            raise ChunkCorruptError(key, "content does not match its id")
+        if not wire.flags:
+            return self._encrypt(FLAG_ENCRYPTED, plain, digest) if self._aead is not None else plain
+        if self._aead is not None:
+            return self._encrypt(FLAG_ENCRYPTED | wire.flags, body, digest)
+        stored = bytes((wire.flags,)) + bytes(body)
+        # An unencrypted value as long as its plaintext reads as bare (section 2): store the plaintext then.
+        return stored if len(stored) < raw_size else plain
 
     # Other values (manifests): not content-addressed, so bound to their store key instead of an id
 

@@ -126,3 +126,72 @@ def test_keys_are_checked_and_not_printed():
         VaultKeys(bytes(32), b"short")
     key = os.urandom(32)
     assert key.hex() not in repr(VaultKeys(key, key))
+
+
+# Between regions (DESIGN.md 17.6): the payload crosses as stored, without the source's envelope, and the
+# destination seals it with its own key after checking it against the id, in the source's namespace.
+
+def _vaults(encrypted_source: bool, encrypted_destination: bool, dictionary: bool):
+    id_key = os.urandom(32)
+    source = ChunkCodec(VaultKeys(id_key, os.urandom(32) if encrypted_source else None),
+                        dictionary=DICTIONARY if dictionary else None,
+                        dictionaries={DICTIONARY[0]: DICTIONARY[1]}.get)
+    destination = ChunkCodec(VaultKeys(id_key, os.urandom(32) if encrypted_destination else None),
+                             dictionaries={DICTIONARY[0]: DICTIONARY[1]}.get)
+    return source, destination
+
+
+@pytest.mark.parametrize("encrypted_source", [False, True])
+@pytest.mark.parametrize("encrypted_destination", [False, True])
+@pytest.mark.parametrize("dictionary", [False, True])
+@pytest.mark.parametrize("data", [TEXT, RANDOM, b"", b"x" * 100])
+def test_wire_form_round_trip(encrypted_source, encrypted_destination, dictionary, data):
+    source, destination = _vaults(encrypted_source, encrypted_destination, dictionary)
+    digest = source.chunk_id(data)
+    stored = source.encode(data, digest)
+    wire = source.to_wire(stored, digest, len(data))
+    assert not wire.flags & FLAG_ENCRYPTED
+    if data is TEXT:  # compressed at the source, and crosses compressed: never re-compressed or expanded
+        assert wire.flags & FLAG_ZSTD and len(wire.payload) < len(data)
+        assert bool(wire.flags & FLAG_DICT) == dictionary
+    if data is RANDOM:
+        assert wire.flags == 0 and wire.payload == data
+    value = destination.from_wire(wire, digest, len(data))
+    assert destination.decode(value, digest, len(data)) == data
+    if encrypted_destination:  # sealed with the destination's key, whatever the source had
+        assert value[0] & FLAG_ENCRYPTED
+    else:
+        assert value == data or not value[0] & FLAG_ENCRYPTED
+
+
+@pytest.mark.parametrize("data", [TEXT, RANDOM])
+def test_a_flipped_wire_byte_is_refused(data):
+    source, destination = _vaults(True, True, True)
+    digest = source.chunk_id(data)
+    wire = source.to_wire(source.encode(data, digest), digest, len(data))
+    flipped = bytearray(wire.payload)
+    flipped[len(flipped) // 2] ^= 0x40
+    with pytest.raises(ChunkCorruptError):
+        destination.from_wire(type(wire)(wire.flags, wire.tag, bytes(flipped)), digest, len(data))
+    with pytest.raises(ChunkCorruptError):  # a wrong raw size
+        destination.from_wire(wire, digest, len(data) - 1)
+    with pytest.raises(ChunkCorruptError):  # presented under another id
+        destination.from_wire(wire, source.chunk_id(b"other"), len(data))
+
+
+def test_wire_flags_are_checked():
+    source, destination = _vaults(False, False, False)
+    digest = source.chunk_id(TEXT)
+    wire = source.to_wire(source.encode(TEXT, digest), digest, len(TEXT))
+    for flags in (FLAG_ENCRYPTED | FLAG_ZSTD, FLAG_DICT, 0x80):
+        with pytest.raises(ChunkCorruptError):
+            destination.from_wire(type(wire)(flags, wire.tag, wire.payload), digest, len(TEXT))
+
+
+def test_an_envelope_altered_at_the_source_is_caught_before_sending():
+    source, _ = _vaults(True, True, False)
+    digest = source.chunk_id(TEXT)
+    stored = bytearray(source.encode(TEXT, digest))
+    stored[-1] ^= 1
+    with pytest.raises(ChunkCorruptError):
+        source.to_wire(bytes(stored), digest, len(TEXT))
