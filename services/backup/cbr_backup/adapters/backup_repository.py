@@ -16,7 +16,8 @@ from cbr_common.db import utcnow
 
 # Backups whose manifest is (or may become) needed: everything GC must keep.
 LIVE_STATUSES = ("available", "deleting", "restoring", "waiting_delete", "waiting_restore")
-_ID_FIELDS = ("parent_id", "policy_id", "manifest_id", "base_backup_id", "task_id", "device")
+_ID_FIELDS = ("parent_id", "policy_id", "manifest_id", "base_backup_id", "task_id", "device", "namespace_id",
+              "source_region", "source_project_id", "source_vault_id", "source_backup_id", "replication_record_id")
 
 
 class BackupRepository:
@@ -226,6 +227,8 @@ class BackupRepository:
 def _backup(row) -> Backup:
     values = {k: row[k] for k in row.keys()}
     values.update({f: values[f] or "" for f in _ID_FIELDS})
+    values.update({f: None if values[f] is None else bytes(values[f])
+                   for f in ("source_manifest_digest", "manifest_digest")})
     return Backup(**values)
 
 

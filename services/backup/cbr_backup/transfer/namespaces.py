@@ -1,0 +1,44 @@
+"""A replica namespace's keys (DESIGN.md 17.3): the source vault's id key, wrapped by this region's KEK, and the
+keys a replica's chunks are read and written with (the namespace's id key, the replication vault's data key)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cbr_backup.datapath.chunk_codec import VaultKeys
+from cbr_backup.keys import KeyProvider
+
+
+@dataclass(frozen=True)
+class NamespaceKeys(VaultKeys):
+    """VaultKeys whose id key is a namespace's: its dictionaries live under <vault>/ns/<namespace_id>/dicts/."""
+    namespace_id: str = ""
+
+    def __repr__(self) -> str:  # never print secrets
+        return f"NamespaceKeys({self.namespace_id}, encrypted={self.enc_key is not None})"
+
+
+def namespace_aad(vault_id: str, namespace_id: str) -> bytes:
+    # Bound to the vault and namespace like a vault key to its vault and role (DESIGN.md 12).
+    return f"cbr-vault-key\0{vault_id}\0ns:{namespace_id}".encode()
+
+
+def wrap_namespace_key(provider: KeyProvider, vault_id: str, namespace_id: str, id_key: bytes) -> tuple[str, bytes]:
+    return provider.wrap(id_key, namespace_aad(vault_id, namespace_id))
+
+
+def unwrap_namespace_key(provider: KeyProvider, vault_id: str, namespace_id: str, kek_id: str,
+                         wrapped: bytes) -> bytes:
+    return provider.unwrap(kek_id, wrapped, namespace_aad(vault_id, namespace_id))
+
+
+def namespace_keys(vault_keys: VaultKeys, namespace_id: str, id_key: bytes) -> NamespaceKeys:
+    return NamespaceKeys(id_key, vault_keys.enc_key, namespace_id)
+
+
+def staging_prefix(vault_id: str, transfer_id: str) -> str:
+    return f"{vault_id}/staging/{transfer_id}/"
+
+
+def staging_key(vault_id: str, transfer_id: str, source_backup_id: str) -> str:
+    # Never under <vault>/manifests/ before commit: GC's orphan-manifest step would delete it (DESIGN.md 17.5).
+    return f"{vault_id}/staging/{transfer_id}/{source_backup_id}"
