@@ -42,3 +42,14 @@ def staging_prefix(vault_id: str, transfer_id: str) -> str:
 def staging_key(vault_id: str, transfer_id: str, source_backup_id: str) -> str:
     # Never under <vault>/manifests/ before commit: GC's orphan-manifest step would delete it (DESIGN.md 17.5).
     return f"{vault_id}/staging/{transfer_id}/{source_backup_id}"
+
+
+async def open_namespace_keys(uow, provider: KeyProvider, vault_keys: VaultKeys, vault_id: str,
+                              namespace_id: str) -> NamespaceKeys | None:
+    """The keys a replica of this namespace is read and written with; None if the namespace has no key here."""
+    from cbr_backup.transfer.repository import TransferRepository
+    row = await TransferRepository(uow.session).namespace_by_id(vault_id, namespace_id)
+    if row is None:
+        return None
+    id_key = unwrap_namespace_key(provider, vault_id, namespace_id, row["kek_id"], bytes(row["wrapped_id_key"]))
+    return namespace_keys(vault_keys, namespace_id, id_key)

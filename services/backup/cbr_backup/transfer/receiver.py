@@ -32,8 +32,8 @@ from cbr_backup.keys import KeyProvider
 from cbr_backup.service import lifecycle
 from cbr_backup.service.vault_keys import open_vault_keys
 from cbr_backup.transfer.chunks import ChunkSink, Rejection, WireChunk
-from cbr_backup.transfer.namespaces import (NamespaceKeys, namespace_keys, staging_key,
-                                            staging_prefix, unwrap_namespace_key, wrap_namespace_key)
+from cbr_backup.transfer.namespaces import (NamespaceKeys, open_namespace_keys, staging_key, staging_prefix,
+                                            wrap_namespace_key)
 from cbr_backup.transfer.repository import TransferRepository
 from cbr_backup.transfer.staged import chunk_sizes_of, load_staged
 from cbr_backup.worker.backup_records import write_backup_records
@@ -259,12 +259,11 @@ class TransferReceiver:
             await uow.commit()
 
     async def _namespace_keys(self, uow, transfer: dict) -> NamespaceKeys:
-        namespace = await TransferRepository(uow.session).namespace_by_id(transfer["vault_id"],
-                                                                          transfer["namespace_id"])
-        if namespace is None:
-            raise errors.NamespaceKeyMismatchError("the namespace's id key was not sent yet (PutNamespaceKey)")
         vault_keys = await open_vault_keys(uow, self._keys, transfer["vault_id"], True)
-        return await asyncio.to_thread(_unwrap, self._keys, vault_keys, namespace)
+        keys = await open_namespace_keys(uow, self._keys, vault_keys, transfer["vault_id"], transfer["namespace_id"])
+        if keys is None:
+            raise errors.NamespaceKeyMismatchError("the namespace's id key was not sent yet (PutNamespaceKey)")
+        return keys
 
     async def _vault_keys(self, transfer: dict) -> VaultKeys:
         async with self._uow() as uow:
@@ -637,12 +636,6 @@ def _same_region(peer: str, source_region: str) -> None:
 
 def _staged(row: dict) -> Staged:
     return Staged(row["source_backup_id"], bytes(row["digest"]), row["size_bytes"])
-
-
-def _unwrap(provider: KeyProvider, vault_keys: VaultKeys, namespace: dict) -> NamespaceKeys:
-    id_key = unwrap_namespace_key(provider, namespace["vault_id"], namespace["namespace_id"], namespace["kek_id"],
-                                  bytes(namespace["wrapped_id_key"]))
-    return namespace_keys(vault_keys, namespace["namespace_id"], id_key)
 
 
 async def _replica_rows(uow, transfer: dict, source: SourceBackup, ids: dict[str, str], manifests: dict[str, str],

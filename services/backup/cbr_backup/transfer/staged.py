@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from cbr_backup.chunkstore import ChunkNotFoundError
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
+from cbr_backup.datapath.errors import ChunkCorruptError, ManifestCorruptError
 from cbr_backup.datapath.manifest import DiskManifest
 from cbr_backup.datapath.tree_manifest import TreeManifest
 from cbr_backup.transfer.namespaces import staging_key
@@ -32,3 +34,12 @@ def chunk_sizes_of(manifests: Iterable) -> dict[bytes, int]:
         else:
             sizes.update(manifest.chunk_sizes())
     return sizes
+
+
+def staged_chunk_ids(store, keys: VaultKeys, transfer: dict, staged: list[dict]) -> Iterable[bytes]:
+    """For GC: the chunks an open transfer's staged manifests name (none if its staging is gone)."""
+    try:
+        manifests = load_staged(store, keys, transfer, staged)
+    except (ChunkNotFoundError, ChunkCorruptError, ManifestCorruptError):
+        return []
+    return list(chunk_sizes_of(manifests.values()))
