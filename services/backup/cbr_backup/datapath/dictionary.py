@@ -27,8 +27,9 @@ _CANDIDATES_PER_BLOCK = 3  # candidates read per block the dictionary needs
 
 
 def dictionaries_prefix(vault_id: str, namespace_id: str = "") -> str:
-    """Where a vault's dictionaries live; a replica namespace's (keyed by its own id key) apart (DESIGN.md 17.4)."""
-    return f"{vault_id}/ns/{namespace_id}/dicts/" if namespace_id else f"{vault_id}/dicts/"
+    """Where a vault's dictionaries live; a replica namespace's (keyed by its own id key) apart (DESIGN.md 17.4),
+    in four key segments as every store key."""
+    return f"{vault_id}/nsdicts/{namespace_id}/" if namespace_id else f"{vault_id}/dicts/"
 
 
 class VaultDictionaries:

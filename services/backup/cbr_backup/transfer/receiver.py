@@ -542,7 +542,7 @@ class TransferReceiver:
         keys = await self._vault_keys(transfer)
         run_id = uuid.uuid4().hex[:8]
         ids = {b.backup_id: str(uuid.uuid4()) for b in (source, *source.children)}
-        manifests = {r["source_backup_id"]: f"{ids[r['source_backup_id']]}.{run_id}" for r in staged
+        manifests = {r["source_backup_id"]: f"{ids[r['source_backup_id']]}-{run_id}" for r in staged
                      if r["kind"] != "server"}
         await asyncio.to_thread(self._publish_manifests, transfer, keys, manifests)  # (c)
         async with self._uow() as uow:  # (d)

@@ -1,0 +1,490 @@
+"""The destination side of replication over gRPC, driven as a source region would drive it (DESIGN.md 17.5-17.8):
+chunks and manifests are made here with the data path's codec from a random source id key; the replica is then
+restored through the public BackupService, byte for byte. Every refusal has its RegionTransferService code and
+writes nothing."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import random
+import uuid
+
+import grpc
+import pytest
+
+from cbr.backup.v1 import backup_pb2 as bp
+from cbr.replication.v1 import replication_pb2 as rp
+from cbr.replication.v1 import replication_pb2_grpc
+from cbr_backup.adapters.chunk_index import ChunkIndex
+from cbr_backup.bootstrap import start as start_backup
+from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys, chunk_id, dictionary_tag
+from cbr_backup.datapath.manifest import DiskManifest
+from cbr_backup.datapath.manifest_delta import encode_delta, manifest_digest, namespace_key_check
+from cbr_common.auth import issue_token
+from cbr_common.regions import issue_peer_token
+from tests.support.backups import disk_path, new_disk_from
+from tests.support.calls import DISK, REPLICATION, SERVER, create_vault, expect_error
+from tests.support.services import settings_for
+
+BLOCK = 128 * 1024
+DISK_SIZE = 4 * 1024 * 1024
+SOURCE = "region-a"
+DENIED, NOT_FOUND = grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND
+FAILED, INVALID = grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT
+
+
+@dataclasses.dataclass
+class Destination:
+    """A backup service of region-b beside the session's services (same database, store and workers), whose region
+    directory names region-a as its peer."""
+    runtime: object
+    channel: grpc.aio.Channel
+    secret: str
+
+    def stub(self, token: str | None = None) -> "Peer":
+        token = token or issue_peer_token(self.secret, SOURCE, 600)
+        return Peer(replication_pb2_grpc.RegionTransferServiceStub(self.channel),
+                    (("authorization", f"Bearer {token}"),))
+
+
+@pytest.fixture(scope="module")
+async def destination(infra, services, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("region-b")
+    (folder / "region-a.token").write_text("the token region-b's workers would send to region-a")
+    regions = folder / "regions.json"
+    regions.write_text(json.dumps({"dev_plaintext": True, "peers": [
+        {"name": SOURCE, "transfer_addr": "127.0.0.1:9", "credential_file": str(folder / "region-a.token")}]}))
+    settings = dataclasses.replace(settings_for(infra, "backup", services.peers), region="region-b",
+                                   regions_file=str(regions))
+    runtime = await start_backup(settings)
+    channel = grpc.aio.insecure_channel(runtime.address, options=[("grpc.max_send_message_length", 16 << 20)])
+    yield Destination(runtime, channel, infra.jwt_secret)
+    await channel.close()
+    await runtime.stop(grace=1.0)
+
+
+class Peer:
+    """RegionTransferService as a source region's worker calls it."""
+
+    def __init__(self, stub, metadata):
+        self.stub, self.metadata = stub, metadata
+
+    def call(self, method: str, request):
+        return getattr(self.stub, method)(request, metadata=self.metadata, timeout=30)
+
+    async def manifests(self, requests: list[rp.PutManifestsRequest]) -> rp.PutManifestsResponse:
+        return await self.stub.PutManifests(iter(requests), metadata=self.metadata, timeout=30)
+
+    async def wanted(self, transfer_id: str, limit: int = 5) -> tuple[list[bytes], rp.ListWantedChunksResponse]:
+        """Every wanted id, page by page (small pages, so paging is exercised); and the first page."""
+        ids, after, first = [], b"", None
+        while True:
+            page = await self.call("ListWantedChunks", rp.ListWantedChunksRequest(
+                transfer_id=transfer_id, after_id=after, limit=limit))
+            first = first or page
+            ids += list(page.chunk_ids)
+            if page.done:
+                return ids, first
+            after = page.chunk_ids[-1]
+
+    async def chunks(self, transfer_id: str, messages: list[list[rp.WireChunk]]) -> list[rp.PutChunksAck]:
+        requests = [rp.PutChunksRequest(transfer_id=transfer_id, seq=seq, chunks=chunks)
+                    for seq, chunks in enumerate(messages, 1)]
+        call = self.stub.PutChunks(iter(requests), metadata=self.metadata, timeout=30)
+        return [ack async for ack in call]
+
+
+class SourceDisk:
+    """A disk image as region-a's vault would hold it: chunks keyed with the source vault's id key, the compressible
+    ones compressed against a dictionary, and its manifest."""
+
+    def __init__(self, seed: int, id_key: bytes | None = None, image: bytearray | None = None):
+        self.rng = random.Random(seed)
+        self.id_key = id_key or os.urandom(32)
+        self.dictionary = b"".join(f"dictionary line {i} of the source vault\n".encode() for i in range(3000))
+        self.dictionary_id = chunk_id(self.dictionary, self.id_key)
+        self.tag = dictionary_tag(self.dictionary_id)
+        self.codec = ChunkCodec(VaultKeys(self.id_key), dictionary=(self.tag, self.dictionary),
+                                dictionaries=lambda tag: self.dictionary)
+        self.image = image if image is not None else self._image()
+        self.vault_id = str(uuid.uuid4())
+        self.resource_id = str(uuid.uuid4())
+
+    def _image(self) -> bytearray:
+        image = bytearray(DISK_SIZE)
+        for block in range(DISK_SIZE // BLOCK):
+            kind = block % 4
+            if kind == 1:  # random: crosses bare
+                image[block * BLOCK:(block + 1) * BLOCK] = self.rng.randbytes(BLOCK)
+            elif kind == 2:  # text: crosses as a DICT zstd frame
+                text = "".join(f"dictionary line {self.rng.randrange(3000)} of the source vault\n"
+                               for _ in range(BLOCK // 30)).encode()
+                image[block * BLOCK:(block + 1) * BLOCK] = text[:BLOCK].ljust(BLOCK, b"x")
+            # kinds 0 and 3: zero blocks
+        return image
+
+    def change(self, blocks: list[int]) -> "SourceDisk":
+        """The next backup of the same disk: these blocks rewritten with new random data."""
+        image = bytearray(self.image)
+        for block in blocks:
+            image[block * BLOCK:(block + 1) * BLOCK] = self.rng.randbytes(BLOCK)
+        later = SourceDisk(0, self.id_key, image)
+        later.vault_id, later.resource_id = self.vault_id, self.resource_id
+        return later
+
+    def blocks(self) -> dict[bytes, bytes]:
+        out = {}
+        for block in range(DISK_SIZE // BLOCK):
+            data = bytes(self.image[block * BLOCK:(block + 1) * BLOCK])
+            if data.strip(b"\0"):
+                out[chunk_id(data, self.id_key)] = data
+        return out
+
+    def manifest(self) -> bytes:
+        n = DISK_SIZE // BLOCK
+        ids, zero = bytearray(n * 32), bytearray(n)
+        for block in range(n):
+            data = bytes(self.image[block * BLOCK:(block + 1) * BLOCK])
+            if data.strip(b"\0"):
+                ids[block * 32:(block + 1) * 32] = chunk_id(data, self.id_key)
+            else:
+                zero[block] = 1
+        return DiskManifest(DISK_SIZE, BLOCK, bytes(ids), bytes(zero)).encode()
+
+    def wire(self, chunk: bytes) -> rp.WireChunk:
+        data = self.blocks()[chunk]
+        form = self.codec.to_wire(self.codec.encode(data, chunk), chunk, len(data))
+        return rp.WireChunk(chunk_id=chunk, raw_size=len(data), flags=form.flags, dictionary_tag=form.tag,
+                            payload=form.payload)
+
+    def source_backup(self, backup_id: str) -> rp.SourceBackup:
+        return rp.SourceBackup(backup_id=backup_id, project_id="project-in-a", vault_id=self.vault_id,
+                               name="nightly", resource_id=self.resource_id, resource_name="data-disk",
+                               resource_type=DISK, resource_size_bytes=DISK_SIZE, logical_bytes=DISK_SIZE)
+
+
+@dataclasses.dataclass
+class Replica:
+    transfer_id: str
+    backup_id: str
+    source_backup_id: str
+
+
+async def replica_vault(caller, object_type=DISK):
+    return await create_vault(caller, f"replicas-{uuid.uuid4().hex[:6]}", object_type, REPLICATION)
+
+
+async def begin(peer: Peer, caller, vault_id: str, disk: SourceDisk, source_backup_id: str | None = None,
+                record_id: str | None = None, key_check: bytes | None = None) -> rp.BeginTransferResponse:
+    return await peer.call("BeginTransfer", rp.BeginTransferRequest(
+        replication_record_id=record_id or str(uuid.uuid4()), source_region=SOURCE,
+        source_backup=disk.source_backup(source_backup_id or str(uuid.uuid4())),
+        destination_project_id=caller.project_id, destination_vault_id=vault_id, name="replica-1",
+        source_vault_id=disk.vault_id, namespace_key_check=key_check or namespace_key_check(disk.id_key)))
+
+
+def delta_request(transfer_id: str, source_backup_id: str, disk: SourceDisk, parent: bytes | None = None,
+                  parent_id: str = "") -> list[rp.PutManifestsRequest]:
+    """The delta in two parts, so offsets are exercised."""
+    delta = encode_delta(disk.manifest(), parent)
+    half = len(delta) // 2
+    return [rp.PutManifestsRequest(transfer_id=transfer_id, source_backup_id=source_backup_id,
+                                   kind=rp.MANIFEST_KIND_DISK_DELTA, parent_replica_backup_id=parent_id,
+                                   offset=offset, data=part, last=last)
+            for offset, part, last in ((0, delta[:half], False), (half, delta[half:], True))]
+
+
+async def replicate(peer: Peer, caller, vault_id: str, disk: SourceDisk, parent: tuple[str, bytes] | None = None):
+    """A whole transfer as a source would run it; returns the replica and what the want-list asked for."""
+    source_backup_id = str(uuid.uuid4())
+    begun = await begin(peer, caller, vault_id, disk, source_backup_id)
+    transfer_id = begun.transfer_id
+    if not begun.namespace_known:
+        await peer.call("PutNamespaceKey", rp.PutNamespaceKeyRequest(transfer_id=transfer_id, id_key=disk.id_key))
+    parent_id, parent_manifest = parent or ("", None)
+    staged = await peer.manifests(delta_request(transfer_id, source_backup_id, disk, parent_manifest, parent_id))
+    assert [(s.source_backup_id, s.manifest_digest) for s in staged.staged] == [
+        (source_backup_id, manifest_digest(disk.manifest()))]
+    wanted, first = await peer.wanted(transfer_id)
+    assert wanted == sorted(wanted)
+    if disk.dictionary_id not in first.dictionary_ids:
+        await peer.call("PutDictionary", rp.PutDictionaryRequest(
+            transfer_id=transfer_id, dictionary_id=disk.dictionary_id, content=disk.dictionary))
+    if wanted:
+        acks = await peer.chunks(transfer_id, [[disk.wire(c) for c in wanted[i:i + 3]]
+                                               for i in range(0, len(wanted), 3)])
+        assert acks[-1].durable_through_seq == -(-len(wanted) // 3)
+        assert not [r for ack in acks for r in ack.rejected]
+    committed = await peer.call("CommitTransfer", rp.CommitTransferRequest(transfer_id=transfer_id, expected=[
+        rp.ManifestDigest(source_backup_id=source_backup_id, digest=manifest_digest(disk.manifest()))]))
+    assert [(d.source_backup_id, d.digest) for d in committed.replica] == [
+        (source_backup_id, manifest_digest(disk.manifest()))]
+    return Replica(transfer_id, committed.backup_id, source_backup_id), wanted, first
+
+
+async def restored_bytes(caller, backup_id: str) -> bytes:
+    disk_id = await new_disk_from(caller, backup_id, name=f"from-{backup_id[:8]}")
+    with open(await disk_path(caller, disk_id), "rb") as f:
+        return f.read()
+
+
+def index_count(infra, vault_id: str) -> int:
+    index = ChunkIndex(infra.postgres.url)
+    try:
+        return index.count(vault_id)
+    finally:
+        index.close()
+
+
+def store_keys(infra, prefix: str) -> list[str]:
+    root = infra.base / "store" / prefix
+    return sorted(str(p.relative_to(infra.base / "store")) for p in root.rglob("*") if p.is_file()) \
+        if root.exists() else []
+
+
+async def test_full_transfer_then_restore_byte_exact_and_the_same_content_again_wants_nothing(
+        destination, services, infra):
+    caller = services.caller()
+    vault = await replica_vault(caller)
+    peer = destination.stub()
+    disk = SourceDisk(seed=1)
+    replica, wanted, first = await replicate(peer, caller, vault.vault_id, disk)
+    assert sorted(wanted) == sorted(disk.blocks())
+    assert (first.present_chunks, first.present_bytes) == (0, 0)
+
+    backup = (await caller.backups.GetBackup(bp.GetBackupRequest(backup_id=replica.backup_id))).backup
+    assert backup.status == bp.BACKUP_STATUS_AVAILABLE and backup.image_type == bp.IMAGE_TYPE_REPLICATION
+    source = backup.replicated_from
+    assert (source.source_region, source.source_vault_id, source.source_backup_id, source.manifest_digest) == (
+        SOURCE, disk.vault_id, replica.source_backup_id, manifest_digest(disk.manifest()))
+    assert await restored_bytes(caller, replica.backup_id) == bytes(disk.image)
+
+    # The same content again (another source backup of it): every chunk is present, none is wanted.
+    again, wanted, first = await replicate(peer, caller, vault.vault_id, disk,
+                                           parent=(replica.backup_id, disk.manifest()))
+    assert wanted == [] and first.present_chunks == len(disk.blocks()) and first.present_bytes > 0
+    assert again.backup_id != replica.backup_id
+    assert await restored_bytes(caller, again.backup_id) == bytes(disk.image)
+
+    # A commit answered again (the source lost the answer) names the same replica; a begin of it too.
+    committed = await peer.call("CommitTransfer", rp.CommitTransferRequest(transfer_id=again.transfer_id))
+    assert committed.backup_id == again.backup_id
+
+
+async def test_incremental_delta_against_a_parent_replica(destination, services):
+    caller = services.caller()
+    vault = await replica_vault(caller)
+    peer = destination.stub()
+    disk = SourceDisk(seed=2)
+    first, _, _ = await replicate(peer, caller, vault.vault_id, disk)
+    later = disk.change([0, 5, 31])  # a zero block, a random block and the last block get new data
+    begun = await begin(peer, caller, vault.vault_id, later)
+    assert begun.namespace_known
+    assert [(p.resource_id, p.replica_backup_id, p.source_backup_id, p.manifest_digest) for p in begun.parents] == [
+        (disk.resource_id, first.backup_id, first.source_backup_id, manifest_digest(disk.manifest()))]
+    await peer.call("AbortTransfer", rp.AbortTransferRequest(transfer_id=begun.transfer_id, reason="test"))
+
+    second, wanted, _ = await replicate(peer, caller, vault.vault_id, later,
+                                        parent=(first.backup_id, disk.manifest()))
+    assert sorted(wanted) == sorted(set(later.blocks()) - set(disk.blocks()))
+    assert len(wanted) == 3
+    assert await restored_bytes(caller, second.backup_id) == bytes(later.image)
+    assert await restored_bytes(caller, first.backup_id) == bytes(disk.image)
+
+
+async def test_bad_chunks_are_rejected_and_not_indexed_and_commit_waits_for_them(destination, services, infra):
+    caller = services.caller()
+    vault = await replica_vault(caller)
+    peer = destination.stub()
+    disk = SourceDisk(seed=3)
+    source_backup_id = str(uuid.uuid4())
+    begun = await begin(peer, caller, vault.vault_id, disk, source_backup_id)
+    transfer_id = begun.transfer_id
+    await peer.call("PutNamespaceKey", rp.PutNamespaceKeyRequest(transfer_id=transfer_id, id_key=disk.id_key))
+    await peer.manifests(delta_request(transfer_id, source_backup_id, disk))
+    wanted, _ = await peer.wanted(transfer_id)
+    await peer.call("PutDictionary", rp.PutDictionaryRequest(
+        transfer_id=transfer_id, dictionary_id=disk.dictionary_id, content=disk.dictionary))
+    expected = [rp.ManifestDigest(source_backup_id=source_backup_id, digest=manifest_digest(disk.manifest()))]
+
+    flipped = disk.wire(wanted[0])
+    flipped.payload = bytes([flipped.payload[0] ^ 1]) + flipped.payload[1:]
+    stranger = SourceDisk(seed=99, id_key=disk.id_key)
+    unwanted = stranger.wire(next(c for c in stranger.blocks() if c not in disk.blocks()))
+    acks = await peer.chunks(transfer_id, [[flipped, unwanted, disk.wire(wanted[1])]])
+    assert acks[-1].durable_through_seq == 1
+    assert sorted((r.chunk_id, r.code) for ack in acks for r in ack.rejected) == sorted([
+        (wanted[0], "RegionTransferService.6953"), (unwanted.chunk_id, "RegionTransferService.6954")])
+    assert index_count(infra, vault.vault_id) == 1  # only the good one
+    still, _ = await peer.wanted(transfer_id)
+    assert still == [c for c in wanted if c != wanted[1]]
+
+    error = await expect_error(peer.call("CommitTransfer", rp.CommitTransferRequest(
+        transfer_id=transfer_id, expected=expected)), FAILED, "RegionTransferService.6955")
+    assert f"{len(wanted) - 1} of the {len(wanted)} chunks" in error.details()
+    await peer.chunks(transfer_id, [[disk.wire(c) for c in still]])
+    wrong = [rp.ManifestDigest(source_backup_id=source_backup_id, digest=bytes(32))]
+    await expect_error(peer.call("CommitTransfer", rp.CommitTransferRequest(transfer_id=transfer_id, expected=wrong)),
+                       FAILED, "RegionTransferService.6956")
+    listed = await caller.backups.ListBackups(bp.ListBackupsRequest(vault_id=vault.vault_id))
+    assert listed.count == 0  # never a partial replica
+    committed = await peer.call("CommitTransfer", rp.CommitTransferRequest(transfer_id=transfer_id,
+                                                                          expected=expected))
+    assert await restored_bytes(caller, committed.backup_id) == bytes(disk.image)
+
+
+async def test_resume_returns_the_same_transfer_and_wants_only_what_is_not_durable(destination, services):
+    caller = services.caller()
+    vault = await replica_vault(caller)
+    peer = destination.stub()
+    disk = SourceDisk(seed=4)
+    record_id, source_backup_id = str(uuid.uuid4()), str(uuid.uuid4())
+    begun = await begin(peer, caller, vault.vault_id, disk, source_backup_id, record_id=record_id)
+    await peer.call("PutNamespaceKey", rp.PutNamespaceKeyRequest(transfer_id=begun.transfer_id, id_key=disk.id_key))
+    await peer.manifests(delta_request(begun.transfer_id, source_backup_id, disk))
+    wanted, _ = await peer.wanted(begun.transfer_id)
+    await peer.call("PutDictionary", rp.PutDictionaryRequest(
+        transfer_id=begun.transfer_id, dictionary_id=disk.dictionary_id, content=disk.dictionary))
+    half = len(wanted) // 2
+
+    # The stream breaks once the first half is acknowledged (the source is killed, say, with more in flight).
+    killed = asyncio.Event()
+
+    async def requests():
+        yield rp.PutChunksRequest(transfer_id=begun.transfer_id, seq=1, chunks=[disk.wire(c) for c in wanted[:half]])
+        await killed.wait()
+
+    call = peer.stub.PutChunks(requests(), metadata=peer.metadata, timeout=30)
+    ack = await call.read()
+    assert ack.durable_through_seq == 1 and not ack.rejected
+    call.cancel()
+    killed.set()
+
+    again = await begin(peer, caller, vault.vault_id, disk, source_backup_id, record_id=record_id)
+    assert (again.transfer_id, again.resumable, again.namespace_known) == (begun.transfer_id, True, True)
+    assert [(s.source_backup_id, s.manifest_digest) for s in again.staged] == [
+        (source_backup_id, manifest_digest(disk.manifest()))]
+    rest, _ = await peer.wanted(again.transfer_id)
+    assert rest == wanted[half:]
+    await peer.chunks(again.transfer_id, [[disk.wire(c) for c in rest]])
+    committed = await peer.call("CommitTransfer", rp.CommitTransferRequest(
+        transfer_id=again.transfer_id,
+        expected=[rp.ManifestDigest(source_backup_id=source_backup_id, digest=manifest_digest(disk.manifest()))]))
+    assert await restored_bytes(caller, committed.backup_id) == bytes(disk.image)
+    # After the commit, a begin of the same record says where the replica is.
+    done = await begin(peer, caller, vault.vault_id, disk, source_backup_id, record_id=record_id)
+    assert (done.transfer_id, done.committed_backup_id) == (begun.transfer_id, committed.backup_id)
+
+
+async def test_a_namespace_keeps_its_key(destination, services):
+    caller = services.caller()
+    vault = await replica_vault(caller)
+    peer = destination.stub()
+    disk = SourceDisk(seed=5)
+    await replicate(peer, caller, vault.vault_id, disk)
+    impostor = SourceDisk(seed=5)  # the same source vault id, another id key
+    impostor.vault_id = disk.vault_id
+    await expect_error(begin(peer, caller, vault.vault_id, impostor), FAILED, "RegionTransferService.6951")
+    # A key that is not the one the transfer began with is refused too, before anything is recorded.
+    fresh = SourceDisk(seed=6)
+    begun = await begin(peer, caller, vault.vault_id, fresh)
+    await expect_error(peer.call("PutNamespaceKey", rp.PutNamespaceKeyRequest(
+        transfer_id=begun.transfer_id, id_key=os.urandom(32))), FAILED, "RegionTransferService.6951")
+
+
+async def test_only_a_peer_region_may_call(destination, services, infra):
+    caller = services.caller()
+    vault = await replica_vault(caller)
+    disk = SourceDisk(seed=7)
+    stranger = destination.stub(issue_peer_token(destination.secret, "region-c", 600))
+    await expect_error(begin(stranger, caller, vault.vault_id, disk), DENIED, "RegionTransferService.6921")
+    service = destination.stub(issue_token(infra.jwt_secret, project_id="x", subject="region:region-a",
+                                           roles=["service"], ttl_seconds=600))
+    await expect_error(begin(service, caller, vault.vault_id, disk), DENIED, "RegionTransferService.6921")
+    user = destination.stub(services.token(caller.project_id))
+    await expect_error(begin(user, caller, vault.vault_id, disk), DENIED)
+    # A peer cannot speak for another region either.
+    peer = destination.stub()
+    request = rp.CheckDestinationRequest(source_region="region-c", destination_project_id=caller.project_id,
+                                         destination_vault_id=vault.vault_id, resource_type=DISK)
+    await expect_error(peer.call("CheckDestination", request), DENIED, "RegionTransferService.6921")
+
+
+async def test_check_destination(destination, services):
+    caller = services.caller()
+    peer = destination.stub()
+    vault = await replica_vault(caller)
+    small = await create_vault(caller, "small-replicas", DISK, REPLICATION, size_gb=1)
+    backups = await create_vault(caller, "not-replicas", DISK)
+
+    def check(vault_id: str, resource_type=DISK, size: int = DISK_SIZE, project: str | None = None):
+        return peer.call("CheckDestination", rp.CheckDestinationRequest(
+            source_region=SOURCE, destination_project_id=project or caller.project_id, destination_vault_id=vault_id,
+            resource_type=resource_type, resource_size_bytes=size))
+
+    assert (await check(vault.vault_id)).vault_name == vault.name
+    await expect_error(check(str(uuid.uuid4())), NOT_FOUND, "RegionTransferService.6907")
+    await expect_error(check(vault.vault_id, project="another-project"), NOT_FOUND, "RegionTransferService.6907")
+    await expect_error(check(backups.vault_id), FAILED, "RegionTransferService.6908")
+    await expect_error(check(vault.vault_id, SERVER), FAILED, "RegionTransferService.6908")
+    await expect_error(check(small.vault_id, size=2 << 30), grpc.StatusCode.RESOURCE_EXHAUSTED,
+                       "RegionTransferService.6909")
+    disk = SourceDisk(seed=8)
+    await expect_error(begin(peer, caller, backups.vault_id, disk), FAILED, "RegionTransferService.6908")
+
+
+async def test_bad_requests_write_nothing(destination, services, infra):
+    caller = services.caller()
+    vault = await replica_vault(caller)
+    peer = destination.stub()
+    disk = SourceDisk(seed=9)
+    unknown = str(uuid.uuid4())
+    await expect_error(peer.call("PutNamespaceKey", rp.PutNamespaceKeyRequest(transfer_id=unknown, id_key=disk.id_key)),
+                       NOT_FOUND, "RegionTransferService.6950")
+    await expect_error(peer.call("ListWantedChunks", rp.ListWantedChunksRequest(transfer_id=unknown, limit=10)),
+                       NOT_FOUND, "RegionTransferService.6950")
+    await expect_error(peer.call("CommitTransfer", rp.CommitTransferRequest(transfer_id="not-a-uuid")),
+                       NOT_FOUND, "RegionTransferService.6950")
+
+    source_backup_id = str(uuid.uuid4())
+    begun = await begin(peer, caller, vault.vault_id, disk, source_backup_id)
+    transfer_id = begun.transfer_id
+    await peer.call("PutNamespaceKey", rp.PutNamespaceKeyRequest(transfer_id=transfer_id, id_key=disk.id_key))
+    good = delta_request(transfer_id, source_backup_id, disk)
+    broken = bytearray(good[1].data)
+    broken[-40] ^= 0xFF  # an id in the last NEW op: the rebuilt manifest is not the target
+    bad_cases = {
+        "malformed delta": [good[0], rp.PutManifestsRequest(**{**_fields(good[1]), "data": bytes(broken)})],
+        "a gap between parts": [good[0], rp.PutManifestsRequest(**{**_fields(good[1]), "offset": 1})],
+        "no last part": [good[0]],
+        "another backup": [rp.PutManifestsRequest(**{**_fields(r), "source_backup_id": str(uuid.uuid4())})
+                           for r in good],
+        "a tree for a disk": [rp.PutManifestsRequest(**{**_fields(r), "kind": rp.MANIFEST_KIND_TREE_ZSTD})
+                              for r in good],
+        "a parent never offered": [rp.PutManifestsRequest(**{**_fields(r), "parent_replica_backup_id": unknown})
+                                   for r in good],
+    }
+    for case, requests in bad_cases.items():
+        error = await expect_error(peer.manifests(requests), INVALID, "RegionTransferService.6952")
+        assert error, case
+    assert store_keys(infra, f"{vault.vault_id}/staging") == []
+    await expect_error(peer.call("ListWantedChunks", rp.ListWantedChunksRequest(transfer_id=transfer_id, limit=10)),
+                       FAILED, "RegionTransferService.6955")  # nothing was staged
+    await expect_error(peer.call("PutDictionary", rp.PutDictionaryRequest(
+        transfer_id=transfer_id, dictionary_id=bytes(32), content=disk.dictionary)),
+        grpc.StatusCode.DATA_LOSS, "RegionTransferService.6957")
+    await expect_error(peer.call("ListWantedChunks", rp.ListWantedChunksRequest(transfer_id=transfer_id, limit=0)),
+                       INVALID, "RegionTransferService.6911")
+    assert store_keys(infra, f"{vault.vault_id}/nsdicts") == []
+
+    # An aborted transfer is gone for every call.
+    await peer.call("AbortTransfer", rp.AbortTransferRequest(transfer_id=transfer_id, reason="cancelled"))
+    await expect_error(peer.manifests(good), NOT_FOUND, "RegionTransferService.6950")
+    listed = await caller.backups.ListBackups(bp.ListBackupsRequest(vault_id=vault.vault_id))
+    assert listed.count == 0 and index_count(infra, vault.vault_id) == 0
+
+
+def _fields(message) -> dict:
+    return {field.name: value for field, value in message.ListFields()}
