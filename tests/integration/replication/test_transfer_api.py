@@ -24,7 +24,7 @@ from cbr_backup.datapath.manifest import DiskManifest
 from cbr_backup.datapath.manifest_delta import encode_delta, manifest_digest, namespace_key_check
 from cbr_common.auth import issue_token
 from cbr_common.regions import issue_peer_token
-from tests.support.backups import disk_path, new_disk_from
+from tests.support.backups import disk_path, new_disk_from, wait_success
 from tests.support.calls import DISK, REPLICATION, SERVER, create_vault, expect_error
 from tests.support.services import settings_for
 
@@ -260,6 +260,9 @@ async def test_full_transfer_then_restore_byte_exact_and_the_same_content_again_
     assert (source.source_region, source.source_vault_id, source.source_backup_id, source.manifest_digest) == (
         SOURCE, disk.vault_id, replica.source_backup_id, manifest_digest(disk.manifest()))
     assert await restored_bytes(caller, replica.backup_id) == bytes(disk.image)
+    verify = await caller.backups.VerifyBackups(bp.VerifyBackupsRequest(vault_id=vault.vault_id))
+    task = await wait_success(caller, verify.task_id)
+    assert (task.extra_info["bad_chunks"], task.extra_info["checked_chunks"]) == ("0", str(len(disk.blocks())))
 
     # The same content again (another source backup of it): every chunk is present, none is wanted.
     again, wanted, first = await replicate(peer, caller, vault.vault_id, disk,
@@ -376,6 +379,31 @@ async def test_resume_returns_the_same_transfer_and_wants_only_what_is_not_durab
     # After the commit, a begin of the same record says where the replica is.
     done = await begin(peer, caller, vault.vault_id, disk, source_backup_id, record_id=record_id)
     assert (done.transfer_id, done.committed_backup_id) == (begun.transfer_id, committed.backup_id)
+
+
+async def test_garbage_collection_keeps_what_an_open_transfer_needs(destination, services):
+    caller = services.caller()
+    vault = await replica_vault(caller)
+    peer = destination.stub()
+    disk = SourceDisk(seed=10)
+    source_backup_id = str(uuid.uuid4())
+    begun = await begin(peer, caller, vault.vault_id, disk, source_backup_id)
+    await peer.call("PutNamespaceKey", rp.PutNamespaceKeyRequest(transfer_id=begun.transfer_id, id_key=disk.id_key))
+    await peer.manifests(delta_request(begun.transfer_id, source_backup_id, disk))
+    wanted, _ = await peer.wanted(begun.transfer_id)
+    await peer.call("PutDictionary", rp.PutDictionaryRequest(
+        transfer_id=begun.transfer_id, dictionary_id=disk.dictionary_id, content=disk.dictionary))
+    await peer.chunks(begun.transfer_id, [[disk.wire(c) for c in wanted[:4]]])
+    gc = await caller.backups.CollectGarbage(bp.CollectGarbageRequest(vault_id=vault.vault_id, grace_seconds=0))
+    task = await wait_success(caller, gc.task_id)
+    assert task.extra_info["deleted_chunks"] == "0", task.extra_info
+    rest, _ = await peer.wanted(begun.transfer_id)
+    assert rest == wanted[4:]
+    await peer.chunks(begun.transfer_id, [[disk.wire(c) for c in rest]])
+    committed = await peer.call("CommitTransfer", rp.CommitTransferRequest(
+        transfer_id=begun.transfer_id,
+        expected=[rp.ManifestDigest(source_backup_id=source_backup_id, digest=manifest_digest(disk.manifest()))]))
+    assert await restored_bytes(caller, committed.backup_id) == bytes(disk.image)
 
 
 async def test_a_namespace_keeps_its_key(destination, services):
