@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.ceph import ceph  # noqa: F401  (a real Ceph cluster, started when a test asks for it)
+from tests.support.regions import two_regions  # noqa: F401  (two full regions, started when a test asks)
 from tests.support.services import Services
 from tests.support.s3 import s3_server  # noqa: F401  (a moto server, started when a test asks for it)
 from tests.support.stack import Infra

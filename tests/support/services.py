@@ -26,8 +26,9 @@ STUBS = {
 JOB_LEASE_SECONDS = 3.0  # short, so a killed worker's job goes again within the tests' patience
 
 
-def settings_for(infra, service: str, peers: dict[str, str], listen_addr: str = "127.0.0.1:0") -> Settings:
-    return Settings(service=service, database_url=infra.postgres.url, nats_url=infra.nats.url,
+def settings_for(infra, service: str, peers: dict[str, str], listen_addr: str = "127.0.0.1:0", **extra) -> Settings:
+    """extra: further settings of the whole stack, e.g. region and regions_file (tests/support/regions.py)."""
+    return Settings(**extra, service=service, database_url=infra.postgres.url, nats_url=infra.nats.url,
                     jwt_secret=infra.jwt_secret, listen_addr=listen_addr, peers=dict(peers),
                     pool_dir=str(infra.base / "pool"), fs_root=str(infra.base / "fs"),
                     store_dir=str(infra.base / "store"), kek_file=str(kek_file(infra)), outbox_poll_seconds=0.2,
@@ -50,10 +51,12 @@ class Services:
     jwt_secret: str
     infra: object
     peers: dict[str, str]
-    workers: list = field(default_factory=list)  # (Worker, asyncio.Task, Database) run in this loop
+    workers: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)   # settings every service and worker of this stack gets  # (Worker, asyncio.Task, Database) run in this loop
 
     @classmethod
-    async def start(cls, infra, workers: int = 1) -> "Services":
+    async def start(cls, infra, workers: int = 1, peers: dict[str, str] | None = None, **extra) -> "Services":
+        """peers: addresses chosen beforehand (e.g. a backup service another region names); extra: settings."""
         from cbr_backup.bootstrap import start as start_backup
         from cbr_policy.bootstrap import start as start_policy
         from cbr_vault.bootstrap import start as start_vault
@@ -61,12 +64,12 @@ class Services:
 
         # Ports chosen first: the vault and backup services call each other.
         names = ("backup", "policy", "vault")
-        peers = {name: f"127.0.0.1:{free_port()}" for name in names}
+        peers = {name: f"127.0.0.1:{free_port()}" for name in names} | dict(peers or {})
         runtimes: dict[str, ServiceRuntime] = {}
         for name, start in zip(names, (start_backup, start_policy, start_vault)):
-            runtimes[name] = await start(settings_for(infra, name, peers, listen_addr=peers[name]))
+            runtimes[name] = await start(settings_for(infra, name, peers, listen_addr=peers[name], **extra))
         channels = {name: grpc.aio.insecure_channel(rt.address) for name, rt in runtimes.items()}
-        services = cls(runtimes, channels, infra.jwt_secret, infra, peers)
+        services = cls(runtimes, channels, infra.jwt_secret, infra, peers, extra=dict(extra))
         for _ in range(workers):
             await services.start_worker()
         return services
@@ -81,7 +84,8 @@ class Services:
         from cbr_common.db import Database
 
         db = Database(self.infra.postgres.url, metadata.schema, pool_size=2)
-        settings = dataclasses.replace(settings_for(self.infra, "worker", self.peers), rate_limit_mbps=rate_limit_mbps,
+        settings = dataclasses.replace(settings_for(self.infra, "worker", self.peers, **self.extra),
+                                       rate_limit_mbps=rate_limit_mbps,
                                        **settings_changes)
         worker = worker_for(settings, db)
         task = asyncio.create_task(worker.run(self.runtimes["backup"].js))
@@ -108,6 +112,7 @@ class Services:
                    CBR_FS_ROOT=str(infra.base / "fs"), CBR_STORE_DIR=str(infra.base / "store"),
                    CBR_KEK_FILE=str(kek_file(infra)),
                    CBR_JOB_LEASE_SECONDS=str(JOB_LEASE_SECONDS), PYTHONUNBUFFERED="1")
+        env.update({f"CBR_{name.upper()}": str(value) for name, value in self.extra.items()})
         env.update({k: str(v) for k, v in overrides.items()})
         return env
 
