@@ -19,7 +19,7 @@ from cbr_backup.transfer.servicer import RegionTransferServicer
 from cbr_common.regions import load_regions
 from cbr_common.jetstream import EventConsumer, ensure_stream
 from cbr_common.runtime import ServiceRuntime, open_runtime, serve
-from cbr_common.server import ServiceBinding
+from cbr_common.server import ServiceBinding, start_transfer_listener
 from cbr_common.settings import Settings, SettingsError
 
 PROTECTABLE_SERVICE = "cbr.backup.v1.ProtectableService"
@@ -72,16 +72,22 @@ async def start(settings: Settings, provider: Provider | None = None) -> Service
     runtime.spawn(consumer.run(), "backup-events")
     receiver = TransferReceiver(make_uow, vaults, keys, store=lambda: _chunk_store(settings),
                                 open_index=lambda: ChunkIndex(settings.database_url))
-    return await serve(runtime, [
+    # The destination side of replication (DESIGN.md 17.2): this service alone writes a replica's chunks. Served on
+    # a listener of its own where CBR_TRANSFER_LISTEN_ADDR names one, else beside the project APIs.
+    transfer = ServiceBinding(replication_pb2_grpc.add_RegionTransferServiceServicer_to_server,
+                              RegionTransferServicer(receiver, directory), TRANSFER_SERVICE)
+    runtime = await serve(runtime, [
         ServiceBinding(protectable_pb2_grpc.add_ProtectableServiceServicer_to_server,
                        ProtectableServicer(make_uow, provider, vaults), PROTECTABLE_SERVICE),
         ServiceBinding(task_pb2_grpc.add_TaskServiceServicer_to_server, TaskServicer(make_uow), TASK_SERVICE),
         ServiceBinding(backup_pb2_grpc.add_BackupServiceServicer_to_server,
                        BackupServicer(make_uow, vaults, provider), BACKUP_SERVICE),
-        # The destination side of replication (DESIGN.md 17.2): this service alone writes a replica's chunks.
-        ServiceBinding(replication_pb2_grpc.add_RegionTransferServiceServicer_to_server,
-                       RegionTransferServicer(receiver, directory), TRANSFER_SERVICE),
+        *(() if settings.transfer_listen_addr else (transfer,)),
     ])
+    listener = await start_transfer_listener(settings, transfer)
+    if listener is not None:
+        runtime.closers.append(lambda: listener.stop(1.0))
+    return runtime
 
 
 def _chunk_store(settings: Settings):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import random
 import uuid
@@ -18,7 +17,6 @@ from cbr.backup.v1 import backup_pb2 as bp
 from cbr.replication.v1 import replication_pb2 as rp
 from cbr.replication.v1 import replication_pb2_grpc
 from cbr_backup.adapters.chunk_index import ChunkIndex
-from cbr_backup.bootstrap import start as start_backup
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys, chunk_id, dictionary_tag
 from cbr_backup.datapath.manifest import DiskManifest
 from cbr_backup.datapath.manifest_delta import encode_delta, manifest_digest, namespace_key_check
@@ -26,7 +24,6 @@ from cbr_common.auth import issue_token
 from cbr_common.regions import issue_peer_token
 from tests.support.backups import disk_path, new_disk_from, wait_success
 from tests.support.calls import DISK, REPLICATION, SERVER, create_vault, expect_error
-from tests.support.services import settings_for
 
 BLOCK = 128 * 1024
 DISK_SIZE = 4 * 1024 * 1024
@@ -37,32 +34,25 @@ FAILED, INVALID = grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_A
 
 @dataclasses.dataclass
 class Destination:
-    """A backup service of region-b beside the session's services (same database, store and workers), whose region
-    directory names region-a as its peer."""
-    runtime: object
-    channel: grpc.aio.Channel
-    secret: str
+    """Region-b of the two regions: its backup service serves RegionTransferService to region-a."""
+    services: object
+
+    @property
+    def infra(self):
+        return self.services.infra
+
+    def caller(self):
+        return self.services.caller()
 
     def stub(self, token: str | None = None) -> "Peer":
-        token = token or issue_peer_token(self.secret, SOURCE, 600)
-        return Peer(replication_pb2_grpc.RegionTransferServiceStub(self.channel),
+        token = token or issue_peer_token(self.services.jwt_secret, SOURCE, 600)
+        return Peer(replication_pb2_grpc.RegionTransferServiceStub(self.services.channels["backup"]),
                     (("authorization", f"Bearer {token}"),))
 
 
-@pytest.fixture(scope="module")
-async def destination(infra, services, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("region-b")
-    (folder / "region-a.token").write_text("the token region-b's workers would send to region-a")
-    regions = folder / "regions.json"
-    regions.write_text(json.dumps({"dev_plaintext": True, "peers": [
-        {"name": SOURCE, "transfer_addr": "127.0.0.1:9", "credential_file": str(folder / "region-a.token")}]}))
-    settings = dataclasses.replace(settings_for(infra, "backup", services.peers), region="region-b",
-                                   regions_file=str(regions))
-    runtime = await start_backup(settings)
-    channel = grpc.aio.insecure_channel(runtime.address, options=[("grpc.max_send_message_length", 16 << 20)])
-    yield Destination(runtime, channel, infra.jwt_secret)
-    await channel.close()
-    await runtime.stop(grace=1.0)
+@pytest.fixture
+def destination(two_regions):
+    return Destination(two_regions.b)
 
 
 class Peer:
@@ -177,12 +167,14 @@ async def replica_vault(caller, object_type=DISK):
 
 
 async def begin(peer: Peer, caller, vault_id: str, disk: SourceDisk, source_backup_id: str | None = None,
-                record_id: str | None = None, key_check: bytes | None = None) -> rp.BeginTransferResponse:
+                record_id: str | None = None, key_check: bytes | None = None,
+                retention: rp.ReplicaRetention | None = None) -> rp.BeginTransferResponse:
     return await peer.call("BeginTransfer", rp.BeginTransferRequest(
         replication_record_id=record_id or str(uuid.uuid4()), source_region=SOURCE,
         source_backup=disk.source_backup(source_backup_id or str(uuid.uuid4())),
         destination_project_id=caller.project_id, destination_vault_id=vault_id, name="replica-1",
-        source_vault_id=disk.vault_id, namespace_key_check=key_check or namespace_key_check(disk.id_key)))
+        source_vault_id=disk.vault_id, namespace_key_check=key_check or namespace_key_check(disk.id_key),
+        retention=retention))
 
 
 def delta_request(transfer_id: str, source_backup_id: str, disk: SourceDisk, parent: bytes | None = None,
@@ -196,10 +188,11 @@ def delta_request(transfer_id: str, source_backup_id: str, disk: SourceDisk, par
             for offset, part, last in ((0, delta[:half], False), (half, delta[half:], True))]
 
 
-async def replicate(peer: Peer, caller, vault_id: str, disk: SourceDisk, parent: tuple[str, bytes] | None = None):
+async def replicate(peer: Peer, caller, vault_id: str, disk: SourceDisk, parent: tuple[str, bytes] | None = None,
+                    retention: rp.ReplicaRetention | None = None):
     """A whole transfer as a source would run it; returns the replica and what the want-list asked for."""
     source_backup_id = str(uuid.uuid4())
-    begun = await begin(peer, caller, vault_id, disk, source_backup_id)
+    begun = await begin(peer, caller, vault_id, disk, source_backup_id, retention=retention)
     transfer_id = begun.transfer_id
     if not begun.namespace_known:
         await peer.call("PutNamespaceKey", rp.PutNamespaceKeyRequest(transfer_id=transfer_id, id_key=disk.id_key))
@@ -244,9 +237,8 @@ def store_keys(infra, prefix: str) -> list[str]:
         if root.exists() else []
 
 
-async def test_full_transfer_then_restore_byte_exact_and_the_same_content_again_wants_nothing(
-        destination, services, infra):
-    caller = services.caller()
+async def test_full_transfer_then_restore_byte_exact_and_the_same_content_again_wants_nothing(destination):
+    caller = destination.caller()
     vault = await replica_vault(caller)
     peer = destination.stub()
     disk = SourceDisk(seed=1)
@@ -265,10 +257,15 @@ async def test_full_transfer_then_restore_byte_exact_and_the_same_content_again_
     assert (task.extra_info["bad_chunks"], task.extra_info["checked_chunks"]) == ("0", str(len(disk.blocks())))
 
     # The same content again (another source backup of it): every chunk is present, none is wanted.
+    # (as an auto replica: its policy's rule travels with it)
     again, wanted, first = await replicate(peer, caller, vault.vault_id, disk,
-                                           parent=(replica.backup_id, disk.manifest()))
+                                           parent=(replica.backup_id, disk.manifest()),
+                                           retention=rp.ReplicaRetention(policy_id="policy-in-a", max_backups=5))
     assert wanted == [] and first.present_chunks == len(disk.blocks()) and first.present_bytes > 0
     assert again.backup_id != replica.backup_id
+    auto = (await caller.backups.GetBackup(bp.GetBackupRequest(backup_id=again.backup_id))).backup
+    assert (auto.auto_trigger, auto.policy_id, auto.incremental) == (True, "policy-in-a", True)
+    assert not backup.auto_trigger
     assert await restored_bytes(caller, again.backup_id) == bytes(disk.image)
 
     # A commit answered again (the source lost the answer) names the same replica; a begin of it too.
@@ -276,8 +273,8 @@ async def test_full_transfer_then_restore_byte_exact_and_the_same_content_again_
     assert committed.backup_id == again.backup_id
 
 
-async def test_incremental_delta_against_a_parent_replica(destination, services):
-    caller = services.caller()
+async def test_incremental_delta_against_a_parent_replica(destination):
+    caller = destination.caller()
     vault = await replica_vault(caller)
     peer = destination.stub()
     disk = SourceDisk(seed=2)
@@ -297,8 +294,8 @@ async def test_incremental_delta_against_a_parent_replica(destination, services)
     assert await restored_bytes(caller, first.backup_id) == bytes(disk.image)
 
 
-async def test_bad_chunks_are_rejected_and_not_indexed_and_commit_waits_for_them(destination, services, infra):
-    caller = services.caller()
+async def test_bad_chunks_are_rejected_and_not_indexed_and_commit_waits_for_them(destination):
+    caller = destination.caller()
     vault = await replica_vault(caller)
     peer = destination.stub()
     disk = SourceDisk(seed=3)
@@ -320,7 +317,7 @@ async def test_bad_chunks_are_rejected_and_not_indexed_and_commit_waits_for_them
     assert acks[-1].durable_through_seq == 1
     assert sorted((r.chunk_id, r.code) for ack in acks for r in ack.rejected) == sorted([
         (wanted[0], "RegionTransferService.6953"), (unwanted.chunk_id, "RegionTransferService.6954")])
-    assert index_count(infra, vault.vault_id) == 1  # only the good one
+    assert index_count(destination.infra, vault.vault_id) == 1  # only the good one
     still, _ = await peer.wanted(transfer_id)
     assert still == [c for c in wanted if c != wanted[1]]
 
@@ -338,8 +335,8 @@ async def test_bad_chunks_are_rejected_and_not_indexed_and_commit_waits_for_them
     assert await restored_bytes(caller, committed.backup_id) == bytes(disk.image)
 
 
-async def test_resume_returns_the_same_transfer_and_wants_only_what_is_not_durable(destination, services):
-    caller = services.caller()
+async def test_resume_returns_the_same_transfer_and_wants_only_what_is_not_durable(destination):
+    caller = destination.caller()
     vault = await replica_vault(caller)
     peer = destination.stub()
     disk = SourceDisk(seed=4)
@@ -381,8 +378,8 @@ async def test_resume_returns_the_same_transfer_and_wants_only_what_is_not_durab
     assert (done.transfer_id, done.committed_backup_id) == (begun.transfer_id, committed.backup_id)
 
 
-async def test_garbage_collection_keeps_what_an_open_transfer_needs(destination, services):
-    caller = services.caller()
+async def test_garbage_collection_keeps_what_an_open_transfer_needs(destination):
+    caller = destination.caller()
     vault = await replica_vault(caller)
     peer = destination.stub()
     disk = SourceDisk(seed=10)
@@ -406,8 +403,8 @@ async def test_garbage_collection_keeps_what_an_open_transfer_needs(destination,
     assert await restored_bytes(caller, committed.backup_id) == bytes(disk.image)
 
 
-async def test_a_namespace_keeps_its_key(destination, services):
-    caller = services.caller()
+async def test_a_namespace_keeps_its_key(destination):
+    caller = destination.caller()
     vault = await replica_vault(caller)
     peer = destination.stub()
     disk = SourceDisk(seed=5)
@@ -422,16 +419,16 @@ async def test_a_namespace_keeps_its_key(destination, services):
         transfer_id=begun.transfer_id, id_key=os.urandom(32))), FAILED, "RegionTransferService.6951")
 
 
-async def test_only_a_peer_region_may_call(destination, services, infra):
-    caller = services.caller()
+async def test_only_a_peer_region_may_call(destination):
+    caller = destination.caller()
     vault = await replica_vault(caller)
     disk = SourceDisk(seed=7)
-    stranger = destination.stub(issue_peer_token(destination.secret, "region-c", 600))
+    stranger = destination.stub(issue_peer_token(destination.services.jwt_secret, "region-c", 600))
     await expect_error(begin(stranger, caller, vault.vault_id, disk), DENIED, "RegionTransferService.6921")
-    service = destination.stub(issue_token(infra.jwt_secret, project_id="x", subject="region:region-a",
+    service = destination.stub(issue_token(destination.services.jwt_secret, project_id="x", subject="region:region-a",
                                            roles=["service"], ttl_seconds=600))
     await expect_error(begin(service, caller, vault.vault_id, disk), DENIED, "RegionTransferService.6921")
-    user = destination.stub(services.token(caller.project_id))
+    user = destination.stub(destination.services.token(caller.project_id))
     await expect_error(begin(user, caller, vault.vault_id, disk), DENIED)
     # A peer cannot speak for another region either.
     peer = destination.stub()
@@ -440,8 +437,8 @@ async def test_only_a_peer_region_may_call(destination, services, infra):
     await expect_error(peer.call("CheckDestination", request), DENIED, "RegionTransferService.6921")
 
 
-async def test_check_destination(destination, services):
-    caller = services.caller()
+async def test_check_destination(destination):
+    caller = destination.caller()
     peer = destination.stub()
     vault = await replica_vault(caller)
     small = await create_vault(caller, "small-replicas", DISK, REPLICATION, size_gb=1)
@@ -463,8 +460,8 @@ async def test_check_destination(destination, services):
     await expect_error(begin(peer, caller, backups.vault_id, disk), FAILED, "RegionTransferService.6908")
 
 
-async def test_bad_requests_write_nothing(destination, services, infra):
-    caller = services.caller()
+async def test_bad_requests_write_nothing(destination):
+    caller = destination.caller()
     vault = await replica_vault(caller)
     peer = destination.stub()
     disk = SourceDisk(seed=9)
@@ -497,7 +494,7 @@ async def test_bad_requests_write_nothing(destination, services, infra):
     for case, requests in bad_cases.items():
         error = await expect_error(peer.manifests(requests), INVALID, "RegionTransferService.6952")
         assert error, case
-    assert store_keys(infra, f"{vault.vault_id}/staging") == []
+    assert store_keys(destination.infra, f"{vault.vault_id}/staging") == []
     await expect_error(peer.call("ListWantedChunks", rp.ListWantedChunksRequest(transfer_id=transfer_id, limit=10)),
                        FAILED, "RegionTransferService.6955")  # nothing was staged
     await expect_error(peer.call("PutDictionary", rp.PutDictionaryRequest(
@@ -505,13 +502,13 @@ async def test_bad_requests_write_nothing(destination, services, infra):
         grpc.StatusCode.DATA_LOSS, "RegionTransferService.6957")
     await expect_error(peer.call("ListWantedChunks", rp.ListWantedChunksRequest(transfer_id=transfer_id, limit=0)),
                        INVALID, "RegionTransferService.6911")
-    assert store_keys(infra, f"{vault.vault_id}/nsdicts") == []
+    assert store_keys(destination.infra, f"{vault.vault_id}/nsdicts") == []
 
     # An aborted transfer is gone for every call.
     await peer.call("AbortTransfer", rp.AbortTransferRequest(transfer_id=transfer_id, reason="cancelled"))
     await expect_error(peer.manifests(good), NOT_FOUND, "RegionTransferService.6950")
     listed = await caller.backups.ListBackups(bp.ListBackupsRequest(vault_id=vault.vault_id))
-    assert listed.count == 0 and index_count(infra, vault.vault_id) == 0
+    assert listed.count == 0 and index_count(destination.infra, vault.vault_id) == 0
 
 
 def _fields(message) -> dict:

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
 import zstandard
+from google.protobuf import json_format
 
 from cbr.common.v1 import common_pb2
 from cbr.events.v1 import backup_events_pb2 as ev
+from cbr.replication.v1 import replication_pb2
 from cbr_backup.adapters.chunk_index import TOUCH_MARGIN
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.adapters.vaults import VaultDirectory
@@ -566,7 +568,8 @@ class TransferReceiver:
                 resource_id=top.resource_id, resource_type=enum_value(common_pb2.ObjectType, top.resource_type),
                 checkpoint_id=top.checkpoint_id, auto_trigger=top.auto_trigger, policy_id=top.policy_id,
                 logical_bytes=top.logical_bytes, stored_bytes=top.stored_bytes, added_stored_bytes=top.added_bytes,
-                incremental=top.incremental, image_type="replication"))
+                incremental=top.incremental, image_type="replication",
+                replica_retention=_retention_out(transfer["retention"])))
             await lifecycle.publish_usage(uow, top.project_id, top.vault_id)
             # The store's records (DESIGN.md 14.2), durable before the commit lists the replica.
             await write_backup_records(uow, self.store, keys, run_id, top.project_id, top.backup_id)
@@ -674,3 +677,8 @@ async def _replica_rows(uow, transfer: dict, source: SourceBackup, ids: dict[str
     for child in source.children:
         rows.append(await row(child, rows[0].backup_id, named.get(child.backup_id, set())))
     return rows
+
+
+def _retention_out(retention: dict | None):
+    """The travelled rule (auto replicas only), for the destination's policy service."""
+    return json_format.ParseDict(retention, replication_pb2.ReplicaRetention()) if retention else None
