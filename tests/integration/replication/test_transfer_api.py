@@ -11,6 +11,7 @@ import random
 import uuid
 
 import grpc
+import psycopg
 import pytest
 
 from cbr.backup.v1 import backup_pb2 as bp
@@ -401,6 +402,46 @@ async def test_garbage_collection_keeps_what_an_open_transfer_needs(destination)
         transfer_id=begun.transfer_id,
         expected=[rp.ManifestDigest(source_backup_id=source_backup_id, digest=manifest_digest(disk.manifest()))]))
     assert await restored_bytes(caller, committed.backup_id) == bytes(disk.image)
+
+
+async def test_a_chunk_lost_before_the_commit_is_wanted_again_and_idle_transfers_expire(destination):
+    caller = destination.caller()
+    vault = await replica_vault(caller)
+    peer = destination.stub()
+    disk = SourceDisk(seed=11)
+    source_backup_id = str(uuid.uuid4())
+    begun = await begin(peer, caller, vault.vault_id, disk, source_backup_id)
+    await peer.call("PutNamespaceKey", rp.PutNamespaceKeyRequest(transfer_id=begun.transfer_id, id_key=disk.id_key))
+    await peer.manifests(delta_request(begun.transfer_id, source_backup_id, disk))
+    wanted, _ = await peer.wanted(begun.transfer_id)
+    await peer.call("PutDictionary", rp.PutDictionaryRequest(
+        transfer_id=begun.transfer_id, dictionary_id=disk.dictionary_id, content=disk.dictionary))
+    await peer.chunks(begun.transfer_id, [[disk.wire(c) for c in wanted]])
+    assert (await peer.wanted(begun.transfer_id))[0] == []
+    with psycopg.connect(destination.infra.postgres.conninfo(), autocommit=True) as conn:  # a quarantine, say
+        conn.execute("DELETE FROM backup.chunks WHERE vault_id = %s AND digest = %s", (vault.vault_id, wanted[2]))
+    expected = [rp.ManifestDigest(source_backup_id=source_backup_id, digest=manifest_digest(disk.manifest()))]
+    await expect_error(peer.call("CommitTransfer", rp.CommitTransferRequest(
+        transfer_id=begun.transfer_id, expected=expected)), FAILED, "RegionTransferService.6955")
+    assert (await peer.wanted(begun.transfer_id))[0] == [wanted[2]]
+    await peer.chunks(begun.transfer_id, [[disk.wire(wanted[2])]])
+    await peer.call("CommitTransfer", rp.CommitTransferRequest(transfer_id=begun.transfer_id, expected=expected))
+
+    # A transfer silent past its time to live is aborted by the vault's next GC, and its staging goes.
+    idle = SourceDisk(seed=12)
+    idle_backup_id = str(uuid.uuid4())
+    stale = await begin(peer, caller, vault.vault_id, idle, idle_backup_id)
+    await peer.call("PutNamespaceKey", rp.PutNamespaceKeyRequest(transfer_id=stale.transfer_id, id_key=idle.id_key))
+    await peer.manifests(delta_request(stale.transfer_id, idle_backup_id, idle))
+    assert store_keys(destination.infra, f"{vault.vault_id}/staging/{stale.transfer_id}")
+    with psycopg.connect(destination.infra.postgres.conninfo(), autocommit=True) as conn:
+        conn.execute("UPDATE backup.replica_transfers SET last_activity_time = now() - interval '25 hours' "
+                     "WHERE transfer_id = %s", (stale.transfer_id,))
+    gc = await caller.backups.CollectGarbage(bp.CollectGarbageRequest(vault_id=vault.vault_id))
+    await wait_success(caller, gc.task_id)
+    await expect_error(peer.call("ListWantedChunks", rp.ListWantedChunksRequest(
+        transfer_id=stale.transfer_id, limit=10)), NOT_FOUND, "RegionTransferService.6950")
+    assert store_keys(destination.infra, f"{vault.vault_id}/staging") == []
 
 
 async def test_a_namespace_keeps_its_key(destination):

@@ -387,7 +387,8 @@ class TransferReceiver:
         """Every id the staged manifests name, less those the index holds (and touches): DESIGN.md 17.5."""
         sizes = await self._named_chunks(transfer)
         since = transfer["started_time"] - TOUCH_MARGIN
-        present, present_bytes = await asyncio.to_thread(self._present, transfer["vault_id"], sizes, since)
+        async with self._vault_lock(transfer["vault_id"]) as index:
+            present, present_bytes = await asyncio.to_thread(_present, index, transfer["vault_id"], sizes, since)
         async with self._uow() as uow:
             repo = TransferRepository(uow.session)
             latest = await repo.get_transfer(transfer["transfer_id"], for_update=True)
@@ -398,15 +399,6 @@ class TransferReceiver:
             await uow.commit()
         async with self._uow() as uow:
             return await TransferRepository(uow.session).get_transfer(transfer["transfer_id"])
-
-    def _present(self, vault_id: str, sizes: dict[bytes, int], since: dt.datetime) -> tuple[set[bytes], int]:
-        index = self._open_index()
-        try:
-            present = index.touch_existing(vault_id, list(sizes), since)
-            stored = sum(where[2] for where in index.locations(vault_id, present).values())
-            return present, stored
-        finally:
-            index.close()
 
     async def _named_chunks(self, transfer: dict) -> dict[bytes, int]:
         """id -> raw size of every chunk the staged manifests name; every manifest must be staged."""
@@ -528,54 +520,80 @@ class TransferReceiver:
         if transfer is not None and transfer["source_region"] == peer and transfer["state"] == "committed":
             return await self._committed(transfer)
         transfer = await self._open(peer, transfer_id)
-        sizes = await self._named_chunks(transfer)  # (a) every named chunk indexed (and touched)
-        since = transfer["started_time"] - TOUCH_MARGIN
-        present, _ = await asyncio.to_thread(self._present, transfer["vault_id"], sizes, since)
-        if len(present) < len(sizes):
-            raise errors.ChunksMissingError(f"{len(sizes) - len(present)} of the {len(sizes)} chunks the manifests "
-                                            f"name are missing here")
-        async with self._uow() as uow:
-            staged = await TransferRepository(uow.session).staged(transfer_id)
-        for row in staged:  # (b) the source's digests are the replica's
-            if row["kind"] != "server" and expected.get(row["source_backup_id"]) != bytes(row["digest"]):
-                raise errors.DigestMismatchError(
-                    f"the source's manifest digest of {row['source_backup_id']} differs from the replica's")
-        source = SourceBackup.from_json(transfer["source_backup"])
-        keys = await self._vault_keys(transfer)
-        run_id = uuid.uuid4().hex[:8]
-        ids = {b.backup_id: str(uuid.uuid4()) for b in (source, *source.children)}
-        manifests = {r["source_backup_id"]: f"{ids[r['source_backup_id']]}-{run_id}" for r in staged
-                     if r["kind"] != "server"}
-        await asyncio.to_thread(self._publish_manifests, transfer, keys, manifests)  # (c)
-        async with self._uow() as uow:  # (d)
-            repo = TransferRepository(uow.session)
-            latest = await repo.get_transfer(transfer_id, for_update=True)
-            if latest["state"] != "open":
-                raise errors.TransferNotFoundError(f"transfer {transfer_id} is {latest['state']}")
+        sizes = await self._named_chunks(transfer)
+        # The vault's lock, shared, from the check to the rows, as a backup holds it: GC's exclusive pass must not
+        # take the new manifests for dead ones before the rows name them.
+        async with self._vault_lock(transfer["vault_id"]) as index:
+            since = transfer["started_time"] - TOUCH_MARGIN  # (a) every named chunk indexed, and touched
+            present, _ = await asyncio.to_thread(_present, index, transfer["vault_id"], sizes, since)
+            if len(present) < len(sizes):
+                async with self._uow() as uow:  # wanted again: lost since (GC, quarantine), or never sent
+                    await TransferRepository(uow.session).add_wanted(
+                        transfer_id, {d: r for d, r in sizes.items() if d not in present})
+                    await uow.commit()
+                raise errors.ChunksMissingError(f"{len(sizes) - len(present)} of the {len(sizes)} chunks the "
+                                                f"manifests name are missing here")
+            async with self._uow() as uow:
+                staged = await TransferRepository(uow.session).staged(transfer_id)
+            for row in staged:  # (b) the source's digests are the replica's
+                if row["kind"] != "server" and expected.get(row["source_backup_id"]) != bytes(row["digest"]):
+                    raise errors.DigestMismatchError(
+                        f"the source's manifest digest of {row['source_backup_id']} differs from the replica's")
+            source = SourceBackup.from_json(transfer["source_backup"])
+            keys = await self._vault_keys(transfer)
             named = await asyncio.to_thread(self._part_chunks, transfer, keys, staged)
-            rows = await _replica_rows(uow, transfer, source, ids, manifests, staged, expected, named)
-            await uow.backups.add_checkpoint(Checkpoint(
-                checkpoint_id=rows[0].checkpoint_id, project_id=transfer["project_id"], vault_id=transfer["vault_id"],
-                name=rows[0].name, description=rows[0].description, incremental=rows[0].incremental,
-                auto_trigger=rows[0].auto_trigger, policy_id=rows[0].policy_id, created_time=rows[0].created_time))
-            for row in rows:
-                await uow.backups.add_backup(row)
-            top = rows[0]
-            await repo.update_transfer(transfer_id, state="committed", backup_id=top.backup_id, ended_time=utcnow())
-            await repo.forget_wanted(transfer_id)
-            await uow.publish(ev.BackupCompleted(
-                project_id=top.project_id, backup_id=top.backup_id, vault_id=top.vault_id,
-                resource_id=top.resource_id, resource_type=enum_value(common_pb2.ObjectType, top.resource_type),
-                checkpoint_id=top.checkpoint_id, auto_trigger=top.auto_trigger, policy_id=top.policy_id,
-                logical_bytes=top.logical_bytes, stored_bytes=top.stored_bytes, added_stored_bytes=top.added_bytes,
-                incremental=top.incremental, image_type="replication",
-                replica_retention=_retention_out(transfer["retention"])))
-            await lifecycle.publish_usage(uow, top.project_id, top.vault_id)
-            # The store's records (DESIGN.md 14.2), durable before the commit lists the replica.
-            await write_backup_records(uow, self.store, keys, run_id, top.project_id, top.backup_id)
-            await uow.commit()
+            run_id = uuid.uuid4().hex[:8]
+            ids = {b.backup_id: str(uuid.uuid4()) for b in (source, *source.children)}
+            manifests = {r["source_backup_id"]: f"{ids[r['source_backup_id']]}-{run_id}" for r in staged
+                         if r["kind"] != "server"}
+            await asyncio.to_thread(self._publish_manifests, transfer, keys, manifests)  # (c)
+            async with self._uow() as uow:  # (d)
+                repo = TransferRepository(uow.session)
+                latest = await repo.get_transfer(transfer_id, for_update=True)
+                if latest["state"] == "open":
+                    await self._list_replica(uow, transfer, source, ids, manifests, staged, expected, named, keys,
+                                             run_id)
+                elif latest["state"] != "committed":  # committed: a racing commit won (these manifests are GC's)
+                    raise errors.TransferNotFoundError(f"transfer {transfer_id} is {latest['state']}")
         await asyncio.to_thread(self._drop_staging, transfer)  # (e) what a crash leaves, GC's
         return await self._committed(await self._get(transfer_id))
+
+    async def _list_replica(self, uow, transfer: dict, source: SourceBackup, ids: dict[str, str],
+                            manifests: dict[str, str], staged: list[dict], expected: dict[str, bytes],
+                            named: dict[str, set[bytes]], keys: VaultKeys, run_id: str) -> None:
+        """One transaction: the replica's rows (available), the transfer committed, the event; the store's records
+        durable before the commit (DESIGN.md 14.2)."""
+        rows = await _replica_rows(uow, transfer, source, ids, manifests, staged, expected, named)
+        top = rows[0]
+        await uow.backups.add_checkpoint(Checkpoint(
+            checkpoint_id=top.checkpoint_id, project_id=top.project_id, vault_id=top.vault_id, name=top.name,
+            description=top.description, incremental=top.incremental, auto_trigger=top.auto_trigger,
+            policy_id=top.policy_id, created_time=top.created_time))
+        for row in rows:
+            await uow.backups.add_backup(row)
+        repo = TransferRepository(uow.session)
+        await repo.update_transfer(transfer["transfer_id"], state="committed", backup_id=top.backup_id,
+                                   ended_time=utcnow())
+        await repo.forget_wanted(transfer["transfer_id"])
+        await uow.publish(ev.BackupCompleted(
+            project_id=top.project_id, backup_id=top.backup_id, vault_id=top.vault_id, resource_id=top.resource_id,
+            resource_type=enum_value(common_pb2.ObjectType, top.resource_type), checkpoint_id=top.checkpoint_id,
+            auto_trigger=top.auto_trigger, policy_id=top.policy_id, logical_bytes=top.logical_bytes,
+            stored_bytes=top.stored_bytes, added_stored_bytes=top.added_bytes, incremental=top.incremental,
+            image_type="replication", replica_retention=_retention_out(transfer["retention"])))
+        await lifecycle.publish_usage(uow, top.project_id, top.vault_id)
+        await write_backup_records(uow, self.store, keys, run_id, top.project_id, top.backup_id)
+        await uow.commit()
+
+    @contextlib.asynccontextmanager
+    async def _vault_lock(self, vault_id: str):
+        """A chunk index connection of its own holding the vault's lock shared (a crash drops both)."""
+        index = await asyncio.to_thread(self._open_index)
+        try:
+            await asyncio.to_thread(index.lock_vault, vault_id, False)
+            yield index
+        finally:
+            await asyncio.to_thread(index.close)
 
     def _publish_manifests(self, transfer: dict, keys: VaultKeys, manifests: dict[str, str]) -> None:
         codec = ChunkCodec(keys)
@@ -630,6 +648,12 @@ class TransferReceiver:
         if transfer is None or transfer["source_region"] != peer or transfer["state"] != "open":
             raise errors.TransferNotFoundError(f"transfer {transfer_id} not found, aborted or committed")
         return transfer
+
+
+def _present(index, vault_id: str, sizes: dict[bytes, int], since: dt.datetime) -> tuple[set[bytes], int]:
+    """The named chunks the index holds (each touched: GC leaves it now) and their stored bytes."""
+    present = index.touch_existing(vault_id, list(sizes), since)
+    return present, sum(where[2] for where in index.locations(vault_id, present).values())
 
 
 def _same_region(peer: str, source_region: str) -> None:

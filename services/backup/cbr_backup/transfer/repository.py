@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Iterable, Sequence
 
-from sqlalchemy import LargeBinary, and_, any_, bindparam, delete, func, insert, select, update
+from sqlalchemy import LargeBinary, and_, any_, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -55,6 +55,16 @@ class TransferRepository:
             chunks_received=c.chunks_received + chunks, stored_bytes=c.stored_bytes + stored,
             rejected_chunks=c.rejected_chunks + rejected, last_activity_time=utcnow()))
 
+    async def expire_idle(self, vault_id: str, idle_since: dt.datetime) -> list[str]:
+        """Open transfers silent since before idle_since become aborted (DESIGN.md 17.7 step 7); their ids."""
+        c = replica_transfers.c
+        rows = (await self._s.execute(update(replica_transfers).where(
+            c.vault_id == vault_id, c.state == "open", c.last_activity_time < idle_since)
+            .values(state="aborted", ended_time=utcnow()).returning(c.transfer_id))).scalars().all()
+        for transfer_id in rows:
+            await self.forget_wanted(transfer_id)
+        return list(rows)
+
     async def open_transfers(self, vault_id: str) -> list[dict]:
         rows = (await self._s.execute(select(replica_transfers).where(
             replica_transfers.c.vault_id == vault_id, replica_transfers.c.state == "open"))).mappings().all()
@@ -95,7 +105,7 @@ class TransferRepository:
     async def add_wanted(self, transfer_id: str, sizes: dict[bytes, int]) -> None:
         items = sorted(sizes.items())
         for start in range(0, len(items), BATCH):
-            await self._s.execute(insert(replica_transfer_wanted), [
+            await self._s.execute(pg_insert(replica_transfer_wanted).on_conflict_do_nothing(), [
                 {"transfer_id": transfer_id, "digest": digest, "raw_size": raw}
                 for digest, raw in items[start:start + BATCH]])
 

@@ -2,6 +2,7 @@
 check and, for GC, the chunks an open transfer relies on."""
 from __future__ import annotations
 
+import datetime as dt
 from typing import Iterable
 
 from cbr_backup.chunkstore import ChunkNotFoundError
@@ -10,6 +11,8 @@ from cbr_backup.datapath.errors import ChunkCorruptError, ManifestCorruptError
 from cbr_backup.datapath.manifest import DiskManifest
 from cbr_backup.datapath.tree_manifest import TreeManifest
 from cbr_backup.transfer.namespaces import staging_key
+
+TRANSFER_TTL = dt.timedelta(hours=24)  # an open transfer silent this long is aborted by GC (DESIGN.md 17.7)
 
 
 def load_staged(store, keys: VaultKeys, transfer: dict, staged: list[dict]) -> dict:
@@ -43,3 +46,12 @@ def staged_chunk_ids(store, keys: VaultKeys, transfer: dict, staged: list[dict])
     except (ChunkNotFoundError, ChunkCorruptError, ManifestCorruptError):
         return []
     return list(chunk_sizes_of(manifests.values()))
+
+
+def staging_keys(store, vault_id: str) -> dict[str, list[str]]:
+    """For GC: transfer id -> its staged keys (listed before the open transfers are read: a transfer that stages
+    after this listing is not among them, so its staging is never taken for a stale one)."""
+    found: dict[str, list[str]] = {}
+    for key in store.iterate(f"{vault_id}/staging/"):
+        found.setdefault(key.split("/")[2], []).append(key)
+    return found

@@ -13,7 +13,7 @@ from cbr_backup.datapath.verify import VerifyResult, verify_chunks
 from cbr_backup.domain.backups import Backup
 from cbr_backup.service import change_bases, lifecycle
 from cbr_backup.transfer.repository import TransferRepository
-from cbr_backup.transfer.staged import staged_chunk_ids
+from cbr_backup.transfer.staged import TRANSFER_TTL, staged_chunk_ids, staging_keys
 from cbr_backup.worker import manifests
 from cbr_backup.worker.context import JobContext, check_still_mine
 from cbr_common.db import utcnow
@@ -102,6 +102,7 @@ async def _collect(ctx: JobContext, vault_id: str, grace: dt.timedelta, leaving_
     (a set read earlier could miss a backup that completed in between), from its thread through this loop."""
     keys = await ctx.keys(vault_id)
     loop = asyncio.get_running_loop()
+    await _expire_transfers(ctx, vault_id)
 
     async def live_backups():
         async with ctx.make_uow() as uow:
@@ -132,6 +133,19 @@ async def _collect(ctx: JobContext, vault_id: str, grace: dt.timedelta, leaving_
             collect_garbage, index, ctx.store, vault_id, live_chunk_ids,
             live_manifest_ids=lambda: {b.manifest_id for b in read(live_backups)}, grace=grace,
             oldest_running_start=lambda: read(oldest_running_start), keys=keys)
+
+
+async def _expire_transfers(ctx: JobContext, vault_id: str) -> None:
+    """Replica transfers idle for TRANSFER_TTL are aborted; the staging of transfers no longer open goes (their
+    chunks and packs are then ordinary unreferenced chunks and orphans, DESIGN.md 17.7 step 7)."""
+    staged = await asyncio.to_thread(staging_keys, ctx.store, vault_id)
+    async with ctx.make_uow() as uow:
+        repo = TransferRepository(uow.session)
+        await repo.expire_idle(vault_id, utcnow() - TRANSFER_TTL)
+        open_ids = {t["transfer_id"] for t in await repo.open_transfers(vault_id)}
+        await uow.commit()
+    stale = [key for transfer_id, keys in staged.items() if transfer_id not in open_ids for key in keys]
+    await asyncio.to_thread(lambda: [ctx.store.delete(key) for key in stale])
 
 
 async def run_verify(ctx: JobContext) -> None:
