@@ -24,7 +24,8 @@ SERVICE_NAME = "cbr.replication.v1.ReplicationService"
 
 async def start(settings: Settings) -> ServiceRuntime:
     regions = load_regions(settings.regions_file, settings.region)  # a bad directory stops the start, before any I/O
-    settings.peer("backup"), settings.peer("policy")  # required: fail at start, naming the missing one
+    for required in ("backup", "policy"):  # fail at start, naming the missing setting
+        settings.peer(required)
     runtime = await open_runtime(settings, metadata)
 
     def make_uow() -> ReplicationUnitOfWork:

@@ -32,6 +32,10 @@ def _destination(req) -> Destination:
     return Destination(req.destination_region, req.destination_project_id, req.destination_vault_id)
 
 
+def status_out(status: str) -> int:
+    return enum_value(pb.ReplicationStatus, status)
+
+
 def record_out(r: ReplicationRecord) -> pb.ReplicationRecord:
     c = r.counters
     out = pb.ReplicationRecord(
@@ -39,7 +43,7 @@ def record_out(r: ReplicationRecord) -> pb.ReplicationRecord:
         source_vault_id=r.source_vault_id, source_backup_id=r.source_backup_id,
         destination_region=r.destination.region, destination_project_id=r.destination.project_id,
         destination_vault_id=r.destination.vault_id, destination_backup_id=r.destination_backup_id,
-        status=enum_value(pb.ReplicationStatus, r.status), progress=r.progress, bytes_done=r.bytes_done,
+        status=status_out(r.status), progress=r.progress, bytes_done=r.bytes_done,
         bytes_total=r.bytes_total, transferred_bytes=r.transferred_bytes, task_id=r.task_id,
         auto_trigger=r.auto_trigger, policy_id=r.policy_id, name=r.name, description=r.description,
         request_id=r.request_id,

@@ -26,7 +26,7 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
         record = await replicate.replicate_backup(convert.replicate_backup_in(_project(), request), self._uow,
                                                   self._peers)
         return pb.ReplicateBackupResponse(replication_record_id=record.replication_record_id, task_id=record.task_id,
-                                          status=convert.record_out(record).status)
+                                          status=convert.status_out(record.status))
 
     async def ReplicateCheckpoint(self, request, context):
         made = await replicate.replicate_checkpoint(convert.replicate_checkpoint_in(_project(), request), self._uow,
