@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 SERVICE_DIRS := services/common services/vault services/backup services/policy services/replication services/cli services/devstack
 
-.PHONY: all venv ceph-packages ceph-bindings protos engine asan up down status wipe up-regions down-regions test test-unit test-integration bench bench-policy demo clean
+.PHONY: all venv ceph-packages ceph-bindings protos engine asan up down status wipe up-regions down-regions test test-unit test-integration bench bench-policy bench-replication demo clean
 
 all: venv ceph-bindings protos engine $(VENV)/bin/cbr
 
@@ -110,6 +110,11 @@ bench: all
 
 bench-policy: all
 	$(PY) -m bench.policy $(BENCH_ARGS)
+
+# A 2 GiB disk replicated between two local regions (TLS between them, wire bytes counted by a proxy) against
+# restic copy; results in bench/results/replication.{json,md}. Runs as root (the XFS pool's loop mount).
+bench-replication: all
+	$(PY) -m bench.replication $(BENCH_ARGS)
 
 clean:
 	rm -rf gen .pytest_cache services/backup/build services/backup/cbr_backup/engine/*.so

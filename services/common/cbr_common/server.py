@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 from dataclasses import dataclass
@@ -68,6 +69,16 @@ class RunningServer:
         for name in ("", *self._names):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)
+
+
+async def start_transfer_listener(settings: Settings, binding: ServiceBinding) -> RunningServer | None:
+    """The region-to-region listener (CBR_TRANSFER_LISTEN_ADDR): one service, its own certificate, no client
+    certificate (peers authenticate with their region_peer token). None when not configured."""
+    if not settings.transfer_listen_addr:
+        return None
+    own = dataclasses.replace(settings, listen_addr=settings.transfer_listen_addr, tls_cert=settings.transfer_tls_cert,
+                              tls_key=settings.transfer_tls_key, tls_client_ca="")
+    return await start_server(own, [binding])
 
 
 async def start_server(settings: Settings, bindings: Sequence[ServiceBinding]) -> RunningServer:

@@ -41,6 +41,11 @@ class Settings:
     tls_key: str = ""
     tls_client_ca: str = ""            # CBR_TLS_CLIENT_CA: require client certificates signed by it (mTLS)
     tls_ca: str = ""                   # CBR_TLS_CA: trust anchor for calls to peers
+    # The backup service's listener for other regions (RegionTransferService alone), e.g. 0.0.0.0:7443 with its
+    # own certificate (the name other regions' directories trust with tls_ca); "": served on CBR_LISTEN_ADDR.
+    transfer_listen_addr: str = ""     # CBR_TRANSFER_LISTEN_ADDR
+    transfer_tls_cert: str = ""        # CBR_TRANSFER_TLS_CERT / CBR_TRANSFER_TLS_KEY: serve it with TLS
+    transfer_tls_key: str = ""
     log_level: str = "INFO"            # CBR_LOG_LEVEL
     max_message_bytes: int = 16 * 1024 * 1024
     outbox_poll_seconds: float = 0.5   # CBR_OUTBOX_POLL_SECONDS
@@ -103,6 +108,9 @@ class Settings:
             tls_key=env.get("CBR_TLS_KEY", ""),
             tls_client_ca=env.get("CBR_TLS_CLIENT_CA", ""),
             tls_ca=env.get("CBR_TLS_CA", ""),
+            transfer_listen_addr=env.get("CBR_TRANSFER_LISTEN_ADDR", ""),
+            transfer_tls_cert=env.get("CBR_TRANSFER_TLS_CERT", ""),
+            transfer_tls_key=env.get("CBR_TRANSFER_TLS_KEY", ""),
             log_level=env.get("CBR_LOG_LEVEL", "INFO"),
             outbox_poll_seconds=number("CBR_OUTBOX_POLL_SECONDS", 0.5),
             peer_timeout_seconds=number("CBR_PEER_TIMEOUT_SECONDS", 5.0),
@@ -127,6 +135,10 @@ class Settings:
         if min(self.db_connect_timeout_seconds, self.db_statement_timeout_seconds, self.db_pool_timeout_seconds,
                self.job_statement_timeout_seconds) <= 0:
             raise SettingsError("the CBR_DB_*_TIMEOUT_SECONDS and CBR_JOB_STATEMENT_TIMEOUT_SECONDS must be positive")
+        if bool(self.transfer_tls_cert) != bool(self.transfer_tls_key):
+            raise SettingsError("CBR_TRANSFER_TLS_CERT and CBR_TRANSFER_TLS_KEY go together")
+        if self.transfer_tls_cert and not self.transfer_listen_addr:
+            raise SettingsError("CBR_TRANSFER_TLS_CERT needs CBR_TRANSFER_LISTEN_ADDR (the listener it serves)")
         if self.scheduler_interval_seconds < 0 or self.firing_lease_seconds <= 0:
             raise SettingsError("CBR_SCHEDULER_INTERVAL_SECONDS must not be negative and "
                                 "CBR_SCHEDULER_FIRING_LEASE_SECONDS must be positive")

@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
                                        "peers (plaintext on 127.0.0.1: a dev setup)")
     regions.add_argument("--names", default=",".join(DEFAULT_REGIONS),
                          help=f"the regions, comma-separated (default: {','.join(DEFAULT_REGIONS)})")
+    regions.add_argument("--tls", action="store_true",
+                         help="between regions TLS, as a real deployment has it: each backup service serves the "
+                              "region transfer API on a listener of its own with a self-signed certificate")
     commands.add_parser("down-regions", parents=[common], help="stop every region `up-regions` started")
     commands.add_parser("status", parents=[common],
                         help="show the recorded processes; exit 0 if all run, 1 if some do, 3 if none does")
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up-regions":
             if len(named) < 2 or len(set(named)) != len(named):
                 parser.error("--names needs at least two different regions")
-            return up_regions(args.run_dir, tuple(named))
+            return up_regions(args.run_dir, tuple(named), tls=args.tls)
         if args.command == "down-regions":
             return down_regions(args.run_dir)
         return {"down": down, "status": status, "wipe": wipe}[args.command](args.run_dir)

@@ -253,7 +253,8 @@ def _config_for_start(layout: RunDir, new_ports: bool, region: str | None = None
         ports = dict(config.ports)
         for name in SERVERS:
             ports.setdefault(name, kept_port(taken=set(ports.values()) | set(taken)))
-        config = dataclasses.replace(config, ports={name: ports[name] for name in SERVERS})
+        config = dataclasses.replace(config, ports={name: ports[name] for name in ports
+                                                    if name in SERVERS or name == "transfer"})
     wanted = os.environ.get("CBR_PROVIDER", "").strip()
     if wanted and wanted not in ("local", "ceph"):
         raise ProviderChangeError(f"CBR_PROVIDER must be local or ceph, not {wanted!r}")
@@ -322,6 +323,11 @@ def _start_all(layout: RunDir, config: StackConfig, running: RunningProcesses) -
                       regions_file=config.regions_file)
     if config.provider == "ceph":
         env.update(_start_ceph(layout, running))
+    if config.transfer_tls:  # other regions reach the backup service here, over TLS (up-regions --tls)
+        from cbr_devstack.regions import transfer_certificate
+        cert, key = transfer_certificate(layout.root)
+        env.update(CBR_TRANSFER_LISTEN_ADDR=f"{HOST}:{config.ports['transfer']}", CBR_TRANSFER_TLS_CERT=str(cert),
+                   CBR_TRANSFER_TLS_KEY=str(key))
     for name in SERVICES:
         process = start_service(name, env, addresses[name], layout.logs)
         _record(layout, running, ProcessRecord.of(name, process.pid, config.ports[name]))

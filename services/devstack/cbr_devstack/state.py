@@ -22,6 +22,7 @@ class StackConfig:
     provider: str = "local"  # local, or ceph: disks on RBD and chunks in RGW of a private cluster (chosen once)
     region: str = "local"    # CBR_REGION of every service (chosen once: backups and vaults record it)
     regions_file: str = ""   # CBR_REGIONS_FILE: the peer regions, as `up-regions` wires them
+    transfer_tls: bool = False  # `up-regions --tls`: RegionTransferService on ports["transfer"] with a certificate
 
 
 @dataclass

@@ -105,3 +105,74 @@ async def _project(make_uow, policy_id: str) -> str:
     async with make_uow() as uow:
         return (await uow.session.execute(select(policies.c.project_id).where(
             policies.c.policy_id == policy_id))).scalar_one()
+
+
+def replica(hours_ago: int, policy_id: str, auto: bool = True) -> BackupView:
+    return BackupView(backup_id=str(uuid.uuid4()), created_time=T0 - dt.timedelta(hours=hours_ago), auto_trigger=auto,
+                      status="available", policy_id=policy_id)
+
+
+def replica_completed(project: str, vault: str, policy_id: str, auto: bool = True, **rule):
+    from cbr.replication.v1 import replication_pb2
+    event = backup_events_pb2.BackupCompleted(project_id=project, vault_id=vault, auto_trigger=auto,
+                                              image_type="replication", policy_id=policy_id,
+                                              replica_retention=replication_pb2.ReplicaRetention(policy_id=policy_id,
+                                                                                                 **rule))
+    event.occurred_time.FromDatetime(T0)
+    return event
+
+
+async def test_a_replica_rule_trims_only_its_policys_auto_replicas(make_uow):
+    """A replication vault has no backup policy here: the rule that came with the auto replicas of policy P keeps
+    P's newest two; manual replicas and another policy's replicas are never touched by it."""
+    project, vault = f"p-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
+    policy, other = str(uuid.uuid4()), str(uuid.uuid4())
+    made = [replica(h, policy) for h in range(4)]
+    backups = Backups(made + [replica(9, policy, auto=False), replica(10, other)])
+    runner = RetentionRunner(make_uow, backups, ManualClock(T0))
+    runner._last_daily = T0
+    async with make_uow() as uow:
+        await on_backup_completed(replica_completed(project, vault, policy, max_backups=2), uow)
+        await uow.commit()
+    assert vault in await due_rows(make_uow)
+    assert await runner.run_once() == 1
+    assert sorted(backups.deleted) == sorted(b.backup_id for b in made[2:])
+
+
+async def test_a_replica_without_a_rule_or_a_manual_one_deletes_nothing(make_uow):
+    project, vault, policy = f"p-{uuid.uuid4().hex[:8]}", str(uuid.uuid4()), str(uuid.uuid4())
+    backups = Backups([replica(h, policy) for h in range(4)])
+    runner = RetentionRunner(make_uow, backups, ManualClock(T0))
+    runner._last_daily = T0
+    no_rule = replica_completed(project, vault, policy)
+    no_rule.ClearField("replica_retention")
+    async with make_uow() as uow:
+        await on_backup_completed(no_rule, uow)
+        await on_backup_completed(replica_completed(project, vault, policy, auto=False, max_backups=1), uow)
+        await uow.commit()
+    assert vault not in await due_rows(make_uow)
+    assert await runner.apply(project, vault) == [] and backups.deleted == []
+
+
+async def test_the_newest_replica_rule_wins_and_a_locked_vault_keeps_its_replicas(make_uow):
+    project, vault, policy = f"p-{uuid.uuid4().hex[:8]}", str(uuid.uuid4()), str(uuid.uuid4())
+    made = [replica(h, policy) for h in range(4)]
+    backups = Backups(made)
+    runner = RetentionRunner(make_uow, backups, ManualClock(T0))
+    runner._last_daily = T0
+    older = replica_completed(project, vault, policy, max_backups=1)
+    older.occurred_time.FromDatetime(T0 - dt.timedelta(hours=1))
+    async with make_uow() as uow:
+        await on_backup_completed(replica_completed(project, vault, policy, max_backups=3), uow)
+        await on_backup_completed(older, uow)  # arrives late: the newer rule stays
+        await uow.commit()
+    backups.vault_locked = _locked
+    decisions = await runner.apply(project, vault)
+    assert backups.deleted == [] and all(d.keep for d in decisions)
+    backups.vault_locked = Backups.vault_locked.__get__(backups)
+    await runner.apply(project, vault)
+    assert backups.deleted == [made[3].backup_id]
+
+
+async def _locked(project_id, vault_id):
+    return True

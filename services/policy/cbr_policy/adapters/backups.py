@@ -88,7 +88,7 @@ class GrpcBackups:
             found += [BackupView(backup_id=b.backup_id, created_time=b.created_time.ToDatetime(dt.timezone.utc),
                                  auto_trigger=b.auto_trigger, status=enum_name(backup_pb2.BackupStatus, b.status),
                                  expired_time=b.expired_time.ToDatetime(dt.timezone.utc)
-                                 if b.HasField("expired_time") else None)
+                                 if b.HasField("expired_time") else None, policy_id=b.policy_id)
                       for b in reply.backups if b.backup_id not in seen]
             seen.update(b.backup_id for b in reply.backups)
             offset += len(reply.backups)

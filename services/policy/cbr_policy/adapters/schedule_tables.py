@@ -48,3 +48,20 @@ retention_due = Table(
     Column("project_id", String(64), nullable=False),
     Column("due_time", DateTime(timezone=True), nullable=False),
 )
+
+# Retention rules that travelled with auto replicas into this region (services/backup/DESIGN.md 17): one per
+# (replication vault, source replication policy), the latest replica's rule; applied to that policy's replicas.
+replica_rules = Table(
+    "replica_rules", metadata,
+    Column("vault_id", String(36), primary_key=True),
+    Column("policy_id", String(36), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("max_backups", Integer, nullable=False),
+    Column("retention_duration_days", Integer, nullable=False),
+    Column("day_backups", Integer, nullable=False),
+    Column("week_backups", Integer, nullable=False),
+    Column("month_backups", Integer, nullable=False),
+    Column("year_backups", Integer, nullable=False),
+    Column("timezone", String(16), nullable=False),
+    Column("updated_time", DateTime(timezone=True), nullable=False),
+)

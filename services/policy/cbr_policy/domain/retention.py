@@ -87,6 +87,7 @@ class BackupView:
     auto_trigger: bool
     status: str
     expired_time: dt.datetime | None = None
+    policy_id: str = ""         # the policy that made it (auto replicas: the source region's replication policy)
 
 
 @dataclass(frozen=True, slots=True)

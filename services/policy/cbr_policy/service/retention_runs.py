@@ -1,6 +1,10 @@
 """Retention runs: after each automatic backup of a vault completes, and daily for every bound vault, apply the
 vault's backup policy (domain/retention.py) and delete what it no longer keeps, through the backup service.
-PreviewRetention answers the same question without deleting."""
+PreviewRetention answers the same question without deleting.
+
+Replication vaults have no backup policy here: the rule of the source region's replication policy travels with
+each auto replica (BackupCompleted.replica_retention), is kept per (vault, policy) and applied to the replicas that
+policy made, never to manual replicas or another policy's."""
 from __future__ import annotations
 
 import asyncio
@@ -12,12 +16,13 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from cbr.events.v1 import backup_events_pb2, policy_events_pb2 as ev
+from cbr_common.errors import InvalidArgumentError
 from cbr_common.jetstream import Subscription
 from cbr_policy.adapters.backups import BackupPort, PeerError
 from cbr_policy.adapters.plans import PolicyPlan, load_plans
-from cbr_policy.adapters.schedule_tables import retention_due, ticks
+from cbr_policy.adapters.schedule_tables import replica_rules, retention_due, ticks
 from cbr_policy.domain import errors
-from cbr_policy.domain.retention import Decision, RetentionRule, check_rule, decide
+from cbr_policy.domain.retention import BackupView, Decision, RetentionRule, check_rule, decide
 from cbr_policy.service.clock import Clock
 from cbr_policy.service.loops import every
 
@@ -35,9 +40,52 @@ async def mark_due(uow, project_id: str, vault_id: str, when: dt.datetime) -> No
 
 
 async def on_backup_completed(event: backup_events_pb2.BackupCompleted, uow) -> None:
-    """An automatic backup completed: its vault's retention runs soon (manual backups change nothing)."""
-    if event.auto_trigger:
-        await mark_due(uow, event.project_id, event.vault_id, event.occurred_time.ToDatetime(dt.timezone.utc))
+    """An automatic backup completed: its vault's retention runs soon (manual backups change nothing). An auto
+    replica brings its policy's rule, which is kept for its vault first."""
+    if not event.auto_trigger:
+        return
+    when = event.occurred_time.ToDatetime(dt.timezone.utc)
+    if event.image_type == "replication":
+        if not event.HasField("replica_retention") or not event.replica_retention.policy_id:
+            return  # nothing to apply: a replica without a rule is kept
+        await keep_replica_rule(uow, event.project_id, event.vault_id, event.replica_retention, when)
+    await mark_due(uow, event.project_id, event.vault_id, when)
+
+
+def replica_rule(retention) -> RetentionRule:
+    """The RetentionRule of a ReplicaRetention (fields as the policy's OperationDefinition)."""
+    return RetentionRule(
+        max_backups=retention.max_backups if retention.HasField("max_backups") else -1,
+        retention_duration_days=(retention.retention_duration_days if retention.HasField("retention_duration_days")
+                                 else -1),
+        day_backups=retention.day_backups, week_backups=retention.week_backups,
+        month_backups=retention.month_backups, year_backups=retention.year_backups, timezone=retention.timezone)
+
+
+async def keep_replica_rule(uow, project_id: str, vault_id: str, retention, when: dt.datetime) -> None:
+    rule = replica_rule(retention)
+    try:
+        check_rule(rule)
+    except InvalidArgumentError as exc:  # checked at the source already; a bad one is never applied
+        log.warning("replica retention rule of policy %s refused: %s", retention.policy_id, exc)
+        return
+    values = dict(project_id=project_id, max_backups=rule.max_backups,
+                  retention_duration_days=rule.retention_duration_days, day_backups=rule.day_backups,
+                  week_backups=rule.week_backups, month_backups=rule.month_backups, year_backups=rule.year_backups,
+                  timezone=rule.timezone, updated_time=when)
+    stmt = pg_insert(replica_rules).values(vault_id=vault_id, policy_id=retention.policy_id, **values)
+    await uow.session.execute(stmt.on_conflict_do_update(
+        index_elements=[replica_rules.c.vault_id, replica_rules.c.policy_id], set_=values,
+        where=replica_rules.c.updated_time <= stmt.excluded.updated_time))
+
+
+async def rules_for_replicas(session, vault_id: str) -> dict[str, tuple[str, RetentionRule]]:
+    """policy id -> (project, rule) of the replica rules a vault holds."""
+    rows = (await session.execute(select(replica_rules).where(replica_rules.c.vault_id == vault_id))).mappings()
+    return {r["policy_id"]: (r["project_id"], RetentionRule(
+        max_backups=r["max_backups"], retention_duration_days=r["retention_duration_days"],
+        day_backups=r["day_backups"], week_backups=r["week_backups"], month_backups=r["month_backups"],
+        year_backups=r["year_backups"], timezone=r["timezone"])) for r in rows}
 
 
 SUBSCRIPTIONS = [Subscription(backup_events_pb2.BackupCompleted, on_backup_completed)]
@@ -98,21 +146,36 @@ class RetentionRunner:
                 if plan.operation_type == "backup":
                     for vault_id in plan.vault_ids:
                         await mark_due(uow, plan.project_id, vault_id, now)
+            for row in (await uow.session.execute(
+                    select(replica_rules.c.vault_id, replica_rules.c.project_id).distinct())).all():
+                await mark_due(uow, row.project_id, row.vault_id, now)
             await uow.session.execute(delete(ticks).where(ticks.c.scheduled_time < now - TICKS_KEPT,
                                                           ticks.c.status != "firing"))
             await uow.commit()
 
     async def apply(self, project_id: str, vault_id: str) -> list[Decision]:
-        """Deletes what the vault's backup policy no longer keeps; returns the decisions."""
+        """Deletes what the vault's backup policy (or, in a replication vault, each replica rule) no longer
+        keeps; returns the decisions."""
         async with self._uow() as uow:
             plan = backup_plan_of(await load_plans(uow.session), vault_id)
-        if plan is None or plan.project_id != project_id:
+            replica_plans = {} if plan is not None else await rules_for_replicas(uow.session, vault_id)
+        rules = ({plan.policy_id: plan.rule} if plan is not None and plan.project_id == project_id else
+                 {policy_id: rule for policy_id, (project, rule) in replica_plans.items() if project == project_id})
+        if not rules:
             return []
         locked = await self._backups.vault_locked(project_id, vault_id)
         if locked is None:
             return []  # the vault is gone
-        decisions = decide(await self._backups.vault_backups(project_id, vault_id), plan.rule, self.clock.now(),
-                           vault_locked=locked)
+        backups = await self._backups.vault_backups(project_id, vault_id)
+        decisions = []
+        for policy_id, rule in rules.items():
+            decisions += await self._apply_rule(project_id, vault_id, policy_id, rule, locked,
+                                                backups if plan is not None else _made_by(backups, policy_id))
+        return decisions
+
+    async def _apply_rule(self, project_id: str, vault_id: str, policy_id: str, rule: RetentionRule, locked: bool,
+                          backups: list[BackupView]) -> list[Decision]:
+        decisions = decide(backups, rule, self.clock.now(), vault_locked=locked)
         deleted = []
         limit = asyncio.Semaphore(DELETES_IN_FLIGHT)
 
@@ -127,12 +190,17 @@ class RetentionRunner:
         await asyncio.gather(*(delete(d.backup_id) for d in decisions if not d.keep))
         async with self._uow() as uow:
             await uow.publish(ev.RetentionApplied(
-                project_id=project_id, vault_id=vault_id, policy_id=plan.policy_id, deleted_backup_ids=deleted,
+                project_id=project_id, vault_id=vault_id, policy_id=policy_id, deleted_backup_ids=deleted,
                 kept_count=sum(d.keep for d in decisions)))
             await uow.commit()
         log.info("retention applied", extra={"fields": {"vault": vault_id, "deleted": len(deleted),
                                                        "kept": sum(d.keep for d in decisions)}})
         return decisions
+
+
+def _made_by(backups: list[BackupView], policy_id: str) -> list[BackupView]:
+    """The automatic backups one policy made (a replica rule decides on these alone)."""
+    return [b for b in backups if b.auto_trigger and b.policy_id == policy_id]
 
 
 async def preview(project_id: str, vault_id: str, policy_id: str, rule: RetentionRule | None,
