@@ -111,3 +111,16 @@ async def test_replicate_vault(cbr, source):  # noqa: F811
     again = await cbr("replication", "replicate-vault", source.vault_id, *destination(vault_id), "--json")
     assert again.code == 0 and again.json() == {"items": [], "count": 0}
     assert "nothing to replicate" in again.stderr
+
+
+async def test_lag(cbr, source):  # noqa: F811
+    as_json, table = await asyncio.gather(cbr.json("replication", "lag", source.vault_id, "--to-region", "region-c"),
+                                          cbr.ok("replication", "lag", source.vault_id, "--to-region", "region-c"))
+    [lag] = as_json["items"]
+    assert (lag["destination_region"], lag["oldest_unreplicated_backup_id"], lag["unreplicated_backups"]) == \
+        ("region-c", source.backup.backup_id, 1)
+    header, _, row, *_ = table.stdout.splitlines()
+    assert header.split()[:4] == ["RESOURCE", "TYPE", "REGION", "LAG"]
+    assert row.split()[1:3] == ["disk", "region-c"] and source.backup.backup_id in row
+    refused = await cbr("replication", "lag", source.vault_id, "--to-region", "region-a")
+    assert refused.code == 3 and "(ReplicationService.6902): --to-region region-a is this region" in refused.stderr

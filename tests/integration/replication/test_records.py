@@ -318,3 +318,29 @@ async def test_capabilities_answer_from_the_directory(source_region):
         rp.GetReplicationCapabilitiesRequest())
     assert [(r.name, list(r.replication_destinations)) for r in reply.regions] == [
         (REGION_A, [REGION_B, REGION_DOWN, REGION_REFUSING])]
+
+
+async def test_lag_names_the_oldest_backup_without_a_replica(source_region):
+    caller = source_region.caller()
+    from tests.support.backups import disk_in_vault
+    disk, vault = await disk_in_vault(caller, seed=15)
+    first = await backup_now(caller, vault.vault_id)
+    second = await backup_now(caller, vault.vault_id)
+    made = await caller.replication.ReplicateBackup(request(first.backup_id))
+    record = await record_of(caller, made.replication_record_id)
+    await source_region.task_update(record, "completed", attempt=1, destination_backup_id=str(uuid.uuid4()),
+                                    source_manifest_digest=DIGEST, replica_manifest_digest=DIGEST)
+    await eventually(lambda: _status_is(caller, record.replication_record_id, SUCCESS))
+
+    [lag] = (await caller.replication.GetReplicationLag(rp.GetReplicationLagRequest(vault_id=vault.vault_id))).lags
+    assert (lag.resource_id, lag.destination_region, lag.oldest_unreplicated_backup_id, lag.unreplicated_backups,
+            lag.newest_replicated_backup_id) == (disk.resource_id, REGION_B, second.backup_id, 1, first.backup_id)
+    assert lag.oldest_unreplicated_time == second.created_time and lag.lag_seconds >= 0
+    [elsewhere] = (await caller.replication.GetReplicationLag(rp.GetReplicationLagRequest(
+        vault_id=vault.vault_id, destination_region=REGION_DOWN))).lags
+    assert (elsewhere.oldest_unreplicated_backup_id, elsewhere.unreplicated_backups,
+            elsewhere.newest_replicated_backup_id) == (first.backup_id, 2, "")
+    for req, number in ((rp.GetReplicationLagRequest(vault_id="x"), 6911),
+                        (rp.GetReplicationLagRequest(vault_id=vault.vault_id, destination_region="region-z"), 6901),
+                        (rp.GetReplicationLagRequest(vault_id=vault.vault_id, destination_region=REGION_A), 6902)):
+        await expect_error(caller.replication.GetReplicationLag(req), INVALID, code(number))

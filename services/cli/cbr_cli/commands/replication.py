@@ -1,5 +1,5 @@
 """`cbr replication ...`: ReplicationService: copy a backup, or every backup of a vault not yet copied, into a
-replication vault of another region; the records of those copies; the regions this one replicates to."""
+replication vault of another region; the records of those copies and how far they lag behind; the regions this one replicates to."""
 from __future__ import annotations
 
 import asyncio
@@ -42,6 +42,15 @@ STARTED_COLUMNS = (
     Column("RECORD", lambda b: b.replication_record_id, is_id=True),
     Column("TASK", lambda b: b.task_id, is_id=True),
 )
+LAG_COLUMNS = (
+    Column("RESOURCE", lambda g: g.resource_id, is_id=True),
+    Column("TYPE", lambda g: enum_of(g, "resource_type")),
+    Column("REGION", lambda g: g.destination_region),
+    Column("LAG", lambda g: duration_text(g.lag_seconds)),
+    Column("OLDEST UNREPLICATED", lambda g: g.oldest_unreplicated_backup_id, is_id=True),
+    Column("UNREPLICATED", lambda g: str(g.unreplicated_backups)),
+    Column("NEWEST REPLICATED", lambda g: g.newest_replicated_backup_id, is_id=True),
+)
 REGION_COLUMNS = (
     Column("REGION", lambda r: r.name),
     Column("REPLICATES TO", lambda r: ", ".join(r.replication_destinations)),
@@ -81,6 +90,13 @@ def register(groups, common) -> None:
                          "show one replication record: status, progress, exact byte counts, manifest digests",
                          aliases=("get",), fields=FIELDS)
     parser.add_argument("record_id", type=RECORD_ID, metavar="RECORD_ID")
+
+    parser = add_command(commands, "lag", show_lag, common,
+                         "per resource of a vault and destination region: the age of its oldest backup without a "
+                         "replica there", fields=FIELDS)
+    parser.add_argument("vault_id", type=VAULT_ID, metavar="VAULT_ID")
+    parser.add_argument("--to-region", default="", metavar="REGION",
+                        help="only this destination region (default: every region the vault's records name)")
 
     add_command(commands, "capabilities", show_capabilities, common,
                 "the regions this region replicates to (from its configuration)")
@@ -138,6 +154,24 @@ async def list_records(args, client: CbrClient, out: Output) -> None:
 
 async def show_record(args, client: CbrClient, out: Output) -> None:
     out.one(await _record(client, args.record_id))
+
+
+async def show_lag(args, client: CbrClient, out: Output) -> None:
+    reply = await client.replication.GetReplicationLag(rp.GetReplicationLagRequest(
+        vault_id=args.vault_id, destination_region=args.to_region))
+    out.many(reply.lags, LAG_COLUMNS, len(reply.lags))
+
+
+def duration_text(seconds: int) -> str:
+    """'0s', '45s', '12m', '3h 05m', '2d 04h'."""
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if hours == 0:
+        return f"{minutes}m"
+    if days == 0:
+        return f"{hours}h {minutes % 60:02d}m"
+    return f"{days}d {hours % 24:02d}h"
 
 
 async def show_capabilities(args, client: CbrClient, out: Output) -> None:

@@ -2,6 +2,7 @@
 backup, and a vault's backups that could be replicated."""
 from __future__ import annotations
 
+import datetime as dt
 from typing import Protocol
 
 import grpc
@@ -26,7 +27,8 @@ def source_backup(b: backup_pb2.Backup) -> SourceBackup:
         backup_id=b.backup_id, project_id=b.project_id, vault_id=b.vault_id, name=b.name, description=b.description,
         status=enum_name(backup_pb2.BackupStatus, b.status), image_type=enum_name(backup_pb2.ImageType, b.image_type),
         corrupt=b.corrupt, parent_id=b.parent_id, resource_id=b.resource_id,
-        resource_type=enum_name(common_pb2.ObjectType, b.resource_type), resource_size_bytes=b.resource_size_bytes)
+        resource_type=enum_name(common_pb2.ObjectType, b.resource_type), resource_size_bytes=b.resource_size_bytes,
+        created_time=b.created_time.ToDatetime(dt.timezone.utc) if b.HasField("created_time") else None)
 
 
 class GrpcBackups:

@@ -102,6 +102,12 @@ class RecordRepository:
             .order_by(records.c.created_time.desc()))).mappings().all()
         return [_record(r) for r in rows]
 
+    async def of_source_vault(self, project_id: str, source_vault_id: str) -> list[ReplicationRecord]:
+        """Every record of the vault's backups, whatever their destination."""
+        rows = (await self._s.execute(select(records).where(
+            records.c.project_id == project_id, records.c.source_vault_id == source_vault_id))).mappings().all()
+        return [_record(r) for r in rows]
+
     async def by_checkpoint_request(self, project_id: str, request_id: str) -> list[ReplicationRecord]:
         rows = (await self._s.execute(select(records).where(
             records.c.project_id == project_id, records.c.checkpoint_request_id == request_id)

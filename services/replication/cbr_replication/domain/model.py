@@ -87,6 +87,7 @@ class SourceBackup:
     resource_id: str
     resource_type: str   # disk | server | turbo
     resource_size_bytes: int = 0
+    created_time: dt.datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -62,14 +62,21 @@ def check_destination(destination: Destination, local_region: str, peers: Iterab
     """Well-formed ids, and a region this region's directory names as a peer."""
     check_project_id(destination.project_id)
     check_id(destination.vault_id, "destination_vault_id")
-    if destination.region == local_region:
-        raise errors.SameRegionError(f"destination_region {destination.region} is this region: a replica goes "
-                                     f"to another region")
-    if destination.region not in peers:
-        known = ", ".join(peers) or "none"
-        raise errors.UnknownRegionError(f"destination_region {short(destination.region)} is not in this region's "
-                                        f"directory (its peers: {known})")
+    check_region(destination.region, local_region, peers)
     return destination
+
+
+def check_region(region: str, local_region: str, peers: Iterable[str]) -> str:
+    """A region this region's directory names as a peer."""
+    peers = list(peers)
+    if region == local_region:
+        raise errors.SameRegionError(f"destination_region {region} is this region: a replica goes to another "
+                                     f"region")
+    if region not in peers:
+        known = ", ".join(peers) or "none"
+        raise errors.UnknownRegionError(f"destination_region {short(region)} is not in this region's directory "
+                                        f"(its peers: {known})")
+    return region
 
 
 def check_source(backup: SourceBackup) -> SourceBackup:

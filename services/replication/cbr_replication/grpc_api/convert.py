@@ -5,6 +5,7 @@ from cbr.common.v1 import common_pb2
 from cbr.replication.v1 import replication_pb2 as pb
 from cbr_common.proto_enums import enum_name, enum_value
 from cbr_replication.adapters.repository import RecordFilter
+from cbr_replication.domain.lag import Lag
 from cbr_replication.domain.model import Destination, ReplicationRecord
 from cbr_replication.service.replicate import ReplicateBackup, ReplicateCheckpoint
 
@@ -58,4 +59,18 @@ def record_out(r: ReplicationRecord) -> pb.ReplicationRecord:
                         ("ended_time", r.ended_time), ("updated_time", r.updated_time)):
         if when is not None:
             getattr(out, field).FromDatetime(when)
+    return out
+
+
+def lag_out(lag: Lag) -> pb.ReplicationLag:
+    out = pb.ReplicationLag(resource_id=lag.resource_id,
+                            resource_type=enum_value(common_pb2.ObjectType, lag.resource_type),
+                            destination_region=lag.destination_region, lag_seconds=int(lag.lag.total_seconds()),
+                            unreplicated_backups=lag.unreplicated_backups,
+                            newest_replicated_backup_id=lag.newest_replicated_backup_id)
+    oldest = lag.oldest_unreplicated
+    if oldest is not None:
+        out.oldest_unreplicated_backup_id = oldest.backup_id
+        if oldest.created_time is not None:
+            out.oldest_unreplicated_time.FromDatetime(oldest.created_time)
     return out

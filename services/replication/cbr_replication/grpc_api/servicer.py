@@ -45,6 +45,11 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
         return pb.ListReplicationRecordsResponse(replication_records=[convert.record_out(r) for r in found],
                                                  count=count)
 
+    async def GetReplicationLag(self, request, context):
+        lags = await records.replication_lag(_project(), request.vault_id, request.destination_region, self._uow(),
+                                             self._peers)
+        return pb.GetReplicationLagResponse(lags=[convert.lag_out(lag) for lag in lags])
+
     async def GetReplicationCapabilities(self, request, context):
         # Only what this region's own configuration knows: its name and the peers it may replicate to.
         regions = self._peers.regions
