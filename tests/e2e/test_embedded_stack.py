@@ -29,7 +29,7 @@ EXPECTED_SERVICES = {
     "CBR_BACKUP_ADDR": {"cbr.backup.v1.ProtectableService", "cbr.backup.v1.BackupService",
                         "cbr.backup.v1.TaskService"},
     "CBR_POLICY_ADDR": {"cbr.policy.v1.PolicyService"},
-    "CBR_REPLICATION_ADDR": {"cbr.replication.v1.ReplicationService", "cbr.replication.v1.RegionTransferService"},
+    "CBR_REPLICATION_ADDR": {"cbr.replication.v1.ReplicationService"},
 }
 
 
