@@ -6,25 +6,34 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import os
 import random
+import stat
 import uuid
+from pathlib import Path
 
 import grpc
 import psycopg
 import pytest
+import zstandard
 
 from cbr.backup.v1 import backup_pb2 as bp
+from cbr.backup.v1 import protectable_pb2 as pp
 from cbr.replication.v1 import replication_pb2 as rp
 from cbr.replication.v1 import replication_pb2_grpc
-from cbr_backup.adapters.chunk_index import ChunkIndex
+from cbr_backup.adapters.chunk_index import ChunkIndex, MemoryChunkIndex
+from cbr_backup.chunkstore import MemoryChunkStore
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys, chunk_id, dictionary_tag
+from cbr_backup.datapath.dictionary import VaultDictionaries
 from cbr_backup.datapath.manifest import DiskManifest
 from cbr_backup.datapath.manifest_delta import encode_delta, manifest_digest, namespace_key_check
+from cbr_backup.datapath.packs import ChunkSource
+from cbr_backup.datapath.tree_backup import backup_tree
 from cbr_common.auth import issue_token
 from cbr_common.regions import issue_peer_token
 from tests.support.backups import disk_path, new_disk_from, wait_success
-from tests.support.calls import DISK, REPLICATION, SERVER, create_vault, expect_error
+from tests.support.calls import DISK, REPLICATION, SERVER, TURBO, create_vault, expect_error
 
 BLOCK = 128 * 1024
 DISK_SIZE = 4 * 1024 * 1024
@@ -554,3 +563,123 @@ async def test_bad_requests_write_nothing(destination):
 
 def _fields(message) -> dict:
     return {field.name: value for field, value in message.ListFields()}
+
+
+async def test_a_server_replica_commits_its_disks_together(destination):
+    caller = destination.caller()
+    vault = await create_vault(caller, "server-replicas", SERVER, REPLICATION)
+    peer = destination.stub()
+    first = SourceDisk(seed=13)
+    second = SourceDisk(seed=14, id_key=first.id_key)
+    second.vault_id = first.vault_id
+    disks = {str(uuid.uuid4()): first, str(uuid.uuid4()): second}
+    server_backup_id = str(uuid.uuid4())
+    source = rp.SourceBackup(
+        backup_id=server_backup_id, project_id="project-in-a", vault_id=first.vault_id, name="nightly",
+        resource_id=str(uuid.uuid4()), resource_name="web-1", resource_type=SERVER,
+        resource_size_bytes=2 * DISK_SIZE, logical_bytes=2 * DISK_SIZE,
+        children=[rp.SourceBackup(**{**_fields(disk.source_backup(backup_id)), "device": f"vd{'ab'[i]}"})
+                  for i, (backup_id, disk) in enumerate(disks.items())])
+    begun = await peer.call("BeginTransfer", rp.BeginTransferRequest(
+        replication_record_id=str(uuid.uuid4()), source_region=SOURCE, source_backup=source,
+        destination_project_id=caller.project_id, destination_vault_id=vault.vault_id, name="server-replica",
+        source_vault_id=first.vault_id, namespace_key_check=namespace_key_check(first.id_key)))
+    transfer_id = begun.transfer_id
+    await peer.call("PutNamespaceKey", rp.PutNamespaceKeyRequest(transfer_id=transfer_id, id_key=first.id_key))
+    requests = [r for backup_id, disk in disks.items() for r in delta_request(transfer_id, backup_id, disk)]
+    requests.append(rp.PutManifestsRequest(transfer_id=transfer_id, source_backup_id=server_backup_id,
+                                           kind=rp.MANIFEST_KIND_SERVER, last=True))
+    staged = await peer.manifests(requests)
+    assert {s.source_backup_id for s in staged.staged} == {server_backup_id, *disks}
+    wanted, _ = await peer.wanted(transfer_id, limit=16384)
+    blocks = {**first.blocks(), **second.blocks()}
+    assert sorted(wanted) == sorted(blocks)
+    await peer.call("PutDictionary", rp.PutDictionaryRequest(
+        transfer_id=transfer_id, dictionary_id=first.dictionary_id, content=first.dictionary))
+    owner = {c: d for d in disks.values() for c in d.blocks()}
+    await peer.chunks(transfer_id, [[owner[c].wire(c) for c in wanted]])
+    expected = [rp.ManifestDigest(source_backup_id=b, digest=manifest_digest(d.manifest())) for b, d in disks.items()]
+    committed = await peer.call("CommitTransfer", rp.CommitTransferRequest(transfer_id=transfer_id,
+                                                                          expected=expected))
+    backup = (await caller.backups.GetBackup(bp.GetBackupRequest(backup_id=committed.backup_id))).backup
+    assert backup.resource_type == SERVER and backup.status == bp.BACKUP_STATUS_AVAILABLE
+    assert backup.replicated_from.source_backup_id == server_backup_id
+    assert len(backup.children) == 2
+    for child in backup.children:
+        replica = (await caller.backups.GetBackup(bp.GetBackupRequest(backup_id=child.backup_id))).backup
+        disk = disks[replica.replicated_from.source_backup_id]
+        assert replica.replicated_from.manifest_digest == manifest_digest(disk.manifest())
+        assert await restored_bytes(caller, child.backup_id) == bytes(disk.image)
+
+
+def build_tree(root: Path) -> None:
+    rng = random.Random(15)
+    (root / "docs" / "deep").mkdir(parents=True)
+    (root / "docs" / "readme.txt").write_text("read me\n" * 5000)
+    (root / "docs" / "deep" / "random.bin").write_bytes(rng.randbytes(700_000))
+    (root / "empty").write_bytes(b"")
+    (root / "link").symlink_to("docs/readme.txt")
+
+
+def describe(root: Path) -> dict:
+    found = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            found[rel] = ("link", os.readlink(path))
+        elif path.is_dir():
+            found[rel] = ("dir", stat.S_IMODE(path.stat().st_mode))
+        else:
+            found[rel] = ("file", stat.S_IMODE(path.stat().st_mode), hashlib.sha256(path.read_bytes()).hexdigest())
+    return found
+
+
+async def test_a_file_system_replica_crosses_whole_and_restores_as_a_tree(destination, tmp_path):
+    """The source here is the data path's own backup of a folder, into a vault held in memory."""
+    caller = destination.caller()
+    vault = await create_vault(caller, "tree-replicas", TURBO, REPLICATION)
+    peer = destination.stub()
+    build_tree(tmp_path / "share")
+    keys = VaultKeys(os.urandom(32), os.urandom(32))
+    store, index, source_vault = MemoryChunkStore(), MemoryChunkIndex(), str(uuid.uuid4())
+    manifest = backup_tree(tmp_path / "share", keys, store, index, source_vault).manifest
+    encoded = manifest.encode()
+    codec = ChunkCodec(keys, dictionaries=VaultDictionaries(store, source_vault, keys).by_tag)
+    sizes = manifest.chunk_sizes()
+    values = ChunkSource(store, codec, source_vault, index).fetch_many(sizes)
+
+    backup_id = str(uuid.uuid4())
+    begun = await peer.call("BeginTransfer", rp.BeginTransferRequest(
+        replication_record_id=str(uuid.uuid4()), source_region=SOURCE, destination_project_id=caller.project_id,
+        destination_vault_id=vault.vault_id, source_vault_id=source_vault,
+        namespace_key_check=namespace_key_check(keys.id_key), source_backup=rp.SourceBackup(
+            backup_id=backup_id, project_id="project-in-a", vault_id=source_vault, name="share-nightly",
+            resource_id=str(uuid.uuid4()), resource_name="share", resource_type=TURBO)))
+    await peer.call("PutNamespaceKey", rp.PutNamespaceKeyRequest(transfer_id=begun.transfer_id, id_key=keys.id_key))
+    await peer.manifests([rp.PutManifestsRequest(
+        transfer_id=begun.transfer_id, source_backup_id=backup_id, kind=rp.MANIFEST_KIND_TREE_ZSTD,
+        data=zstandard.ZstdCompressor().compress(encoded), last=True)])
+    wanted, first = await peer.wanted(begun.transfer_id, limit=16384)
+    assert sorted(wanted) == sorted(sizes)
+    for key in store.iterate(f"{source_vault}/dicts/"):
+        dictionary_id = bytes.fromhex(key.rpartition("/")[2])
+        if dictionary_id not in first.dictionary_ids:
+            await peer.call("PutDictionary", rp.PutDictionaryRequest(
+                transfer_id=begun.transfer_id, dictionary_id=dictionary_id,
+                content=codec.unseal(store.get(key), key.encode(), key)))
+    wires = []
+    for chunk in wanted:
+        form = codec.to_wire(values[chunk], chunk, sizes[chunk])
+        wires.append(rp.WireChunk(chunk_id=chunk, raw_size=sizes[chunk], flags=form.flags,
+                                  dictionary_tag=form.tag, payload=form.payload))
+    await peer.chunks(begun.transfer_id, [wires])
+    committed = await peer.call("CommitTransfer", rp.CommitTransferRequest(
+        transfer_id=begun.transfer_id,
+        expected=[rp.ManifestDigest(source_backup_id=backup_id, digest=manifest_digest(encoded))]))
+
+    fs = (await caller.protectables.DefineFileSystem(pp.DefineFileSystemRequest(name="share-b"))).file_system
+    reply = await caller.backups.RestoreBackup(bp.RestoreBackupRequest(
+        backup_id=committed.backup_id, file_system_id=fs.resource_id, new_directory=True))
+    await wait_success(caller, reply.task_id)
+    [made] = os.listdir(fs.path)
+    assert describe(Path(fs.path) / made) == describe(tmp_path / "share")
