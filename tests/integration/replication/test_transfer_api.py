@@ -30,6 +30,7 @@ from cbr_backup.datapath.manifest import DiskManifest
 from cbr_backup.datapath.manifest_delta import encode_delta, manifest_digest, namespace_key_check
 from cbr_backup.datapath.packs import ChunkSource
 from cbr_backup.datapath.tree_backup import backup_tree
+from cbr_backup.transfer.chunks import ChunkSink
 from cbr_common.auth import issue_token
 from cbr_common.regions import issue_peer_token
 from tests.support.backups import disk_path, new_disk_from, wait_success
@@ -451,6 +452,43 @@ async def test_a_chunk_lost_before_the_commit_is_wanted_again_and_idle_transfers
     await expect_error(peer.call("ListWantedChunks", rp.ListWantedChunksRequest(
         transfer_id=stale.transfer_id, limit=10)), NOT_FOUND, "RegionTransferService.6950")
     assert store_keys(destination.infra, f"{vault.vault_id}/staging") == []
+
+
+async def test_a_resume_adopts_the_packs_the_destination_put_but_did_not_index(destination, monkeypatch):
+    """The destination stops between a pack's flush and its index rows (DESIGN.md 17.8): the next begin indexes
+    that pack's chunks, checked, and the want-list no longer names them."""
+    caller = destination.caller()
+    vault = await replica_vault(caller)
+    peer = destination.stub()
+    disk = SourceDisk(seed=16)
+    record_id, source_backup_id = str(uuid.uuid4()), str(uuid.uuid4())
+    begun = await begin(peer, caller, vault.vault_id, disk, source_backup_id, record_id=record_id)
+    await peer.call("PutNamespaceKey", rp.PutNamespaceKeyRequest(transfer_id=begun.transfer_id, id_key=disk.id_key))
+    await peer.manifests(delta_request(begun.transfer_id, source_backup_id, disk))
+    wanted, _ = await peer.wanted(begun.transfer_id)
+    await peer.call("PutDictionary", rp.PutDictionaryRequest(
+        transfer_id=begun.transfer_id, dictionary_id=disk.dictionary_id, content=disk.dictionary))
+
+    def killed_after_the_flush(sink, pack_id=None):
+        sink.writer.close(pack_id)
+        sink.store.flush()
+        raise RuntimeError("the destination stopped before the index rows")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ChunkSink, "commit", killed_after_the_flush)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await peer.chunks(begun.transfer_id, [[disk.wire(c) for c in wanted[:5]]])
+    assert index_count(destination.infra, vault.vault_id) == 0
+
+    again = await begin(peer, caller, vault.vault_id, disk, source_backup_id, record_id=record_id)
+    assert again.resumable and index_count(destination.infra, vault.vault_id) == 5
+    rest, _ = await peer.wanted(again.transfer_id)
+    assert rest == wanted[5:]
+    await peer.chunks(again.transfer_id, [[disk.wire(c) for c in rest]])
+    committed = await peer.call("CommitTransfer", rp.CommitTransferRequest(
+        transfer_id=again.transfer_id,
+        expected=[rp.ManifestDigest(source_backup_id=source_backup_id, digest=manifest_digest(disk.manifest()))]))
+    assert await restored_bytes(caller, committed.backup_id) == bytes(disk.image)
 
 
 async def test_a_namespace_keeps_its_key(destination):

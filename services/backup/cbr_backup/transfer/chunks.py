@@ -7,9 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from cbr_backup.chunkstore import ChunkNotFoundError
 from cbr_backup.datapath.chunk_codec import FLAG_DICT, ChunkCodec, WireForm
 from cbr_backup.datapath.errors import ChunkCorruptError
-from cbr_backup.datapath.packs import PackWriter
+from cbr_backup.datapath.packs import ChunkSource, PackWriter, pack_key, read_pack_entries
 
 NOT_WANTED = "RegionTransferService.6954"
 CHECK_FAILED = "RegionTransferService.6953"
@@ -92,9 +93,10 @@ class ChunkSink:
         self.pending_bytes += sum(len(c.payload) for c in chunks if c.chunk_id in wanted)
         self.seq = seq
 
-    def commit(self) -> Batch:
-        """The open pack put and flushed, then its rows indexed: what the acknowledgement may now promise."""
-        self.writer.close()
+    def commit(self, pack_id: bytes | None = None) -> Batch:
+        """The open pack put (as pack_id, recorded by the caller for adoption) and flushed, then its rows indexed:
+        what the acknowledgement may now promise."""
+        self.writer.close(pack_id)
         rows = self.writer.take_rows()
         if rows:
             self.store.flush()
@@ -108,3 +110,28 @@ class ChunkSink:
             self.index.unlock_vault(self.vault_id, exclusive=False)
         finally:
             self.index.close()
+
+
+def adopt_packs(store, index, codec: ChunkCodec, vault_id: str, pack_ids: list[bytes],
+                wanted: dict[bytes, int]) -> list[bytes]:
+    """On resume (DESIGN.md 17.8): packs a transfer put whose rows never went in (the destination stopped between
+    its flush and its index insert). Each wanted chunk they list is decoded and checked, as on arrival, then
+    indexed where it lies; a torn or missing pack is skipped (its chunks stay wanted). The ids indexed."""
+    source = ChunkSource(store, codec, vault_id)
+    adopted: list[bytes] = []
+    for pack_id in pack_ids:
+        try:
+            entries = [e for e in read_pack_entries(store, codec, pack_key(vault_id, pack_id)) if e.chunk in wanted]
+        except (ChunkCorruptError, ChunkNotFoundError):
+            continue
+        values = source.read_pack(pack_id, sorted((e.offset, e.length, e.chunk) for e in entries))
+        rows = []
+        for e in entries:
+            try:
+                codec.decode(values.get(e.chunk, b""), e.chunk, wanted[e.chunk])
+            except ChunkCorruptError:
+                continue
+            rows.append((e.chunk, e.raw_size, e.length, pack_id, e.offset))
+        index.record_new(vault_id, rows)
+        adopted += [row[0] for row in rows]
+    return adopted

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
@@ -25,6 +26,7 @@ from cbr_backup.datapath.dictionary import VaultDictionaries
 from cbr_backup.datapath.disk_backup import manifest_key
 from cbr_backup.datapath.errors import ChunkCorruptError, ManifestCorruptError
 from cbr_backup.datapath.manifest_delta import ManifestDeltaError, apply_delta, manifest_digest, namespace_key_check
+from cbr_backup.datapath.packs import PACK_ID_SIZE
 from cbr_backup.datapath.tree_manifest import TreeManifest
 from cbr_backup.domain import errors
 from cbr_backup.domain.backups import Backup, Checkpoint
@@ -33,7 +35,7 @@ from cbr_backup.domain.replicas import (ManifestParts, SourceBackup, check_id, c
 from cbr_backup.keys import KeyProvider
 from cbr_backup.service import lifecycle
 from cbr_backup.service.vault_keys import open_vault_keys
-from cbr_backup.transfer.chunks import ChunkSink, Rejection, WireChunk
+from cbr_backup.transfer.chunks import ChunkSink, Rejection, WireChunk, adopt_packs
 from cbr_backup.transfer.namespaces import (NamespaceKeys, open_namespace_keys, staging_key, staging_prefix,
                                             wrap_namespace_key)
 from cbr_backup.transfer.repository import TransferRepository
@@ -213,8 +215,29 @@ class TransferReceiver:
             namespace = await repo.namespace_by_id(transfer["vault_id"], transfer["namespace_id"])
             staged = [_staged(r) for r in await repo.staged(transfer["transfer_id"])]
             parents = await self._parents(uow, transfer) if namespace is not None else []
+        if namespace is not None and transfer["wanted_ready"]:
+            await self._adopt(transfer)
         return BeginResult(transfer["transfer_id"], resumable=True, namespace_known=namespace is not None,
                            parents=parents, staged=staged)
+
+    async def _adopt(self, transfer: dict) -> None:
+        """The packs an earlier attempt put without their rows are indexed now (checked as on arrival), so the
+        want-list asks only for what is not durable here."""
+        async with self._uow() as uow:
+            repo = TransferRepository(uow.session)
+            pack_ids = await repo.packs(transfer["transfer_id"])
+            wanted = await repo.wanted_all(transfer["transfer_id"]) if pack_ids else {}
+            keys = await self._namespace_keys(uow, transfer) if wanted else None
+        if not wanted:
+            return
+        dictionaries = VaultDictionaries(self.store, transfer["vault_id"], keys)
+        codec = ChunkCodec(keys, dictionaries=dictionaries.by_tag)
+        async with self._vault_lock(transfer["vault_id"]) as index:
+            adopted = await asyncio.to_thread(adopt_packs, self.store, index, codec, transfer["vault_id"], pack_ids,
+                                              wanted)
+            async with self._uow() as uow:
+                await TransferRepository(uow.session).drop_wanted(transfer["transfer_id"], adopted)
+                await uow.commit()
 
     async def _parents(self, uow, transfer: dict) -> list[Parent]:
         source = SourceBackup.from_json(transfer["source_backup"])
@@ -503,7 +526,13 @@ class TransferReceiver:
     async def _durable(self, transfer: dict, sink: ChunkSink) -> Ack:
         """The pending pack put and flushed, its rows indexed (ChunkSink.commit); then, in one transaction, the
         want-list and counters; only then the acknowledgement."""
-        batch = await asyncio.to_thread(sink.commit)
+        pack_id = None
+        if sink.pending:  # the pack's id recorded before its put, so a resume can adopt it (DESIGN.md 17.8)
+            pack_id = os.urandom(PACK_ID_SIZE)
+            async with self._uow() as uow:
+                await TransferRepository(uow.session).add_pack(transfer["transfer_id"], pack_id)
+                await uow.commit()
+        batch = await asyncio.to_thread(sink.commit, pack_id)
         async with self._uow() as uow:
             repo = TransferRepository(uow.session)
             await repo.drop_wanted(transfer["transfer_id"], batch.indexed)

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbr_backup.adapters.tables import (backups, replica_dictionaries, replica_namespaces, replica_transfer_manifests,
-                                        replica_transfer_wanted, replica_transfers)
+                                        replica_transfer_packs, replica_transfer_wanted, replica_transfers)
 from cbr_common.db import utcnow
 
 BATCH = 4096
@@ -134,6 +134,23 @@ class TransferRepository:
     async def forget_wanted(self, transfer_id: str) -> None:
         await self._s.execute(delete(replica_transfer_wanted).where(
             replica_transfer_wanted.c.transfer_id == transfer_id))
+
+    # Packs put by a transfer, recorded before their put (adoption on resume)
+
+    async def add_pack(self, transfer_id: str, pack_id: bytes) -> None:
+        await self._s.execute(pg_insert(replica_transfer_packs).values(
+            transfer_id=transfer_id, pack_id=pack_id, created_time=utcnow()).on_conflict_do_nothing())
+
+    async def packs(self, transfer_id: str) -> list[bytes]:
+        c = replica_transfer_packs.c
+        rows = (await self._s.execute(select(c.pack_id).where(c.transfer_id == transfer_id)
+                                      .order_by(c.created_time))).scalars()
+        return [bytes(r) for r in rows]
+
+    async def wanted_all(self, transfer_id: str) -> dict[bytes, int]:
+        c = replica_transfer_wanted.c
+        rows = (await self._s.execute(select(c.digest, c.raw_size).where(c.transfer_id == transfer_id))).all()
+        return {bytes(d): raw for d, raw in rows}
 
     # Dictionaries
 
