@@ -9,11 +9,11 @@ from cbr_backup.adapters.chunk_index import MemoryChunkIndex
 from cbr_backup.chunkstore import MemoryChunkStore
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys, chunk_id
 from cbr_backup.datapath.dictionary import VaultDictionaries, dictionaries_prefix
-from cbr_backup.datapath.packs import ChunkSource
+from cbr_backup.datapath.packs import ChunkSource, PackWriter
 from cbr_backup.domain import errors
 from cbr_backup.domain.replicas import (ManifestParts, SourceBackup, check_limit, check_record_id,
                                         check_replica_room, check_replica_vault, check_source)
-from cbr_backup.transfer.chunks import CHECK_FAILED, NO_DICTIONARY, NOT_WANTED, ChunkSink, WireChunk
+from cbr_backup.transfer.chunks import CHECK_FAILED, NO_DICTIONARY, NOT_WANTED, ChunkSink, WireChunk, adopt_packs
 from cbr_backup.transfer.namespaces import NamespaceKeys
 
 VAULT = str(uuid.uuid4())
@@ -117,3 +117,21 @@ def test_sink_checks_packs_and_indexes_in_that_order():
     values = ChunkSource(store, codec, VAULT, index).fetch_many(wanted)
     assert [codec.decode(values[w.chunk_id], w.chunk_id, w.raw_size) for w in wires] == blocks
     assert sink.commit().indexed == []  # nothing pending: nothing written
+
+
+def test_adoption_indexes_the_checked_wanted_chunks_of_a_put_pack():
+    source_key = os.urandom(32)
+    store, index = MemoryChunkStore(), MemoryChunkIndex()
+    keys = NamespaceKeys(source_key, None, "ns-2")
+    codec = ChunkCodec(keys)
+    blocks = [os.urandom(5000) for _ in range(3)]
+    ids = [chunk_id(b, source_key) for b in blocks]
+    writer = PackWriter(store, codec, VAULT, target_size=1 << 30)
+    writer.add_many([(c, len(b), codec.encode(b, c)) for c, b in zip(ids[:2], blocks[:2])])
+    writer.add(ids[2], len(blocks[2]), b"x" * len(blocks[2]))  # a value that fails its check
+    pack_id = os.urandom(16)
+    writer.close(pack_id)
+    wanted = {c: len(b) for c, b in zip(ids, blocks)}
+    adopted = adopt_packs(store, index, codec, VAULT, [pack_id, os.urandom(16)], wanted)  # the second: never put
+    assert sorted(adopted) == sorted(ids[:2]) and index.count(VAULT) == 2
+    assert {chunk: where[0] for chunk, where in index.locations(VAULT, ids).items()} == {c: pack_id for c in ids[:2]}

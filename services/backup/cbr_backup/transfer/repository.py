@@ -132,8 +132,11 @@ class TransferRepository:
                 c.transfer_id == transfer_id, c.digest == any_(_ids(ids[start:start + BATCH]))))
 
     async def forget_wanted(self, transfer_id: str) -> None:
+        """A transfer that ends keeps neither its want-list nor its packs' list (GC judges its packs by the index)."""
         await self._s.execute(delete(replica_transfer_wanted).where(
             replica_transfer_wanted.c.transfer_id == transfer_id))
+        await self._s.execute(delete(replica_transfer_packs).where(
+            replica_transfer_packs.c.transfer_id == transfer_id))
 
     # Packs put by a transfer, recorded before their put (adoption on resume)
 
