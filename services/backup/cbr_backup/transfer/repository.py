@@ -84,6 +84,11 @@ class TransferRepository:
             replica_namespaces.c.namespace_id == namespace_id))).mappings().first()
         return None if row is None else dict(row)
 
+    async def namespaces(self, vault_id: str) -> list[dict]:
+        rows = (await self._s.execute(select(replica_namespaces).where(
+            replica_namespaces.c.vault_id == vault_id))).mappings().all()
+        return [dict(r) for r in rows]
+
     async def add_namespace(self, **row) -> None:
         """Two racing first transfers of one source vault end with one row (the other's insert does nothing)."""
         await self._s.execute(pg_insert(replica_namespaces).values(created_time=utcnow(), **row)

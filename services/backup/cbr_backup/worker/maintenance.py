@@ -12,6 +12,7 @@ from cbr_backup.datapath.gc import collect_garbage
 from cbr_backup.datapath.verify import VerifyResult, verify_chunks
 from cbr_backup.domain.backups import Backup
 from cbr_backup.service import change_bases, lifecycle
+from cbr_backup.transfer.namespaces import open_vault_namespaces
 from cbr_backup.transfer.repository import TransferRepository
 from cbr_backup.transfer.staged import TRANSFER_TTL, staged_chunk_ids, staging_keys
 from cbr_backup.worker import manifests
@@ -101,6 +102,8 @@ async def _collect(ctx: JobContext, vault_id: str, grace: dt.timedelta, leaving_
     """collect_garbage reads the live backups only once it knows whether it holds the vault's exclusive lock
     (a set read earlier could miss a backup that completed in between), from its thread through this loop."""
     keys = await ctx.keys(vault_id)
+    async with ctx.make_uow() as uow:
+        namespaces = await open_vault_namespaces(uow, ctx.resources.key_provider, keys, vault_id)
     loop = asyncio.get_running_loop()
     await _expire_transfers(ctx, vault_id)
 
@@ -132,7 +135,7 @@ async def _collect(ctx: JobContext, vault_id: str, grace: dt.timedelta, leaving_
         return await asyncio.to_thread(
             collect_garbage, index, ctx.store, vault_id, live_chunk_ids,
             live_manifest_ids=lambda: {b.manifest_id for b in read(live_backups)}, grace=grace,
-            oldest_running_start=lambda: read(oldest_running_start), keys=keys)
+            oldest_running_start=lambda: read(oldest_running_start), keys=keys, namespace_keys=namespaces)
 
 
 async def _expire_transfers(ctx: JobContext, vault_id: str) -> None:
