@@ -491,6 +491,34 @@ async def test_a_resume_adopts_the_packs_the_destination_put_but_did_not_index(d
     assert await restored_bytes(caller, committed.backup_id) == bytes(disk.image)
 
 
+async def test_deleting_a_replica_repacks_what_its_successor_still_needs(destination):
+    """GC's repack checks a replica's chunks with its namespace's key: a pack left sparse by a deleted replica is
+    rewritten, and the later replica that shares its chunks still restores."""
+    caller = destination.caller()
+    vault = await replica_vault(caller)
+    peer = destination.stub()
+    disk = SourceDisk(seed=17)
+    first, _, _ = await replicate(peer, caller, vault.vault_id, disk)
+    later = disk.change([1, 2, 5, 6, 9, 10, 13, 14, 17, 18, 21, 22])  # 12 of its 16 data blocks
+    second, wanted, _ = await replicate(peer, caller, vault.vault_id, later, parent=(first.backup_id, disk.manifest()))
+    kept = sorted(set(disk.blocks()) & set(later.blocks()))
+    assert len(wanted) == 12 and len(kept) == 4
+
+    def packs_of(ids):
+        index = ChunkIndex(destination.infra.postgres.url)
+        try:
+            return {where[0] for where in index.locations(vault.vault_id, ids).values()}
+        finally:
+            index.close()
+
+    before = packs_of(kept)
+    reply = await caller.backups.DeleteBackup(bp.DeleteBackupRequest(backup_id=first.backup_id))
+    await wait_success(caller, reply.task_id)
+    assert index_count(destination.infra, vault.vault_id) == 16
+    assert packs_of(kept).isdisjoint(before)  # moved to a new pack, checked with the namespace's key
+    assert await restored_bytes(caller, second.backup_id) == bytes(later.image)
+
+
 async def test_a_namespace_keeps_its_key(destination):
     caller = destination.caller()
     vault = await replica_vault(caller)
