@@ -618,6 +618,11 @@ async def test_bad_requests_write_nothing(destination):
         grpc.StatusCode.DATA_LOSS, "RegionTransferService.6957")
     await expect_error(peer.call("ListWantedChunks", rp.ListWantedChunksRequest(transfer_id=transfer_id, limit=0)),
                        INVALID, "RegionTransferService.6911")
+    bad_name = rp.BeginTransferRequest(
+        replication_record_id=str(uuid.uuid4()), source_region=SOURCE, source_backup=disk.source_backup(unknown),
+        destination_project_id=caller.project_id, destination_vault_id=vault.vault_id, name="a/b",
+        source_vault_id=disk.vault_id, namespace_key_check=namespace_key_check(disk.id_key))
+    await expect_error(peer.call("BeginTransfer", bad_name), INVALID, "RegionTransferService.6911")
     assert store_keys(destination.infra, f"{vault.vault_id}/nsdicts") == []
 
     # An aborted transfer is gone for every call.

@@ -55,7 +55,8 @@ async def open_namespace_keys(uow, provider: KeyProvider, vault_keys: VaultKeys,
     return namespace_keys(vault_keys, namespace_id, id_key)
 
 
-async def open_vault_namespaces(uow, provider: KeyProvider, vault_keys: VaultKeys, vault_id: str) -> list[NamespaceKeys]:
+async def open_vault_namespaces(uow, provider: KeyProvider, vault_keys: VaultKeys,
+                                vault_id: str) -> list[NamespaceKeys]:
     """Every namespace's keys of a replication vault (GC's repack checks their chunks)."""
     from cbr_backup.transfer.repository import TransferRepository
     return [namespace_keys(vault_keys, row["namespace_id"], unwrap_namespace_key(

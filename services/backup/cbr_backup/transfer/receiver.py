@@ -29,7 +29,7 @@ from cbr_backup.datapath.manifest_delta import ManifestDeltaError, apply_delta, 
 from cbr_backup.datapath.packs import PACK_ID_SIZE
 from cbr_backup.datapath.tree_manifest import TreeManifest
 from cbr_backup.domain import errors
-from cbr_backup.domain.backups import Backup, Checkpoint
+from cbr_backup.domain.backups import Backup, Checkpoint, check_backup_name, check_description
 from cbr_backup.domain.replicas import (ManifestParts, SourceBackup, check_id, check_limit, check_record_id,
                                         check_replica_room, check_replica_vault, check_source)
 from cbr_backup.keys import KeyProvider
@@ -169,9 +169,11 @@ class TransferReceiver:
         if len(cmd.key_check) != 32:
             raise errors.InvalidTransferRequestError("namespace_key_check must be 32 bytes")
         name = cmd.name or source.name
-        if not 1 <= len(name) <= 64 or len(cmd.description) > 255:
-            raise errors.InvalidTransferRequestError("the replica's name must be 1-64 characters, its description "
-                                                     "at most 255")
+        try:
+            check_backup_name(name)
+            check_description(cmd.description)
+        except (errors.InvalidNameError, errors.InvalidDescriptionError) as exc:
+            raise errors.InvalidTransferRequestError(f"the replica's {exc.message}") from None
         async with self._uow() as uow:
             existing = await TransferRepository(uow.session).transfer_for_record(peer, cmd.record_id)
         if existing is not None:
@@ -244,8 +246,8 @@ class TransferReceiver:
         resources = {b.resource_id for b in (source, *source.children)}
         rows = await TransferRepository(uow.session).parents(transfer["vault_id"], transfer["namespace_id"],
                                                              sorted(resources))
-        return [Parent(r["resource_id"], r["backup_id"], r["source_backup_id"] or "", bytes(r["manifest_digest"] or b""))
-                for r in rows]
+        return [Parent(r["resource_id"], r["backup_id"], r["source_backup_id"] or "",
+                       bytes(r["manifest_digest"] or b"")) for r in rows]
 
     async def _replica_vault(self, project_id: str, vault_id: str, resource_type: str):
         check_id(vault_id, "destination_vault_id")
