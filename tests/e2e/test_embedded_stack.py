@@ -27,9 +27,9 @@ from cbr_devstack.processes import is_alive
 EXPECTED_SERVICES = {
     "CBR_VAULT_ADDR": {"cbr.vault.v1.VaultService"},
     "CBR_BACKUP_ADDR": {"cbr.backup.v1.ProtectableService", "cbr.backup.v1.BackupService",
-                        "cbr.backup.v1.TaskService"},
+                        "cbr.backup.v1.TaskService", "cbr.replication.v1.RegionTransferService"},
     "CBR_POLICY_ADDR": {"cbr.policy.v1.PolicyService"},
-    "CBR_REPLICATION_ADDR": {"cbr.replication.v1.ReplicationService", "cbr.replication.v1.RegionTransferService"},
+    "CBR_REPLICATION_ADDR": {"cbr.replication.v1.ReplicationService"},
 }
 
 

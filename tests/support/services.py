@@ -9,6 +9,7 @@ import grpc
 
 from cbr.backup.v1 import backup_pb2_grpc, protectable_pb2_grpc, task_pb2_grpc
 from cbr.policy.v1 import policy_pb2_grpc
+from cbr.replication.v1 import replication_pb2_grpc
 from cbr.vault.v1 import vault_pb2_grpc
 from cbr_common.auth import issue_token
 from cbr_common.settings import Settings
@@ -20,6 +21,7 @@ STUBS = {
     "tasks": (task_pb2_grpc.TaskServiceStub, "backup"),
     "backups": (backup_pb2_grpc.BackupServiceStub, "backup"),
     "policies": (policy_pb2_grpc.PolicyServiceStub, "policy"),
+    "replication": (replication_pb2_grpc.ReplicationServiceStub, "replication"),
 }
 
 
@@ -59,14 +61,15 @@ class Services:
         """peers: addresses chosen beforehand (e.g. a backup service another region names); extra: settings."""
         from cbr_backup.bootstrap import start as start_backup
         from cbr_policy.bootstrap import start as start_policy
+        from cbr_replication.bootstrap import start as start_replication
         from cbr_vault.bootstrap import start as start_vault
         from cbr_devstack.ports import free_port
 
         # Ports chosen first: the vault and backup services call each other.
-        names = ("backup", "policy", "vault")
+        names = ("backup", "policy", "vault", "replication")
         peers = {name: f"127.0.0.1:{free_port()}" for name in names} | dict(peers or {})
         runtimes: dict[str, ServiceRuntime] = {}
-        for name, start in zip(names, (start_backup, start_policy, start_vault)):
+        for name, start in zip(names, (start_backup, start_policy, start_vault, start_replication)):
             runtimes[name] = await start(settings_for(infra, name, peers, listen_addr=peers[name], **extra))
         channels = {name: grpc.aio.insecure_channel(rt.address) for name, rt in runtimes.items()}
         services = cls(runtimes, channels, infra.jwt_secret, infra, peers, extra=dict(extra))

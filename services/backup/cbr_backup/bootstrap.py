@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from cbr.backup.v1 import backup_pb2_grpc, protectable_pb2_grpc, task_pb2_grpc
+from cbr.replication.v1 import replication_pb2_grpc
+from cbr_backup.adapters.chunk_index import ChunkIndex
 from cbr_backup.adapters.tables import metadata
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.adapters.vaults import GrpcVaultDirectory
@@ -12,14 +14,18 @@ from cbr_backup.keys import KeyProvider, key_provider
 from cbr_backup.service.events import subscriptions
 from cbr_backup.service.jobs import JOBS_STREAM
 from cbr_backup.service.vault_keys import wrap_clear_keys
+from cbr_backup.transfer.receiver import TransferReceiver
+from cbr_backup.transfer.servicer import RegionTransferServicer
+from cbr_common.regions import load_regions
 from cbr_common.jetstream import EventConsumer, ensure_stream
 from cbr_common.runtime import ServiceRuntime, open_runtime, serve
-from cbr_common.server import ServiceBinding
+from cbr_common.server import ServiceBinding, start_transfer_listener
 from cbr_common.settings import Settings, SettingsError
 
 PROTECTABLE_SERVICE = "cbr.backup.v1.ProtectableService"
 TASK_SERVICE = "cbr.backup.v1.TaskService"
 BACKUP_SERVICE = "cbr.backup.v1.BackupService"
+TRANSFER_SERVICE = "cbr.replication.v1.RegionTransferService"
 
 
 def local_provider(settings: Settings) -> LocalProvider:
@@ -51,6 +57,7 @@ async def start(settings: Settings, provider: Provider | None = None) -> Service
     if provider is None:
         provider = provider_for(settings)  # before connecting, so a bad setting fails fast
     keys = key_provider(settings)
+    directory = load_regions(settings.regions_file, settings.region)  # the peers whose replicas it takes
     runtime = await open_runtime(settings, metadata)
 
     def make_uow() -> BackupUnitOfWork:
@@ -63,13 +70,29 @@ async def start(settings: Settings, provider: Provider | None = None) -> Service
     runtime.closers.append(vaults.close)
     consumer = EventConsumer(runtime.js, "backup", subscriptions(keys, provider), make_uow, metadata)
     runtime.spawn(consumer.run(), "backup-events")
-    return await serve(runtime, [
+    receiver = TransferReceiver(make_uow, vaults, keys, store=lambda: _chunk_store(settings),
+                                open_index=lambda: ChunkIndex(settings.database_url))
+    # The destination side of replication (DESIGN.md 17.2): this service alone writes a replica's chunks. Served on
+    # a listener of its own where CBR_TRANSFER_LISTEN_ADDR names one, else beside the project APIs.
+    transfer = ServiceBinding(replication_pb2_grpc.add_RegionTransferServiceServicer_to_server,
+                              RegionTransferServicer(receiver, directory), TRANSFER_SERVICE)
+    runtime = await serve(runtime, [
         ServiceBinding(protectable_pb2_grpc.add_ProtectableServiceServicer_to_server,
                        ProtectableServicer(make_uow, provider, vaults), PROTECTABLE_SERVICE),
         ServiceBinding(task_pb2_grpc.add_TaskServiceServicer_to_server, TaskServicer(make_uow), TASK_SERVICE),
         ServiceBinding(backup_pb2_grpc.add_BackupServiceServicer_to_server,
                        BackupServicer(make_uow, vaults, provider), BACKUP_SERVICE),
+        *(() if settings.transfer_listen_addr else (transfer,)),
     ])
+    listener = await start_transfer_listener(settings, transfer)
+    if listener is not None:
+        runtime.closers.append(lambda: listener.stop(1.0))
+    return runtime
+
+
+def _chunk_store(settings: Settings):
+    from cbr_backup.worker.main import chunk_store  # the workers' store (imports this module: not at the top)
+    return chunk_store(settings)
 
 
 async def _wrap_clear_keys(make_uow, keys: KeyProvider) -> None:

@@ -8,6 +8,7 @@ import grpc
 
 from cbr.backup.v1 import backup_pb2_grpc, protectable_pb2_grpc, task_pb2_grpc
 from cbr.policy.v1 import policy_pb2_grpc
+from cbr.replication.v1 import replication_pb2_grpc
 from cbr.vault.v1 import vault_pb2_grpc
 from cbr_cli.config import Config, ConfigError
 
@@ -68,6 +69,10 @@ class CbrClient:
     @property
     def policies(self) -> AuthedStub:
         return self._stub("policy", policy_pb2_grpc.PolicyServiceStub)
+
+    @property
+    def replication(self) -> AuthedStub:
+        return self._stub("replication", replication_pb2_grpc.ReplicationServiceStub)
 
     def _stub(self, service: str, stub_class) -> AuthedStub:
         return AuthedStub(stub_class(self._channel(service)), self._metadata(), self._config.timeout)

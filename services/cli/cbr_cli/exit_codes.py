@@ -52,7 +52,7 @@ exit codes:
   8   RESOURCE_EXHAUSTED
   9   UNAVAILABLE, DEADLINE_EXCEEDED
   10  DATA_LOSS
-  11  a watched task ended failed, cancelled or timed out
+  11  a watched task or replication ended failed, cancelled or timed out
   12  `backup create` skipped a resource (busy, gone, all disks excluded): some or
       nothing was backed up; each skipped resource and why is printed (11 wins over 12)
   130 interrupted (Ctrl-C; the task itself keeps running)

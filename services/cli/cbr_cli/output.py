@@ -150,6 +150,8 @@ def field_text(message: Message, field: FieldDescriptor, exact: bool = False) ->
         return enum_text(field, value)
     if field.type == FieldDescriptor.TYPE_BOOL:
         return "yes" if value else "no"
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return value.hex()  # digests
     if isinstance(value, int):
         return number_text(field.name, value, exact)
     return str(value)

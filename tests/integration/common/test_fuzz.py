@@ -38,7 +38,6 @@ from cbr_common.echo import MAX_MESSAGE_CHARS
 from cbr_common.grpc_errors import cbr_code_of
 from tests.support.backups import checkpoint, disk_in_vault, get_backup, wait_success
 from tests.support.calls import BACKUP, DISK, MIB, create_vault, expect_error
-from tests.support.services import settings_for
 
 SCHEMAS = ("vault", "backup", "policy", "replication")
 TIMESTAMP = "google.protobuf.Timestamp"
@@ -277,15 +276,6 @@ class Fingerprint:
         await self._conn.close()
 
 
-@pytest.fixture(scope="module")
-async def replication(infra, services):
-    """The replication service (its RPCs still UNIMPLEMENTED) beside the three the session starts."""
-    from cbr_replication.bootstrap import start
-    runtime = await start(settings_for(infra, "replication", services.peers))
-    yield runtime
-    await runtime.stop(grace=1.0)
-
-
 async def fuzz_objects(services) -> tuple[object, dict[str, str]]:
     """A project with a disk in a vault, one backup of it, a second vault and a backup policy."""
     caller = services.caller()
@@ -441,11 +431,10 @@ class Fuzzer:
         return code, details
 
 
-async def test_every_rpc_refuses_hostile_input_cleanly(infra, services, replication, tmp_path):
+async def test_every_rpc_refuses_hostile_input_cleanly(infra, services, tmp_path):
     caller, ids = await fuzz_objects(services)
     token = services.token(caller.project_id, roles=("cbr_full_access", "service"))  # reaches RegionTransfer too
     addresses = {name: runtime.address for name, runtime in services.runtimes.items()}
-    addresses["replication"] = replication.address
     channels = {name: grpc.aio.insecure_channel(address) for name, address in addresses.items()}
     fingerprint = await Fingerprint.open(infra.postgres.conninfo(), caller.project_id)
     tally = Tally()

@@ -1,13 +1,15 @@
 """Two regions' replication services, each with its own region directory, answer GetReplicationCapabilities from
-that configuration over gRPC; a bad directory stops a service at start; the rest is honestly UNIMPLEMENTED."""
+that configuration over gRPC (never asking a peer); a bad directory or a missing peer service stops the start."""
 import dataclasses
 import json
+import uuid
 
 import grpc
 import pytest
 
 from cbr.replication.v1 import replication_pb2, replication_pb2_grpc
 from cbr_common.auth import issue_token
+from cbr_common.grpc_errors import cbr_code_of
 from cbr_common.settings import SettingsError
 from cbr_replication.bootstrap import start
 from tests.support.services import settings_for
@@ -26,8 +28,13 @@ def directory(tmp_path, local: str, peers: dict[str, str]) -> str:
     return str(path)
 
 
-async def started(infra, region: str, regions_file: str):
-    settings = dataclasses.replace(settings_for(infra, "replication", {}), region=region, regions_file=regions_file)
+# The backup and policy services it asks; nobody answers there, and capabilities never ask them.
+PEERS = {"backup": "127.0.0.1:9", "policy": "127.0.0.1:9"}
+
+
+async def started(infra, region: str, regions_file: str, peers: dict[str, str] = PEERS):
+    settings = dataclasses.replace(settings_for(infra, "replication", peers), region=region,
+                                   regions_file=regions_file)
     return await start(settings)
 
 
@@ -66,10 +73,11 @@ async def test_without_a_directory_a_region_has_no_destinations(infra):
                                                            metadata=metadata(infra), timeout=10)
             assert [(r.name, list(r.replication_destinations)) for r in answer.regions] == [("local", [])]
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.ReplicateBackup(replication_pb2.ReplicateBackupRequest(), metadata=metadata(infra),
-                                           timeout=10)
-            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-            assert "ReplicateBackup is not implemented yet" in caught.value.details()
+                await stub.ReplicateBackup(replication_pb2.ReplicateBackupRequest(
+                    backup_id=str(uuid.uuid4()), destination_region="region-b", destination_project_id="p",
+                    destination_vault_id=str(uuid.uuid4())), metadata=metadata(infra), timeout=10)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert cbr_code_of(caught.value) == "ReplicationService.6901"
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.GetReplicationCapabilities(replication_pb2.GetReplicationCapabilitiesRequest(), timeout=10)
             assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -84,3 +92,8 @@ async def test_a_plaintext_peer_without_the_dev_switch_stops_the_start(infra, tm
                                            "credential_file": str(tmp_path / "b.token")}]}))
     with pytest.raises(SettingsError, match="dev_plaintext"):
         await started(infra, "region-a", str(path))
+
+
+async def test_a_missing_peer_service_stops_the_start(infra):
+    with pytest.raises(SettingsError, match="CBR_POLICY_ADDR"):
+        await started(infra, "local", "", peers={"backup": "127.0.0.1:9"})

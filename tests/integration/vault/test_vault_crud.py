@@ -99,7 +99,6 @@ BAD_CREATES = {
     "no object type": (dict(object_type=cp.OBJECT_TYPE_UNSPECIFIED), "BackupService.6403"),
     "unknown object type": (dict(object_type=99), "BackupService.6400"),  # refused at the edge
     "no protect type": (dict(protect_type=vp.PROTECT_TYPE_UNSPECIFIED), "BackupService.6404"),
-    "replication disk vault": (dict(protect_type=REPLICATION), "BackupService.6404"),
     "app-consistent disk vault": (dict(consistent_level=vp.CONSISTENT_LEVEL_APP_CONSISTENT), "BackupService.6410"),
     "threshold 0": (dict(threshold=0), "BackupService.6407"),
     "threshold 101": (dict(threshold=101), "BackupService.6407"),

@@ -164,14 +164,18 @@ def test_error_codes_are_distinct_and_map_to_grpc_codes():
                if c.__module__ == errors.__name__ and c.cbr_code]
     codes = [c.cbr_code for c in classes]
     assert len(codes) == len(set(codes))
-    assert all(code.startswith("BackupService.") for code in codes)
+    # The destination's transfer API has its own range (DESIGN.md 17.10).
+    assert all(code.startswith("BackupService.") or code.startswith("RegionTransferService.69") for code in codes)
     expected = {errors.InvalidNameError: grpc.StatusCode.INVALID_ARGUMENT,
                 errors.InvalidIdError: grpc.StatusCode.INVALID_ARGUMENT,
                 errors.DiskNotFoundError: grpc.StatusCode.NOT_FOUND,
                 errors.TaskNotFoundError: grpc.StatusCode.NOT_FOUND,
                 errors.DiskStatusError: grpc.StatusCode.FAILED_PRECONDITION,
                 errors.TaskNotCancellableError: grpc.StatusCode.FAILED_PRECONDITION,
-                errors.PoolCapacityError: grpc.StatusCode.RESOURCE_EXHAUSTED}
+                errors.PoolCapacityError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+                errors.ChunkCheckFailedError: grpc.StatusCode.DATA_LOSS,
+                errors.ChunksMissingError: grpc.StatusCode.FAILED_PRECONDITION,
+                errors.NotAPeerError: grpc.StatusCode.PERMISSION_DENIED}
     for cls, code in expected.items():
         assert status_code_for(cls("x")) == code
     assert errors.DiskStatusError.cbr_code == "BackupService.7003"

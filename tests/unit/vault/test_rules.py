@@ -29,8 +29,9 @@ def test_size_limits():
 
 def test_types():
     rules.check_types("server", "replication", "app_consistent")
+    rules.check_types("disk", "replication", "crash_consistent")  # issue 12: disk replicas too
     with pytest.raises(errors.InvalidProtectTypeError):
-        rules.check_types("disk", "replication", "crash_consistent")
+        rules.check_types("disk", "archive", "crash_consistent")
     with pytest.raises(errors.InvalidConsistencyError):
         rules.check_types("turbo", "backup", "app_consistent")
     with pytest.raises(errors.InvalidObjectTypeError):

@@ -9,14 +9,16 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cbr_backup.adapters.tables import backups, checkpoints, chunks, resource_jobs, vault_keys
+from cbr_backup.adapters.tables import (backups, checkpoints, chunks, replica_dictionaries, replica_namespaces,
+                                        resource_jobs, vault_keys)
 from cbr_backup.domain.backups import Backup, BackupFilter, Checkpoint, SkippedResource
 from cbr_backup.keys.vault_keys import WrappedVaultKeys
 from cbr_common.db import utcnow
 
 # Backups whose manifest is (or may become) needed: everything GC must keep.
 LIVE_STATUSES = ("available", "deleting", "restoring", "waiting_delete", "waiting_restore")
-_ID_FIELDS = ("parent_id", "policy_id", "manifest_id", "base_backup_id", "task_id", "device")
+_ID_FIELDS = ("parent_id", "policy_id", "manifest_id", "base_backup_id", "task_id", "device", "namespace_id",
+              "source_region", "source_project_id", "source_vault_id", "source_backup_id", "replication_record_id")
 
 
 class BackupRepository:
@@ -205,6 +207,9 @@ class BackupRepository:
         """Everything the backup service keeps about a deleted vault once its backups are gone."""
         await self._s.execute(delete(chunks).where(chunks.c.vault_id == vault_id))
         await self._s.execute(delete(vault_keys).where(vault_keys.c.vault_id == vault_id))
+        # A replication vault's namespaces are keys like its own (DESIGN.md 17.3): they go with it.
+        await self._s.execute(delete(replica_namespaces).where(replica_namespaces.c.vault_id == vault_id))
+        await self._s.execute(delete(replica_dictionaries).where(replica_dictionaries.c.vault_id == vault_id))
         await self._s.execute(delete(checkpoints).where(checkpoints.c.vault_id == vault_id))
 
     # One job per resource
@@ -226,6 +231,8 @@ class BackupRepository:
 def _backup(row) -> Backup:
     values = {k: row[k] for k in row.keys()}
     values.update({f: values[f] or "" for f in _ID_FIELDS})
+    values.update({f: None if values[f] is None else bytes(values[f])
+                   for f in ("source_manifest_digest", "manifest_digest")})
     return Backup(**values)
 
 

@@ -162,6 +162,15 @@ backups = Table(
     Column("started_time", DateTime(timezone=True)),
     Column("protected_time", DateTime(timezone=True)),
     Column("expired_time", DateTime(timezone=True)),
+    # Migration backup_0008: a replica's provenance (DESIGN.md 17.3); namespace_id NULL: the vault's own ids.
+    Column("namespace_id", String(36)),
+    Column("source_region", String(63)),
+    Column("source_project_id", String(64)),
+    Column("source_vault_id", String(36)),
+    Column("source_backup_id", String(36)),
+    Column("replication_record_id", String(36)),
+    Column("source_manifest_digest", LargeBinary),
+    Column("manifest_digest", LargeBinary),
     Index("ix_backups_project_created", "project_id", "created_time"),
 )
 
@@ -172,6 +181,90 @@ resource_jobs = Table(
     Column("resource_id", String(36), primary_key=True),
     Column("task_id", String(36), nullable=False),
     Column("operation_type", String(32), nullable=False),
+    Column("created_time", DateTime(timezone=True), nullable=False),
+)
+
+# Migration backup_0008: replicas received from other regions (DESIGN.md 17.3-17.8).
+
+# A source vault's id key, kept per (replication vault, source region, source vault): replicated chunks keep the
+# source's ids, so the destination checks them with this key. Wrapped like a vault key (aad "...\0ns:<id>").
+replica_namespaces = Table(
+    "replica_namespaces", metadata,
+    Column("vault_id", String(36), primary_key=True),
+    Column("namespace_id", String(36), primary_key=True),
+    Column("source_region", String(63), nullable=False),
+    Column("source_vault_id", String(36), nullable=False),
+    Column("kek_id", String(128), nullable=False),
+    Column("wrapped_id_key", LargeBinary, nullable=False),
+    Column("key_check", LargeBinary, nullable=False),
+    Column("created_time", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("vault_id", "source_region", "source_vault_id", name="uq_replica_namespaces_source"),
+)
+
+# One transfer per (source region, replication record): a second begin resumes it.
+replica_transfers = Table(
+    "replica_transfers", metadata,
+    Column("transfer_id", String(36), primary_key=True),
+    Column("source_region", String(63), nullable=False),
+    Column("record_id", String(36), nullable=False),
+    Column("source_project_id", String(64), nullable=False),
+    Column("source_vault_id", String(36), nullable=False),
+    Column("source_backup_id", String(36), nullable=False),
+    Column("source_backup", JSONB, nullable=False),   # the SourceBackup message, as JSON
+    Column("project_id", String(64), nullable=False),  # the destination's
+    Column("vault_id", String(36), nullable=False, index=True),
+    Column("namespace_id", String(36), nullable=False),
+    Column("key_check", LargeBinary, nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("description", String(255), nullable=False, default=""),
+    Column("retention", JSONB),
+    Column("state", String(16), nullable=False),      # open | committed | aborted
+    Column("wanted_ready", Boolean, nullable=False, default=False),
+    Column("backup_id", String(36)),                  # the replica, once committed
+    Column("chunks_received", BigInteger, nullable=False, default=0),
+    Column("stored_bytes", BigInteger, nullable=False, default=0),
+    Column("present_chunks", BigInteger, nullable=False, default=0),
+    Column("present_bytes", BigInteger, nullable=False, default=0),
+    Column("rejected_chunks", BigInteger, nullable=False, default=0),
+    Column("started_time", DateTime(timezone=True), nullable=False),
+    Column("last_activity_time", DateTime(timezone=True), nullable=False),
+    Column("ended_time", DateTime(timezone=True)),
+    UniqueConstraint("source_region", "record_id", name="uq_replica_transfers_record"),
+)
+
+# Manifests staged under <vault>/staging/<transfer_id>/<source_backup_id>, rebuilt and checked.
+replica_transfer_manifests = Table(
+    "replica_transfer_manifests", metadata,
+    Column("transfer_id", String(36), primary_key=True),
+    Column("source_backup_id", String(36), primary_key=True),
+    Column("kind", String(8), nullable=False),         # disk | tree | server
+    Column("parent_replica_backup_id", String(36)),
+    Column("digest", LargeBinary, nullable=False),     # the manifest's own trailing BLAKE3 (empty for a server)
+    Column("size_bytes", BigInteger, nullable=False),
+)
+
+# The chunks the staged manifests name that the index lacked; rows go as their chunks are indexed.
+replica_transfer_wanted = Table(
+    "replica_transfer_wanted", metadata,
+    Column("transfer_id", String(36), primary_key=True),
+    Column("digest", LargeBinary, primary_key=True),
+    Column("raw_size", Integer, nullable=False),
+)
+
+# Packs a transfer put, recorded before their put (for adoption after a crash, DESIGN.md 17.8).
+replica_transfer_packs = Table(
+    "replica_transfer_packs", metadata,
+    Column("transfer_id", String(36), primary_key=True),
+    Column("pack_id", LargeBinary, primary_key=True),
+    Column("created_time", DateTime(timezone=True), nullable=False),
+)
+
+# Dictionaries of a namespace (stored under <vault>/ns/<namespace_id>/dicts/<id hex>), never collected.
+replica_dictionaries = Table(
+    "replica_dictionaries", metadata,
+    Column("vault_id", String(36), primary_key=True),
+    Column("namespace_id", String(36), primary_key=True),
+    Column("dictionary_id", LargeBinary, primary_key=True),
     Column("created_time", DateTime(timezone=True), nullable=False),
 )
 

@@ -26,12 +26,18 @@ _COMPRESSIBLE = 0.75
 _CANDIDATES_PER_BLOCK = 3  # candidates read per block the dictionary needs
 
 
+def dictionaries_prefix(vault_id: str, namespace_id: str = "") -> str:
+    """Where a vault's dictionaries live; a replica namespace's (keyed by its own id key) apart (DESIGN.md 17.4),
+    in four key segments as every store key."""
+    return f"{vault_id}/nsdicts/{namespace_id}/" if namespace_id else f"{vault_id}/dicts/"
+
+
 class VaultDictionaries:
     """Finds, loads (cached) and creates a vault's dictionaries in its chunk store."""
 
     def __init__(self, store, vault_id: str, keys: VaultKeys):
         self.store = store
-        self.prefix = f"{vault_id}/dicts/"
+        self.prefix = dictionaries_prefix(vault_id, getattr(keys, "namespace_id", ""))
         self._codec = ChunkCodec(keys)
         self._by_tag: dict[int, bytes] = {}
         self._lock = threading.Lock()

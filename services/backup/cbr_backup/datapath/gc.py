@@ -11,7 +11,7 @@ import os
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from cbr_backup.datapath import packs as packfiles
@@ -97,6 +97,7 @@ def collect_garbage(index, store, vault_id: str, live_chunk_ids: Callable[[], It
                     live_manifest_ids: Collection[str] | Callable[[], Iterable[str]], grace: dt.timedelta,
                     oldest_running_start: dt.datetime | None | Callable[[], dt.datetime | None],
                     now: dt.datetime | None = None, keys: VaultKeys | None = None,
+                    namespace_keys: Sequence[VaultKeys] = (),
                     repack_fraction: float | None = None) -> GcResult:
     """Collects the vault's garbage: unreferenced chunks always, orphans and dead manifests when no backup runs.
 
@@ -113,6 +114,7 @@ def collect_garbage(index, store, vault_id: str, live_chunk_ids: Callable[[], It
     the index's clock: the mark stamps rows with the index's now(), which must not be older than the cutoff.
     keys: the vault's keys; with them (and the exclusive lock) packs whose live fraction is under repack_fraction
     (default CBR_REPACK_BELOW) are repacked. Packs without live rows are deleted either way (DESIGN.md 13.4).
+    namespace_keys: a replication vault's namespaces' keys (DESIGN.md 17.3), so repacking checks their chunks too.
     """
     t0 = time.perf_counter()
     clock = index.now()
@@ -142,7 +144,8 @@ def collect_garbage(index, store, vault_id: str, live_chunk_ids: Callable[[], It
         repacked = rewritten = 0
         if exclusive and keys is not None:
             fraction = repack_below() if repack_fraction is None else repack_fraction
-            repacked, rewritten, freed_by_repack = _repack(index, store, keys, vault_id, usage, fraction)
+            repacked, rewritten, freed_by_repack = _repack(index, store, keys, vault_id, usage, fraction,
+                                                           namespace_keys)
             reclaimed += freed_by_repack
         # Age, not the lock, keeps a running put's temp file safe: so this runs whether or not backups run.
         temps = store.remove_stale_temp_files(f"{vault_id}/")
@@ -226,8 +229,18 @@ def _delete_packs(store, vault_id: str, pack_ids: Iterable[bytes]) -> tuple[int,
     return deleted, freed
 
 
+def _sound(codecs: list[ChunkCodec], value: bytes, chunk: bytes, raw: int) -> bool:
+    for codec in codecs:
+        try:
+            codec.decode(value, chunk, raw)
+            return True
+        except ChunkCorruptError:
+            continue
+    return False
+
+
 def _repack(index, store, keys: VaultKeys, vault_id: str, usage: dict[bytes, tuple[int, int]],
-            fraction: float) -> tuple[int, int, int]:
+            fraction: float, namespace_keys: Sequence[VaultKeys] = ()) -> tuple[int, int, int]:
     """Copies the live chunks of sparse packs into new packs; only the exclusive lock's holder calls this.
 
     Order: new packs put and flushed, then each old pack's rows moved in one transaction, then the old pack
@@ -243,6 +256,10 @@ def _repack(index, store, keys: VaultKeys, vault_id: str, usage: dict[bytes, tup
     if not sparse:
         return 0, 0, 0
     codec = ChunkCodec(keys, dictionaries=VaultDictionaries(store, vault_id, keys).by_tag)
+    # A replication vault's chunks are named by their namespace's id key (DESIGN.md 17.3): a chunk is sound if one
+    # of the vault's keys checks it (every codec seals with the vault's data key, so the new pack is the vault's).
+    checks = [codec, *(ChunkCodec(k, dictionaries=VaultDictionaries(store, vault_id, k).by_tag)
+                       for k in namespace_keys)]
     source = packfiles.ChunkSource(store, codec, vault_id)
     writer = packfiles.PackWriter(store, codec, vault_id)
     origin: dict[bytes, bytes] = {}  # chunk -> the old pack it is copied from
@@ -252,9 +269,7 @@ def _repack(index, store, keys: VaultKeys, vault_id: str, usage: dict[bytes, tup
         values = source.read_pack(pack_id, sorted((offset, stored, chunk) for chunk, _raw, offset, stored in rows))
         for chunk, raw, _offset, _stored in rows:
             value = values.get(chunk)
-            try:
-                codec.decode(value or b"", chunk, raw)
-            except ChunkCorruptError:
+            if not _sound(checks, value or b"", chunk, raw):
                 continue  # a bad chunk stays where it is: verify's business, and the old pack keeps a row
             if writer.add(chunk, raw, value):
                 origin[chunk] = pack_id

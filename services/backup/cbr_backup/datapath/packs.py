@@ -164,12 +164,13 @@ class PackWriter:
             self._put(*pack)
         return added
 
-    def close(self) -> None:
-        """Puts the open pack, if it holds anything."""
+    def close(self, pack_id: bytes | None = None) -> None:
+        """Puts the open pack, if it holds anything; pack_id: its id, chosen (and recorded) by the caller before
+        (a replica transfer's, DESIGN.md 17.7), else a fresh random one."""
         with self._lock:
             full = self._take_open() if self._entries else None
         if full is not None:
-            self._put(*full)
+            self._put(*full, pack_id=pack_id)
 
     def take_rows(self, at_least: int = 0) -> list[Row]:
         """The rows of packs put so far (and forgets them), or [] while fewer than at_least are waiting."""
@@ -184,8 +185,8 @@ class PackWriter:
         self._data, self._entries, self._open_ids = bytearray(), [], set()
         return data, entries
 
-    def _put(self, data: bytearray, entries: list[PackEntry]) -> None:
-        pack_id = os.urandom(PACK_ID_SIZE)
+    def _put(self, data: bytearray, entries: list[PackEntry], pack_id: bytes | None = None) -> None:
+        pack_id = pack_id or os.urandom(PACK_ID_SIZE)
         key = pack_key(self.vault_id, pack_id)
         value = data
         value += pack_tail(self.codec, key, len(data), entries)  # in place: no second copy of the pack

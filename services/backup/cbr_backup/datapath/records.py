@@ -35,7 +35,8 @@ ROW_FIELDS = ("backup_id", "project_id", "checkpoint_id", "vault_id", "resource_
               "resource_name", "resource_size_bytes", "parent_id", "device", "description", "image_type",
               "incremental", "auto_trigger", "policy_id", "logical_bytes", "stored_bytes", "added_bytes",
               "manifest_kind", "manifest_id", "base_backup_id", "task_id", "created_time", "started_time",
-              "protected_time", "expired_time")
+              "protected_time", "expired_time", "namespace_id", "source_region", "source_project_id",
+              "source_vault_id", "source_backup_id", "replication_record_id")
 _TIME_FIELDS = ("created_time", "started_time", "protected_time", "expired_time")
 CHECKPOINT_FIELDS = ("checkpoint_id", "name", "description", "incremental", "auto_trigger", "policy_id",
                      "created_time")

@@ -79,6 +79,15 @@ class Backup:
     started_time: dt.datetime | None = None
     protected_time: dt.datetime | None = None
     expired_time: dt.datetime | None = None
+    # A replica's provenance (DESIGN.md 17.3): namespace_id names the source vault's id key its chunks use.
+    namespace_id: str = ""
+    source_region: str = ""
+    source_project_id: str = ""
+    source_vault_id: str = ""
+    source_backup_id: str = ""
+    replication_record_id: str = ""
+    source_manifest_digest: bytes | None = None
+    manifest_digest: bytes | None = None
     children: list["Backup"] = field(default_factory=list)
 
 

@@ -11,6 +11,7 @@ the 65xx codes are ours, for rules CBR checks without publishing a code:
   6524 task not found             6540 task already final (cannot be cancelled)
   6560 the disk pool's file system has no room for the disk
   67xx checkpoints, backups, restores and maintenance jobs (listed with their classes below)
+  69xx the region-to-region transfer this region serves as a destination (RegionTransferService.69NN)
 """
 from __future__ import annotations
 
@@ -200,3 +201,62 @@ class StoreFullError(errors.ResourceExhaustedError):
     """The chunk store has no room left (ENOSPC or a quota on its file system, or an S3 quota): no retry can
     cure it until space is freed or the store grows. What the failed backup stored is reclaimed by GC."""
     cbr_code = "BackupService.6762"
+
+
+# 69xx: the region-to-region transfer this region serves as a destination (DESIGN.md 17.10)
+
+class NotAPeerError(errors.PermissionDeniedError):
+    """The caller is not a region_peer of a region this region's directory names."""
+    cbr_code = "RegionTransferService.6921"
+
+
+class ReplicaVaultNotFoundError(errors.NotFoundError):
+    cbr_code = "RegionTransferService.6907"
+
+
+class ReplicaVaultTypeError(errors.FailedPreconditionError):
+    """Not a replication vault, or not of the source backup's resource type."""
+    cbr_code = "RegionTransferService.6908"
+
+
+class ReplicaVaultFullError(errors.ResourceExhaustedError):
+    cbr_code = "RegionTransferService.6909"
+
+
+class InvalidTransferRequestError(errors.InvalidArgumentError):
+    """A malformed id or a source backup description that cannot become a replica."""
+    cbr_code = "RegionTransferService.6911"
+
+
+class TransferNotFoundError(errors.NotFoundError):
+    """Unknown, aborted or expired transfer."""
+    cbr_code = "RegionTransferService.6950"
+
+
+class NamespaceKeyMismatchError(errors.FailedPreconditionError):
+    cbr_code = "RegionTransferService.6951"
+
+
+class InvalidManifestError(errors.InvalidArgumentError):
+    """A manifest or delta that does not rebuild what it names (parent digest, runs, target digest)."""
+    cbr_code = "RegionTransferService.6952"
+
+
+class ChunkCheckFailedError(errors.DataLossError):
+    cbr_code = "RegionTransferService.6953"
+
+
+class ChunkNotWantedError(errors.InvalidArgumentError):
+    cbr_code = "RegionTransferService.6954"
+
+
+class ChunksMissingError(errors.FailedPreconditionError):
+    cbr_code = "RegionTransferService.6955"
+
+
+class DigestMismatchError(errors.FailedPreconditionError):
+    cbr_code = "RegionTransferService.6956"
+
+
+class DictionaryCheckFailedError(errors.DataLossError):
+    cbr_code = "RegionTransferService.6957"

@@ -103,6 +103,11 @@ def backup_out(b: Backup) -> backup_pb2.Backup:
             resource_size_bytes=c.resource_size_bytes, status=enum_value(backup_pb2.BackupStatus, c.status),
             logical_bytes=c.logical_bytes, stored_bytes=c.stored_bytes, added_bytes=c.added_bytes)
             for c in b.children])
+    if b.source_region:
+        msg.replicated_from.CopyFrom(backup_pb2.ReplicaSource(
+            source_region=b.source_region, source_project_id=b.source_project_id, source_vault_id=b.source_vault_id,
+            source_backup_id=b.source_backup_id, replication_record_id=b.replication_record_id,
+            manifest_digest=b.manifest_digest or b""))
     for field, value in (("created_time", b.created_time), ("updated_time", b.updated_time),
                          ("protected_time", b.protected_time), ("expired_time", b.expired_time),
                          ("verified_time", b.verified_time)):

@@ -12,7 +12,7 @@ from typing import Callable
 
 from cbr_backup.adapters.chunk_index import ChunkIndex
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
-from cbr_backup.datapath import VaultKeys
+from cbr_backup.datapath import ManifestCorruptError, VaultKeys
 from cbr_backup.domain import lifecycle as lc
 from cbr_backup.domain.model import Task
 from cbr_backup.keys import KeyProvider
@@ -115,6 +115,20 @@ class JobContext:
                                          self.task.params.get("encrypted", True))
             await uow.commit()
         return keys
+
+    async def backup_keys(self, backup) -> VaultKeys:
+        """The keys a backup's chunks are read with: its vault's, or for a replica its namespace's id key (the
+        source vault's) with the vault's data key, and the namespace's dictionaries (DESIGN.md 17.3, 17.4)."""
+        keys = await self.keys(backup.vault_id)
+        if not backup.namespace_id:
+            return keys
+        from cbr_backup.transfer.namespaces import open_namespace_keys
+        async with self.make_uow() as uow:
+            found = await open_namespace_keys(uow, self.resources.key_provider, keys, backup.vault_id,
+                                              backup.namespace_id)
+        if found is None:
+            raise ManifestCorruptError(f"replica {backup.backup_id}: its namespace {backup.namespace_id} has no key")
+        return found
 
     @contextlib.asynccontextmanager
     async def index(self, vault_id: str | None = None):

@@ -9,9 +9,12 @@ import threading
 from cbr.events.v1 import backup_events_pb2 as ev
 from cbr_backup.datapath import records
 from cbr_backup.datapath.gc import collect_garbage
-from cbr_backup.datapath.verify import verify_chunks
+from cbr_backup.datapath.verify import VerifyResult, verify_chunks
 from cbr_backup.domain.backups import Backup
 from cbr_backup.service import change_bases, lifecycle
+from cbr_backup.transfer.namespaces import open_vault_namespaces
+from cbr_backup.transfer.repository import TransferRepository
+from cbr_backup.transfer.staged import TRANSFER_TTL, staged_chunk_ids, staging_keys
 from cbr_backup.worker import manifests
 from cbr_backup.worker.context import JobContext, check_still_mine
 from cbr_common.db import utcnow
@@ -99,15 +102,25 @@ async def _collect(ctx: JobContext, vault_id: str, grace: dt.timedelta, leaving_
     """collect_garbage reads the live backups only once it knows whether it holds the vault's exclusive lock
     (a set read earlier could miss a backup that completed in between), from its thread through this loop."""
     keys = await ctx.keys(vault_id)
+    async with ctx.make_uow() as uow:
+        namespaces = await open_vault_namespaces(uow, ctx.resources.key_provider, keys, vault_id)
     loop = asyncio.get_running_loop()
+    await _expire_transfers(ctx, vault_id)
 
     async def live_backups():
         async with ctx.make_uow() as uow:
             return [b for b in await uow.backups.vault_backups(vault_id) if b.backup_id not in leaving_out]
 
     async def oldest_running_start():
+        async with ctx.make_uow() as uow:  # an open replica transfer is a running writer (DESIGN.md 17.7)
+            starts = (await uow.backups.oldest_running_start(vault_id),
+                      await TransferRepository(uow.session).oldest_open_start(vault_id))
+        return min((start for start in starts if start is not None), default=None)
+
+    async def open_transfers():
         async with ctx.make_uow() as uow:
-            return await uow.backups.oldest_running_start(vault_id)
+            repo = TransferRepository(uow.session)
+            return [(t, await repo.staged(t["transfer_id"])) for t in await repo.open_transfers(vault_id)]
 
     def read(coroutine_function):
         return asyncio.run_coroutine_threadsafe(coroutine_function(), loop).result()
@@ -115,12 +128,27 @@ async def _collect(ctx: JobContext, vault_id: str, grace: dt.timedelta, leaving_
     def live_chunk_ids():
         for backup in read(live_backups):
             yield from manifests.chunk_sizes(manifests.load(ctx.store, keys, backup))
+        for transfer, staged in read(open_transfers):  # the chunks an open transfer's manifests need stay
+            yield from staged_chunk_ids(ctx.store, keys, transfer, staged)
 
     async with ctx.index() as index:
         return await asyncio.to_thread(
             collect_garbage, index, ctx.store, vault_id, live_chunk_ids,
             live_manifest_ids=lambda: {b.manifest_id for b in read(live_backups)}, grace=grace,
-            oldest_running_start=lambda: read(oldest_running_start), keys=keys)
+            oldest_running_start=lambda: read(oldest_running_start), keys=keys, namespace_keys=namespaces)
+
+
+async def _expire_transfers(ctx: JobContext, vault_id: str) -> None:
+    """Replica transfers idle for TRANSFER_TTL are aborted; the staging of transfers no longer open goes (their
+    chunks and packs are then ordinary unreferenced chunks and orphans, DESIGN.md 17.7 step 7)."""
+    staged = await asyncio.to_thread(staging_keys, ctx.store, vault_id)
+    async with ctx.make_uow() as uow:
+        repo = TransferRepository(uow.session)
+        await repo.expire_idle(vault_id, utcnow() - TRANSFER_TTL)
+        open_ids = {t["transfer_id"] for t in await repo.open_transfers(vault_id)}
+        await uow.commit()
+    stale = [key for transfer_id, keys in staged.items() if transfer_id not in open_ids for key in keys]
+    await asyncio.to_thread(lambda: [ctx.store.delete(key) for key in stale])
 
 
 async def run_verify(ctx: JobContext) -> None:
@@ -129,21 +157,29 @@ async def run_verify(ctx: JobContext) -> None:
     task = ctx.task
     async with ctx.make_uow() as uow:
         chosen = await uow.backups.vault_backups(task.vault_id, ("available",), task.params.get("backup_ids", []))
-    keys = await ctx.keys(task.vault_id)
-    needs: dict[str, set[bytes]] = {}
-    sizes: dict[bytes, int] = {}
-    unreadable: list[Backup] = []
+    # Replicas name their chunks with their namespace's id key: each namespace is verified with its own keys.
+    by_namespace: dict[str, list[Backup]] = {}
     for backup in chosen:
-        try:
-            found = await asyncio.to_thread(lambda b=backup: manifests.chunk_sizes(manifests.load(ctx.store, keys, b)))
-        except DataLossError:  # the manifest itself is missing or damaged
-            unreadable.append(backup)
-            continue
-        sizes.update(found)
-        needs[backup.backup_id] = set(found)
-    async with ctx.index(task.vault_id) as index:  # shared: GC does not repack (move chunks) while we read
-        result = await asyncio.to_thread(verify_chunks, index, ctx.store, keys, task.vault_id, list(sizes),
-                                         raw_sizes=sizes, progress=ctx.progress)
+        by_namespace.setdefault(backup.namespace_id, []).append(backup)
+    needs: dict[str, set[bytes]] = {}
+    unreadable: list[Backup] = []
+    results = []
+    for members in by_namespace.values():
+        keys = await ctx.backup_keys(members[0])
+        sizes: dict[bytes, int] = {}
+        for backup in members:
+            try:
+                found = await asyncio.to_thread(
+                    lambda b=backup: manifests.chunk_sizes(manifests.load(ctx.store, keys, b)))
+            except DataLossError:  # the manifest itself is missing or damaged
+                unreadable.append(backup)
+                continue
+            sizes.update(found)
+            needs[backup.backup_id] = set(found)
+        async with ctx.index(task.vault_id) as index:  # shared: GC does not repack (move chunks) while we read
+            results.append(await asyncio.to_thread(verify_chunks, index, ctx.store, keys, task.vault_id, list(sizes),
+                                                   raw_sizes=sizes, progress=ctx.progress))
+    result = _merged(results)
     bad = set(result.bad_chunks)
     corrupt = {b.backup_id for b in unreadable} | {bid for bid, ids in needs.items() if ids & bad}
     now = utcnow()
@@ -160,6 +196,14 @@ async def run_verify(ctx: JobContext) -> None:
         await lifecycle.publish_usage(uow, task.project_id, task.vault_id)
         await uow.commit()
 
+
+
+def _merged(results: list) -> VerifyResult:
+    bad: dict[bytes, str] = {}
+    for r in results:
+        bad.update(r.bad_chunks)
+    return VerifyResult(sum(r.checked_chunks for r in results), bad, sum(r.quarantined for r in results),
+                        sum(r.seconds for r in results))
 
 
 async def run_vault_delete(ctx: JobContext) -> None:

@@ -37,7 +37,7 @@ async def run_restore(ctx: JobContext) -> None:
         raise errors.BackupNotFoundError(f"backup {task.backup_id} not found")
     if backup.corrupt or any(c.corrupt for c in backup.children):
         check_restorable(backup)  # raises BackupCorruptError: never restore what verify found damaged
-    keys = await ctx.keys(backup.vault_id)
+    keys = await ctx.backup_keys(backup)  # a replica's chunks are named by its namespace's id key
     provider, store = ctx.resources.provider, ctx.store
     # The index says where chunks live (DESIGN.md 13.3); holding the vault's shared lock keeps GC from
     # repacking (moving live chunks) while this restore reads them.

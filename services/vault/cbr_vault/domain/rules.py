@@ -52,8 +52,6 @@ def check_types(object_type: str, protect_type: str, consistent_level: str) -> N
         raise errors.InvalidObjectTypeError("object_type must be server, disk or turbo")
     if protect_type not in PROTECT_TYPES:
         raise errors.InvalidProtectTypeError("protect_type must be backup or replication")
-    if object_type == "disk" and protect_type == "replication":
-        raise errors.InvalidProtectTypeError("disk vaults do not support replication")
     if consistent_level not in CONSISTENT_LEVELS:
         raise errors.InvalidConsistencyError("consistent_level must be crash_consistent or app_consistent")
     if consistent_level == "app_consistent" and object_type != "server":

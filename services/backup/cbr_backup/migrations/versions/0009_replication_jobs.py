@@ -4,7 +4,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision = "backup_0009"
-down_revision = "backup_0007"  # TEMPORARY for the src branch: backup_0008 once the destination's lands
+down_revision = "backup_0008"
 branch_labels = None
 depends_on = None
 
