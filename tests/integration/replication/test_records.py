@@ -17,6 +17,7 @@ from tests.integration.replication.conftest import REGION_A, REGION_B, REGION_DO
 from tests.support.backups import backup_now
 from tests.support.calls import expect_error
 from tests.support.services import eventually
+from tests.support.workers import without_shared_workers
 
 WAITING, REPLICATING, SUCCESS = rp.REPLICATION_STATUS_WAITING, rp.REPLICATION_STATUS_REPLICATING, \
     rp.REPLICATION_STATUS_SUCCESS
@@ -167,14 +168,22 @@ async def test_request_ids_and_concurrent_calls_give_one_record(source_region, s
 
 
 async def test_records_follow_the_task_to_their_end_once(source_region, source):
+    # No worker runs the replication tasks the backup service makes: the test plays their updates.
+    async with without_shared_workers(source_region.services):
+        await _records_follow_the_task_to_their_end_once(source_region, source)
+
+
+async def _records_follow_the_task_to_their_end_once(source_region, source):
     caller, backup_id = source.caller, source.backup.backup_id
     ok, bad, cancelled = (await asyncio.gather(*(caller.replication.ReplicateBackup(request(backup_id))
                                                  for _ in range(3))))
     ok, bad, cancelled = [await record_of(caller, r.replication_record_id) for r in (ok, bad, cancelled)]
-    task_id = str(uuid.uuid4())
+
+    async def task_made():  # the backup service's task (its `created` update)
+        return (await record_of(caller, ok.replication_record_id)).task_id or None
+    task_id = await eventually(task_made)
     counters = rp.ReplicationCounters(chunk_bytes_sent=1000, present_bytes=500, resent_bytes=24, metadata_bytes=77,
                                       chunks_sent=3, chunks_present=2)
-    await source_region.task_update(ok, "created", task_id=task_id)
     await source_region.task_update(ok, "progress", task_id=task_id, attempt=1, progress=40, bytes_done=600,
                                     bytes_total=1500, counters=counters)
     await source_region.task_update(ok, "started", task_id=task_id, attempt=1)
@@ -232,6 +241,12 @@ async def test_checkpoint_replicates_what_has_no_replica_there(source_region):
     _, vault = await disk_in_vault(caller, seed=13)
     first = await backup_now(caller, vault.vault_id)
     second = await backup_now(caller, vault.vault_id)
+    # No worker runs the replication tasks the backup service makes: the test plays their updates.
+    async with without_shared_workers(source_region.services):
+        await _checkpoint_replicates_what_has_no_replica_there(source_region, caller, vault, first, second)
+
+
+async def _checkpoint_replicates_what_has_no_replica_there(source_region, caller, vault, first, second):
     vault_id = str(uuid.uuid4())
     ask = rp.ReplicateCheckpointRequest(vault_id=vault.vault_id, destination_region=REGION_B,
                                         destination_project_id="project-b", destination_vault_id=vault_id,
