@@ -17,6 +17,7 @@ import pytest
 from cbr.backup.v1 import backup_pb2 as bp
 from cbr.backup.v1 import task_pb2 as tp
 from cbr.events.v1 import replication_events_pb2 as rev
+from cbr.replication.v1 import replication_pb2 as rpb
 from cbr_backup.adapters.chunk_index import libpq_url
 from cbr_backup.chunkstore import FsChunkStore
 from cbr_backup.datapath.chunk_codec import FLAG_DICT, FLAG_ENCRYPTED, NONCE_SIZE, TAG_SIZE
@@ -27,6 +28,7 @@ from tests.support.backups import backup_now, disk_in_vault, fill, wait_success,
 from tests.support.calls import DISK, MIB, REPLICATION, create_disk, create_vault, expect_error, ref
 from tests.support.calls import BACKUP as BACKUP_VAULT
 from tests.support.regions import REGION_B
+from tests.support.services import eventually
 from tests.support.workers import without_shared_workers, worker_processes
 
 RESEND_BOUND = 36 * MIB  # DESIGN.md 17.8: the window (32 MiB) and one message (4 MiB)
@@ -75,6 +77,20 @@ async def request(region, caller, backup: bp.Backup, destination_project: str, d
     await region.runtimes["backup"].js.publish(subject_of(rev.ReplicationRequested), event.SerializeToString(),
                                                headers={MSG_ID_HEADER: event.event_id})
     return record_id
+
+
+async def replicate(caller, backup: bp.Backup, destination_project: str, destination_vault: str, **fields) -> str:
+    """ReplicateBackup through region A's replication service: its record, and the request it publishes."""
+    reply = await caller.replication.ReplicateBackup(rpb.ReplicateBackupRequest(
+        backup_id=backup.backup_id, destination_region=REGION_B, destination_project_id=destination_project,
+        destination_vault_id=destination_vault, **fields))
+    return reply.replication_record_id
+
+
+async def record(caller, record_id: str) -> rpb.ReplicationRecord:
+    reply = await caller.replication.GetReplicationRecord(rpb.GetReplicationRecordRequest(
+        replication_record_id=record_id))
+    return reply.replication_record
 
 
 async def replication_vault(region_b, name: str):
@@ -171,7 +187,7 @@ async def test_replicas_send_exactly_what_the_destination_lacks(two_regions, upd
 
     first = await backup_now(caller, vault.vault_id)
     lacked = wire_bytes(a.infra, vault.vault_id)  # B holds nothing of this vault yet
-    record_id = await request(a, caller, first, caller_b.project_id, target.vault_id, name="copy-310")
+    record_id = await replicate(caller, first, caller_b.project_id, target.vault_id, name="copy-310")
     created = await updates.wait(record_id, "created")
     await wait_success(caller, created.task_id, timeout=120)
     done = await updates.wait(record_id, "completed")
@@ -184,13 +200,21 @@ async def test_replicas_send_exactly_what_the_destination_lacks(two_regions, upd
     assert replica.backup_id == done.destination_backup_id
     assert (replica.status, replica.name) == (bp.BACKUP_STATUS_AVAILABLE, "copy-310")
 
+    async def succeeded():
+        r = await record(caller, record_id)
+        return r if r.status == rpb.REPLICATION_STATUS_SUCCESS else None
+    shown = await eventually(succeeded)
+    assert (shown.task_id, shown.destination_backup_id, shown.counters) == (
+        created.task_id, replica.backup_id, done.counters)
+    assert shown.source_manifest_digest == shown.replica_manifest_digest == done.source_manifest_digest
+
     # Changed content: only the new chunks cross (the manifest as a delta against the first replica).
     write_disk(disk.path, seed=311, chunks=3)
     second = await backup_now(caller, vault.vault_id)
     now = wire_bytes(a.infra, vault.vault_id)
     new = {chunk: n for chunk, n in now.items() if chunk not in lacked}
     assert new
-    record_id = await request(a, caller, second, caller_b.project_id, target.vault_id)
+    record_id = await replicate(caller, second, caller_b.project_id, target.vault_id)
     await wait_success(caller, (await updates.wait(record_id, "created")).task_id, timeout=120)
     done = await updates.wait(record_id, "completed")
     assert done.source_manifest_digest == done.replica_manifest_digest
@@ -199,7 +223,7 @@ async def test_replicas_send_exactly_what_the_destination_lacks(two_regions, upd
 
     # Unchanged content: no chunk bytes at all, and little else.
     third = await backup_now(caller, vault.vault_id)
-    record_id = await request(a, caller, third, caller_b.project_id, target.vault_id)
+    record_id = await replicate(caller, third, caller_b.project_id, target.vault_id)
     await wait_success(caller, (await updates.wait(record_id, "created")).task_id, timeout=120)
     done = await updates.wait(record_id, "completed")
     assert (done.counters.chunk_bytes_sent, done.counters.chunks_sent, done.counters.resent_bytes) == (0, 0, 0)
@@ -218,7 +242,7 @@ async def test_a_killed_worker_resumes_the_same_transfer_within_the_bound(two_re
     caller_b, target = await replication_vault(b, "replicas-320")
     async with without_shared_workers(a):
         with worker_processes(a, 1, CBR_RATE_LIMIT_MBPS=40) as [slow]:
-            record_id = await request(a, caller, backup, caller_b.project_id, target.vault_id)
+            record_id = await replicate(caller, backup, caller_b.project_id, target.vault_id)
             task_id = (await updates.wait(record_id, "created")).task_id
             await half_way(caller, task_id)
             os.kill(slow.pid, signal.SIGKILL)
@@ -246,7 +270,7 @@ async def test_a_cancelled_replication_leaves_no_replica(two_regions, updates):
     caller_b, target = await replication_vault(b, "replicas-330")
     async with without_shared_workers(a):
         await a.start_worker(rate_limit_mbps=16)
-        record_id = await request(a, caller, backup, caller_b.project_id, target.vault_id)
+        record_id = await replicate(caller, backup, caller_b.project_id, target.vault_id)
         task_id = (await updates.wait(record_id, "created")).task_id
         await half_way(caller, task_id, fraction=0.1)
         await caller.tasks.CancelTask(tp.CancelTaskRequest(task_id=task_id))
@@ -291,7 +315,7 @@ async def test_a_server_and_a_file_system_replicate_whole(two_regions, updates):
         vault = await create_vault(caller, f"vault-340-{kind}", kind, BACKUP_VAULT, resources=[ref(resource)])
         target = await create_vault(caller_b, f"replicas-340-{kind}", kind, REPLICATION)
         backup = await backup_now(caller, vault.vault_id)
-        record_id = await request(a, caller, backup, caller_b.project_id, target.vault_id)
+        record_id = await replicate(caller, backup, caller_b.project_id, target.vault_id)
         await wait_success(caller, (await updates.wait(record_id, "created")).task_id, timeout=120)
         done = await updates.wait(record_id, "completed")
         parts = len(backup.children) or 1  # a server's digest joins its disks' (32 bytes each)
@@ -316,7 +340,7 @@ async def test_a_credential_the_peer_refuses_fails_the_task(two_regions, updates
     (tmp_path / "regions.json").write_text(json.dumps(directory))
     async with without_shared_workers(a):
         await a.start_worker(regions_file=str(tmp_path / "regions.json"))
-        record_id = await request(a, caller, backup, caller_b.project_id, target.vault_id)
+        record_id = await replicate(caller, backup, caller_b.project_id, target.vault_id)
         task = await wait_task(caller, (await updates.wait(record_id, "created")).task_id)
     assert (task.status, task.error.code) == (tp.TASK_STATUS_FAILED, "ReplicationService.6921")
     failed = await updates.wait(record_id, "failed")
