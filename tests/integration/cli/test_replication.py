@@ -11,17 +11,20 @@ from cbr.replication.v1 import replication_pb2 as rp
 from tests.integration.cli.conftest import Cbr, one_error_line
 from tests.integration.replication.conftest import REGION_B, source, source_region  # noqa: F401 (fixtures)
 from tests.support.services import eventually
+from tests.support.workers import without_shared_workers
 
 DIGEST = bytes(range(32))
 
 
 @pytest.fixture
-def cbr(source_region, source, tmp_path) -> Cbr:  # noqa: F811
-    """The command as the source project's user, against region-a."""
+async def cbr(source_region, source, tmp_path):  # noqa: F811
+    """The command as the source project's user, against region-a. No worker runs the replication tasks the
+    backup service makes: the tests play their updates."""
     addresses = {f"CBR_{name.upper()}_ADDR": runtime.address
                  for name, runtime in source_region.services.runtimes.items()}
-    return Cbr({**addresses, "CBR_TOKEN": source_region.services.token(source.caller.project_id)}, tmp_path,
-               source.caller.project_id)
+    async with without_shared_workers(source_region.services):
+        yield Cbr({**addresses, "CBR_TOKEN": source_region.services.token(source.caller.project_id)}, tmp_path,
+                  source.caller.project_id)
 
 
 def destination(vault_id: str | None = None) -> list[str]:
