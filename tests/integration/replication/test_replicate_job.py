@@ -1,7 +1,8 @@
 """The source side of replication through two real regions (services/backup/DESIGN.md 17.2, 17.5-17.9): region A's
 backup service turns cbr.replication.requested into a replication task, and its worker sends the backup to region
-B's RegionTransferService. The requests are published into A's NATS as the replication service publishes them;
-the record's side is what A says on cbr.backup.replication_<state>."""
+B's RegionTransferService. Replications start with ReplicateBackup at A's replication service; the intake tests,
+whose destinations do not exist, publish the request into A's NATS themselves. The record's side is what A says on
+cbr.backup.replication_<state>."""
 from __future__ import annotations
 
 import asyncio
