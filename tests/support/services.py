@@ -138,7 +138,7 @@ class Services:
         project_id = project_id or f"project-{uuid.uuid4().hex[:12]}"
         metadata = () if token == "" else (("authorization", f"Bearer {token or self.token(project_id, roles)}"),)
         return Caller(project_id, {name: _Authed(stub(self.channels[svc]), metadata)
-                                   for name, (stub, svc) in STUBS.items()})
+                                   for name, (stub, svc) in STUBS.items() if svc in self.channels})
 
 
 class _Authed:
