@@ -8,7 +8,7 @@ import grpc
 from cbr.common.v1 import common_pb2 as cp
 from cbr.events.v1 import policy_events_pb2 as pe
 from cbr.vault.v1 import vault_pb2 as vp
-from tests.support.calls import SERVER, create_vault, expect_error
+from tests.support.calls import REPLICATION, SERVER, create_vault, expect_error
 from tests.support.services import eventually
 
 INVALID, NOT_FOUND, FAILED = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
@@ -58,13 +58,15 @@ async def test_policy_rules(services, caller):
     # One backup policy per vault.
     await eventually(lambda: expect_error(associate(caller, disk_vault.vault_id, second), FAILED,
                                           "BackupService.6126"))
-    # Disk backups cannot be replicated.
-    await eventually(lambda: expect_error(associate(caller, disk_vault.vault_id, replication), FAILED,
+    # A replication vault's replicas are never replicated again; a disk vault's backups are (issue 12).
+    replicas = await create_vault(caller, "replicas", protect_type=REPLICATION)
+    await eventually(lambda: expect_error(associate(caller, replicas.vault_id, replication), FAILED,
                                           "BackupService.6127"))
+    await associate(caller, disk_vault.vault_id, replication, str(uuid.uuid4()))
     await expect_error(associate(caller, disk_vault.vault_id, str(uuid.uuid4())), NOT_FOUND, "BackupService.6131")
     await expect_error(associate(caller, disk_vault.vault_id, "policy-1"), INVALID, "BackupService.6408")
     got = (await caller.vault.GetVault(vp.GetVaultRequest(vault_id=disk_vault.vault_id))).vault
-    assert (got.backup_policy_id, got.replication_policy_id) == (first, "")
+    assert (got.backup_policy_id, got.replication_policy_id) == (first, replication)
 
 
 async def test_another_projects_policy_is_not_found(services, caller):

@@ -323,8 +323,9 @@ async def _policy(uow: VaultUnitOfWork, project_id: str, policy_id: str, policie
 def _check_policy_fits(vault: Vault, operation_type: str) -> None:
     if operation_type == "backup" and vault.protect_type != "backup":
         raise errors.PolicyNotApplicableError("backup policies apply to backup vaults only")
-    if operation_type == "replication" and vault.object_type == "disk":
-        raise errors.PolicyNotApplicableError("disk backups cannot be replicated")
+    # Any backup type replicates (DESIGN 17), but replicas never again: a replication vault has no source policy.
+    if operation_type == "replication" and vault.protect_type != "backup":
+        raise errors.PolicyNotApplicableError("replication policies apply to backup vaults only")
 
 
 def _require_held(vault: Vault, resource_ids: Sequence[str]) -> None:
