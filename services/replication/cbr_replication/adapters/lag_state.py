@@ -45,8 +45,9 @@ class LagState:
         result = await self._s.execute(pg_insert(lagging).values(
             project_id=project_id, source_vault_id=vault_id, resource_id=lag.resource_id,
             destination_region=lag.destination_region, crossed_time=now,
-            oldest_unreplicated_backup_id=lag.oldest_unreplicated.backup_id).on_conflict_do_nothing())
-        return result.rowcount == 1
+            oldest_unreplicated_backup_id=lag.oldest_unreplicated.backup_id).on_conflict_do_nothing()
+            .returning(lagging.c.resource_id))
+        return result.first() is not None
 
     async def recover(self, project_id: str, vault_id: str, keys: set[LagKey]) -> None:
         if keys:
