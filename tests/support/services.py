@@ -37,7 +37,9 @@ def settings_for(infra, service: str, peers: dict[str, str], listen_addr: str = 
                     job_lease_seconds=JOB_LEASE_SECONDS,
                     # The scheduler runs on the real clock in tests/e2e (its own stacks); here it would fire the
                     # policies the API tests make whenever a test crosses their hour.
-                    scheduler_interval_seconds=0.0)
+                    scheduler_interval_seconds=0.0,
+                    # The replication lag check runs where a test drives it (a hand-moved clock), not in a loop.
+                    replication_lag_alert_seconds=0.0)
 
 
 def kek_file(infra):

@@ -37,6 +37,8 @@ class Settings:
     scheduler_clock: str = ""          # CBR_SCHEDULER_CLOCK: "" (system) or "<ISO start>@<unix anchor>x<speed>"
     scheduler_interval_seconds: float = 1.0  # CBR_SCHEDULER_INTERVAL_SECONDS: the policy scheduler's pass; 0: off
     firing_lease_seconds: float = 60.0  # CBR_SCHEDULER_FIRING_LEASE_SECONDS: a stopped scheduler's tick goes again
+    replication_lag_alert_seconds: float = 86400.0  # CBR_REPLICATION_LAG_ALERT_SECONDS: lag published past it; 0: off
+    replication_lag_check_seconds: float = 60.0  # CBR_REPLICATION_LAG_CHECK_SECONDS: the lag check's pass
     tls_cert: str = ""                 # CBR_TLS_CERT / CBR_TLS_KEY: serve TLS when both are set
     tls_key: str = ""
     tls_client_ca: str = ""            # CBR_TLS_CLIENT_CA: require client certificates signed by it (mTLS)
@@ -104,6 +106,8 @@ class Settings:
             scheduler_clock=env.get("CBR_SCHEDULER_CLOCK", ""),
             scheduler_interval_seconds=number("CBR_SCHEDULER_INTERVAL_SECONDS", 1.0),
             firing_lease_seconds=number("CBR_SCHEDULER_FIRING_LEASE_SECONDS", 60.0),
+            replication_lag_alert_seconds=number("CBR_REPLICATION_LAG_ALERT_SECONDS", 86400.0),
+            replication_lag_check_seconds=number("CBR_REPLICATION_LAG_CHECK_SECONDS", 60.0),
             tls_cert=env.get("CBR_TLS_CERT", ""),
             tls_key=env.get("CBR_TLS_KEY", ""),
             tls_client_ca=env.get("CBR_TLS_CLIENT_CA", ""),
@@ -139,6 +143,9 @@ class Settings:
             raise SettingsError("CBR_TRANSFER_TLS_CERT and CBR_TRANSFER_TLS_KEY go together")
         if self.transfer_tls_cert and not self.transfer_listen_addr:
             raise SettingsError("CBR_TRANSFER_TLS_CERT needs CBR_TRANSFER_LISTEN_ADDR (the listener it serves)")
+        if self.replication_lag_alert_seconds < 0 or self.replication_lag_check_seconds <= 0:
+            raise SettingsError("CBR_REPLICATION_LAG_ALERT_SECONDS must not be negative and "
+                                "CBR_REPLICATION_LAG_CHECK_SECONDS must be positive")
         if self.scheduler_interval_seconds < 0 or self.firing_lease_seconds <= 0:
             raise SettingsError("CBR_SCHEDULER_INTERVAL_SECONDS must not be negative and "
                                 "CBR_SCHEDULER_FIRING_LEASE_SECONDS must be positive")

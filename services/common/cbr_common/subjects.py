@@ -27,6 +27,7 @@ SUBJECTS = {
     replication.ReplicationCompleted: "cbr.replication.completed",
     replication.ReplicationFailed: "cbr.replication.failed",
     replication.ReplicationRequested: "cbr.replication.requested",
+    replication.ReplicationLagging: "cbr.replication.lagging",
     # The backup service's side of a replication record: one message type, one subject per state.
     **{(replication.ReplicationTaskUpdate, state): f"cbr.backup.replication_{state}"
        for state in ("created", "started", "progress", "completed", "failed", "cancelled")},

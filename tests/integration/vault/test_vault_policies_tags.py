@@ -65,16 +65,19 @@ async def test_policy_rules(services, caller):
     other_replication = await announce_policy(services, caller.project_id, "replication")
     await eventually(lambda: expect_error(associate(caller, disk_vault.vault_id, other_replication), FAILED,
                                           "BackupService.6126"))
-    # A backup policy applies to backup vaults only.
+    # A replication vault takes neither: backup policies apply to backup vaults, and replicas are never
+    # replicated again.
     replica_vault = await create_vault(caller, name="replicas", protect_type=REPLICATION)
     await expect_error(associate(caller, replica_vault.vault_id, second), FAILED, "BackupService.6127")
+    await eventually(lambda: expect_error(associate(caller, replica_vault.vault_id, other_replication), FAILED,
+                                          "BackupService.6127"))
     await expect_error(associate(caller, disk_vault.vault_id, str(uuid.uuid4())), NOT_FOUND, "BackupService.6131")
     await expect_error(associate(caller, disk_vault.vault_id, "policy-1"), INVALID, "BackupService.6408")
     got = (await caller.vault.GetVault(vp.GetVaultRequest(vault_id=disk_vault.vault_id))).vault
     assert (got.backup_policy_id, got.replication_policy_id) == (first, replication)
     assert got.object_type == cp.OBJECT_TYPE_DISK
     refused = (await caller.vault.GetVault(vp.GetVaultRequest(vault_id=replica_vault.vault_id))).vault
-    assert refused.backup_policy_id == ""
+    assert (refused.backup_policy_id, refused.replication_policy_id) == ("", "")
 
 
 async def test_another_projects_policy_is_not_found(services, caller):

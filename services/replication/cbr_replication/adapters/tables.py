@@ -74,3 +74,27 @@ checkpoint_requests = Table(
     Column("policy_id", String(36), nullable=False, server_default=""),
     Column("created_time", DateTime(timezone=True), nullable=False),
 )
+
+# The source vaults whose lag the lag check measures, and in which region: written by each replication policy
+# tick (the vault is bound to that policy), whether or not the tick could replicate. Vaults with records are
+# measured as well, in their records' regions.
+lag_watches = Table(
+    "lag_watches", metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("source_vault_id", String(36), primary_key=True),
+    Column("destination_region", String(63), primary_key=True),
+    Column("policy_id", String(36), nullable=False, server_default=""),
+    Column("seen_time", DateTime(timezone=True), nullable=False),
+)
+
+# The (resource, destination region)s whose crossing of CBR_REPLICATION_LAG_ALERT_SECONDS was published and
+# which have not recovered since: the row is the "once" of cbr.replication.lagging.
+lagging = Table(
+    "lagging", metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("source_vault_id", String(36), primary_key=True),
+    Column("resource_id", String(36), primary_key=True),
+    Column("destination_region", String(63), primary_key=True),
+    Column("oldest_unreplicated_backup_id", String(36), nullable=False),
+    Column("crossed_time", DateTime(timezone=True), nullable=False),
+)

@@ -12,6 +12,7 @@ from cbr_common.errors import CbrError, UnavailableError
 from cbr_common.jetstream import Subscription
 from cbr_replication.adapters.policies import PolicyPort
 from cbr_replication.domain.model import Destination
+from cbr_replication.service.lag_alerts import watch_vault
 from cbr_replication.service.replicate import MakeUow, Peers, ReplicateCheckpoint, replicate_checkpoint
 
 log = logging.getLogger("cbr.replication.ticks")
@@ -23,6 +24,8 @@ TICK_PATIENCE = dt.timedelta(hours=1)
 
 def tick_subscription(make_uow: MakeUow, peers: Peers, policies: PolicyPort) -> Subscription:
     async def on_policy_triggered(event: policy_ev.PolicyTriggered, uow) -> None:
+        if event.operation_type == "replication":  # the lag check watches the vault, even if this tick fails
+            await watch_vault(make_uow, event.project_id, event.vault_id, event.destination_region, event.policy_id)
         await run_tick(event, make_uow, peers, policies)
     return Subscription(policy_ev.PolicyTriggered, on_policy_triggered)
 

@@ -321,9 +321,12 @@ async def _policy(uow: VaultUnitOfWork, project_id: str, policy_id: str, policie
 
 
 def _check_policy_fits(vault: Vault, operation_type: str) -> None:
-    # Any vault type takes a replication policy: disks replicate too (issue 12 lifts CBR's rule against them).
     if operation_type == "backup" and vault.protect_type != "backup":
         raise errors.PolicyNotApplicableError("backup policies apply to backup vaults only")
+    # Any backup type replicates, disks too (issue 12 lifts CBR's rule against them), but replicas never again:
+    # a replication vault takes no replication policy.
+    if operation_type == "replication" and vault.protect_type != "backup":
+        raise errors.PolicyNotApplicableError("replication policies apply to backup vaults only")
 
 
 def _require_held(vault: Vault, resource_ids: Sequence[str]) -> None:
