@@ -4,11 +4,13 @@ Read from the JSON file CBR_REGIONS_FILE names (see services/backup/DESIGN.md se
 
     {"dev_plaintext": false,
      "peers": [{"name": "region-b", "transfer_addr": "b.example:7443", "tls_ca": "/etc/cbr/b-ca.pem",
-                "credential_file": "/etc/cbr/b.token"}]}
+                "credential_file": "/etc/cbr/b.token", "rate_limit_mbps": 100, "max_concurrent": 2}]}
 
 `transfer_addr` is the peer's RegionTransferService (its backup service); `credential_file` holds the bearer token
 that peer accepts from this region (a `region_peer` token signed by the peer). A peer without `tls_ca` is reached in
 plaintext, which only a directory with `"dev_plaintext": true` allows: a dev switch, never for a real deployment.
+`rate_limit_mbps` (optional, MB/s, 0 = none) caps what all replications to that peer send together;
+`max_concurrent` (optional, default 2) is how many replications run to it at once across the region's workers.
 Every mistake is a SettingsError naming the file and the entry, so a service refuses to start on it."""
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ from cbr_common.settings import SettingsError
 
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # what CBR_REGION may be: a DNS label
 TOP_FIELDS = {"dev_plaintext", "peers"}
-PEER_FIELDS = {"name", "transfer_addr", "tls_ca", "credential_file"}
+TEXT_FIELDS = ("name", "transfer_addr", "tls_ca", "credential_file")
+PEER_FIELDS = {*TEXT_FIELDS, "rate_limit_mbps", "max_concurrent"}
+DEFAULT_MAX_CONCURRENT = 2
 REQUIRED_PEER_FIELDS = ("name", "transfer_addr", "credential_file")
 
 
@@ -33,6 +37,8 @@ class Peer:
     transfer_addr: str    # host:port of the peer's RegionTransferService
     tls_ca: str           # PEM file of the CA that signed the peer's certificate; "" only with dev_plaintext
     credential_file: str  # the token the peer accepts from this region
+    rate_limit_mbps: float = 0.0  # MB/s (10^6 bytes) of chunk payload all replications to it share; 0: none
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT  # replications running to it at once, across the workers
 
     @property
     def plaintext(self) -> bool:
@@ -113,7 +119,7 @@ def _peer(entry: object, where: str, bad) -> Peer:
     if unknown:
         raise bad(f"{where}: unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
                   f"(known: {', '.join(sorted(PEER_FIELDS))})")
-    for field in PEER_FIELDS:
+    for field in TEXT_FIELDS:
         if not isinstance(entry.get(field, ""), str):
             raise bad(f"{where}: {field} must be a string")
     missing = [field for field in REQUIRED_PEER_FIELDS if not entry.get(field, "").strip()]
@@ -126,7 +132,14 @@ def _peer(entry: object, where: str, bad) -> Peer:
     host, _, port = addr.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise bad(f"{where} ({name}): transfer_addr {addr!r} must be host:port")
-    return Peer(name, addr, entry.get("tls_ca", "").strip(), entry["credential_file"].strip())
+    rate = entry.get("rate_limit_mbps", 0)
+    # bool is an int in Python: refused by name, as is NaN or infinity (json accepts both spellings).
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < float("inf"):
+        raise bad(f"{where} ({name}): rate_limit_mbps {rate!r} must be a number of MB/s, 0 or more (0: no limit)")
+    slots = entry.get("max_concurrent", DEFAULT_MAX_CONCURRENT)
+    if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+        raise bad(f"{where} ({name}): max_concurrent {slots!r} must be a whole number, 1 or more")
+    return Peer(name, addr, entry.get("tls_ca", "").strip(), entry["credential_file"].strip(), float(rate), slots)
 
 
 def open_peer_channel(peer: Peer, max_message_bytes: int = 64 * 1024 * 1024) -> grpc.aio.Channel:

@@ -116,6 +116,18 @@ async def test_replicate_vault(cbr, source):  # noqa: F811
     assert "nothing to replicate" in again.stderr
 
 
+async def test_rate_limit_flag(cbr, source):  # noqa: F811
+    vault_id = str(uuid.uuid4())
+    record = await cbr.json("replication", "replicate", source.backup.backup_id, *destination(vault_id),
+                            "--rate-limit-mbps", "2.5")
+    assert record["rate_limit_mbps"] == 2.5
+    for command, target in (("replicate", source.backup.backup_id), ("replicate-vault", source.vault_id)):
+        refused = await cbr("replication", command, target, *destination(), "--rate-limit-mbps", "-1")
+        assert refused.code == 3, str(refused)
+        assert one_error_line(refused).startswith(
+            "error: INVALID_ARGUMENT (ReplicationService.6911): --rate-limit-mbps"), str(refused)
+
+
 async def test_lag(cbr, source):  # noqa: F811
     as_json, table = await asyncio.gather(cbr.json("replication", "lag", source.vault_id, "--to-region", "region-c"),
                                           cbr.ok("replication", "lag", source.vault_id, "--to-region", "region-c"))

@@ -98,3 +98,30 @@ def test_load_names_the_file_and_checks_the_files_it_names(tmp_path):
         load_regions(str(path), "region-a")
     token.write_text("token")
     assert load_regions(str(path), "region-a").destinations == ["region-b"]
+
+
+def test_pace_and_slots_are_read_with_their_defaults():
+    directory = parse({"peers": [peer("region-b", rate_limit_mbps=2.5, max_concurrent=1), peer("region-c")]})
+    b, c = directory.peer("region-b"), directory.peer("region-c")
+    assert (b.rate_limit_mbps, b.max_concurrent) == (2.5, 1)
+    assert (c.rate_limit_mbps, c.max_concurrent) == (0.0, 2)
+    assert parse({"peers": [peer(rate_limit_mbps=0)]}).peer("region-b").rate_limit_mbps == 0.0
+
+
+@pytest.mark.parametrize("value", [-1, "10", True, None, [1]])
+def test_a_bad_rate_limit_is_refused_naming_the_entry(value):
+    message = refused({"peers": [peer(rate_limit_mbps=value)]})
+    assert "peers[0] (region-b): rate_limit_mbps" in message
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.5, "2", False])
+def test_a_bad_max_concurrent_is_refused_naming_the_entry(value):
+    message = refused({"peers": [peer(max_concurrent=value)]})
+    assert "peers[0] (region-b): max_concurrent" in message
+
+
+def test_an_infinite_rate_limit_is_refused():
+    text = '{"peers": [{"name": "region-b", "transfer_addr": "h:1", "tls_ca": "/c", "credential_file": "/t", ' \
+           '"rate_limit_mbps": Infinity}]}'
+    with pytest.raises(SettingsError, match="rate_limit_mbps"):
+        parse_regions(text, "region-a")

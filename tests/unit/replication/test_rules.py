@@ -158,3 +158,15 @@ def test_an_older_attempts_update_and_another_projects_are_ignored():
 def test_progress_before_started_still_means_replicating():
     r = rules.apply_update(record(), update("progress", attempt=1, progress=150), NOW)
     assert (r.status, r.progress, r.attempt) == ("replicating", 100, 1)
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5, 4.0, rules.MAX_RATE_LIMIT_MBPS])
+def test_a_rate_limit_is_zero_or_a_positive_pace(value):
+    assert rules.check_rate_limit(value) == value
+
+
+@pytest.mark.parametrize("value", [-0.5, -4.0, float("nan"), float("inf"), rules.MAX_RATE_LIMIT_MBPS * 2])
+def test_a_bad_rate_limit_is_malformed(value):
+    with pytest.raises(errors.MalformedRequestError) as caught:
+        rules.check_rate_limit(value)
+    assert caught.value.cbr_code == "ReplicationService.6911"

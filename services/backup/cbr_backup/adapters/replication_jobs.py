@@ -40,6 +40,8 @@ class ReplicationJob:
     destination_backup_id: str = ""
     source_manifest_digest: bytes = b""
     replica_manifest_digest: bytes = b""
+    rate_limit_mbps: float = 0.0  # the record's pace (MB/s); 0: none
+    slot_held: bool = False
 
     def counters(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in COUNTERS}

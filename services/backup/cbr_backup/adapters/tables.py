@@ -1,8 +1,8 @@
 """The `backup` schema's tables (SQLAlchemy Core); migrations/ creates the same."""
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Column, DateTime, ForeignKey, Index, Integer,
-                        LargeBinary, MetaData, String, Table, Text, UniqueConstraint)
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Column, DateTime, Float, ForeignKey, Index, Integer,
+                        LargeBinary, MetaData, String, Table, Text, UniqueConstraint, text)
 from sqlalchemy.dialects.postgresql import JSONB
 
 from cbr_common.outbox import add_outbox_tables
@@ -302,4 +302,9 @@ replication_jobs = Table(
     Column("replica_manifest_digest", LargeBinary),
     Column("created_time", DateTime(timezone=True), nullable=False),
     Column("updated_time", DateTime(timezone=True), nullable=False),
+    # Migration backup_0010 (DESIGN 17.11): the record's own pace, and whether the job holds one of its
+    # destination's slots (counted only while its task is running with a live lease).
+    Column("rate_limit_mbps", Float, nullable=False, default=0.0),
+    Column("slot_held", Boolean, nullable=False, default=False),
+    Index("ix_replication_jobs_slots", "destination_region", postgresql_where=text("slot_held")),
 )

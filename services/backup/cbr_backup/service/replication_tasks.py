@@ -54,7 +54,8 @@ async def on_replication_requested(event: rev.ReplicationRequested, uow: BackupU
         destination_region=event.destination_region, destination_project_id=event.destination_project_id,
         destination_vault_id=event.destination_vault_id, name=event.name or backup.name,
         description=event.description, auto_trigger=event.auto_trigger, policy_id=event.policy_id,
-        retention=event.retention.SerializeToString() if event.HasField("retention") else None)
+        retention=event.retention.SerializeToString() if event.HasField("retention") else None,
+        rate_limit_mbps=event.rate_limit_mbps)
     await jobs.enqueue(uow, task)
     await repo.add(job)
     await publish_update(uow, task, job, "created")
@@ -64,6 +65,8 @@ def _check_request(event: rev.ReplicationRequested) -> None:
     for name, limit in _LIMITS.items():
         if len(getattr(event, name)) > limit:
             raise InvalidReplicationRequestError(f"{name} is longer than {limit} characters")
+    if not 0 <= event.rate_limit_mbps < float("inf"):
+        raise InvalidReplicationRequestError("rate_limit_mbps must be 0 or more")
     for name in ("replication_record_id", "destination_region", "destination_project_id", "destination_vault_id"):
         if not getattr(event, name):
             raise InvalidReplicationRequestError(f"{name} is required")

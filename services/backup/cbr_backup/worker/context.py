@@ -40,6 +40,7 @@ class Resources:
     rate_limit_mbps: float = 0.0
     make_job_uow: Callable[[], BackupUnitOfWork] | None = None  # the handlers': a job's statement budget
     regions: RegionDirectory | None = None  # the peer regions replication jobs send to (CBR_REGIONS_FILE)
+    lease_seconds: float = 30.0  # CBR_JOB_LEASE_SECONDS: a replication slot counts while its task beat within it
 
     def open_index(self) -> ChunkIndex:
         return ChunkIndex(self.database_url)

@@ -65,7 +65,8 @@ def resources(settings: Settings, db: Database) -> Resources:
                      store=store, provider=provider_for(settings),
                      snapshot_dir=Path(settings.pool_dir) / ".snapshots", rate_limit_mbps=settings.rate_limit_mbps,
                      make_job_uow=lambda: BackupUnitOfWork(db, settings.job_statement_timeout_seconds),
-                     key_provider=keys, regions=load_regions(settings.regions_file, settings.region))
+                     key_provider=keys, regions=load_regions(settings.regions_file, settings.region),
+                     lease_seconds=settings.job_lease_seconds)
 
 
 def worker_for(settings: Settings, db: Database) -> Worker:

@@ -46,6 +46,7 @@ from cbr_backup.service import lifecycle
 from cbr_backup.service.replication_tasks import publish_update
 from cbr_backup.worker import manifests
 from cbr_backup.worker.context import JobCancelled, JobContext, check_still_mine
+from cbr_backup.worker.replication_controls import ReplicationControls
 from cbr_common.errors import CbrError
 from cbr_common.proto_enums import enum_value
 
@@ -86,7 +87,18 @@ async def run_replication(ctx: JobContext) -> None:
     peer = regions.peer(job.destination_region) if regions is not None else None
     if peer is None:
         raise DestinationRegionUnknownError(f"region {job.destination_region} is not in this region's directory")
-    sender = Sender(ctx, job, backup, regions.local)
+    controls = ReplicationControls(ctx, job, peer)
+    await controls.take_slot()  # the record stays WAITING until the job may send (17.11)
+    try:
+        await _replicate(ctx, job, backup, peer, regions.local, controls)
+    finally:
+        await controls.release_slot()
+
+
+async def _replicate(ctx: JobContext, job: ReplicationJob, backup: Backup, peer, local_region: str,
+                     controls: ReplicationControls) -> None:
+    task = ctx.task
+    sender = Sender(ctx, job, backup, local_region, controls)
     async with ctx.make_uow() as uow:
         await publish_update(uow, task, job, "started", bytes_total=backup.stored_bytes)
         await uow.commit()
@@ -107,8 +119,10 @@ async def run_replication(ctx: JobContext) -> None:
 
 
 class Sender:
-    def __init__(self, ctx: JobContext, job: ReplicationJob, backup: Backup, local_region: str):
+    def __init__(self, ctx: JobContext, job: ReplicationJob, backup: Backup, local_region: str,
+                 controls: ReplicationControls):
         self.ctx = ctx
+        self.controls = controls
         self.task = ctx.task
         self.job = job
         self.backup = backup
@@ -342,6 +356,7 @@ class Sender:
         reading = asyncio.create_task(asyncio.to_thread(self._read_wire, source, batches[0], locations))
         try:
             for following in [*batches[1:], None]:
+                await self.controls.refresh_rate()
                 wires = await reading
                 if following is not None:
                     reading = asyncio.create_task(asyncio.to_thread(self._read_wire, source, following, locations))
@@ -409,7 +424,7 @@ class Sender:
             done, total = self.ctx.progress_values()
             await lifecycle.finish(uow, task, "success", bytes_done=done, bytes_total=total, extra_info=dict(
                 task.extra_info, destination_backup_id=replica.backup_id, transfer_id=job.transfer_id,
-                **{name: str(value) for name, value in job.counters().items()}))
+                **{name: str(value) for name, value in job.counters().items()}, **self.controls.counters()))
             await publish_update(uow, task, job, "completed", bytes_done=max(done, total), bytes_total=total,
                                  destination_backup_id=replica.backup_id, source_manifest_digest=source_digest,
                                  replica_manifest_digest=replica_digest)
@@ -505,6 +520,7 @@ class ChunkStream:
             if not resend:
                 job.sent_through = max(job.sent_through or b"", chunks[-1][0])
             sender.count_metadata(size - payload)
+            await sender.controls.pace(payload)  # the pace counts chunk payload on the wire (17.11)
             await sender.persist(progress=True)
             self.seq += 1
             self.window.sent(self.seq, size)

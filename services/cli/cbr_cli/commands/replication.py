@@ -23,7 +23,8 @@ POLL_SECONDS = 0.5
 FIELDS = {"destination_region": "--to-region", "destination_project_id": "--to-project",
           "destination_vault_id": "--to-vault", "request_id": "--request-id", "name": "--name",
           "description": "--description", "source_vault_id": "--vault", "source_backup_id": "--backup",
-          "destination_backup_id": "--replica", "replication_record_id": "RECORD_ID"}
+          "destination_backup_id": "--replica", "replication_record_id": "RECORD_ID",
+          "rate_limit_mbps": "--rate-limit-mbps"}
 
 RECORD_COLUMNS = (
     Column("ID", lambda r: r.replication_record_id, is_id=True),
@@ -111,6 +112,9 @@ def _add_destination(parser) -> None:
 
 
 def _add_request_id_and_wait(parser) -> None:
+    parser.add_argument("--rate-limit-mbps", type=float, default=0.0, metavar="MB/S",
+                        help="at most this many MB/s (10^6 bytes) of chunk data per copy; 0 (default): only the "
+                             "limit the region pair has")
     parser.add_argument("--request-id", default="", metavar="ID",
                         help="idempotency key (0-64 letters, digits, '_', '-'): the same one with the same "
                              "arguments answers the first call's records")
@@ -122,7 +126,7 @@ async def replicate_backup(args, client: CbrClient, out: Output) -> int | None:
     reply = await client.replication.ReplicateBackup(rp.ReplicateBackupRequest(
         backup_id=args.backup_id, destination_region=args.to_region, destination_project_id=args.to_project,
         destination_vault_id=args.to_vault, name=args.name, description=args.description,
-        request_id=args.request_id))
+        request_id=args.request_id, rate_limit_mbps=args.rate_limit_mbps))
     if args.wait:
         [record] = await watch_records(client, out, [reply.replication_record_id])
         out.one(record)
@@ -134,7 +138,7 @@ async def replicate_backup(args, client: CbrClient, out: Output) -> int | None:
 async def replicate_vault(args, client: CbrClient, out: Output) -> int | None:
     reply = await client.replication.ReplicateCheckpoint(rp.ReplicateCheckpointRequest(
         vault_id=args.vault_id, destination_region=args.to_region, destination_project_id=args.to_project,
-        destination_vault_id=args.to_vault, request_id=args.request_id))
+        destination_vault_id=args.to_vault, request_id=args.request_id, rate_limit_mbps=args.rate_limit_mbps))
     if not reply.backups:
         out.note("nothing to replicate: every available backup has a replica there or one under way")
     if not args.wait:

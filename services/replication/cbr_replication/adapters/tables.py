@@ -1,6 +1,6 @@
 """The `replication` schema's tables (SQLAlchemy Core); migrations/ creates the same."""
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, LargeBinary, MetaData, String, Table, \
-    Text, text
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Float, Index, Integer, LargeBinary, MetaData, String, \
+    Table, Text, text
 
 from cbr_common.outbox import add_outbox_tables
 
@@ -31,6 +31,7 @@ records = Table(
     Column("auto_trigger", Boolean, nullable=False, server_default="false"),
     Column("policy_id", String(36), nullable=False, server_default=""),
     Column("retention", LargeBinary),  # a serialized cbr.replication.v1.ReplicaRetention (auto replicas)
+    Column("rate_limit_mbps", Float, nullable=False, server_default="0"),  # migration replication_0003
     Column("task_id", String(36), nullable=False, server_default=""),
     Column("attempt", Integer, nullable=False, server_default="0"),
     Column("progress", Integer, nullable=False, server_default="0"),

@@ -62,6 +62,7 @@ class ReplicationRecord:
     started_time: dt.datetime | None = None
     ended_time: dt.datetime | None = None
     checkpoint_request_id: str = ""  # the ReplicateCheckpoint request that made it, if one did
+    rate_limit_mbps: float = 0.0     # this replication's pace in MB/s; 0: none (DESIGN 17.11)
 
     @property
     def final(self) -> bool:

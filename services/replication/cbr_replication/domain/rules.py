@@ -52,6 +52,17 @@ def check_description(description: str) -> str:
     return description
 
 
+MAX_RATE_LIMIT_MBPS = 1_000_000.0  # a terabyte a second: anything above is a typo, not a pace
+
+
+def check_rate_limit(rate_limit_mbps: float) -> float:
+    """A replication's pace in MB/s: 0 (none) or a positive finite number (DESIGN 17.11)."""
+    if not 0 <= rate_limit_mbps <= MAX_RATE_LIMIT_MBPS:  # also false for NaN
+        raise errors.MalformedRequestError(
+            f"rate_limit_mbps must be 0 (no limit) or a number of MB/s up to {MAX_RATE_LIMIT_MBPS:.0f}")
+    return rate_limit_mbps
+
+
 def check_request_id(request_id: str) -> str:
     if not REQUEST_ID.fullmatch(request_id):
         raise errors.MalformedRequestError("request_id must be 0-64 letters, digits, '_' or '-'")

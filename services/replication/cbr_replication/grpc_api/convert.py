@@ -12,14 +12,16 @@ from cbr_replication.service.replicate import ReplicateBackup, ReplicateCheckpoi
 
 def replicate_backup_in(project_id: str, req: pb.ReplicateBackupRequest) -> ReplicateBackup:
     return ReplicateBackup(project_id=project_id, backup_id=req.backup_id, destination=_destination(req),
-                           name=req.name, description=req.description, request_id=req.request_id)
+                           name=req.name, description=req.description, request_id=req.request_id,
+                           rate_limit_mbps=req.rate_limit_mbps)
 
 
 def replicate_checkpoint_in(project_id: str, req: pb.ReplicateCheckpointRequest) -> ReplicateCheckpoint:
     # auto_trigger from a caller marks the records as a policy's would, but without a policy no retention
     # rule travels: only the policy ticks (service/policy_ticks.py) carry one.
     return ReplicateCheckpoint(project_id=project_id, vault_id=req.vault_id, destination=_destination(req),
-                               auto_trigger=req.auto_trigger, request_id=req.request_id)
+                               auto_trigger=req.auto_trigger, request_id=req.request_id,
+                               rate_limit_mbps=req.rate_limit_mbps)
 
 
 def list_records_in(project_id: str, req: pb.ListReplicationRecordsRequest) -> RecordFilter:
@@ -52,7 +54,8 @@ def record_out(r: ReplicationRecord) -> pb.ReplicationRecord:
                                         resent_bytes=c.resent_bytes, metadata_bytes=c.metadata_bytes,
                                         chunks_sent=c.chunks_sent, chunks_present=c.chunks_present),
         source_manifest_digest=r.source_manifest_digest, replica_manifest_digest=r.replica_manifest_digest,
-        resource_type=enum_value(common_pb2.ObjectType, r.resource_type), resource_id=r.resource_id)
+        resource_type=enum_value(common_pb2.ObjectType, r.resource_type), resource_id=r.resource_id,
+        rate_limit_mbps=r.rate_limit_mbps)
     if r.error_code or r.error_message:
         out.error.CopyFrom(pb.ReplicationError(code=r.error_code, message=r.error_message))
     for field, when in (("created_time", r.created_time), ("started_time", r.started_time),

@@ -37,6 +37,7 @@ class ReplicateBackup:
     name: str = ""
     description: str = ""
     request_id: str = ""
+    rate_limit_mbps: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class ReplicateCheckpoint:
     request_id: str = ""
     policy_id: str = ""
     retention: bytes = b""  # auto replicas: the policy's rule, a serialized ReplicaRetention
+    rate_limit_mbps: float = 0.0
 
 
 MakeUow = Callable[[], ReplicationUnitOfWork]
@@ -60,6 +62,7 @@ async def replicate_backup(cmd: ReplicateBackup, make_uow: MakeUow, peers: Peers
     rules.check_name(cmd.name)
     rules.check_description(cmd.description)
     rules.check_request_id(cmd.request_id)
+    rules.check_rate_limit(cmd.rate_limit_mbps)
     rules.check_destination(cmd.destination, peers.regions.local, peers.regions.destinations)
     if cmd.request_id:
         async with make_uow() as uow:
@@ -77,7 +80,8 @@ async def replicate_backup(cmd: ReplicateBackup, make_uow: MakeUow, peers: Peers
         return standing
     await peers.destinations.check(cmd.destination, backup.resource_type, backup.resource_size_bytes)
     record = _new_record(cmd.project_id, peers.regions.local, backup, cmd.destination, name=cmd.name,
-                         description=cmd.description, request_id=cmd.request_id)
+                         description=cmd.description, request_id=cmd.request_id,
+                         rate_limit_mbps=cmd.rate_limit_mbps)
     try:
         async with make_uow() as uow:
             await uow.records.add(record)
@@ -102,6 +106,7 @@ async def replicate_checkpoint(cmd: ReplicateCheckpoint, make_uow: MakeUow,
     (none yet, or the last one failed or was cancelled); the records it made, oldest backup first."""
     rules.check_id(cmd.vault_id, "vault_id")
     rules.check_request_id(cmd.request_id)
+    rules.check_rate_limit(cmd.rate_limit_mbps)
     rules.check_destination(cmd.destination, peers.regions.local, peers.regions.destinations)
     request = CheckpointRequest(cmd.project_id, cmd.request_id, cmd.vault_id, cmd.destination, cmd.auto_trigger,
                                 cmd.policy_id)
@@ -127,7 +132,8 @@ async def replicate_checkpoint(cmd: ReplicateCheckpoint, make_uow: MakeUow,
             for backup in due:
                 record = _new_record(cmd.project_id, peers.regions.local, backup, cmd.destination,
                                      auto_trigger=cmd.auto_trigger, policy_id=cmd.policy_id,
-                                     retention=cmd.retention, checkpoint_request_id=cmd.request_id)
+                                     retention=cmd.retention, checkpoint_request_id=cmd.request_id,
+                                     rate_limit_mbps=cmd.rate_limit_mbps)
                 try:
                     async with uow.session.begin_nested():
                         await uow.records.add(record)
@@ -190,7 +196,7 @@ def requested_event(record: ReplicationRecord) -> ev.ReplicationRequested:
         source_vault_id=record.source_vault_id, source_backup_id=record.source_backup_id,
         destination_region=record.destination.region, destination_project_id=record.destination.project_id,
         destination_vault_id=record.destination.vault_id, name=record.name, description=record.description,
-        auto_trigger=record.auto_trigger, policy_id=record.policy_id)
+        auto_trigger=record.auto_trigger, policy_id=record.policy_id, rate_limit_mbps=record.rate_limit_mbps)
     if record.auto_trigger and record.retention:
         event.retention.CopyFrom(replication_pb2.ReplicaRetention.FromString(record.retention))
     return event
