@@ -2,8 +2,8 @@
 from alembic import op
 import sqlalchemy as sa
 
-revision = "replication_0003"
-down_revision = "replication_0002"
+revision = "replication_0004"
+down_revision = "replication_0003"
 branch_labels = None
 depends_on = None
 
