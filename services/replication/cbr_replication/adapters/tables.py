@@ -31,7 +31,7 @@ records = Table(
     Column("auto_trigger", Boolean, nullable=False, server_default="false"),
     Column("policy_id", String(36), nullable=False, server_default=""),
     Column("retention", LargeBinary),  # a serialized cbr.replication.v1.ReplicaRetention (auto replicas)
-    Column("rate_limit_mbps", Float, nullable=False, server_default="0"),  # migration replication_0003
+    Column("rate_limit_mbps", Float, nullable=False, server_default="0"),  # migration replication_0004
     Column("task_id", String(36), nullable=False, server_default=""),
     Column("attempt", Integer, nullable=False, server_default="0"),
     Column("progress", Integer, nullable=False, server_default="0"),
