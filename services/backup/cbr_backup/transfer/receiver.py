@@ -114,6 +114,7 @@ class ChunkMessage:
     transfer_id: str
     seq: int
     chunks: list[WireChunk]
+    flush: bool = False  # the sender waits for this acknowledgement: durable now, not on the timer
 
 
 @dataclass(frozen=True)
@@ -497,12 +498,14 @@ class TransferReceiver:
                 if message.seq <= last_seq:
                     raise errors.InvalidTransferRequestError(f"seq {message.seq} after {last_seq}: seqs must grow")
                 last_seq = message.seq
-                async with self._uow() as uow:
-                    wanted = await TransferRepository(uow.session).wanted_among(
-                        transfer["transfer_id"], (c.chunk_id for c in message.chunks))
+                wanted = {}
+                if message.chunks:
+                    async with self._uow() as uow:
+                        wanted = await TransferRepository(uow.session).wanted_among(
+                            transfer["transfer_id"], (c.chunk_id for c in message.chunks))
                 await asyncio.to_thread(sink.receive, message.seq, message.chunks, wanted,
                                         asyncio.get_running_loop().time())
-                if sink.pending_bytes >= self.flush_bytes:
+                if sink.pending_bytes >= self.flush_bytes or message.flush:
                     yield await self._durable(transfer, sink)
                 elif not sink.pending:
                     yield await self._durable(transfer, sink)  # nothing to write: rejections answered at once

@@ -85,7 +85,7 @@ class RegionTransferServicer(replication_pb2_grpc.RegionTransferServiceServicer)
         async def messages():
             async for r in request_iterator:
                 yield ChunkMessage(r.transfer_id, r.seq, [WireChunk(c.chunk_id, c.raw_size, c.flags, c.dictionary_tag,
-                                                                    c.payload) for c in r.chunks])
+                                                                    c.payload) for c in r.chunks], r.flush)
         async for ack in self._receiver.put_chunks(peer, messages()):
             yield pb.PutChunksAck(durable_through_seq=ack.durable_through_seq, stored_bytes=ack.stored_bytes,
                                   rejected=[pb.RejectedChunk(chunk_id=r.chunk_id, code=r.code, message=r.message)
