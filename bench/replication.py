@@ -81,7 +81,7 @@ class CountingProxy:
 
         async def pump(source, sink, upward: bool) -> None:
             try:
-                while data := await source.read(256 * KIB):
+                while data := await source.read(1024 * KIB):
                     if upward:
                         self.up += len(data)
                     else:
