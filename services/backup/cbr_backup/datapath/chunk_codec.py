@@ -79,6 +79,14 @@ class WireForm:
     payload: bytes  # the zstd frame, or the plaintext
 
 
+def _whole(view: memoryview) -> bytes:
+    """The bytes a view shows, without a copy when it shows a whole bytes object (a decrypted payload)."""
+    base = view.obj
+    if isinstance(base, bytes) and view.nbytes == len(base):
+        return base
+    return bytes(view)
+
+
 def dictionary_tag(dict_id: bytes) -> int:
     """The 32-bit number a compressed chunk carries to name its dictionary (first 4 bytes of its id)."""
     return _DICT_TAG.unpack_from(dict_id)[0]
@@ -269,14 +277,14 @@ class ChunkCodec:
             body = memoryview(value)[1:]
         flags &= ~FLAG_ENCRYPTED
         if not flags & FLAG_ZSTD:
-            return WireForm(0, 0, bytes(body))
+            return WireForm(0, 0, _whole(body))
         tag = 0
         if flags & FLAG_DICT:
             if len(body) < _DICT_TAG.size:
                 raise ChunkCorruptError(key, "dictionary flag without a compressed payload")
             tag = _DICT_TAG.unpack_from(body)[0]
             body = body[_DICT_TAG.size:]
-        return WireForm(flags, tag, bytes(body))
+        return WireForm(flags, tag, _whole(body))
 
     def from_wire(self, wire: WireForm, digest: bytes, raw_size: int) -> bytes:
         """The stored value, for this codec's vault, of a chunk received from another region. The payload is

@@ -4,6 +4,7 @@ index rows; only then may the messages be acknowledged. The data path's PackWrit
 them; the vault's lock is held shared for the stream's life, as a backup holds it."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -16,6 +17,8 @@ NOT_WANTED = "RegionTransferService.6954"
 CHECK_FAILED = "RegionTransferService.6953"
 NO_DICTIONARY = "RegionTransferService.6957"
 _NEVER_FULL = 1 << 40  # the sink closes its pack itself (every FLUSH_BYTES or FLUSH_SECONDS)
+DECODE_THREADS = 2
+_DECODERS = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="cbr-transfer-check")
 
 
 @dataclass(frozen=True)
@@ -63,29 +66,31 @@ class ChunkSink:
         return cls(store, index, codec, vault_id, PackWriter(store, codec, vault_id, target_size=_NEVER_FULL),
                    dictionary)
 
+    def _check(self, chunk: WireChunk, wanted: dict[bytes, int]) -> bytes | Rejection:
+        """The chunk's stored value for this vault, or why it is refused."""
+        raw_size = wanted.get(chunk.chunk_id)
+        if raw_size is None:
+            return Rejection(chunk.chunk_id, NOT_WANTED, "not wanted by this transfer")
+        if chunk.flags & FLAG_DICT and self.dictionary(chunk.tag) is None:
+            return Rejection(chunk.chunk_id, NO_DICTIONARY, f"dictionary {chunk.tag:08x} was not sent (PutDictionary)")
+        try:
+            return self.codec.from_wire(WireForm(chunk.flags, chunk.tag, chunk.payload), chunk.chunk_id, raw_size)
+        except ChunkCorruptError as exc:
+            return Rejection(chunk.chunk_id, CHECK_FAILED, str(exc))
+
     @property
     def pending(self) -> bool:
         return bool(self.pending_ids)
 
     def receive(self, seq: int, chunks: list[WireChunk], wanted: dict[bytes, int], now: float) -> None:
-        """Checks each chunk; the good ones go to the open pack, the others to the next acknowledgement."""
+        """Checks each chunk; the good ones go to the open pack, the others to the next acknowledgement. The checks
+        (decompress, keyed hash, seal) run on DECODE_THREADS threads: zstd, BLAKE3 and AES release the GIL."""
         items = []
-        for chunk in chunks:
-            raw_size = wanted.get(chunk.chunk_id)
-            if raw_size is None:
-                self.rejected.append(Rejection(chunk.chunk_id, NOT_WANTED, "not wanted by this transfer"))
-                continue
-            if chunk.flags & FLAG_DICT and self.dictionary(chunk.tag) is None:
-                self.rejected.append(Rejection(chunk.chunk_id, NO_DICTIONARY,
-                                               f"dictionary {chunk.tag:08x} was not sent (PutDictionary)"))
-                continue
-            try:
-                value = self.codec.from_wire(WireForm(chunk.flags, chunk.tag, chunk.payload), chunk.chunk_id,
-                                             raw_size)
-            except ChunkCorruptError as exc:
-                self.rejected.append(Rejection(chunk.chunk_id, CHECK_FAILED, str(exc)))
-                continue
-            items.append((chunk.chunk_id, raw_size, value))
+        for chunk, value in zip(chunks, _DECODERS.map(lambda c: self._check(c, wanted), chunks)):
+            if isinstance(value, Rejection):
+                self.rejected.append(value)
+            else:
+                items.append((chunk.chunk_id, wanted[chunk.chunk_id], value))
         if items and not self.pending_ids:
             self.pending_since = now
         self.writer.add_many(items)
