@@ -151,6 +151,14 @@ def test_policy_ticks_replicate_and_b_trims_auto_replicas_only(tmp_path):
                                  {r.replicated_from.source_backup_id for r in rs} else None)(
             auto_replicas(b, target.vault_id, policy.policy_id)), 180, "the newest backup's replica and a trim to two")
         a(a.policies.UpdatePolicy, pol.UpdatePolicyRequest(policy_id=policy.policy_id, enabled=False))
+        # A tick already under way may still bring a replica, which B then trims: B is judged once A has no
+        # replication under way and B holds the policy's two again.
+        wait_for(lambda: all(r.status in FINAL for r in a(a.replication.ListReplicationRecords,
+                                                          rp.ListReplicationRecordsRequest(
+                                                              source_vault_id=vault.vault_id)).replication_records),
+                 180, "A's replications to end")
+        wait_for(lambda: len(auto_replicas(b, target.vault_id, policy.policy_id)) == KEEP, 120,
+                 "B's retention to trim to two again")
         in_b = {r.backup_id: r for r in b.backups_in(target.vault_id)}
         assert manual.destination_backup_id in in_b
         assert not in_b[manual.destination_backup_id].auto_trigger
