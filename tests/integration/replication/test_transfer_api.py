@@ -469,13 +469,13 @@ async def test_a_resume_adopts_the_packs_the_destination_put_but_did_not_index(d
     await peer.call("PutDictionary", rp.PutDictionaryRequest(
         transfer_id=begun.transfer_id, dictionary_id=disk.dictionary_id, content=disk.dictionary))
 
-    def killed_after_the_flush(sink, pack_id=None):
-        sink.writer.close(pack_id)
+    def killed_after_the_flush(sink, sealed, pack_id=None):
+        sink.writer.put_detached(sealed.pack, pack_id)
         sink.store.flush()
         raise RuntimeError("the destination stopped before the index rows")
 
     with monkeypatch.context() as patch:
-        patch.setattr(ChunkSink, "commit", killed_after_the_flush)
+        patch.setattr(ChunkSink, "write", killed_after_the_flush)
         with pytest.raises(grpc.aio.AioRpcError):
             await peer.chunks(begun.transfer_id, [[disk.wire(c) for c in wanted[:5]]])
     assert index_count(destination.infra, vault.vault_id) == 0

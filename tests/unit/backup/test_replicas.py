@@ -107,16 +107,19 @@ def test_sink_checks_packs_and_indexes_in_that_order():
     codec = ChunkCodec(keys, dictionaries=dictionaries.by_tag)
     sink = ChunkSink.open(store, lambda: index, codec, VAULT, dictionaries.by_tag)
     sink.receive(1, [flipped, unknown_dict, stranger, wires[2]], wanted, now=0.0)
-    sink.receive(2, wires[:2], wanted, now=1.0)
+    sealed = sink.seal()
+    sink.receive(2, wires[:2], wanted, now=1.0)  # the next pack fills while the sealed one waits to be written
     assert index.count(VAULT) == 0  # nothing indexed before the pack is durable
-    batch = sink.commit()
-    assert batch.through_seq == 2 and sorted(batch.indexed) == sorted(wanted)
+    batch = sink.write(sealed)
+    assert batch.through_seq == 1 and batch.indexed == [wires[2].chunk_id] and index.count(VAULT) == 1
+    later = sink.write(sink.seal())
+    assert later.through_seq == 2 and sorted(later.indexed + batch.indexed) == sorted(wanted)
     assert sorted((r.chunk_id, r.code) for r in batch.rejected) == sorted([
         (flipped.chunk_id, CHECK_FAILED), (unknown_dict.chunk_id, NO_DICTIONARY), (stranger.chunk_id, NOT_WANTED)])
     assert index.count(VAULT) == 3
     values = ChunkSource(store, codec, VAULT, index).fetch_many(wanted)
     assert [codec.decode(values[w.chunk_id], w.chunk_id, w.raw_size) for w in wires] == blocks
-    assert sink.commit().indexed == []  # nothing pending: nothing written
+    assert sink.write(sink.seal()).indexed == []  # nothing pending: nothing written
 
 
 def test_adoption_indexes_the_checked_wanted_chunks_of_a_put_pack():

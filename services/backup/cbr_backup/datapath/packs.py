@@ -172,6 +172,15 @@ class PackWriter:
         if full is not None:
             self._put(*full, pack_id=pack_id)
 
+    def detach(self) -> tuple[bytearray, list[PackEntry]] | None:
+        """The open pack's values and entries, handed to the caller to put later (put_detached), possibly while
+        the next pack fills; None if it is empty."""
+        with self._lock:
+            return self._take_open() if self._entries else None
+
+    def put_detached(self, pack: tuple[bytearray, list[PackEntry]], pack_id: bytes | None = None) -> None:
+        self._put(*pack, pack_id=pack_id)
+
     def take_rows(self, at_least: int = 0) -> list[Row]:
         """The rows of packs put so far (and forgets them), or [] while fewer than at_least are waiting."""
         with self._lock:

@@ -16,7 +16,7 @@ from cbr_common import errors
 
 MESSAGE_LIMIT = 4 << 20    # bytes of chunk payload per PutChunks message (one larger chunk goes alone)
 WINDOW = 32 << 20          # message bytes sent beyond the destination's durable_through_seq
-READ_BATCH = 8 << 20       # stored bytes read from the store at once (grouped by pack, then sent in id order)
+READ_BATCH = 4 << 20       # stored bytes read from the store at once (grouped by pack, then sent in id order)
 CHUNK_OVERHEAD = 64        # a WireChunk's fields besides its payload, serialized (id, sizes, flags, tag, tags)
 READABLE_STATUSES = ("available", "restoring")  # a restore reads the backup too; nothing changes its chunks
 

@@ -45,6 +45,14 @@ class Batch:
     rejected: list[Rejection]
 
 
+@dataclass(frozen=True)
+class Sealed:
+    through_seq: int
+    pack: tuple | None  # PackWriter.detach()
+    indexed: list[bytes]
+    rejected: list[Rejection]
+
+
 @dataclass
 class ChunkSink:
     store: object
@@ -98,17 +106,23 @@ class ChunkSink:
         self.pending_bytes += sum(len(c.payload) for c in chunks if c.chunk_id in wanted)
         self.seq = seq
 
-    def commit(self, pack_id: bytes | None = None) -> Batch:
-        """The open pack put (as pack_id, recorded by the caller for adoption) and flushed, then its rows indexed:
-        what the acknowledgement may now promise."""
-        self.writer.close(pack_id)
-        rows = self.writer.take_rows()
-        if rows:
+    def seal(self) -> "Sealed":
+        """What arrived since the last seal, its pack taken out of the writer, which opens the next: write() makes
+        it durable while further chunks arrive (DESIGN.md 17.7 step 5)."""
+        sealed = Sealed(self.seq, self.writer.detach(), self.pending_ids, self.rejected)
+        self.pending_ids, self.pending_bytes, self.rejected = [], 0, []
+        return sealed
+
+    def write(self, sealed: "Sealed", pack_id: bytes | None = None) -> Batch:
+        """The sealed pack put (as pack_id, recorded by the caller for adoption) and flushed, then its rows indexed:
+        what the acknowledgement may now promise. One at a time, in seal order."""
+        rows = []
+        if sealed.pack is not None:
+            self.writer.put_detached(sealed.pack, pack_id)
+            rows = self.writer.take_rows()
             self.store.flush()
             self.index.record_new(self.vault_id, rows)
-        batch = Batch(self.seq, list(self.pending_ids), sum(row[2] for row in rows), self.rejected)
-        self.pending_ids, self.pending_bytes, self.rejected = [], 0, []
-        return batch
+        return Batch(sealed.through_seq, sealed.indexed, sum(row[2] for row in rows), sealed.rejected)
 
     def close(self) -> None:
         try:

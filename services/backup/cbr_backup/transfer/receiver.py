@@ -35,7 +35,7 @@ from cbr_backup.domain.replicas import (ManifestParts, SourceBackup, check_id, c
 from cbr_backup.keys import KeyProvider
 from cbr_backup.service import lifecycle
 from cbr_backup.service.vault_keys import open_vault_keys
-from cbr_backup.transfer.chunks import ChunkSink, Rejection, WireChunk, adopt_packs
+from cbr_backup.transfer.chunks import ChunkSink, Rejection, Sealed, WireChunk, adopt_packs
 from cbr_backup.transfer.namespaces import (NamespaceKeys, open_namespace_keys, staging_key, staging_prefix,
                                             wrap_namespace_key)
 from cbr_backup.transfer.repository import TransferRepository
@@ -48,6 +48,8 @@ MAX_MANIFEST_BYTES = 1 << 30      # a 1 TiB disk at 128 KiB is ~270 MB of manife
 MAX_DICTIONARY_BYTES = 4 << 20
 FLUSH_BYTES = 16 << 20            # received chunk bytes per durable pack (DESIGN.md 17.7 step 5)
 FLUSH_SECONDS = 2.0
+INBOX_MESSAGES = 4              # received messages waiting to be checked
+_END = object()
 
 
 @dataclass(frozen=True)
@@ -461,62 +463,22 @@ class TransferReceiver:
 
     async def put_chunks(self, peer: str, messages: AsyncIterator[ChunkMessage]) -> AsyncIterator[Ack]:
         """Checks, packs and indexes the chunks; acknowledges a message once its chunks are durable and indexed.
-        A pack is closed every flush_bytes received or flush_seconds after its first chunk, and at the end."""
-        queue: asyncio.Queue = asyncio.Queue(maxsize=4)
-        done = object()
-
-        async def read() -> None:
-            try:
-                async for message in messages:
-                    await queue.put(message)
-                await queue.put(done)
-            except BaseException as exc:  # noqa: BLE001 - handed to the loop below
-                await queue.put(exc)
-
-        reader = asyncio.create_task(read())
-        sink = None
-        transfer = None
-        last_seq = 0
+        A pack is sealed every flush_bytes received or flush_seconds after its first chunk, and at the end. A sealed
+        pack is written while the next messages are checked (at most one being written, acknowledged in order):
+        the disk and the CPUs stay busy together."""
+        acks: asyncio.Queue = asyncio.Queue()
+        stream = _ChunkStream(self, peer, messages, acks)
+        task = asyncio.create_task(stream.run())
         try:
             while True:
-                timeout = None if sink is None or not sink.pending else max(
-                    0.0, sink.pending_since + self.flush_seconds - asyncio.get_running_loop().time())
-                try:
-                    message = await asyncio.wait_for(queue.get(), timeout)
-                except asyncio.TimeoutError:
-                    yield await self._durable(transfer, sink)
-                    continue
-                if message is done:
+                item = await acks.get()
+                if item is _END:
                     break
-                if isinstance(message, BaseException):
-                    raise message
-                if transfer is None:
-                    transfer = await self._open(peer, message.transfer_id)
-                    sink = await self._sink(transfer)
-                elif message.transfer_id and message.transfer_id != transfer["transfer_id"]:
-                    raise errors.InvalidTransferRequestError("one stream carries one transfer's chunks")
-                if message.seq <= last_seq:
-                    raise errors.InvalidTransferRequestError(f"seq {message.seq} after {last_seq}: seqs must grow")
-                last_seq = message.seq
-                wanted = {}
-                if message.chunks:
-                    async with self._uow() as uow:
-                        wanted = await TransferRepository(uow.session).wanted_among(
-                            transfer["transfer_id"], (c.chunk_id for c in message.chunks))
-                await asyncio.to_thread(sink.receive, message.seq, message.chunks, wanted,
-                                        asyncio.get_running_loop().time())
-                if sink.pending_bytes >= self.flush_bytes or message.flush:
-                    yield await self._durable(transfer, sink)
-                elif not sink.pending:
-                    yield await self._durable(transfer, sink)  # nothing to write: rejections answered at once
-            if sink is not None and (sink.pending or sink.rejected):
-                yield await self._durable(transfer, sink)
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-            if sink is not None:
-                await asyncio.to_thread(sink.close)
+            await stream.stop(task)
 
     async def _sink(self, transfer: dict) -> ChunkSink:
         async with self._uow() as uow:
@@ -528,16 +490,16 @@ class TransferReceiver:
         return await asyncio.to_thread(ChunkSink.open, self.store, self._open_index, codec, transfer["vault_id"],
                                        dictionaries.by_tag)
 
-    async def _durable(self, transfer: dict, sink: ChunkSink) -> Ack:
-        """The pending pack put and flushed, its rows indexed (ChunkSink.commit); then, in one transaction, the
+    async def durable(self, transfer: dict, sink: ChunkSink, sealed: Sealed) -> Ack:
+        """The sealed pack put and flushed, its rows indexed (ChunkSink.write); then, in one transaction, the
         want-list and counters; only then the acknowledgement."""
         pack_id = None
-        if sink.pending:  # the pack's id recorded before its put, so a resume can adopt it (DESIGN.md 17.8)
+        if sealed.pack is not None:  # the pack's id recorded before its put, so a resume can adopt it (17.8)
             pack_id = os.urandom(PACK_ID_SIZE)
             async with self._uow() as uow:
                 await TransferRepository(uow.session).add_pack(transfer["transfer_id"], pack_id)
                 await uow.commit()
-        batch = await asyncio.to_thread(sink.commit, pack_id)
+        batch = await asyncio.to_thread(sink.write, sealed, pack_id)
         async with self._uow() as uow:
             repo = TransferRepository(uow.session)
             await repo.drop_wanted(transfer["transfer_id"], batch.indexed)
@@ -740,3 +702,110 @@ async def _replica_rows(uow, transfer: dict, source: SourceBackup, ids: dict[str
 def _retention_out(retention: dict | None):
     """The travelled rule (auto replicas only), for the destination's policy service."""
     return json_format.ParseDict(retention, replication_pb2.ReplicaRetention()) if retention else None
+
+
+class _ChunkStream:
+    """One PutChunks stream at the destination: a reader of the messages, a checker that packs them, and at most
+    one sealed pack being made durable; acknowledgements (or the error that ended the stream, then _END) go to acks
+    in order."""
+
+    def __init__(self, receiver: TransferReceiver, peer: str, messages: AsyncIterator[ChunkMessage],
+                 acks: asyncio.Queue):
+        self.receiver = receiver
+        self.peer = peer
+        self.messages = messages
+        self.acks = acks
+        self.inbox: asyncio.Queue = asyncio.Queue(maxsize=INBOX_MESSAGES)
+        self.transfer: dict | None = None
+        self.sink: ChunkSink | None = None
+        self.writing: asyncio.Task | None = None
+
+    async def run(self) -> None:
+        reader = asyncio.create_task(self._read())
+        try:
+            await self._check_all()
+            await self._settle()
+            await self.acks.put(_END)
+        except BaseException as exc:  # noqa: BLE001 - the stream's caller raises it
+            await self.acks.put(exc)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.messages:
+                await self.inbox.put(message)
+            await self.inbox.put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the checker
+            await self.inbox.put(exc)
+
+    async def _check_all(self) -> None:
+        flush_bytes, flush_seconds = self.receiver.flush_bytes, self.receiver.flush_seconds
+        loop = asyncio.get_running_loop()
+        last_seq = 0
+        while True:
+            sink = self.sink
+            timeout = None if sink is None or not sink.pending else max(
+                0.0, sink.pending_since + flush_seconds - loop.time())
+            try:
+                message = await asyncio.wait_for(self.inbox.get(), timeout)
+            except asyncio.TimeoutError:
+                await self._seal()
+                continue
+            if message is _END:
+                break
+            if isinstance(message, BaseException):
+                raise message
+            if self.transfer is None:
+                self.transfer = await self.receiver._open(self.peer, message.transfer_id)
+                self.sink = await self.receiver._sink(self.transfer)
+            elif message.transfer_id and message.transfer_id != self.transfer["transfer_id"]:
+                raise errors.InvalidTransferRequestError("one stream carries one transfer's chunks")
+            if message.seq <= last_seq:
+                raise errors.InvalidTransferRequestError(f"seq {message.seq} after {last_seq}: seqs must grow")
+            last_seq = message.seq
+            wanted = {}
+            if message.chunks:
+                async with self.receiver._uow() as uow:
+                    wanted = await TransferRepository(uow.session).wanted_among(
+                        self.transfer["transfer_id"], (c.chunk_id for c in message.chunks))
+            await asyncio.to_thread(self.sink.receive, message.seq, message.chunks, wanted, loop.time())
+            # A full pack, a flush, or nothing to write (rejections are answered at once): sealed.
+            if self.sink.pending_bytes >= flush_bytes or message.flush or not self.sink.pending:
+                await self._seal()
+        if self.sink is not None and (self.sink.pending or self.sink.rejected):
+            await self._seal()
+
+    async def _seal(self) -> None:
+        """Seals what arrived and starts making it durable, once the pack before it is (acknowledged in order)."""
+        await self._settle()
+        self.writing = asyncio.create_task(self._write(self.sink.seal()))
+
+    async def _write(self, sealed: Sealed) -> None:
+        """The acknowledgement goes out as soon as the pack is durable, more messages arriving or not."""
+        try:
+            ack = await self.receiver.durable(self.transfer, self.sink, sealed)
+        except BaseException as exc:  # noqa: BLE001 - ends the stream at once, not at the next seal
+            await self.acks.put(exc)
+            raise
+        await self.acks.put(ack)
+
+    async def _settle(self) -> None:
+        """Waits until the pack being written is durable (a cancelled stream still lets it finish: stop)."""
+        if self.writing is not None:
+            await asyncio.shield(self.writing)
+            self.writing = None
+
+    async def stop(self, task: asyncio.Task) -> None:
+        """The stream is over (ended, failed or its caller gone): a pack being written is let finish (its thread
+        cannot be stopped, and the sink must not close under it), then the sink closes."""
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        if self.writing is not None:
+            with contextlib.suppress(BaseException):
+                await self.writing
+        if self.sink is not None:
+            await asyncio.to_thread(self.sink.close)

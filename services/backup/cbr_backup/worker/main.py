@@ -20,6 +20,7 @@ from cbr_backup.worker.context import Resources
 from cbr_backup.worker.maintenance import start_removing_stale_temp_files
 from cbr_backup.worker.runner import Worker
 from cbr_common import jetstream
+from cbr_common.allocator import bound_heap
 from cbr_common.db import Database
 from cbr_common.logs import configure_logging
 from cbr_common.outbox import OutboxRelay
@@ -84,6 +85,7 @@ def main() -> None:
         print(f"cbr_backup.worker: {exc}", file=sys.stderr)
         sys.exit(2)
     configure_logging("worker", settings.log_level)
+    bound_heap()
 
     async def run(stop: asyncio.Event) -> None:
         nc, js = await jetstream.connect(settings.nats_url)

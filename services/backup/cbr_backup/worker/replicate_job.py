@@ -230,7 +230,8 @@ class Sender:
         if missing:
             raise ChunkMissingError(f"{missing[0].hex()} (and {len(missing) - 1} more)" if len(missing) > 1
                                     else missing[0].hex())
-        return [(chunk, self.codec.to_wire(values[chunk], chunk, self.raw_sizes[chunk])) for chunk in ids]
+        # Each stored value let go once its wire form exists: the batch is held once, not twice.
+        return [(chunk, self.codec.to_wire(values.pop(chunk), chunk, self.raw_sizes[chunk])) for chunk in ids]
 
     # One session with the destination: begin (or resume) ... commit
 
