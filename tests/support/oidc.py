@@ -84,20 +84,20 @@ class Provider:
         """The Settings fields of a service trusting this provider (keys found by discovery)."""
         return {"oidc_issuer": self.issuer, "oidc_audience": AUDIENCE, **changes}
 
-    def claims(self, project_id: str, roles=("cbr_full_access",), ttl: int = 600, **changes) -> dict:
+    def claims(self, project: str, ttl: int = 600, **changes) -> dict:
+        """A good token's claims for `project` with full access; `changes` replace some (None removes one)."""
         now = int(time.time())
         claims = {"iss": self.issuer, "aud": AUDIENCE, "sub": f"user-{uuid.uuid4().hex[:6]}",
-                  "project_id": project_id, "roles": list(roles), "iat": now, "exp": now + ttl}
-        claims.update(changes)
+                  "project_id": project, "roles": ["cbr_full_access"], "iat": now, "exp": now + ttl}
+        claims.update({k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()})
         return {k: v for k, v in claims.items() if v is not None}
 
-    def token(self, project_id: str, kid: str = "rsa-1", alg: str | None = None, key=None, roles=("cbr_full_access",),
-              **changes) -> str:
+    def token(self, project: str, kid: str = "rsa-1", alg: str | None = None, key=None, **changes) -> str:
         """A token signed with key `kid` (or `key`, e.g. one the provider never published); claims changed by
         `changes` (None removes one)."""
         private = key or self.keys[kid]
         alg = alg or ("RS256" if isinstance(private, rsa.RSAPrivateKey) else "ES256")
-        return jwt.encode(self.claims(project_id, roles, **changes), private, algorithm=alg, headers={"kid": kid})
+        return jwt.encode(self.claims(project, **changes), private, algorithm=alg, headers={"kid": kid})
 
     def stop(self) -> None:
         self._server.shutdown()
