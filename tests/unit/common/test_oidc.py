@@ -222,3 +222,25 @@ def test_settings():
                 {"CBR_OIDC_ISSUER": ISSUER, "CBR_OIDC_AUDIENCE": AUDIENCE, "CBR_OIDC_HTTP_TIMEOUT_SECONDS": "0"}):
         with pytest.raises(SettingsError, match="CBR_OIDC"):
             Settings.from_env("vault", {**env, **bad})
+
+
+async def test_keys_are_fetched_off_the_event_loop():
+    """The interceptor awaits prepare() before verify(): the fetch runs on a thread, verify then finds the key."""
+    import threading
+    threads = []
+    provider = FakeProvider({"rsa-1": RSA_KEY})
+
+    def fetch(url, timeout):
+        threads.append(threading.current_thread())
+        return provider(url, timeout)
+    keys = JwksCache(CONFIG, fetch=fetch, clock=Clock())
+    authenticator_ = auth.Authenticator(SECRET, OidcVerifier(CONFIG, keys))
+    metadata = (("authorization", f"Bearer {sign('rsa-1', RSA_KEY, 'RS256')}"),)
+    await authenticator_.prepare(metadata)
+    assert len(threads) == 1 and threads[0] is not threading.main_thread()
+    assert authenticator_.principal_from_metadata(metadata).subject == "alice"
+    assert len(threads) == 1
+    hs256 = auth.issue_token(SECRET, "p", "s", ["service"])
+    for other in ((), (("authorization", "Bearer junk"),), (("authorization", f"Bearer {hs256}"),)):
+        await authenticator_.prepare(other)                  # nothing to fetch for these
+    assert len(threads) == 1
