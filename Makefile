@@ -7,7 +7,7 @@ SERVICE_DIRS := services/common services/vault services/backup services/policy s
 
 .PHONY: all venv ceph-packages ceph-bindings protos engine asan up down status wipe up-regions down-regions test test-unit test-integration bench bench-policy bench-replication demo clean
 
-all: venv ceph-bindings protos engine $(VENV)/bin/cbr
+all: venv ceph-bindings protos engine $(VENV)/bin/cbr $(VENV)/bin/cbr-admin
 
 venv: $(VENV)/.installed
 
@@ -44,6 +44,10 @@ ceph-bindings: $(VENV)/.installed
 # The cbr command-line client, as .venv/bin/cbr.
 $(VENV)/bin/cbr: $(VENV)/.installed
 	printf '#!/bin/sh\nexec "%s/$(PY)" -m cbr_cli "$$@"\n' "$(CURDIR)" > $@ && chmod +x $@
+
+# The operator's command (tokens signed with the stack's secret), as .venv/bin/cbr-admin.
+$(VENV)/bin/cbr-admin: $(VENV)/.installed
+	printf '#!/bin/sh\nexec "%s/$(PY)" -m cbr_cli.admin "$$@"\n' "$(CURDIR)" > $@ && chmod +x $@
 
 # Generated protobuf and gRPC modules go to gen/ (ignored); they are never committed.
 protos: gen/.generated

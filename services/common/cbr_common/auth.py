@@ -1,4 +1,5 @@
-"""Bearer tokens (JWT, HS256), roles, and which role may call which method."""
+"""Bearer tokens (JWT: HS256 from the embedded issuer, RS256/ES256 from an OIDC provider, cbr_common.oidc),
+roles, and which role may call which method."""
 from __future__ import annotations
 
 import contextvars
@@ -97,10 +98,19 @@ def issue_token(secret: str, project_id: str, subject: str, roles: list[str] | t
 class Authenticator:
     """Turns `authorization: Bearer <jwt>` metadata into a Principal allowed to make the call."""
 
-    def __init__(self, secret: str):
+    def __init__(self, secret: str, oidc=None):
+        """oidc: a cbr_common.oidc.OidcVerifier for the provider's tokens, or None (HS256 only)."""
         self._secret = secret
+        self._oidc = oidc
 
-    def principal_from_metadata(self, metadata) -> Principal:
+    @classmethod
+    def for_settings(cls, settings) -> "Authenticator":
+        from cbr_common.oidc import OidcConfig, OidcVerifier
+        config = OidcConfig.from_settings(settings)
+        return cls(settings.jwt_secret, OidcVerifier(config) if config else None)
+
+    @staticmethod
+    def bearer_token(metadata) -> str:
         header = ""
         for key, value in metadata or ():
             if key.lower() == "authorization":
@@ -109,9 +119,39 @@ class Authenticator:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise UnauthenticatedError("missing bearer token in 'authorization' metadata")
-        return self.verify(token.strip())
+        return token.strip()
+
+    def principal_from_metadata(self, metadata) -> Principal:
+        return self.verify(self.bearer_token(metadata))
+
+    async def prepare(self, metadata) -> None:
+        """Fetches the OIDC provider's keys on a thread when the caller's token needs keys not held, so that
+        verify() (called on the event loop) finds them; a no-op for every other token."""
+        if self._oidc is None:
+            return
+        try:
+            header = jwt.get_unverified_header(self.bearer_token(metadata))
+            kid = self._oidc.kid_of(header)
+        except (UnauthenticatedError, jwt.InvalidTokenError):
+            return  # verify() refuses it
+        from cbr_common.oidc import is_provider_algorithm
+        if is_provider_algorithm(header.get("alg")):
+            await self._oidc.keys.refresh_async(kid)
 
     def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise UnauthenticatedError(f"invalid token: {exc}") from None
+        alg = header.get("alg")
+        if alg != ALGORITHM:
+            from cbr_common.oidc import is_provider_algorithm
+            if self._oidc is not None and is_provider_algorithm(alg):
+                return self._oidc.verify(token, header)
+            accepted = [ALGORITHM, *(["RS256", "ES256"] if self._oidc is not None else [])]
+            raise UnauthenticatedError(f"invalid token: algorithm {alg!r} is not accepted (only {accepted})")
+        if not self._secret:
+            raise UnauthenticatedError("invalid token: HS256 tokens are not accepted (no CBR_JWT_SECRET)")
         try:
             # Only HS256 is accepted: 'none' and any other algorithm are rejected by the allow-list.
             claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM], issuer=ISSUER,

@@ -43,6 +43,11 @@ class CallGuard(grpc.aio.ServerInterceptor):
                                response_serializer=handler.response_serializer)
         return handler
 
+    async def _prepare(self, context: grpc.aio.ServicerContext, method: str) -> None:
+        """What authentication must wait for off the event loop (an OIDC provider's keys), done before _enter."""
+        if not auth.is_public(method):
+            await self._auth.prepare(context.invocation_metadata())
+
     def _enter(self, request, context: grpc.aio.ServicerContext, method: str, streams_requests: bool):
         """Authenticates and authorizes the caller, then returns the request checked (or, for a request stream,
         an iterator that checks each message as the handler reads it)."""
@@ -59,6 +64,7 @@ class CallGuard(grpc.aio.ServerInterceptor):
     def _wrap_unary(self, behavior, method, streams_requests):
         async def guarded(request, context):
             try:
+                await self._prepare(context, method)
                 request = self._enter(request, context, method, streams_requests)
                 result = behavior(request, context)
                 return await result if inspect.isawaitable(result) else result
@@ -69,6 +75,7 @@ class CallGuard(grpc.aio.ServerInterceptor):
     def _wrap_stream(self, behavior, method, streams_requests):
         async def guarded(request, context):
             try:
+                await self._prepare(context, method)
                 request = self._enter(request, context, method, streams_requests)
                 result = behavior(request, context)
                 if hasattr(result, "__aiter__"):

@@ -82,7 +82,7 @@ async def start_transfer_listener(settings: Settings, binding: ServiceBinding) -
 
 
 async def start_server(settings: Settings, bindings: Sequence[ServiceBinding]) -> RunningServer:
-    server = grpc.aio.server(interceptors=[CallGuard(Authenticator(settings.jwt_secret))],
+    server = grpc.aio.server(interceptors=[CallGuard(Authenticator.for_settings(settings))],
                              options=server_options(settings))
     for binding in bindings:
         binding.add_to_server(binding.servicer, server)

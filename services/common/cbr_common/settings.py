@@ -57,6 +57,17 @@ class Settings:
     db_statement_timeout_seconds: float = 5.0  # CBR_DB_STATEMENT_TIMEOUT_SECONDS (RPCs, heartbeats)
     db_pool_timeout_seconds: float = 5.0       # CBR_DB_POOL_TIMEOUT_SECONDS: waiting for a pooled connection
     job_statement_timeout_seconds: float = 600.0  # CBR_JOB_STATEMENT_TIMEOUT_SECONDS: a job's own statements
+    # An OpenID Connect provider whose RS256/ES256 tokens are accepted beside HS256 ones (cbr_common.oidc);
+    # off while CBR_OIDC_ISSUER is empty.
+    oidc_issuer: str = ""              # CBR_OIDC_ISSUER: the tokens' `iss`
+    oidc_audience: str = ""            # CBR_OIDC_AUDIENCE: required in `aud`
+    oidc_jwks_url: str = ""            # CBR_OIDC_JWKS_URL; "": from <issuer>/.well-known/openid-configuration
+    oidc_project_claim: str = "project_id"  # CBR_OIDC_PROJECT_CLAIM: dotted path, e.g. "cbr.project"
+    oidc_roles_claim: str = "roles"    # CBR_OIDC_ROLES_CLAIM: dotted path, e.g. "realm_access.roles"
+    oidc_leeway_seconds: float = 30.0  # CBR_OIDC_LEEWAY_SECONDS: clock skew allowed on exp, nbf and iat
+    oidc_http_timeout_seconds: float = 3.0    # CBR_OIDC_HTTP_TIMEOUT_SECONDS: each request to the provider
+    oidc_jwks_refetch_seconds: float = 30.0   # CBR_OIDC_JWKS_REFETCH_SECONDS: least time between two fetches
+    oidc_jwks_max_age_seconds: float = 3600.0  # CBR_OIDC_JWKS_MAX_AGE_SECONDS: held keys are fetched again after
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> "Settings":
@@ -122,6 +133,15 @@ class Settings:
             db_statement_timeout_seconds=number("CBR_DB_STATEMENT_TIMEOUT_SECONDS", 5.0),
             db_pool_timeout_seconds=number("CBR_DB_POOL_TIMEOUT_SECONDS", 5.0),
             job_statement_timeout_seconds=number("CBR_JOB_STATEMENT_TIMEOUT_SECONDS", 600.0),
+            oidc_issuer=env.get("CBR_OIDC_ISSUER", "").strip(),
+            oidc_audience=env.get("CBR_OIDC_AUDIENCE", "").strip(),
+            oidc_jwks_url=env.get("CBR_OIDC_JWKS_URL", "").strip(),
+            oidc_project_claim=env.get("CBR_OIDC_PROJECT_CLAIM", "").strip() or "project_id",
+            oidc_roles_claim=env.get("CBR_OIDC_ROLES_CLAIM", "").strip() or "roles",
+            oidc_leeway_seconds=number("CBR_OIDC_LEEWAY_SECONDS", 30.0),
+            oidc_http_timeout_seconds=number("CBR_OIDC_HTTP_TIMEOUT_SECONDS", 3.0),
+            oidc_jwks_refetch_seconds=number("CBR_OIDC_JWKS_REFETCH_SECONDS", 30.0),
+            oidc_jwks_max_age_seconds=number("CBR_OIDC_JWKS_MAX_AGE_SECONDS", 3600.0),
         )
 
     def database(self, schema: str, pool_size: int = 10):
@@ -149,6 +169,20 @@ class Settings:
         if self.scheduler_interval_seconds < 0 or self.firing_lease_seconds <= 0:
             raise SettingsError("CBR_SCHEDULER_INTERVAL_SECONDS must not be negative and "
                                 "CBR_SCHEDULER_FIRING_LEASE_SECONDS must be positive")
+        self._check_oidc()
+
+    def _check_oidc(self) -> None:
+        if not (self.oidc_issuer or self.oidc_audience or self.oidc_jwks_url):
+            return
+        if not (self.oidc_issuer and self.oidc_audience):
+            raise SettingsError("CBR_OIDC_ISSUER and CBR_OIDC_AUDIENCE go together (and CBR_OIDC_JWKS_URL needs them)")
+        for name, url in (("CBR_OIDC_ISSUER", self.oidc_issuer), ("CBR_OIDC_JWKS_URL", self.oidc_jwks_url)):
+            if url and not url.startswith(("https://", "http://")):
+                raise SettingsError(f"{name} must be an http(s) URL, got {url!r}")
+        if self.oidc_leeway_seconds < 0 or min(self.oidc_http_timeout_seconds, self.oidc_jwks_max_age_seconds) <= 0 \
+                or self.oidc_jwks_refetch_seconds < 0:
+            raise SettingsError("CBR_OIDC_LEEWAY_SECONDS and CBR_OIDC_JWKS_REFETCH_SECONDS must not be negative, "
+                                "CBR_OIDC_HTTP_TIMEOUT_SECONDS and CBR_OIDC_JWKS_MAX_AGE_SECONDS must be positive")
 
     def peer(self, name: str) -> str:
         try:
