@@ -754,3 +754,38 @@ async def test_a_file_system_replica_crosses_whole_and_restores_as_a_tree(destin
     await wait_success(caller, reply.task_id)
     [made] = os.listdir(fs.path)
     assert describe(Path(fs.path) / made) == describe(tmp_path / "share")
+
+
+async def test_the_idle_transfer_time_to_live_is_a_setting(destination):
+    """CBR_REPLICATION_TRANSFER_TTL_HOURS: with 1 hour, GC aborts a transfer silent for 2 hours and keeps one
+    silent for 30 minutes (the default, 24 hours, would keep both)."""
+    services = destination.services
+    caller = destination.caller()
+    vault = await replica_vault(caller)
+    peer = destination.stub()
+    transfers = {}
+    for seed, idle in ((21, "2 hours"), (22, "30 minutes")):
+        disk, backup_id = SourceDisk(seed=seed), str(uuid.uuid4())
+        begun = await begin(peer, caller, vault.vault_id, disk, backup_id)
+        await peer.call("PutNamespaceKey", rp.PutNamespaceKeyRequest(transfer_id=begun.transfer_id,
+                                                                      id_key=disk.id_key))
+        await peer.manifests(delta_request(begun.transfer_id, backup_id, disk))
+        transfers[idle] = begun.transfer_id
+        with psycopg.connect(destination.infra.postgres.conninfo(), autocommit=True) as conn:
+            conn.execute("UPDATE backup.replica_transfers SET last_activity_time = now() - %s::interval "
+                         "WHERE transfer_id = %s", (idle, begun.transfer_id))
+    await services.stop_workers()
+    try:
+        await services.start_worker(replication_transfer_ttl_hours=1.0)
+        gc = await caller.backups.CollectGarbage(bp.CollectGarbageRequest(vault_id=vault.vault_id))
+        await wait_success(caller, gc.task_id)
+    finally:
+        await services.stop_workers()
+        await services.start_worker()
+    await expect_error(peer.call("ListWantedChunks", rp.ListWantedChunksRequest(
+        transfer_id=transfers["2 hours"], limit=10)), NOT_FOUND, "RegionTransferService.6950")
+    kept = await peer.call("ListWantedChunks", rp.ListWantedChunksRequest(transfer_id=transfers["30 minutes"],
+                                                                          limit=10))
+    assert kept.chunk_ids
+    staging = store_keys(destination.infra, f"{vault.vault_id}/staging")
+    assert staging and all(transfers["30 minutes"] in key for key in staging)  # the expired one's staging went

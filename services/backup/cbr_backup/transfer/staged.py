@@ -2,7 +2,6 @@
 check and, for GC, the chunks an open transfer relies on."""
 from __future__ import annotations
 
-import datetime as dt
 from typing import Iterable
 
 from cbr_backup.chunkstore import ChunkNotFoundError
@@ -12,7 +11,6 @@ from cbr_backup.datapath.manifest import DiskManifest
 from cbr_backup.datapath.tree_manifest import TreeManifest
 from cbr_backup.transfer.namespaces import staging_key
 
-TRANSFER_TTL = dt.timedelta(hours=24)  # an open transfer silent this long is aborted by GC (DESIGN.md 17.7)
 
 
 def load_staged(store, keys: VaultKeys, transfer: dict, staged: list[dict]) -> dict:

@@ -67,7 +67,8 @@ def resources(settings: Settings, db: Database) -> Resources:
                      snapshot_dir=Path(settings.pool_dir) / ".snapshots", rate_limit_mbps=settings.rate_limit_mbps,
                      make_job_uow=lambda: BackupUnitOfWork(db, settings.job_statement_timeout_seconds),
                      key_provider=keys, regions=load_regions(settings.regions_file, settings.region),
-                     lease_seconds=settings.job_lease_seconds)
+                     lease_seconds=settings.job_lease_seconds,
+                     transfer_ttl_hours=settings.replication_transfer_ttl_hours)
 
 
 def worker_for(settings: Settings, db: Database) -> Worker:

@@ -14,7 +14,7 @@ from cbr_backup.domain.backups import Backup
 from cbr_backup.service import change_bases, lifecycle
 from cbr_backup.transfer.namespaces import open_vault_namespaces
 from cbr_backup.transfer.repository import TransferRepository
-from cbr_backup.transfer.staged import TRANSFER_TTL, staged_chunk_ids, staging_keys
+from cbr_backup.transfer.staged import staged_chunk_ids, staging_keys
 from cbr_backup.worker import manifests
 from cbr_backup.worker.context import JobContext, check_still_mine
 from cbr_common.db import utcnow
@@ -139,12 +139,12 @@ async def _collect(ctx: JobContext, vault_id: str, grace: dt.timedelta, leaving_
 
 
 async def _expire_transfers(ctx: JobContext, vault_id: str) -> None:
-    """Replica transfers idle for TRANSFER_TTL are aborted; the staging of transfers no longer open goes (their
+    """Replica transfers idle for CBR_REPLICATION_TRANSFER_TTL_HOURS are aborted; the staging of transfers no longer open goes (their
     chunks and packs are then ordinary unreferenced chunks and orphans, DESIGN.md 17.7 step 7)."""
     staged = await asyncio.to_thread(staging_keys, ctx.store, vault_id)
     async with ctx.make_uow() as uow:
         repo = TransferRepository(uow.session)
-        await repo.expire_idle(vault_id, utcnow() - TRANSFER_TTL)
+        await repo.expire_idle(vault_id, utcnow() - dt.timedelta(hours=ctx.resources.transfer_ttl_hours))
         open_ids = {t["transfer_id"] for t in await repo.open_transfers(vault_id)}
         await uow.commit()
     stale = [key for transfer_id, keys in staged.items() if transfer_id not in open_ids for key in keys]
