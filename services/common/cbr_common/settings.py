@@ -40,6 +40,7 @@ class Settings:
     replication_lag_alert_seconds: float = 86400.0  # CBR_REPLICATION_LAG_ALERT_SECONDS: lag published past it; 0: off
     replication_lag_check_seconds: float = 60.0  # CBR_REPLICATION_LAG_CHECK_SECONDS: the lag check's pass
     replication_transfer_ttl_hours: float = 24.0  # CBR_REPLICATION_TRANSFER_TTL_HOURS: an idle open transfer's life
+    replication_peer_patience_seconds: float = 30.0  # CBR_REPLICATION_PEER_PATIENCE_SECONDS: a silent peer fails it
     tls_cert: str = ""                 # CBR_TLS_CERT / CBR_TLS_KEY: serve TLS when both are set
     tls_key: str = ""
     tls_client_ca: str = ""            # CBR_TLS_CLIENT_CA: require client certificates signed by it (mTLS)
@@ -121,6 +122,7 @@ class Settings:
             replication_lag_alert_seconds=number("CBR_REPLICATION_LAG_ALERT_SECONDS", 86400.0),
             replication_lag_check_seconds=number("CBR_REPLICATION_LAG_CHECK_SECONDS", 60.0),
             replication_transfer_ttl_hours=number("CBR_REPLICATION_TRANSFER_TTL_HOURS", 24.0),
+            replication_peer_patience_seconds=number("CBR_REPLICATION_PEER_PATIENCE_SECONDS", 30.0),
             tls_cert=env.get("CBR_TLS_CERT", ""),
             tls_key=env.get("CBR_TLS_KEY", ""),
             tls_client_ca=env.get("CBR_TLS_CLIENT_CA", ""),
@@ -168,8 +170,9 @@ class Settings:
         if self.replication_lag_alert_seconds < 0 or self.replication_lag_check_seconds <= 0:
             raise SettingsError("CBR_REPLICATION_LAG_ALERT_SECONDS must not be negative and "
                                 "CBR_REPLICATION_LAG_CHECK_SECONDS must be positive")
-        if self.replication_transfer_ttl_hours <= 0:
-            raise SettingsError("CBR_REPLICATION_TRANSFER_TTL_HOURS must be positive")
+        if self.replication_transfer_ttl_hours <= 0 or self.replication_peer_patience_seconds <= 0:
+            raise SettingsError("CBR_REPLICATION_TRANSFER_TTL_HOURS and CBR_REPLICATION_PEER_PATIENCE_SECONDS must "
+                                "be positive")
         if self.scheduler_interval_seconds < 0 or self.firing_lease_seconds <= 0:
             raise SettingsError("CBR_SCHEDULER_INTERVAL_SECONDS must not be negative and "
                                 "CBR_SCHEDULER_FIRING_LEASE_SECONDS must be positive")

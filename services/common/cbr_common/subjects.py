@@ -30,7 +30,7 @@ SUBJECTS = {
     replication.ReplicationLagging: "cbr.replication.lagging",
     # The backup service's side of a replication record: one message type, one subject per state.
     **{(replication.ReplicationTaskUpdate, state): f"cbr.backup.replication_{state}"
-       for state in ("created", "started", "progress", "completed", "failed", "cancelled")},
+       for state in ("created", "started", "progress", "retrying", "completed", "failed", "cancelled")},
     vault.VaultCreated: "cbr.vault.created",
     vault.VaultUpdated: "cbr.vault.updated",
     vault.VaultDeleteRequested: "cbr.vault.delete_requested",

@@ -193,6 +193,14 @@ async def _records_follow_the_task_to_their_end_once(source_region, source):
         return r if (r.status, r.task_id, r.progress) == (REPLICATING, task_id, 40) else None
     r = await eventually(progressed)
     assert (r.bytes_done, r.bytes_total, r.transferred_bytes, r.counters) == (600, 1500, 1024, counters)
+    # An attempt that failed, with another to come: the record waits, showing why; no end is announced.
+    await source_region.task_update(bad, "started", attempt=1)
+    await source_region.task_update(bad, "retrying", attempt=1, error_code=code(6920), error_message="no answer")
+
+    async def waiting_again():
+        r = await record_of(caller, bad.replication_record_id)
+        return r if (r.status, r.error.code) == (WAITING, code(6920)) else None
+    await eventually(waiting_again)
     destination_backup = str(uuid.uuid4())
     await source_region.task_update(ok, "completed", task_id=task_id, attempt=1, bytes_total=1500,
                                     counters=counters, destination_backup_id=destination_backup,

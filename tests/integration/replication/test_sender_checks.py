@@ -31,8 +31,12 @@ class StandInPeer(replication_pb2_grpc.RegionTransferServiceServicer):
         self.named: set[bytes] = set()
         self.copies: dict[bytes, int] = {}
         self.aborted: list[str] = []
+        self.begins = 0
 
     async def BeginTransfer(self, request, context):
+        self.begins += 1
+        if self.mode == "down":
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the region is down")
         return rpb.BeginTransferResponse(transfer_id="transfer-1", namespace_known=True)
 
     async def PutManifests(self, request_iterator, context):
@@ -79,7 +83,7 @@ async def updates(two_regions):
         await sub.unsubscribe()
 
 
-async def replicate_to_stand_in(two_regions, updates, tmp_path, mode: str, seed: int):
+async def replicate_to_stand_in(two_regions, updates, tmp_path, mode: str, seed: int, **worker_env):
     """A backup of region A replicated to a stand-in for region B: (the stand-in, the task, A's wire sizes, the
     record id)."""
     a = two_regions.a
@@ -97,7 +101,7 @@ async def replicate_to_stand_in(two_regions, updates, tmp_path, mode: str, seed:
         _, vault = await disk_in_vault(caller, 8 * MIB, seed=seed)
         backup = await backup_now(caller, vault.vault_id)
         async with without_shared_workers(a):
-            with worker_processes(a, 1, CBR_REGIONS_FILE=tmp_path / "regions.json"):
+            with worker_processes(a, 1, CBR_REGIONS_FILE=tmp_path / "regions.json", **worker_env):
                 record_id = await request(a, caller, backup, "project-b", str(uuid.uuid4()))
                 task = await wait_task(caller, (await updates.wait(record_id, "created")).task_id, timeout=120)
         return peer, task, wire_bytes(a.infra, vault.vault_id), record_id
@@ -125,3 +129,17 @@ async def test_a_chunk_outside_the_manifests_is_never_served(two_regions, update
     assert (task.status, task.error.code) == (tp.TASK_STATUS_FAILED, "ReplicationService.6959")
     assert peer.copies == {} and peer.aborted == ["transfer-1"]
     assert (await updates.wait(record_id, "failed")).error_code == "ReplicationService.6959"
+
+
+async def test_an_unreachable_destination_fails_each_attempt_then_the_record(two_regions, updates, tmp_path):
+    """Past CBR_REPLICATION_PEER_PATIENCE_SECONDS of UNAVAILABLE an attempt ends (the record hears `retrying`),
+    the next begins the transfer again, and the last fails the task (and the record hears `failed`) with 6920."""
+    peer, task, _, record_id = await replicate_to_stand_in(
+        two_regions, updates, tmp_path, "down", 363, CBR_REPLICATION_PEER_PATIENCE_SECONDS="1", CBR_JOB_ATTEMPTS="2")
+    assert (task.status, task.error.code) == (tp.TASK_STATUS_FAILED, "ReplicationService.6920")
+    failed = await updates.wait(record_id, "failed")
+    assert (failed.error_code, failed.attempt) == ("ReplicationService.6920", 2)
+    retrying = updates.of(record_id, "retrying")
+    assert [(u.attempt, u.error_code) for u in retrying] == [(1, "ReplicationService.6920")]
+    assert [u.attempt for u in updates.of(record_id, "started")] == [1, 2]
+    assert peer.begins >= 2 and peer.copies == {}

@@ -116,6 +116,19 @@ def test_a_record_follows_its_task_to_success():
     assert r.source_manifest_digest == r.replica_manifest_digest == DIGEST
 
 
+def test_a_failed_attempt_waits_for_the_next_and_a_later_success_clears_its_error():
+    r = rules.apply_update(record(status="replicating", attempt=1), update(
+        "retrying", attempt=1, error_code="ReplicationService.6920", error_message="no answer"), NOW)
+    assert (r.status, r.attempt, r.error_code, r.ended_time) == ("waiting", 1, "ReplicationService.6920", None)
+    assert rules.apply_update(r, update("progress", attempt=0, progress=90), LATER) is None  # an older attempt's
+    r = rules.apply_update(r, update("started", attempt=2), LATER)
+    assert (r.status, r.attempt) == ("replicating", 2)
+    assert rules.apply_update(r, update("retrying", attempt=1), LATER) is None  # came late: ignored
+    r = rules.apply_update(r, update("completed", attempt=2, destination_backup_id="rb",
+                                     source_manifest_digest=DIGEST, replica_manifest_digest=DIGEST), LATER)
+    assert (r.status, r.error_code, r.error_message) == ("success", "", "")
+
+
 def test_differing_digests_fail_the_record():
     r = rules.apply_update(record(status="replicating", attempt=1), update(
         "completed", attempt=1, destination_backup_id="rb", source_manifest_digest=DIGEST,
@@ -135,7 +148,7 @@ def test_failed_and_cancelled_end_the_record():
 
 
 @pytest.mark.parametrize("final", ["success", "failed", "cancelled", "skipped"])
-@pytest.mark.parametrize("state", ["started", "progress", "completed", "failed", "cancelled"])
+@pytest.mark.parametrize("state", ["started", "progress", "retrying", "completed", "failed", "cancelled"])
 def test_a_final_record_never_moves_back(final, state):
     assert rules.apply_update(record(status=final, task_id="t1"), update(state, attempt=5), NOW) is None
 

@@ -64,11 +64,14 @@ async def beat(make_uow: MakeUow, task: Task, done: int, total: int) -> bool:
     return latest is None or bool(latest.extra_info.get("cancel_requested"))
 
 
-async def retry(make_uow: MakeUow, task: Task, exc: BaseException) -> None:
-    """The attempt failed in a way another may cure; it counted."""
+async def retry(make_uow: MakeUow, task: Task, exc: BaseException, code: str = "") -> None:
+    """The attempt failed in a way another may cure; it counted. A replication's record hears of it (the
+    attempt's own end, once: the record waits for the next attempt)."""
     async with make_uow() as uow:
         extra = dict(task.extra_info, last_error=f"{type(exc).__name__}: {exc}"[:500])
         await _move(uow, task, lc.WAITING, extra_info=extra)
+        if task.operation_type == replication_tasks.OPERATION:
+            await replication_tasks.publish_end(uow, task, "retrying", code, f"{type(exc).__name__}: {exc}")
         await uow.commit()
 
 

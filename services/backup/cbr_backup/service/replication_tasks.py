@@ -88,12 +88,12 @@ async def publish_update(uow: BackupUnitOfWork, task: Task, job: ReplicationJob,
 
 async def publish_end(uow: BackupUnitOfWork, task: Task, status: str, code: str = "", message: str = "",
                       done: int | None = None, total: int | None = None) -> None:
-    """The task ended other than by its job's success (failed, timed out, cancelled), in the transaction that
-    records it (service/lifecycle.py): the record hears it once."""
+    """The task ended other than by its job's success (failed, timed out, cancelled), or an attempt ended to be
+    tried again (retrying), in the transaction that records it (service/lifecycle.py): the record hears it once."""
     job = await replication_jobs_of(uow).get(task.task_id)
     if job is None:
         return
-    state = "cancelled" if status == lc.CANCELLED else "failed"
+    state = {lc.CANCELLED: "cancelled", "retrying": "retrying"}.get(status, "failed")
     await publish_update(uow, task, job, state, bytes_done=task.bytes_done if done is None else done,
                          bytes_total=task.bytes_total if total is None else total, error_code=code,
                          error_message=message[:2000])

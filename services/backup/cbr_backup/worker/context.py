@@ -42,6 +42,7 @@ class Resources:
     regions: RegionDirectory | None = None  # the peer regions replication jobs send to (CBR_REGIONS_FILE)
     lease_seconds: float = 30.0  # CBR_JOB_LEASE_SECONDS: a replication slot counts while its task beat within it
     transfer_ttl_hours: float = 24.0  # CBR_REPLICATION_TRANSFER_TTL_HOURS: GC aborts open transfers idle this long
+    peer_patience_seconds: float = 30.0  # CBR_REPLICATION_PEER_PATIENCE_SECONDS: a silent destination ends an attempt
 
     def open_index(self) -> ChunkIndex:
         return ChunkIndex(self.database_url)

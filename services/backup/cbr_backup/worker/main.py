@@ -68,7 +68,8 @@ def resources(settings: Settings, db: Database) -> Resources:
                      make_job_uow=lambda: BackupUnitOfWork(db, settings.job_statement_timeout_seconds),
                      key_provider=keys, regions=load_regions(settings.regions_file, settings.region),
                      lease_seconds=settings.job_lease_seconds,
-                     transfer_ttl_hours=settings.replication_transfer_ttl_hours)
+                     transfer_ttl_hours=settings.replication_transfer_ttl_hours,
+                     peer_patience_seconds=settings.replication_peer_patience_seconds)
 
 
 def worker_for(settings: Settings, db: Database) -> Worker:

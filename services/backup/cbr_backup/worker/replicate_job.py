@@ -10,8 +10,8 @@ made durable. Before each message the job row records how far the ids go (`sent_
 counts a chunk it sends again as re-sent, and the counters stay exact (17.9).
 
 A destination that stops answering is waited for within the attempt (a restart of its server resumes the same
-transfer); past PEER_PATIENCE the attempt fails and the job machinery retries it, the last with 6920. A cancel
-aborts the transfer.
+transfer); past CBR_REPLICATION_PEER_PATIENCE_SECONDS the attempt fails and the job machinery retries it, the last
+with 6920. A cancel aborts the transfer.
 """
 from __future__ import annotations
 
@@ -52,7 +52,6 @@ from cbr_common.proto_enums import enum_value
 
 log = logging.getLogger("cbr.worker")
 
-PEER_PATIENCE = 30.0        # seconds without an answer from the destination before the attempt gives up
 PEER_PAUSE = (0.5, 5.0)     # first and longest pause between tries to reach it again
 ACK_STALL = 120.0           # seconds without an acknowledgement while messages wait: the stream is broken
 WANTED_PAGE = 16384
@@ -157,9 +156,10 @@ class Sender:
                     break
                 except PeerDownError as exc:
                     self._down_since = self._down_since or time.monotonic()
-                    if time.monotonic() - self._down_since > PEER_PATIENCE:
+                    patience = ctx.resources.peer_patience_seconds
+                    if time.monotonic() - self._down_since > patience:
                         raise PeerUnreachableError(f"region {client.peer.name} did not answer for "
-                                                   f"{PEER_PATIENCE:.0f} s: {exc}") from None
+                                                   f"{patience:.0f} s: {exc}") from None
                     log.info("destination unreachable; the transfer resumes when it answers",
                              extra={"fields": {"task": self.task.task_id, "error": str(exc)[:300]}})
                     await self._pause(pause)

@@ -162,7 +162,8 @@ class Worker:
                 return False
             if task.attempts < self.attempts:
                 log.warning("job %s attempt %d failed; it goes again", task.task_id, task.attempts, exc_info=True)
-                await self._record(lambda: lifecycle.retry(make_uow, task, exc), msg)
+                code = getattr(exc, "task_code", "BackupService.6761")
+                await self._record(lambda: lifecycle.retry(make_uow, task, exc, code), msg)
                 await _quietly(msg.nak(delay=RETRY_DELAYS[min(task.attempts, len(RETRY_DELAYS)) - 1]))
                 return False
             log.exception("job %s failed on its last attempt", task.task_id)

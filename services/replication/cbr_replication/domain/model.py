@@ -8,7 +8,7 @@ from dataclasses import dataclass
 STATUSES = ("waiting", "replicating", "success", "failed", "cancelled", "skipped")
 OPEN_STATUSES = ("waiting", "replicating")      # at most one such record per (backup, destination vault)
 FINAL_STATUSES = ("success", "failed", "cancelled", "skipped")  # never left again
-TASK_STATES = ("created", "started", "progress", "completed", "failed", "cancelled")
+TASK_STATES = ("created", "started", "progress", "retrying", "completed", "failed", "cancelled")
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from typing import Iterable
 from cbr_common import request_checks
 from cbr_common.echo import short
 from cbr_replication.domain import errors
-from cbr_replication.domain.model import OPEN_STATUSES, STATUSES, Destination, ReplicationRecord, SourceBackup, \
-    TaskUpdate
+from cbr_replication.domain.model import OPEN_STATUSES, STATUSES, TASK_STATES, Destination, ReplicationRecord, \
+    SourceBackup, TaskUpdate
 
 MAX_PROJECT_ID = 64
 MAX_NAME = 64
@@ -138,8 +138,7 @@ def apply_update(record: ReplicationRecord, update: TaskUpdate, now: dt.datetime
 
     Updates arrive on one subject per state, so out of order: progress may come before started, an old
     attempt's progress after the next attempt started."""
-    if update.project_id != record.project_id or update.state not in ("created", "started", "progress",
-                                                                      "completed", "failed", "cancelled"):
+    if update.project_id != record.project_id or update.state not in TASK_STATES:
         return None
     task_id = record.task_id or update.task_id
     if update.state == "created":
@@ -154,6 +153,10 @@ def apply_update(record: ReplicationRecord, update: TaskUpdate, now: dt.datetime
             changes.update(progress=min(max(update.progress, 0), 100), bytes_done=update.bytes_done,
                            bytes_total=update.bytes_total, counters=counters)
         return dataclasses.replace(record, **changes)
+    if update.state == "retrying":  # the attempt ended; the next one's started moves it on
+        return dataclasses.replace(record, status="waiting", attempt=update.attempt, task_id=task_id,
+                                   counters=counters, error_code=update.error_code,
+                                   error_message=update.error_message, updated_time=now)
     ended = dict(task_id=task_id, attempt=max(update.attempt, record.attempt), counters=counters,
                  started_time=record.started_time or now, ended_time=now, updated_time=now)
     if update.state == "completed":
@@ -165,6 +168,7 @@ def apply_update(record: ReplicationRecord, update: TaskUpdate, now: dt.datetime
                 error_message="the replica's manifest digest differs from the source's", **ended)
         return dataclasses.replace(
             record, status="success", progress=100, bytes_done=max(update.bytes_done, update.bytes_total),
+            error_code="", error_message="",  # an earlier attempt's error is not the record's
             bytes_total=update.bytes_total, destination_backup_id=update.destination_backup_id,
             source_manifest_digest=update.source_manifest_digest,
             replica_manifest_digest=update.replica_manifest_digest, **ended)
