@@ -228,8 +228,14 @@ def outbox_sampler(db, metadata) -> Sampler:
 
 def store_sampler(path: str) -> Sampler:
     """Size and free space of the file system holding a folder chunk store."""
+    def statvfs():
+        at = os.path.abspath(path)
+        while not os.path.exists(at) and os.path.dirname(at) != at:  # not made yet: the file system it will be on
+            at = os.path.dirname(at)
+        return os.statvfs(at)
+
     async def sample() -> None:
-        stats = await asyncio.to_thread(os.statvfs, path)
+        stats = await asyncio.to_thread(statvfs)
         STORE_SIZE.replace({(path,): stats.f_blocks * stats.f_frsize})
         STORE_FREE.replace({(path,): stats.f_bavail * stats.f_frsize})
     return sample
