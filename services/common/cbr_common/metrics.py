@@ -70,6 +70,8 @@ JOBS = Counter("cbr_jobs_total", "jobs ended, by type (backup, restore, delete, 
                                  "status: success, failed, timeout, cancelled)", ["type", "outcome"])
 JOB_SECONDS = Histogram("cbr_job_duration_seconds", "a job's run, from its first start to its end",
                         ["type", "outcome"], buckets=JOB_BUCKETS)
+for _outcome in ("success", "failed", "timeout", "cancelled"):  # at 0 from the start, so the first failure is an
+    JOBS.labels("backup", _outcome)                                # increase() the backup-failed alert can see
 BACKUP_READ_BYTES = Counter("cbr_backup_read_bytes_total", "bytes backups read from their resources")
 BACKUP_LOGICAL_BYTES = Counter("cbr_backup_logical_bytes_total", "bytes of the resources' data backups cover")
 BACKUP_STORED_BYTES = Counter("cbr_backup_stored_bytes_total", "bytes of new chunks backups added to the store")
