@@ -265,8 +265,13 @@ def export(settings, samplers: Sequence[Sampler] = ()) -> Exporter | None:
     CBR_METRICS_SAMPLE_SECONDS; None when the setting is empty. Call from the running event loop."""
     if not settings.metrics_addr:
         return None
+    from cbr_common.settings import SettingsError
+
     host, _, port = settings.metrics_addr.rpartition(":")
-    server, _thread = start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0")
+    try:
+        server, _thread = start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0")
+    except OSError as exc:  # the port taken, or an address not of this host: say which setting
+        raise SettingsError(f"CBR_METRICS_ADDR {settings.metrics_addr}: {exc.strerror or exc}") from None
     task = asyncio.create_task(run_samplers(samplers, settings.metrics_sample_seconds), name="metrics-samplers") \
         if samplers else None
     exporter = Exporter(server.server_port, server, task)
