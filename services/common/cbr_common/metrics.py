@@ -8,6 +8,7 @@ costs no query, and a slow database delays a sample, not Prometheus.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import inspect
 import logging
 import os
@@ -103,8 +104,8 @@ REPLICATION_LAG_THRESHOLD = Gauge("cbr_replication_lag_threshold_seconds",
 
 # --- Recording hooks: one call where the thing happens
 
-def job_ended(operation_type: str, outcome: str, started: "object | None", ended: "object") -> None:
-    """A task reached its final status; started/ended are datetimes (started None: it never ran)."""
+def job_ended(operation_type: str, outcome: str, started: dt.datetime | None, ended: dt.datetime) -> None:
+    """A task reached its final status (started None: it never ran, e.g. cancelled while it waited)."""
     JOBS.labels(operation_type, outcome).inc()
     if started is not None:
         JOB_SECONDS.labels(operation_type, outcome).observe(max((ended - started).total_seconds(), 0.0))
