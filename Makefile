@@ -30,7 +30,9 @@ server-binaries: $(VENV)/.installed
 
 # Ceph from Debian's packages (RBD disks, radosgw as S3), for the Ceph tests and CBR_PROVIDER=ceph. Installed only
 # when some are missing and we are root (CI); otherwise a note, and the Ceph tests fail saying what is missing.
-CEPH_PACKAGES := ceph-mon ceph-mgr ceph-osd radosgw ceph-common python3-rbd python3-rados xfsprogs
+# prometheus: for its promtool, which checks deploy/prometheus's rules (tests/unit/deploy). In a container
+# policy-rc.d keeps its daemon from starting; on a host with systemd the package also enables one on :9090.
+CEPH_PACKAGES := ceph-mon ceph-mgr ceph-osd radosgw ceph-common python3-rbd python3-rados xfsprogs prometheus
 ceph-packages:
 	@missing=$$(for p in $(CEPH_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -243,3 +244,29 @@ def test_restarts_keep_endpoints_and_data_until_wipe(run_dir):
     finally:
         down = devstack("down", run_dir)
     assert down.returncode == 0, down.stdout + down.stderr
+
+
+def test_each_process_serves_metrics_at_its_cbr_env_address(stack):
+    from tests.support.metrics import Scrape  # noqa: PLC0415 - prometheus_client only where it is needed
+
+    env = read_env(stack / "cbr.env")
+    create_vault(env, "scraped")
+    scraped = {}
+    for name in ("VAULT", "BACKUP", "POLICY", "REPLICATION", "WORKER"):
+        deadline = time.monotonic() + 30  # `up` waits for the services' health, not for the worker's start
+        while name not in scraped:
+            try:
+                with urllib.request.urlopen(f"http://{env[f'CBR_{name}_METRICS_ADDR']}/metrics", timeout=10) as reply:
+                    scraped[name] = Scrape(reply.read().decode())
+                if not scraped[name].has("cbr_store_free_bytes" if name == "WORKER" else "cbr_outbox_backlog"):
+                    raise ConnectionRefusedError("its first sample is not in yet")  # sampled at start
+            except OSError:
+                scraped.pop(name, None)
+                assert time.monotonic() < deadline, f"no /metrics of {name} after 30 s"
+                time.sleep(0.2)
+    assert scraped["VAULT"].value("cbr_rpc_calls_total", service="cbr.vault.v1.VaultService", method="CreateVault",
+                                  code="OK") == 1
+    assert scraped["WORKER"].value("cbr_store_free_bytes", path=str(stack / "store")) > 0
+    for name in ("VAULT", "BACKUP", "POLICY", "REPLICATION"):  # each its own outbox
+        assert scraped[name].value("cbr_outbox_backlog", schema=name.lower()) >= 0
+        assert [s.labels["schema"] for s in scraped[name].samples if s.name == "cbr_outbox_backlog"] == [name.lower()]

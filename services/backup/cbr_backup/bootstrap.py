@@ -4,6 +4,7 @@ from __future__ import annotations
 from cbr.backup.v1 import backup_pb2_grpc, protectable_pb2_grpc, task_pb2_grpc
 from cbr.replication.v1 import replication_pb2_grpc
 from cbr_backup.adapters.chunk_index import ChunkIndex
+from cbr_backup.adapters.metric_samples import job_sampler
 from cbr_backup.adapters.tables import metadata
 from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.adapters.vaults import GrpcVaultDirectory
@@ -70,6 +71,7 @@ async def start(settings: Settings, provider: Provider | None = None) -> Service
     runtime.closers.append(vaults.close)
     consumer = EventConsumer(runtime.js, "backup", subscriptions(keys, provider), make_uow, metadata)
     runtime.spawn(consumer.run(), "backup-events")
+    runtime.samplers.append(job_sampler(runtime.db))
     receiver = TransferReceiver(make_uow, vaults, keys, store=lambda: _chunk_store(settings),
                                 open_index=lambda: ChunkIndex(settings.database_url))
     # The destination side of replication (DESIGN.md 17.2): this service alone writes a replica's chunks. Served on

@@ -94,10 +94,12 @@ class UnitOfWork:
         self._statement_seconds = statement_seconds  # a long job's budget; None: the database's default
         self.session: AsyncSession | None = None
         self._events = 0
+        self._after_commit: list[Callable[[], None]] = []
 
     async def __aenter__(self) -> "UnitOfWork":
         self.session = self._db.sessions()
         self._events = 0
+        self._after_commit = []
         if self._statement_seconds:
             try:
                 connection = await self.session.connection()
@@ -122,8 +124,15 @@ class UnitOfWork:
                 isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated):
             raise UnavailableError("database unavailable, try again") from exc
 
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Runs callback once this transaction commits (a metric counts what happened, never a rolled-back try)."""
+        self._after_commit.append(callback)
+
     async def commit(self) -> None:
         await self.session.commit()
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
         if self._events:
             for callback in self._db.on_commit_with_events:
                 callback()

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Sequence
 
-from cbr_common import jetstream
+from cbr_common import jetstream, metrics
 from cbr_common.db import Database
 from cbr_common.logs import configure_logging
 from cbr_common.outbox import OutboxRelay
@@ -27,6 +27,7 @@ class ServiceRuntime:
     server: RunningServer | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    samplers: list[metrics.Sampler] = field(default_factory=list)  # gauges read from the database (metrics.py)
 
     @property
     def address(self) -> str:
@@ -52,13 +53,16 @@ async def open_runtime(settings: Settings, metadata) -> ServiceRuntime:
     db = settings.database(metadata.schema)
     nc, js = await jetstream.connect(settings.nats_url)
     relay = OutboxRelay(db, metadata, js, poll_seconds=settings.outbox_poll_seconds)
-    runtime = ServiceRuntime(settings=settings, db=db, nats=nc, js=js, relay=relay)
+    runtime = ServiceRuntime(settings=settings, db=db, nats=nc, js=js, relay=relay,
+                             samplers=[metrics.outbox_sampler(db, metadata)])
     runtime.spawn(relay.run(), "outbox-relay")
     return runtime
 
 
 async def serve(runtime: ServiceRuntime, bindings: Sequence[ServiceBinding]) -> ServiceRuntime:
     runtime.server = await start_server(runtime.settings, bindings)
+    if (exporter := metrics.export(runtime.settings, runtime.samplers)) is not None:  # CBR_METRICS_ADDR
+        runtime.closers.append(exporter.close)
     return runtime
 
 

@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from cbr_common.auth import Authenticator
 from cbr_common.interceptor import CallGuard
+from cbr_common.metrics import RpcMetrics
 from cbr_common.settings import Settings
 
 log = logging.getLogger("cbr.server")
@@ -82,7 +83,7 @@ async def start_transfer_listener(settings: Settings, binding: ServiceBinding) -
 
 
 async def start_server(settings: Settings, bindings: Sequence[ServiceBinding]) -> RunningServer:
-    server = grpc.aio.server(interceptors=[CallGuard(Authenticator.for_settings(settings))],
+    server = grpc.aio.server(interceptors=[RpcMetrics(), CallGuard(Authenticator.for_settings(settings))],
                              options=server_options(settings))
     for binding in bindings:
         binding.add_to_server(binding.servicer, server)

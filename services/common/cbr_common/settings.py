@@ -51,6 +51,8 @@ class Settings:
     transfer_tls_cert: str = ""        # CBR_TRANSFER_TLS_CERT / CBR_TRANSFER_TLS_KEY: serve it with TLS
     transfer_tls_key: str = ""
     log_level: str = "INFO"            # CBR_LOG_LEVEL
+    metrics_addr: str = ""             # CBR_METRICS_ADDR: host:port of this process's Prometheus /metrics; "": off
+    metrics_sample_seconds: float = 15.0  # CBR_METRICS_SAMPLE_SECONDS: how often gauges read from the database
     max_message_bytes: int = 16 * 1024 * 1024
     outbox_poll_seconds: float = 0.5   # CBR_OUTBOX_POLL_SECONDS
     peer_timeout_seconds: float = 5.0  # CBR_PEER_TIMEOUT_SECONDS: deadline of service-to-service calls
@@ -131,6 +133,8 @@ class Settings:
             transfer_tls_cert=env.get("CBR_TRANSFER_TLS_CERT", ""),
             transfer_tls_key=env.get("CBR_TRANSFER_TLS_KEY", ""),
             log_level=env.get("CBR_LOG_LEVEL", "INFO"),
+            metrics_addr=env.get("CBR_METRICS_ADDR", "").strip(),
+            metrics_sample_seconds=number("CBR_METRICS_SAMPLE_SECONDS", 15.0),
             outbox_poll_seconds=number("CBR_OUTBOX_POLL_SECONDS", 0.5),
             peer_timeout_seconds=number("CBR_PEER_TIMEOUT_SECONDS", 5.0),
             db_connect_timeout_seconds=number("CBR_DB_CONNECT_TIMEOUT_SECONDS", 2.0),
@@ -173,6 +177,10 @@ class Settings:
         if self.replication_transfer_ttl_hours <= 0 or self.replication_peer_patience_seconds <= 0:
             raise SettingsError("CBR_REPLICATION_TRANSFER_TTL_HOURS and CBR_REPLICATION_PEER_PATIENCE_SECONDS must "
                                 "be positive")
+        if self.metrics_addr and not self.metrics_addr.rpartition(":")[2].isdigit():
+            raise SettingsError(f"CBR_METRICS_ADDR must be host:port, got {self.metrics_addr!r}")
+        if self.metrics_sample_seconds <= 0:
+            raise SettingsError("CBR_METRICS_SAMPLE_SECONDS must be positive")
         if self.scheduler_interval_seconds < 0 or self.firing_lease_seconds <= 0:
             raise SettingsError("CBR_SCHEDULER_INTERVAL_SECONDS must not be negative and "
                                 "CBR_SCHEDULER_FIRING_LEASE_SECONDS must be positive")

@@ -12,6 +12,8 @@ from cbr_devstack.processes import start_detached
 
 SERVICES = ("vault", "backup", "policy", "replication")
 WORKER = "worker"  # one backup worker (python -m cbr_backup.worker); more can join from anywhere
+# The port of each process's Prometheus /metrics (CBR_METRICS_ADDR), kept in stack.json as "<name>_metrics".
+METRICS_PORTS = {name: f"{name}_metrics" for name in (*SERVICES, WORKER)}
 
 
 def service_env(*, database_url: str, nats_url: str, jwt_secret: str, addresses: Mapping[str, str],

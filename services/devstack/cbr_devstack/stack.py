@@ -24,7 +24,7 @@ from cbr_devstack.nats import NatsServer
 from cbr_devstack.ports import HOST, kept_port, port_in_use
 from cbr_devstack.postgres import PostgresCluster
 from cbr_devstack.processes import ProcessRecord, ServerError, log_tail, stop_processes
-from cbr_devstack.services import SERVICES, WORKER, service_env, start_service, start_worker
+from cbr_devstack.services import METRICS_PORTS, SERVICES, WORKER, service_env, start_service, start_worker
 from cbr_devstack.state import (RunningProcesses, StackConfig, load_config, load_running, save_config,
                                 save_running)
 
@@ -34,6 +34,7 @@ SERVICE_STOP_TIMEOUT = 10.0
 DEV_TOKEN_TTL = 365 * 24 * 3600
 DEV_TOKEN_RENEWAL = 7 * 24 * 3600  # an `up` this close to the token's expiry issues a new one
 SERVERS = ("postgres", "nats", *SERVICES)  # everything that listens on a port of its own
+KEPT_PORTS = (*SERVERS, *METRICS_PORTS.values())  # and the services' and the worker's /metrics
 
 # `status` exit codes, as LSB init scripts use them.
 RUNNING, PARTLY_RUNNING, NOT_RUNNING = 0, 1, 3
@@ -249,12 +250,12 @@ def _config_for_start(layout: RunDir, new_ports: bool, region: str | None = None
             f"{command_hint('wipe', layout.root)} first (it removes all data), or another --run-dir")
     if new_ports:
         config = dataclasses.replace(config, ports={})
-    if any(name not in config.ports for name in SERVERS):
+    if any(name not in config.ports for name in KEPT_PORTS):  # a stack.json from before metrics gets theirs
         ports = dict(config.ports)
-        for name in SERVERS:
+        for name in KEPT_PORTS:
             ports.setdefault(name, kept_port(taken=set(ports.values()) | set(taken)))
         config = dataclasses.replace(config, ports={name: ports[name] for name in ports
-                                                    if name in SERVERS or name == "transfer"})
+                                                    if name in KEPT_PORTS or name == "transfer"})
     wanted = os.environ.get("CBR_PROVIDER", "").strip()
     if wanted and wanted not in ("local", "ceph"):
         raise ProviderChangeError(f"CBR_PROVIDER must be local or ceph, not {wanted!r}")
@@ -328,10 +329,11 @@ def _start_all(layout: RunDir, config: StackConfig, running: RunningProcesses) -
         cert, key = transfer_certificate(layout.root)
         env.update(CBR_TRANSFER_LISTEN_ADDR=f"{HOST}:{config.ports['transfer']}", CBR_TRANSFER_TLS_CERT=str(cert),
                    CBR_TRANSFER_TLS_KEY=str(key))
+    metrics = _metrics_addresses(config)
     for name in SERVICES:
-        process = start_service(name, env, addresses[name], layout.logs)
+        process = start_service(name, {**env, "CBR_METRICS_ADDR": metrics[name]}, addresses[name], layout.logs)
         _record(layout, running, ProcessRecord.of(name, process.pid, config.ports[name]))
-    worker = start_worker(env, layout.logs)
+    worker = start_worker({**env, "CBR_METRICS_ADDR": metrics[WORKER]}, layout.logs)
     _record(layout, running, ProcessRecord.of(WORKER, worker.pid, 0))
     wait_serving(addresses, HEALTH_TIMEOUT, alive=lambda name: running.find(name).is_alive())
 
@@ -435,10 +437,15 @@ def _service_addresses(config: StackConfig) -> dict[str, str]:
     return {name: f"{HOST}:{config.ports[name]}" for name in SERVICES}
 
 
+def _metrics_addresses(config: StackConfig) -> dict[str, str]:
+    return {name: f"{HOST}:{config.ports[port]}" for name, port in METRICS_PORTS.items()}
+
+
 def _write_env_file(layout: RunDir, config: StackConfig) -> None:
     """Made from stack.json alone, so an unchanged stack.json gives the same file byte for byte."""
     lines = [f"# Written by `python -m cbr_devstack up`; valid until `wipe`. Use: set -a; . {layout.env_file}; set +a"]
     lines += [f"CBR_{name.upper()}_ADDR={address}" for name, address in _service_addresses(config).items()]
+    lines += [f"CBR_{name.upper()}_METRICS_ADDR={address}" for name, address in _metrics_addresses(config).items()]
     lines += [f"CBR_TOKEN={config.dev_token}", f"CBR_DATABASE_URL={layout.postgres(config.ports['postgres']).url}",
               f"CBR_NATS_URL={layout.nats(config.ports['nats']).url}"]
     descriptor = os.open(layout.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds a token

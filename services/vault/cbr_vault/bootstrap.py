@@ -8,6 +8,7 @@ from cbr_common.server import ServiceBinding
 from cbr_common.settings import Settings
 from cbr_vault.adapters.policies import GrpcPolicyDirectory
 from cbr_vault.adapters.protectables import GrpcProtectableDirectory, ProtectableDirectory
+from cbr_vault.adapters.metric_samples import usage_sampler
 from cbr_vault.adapters.tables import metadata
 from cbr_vault.adapters.unit_of_work import VaultUnitOfWork
 from cbr_vault.grpc_api.servicer import VaultServicer
@@ -31,6 +32,7 @@ async def start(settings: Settings, directory: ProtectableDirectory | None = Non
         runtime.closers.append(policies.close)
     consumer = EventConsumer(runtime.js, "vault", SUBSCRIPTIONS, make_uow, metadata)
     runtime.spawn(consumer.run(), "vault-events")
+    runtime.samplers.append(usage_sampler(runtime.db))
     servicer = VaultServicer(make_uow, directory, policies)
     return await serve(runtime, [ServiceBinding(vault_pb2_grpc.add_VaultServiceServicer_to_server, servicer,
                                                 SERVICE_NAME)])

@@ -131,20 +131,36 @@ def test_hints_name_make_only_for_the_default_run_folder_of_a_checkout(tmp_path,
 def test_the_kept_config_is_completed_and_renewed_but_never_changed_otherwise(tmp_path):
     layout = stack.RunDir(tmp_path)
     fresh = stack._config_for_start(layout, new_ports=False)
-    assert list(fresh.ports) == list(stack.SERVERS) and len(set(fresh.ports.values())) == len(stack.SERVERS)
+    assert list(fresh.ports) == list(stack.KEPT_PORTS) and len(set(fresh.ports.values())) == len(stack.KEPT_PORTS)
+    assert {"vault_metrics", "backup_metrics", "policy_metrics", "replication_metrics", "worker_metrics"} <= set(
+        fresh.ports)
     assert fresh.dev_token_expires > time.time() + 300 * 24 * 3600
     assert stack._config_for_start(layout, new_ports=False) == fresh == load_config(layout.config_file)
 
-    # A server added since the first start gets a port; a token in its last week is renewed; nothing else moves.
-    older = dataclasses.replace(fresh, ports={name: port for name, port in fresh.ports.items() if name != "policy"},
+    # A server added since the first start gets a port (as do the metrics of a stack from before them); a token in
+    # its last week is renewed; nothing else moves.
+    added = ("policy", "worker_metrics")
+    older = dataclasses.replace(fresh, ports={name: port for name, port in fresh.ports.items() if name not in added},
                                 dev_token="expiring", dev_token_expires=int(time.time()) + 3600)
     save_config(layout.config_file, older)
     completed = stack._config_for_start(layout, new_ports=False)
-    assert {name: port for name, port in completed.ports.items() if name != "policy"} == older.ports
-    assert completed.ports["policy"] not in older.ports.values()
+    assert {name: port for name, port in completed.ports.items() if name not in added} == older.ports
+    assert not {completed.ports[name] for name in added} & set(older.ports.values())
     assert completed.dev_token != "expiring" and completed.dev_token_expires > time.time() + 300 * 24 * 3600
     assert completed.jwt_secret == fresh.jwt_secret
 
     moved = stack._config_for_start(layout, new_ports=True)
     assert moved.ports != completed.ports
     assert (moved.jwt_secret, moved.dev_token) == (completed.jwt_secret, completed.dev_token)
+
+
+def test_cbr_env_names_each_process_metrics_address(tmp_path):
+    layout = stack.RunDir(tmp_path)
+    config = stack._config_for_start(layout, new_ports=False)
+    stack._write_env_file(layout, config)
+    env = dict(line.split("=", 1) for line in layout.env_file.read_text().splitlines() if not line.startswith("#"))
+    metrics = {f"CBR_{name}_METRICS_ADDR": config.ports[f"{name.lower()}_metrics"]
+               for name in ("VAULT", "BACKUP", "POLICY", "REPLICATION", "WORKER")}
+    assert {key: env[key] for key in metrics} == {key: f"127.0.0.1:{port}" for key, port in metrics.items()}
+    services = {int(env[f"CBR_{name}_ADDR"].rsplit(":", 1)[1]) for name in ("VAULT", "BACKUP", "POLICY", "REPLICATION")}
+    assert len(set(metrics.values()) | services) == 9  # every process its own two ports

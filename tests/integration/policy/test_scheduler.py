@@ -8,9 +8,11 @@ import asyncio
 import datetime as dt
 import uuid
 
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
 from cbr_common.db import Database
+
 from cbr_policy.adapters.backups import CheckpointMade, PeerError
 from cbr_policy.adapters.tables import bindings, metadata, policies
 from cbr_policy.adapters.unit_of_work import PolicyUnitOfWork
@@ -82,6 +84,10 @@ async def test_missed_ticks_coalesce_into_one_catch_up_run(make_uow):
         [(12, "skipped"), (13, "skipped"), (14, "skipped"), (15, "fired")]
     assert all("coalesced" in t["reason"] for t in recorded[:3])
     assert len(port.requests) == 1 and port.requests[0].request_id == recorded[-1]["tick_id"]
+    # cbr_scheduler_lag_seconds: the pass found the schedule due since 12:00; the next finds nothing due.
+    assert REGISTRY.get_sample_value("cbr_scheduler_lag_seconds") == (at(15, 20) - at(12, second=0)).total_seconds()
+    await scheduler.run_once()
+    assert REGISTRY.get_sample_value("cbr_scheduler_lag_seconds") == 0
     clock.current = at(18, 50)  # 16:00 .. 18:00 missed, the latest 50 minutes ago: outside the window
     await scheduler.run_once()
     late = (await ticks_of(make_uow, policy_id))[4:]

@@ -9,6 +9,7 @@ import uuid
 from cbr.events.v1 import policy_events_pb2 as policy_ev
 from cbr.events.v1 import replication_events_pb2 as ev
 from cbr.replication.v1 import replication_pb2 as rp
+from cbr_common import metrics
 from cbr_common.db import utcnow
 from cbr_replication.adapters.backups import GrpcBackups
 from cbr_replication.adapters.unit_of_work import ReplicationUnitOfWork
@@ -53,6 +54,9 @@ async def test_a_lagging_resource_is_published_once_per_crossing(source_region):
                                                    first.backup_id, 2, DAY.total_seconds())
             assert crossed.lag_seconds >= DAY.total_seconds()
             assert crossed.oldest_unreplicated_time == first.created_time
+            # The same pass set the gauge the CbrReplicationLagging alert compares with its threshold.
+            assert int(metrics.REPLICATION_LAG.value(vault.vault_id, disk.resource_id, REGION_B)) == crossed.lag_seconds
+            assert metrics.REPLICATION_LAG_THRESHOLD._value.get() == DAY.total_seconds()
             assert len(await check(3 * DAY)) == 1  # still lagging: not again
 
             record = await record_of(caller, made.replication_record_id)  # the first replicated: the lag recovers
@@ -60,6 +64,7 @@ async def test_a_lagging_resource_is_published_once_per_crossing(source_region):
                                             source_manifest_digest=DIGEST, replica_manifest_digest=DIGEST)
             await eventually(lambda: _succeeded(caller, record.replication_record_id))
             assert len(await check(dt.timedelta(0))) == 1  # the second is fresh
+            assert metrics.REPLICATION_LAG.value(vault.vault_id, disk.resource_id, REGION_B) < DAY.total_seconds()
             assert await source_region.rows("SELECT 1 FROM replication.lagging WHERE source_vault_id = %s",
                                             vault.vault_id) == []
 

@@ -71,6 +71,8 @@ tasks = Table(
     Column("worker_id", String(64)),
     Column("heartbeat_time", DateTime(timezone=True)),
     Index("ix_tasks_project_created", "project_id", "created_time"),
+    Index("ix_tasks_open", "operation_type", "created_time",  # migration backup_0011: the metrics' queue query
+          postgresql_where=text("status IN ('waiting', 'running')")),
 )
 
 add_outbox_tables(metadata)

@@ -14,6 +14,7 @@ from cbr_backup.domain import errors
 from cbr_backup.domain import lifecycle as lc
 from cbr_backup.domain.model import Task
 from cbr_backup.service import replication_tasks
+from cbr_common import metrics
 from cbr_common.db import utcnow
 from cbr_common.proto_enums import enum_value
 
@@ -49,7 +50,7 @@ async def take(make_uow: MakeUow, project_id: str, task_id: str, worker_id: str,
             await _move(uow, task, lc.RUNNING, attempts=attempt, worker_id=worker_id,
                         started_time=task.started_time or now, heartbeat_time=now, error_code="", error_message="",
                         extra_info=task.extra_info)
-            task.attempts, task.worker_id = attempt, worker_id
+            task.attempts, task.worker_id, task.started_time = attempt, worker_id, task.started_time or now
         await uow.commit()
     return (Take.RUN if task.status == lc.RUNNING else Take.DONE), task
 
@@ -97,6 +98,7 @@ async def finish(uow: BackupUnitOfWork, task: Task, status: str, **values) -> No
     now = utcnow()
     await _move(uow, task, status, ended_time=now, bytes_done=done, bytes_total=total, progress=percent, **values)
     await uow.backups.release_resources(task.task_id)
+    uow.after_commit(lambda: metrics.job_ended(task.operation_type, status, task.started_time, now))
 
 
 async def cancel(make_uow: MakeUow, task: Task) -> None:

@@ -25,6 +25,7 @@ from cbr_backup.domain.backups import Backup, check_fits, check_room
 from cbr_backup.service import change_bases, lifecycle
 from cbr_backup.worker.backup_records import write_backup_records
 from cbr_backup.worker.context import JobCancelled, JobContext, JobSuperseded, check_still_mine
+from cbr_common import metrics
 from cbr_common.db import utcnow
 from cbr_common.proto_enums import enum_value
 
@@ -188,6 +189,8 @@ async def _complete(ctx: JobContext, backup: Backup, results: dict, keys) -> Non
         await lifecycle.publish_usage(uow, task.project_id, backup.vault_id)
         # The store's record of the backup (DESIGN.md 14), durable before the commit makes it available.
         await write_backup_records(uow, ctx.store, keys, ctx.run_id, task.project_id, backup.backup_id)
+        uow.after_commit(lambda: metrics.backup_stored(sum(p.read_bytes for p in results.values()), total_logical,
+                                                       total_added))
         await uow.commit()
 
 

@@ -19,7 +19,7 @@ from cbr_backup.service.jobs import JOBS_STREAM
 from cbr_backup.worker.context import Resources
 from cbr_backup.worker.maintenance import start_removing_stale_temp_files
 from cbr_backup.worker.runner import Worker
-from cbr_common import jetstream
+from cbr_common import jetstream, metrics
 from cbr_common.allocator import bound_heap
 from cbr_common.db import Database
 from cbr_common.logs import configure_logging
@@ -90,6 +90,8 @@ def main() -> None:
     bound_heap()
 
     async def run(stop: asyncio.Event) -> None:
+        # /metrics on CBR_METRICS_ADDR; the store's free space where the store is a folder (S3 has no such limit)
+        exporter = metrics.export(settings, [] if settings.store_url else [metrics.store_sampler(settings.store_dir)])
         nc, js = await jetstream.connect(settings.nats_url)
         await jetstream.ensure_stream(js, JOBS_STREAM)
         log.info("taking jobs", extra={"fields": {"worker": worker.worker_id}})
@@ -101,5 +103,7 @@ def main() -> None:
             await taking
         await nc.close()
         await db.close()
+        if exporter is not None:
+            await exporter.close()
 
     run_until_signalled(run)

@@ -24,6 +24,7 @@ from cbr_backup.domain.model import Disk
 from cbr_backup.service import lifecycle
 from cbr_backup.worker import manifests
 from cbr_backup.worker.context import JobContext, check_still_mine
+from cbr_common import metrics
 from cbr_common.proto_enums import enum_value
 
 RESTORING = "restoring"
@@ -69,6 +70,7 @@ async def run_restore(ctx: JobContext) -> None:
             project_id=task.project_id, backup_id=backup.backup_id, vault_id=backup.vault_id, task_id=task.task_id,
             resource_type=enum_value(common_pb2.ObjectType, backup.resource_type),
             target_resource_id=task.resource_id, new_disk=params["kind"] == "new_disk", written_bytes=written))
+        uow.after_commit(lambda: metrics.RESTORE_BYTES.inc(written))
         await uow.commit()
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from cbr.events.v1 import policy_events_pb2 as ev
+from cbr_common import metrics
 from cbr_common.errors import UnavailableError
 from cbr_policy.adapters.backups import BackupPort, CheckpointRequest, PeerError
 from cbr_policy.adapters.plans import PolicyPlan, load_plans
@@ -140,6 +141,7 @@ class Scheduler:
             due = (await uow.session.execute(
                 select(schedules).where(schedules.c.next_fire_time <= now).order_by(schedules.c.next_fire_time)
                 .limit(self.batch).with_for_update(skip_locked=True))).mappings().all()
+            metrics.SCHEDULER_LAG.set((now - due[0]["next_fire_time"]).total_seconds() if due else 0.0)
             if not due:
                 return []
             plans = await load_plans(uow.session, {r["policy_id"] for r in due})

@@ -8,6 +8,7 @@ import logging
 from typing import Callable
 
 from cbr.events.v1 import replication_events_pb2 as ev
+from cbr_common import metrics
 from cbr_common.db import utcnow
 from cbr_common.errors import CbrError
 from cbr_replication.domain import lag as lags
@@ -49,6 +50,7 @@ async def _check_vault(make_uow: MakeUow, peers: Peers, project_id: str, vault_i
     async with make_uow() as uow:
         measured = lags.replication_lag(backups, await uow.records.of_source_vault(project_id, vault_id),
                                         regions, when)
+        metrics.replication_lags(vault_id, measured, threshold.total_seconds())
         change = crossings(measured, await uow.lag.lagging(project_id, vault_id), threshold)
         await uow.lag.recover(project_id, vault_id, change.recovered)
         published = 0
