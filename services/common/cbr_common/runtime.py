@@ -58,7 +58,7 @@ async def open_runtime(settings: Settings, metadata) -> ServiceRuntime:
 
 
 async def serve(runtime: ServiceRuntime, bindings: Sequence[ServiceBinding]) -> ServiceRuntime:
-    runtime.server = await start_server(runtime.settings, bindings)
+    runtime.server = await start_server(runtime.settings, bindings, audit_db=runtime.db)
     return runtime
 
 

@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cbr_common import audit
 from cbr_common.auth import Authenticator
 from cbr_common.interceptor import CallGuard
 from cbr_common.settings import Settings
@@ -81,8 +82,10 @@ async def start_transfer_listener(settings: Settings, binding: ServiceBinding) -
     return await start_server(own, [binding])
 
 
-async def start_server(settings: Settings, bindings: Sequence[ServiceBinding]) -> RunningServer:
-    server = grpc.aio.server(interceptors=[CallGuard(Authenticator(settings.jwt_secret))],
+async def start_server(settings: Settings, bindings: Sequence[ServiceBinding], audit_db=None) -> RunningServer:
+    """audit_db: the service's Database, whose outbox takes the audit trail (cbr_common.audit); None: no trail."""
+    server = grpc.aio.server(interceptors=[*audit.interceptors(audit_db),  # first: it sees the guard's refusals
+                                           CallGuard(Authenticator(settings.jwt_secret))],
                              options=server_options(settings))
     for binding in bindings:
         binding.add_to_server(binding.servicer, server)

@@ -11,6 +11,7 @@ from cbr_vault.adapters.protectables import GrpcProtectableDirectory, Protectabl
 from cbr_vault.adapters.tables import metadata
 from cbr_vault.adapters.unit_of_work import VaultUnitOfWork
 from cbr_vault.grpc_api.servicer import VaultServicer
+from cbr_vault.service import audit
 from cbr_vault.service.events import SUBSCRIPTIONS
 
 SERVICE_NAME = "cbr.vault.v1.VaultService"
@@ -31,6 +32,8 @@ async def start(settings: Settings, directory: ProtectableDirectory | None = Non
         runtime.closers.append(policies.close)
     consumer = EventConsumer(runtime.js, "vault", SUBSCRIPTIONS, make_uow, metadata)
     runtime.spawn(consumer.run(), "vault-events")
+    audit_trail = EventConsumer(runtime.js, audit.CONSUMER, audit.SUBSCRIPTIONS, make_uow, metadata)
+    runtime.spawn(audit_trail.run(), "vault-audit")
     servicer = VaultServicer(make_uow, directory, policies)
     return await serve(runtime, [ServiceBinding(vault_pb2_grpc.add_VaultServiceServicer_to_server, servicer,
                                                 SERVICE_NAME)])
