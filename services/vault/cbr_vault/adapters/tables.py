@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import (ARRAY, BigInteger, Boolean, Column, DateTime, ForeignKey, Identity, Index, Integer, MetaData,
                         String, Table, Text)
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY, JSONB
 
 from cbr_common.outbox import add_outbox_tables
 
@@ -92,7 +92,7 @@ audit_events = Table(
     Column("service", Text, nullable=False),
     Column("method", Text, nullable=False),
     Column("ids", JSONB, nullable=False),                      # [[field, id], ...]
-    Column("id_values", ARRAY(Text), nullable=False),          # the ids alone, for the resource filter
+    Column("id_values", PG_ARRAY(Text), nullable=False),       # the ids alone, for the resource filter (@>)
     Column("request_id", Text, nullable=False),
     Column("code", Text, nullable=False),
     Column("message", Text, nullable=False),
