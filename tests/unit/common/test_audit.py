@@ -2,14 +2,16 @@
 CBR code of its refusal."""
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
 from cbr.backup.v1 import backup_pb2 as bp
 from cbr.backup.v1 import protectable_pb2 as pp
 from cbr.vault.v1 import vault_pb2 as vp
-from cbr_common import audit
-from cbr_common.errors import InvalidArgumentError
+from cbr_common import audit, auth
+from cbr_common.errors import InvalidArgumentError, UnauthenticatedError
 from cbr_common.grpc_errors import status_for
 from cbr_common.request_validation import UndecodableRequest
 
@@ -79,3 +81,101 @@ def test_the_cbr_code_of_a_refusal_is_read_from_its_status_details():
     assert audit.cbr_code_of(status_for(InvalidArgumentError("no")).trailing_metadata) == ""
     assert audit.cbr_code_of([(audit.DETAILS_KEY, b"\xff not a status")]) == ""
     assert audit.cbr_code_of(None) == ""
+
+
+class FakeContext:
+    """What the interceptor reads of a grpc.aio servicer context after the call."""
+
+    def __init__(self, metadata=()):
+        self._metadata, self._code, self._details, self._trailing = metadata, None, None, ()
+
+    def invocation_metadata(self):
+        return self._metadata
+
+    def peer(self):
+        return "ipv4:127.0.0.1:5000"
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details
+
+    def trailing_metadata(self):
+        return self._trailing
+
+    def abort_with(self, status: grpc.Status):
+        self._code, self._details, self._trailing = status.code, status.details, status.trailing_metadata
+        return grpc.aio.AbortError()
+
+
+class FakeRecorder:
+    def __init__(self):
+        self.awaited, self.soon = [], []
+
+    async def record(self, event):
+        self.awaited.append(event)
+
+    def record_soon(self, event):
+        self.soon.append(event)
+
+
+def wrapped(behavior, method="/cbr.backup.v1.BackupService/DeleteBackup"):
+    recorder = FakeRecorder()
+    return audit.AuditTrail(recorder)._wrap_unary(behavior, method, False), recorder
+
+
+def as_caller(project="p1", roles=("cbr_full_access",)):
+    auth.set_principal(auth.Principal(subject="alice", project_id=project, roles=frozenset(roles)))
+
+
+async def test_an_answered_call_is_recorded_before_the_answer_leaves():
+    async def handler(request, context):
+        as_caller()
+        return bp.DeleteBackupResponse(task_id="t1")
+    call, recorder = wrapped(handler)
+    reply = await call(bp.DeleteBackupRequest(backup_id="b1"), FakeContext((("x-request-id", "r-9"),)))
+    assert reply.task_id == "t1"
+    [event] = recorder.awaited
+    assert (event.subject, event.project_id, list(event.roles)) == ("alice", "p1", ["cbr_full_access"])
+    assert (event.service, event.method, event.code, event.request_id) == (
+        "cbr.backup.v1.BackupService", "DeleteBackup", "OK", "r-9")
+    assert [(i.name, i.value) for i in event.ids] == [("backup_id", "b1"), ("task_id", "t1")]
+    assert event.HasField("call_time") and event.peer == "ipv4:127.0.0.1:5000"
+
+
+async def test_a_refusal_is_recorded_with_its_code_message_and_cbr_code():
+    context = FakeContext()
+
+    async def handler(request, context):
+        as_caller()
+        raise context.abort_with(status_for(InvalidArgumentError("backup_id must be a UUID", "BackupService.6504")))
+    call, recorder = wrapped(handler)
+    with pytest.raises(grpc.aio.AbortError):
+        await call(bp.DeleteBackupRequest(backup_id="x"), context)
+    [event] = recorder.awaited
+    assert (event.code, event.message, event.cbr_code) == ("INVALID_ARGUMENT", "backup_id must be a UUID",
+                                                           "BackupService.6504")
+
+
+async def test_a_call_without_a_caller_is_not_recorded():
+    context = FakeContext()
+
+    async def handler(request, context):  # the guard refused the token: no principal was set
+        raise context.abort_with(status_for(UnauthenticatedError("no")))
+    as_caller()  # one left over from elsewhere in this context is not taken for the caller
+    call, recorder = wrapped(handler)
+    with pytest.raises(grpc.aio.AbortError):
+        await call(bp.DeleteBackupRequest(backup_id="b1"), context)
+    assert recorder.awaited == [] and recorder.soon == []
+
+
+async def test_a_cancelled_call_is_recorded_without_waiting():
+    async def handler(request, context):
+        as_caller()
+        raise asyncio.CancelledError()
+    call, recorder = wrapped(handler)
+    with pytest.raises(asyncio.CancelledError):
+        await call(bp.DeleteBackupRequest(backup_id="b1"), FakeContext())
+    [event] = recorder.soon
+    assert recorder.awaited == [] and event.code == "CANCELLED" and event.message == audit.CANCELLED_MESSAGE
