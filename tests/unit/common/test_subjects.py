@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from cbr.events.v1 import audit_events_pb2, backup_events_pb2, policy_events_pb2, replication_events_pb2, vault_events_pb2
+from cbr.events.v1 import (audit_events_pb2, backup_events_pb2, policy_events_pb2, replication_events_pb2,
+                           vault_events_pb2)
 from cbr_common.subjects import SUBJECTS, subject_of
 
 
