@@ -51,6 +51,7 @@ MAX_TEXT_CHARS = 300  # of the subject, a status message, a request id
 DETAILS_KEY = "grpc-status-details-bin"
 ERROR_DOMAIN = "cbr"
 CANCELLED_MESSAGE = "the call ended before its answer (cancelled by the caller, or its deadline passed)"
+INLINE_WAIT_SECONDS = 3.0  # a caller waits this long at most for its record (the database answers in ms)
 RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 15, 15, 15, 15)  # after a failed write, then the record goes to the log
 
 # A call cancelled, or a response stream its caller left: the task ends now, so the write goes on without it.
@@ -173,11 +174,15 @@ class AuditRecorder:
         self._pending: set[asyncio.Task] = set()
 
     async def record(self, event: audit_events_pb2.AuditRecorded) -> None:
-        """Returns once the record is written or its first write failed (then it is retried in the background);
-        a cancel of the caller does not stop the write."""
+        """Returns once the record is written, or its first write failed or took longer than INLINE_WAIT_SECONDS
+        (a database outage: the caller gets its answer, the write goes on in the background); a cancel of the
+        caller does not stop the write."""
         first = asyncio.get_running_loop().create_future()
         self.record_soon(event, first)
-        await asyncio.shield(first)
+        try:
+            await asyncio.wait_for(asyncio.shield(first), INLINE_WAIT_SECONDS)
+        except asyncio.TimeoutError:
+            pass
 
     def record_soon(self, event: audit_events_pb2.AuditRecorded, first: asyncio.Future | None = None) -> None:
         task = asyncio.get_running_loop().create_task(self._persist(event, first), name="audit-record")

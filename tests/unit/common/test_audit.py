@@ -9,6 +9,7 @@ import pytest
 
 from cbr.backup.v1 import backup_pb2 as bp
 from cbr.backup.v1 import protectable_pb2 as pp
+from cbr.events.v1 import audit_events_pb2
 from cbr.vault.v1 import vault_pb2 as vp
 from cbr_common import audit, auth
 from cbr_common.errors import InvalidArgumentError, UnauthenticatedError
@@ -179,3 +180,65 @@ async def test_a_cancelled_call_is_recorded_without_waiting():
         await call(bp.DeleteBackupRequest(backup_id="b1"), FakeContext())
     [event] = recorder.soon
     assert recorder.awaited == [] and event.code == "CANCELLED" and event.message == audit.CANCELLED_MESSAGE
+
+
+class FlakyDb:
+    """A Database stand-in whose first `failures` transactions fail, as in an outage; it keeps what it was sent."""
+
+    schema = "vault"
+
+    def __init__(self, failures: int):
+        self.failures, self.rows, self.wakes = failures, [], 0
+        self.on_commit_with_events = [self.wake]
+
+    def wake(self):
+        self.wakes += 1
+
+    def sessions(self):
+        db = self
+
+        class Session:
+            async def __aenter__(self):
+                return self
+
+            async def __aexit__(self, *exc):
+                return False
+
+            def begin(self):
+                return self
+
+            async def execute(self, statement):
+                if db.failures:
+                    db.failures -= 1
+                    raise ConnectionError("database down")
+                db.rows.append(statement.compile().params)
+        return Session()
+
+
+async def test_a_write_the_database_refused_is_retried_with_the_same_event_id(monkeypatch):
+    monkeypatch.setattr(audit, "RETRY_DELAYS", (0.01, 0.01, 0.01))
+    db = FlakyDb(failures=2)
+    recorder = audit.AuditRecorder(db)
+    event = audit_events_pb2.AuditRecorded(method="DeleteBackup")
+    await recorder.record(event)  # returns after the first failure
+    assert db.rows == []
+    for _ in range(100):
+        if db.rows:
+            break
+        await asyncio.sleep(0.01)
+    [row] = db.rows
+    assert row["subject"] == "cbr.audit.recorded" and row["event_id"] == event.event_id and db.wakes == 1
+    assert audit_events_pb2.AuditRecorded.FromString(row["payload"]).method == "DeleteBackup"
+
+
+async def test_a_record_the_database_never_takes_is_logged_whole(monkeypatch, caplog):
+    monkeypatch.setattr(audit, "RETRY_DELAYS", (0.01,))
+    db = FlakyDb(failures=5)
+    await audit.AuditRecorder(db).record(audit_events_pb2.AuditRecorded(method="DeleteVault", project_id="p9"))
+    for _ in range(100):
+        if any("audit record lost" in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.01)
+    [lost] = [r for r in caplog.records if "audit record lost" in r.getMessage()]
+    assert '"method": "DeleteVault"' in lost.fields["record"] and '"project_id": "p9"' in lost.fields["record"]
+    assert db.rows == []
