@@ -18,8 +18,9 @@ from pathlib import Path
 
 from cbr_common import auth
 
-# The roles a project's user can hold (README "Roles"); `service` and `region_peer` are the services' own.
-USER_ROLES = (auth.ROLE_FULL_ACCESS, auth.ROLE_BACKUPS_VAULTS_FULL_ACCESS, auth.ROLE_READONLY)
+# The roles a person can hold (README "Roles": a project's users, an operator's auditor); `service` and
+# `region_peer` are the services' own.
+USER_ROLES = (auth.ROLE_FULL_ACCESS, auth.ROLE_BACKUPS_VAULTS_FULL_ACCESS, auth.ROLE_READONLY, auth.ROLE_AUDITOR)
 MAX_TTL_SECONDS = 366 * 86400
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _TTL = re.compile(r"(\d+)([smhdw])")

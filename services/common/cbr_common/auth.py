@@ -17,6 +17,8 @@ ISSUER = "cbr"
 ROLE_FULL_ACCESS = "cbr_full_access"
 ROLE_BACKUPS_VAULTS_FULL_ACCESS = "cbr_backups_vaults_full_access"
 ROLE_READONLY = "cbr_readonly"
+# A cloud operator's auditor: reads, and lists the audit trail of every project (VaultService.ListAuditEvents).
+ROLE_AUDITOR = "cbr_auditor"
 ROLE_SERVICE = "service"
 # Another region's backup workers: subject "region:<name>", signed with this region's secret (cbr_common.regions).
 ROLE_REGION_PEER = "region_peer"
@@ -34,6 +36,7 @@ GRANTS: dict[str, frozenset[Access]] = {
     ROLE_FULL_ACCESS: frozenset({Access.READ, Access.WRITE, Access.POLICY_WRITE}),
     ROLE_BACKUPS_VAULTS_FULL_ACCESS: frozenset({Access.READ, Access.WRITE}),
     ROLE_READONLY: frozenset({Access.READ}),
+    ROLE_AUDITOR: frozenset({Access.READ}),
     ROLE_SERVICE: frozenset(Access),
     ROLE_REGION_PEER: frozenset({Access.SERVICE}),  # RegionTransferService only, never a project's API
 }

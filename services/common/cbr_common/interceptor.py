@@ -53,8 +53,8 @@ class CallGuard(grpc.aio.ServerInterceptor):
         an iterator that checks each message as the handler reads it)."""
         if not auth.is_public(method):
             principal = self._auth.principal_from_metadata(context.invocation_metadata())
+            auth.set_principal(principal)  # before the role check: the audit trail names who was refused
             self._auth.authorize(principal, method)
-            auth.set_principal(principal)
         name = auth.split_method(method)[1]
         if streams_requests:
             return _checked_stream(request, name)

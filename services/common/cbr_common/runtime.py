@@ -60,7 +60,7 @@ async def open_runtime(settings: Settings, metadata) -> ServiceRuntime:
 
 
 async def serve(runtime: ServiceRuntime, bindings: Sequence[ServiceBinding]) -> ServiceRuntime:
-    runtime.server = await start_server(runtime.settings, bindings)
+    runtime.server = await start_server(runtime.settings, bindings, audit_db=runtime.db)
     if (exporter := metrics.export(runtime.settings, runtime.samplers)) is not None:  # CBR_METRICS_ADDR
         runtime.closers.append(exporter.close)
     return runtime

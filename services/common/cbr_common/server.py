@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cbr_common import audit
 from cbr_common.auth import Authenticator
 from cbr_common.interceptor import CallGuard
 from cbr_common.metrics import RpcMetrics
@@ -82,8 +83,10 @@ async def start_transfer_listener(settings: Settings, binding: ServiceBinding) -
     return await start_server(own, [binding])
 
 
-async def start_server(settings: Settings, bindings: Sequence[ServiceBinding]) -> RunningServer:
-    server = grpc.aio.server(interceptors=[RpcMetrics(), CallGuard(Authenticator.for_settings(settings))],
+async def start_server(settings: Settings, bindings: Sequence[ServiceBinding], audit_db=None) -> RunningServer:
+    """audit_db: the service's Database, whose outbox takes the audit trail (cbr_common.audit); None: no trail."""
+    server = grpc.aio.server(interceptors=[RpcMetrics(), *audit.interceptors(audit_db),  # it sees guard refusals
+                                           CallGuard(Authenticator.for_settings(settings))],
                              options=server_options(settings))
     for binding in bindings:
         binding.add_to_server(binding.servicer, server)

@@ -6,12 +6,14 @@ event's kind as well.
 """
 from __future__ import annotations
 
+from cbr.events.v1 import audit_events_pb2 as audit
 from cbr.events.v1 import backup_events_pb2 as backup
 from cbr.events.v1 import policy_events_pb2 as policy
 from cbr.events.v1 import replication_events_pb2 as replication
 from cbr.events.v1 import vault_events_pb2 as vault
 
 SUBJECTS = {
+    audit.AuditRecorded: "cbr.audit.recorded",  # from every service's server (cbr_common/audit.py)
     backup.BackupCompleted: "cbr.backup.completed",
     backup.BackupFailed: "cbr.backup.failed",
     backup.BackupDeleted: "cbr.backup.deleted",

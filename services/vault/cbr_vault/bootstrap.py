@@ -12,6 +12,7 @@ from cbr_vault.adapters.metric_samples import usage_sampler
 from cbr_vault.adapters.tables import metadata
 from cbr_vault.adapters.unit_of_work import VaultUnitOfWork
 from cbr_vault.grpc_api.servicer import VaultServicer
+from cbr_vault.service import audit
 from cbr_vault.service.events import SUBSCRIPTIONS
 
 SERVICE_NAME = "cbr.vault.v1.VaultService"
@@ -33,6 +34,8 @@ async def start(settings: Settings, directory: ProtectableDirectory | None = Non
     consumer = EventConsumer(runtime.js, "vault", SUBSCRIPTIONS, make_uow, metadata)
     runtime.spawn(consumer.run(), "vault-events")
     runtime.samplers.append(usage_sampler(runtime.db))
+    audit_trail = EventConsumer(runtime.js, audit.CONSUMER, audit.SUBSCRIPTIONS, make_uow, metadata)
+    runtime.spawn(audit_trail.run(), "vault-audit")
     servicer = VaultServicer(make_uow, directory, policies)
     return await serve(runtime, [ServiceBinding(vault_pb2_grpc.add_VaultServiceServicer_to_server, servicer,
                                                 SERVICE_NAME)])

@@ -40,6 +40,10 @@ from tests.support.backups import checkpoint, disk_in_vault, get_backup, wait_su
 from tests.support.calls import BACKUP, DISK, MIB, create_vault, expect_error
 
 SCHEMAS = ("vault", "backup", "policy", "replication")
+# The audit trail (cbr_common/audit.py) records refused calls too: its table, its outbox rows and its consumer's inbox
+# rows are left out of the fingerprint.
+AUDIT_TABLE = ("vault", "audit_events")
+AUDIT_ROWS_ELSEWHERE = {"outbox": " WHERE subject <> 'cbr.audit.recorded'", "inbox": " WHERE consumer <> 'vault-audit'"}
 TIMESTAMP = "google.protobuf.Timestamp"
 MAX_DEPTH = 4
 UNARY_TIMEOUT = 20.0
@@ -243,13 +247,16 @@ class Fingerprint:
         parts = []
         quoted = project_id.replace("'", "''")
         for schema, table, has_project in rows:
+            if (schema, table) == AUDIT_TABLE:
+                continue  # a refused call is recorded there by design: the trail is not a write of the call's
             name = f'"{schema}"."{table}"'
-            parts.append(f"(SELECT count(*)::text FROM {name})")
+            where = AUDIT_ROWS_ELSEWHERE.get(table, "")
+            parts.append(f"(SELECT count(*)::text FROM {name}{where})")
             if has_project:
                 parts.append(f"(SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {name} t "
                              f"WHERE project_id = '{quoted}')")
             if table == "outbox":
-                parts.append(f"(SELECT coalesce(max(id), 0)::text FROM {name})")
+                parts.append(f"(SELECT coalesce(max(id), 0)::text FROM {name}{where})")
         assert len(rows) > 10, rows
         return cls(conn, "SELECT ARRAY[" + ", ".join(parts) + "]", project_id)
 

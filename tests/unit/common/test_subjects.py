@@ -5,13 +5,14 @@ import re
 
 import pytest
 
-from cbr.events.v1 import backup_events_pb2, policy_events_pb2, replication_events_pb2, vault_events_pb2
+from cbr.events.v1 import (audit_events_pb2, backup_events_pb2, policy_events_pb2, replication_events_pb2,
+                           vault_events_pb2)
 from cbr_common.subjects import SUBJECTS, subject_of
 
 
 def test_every_event_message_has_a_subject_and_no_subject_is_shared():
     types = {key[0] if isinstance(key, tuple) else key for key in SUBJECTS}
-    for module in (backup_events_pb2, policy_events_pb2, replication_events_pb2, vault_events_pb2):
+    for module in (audit_events_pb2, backup_events_pb2, policy_events_pb2, replication_events_pb2, vault_events_pb2):
         for descriptor in module.DESCRIPTOR.message_types_by_name.values():
             if "event_id" not in descriptor.fields_by_name:
                 continue  # a part of an event (e.g. ResourceBackups), not an event

@@ -1,8 +1,9 @@
 """The `vault` schema's tables (SQLAlchemy Core); migrations/ creates the same."""
 from __future__ import annotations
 
-from sqlalchemy import (ARRAY, BigInteger, Boolean, Column, DateTime, ForeignKey, Identity, Integer, MetaData,
-                        String, Table)
+from sqlalchemy import (ARRAY, BigInteger, Boolean, Column, DateTime, ForeignKey, Identity, Index, Integer, MetaData,
+                        String, Table, Text)
+from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY, JSONB
 
 from cbr_common.outbox import add_outbox_tables
 
@@ -76,6 +77,32 @@ policies = Table(
     Column("name", String(64), nullable=False, default=""),
     Column("enabled", Boolean, nullable=False, default=True),
     Column("updated_time", DateTime(timezone=True), nullable=False),
+)
+
+# The audit trail of every service of the region (cbr.audit.recorded events; cbr_vault/service/audit.py). Text
+# columns throughout: a record carries what callers sent, and a record the table cannot hold would never leave the
+# event stream.
+audit_events = Table(
+    "audit_events", metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("time", DateTime(timezone=True), nullable=False),   # when the call arrived
+    Column("project_id", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("roles", ARRAY(Text), nullable=False),
+    Column("service", Text, nullable=False),
+    Column("method", Text, nullable=False),
+    Column("ids", JSONB, nullable=False),                      # [[field, id], ...]
+    Column("id_values", PG_ARRAY(Text), nullable=False),       # the ids alone, for the resource filter (@>)
+    Column("request_id", Text, nullable=False),
+    Column("code", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("cbr_code", Text, nullable=False),
+    Column("duration_ms", BigInteger, nullable=False),
+    Column("peer", Text, nullable=False),
+    Column("recorded_time", DateTime(timezone=True), nullable=False),
+    Index("audit_events_project_time", "project_id", "time"),
+    Index("audit_events_time", "time"),
+    Index("audit_events_id_values", "id_values", postgresql_using="gin"),
 )
 
 add_outbox_tables(metadata)

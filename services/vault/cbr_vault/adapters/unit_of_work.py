@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from cbr_common.db import Database, UnitOfWork
+from cbr_vault.adapters.audit_log import AuditLog
 from cbr_vault.adapters.repository import VaultRepository
 from cbr_vault.adapters.tables import metadata
 
 
 class VaultUnitOfWork(UnitOfWork):
     vaults: VaultRepository
+    audit: AuditLog
 
     def __init__(self, db: Database):
         super().__init__(db, metadata)
@@ -15,4 +17,5 @@ class VaultUnitOfWork(UnitOfWork):
     async def __aenter__(self) -> "VaultUnitOfWork":
         await super().__aenter__()
         self.vaults = VaultRepository(self.session)
+        self.audit = AuditLog(self.session)
         return self

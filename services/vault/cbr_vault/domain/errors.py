@@ -117,3 +117,13 @@ class PolicyNotAssociatedError(errors.FailedPreconditionError):
 
 class CapacityBelowUsageError(errors.FailedPreconditionError):
     cbr_code = "BackupService.6114"
+
+
+class InvalidAuditFilterError(errors.InvalidArgumentError):
+    """A ListAuditEvents filter that cannot match as given (unknown outcome, malformed method, time range)."""
+    cbr_code = "BackupService.6415"
+
+
+class AuditScopeError(errors.PermissionDeniedError):
+    """A project's user asked for another project's audit trail."""
+    cbr_code = "BackupService.6416"

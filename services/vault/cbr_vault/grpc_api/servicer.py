@@ -8,7 +8,7 @@ from cbr_common.auth import current_principal
 from cbr_vault.adapters.policies import PolicyDirectory
 from cbr_vault.adapters.protectables import ProtectableDirectory
 from cbr_vault.adapters.unit_of_work import VaultUnitOfWork
-from cbr_vault.grpc_api import convert
+from cbr_vault.grpc_api import audit, convert
 from cbr_vault.service import vaults
 
 
@@ -88,3 +88,6 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
     async def DeleteVaultTags(self, request, context):
         tags = await vaults.delete_vault_tags(_project(), request.vault_id, list(request.keys), self._uow())
         return vault_pb2.DeleteVaultTagsResponse(tags=convert.tags_out(tags))
+
+    async def ListAuditEvents(self, request, context):
+        return await audit.list_audit_events(request, self._uow)
