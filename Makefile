@@ -22,7 +22,8 @@ $(VENV)/.installed: requirements.txt constraints.txt
 
 # Ceph from Debian's packages (RBD disks, radosgw as S3), for the Ceph tests and CBR_PROVIDER=ceph. Installed only
 # when some are missing and we are root (CI); otherwise a note, and the Ceph tests fail saying what is missing.
-CEPH_PACKAGES := ceph-mon ceph-mgr ceph-osd radosgw ceph-common python3-rbd python3-rados xfsprogs
+# fuse: libfuse2 and fusermount, for `cbr backup mount` (mfusepy loads libfuse2).
+CEPH_PACKAGES := ceph-mon ceph-mgr ceph-osd radosgw ceph-common python3-rbd python3-rados xfsprogs fuse
 ceph-packages:
 	@missing=$$(for p in $(CEPH_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
