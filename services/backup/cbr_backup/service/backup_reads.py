@@ -191,12 +191,25 @@ def _shown(path: bytes) -> str:
 
 
 async def _stream(reader: BackupReader, keys: VaultKeys, vault_id: str, pieces) -> AsyncIterator[Piece]:
-    """Runs the data path's piece iterator on a thread, a piece at a time, inside reader.chunks()."""
+    """Runs the data path's piece iterator on a thread, a piece at a time, inside reader.chunks(). A caller that
+    goes away mid-read cancels this generator; the step running on a thread is waited for before the index
+    connection (and its hold of the vault lock) is released, so no thread outlives the read's connection."""
+    loop = asyncio.get_running_loop()
     stack = contextlib.ExitStack()
+    step = None
     try:
-        source = await asyncio.to_thread(stack.enter_context, reader.chunks(keys, vault_id))
+        step = loop.run_in_executor(None, stack.enter_context, reader.chunks(keys, vault_id))
+        source = await asyncio.shield(step)
         it = pieces(source)
-        while (piece := await asyncio.to_thread(next, it, None)) is not None:
+        while True:
+            step = loop.run_in_executor(None, next, it, None)
+            piece = await asyncio.shield(step)
+            step = None
+            if piece is None:
+                break
             yield piece
     finally:
+        if step is not None:
+            with contextlib.suppress(BaseException):
+                await step
         await asyncio.to_thread(stack.close)
