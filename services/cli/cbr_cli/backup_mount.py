@@ -3,12 +3,14 @@ calls (the client never holds a vault key; every chunk is checked by the service
 
 A disk backup shows as one image file, `disk.img` (a server backup: one `<device>.img` per disk), to be loop-mounted
 (`mount -o loop,ro DIR/disk.img MNT`); a file-system backup as its tree. Reads go through a small cache of aligned
-windows, each fetched with one streaming call (holes arrive as lengths, not zeros). libfuse runs the callbacks on
+windows, each fetched with one streaming call (holes arrive as lengths, not zeros); a read in the second half of a
+window starts fetching the next one on a side thread, so a sequential reader rarely waits. libfuse runs the callbacks on
 its own threads, so the calls use a synchronous gRPC channel of their own.
 """
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import errno
 import os
 import stat
@@ -22,7 +24,7 @@ import grpc
 from cbr.backup.v1 import backup_pb2, backup_pb2_grpc
 from cbr_cli.config import Config
 
-WINDOW = 1 << 20          # bytes fetched per call and cached together
+WINDOW = 4 << 20          # bytes fetched per call and cached together
 DEFAULT_CACHE_MIB = 32    # windows kept
 ERRNO_BY_STATUS = {grpc.StatusCode.NOT_FOUND: errno.ENOENT, grpc.StatusCode.PERMISSION_DENIED: errno.EACCES,
                    grpc.StatusCode.UNAUTHENTICATED: errno.EACCES, grpc.StatusCode.INVALID_ARGUMENT: errno.EINVAL}
@@ -41,8 +43,8 @@ def sync_channel(config: Config) -> grpc.Channel:
 
 
 class Backups:
-    """The read calls, synchronous, with the caller's token; a stream call has no deadline (it may be long), a
-    unary one the configured timeout."""
+    """The read calls, synchronous, with the caller's token and the configured deadline (a window is small: a
+    call that takes longer is a service in trouble, and the reader gets EIO rather than a hang)."""
 
     def __init__(self, config: Config):
         self.channel = sync_channel(config)
@@ -61,11 +63,13 @@ class Backups:
 
     def image(self, backup_id: str, offset: int, length: int):
         return self.stub.GetBackupImageRange(backup_pb2.GetBackupImageRangeRequest(
-            backup_id=backup_id, offset=offset, length=length, holes=True), metadata=self.metadata)
+            backup_id=backup_id, offset=offset, length=length, holes=True), metadata=self.metadata,
+            timeout=self.timeout)
 
     def file(self, backup_id: str, path: bytes, offset: int, length: int):
         return self.stub.GetBackupFile(backup_pb2.GetBackupFileRequest(
-            backup_id=backup_id, path=path, offset=offset, length=length, holes=True), metadata=self.metadata)
+            backup_id=backup_id, path=path, offset=offset, length=length, holes=True), metadata=self.metadata,
+            timeout=self.timeout)
 
 
 def assemble(stream, offset: int, length: int) -> tuple[bytes, int]:
@@ -87,6 +91,21 @@ class WindowCache:
         self._data: collections.OrderedDict = collections.OrderedDict()
         self._lock = threading.Lock()
         self._pending: dict = {}
+        self._ahead = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="cbr-read-ahead")
+
+    def prefetch(self, key, fetch) -> None:
+        """Starts fetching a window on a side thread unless it is cached or on its way (a sequential reader's
+        next window arrives while it reads this one); a failure is left for the reader to meet itself."""
+        with self._lock:
+            if key in self._data or key in self._pending:
+                return
+        self._ahead.submit(self._quiet_get, key, fetch)
+
+    def _quiet_get(self, key, fetch) -> None:
+        try:
+            self.get(key, fetch)
+        except Exception:  # noqa: BLE001 - not cached: the reader fetches it again and reports what fails
+            pass
 
     def get(self, key, fetch) -> bytes:
         with self._lock:
@@ -120,13 +139,19 @@ def read_through(cache: WindowCache, key, size: int, offset: int, length: int, f
     """length bytes at offset of a file of size (less at its end), from its cached windows."""
     end = min(size, offset + length)
     out = bytearray()
+
+    def fetcher(window: int):
+        return lambda: fetch_window(window * WINDOW, min(WINDOW, size - window * WINDOW))
+
     while offset < end:
         window = offset // WINDOW
-        data = cache.get((key, window), lambda: fetch_window(window * WINDOW, min(WINDOW, size - window * WINDOW)))
+        data = cache.get((key, window), fetcher(window))
         start = offset - window * WINDOW
         take = data[start:start + end - offset]
         out += take
         offset += len(take)
+    if end > 0 and (end - 1) % WINDOW >= WINDOW // 2 and (end - 1) // WINDOW + 1 < -(-size // WINDOW):
+        cache.prefetch((key, (end - 1) // WINDOW + 1), fetcher((end - 1) // WINDOW + 1))  # read ahead
     return bytes(out)
 
 
