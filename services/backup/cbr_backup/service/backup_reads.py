@@ -157,7 +157,8 @@ async def backup_keys(make_uow: MakeUow, key_provider: KeyProvider, backup: Back
             from cbr_backup.transfer.namespaces import open_namespace_keys
             found = await open_namespace_keys(uow, key_provider, keys, backup.vault_id, backup.namespace_id)
             if found is None:
-                raise ManifestCorruptError(f"replica {backup.backup_id}: its namespace {backup.namespace_id} has no key")
+                raise ManifestCorruptError(
+                    f"replica {backup.backup_id}: its namespace {backup.namespace_id} has no key")
             keys = found
         await uow.commit()
     return keys
