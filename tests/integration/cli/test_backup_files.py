@@ -15,11 +15,13 @@ import time
 import uuid
 from pathlib import Path
 
+from cbr.backup.v1 import backup_pb2 as bp
 from cbr_backup.chunkstore import FsChunkStore
+from tests.integration.backup.test_server_backups import _server_with_data
 from tests.integration.backup.test_file_system_backups import file_system
 from tests.integration.cli.conftest import CONFIG_KEYS, one_error_line
 from tests.support.backups import backup_now
-from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, ref
+from tests.support.calls import BACKUP, DISK, MIB, SERVER, create_disk, create_vault, ref
 from tests.support.loop_mounts import require_mkfs
 from tests.support.packs import chunk_objects, flip_pack_byte
 
@@ -194,3 +196,19 @@ async def test_dump_fails_with_data_loss_on_a_damaged_chunk(services, cbr, tmp_p
             if codes[-1]:
                 assert "DATA_LOSS" in _dump.stderr and "corrupt" in _dump.stderr
     assert 10 in codes  # DATA_LOSS's exit code, for the file whose chunk was damaged
+
+
+async def test_a_server_backup_mounts_as_one_image_per_disk(services, cbr, tmp_path):
+    caller = services.caller(cbr.project_id)
+    server, paths = await _server_with_data(caller, "srv")
+    vault = await create_vault(caller, "srv-vault", SERVER, BACKUP, resources=[ref(server)])
+    backup = await backup_now(caller, vault.vault_id)
+    devices = {}
+    for child in backup.children:
+        full = (await caller.backups.GetBackup(bp.GetBackupRequest(backup_id=child.backup_id))).backup
+        devices[f"{full.device or full.backup_id}.img"] = next(
+            p for d, p in zip(server.disks, paths) if d.disk_id == full.resource_id)
+    async with mounted(cbr, backup.backup_id, tmp_path / "srv") as directory:
+        assert sorted(os.listdir(directory)) == sorted(devices)
+        for name, disk in devices.items():
+            assert await asyncio.to_thread((directory / name).read_bytes) == Path(disk).read_bytes()
