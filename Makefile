@@ -32,7 +32,8 @@ server-binaries: $(VENV)/.installed
 # when some are missing and we are root (CI); otherwise a note, and the Ceph tests fail saying what is missing.
 # prometheus: for its promtool, which checks deploy/prometheus's rules (tests/unit/deploy). In a container
 # policy-rc.d keeps its daemon from starting; on a host with systemd the package also enables one on :9090.
-CEPH_PACKAGES := ceph-mon ceph-mgr ceph-osd radosgw ceph-common python3-rbd python3-rados xfsprogs prometheus
+# fuse: libfuse2 and fusermount, for `cbr backup mount` (mfusepy loads libfuse2).
+CEPH_PACKAGES := ceph-mon ceph-mgr ceph-osd radosgw ceph-common python3-rbd python3-rados xfsprogs prometheus fuse
 ceph-packages:
 	@missing=$$(for p in $(CEPH_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \

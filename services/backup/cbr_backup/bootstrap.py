@@ -12,6 +12,7 @@ from cbr_backup.grpc_api.servicer import BackupServicer, ProtectableServicer, Ta
 from cbr_backup.providers.base import Provider
 from cbr_backup.providers.local import LocalProvider
 from cbr_backup.keys import KeyProvider, key_provider
+from cbr_backup.service.backup_reads import BackupReader
 from cbr_backup.service.events import subscriptions
 from cbr_backup.service.jobs import JOBS_STREAM
 from cbr_backup.service.vault_keys import wrap_clear_keys
@@ -78,12 +79,15 @@ async def start(settings: Settings, provider: Provider | None = None) -> Service
     # a listener of its own where CBR_TRANSFER_LISTEN_ADDR names one, else beside the project APIs.
     transfer = ServiceBinding(replication_pb2_grpc.add_RegionTransferServiceServicer_to_server,
                               RegionTransferServicer(receiver, directory), TRANSFER_SERVICE)
+    # Reads out of backups (DESIGN.md 18) decode chunks here, as the transfer receiver writes them here.
+    reader = BackupReader(keys, lambda: _chunk_store(settings), lambda: ChunkIndex(settings.database_url))
+    runtime.closers.append(reader.close)
     runtime = await serve(runtime, [
         ServiceBinding(protectable_pb2_grpc.add_ProtectableServiceServicer_to_server,
                        ProtectableServicer(make_uow, provider, vaults), PROTECTABLE_SERVICE),
         ServiceBinding(task_pb2_grpc.add_TaskServiceServicer_to_server, TaskServicer(make_uow), TASK_SERVICE),
         ServiceBinding(backup_pb2_grpc.add_BackupServiceServicer_to_server,
-                       BackupServicer(make_uow, vaults, provider), BACKUP_SERVICE),
+                       BackupServicer(make_uow, vaults, provider, reader), BACKUP_SERVICE),
         *(() if settings.transfer_listen_addr else (transfer,)),
     ])
     listener = await start_transfer_listener(settings, transfer)

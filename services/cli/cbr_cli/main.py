@@ -12,7 +12,7 @@ import grpc
 from cbr_cli import exit_codes
 from cbr_cli.arguments import UsageError
 from cbr_cli.client import CbrClient
-from cbr_cli.commands import audit, backups, policy, protectables, replication, tasks, vault
+from cbr_cli.commands import audit, backup_files, backups, policy, protectables, replication, tasks, vault
 from cbr_cli.config import DEFAULT_TIMEOUT, ENV_FILE, Config, ConfigError, load_config
 from cbr_cli.errors import describe
 from cbr_cli.output import Output
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     _add_global_options(common, with_defaults=False)
     groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
-    for module in (vault, protectables, backups, tasks, policy, replication, audit):
+    for module in (vault, protectables, backups, backup_files, tasks, policy, replication, audit):
         module.register(groups, common)
     return parser
 

@@ -350,7 +350,8 @@ async def test_every_backup_service_call_has_a_command(cbr):
     """The help of `cbr backup` lists a command for each BackupService call; a new RPC needs a new command."""
     commands = {"CreateCheckpoint": "create", "GetCheckpoint": "show-checkpoint", "ListBackups": "list",
                 "GetBackup": "show", "UpdateBackup": "update", "DeleteBackup": "delete", "RestoreBackup": "restore",
-                "CreateDiskFromBackup": "create-disk", "VerifyBackups": "verify", "CollectGarbage": "gc"}
+                "CreateDiskFromBackup": "create-disk", "VerifyBackups": "verify", "CollectGarbage": "gc",
+                "GetBackupImageRange": "dump", "ListBackupTree": "ls", "GetBackupFile": "dump"}
     assert set(commands) == set(bp.DESCRIPTOR.services_by_name["BackupService"].methods_by_name)
     helps = await asyncio.gather(*(cbr.ok("backup", command, "--help") for command in commands.values()))
     assert all(result.stdout.startswith(f"usage: cbr backup {command} ")

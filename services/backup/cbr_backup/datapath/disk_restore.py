@@ -23,7 +23,6 @@ from cbr_backup.datapath.blockio import (DiskFile, align_up, disk_extents, disk_
                                         set_disk_size, sync_disk, write_at)
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import VaultDictionaries
-from cbr_backup.datapath.errors import ChunkMissingError
 from cbr_backup.datapath.extents import block_ranges
 from cbr_backup.datapath.manifest import DiskManifest
 from cbr_backup.datapath.packs import ChunkSource, Location
@@ -150,7 +149,6 @@ class _RestoreJob:
         self.keys = keys
         self.disk = disk
         self.compare = compare
-        self.chunk_prefix = f"{vault_id}/chunks/"
         self.codec = ChunkCodec(keys, dictionaries=VaultDictionaries(store, vault_id, keys).by_tag)
         self.source = ChunkSource(store, self.codec, vault_id, index)
         self.phases = self.source.phases = Phases()
@@ -249,11 +247,7 @@ class _RestoreJob:
             self.progress(done, self.total_bytes)
 
     def _decode(self, values: dict[bytes, bytes], chunk: bytes, raw_size: int) -> bytes:
-        key = self.chunk_prefix + chunk.hex()
-        value = values.get(chunk)
-        if value is None:
-            raise ChunkMissingError(key)
-        return self.codec.decode(value, chunk, raw_size, key)
+        return self.source.decode(values, chunk, raw_size)
 
 
 class _LocationsAhead:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from cbr_backup.chunkstore import ChunkNotFoundError
 from cbr_backup.datapath.chunk_codec import ID_SIZE, ChunkCodec
-from cbr_backup.datapath.errors import ChunkCorruptError
+from cbr_backup.datapath.errors import ChunkCorruptError, ChunkMissingError
 
 DEFAULT_PACK_TARGET_MIB = 32
 PACK_ID_SIZE = 16
@@ -293,6 +293,16 @@ class ChunkSource:
             self.phases.add("index_lookup", t1 - t0)
             self.phases.add("store_read", time.perf_counter() - t1)
         return values
+
+    def decode(self, values: dict[bytes, bytes], chunk: bytes, raw_size: int) -> bytes:
+        """chunk's plaintext from values (what fetch_many returned), checked against its id (DESIGN.md 2): the one
+        check every restore and every read out of a backup makes. ChunkMissingError if it has no value,
+        ChunkCorruptError if the value is not that chunk's."""
+        key = chunk_key(self.vault_id, chunk)
+        value = values.get(chunk)
+        if value is None:
+            raise ChunkMissingError(key)
+        return self.codec.decode(value, chunk, raw_size, key)
 
     def _lone(self, chunk: bytes) -> bytes | None:
         try:

@@ -23,8 +23,7 @@ from typing import Callable, Iterator
 
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import VaultDictionaries
-from cbr_backup.datapath.errors import ChunkMissingError
-from cbr_backup.datapath.packs import ChunkSource, chunk_key
+from cbr_backup.datapath.packs import ChunkSource
 from cbr_backup.datapath.pipeline import default_workers
 from cbr_backup.datapath.tree_manifest import EntryKind, TreeEntry, TreeManifest, check_component, split_path
 from cbr_backup.domain.errors import InvalidTargetPathError
@@ -266,12 +265,8 @@ class _TreeRestoreJob:
         values = self.source.fetch_many(chunk for chunk, _ in refs)
         out: list = []
         for chunk, raw_size in refs:
-            key = chunk_key(self.vault_id, chunk)
             try:
-                value = values.get(chunk)
-                if value is None:
-                    raise ChunkMissingError(key)
-                out.append(self.codec.decode(value, chunk, raw_size, key))
+                out.append(self.source.decode(values, chunk, raw_size))
             except DataLossError as exc:
                 out.append(exc)
         return out

@@ -10,7 +10,7 @@ the 65xx codes are ours, for rules CBR checks without publishing a code:
   6521 disk not found             6522 server not found           6523 file system not found
   6524 task not found             6540 task already final (cannot be cancelled)
   6560 the disk pool's file system has no room for the disk
-  67xx checkpoints, backups, restores and maintenance jobs (listed with their classes below)
+  67xx checkpoints, backups, restores, maintenance jobs and reads out of backups (listed with their classes below)
   69xx the region-to-region transfer this region serves as a destination (RegionTransferService.69NN)
 """
 from __future__ import annotations
@@ -260,3 +260,29 @@ class DigestMismatchError(errors.FailedPreconditionError):
 
 class DictionaryCheckFailedError(errors.DataLossError):
     cbr_code = "RegionTransferService.6957"
+
+
+# Reads out of a backup (DESIGN.md 18)
+
+class InvalidReadRangeError(errors.InvalidArgumentError):
+    """A negative offset or length, or a range that passes the end of the image or file."""
+    cbr_code = "BackupService.6771"
+
+
+class InvalidTreePathError(errors.InvalidArgumentError):
+    """A path inside a file-system backup with '..', '.', NUL or over-long parts."""
+    cbr_code = "BackupService.6772"
+
+
+class TreePathNotFoundError(errors.NotFoundError):
+    cbr_code = "BackupService.6773"
+
+
+class WrongBackupKindError(errors.InvalidArgumentError):
+    """A path asked of a disk backup, an image range of a file-system backup, or a server backup read whole."""
+    cbr_code = "BackupService.6774"
+
+
+class NotAFileError(errors.InvalidArgumentError):
+    """A file read of a path that is a directory, a symlink or a FIFO."""
+    cbr_code = "BackupService.6775"

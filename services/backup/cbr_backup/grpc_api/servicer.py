@@ -11,7 +11,8 @@ from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
 from cbr_backup.adapters.vaults import VaultDirectory
 from cbr_backup.grpc_api import convert
 from cbr_backup.providers.base import Provider
-from cbr_backup.service import backups, checkpoints, protectables, tasks
+from cbr_backup.grpc_api import read_convert
+from cbr_backup.service import backup_reads, backups, checkpoints, protectables, tasks
 from cbr_common.auth import ROLE_SERVICE, current_principal
 from cbr_common.errors import PermissionDeniedError
 
@@ -92,10 +93,12 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
 
 
 class BackupServicer(backup_pb2_grpc.BackupServiceServicer):
-    def __init__(self, make_uow: Callable[[], BackupUnitOfWork], vaults: VaultDirectory, provider: Provider):
+    def __init__(self, make_uow: Callable[[], BackupUnitOfWork], vaults: VaultDirectory, provider: Provider,
+                 reader: backup_reads.BackupReader | None = None):
         self._uow = make_uow
         self._vaults = vaults
         self._provider = provider
+        self._reader = reader  # the read calls' store, KEK and index connections (None: they are unavailable)
 
     async def CreateCheckpoint(self, request, context):
         if (request.auto_trigger or request.policy_id or request.retention_duration_days) \
@@ -141,9 +144,9 @@ class BackupServicer(backup_pb2_grpc.BackupServiceServicer):
             server_id=request.server_id,
             mappings=tuple(backups.Mapping(m.backup_id, m.volume_id) for m in request.mappings),
             file_system_id=request.file_system_id, target_path=request.target_path,
-            new_directory=request.new_directory, force=request.force)
+            new_directory=request.new_directory, force=request.force, paths=tuple(request.paths))
         return backup_pb2.RestoreBackupResponse(task_id=await backups.restore_backup(req, self._uow,
-                                                                                    self._provider))
+                                                                                    self._provider, self._reader))
 
     async def CreateDiskFromBackup(self, request, context):
         disk_id, task_id = await backups.create_disk_from_backup(
@@ -159,3 +162,29 @@ class BackupServicer(backup_pb2_grpc.BackupServiceServicer):
         grace = request.grace_seconds if request.HasField("grace_seconds") else None
         task_id = await backups.collect_garbage(_project(), request.vault_id, grace, self._uow, self._vaults)
         return backup_pb2.CollectGarbageResponse(task_id=task_id)
+
+    # Reads out of a backup (DESIGN.md 18)
+
+    async def GetBackupImageRange(self, request, context):
+        read = await backup_reads.read_image(_project(), request.backup_id, request.offset, request.length,
+                                             request.holes, self._uow, self._need_reader())
+        async for message in read_convert.data_out(read):
+            yield message
+
+    async def GetBackupFile(self, request, context):
+        read = await backup_reads.read_file(_project(), request.backup_id, request.path, request.offset,
+                                            request.length, request.holes, self._uow, self._need_reader())
+        async for message in read_convert.data_out(read):
+            yield message
+
+    async def ListBackupTree(self, request, context):
+        view, entries = await backup_reads.list_tree(_project(), request.backup_id, request.path, self._uow,
+                                                     self._need_reader())
+        for start in range(0, max(1, len(entries)), backup_reads.LISTING_BATCH):
+            yield backup_pb2.ListBackupTreeResponse(
+                entries=[read_convert.node_out(view, e) for e in entries[start:start + backup_reads.LISTING_BATCH]])
+
+    def _need_reader(self) -> backup_reads.BackupReader:
+        if self._reader is None:
+            raise NotImplementedError("this backup service was started without a chunk store to read from")
+        return self._reader

@@ -5,6 +5,7 @@ Each request is checked completely before anything is written; the job itself ru
 """
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from typing import Callable
@@ -15,10 +16,12 @@ from cbr_backup.adapters.vaults import VaultDirectory
 from cbr_backup.domain import errors, rules
 from cbr_backup.domain.backups import (Backup, BackupFilter, check_backup_name, check_deletable, check_description,
                                        check_grace_seconds, check_restorable, check_target_path)
+from cbr_backup.domain.backup_reads import restore_paths
 from cbr_backup.domain.model import Disk
 from cbr_backup.domain.replication_source import check_not_replicating
 from cbr_backup.providers.base import Provider
 from cbr_backup.service import jobs, lifecycle
+from cbr_backup.service.backup_reads import check_restore_paths
 from cbr_backup.service.checkpoints import get_vault
 from cbr_common.db import utcnow
 
@@ -42,6 +45,7 @@ class RestoreRequest:
     target_path: str = ""
     new_directory: bool = False
     force: bool = False  # in place: even into disks a running client holds (RBD's exclusive lock)
+    paths: tuple[bytes, ...] = ()  # file-system backups: only these (and the directories above them)
 
 
 async def list_backups(flt: BackupFilter, limit: int, offset: int, uow: BackupUnitOfWork) -> tuple[list[Backup], int]:
@@ -96,8 +100,16 @@ async def delete_backup(project_id: str, backup_id: str, make_uow: MakeUow, vaul
     return task.task_id
 
 
-async def restore_backup(req: RestoreRequest, make_uow: MakeUow, provider: Provider) -> str:
+async def restore_backup(req: RestoreRequest, make_uow: MakeUow, provider: Provider, reader=None) -> str:
+    """reader (a service.backup_reads.BackupReader): checks that the paths of a selective restore exist."""
     backup_id = rules.check_id(req.backup_id, "backup_id")
+    if req.paths:
+        req = dataclasses.replace(req, paths=restore_paths(list(req.paths)))
+        if reader is not None:
+            async with make_uow() as uow:
+                kind = (await _backup(uow, req.project_id, backup_id)).resource_type
+            if kind == "turbo":
+                await check_restore_paths(req.project_id, backup_id, req.paths, make_uow, reader)
     async with make_uow() as uow:
         backup = check_restorable(await _backup(uow, req.project_id, backup_id, for_update=True))
         if backup.parent_id:
@@ -208,7 +220,7 @@ async def collect_garbage(project_id: str, vault_id: str, grace_seconds: int | N
 # Restore targets: (resource ids the job will write, params for the worker)
 
 async def _disk_restore_target(uow: BackupUnitOfWork, req: RestoreRequest, backup: Backup):
-    if req.server_id or req.mappings or req.file_system_id or req.target_path or req.new_directory:
+    if req.server_id or req.mappings or req.file_system_id or req.target_path or req.new_directory or req.paths:
         raise errors.InvalidRestoreRequestError("a disk backup restores to a disk: set volume_id only (or nothing)")
     disk_id = rules.check_id(req.volume_id, "volume_id") if req.volume_id else backup.resource_id
     disk = await _target_disk(uow, req.project_id, disk_id, backup.resource_size_bytes)
@@ -220,7 +232,7 @@ async def _disk_restore_target(uow: BackupUnitOfWork, req: RestoreRequest, backu
 
 
 async def _server_restore_targets(uow: BackupUnitOfWork, req: RestoreRequest, backup: Backup):
-    if req.volume_id or req.file_system_id or req.target_path or req.new_directory:
+    if req.volume_id or req.file_system_id or req.target_path or req.new_directory or req.paths:
         raise errors.InvalidRestoreRequestError("a server backup restores to a server: set server_id and mappings")
     server_id = rules.check_id(req.server_id, "server_id") if req.server_id else backup.resource_id
     server = await uow.inventory.get_server(req.project_id, server_id)
@@ -259,7 +271,10 @@ async def _file_system_restore_target(uow: BackupUnitOfWork, req: RestoreRequest
     path = check_target_path(req.target_path)
     if req.new_directory:
         path = path / f"restore_{backup.backup_id[:8]}_{utcnow():%Y%m%d%H%M%S}"
-    return [fs_id], {"kind": "turbo", "file_system_id": fs_id, "target_path": str(path) if path.parts else ""}
+    params = {"kind": "turbo", "file_system_id": fs_id, "target_path": str(path) if path.parts else ""}
+    if req.paths:
+        params["paths"] = [p.hex() for p in req.paths]  # names need not be UTF-8; the params are JSON
+    return [fs_id], params
 
 
 async def _target_disk(uow: BackupUnitOfWork, project_id: str, disk_id: str, needed: int) -> Disk:

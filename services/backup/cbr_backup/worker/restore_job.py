@@ -17,6 +17,7 @@ import os
 from cbr.common.v1 import common_pb2
 from cbr.events.v1 import backup_events_pb2 as ev
 from cbr_backup.datapath import restore_in_place, restore_to_new_disk
+from cbr_backup.datapath.backup_reads import TreeView
 from cbr_backup.datapath.tree_restore import restore_tree
 from cbr_backup.domain import errors
 from cbr_backup.domain.backups import Backup, check_restorable
@@ -45,6 +46,8 @@ async def run_restore(ctx: JobContext) -> None:
     async with ctx.index(backup.vault_id) as index:
         if params["kind"] == "turbo":
             manifest = await asyncio.to_thread(manifests.load, store, keys, backup)
+            if params.get("paths"):  # a selective restore: those paths and the directories above them
+                manifest = TreeView(manifest).select([bytes.fromhex(p) for p in params["paths"]])
             root = provider.file_system_path(task.project_id, params["file_system_id"])
             result = await asyncio.to_thread(restore_tree, manifest, store, keys, backup.vault_id, root,
                                              subpath=params["target_path"], progress=ctx.progress, index=index)

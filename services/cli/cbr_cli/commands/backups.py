@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 
 import grpc
 
@@ -112,6 +113,9 @@ def register(groups, common) -> None:
                         help="file system backups: where in it, relative to its root (default: the root)")
     parser.add_argument("--new-directory", action="store_true",
                         help="file system backups: restore into a new directory instead of overwriting")
+    parser.add_argument("--path", dest="paths", action="append", default=[], metavar="PATH",
+                        help="file system backups: only this path (a directory with all below it) and the "
+                             "directories above it (repeatable)")
     parser.add_argument("--force", action="store_true",
                         help="disk and server backups: overwrite disks even while a running client holds them")
     add_wait(parser)
@@ -235,7 +239,7 @@ async def restore_backup(args, client: CbrClient, out: Output) -> int | None:
         backup_id=args.backup_id, volume_id=args.disk, server_id=args.server,
         mappings=[backup_pb2.RestoreMapping(backup_id=child, volume_id=disk) for child, disk in args.map],
         file_system_id=args.file_system, target_path=args.target_path, new_directory=args.new_directory,
-        force=args.force)
+        force=args.force, paths=[os.fsencode(path) for path in args.paths])
     if args.power_on is not None:
         request.power_on = args.power_on
     reply = await client.backups.RestoreBackup(request)
