@@ -110,8 +110,8 @@ class Output:
         self.stdout.print(Text(text))
 
     def note(self, text: str) -> None:
-        """For a person: not under --json (what it says is in the JSON) or --quiet."""
-        if not (self.as_json or self.quiet):
+        """For a person, on stderr; not under --quiet."""
+        if not self.quiet:
             self.stderr.print(Text(text))
 
     def error(self, text: str, code: str = "ERROR", exit_code: int | None = None,

@@ -24,16 +24,16 @@ async def test_first_backup_shows_full_and_each_shows_what_it_added(cbr):
     second = await cbr("backup", "create", vault["vault_id"], "--wait", timeout=BACKUP_WAIT)
     for result in (first, second):
         assert result.code == 0, str(result)
-        assert result.stdout.splitlines()[0].split() == ["ID", "NAME", "RESOURCE", "TYPE", "STATUS", "SIZE", "STORED",
-                                                         "ADDED", "INCREMENTAL", "CREATED"]
+        assert result.stdout.splitlines()[0].split() == ["ID", "NAME", "VAULT", "RESOURCE", "TYPE", "STATUS", "SIZE",
+                                                         "STORED", "ADDED", "INCR", "CREATED"]
     [first_row], [second_row] = rows(first.stdout), rows(second.stdout)
-    assert first_row[11] == "no", first.stdout  # nothing to compare with: a full read, whatever was asked
+    assert first_row[12] == "no", first.stdout  # nothing to compare with: a full read, whatever was asked
     for row in (first_row, second_row):  # the table says what the backup says
         backup = await cbr.json("backup", "show", row[0])
-        assert row[11] == ("yes" if backup["incremental"] else "no")
+        assert row[12] == ("yes" if backup["incremental"] else "no")  # row[0]: a short id, which resolves
         assert backup["status"] == "BACKUP_STATUS_AVAILABLE" and "added_bytes" in backup
     listed = await cbr.ok("backup", "list", "--vault", vault["vault_id"])
-    assert listed.stdout.splitlines()[0].split()[6:8] == ["STORED", "ADDED"]
+    assert listed.stdout.splitlines()[0].split()[7:9] == ["STORED", "ADDED"]
 
 
 async def test_a_backup_that_skips_resources_exits_non_zero(cbr):
@@ -92,8 +92,7 @@ async def test_refusals_name_the_flags_typed(cbr):
     assert too_big.code == 3 and one_error_line(too_big).endswith("--size (in GiB) must be 1..10485760, got 20480000")
     assert bare.code == 2 and "argument --size: a vault's capacity is a whole number of GiB" in bare.stderr
     assert "(a bare number is bytes)" in bare.stderr
-    assert by_name.code == 2 and ("argument RESOURCE_ID: expected a disk, server or file system id (a UUID, as the "
-                                  "list commands show), got 'my-disk'") in by_name.stderr
+    assert by_name.code == 4 and "no disk, server or file system named 'my-disk'" in one_error_line(by_name)
     assert (old_flag["object_type"], old_flag["size_gb"]) == ("OBJECT_TYPE_TURBO", "2")
     assert (file_system["object_type"], file_system["size_gb"]) == ("OBJECT_TYPE_TURBO", "1024")
     table = await cbr.ok("vault", "list", "--type", "file_system")
