@@ -3,6 +3,7 @@ a first backup shows as full, --json has one shape per kind of result, refusals 
 from __future__ import annotations
 
 import asyncio
+import json
 
 from tests.integration.cli.conftest import one_error_line
 
@@ -59,7 +60,10 @@ async def test_a_backup_that_skips_resources_exits_non_zero(cbr):
 
     some = await cbr("backup", "create", vault["vault_id"], *exclude, "--wait", "--json", timeout=BACKUP_WAIT)
     assert some.code == 12, str(some)
-    assert skipped_line in some.stderr and "error: 1 of 2 resources skipped (see above); 1 backed up" in some.stderr
+    error = json.loads(some.stderr.strip().splitlines()[-1])["error"]  # under --json, errors are JSON
+    assert skipped_line in some.stderr and error["message"].startswith("1 of 2 resources skipped (see above); 1 backed")
+    assert (error["code"], error["exit_code"]) == ("SKIPPED", 12)
+    assert [s["resource_id"] for s in error["details"]["skipped"]] == [skipped_id]
     made = some.json()
     assert made["count"] == 1 and made["items"][0]["resource_id"] == kept_id
     assert made["items"][0]["status"] == "BACKUP_STATUS_AVAILABLE"

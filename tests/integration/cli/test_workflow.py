@@ -58,7 +58,8 @@ def check_shape(value) -> None:
         assert isinstance(value["error"]["details"], dict)
     else:
         found = [v for k, v in value.items() if k.endswith("_id") and isinstance(v, str) and v]
-        assert found and all(UUID.fullmatch(v) or not UUID.search(v) for v in found), value
+        found += [v for k, vs in value.items() if k.endswith("_ids") for v in vs]
+        assert found and all(UUID.fullmatch(v) for v in found if UUID.search(v)), value
 
 
 async def test_the_same_workflow_in_json(cbr):

@@ -40,8 +40,8 @@ POLICY_COLUMNS = (
     Column("ENABLED", lambda p: "yes" if p.enabled else "no"),
     Column("NEXT RUN", lambda p: time_text(p.next_run_time, minutes=True)),  # the service's, from its clock
     Column("PATTERNS", lambda p: " | ".join(p.trigger.patterns), is_name=True),
-    Column("TIMEZONE", lambda p: p.operation_definition.timezone or "UTC", is_name=True),
-    Column("KEEPS", lambda p: retention_text(p.operation_definition), is_name=True),
+    Column("TIMEZONE", lambda p: p.operation_definition.timezone or "UTC"),
+    Column("KEEPS", lambda p: retention_text(p.operation_definition)),
     Column("VAULTS", lambda p: str(len(p.associated_vaults))),
 )
 
