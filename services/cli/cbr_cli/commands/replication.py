@@ -9,7 +9,8 @@ from rich.progress import Progress
 
 from cbr.replication.v1 import replication_pb2 as rp
 from cbr_cli import exit_codes
-from cbr_cli.arguments import BACKUP_ID, REMOTE_VAULT_ID, VAULT_ID, add_command, add_enum, add_group, add_paging, object_id, page
+from cbr_cli.arguments import BACKUP_ID, REMOTE_VAULT_ID, VAULT_ID, add_command, add_enum, add_group, add_paging, \
+    object_id, page
 from cbr_cli.client import CbrClient
 from cbr_cli.output import Column, Output, bytes_text, enum_of, time_text
 from cbr_cli.progress import Meter, bar_columns, bar_fields
@@ -83,7 +84,8 @@ def register(groups, common) -> None:
                          fields=FIELDS)
     parser.add_argument("--vault", type=VAULT_ID, metavar="VAULT_ID", help="records of this vault's backups")
     parser.add_argument("--backup", type=BACKUP_ID, metavar="BACKUP_ID", help="records of this backup")
-    parser.add_argument("--to-vault", type=REMOTE_VAULT_ID, metavar="VAULT_ID", help="records into this destination vault")
+    parser.add_argument("--to-vault", type=REMOTE_VAULT_ID, metavar="VAULT_ID",
+                        help="records into this destination vault (its id: a vault of another region)")
     parser.add_argument("--replica", type=REMOTE_BACKUP_ID, metavar="BACKUP_ID",
                         help="the record that made this replica (a backup id of the destination region)")
     add_enum(parser, "--status", rp.ReplicationStatus, help="only records in this status")

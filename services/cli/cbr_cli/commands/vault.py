@@ -5,8 +5,8 @@ import argparse
 
 from cbr.common.v1 import common_pb2
 from cbr.vault.v1 import vault_pb2
-from cbr_cli.arguments import POLICY_ID, REMOTE_VAULT_ID, RESOURCE_ID, SIZE_HELP, VAULT_ID, UsageError, add_command, add_enum, \
-    add_group, add_hidden, add_paging, add_wait, gib_count, page, server_disks, tag, whole_gib
+from cbr_cli.arguments import POLICY_ID, REMOTE_VAULT_ID, RESOURCE_ID, SIZE_HELP, VAULT_ID, UsageError, add_command, \
+    add_enum, add_group, add_hidden, add_paging, add_wait, gib_count, page, server_disks, tag, whole_gib
 from cbr_cli.client import CbrClient
 from cbr_cli.commands.tasks import wait_for
 from cbr_cli.errors import LIST_FILTERS
