@@ -1,9 +1,9 @@
 """The `cbr` command: parse the arguments, load the configuration, resolve names, run one command, turn failures
 into exit codes.
 
-A command module registers with one line: add it to COMMAND_MODULES below; its `register(groups, common)` adds
-its group (arguments.add_group; naming an existing group, e.g. "backup", adds verbs to it) and its commands
-(arguments.add_command). Arguments typed with arguments.VAULT_ID, BACKUP_ID, ... take names and short ids,
+A command module registers with one line: add it to the import of cbr_cli.commands and to the tuple build_parser
+loops over; its `register(groups, common)` adds its group (arguments.add_group; naming an existing group, e.g.
+"backup", adds verbs to it) and its commands (arguments.add_command). Arguments typed with arguments.VAULT_ID, BACKUP_ID, ... take names and short ids,
 resolved before the handler runs; handlers print through Output, which gives --json, --quiet and JSON errors."""
 from __future__ import annotations
 
@@ -18,15 +18,14 @@ import grpc
 from cbr_cli import __version__, exit_codes
 from cbr_cli.arguments import UsageError
 from cbr_cli.client import CbrClient
-from cbr_cli.commands import backups, completion, policy, protectables, replication, tasks, vault
+from cbr_cli.commands import backups, policy, protectables, replication, tasks, vault
 from cbr_cli.config import DEFAULT_TIMEOUT, ENV_FILE, Config, ConfigError, load_config
 from cbr_cli.errors import describe
 from cbr_cli.output import Output
 from cbr_cli.progress import WatchEndedError
 from cbr_cli.resolve import AmbiguousNameError, NameNotFoundError, resolve_args
+from cbr_cli.commands import completion  # noqa: I001  (apart from the line new command modules join)
 from cbr_common.grpc_errors import cbr_code_of
-
-COMMAND_MODULES = (vault, protectables, backups, tasks, policy, replication, completion)
 
 CONVENTIONS_HELP = """\
 conventions:
@@ -94,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = Parser(add_help=False, argument_default=argparse.SUPPRESS)
     _add_global_options(common, with_defaults=False)
     groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
-    for module in COMMAND_MODULES:
+    for module in (vault, protectables, backups, tasks, policy, replication):
         module.register(groups, common)
+    completion.register(groups, common)
     return parser
 
 
