@@ -13,7 +13,6 @@ Each setting comes from the highest layer that has it. Profiles live in an INI f
 from __future__ import annotations
 
 import configparser
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
