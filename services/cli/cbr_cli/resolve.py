@@ -23,6 +23,7 @@ from cbr.policy.v1 import policy_pb2
 from cbr.vault.v1 import vault_pb2
 
 PAGE = 1000
+SHOWN = 10       # candidates an ambiguity's message names (--json's details list them all)
 MAX_PAGES = 200  # 200,000 objects of one kind: beyond that a name is not worth the wait
 ID_PREFIX = re.compile(r"[0-9a-f][0-9a-f-]{7,35}", re.IGNORECASE)
 DISK, SERVER, TURBO = common_pb2.OBJECT_TYPE_DISK, common_pb2.OBJECT_TYPE_SERVER, common_pb2.OBJECT_TYPE_TURBO
@@ -51,8 +52,9 @@ class NameNotFoundError(Exception):
 class AmbiguousNameError(Exception):
     def __init__(self, ref: Ref, candidates: list[Candidate]):
         self.ref, self.candidates = ref, candidates
-        listed = "; ".join(f"{c.name or '-'} ({KIND_LABELS[c.kind]} {c.object_id})" for c in candidates)
-        super().__init__(f"{len(candidates)} {NOUNS[ref.kind]}s match {ref.text!r}: {listed}; give the id")
+        listed = "; ".join(f"{c.name or '-'} ({KIND_LABELS[c.kind]} {c.object_id})" for c in candidates[:SHOWN])
+        more = f"; and {len(candidates) - SHOWN} more" if len(candidates) > SHOWN else ""
+        super().__init__(f"{len(candidates)} {NOUNS[ref.kind]}s match {ref.text!r}: {listed}{more}; give the id")
 
 
 def is_uuid(text: str) -> bool:

@@ -70,6 +70,8 @@ async def test_the_same_workflow_in_json(cbr):
     assert made.code == 0, str(made)
     restored = await cbr("backup", "restore", "js-backup", "--wait", "--json", timeout=WAIT)
     assert restored.code == 0, str(restored)
+    # The bar's last frame (stderr): percent, bytes and the rate over the task's run.
+    assert re.search(r"100% +1\.0 MiB / 1\.0 MiB +[\d.]+ (B|KiB|MiB|GiB)/s", restored.stderr), restored.stderr
     listed = await cbr.json("backup", "list", "--vault", "js-vault")
     deleted = await cbr("vault", "delete", "js-vault", "--wait", "--json", timeout=WAIT)
     assert deleted.code == 0, str(deleted)

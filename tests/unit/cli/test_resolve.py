@@ -36,6 +36,10 @@ def test_ambiguity_lists_every_candidate():
     assert f"twin (disk {A})" in str(raised.value) and f"twin (disk {B})" in str(raised.value)
     with pytest.raises(AmbiguousNameError):
         pick(Ref("disk", "6f9619ff"), candidates((A, "x"), (B, "y")))
+    many = candidates(*((f"{i:08x}-0000-4000-8000-000000000000", "auto") for i in range(12)))
+    with pytest.raises(AmbiguousNameError, match="; and 2 more; give the id$") as raised:
+        pick(Ref("disk", "auto"), many)
+    assert len(raised.value.candidates) == 12
 
 
 def test_arguments_parse_to_ids_or_refs():
