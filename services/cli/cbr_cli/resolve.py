@@ -123,6 +123,7 @@ LISTERS: dict[str, Lister] = {
     "file_system": _protectables(TURBO, "file_system"), "resource": _resources, "policy": _policies,
     "backup": _backups,
 }
+TYPE_KINDS = {DISK: "disk", SERVER: "server", TURBO: "file_system"}
 NOUNS = {"vault": "vault", "disk": "disk", "server": "server", "file_system": "file system",
          "resource": "disk, server or file system", "policy": "policy", "backup": "backup"}
 KIND_LABELS = {**NOUNS, "resource": "resource"}
@@ -167,7 +168,11 @@ async def resolve_args(args: argparse.Namespace, client) -> None:
     if not refs:
         return
     ordered = sorted(refs, key=lambda r: (r.kind, r.text))
-    ids = dict(zip(ordered, await asyncio.gather(*(resolve(client, ref) for ref in ordered))))
+    # A command that names the resources' type (`vault create --type disk`) looks among those only.
+    narrowed = TYPE_KINDS.get(getattr(args, "object_type", 0) or getattr(args, "resource_type", 0))
+    ids = dict(zip(ordered, await asyncio.gather(*(
+        resolve(client, Ref(narrowed, ref.text) if narrowed and ref.kind == "resource" else ref)
+        for ref in ordered))))
 
     def substitute(value):
         if isinstance(value, Ref):

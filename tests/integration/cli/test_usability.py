@@ -36,8 +36,13 @@ async def test_ambiguous_unknown_and_short_names(cbr, services):
     assert elsewhere.code == 4  # names resolve within the caller's project only
     assert by_name_filter["count"] == 1
 
+    [server] = await asyncio.gather(cbr.json("server", "create", "single", twins[1]["resource_id"]))
+    typed = await cbr.json("vault", "create", "servers", "--type", "server", "--size", "1G", "--resource", "single")
+    assert [r["resource_id"] for r in typed["resources"]] == [server["resource_id"]]  # --type narrows the names
     single = await cbr.json("disk", "create", "single", "--size", "1M")
-    added = await cbr.json("vault", "add-resources", "named", "single", twins[0]["resource_id"])  # names and ids
+    mixed = await cbr("vault", "add-resources", "named", "single")  # a server and a disk of that name
+    assert mixed.code == 13 and "(server " in mixed.stderr and "(disk " in mixed.stderr
+    added = await cbr.json("vault", "add-resources", "named", "single", twins[0]["resource_id"], "--type", "disk")
     assert added == {"added_resource_ids": [single["resource_id"], twins[0]["resource_id"]]}
 
 
