@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import re
-import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Mapping
 
@@ -13,17 +12,25 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from cbr.common.v1 import common_pb2
 from cbr_cli.output import enum_choices
+from cbr_cli.resolve import Ref, is_uuid
 
 
 class UsageError(Exception):
     """Arguments that parse but do not make sense together; exits like an argparse error."""
 
 
-def add_group(groups, name: str, help: str, aliases: tuple[str, ...] = ()):
-    """`cbr NAME ...`: a group of commands; returns the object to add its commands to."""
+def add_group(groups, name: str, help: str = "", aliases: tuple[str, ...] = ()):
+    """`cbr NAME ...`: a group of commands; returns the object to add its commands to. A group that exists
+    already (a module adding verbs to `cbr backup`) is returned as it is."""
+    existing = getattr(groups, "cbr_groups", None)
+    if existing is None:
+        existing = groups.cbr_groups = {}
+    if name in existing:
+        return existing[name]
     group = groups.add_parser(name, aliases=aliases, help=help, description=help)
     _hide_aliases(groups, name, aliases)
-    return group.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    existing[name] = group.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    return existing[name]
 
 
 def add_command(commands, name: str, handler, common: argparse.ArgumentParser, help: str,
@@ -49,26 +56,36 @@ def add_hidden(parser: argparse.ArgumentParser, flag: str, **kwargs) -> None:
 
 
 def object_id(kind: str):
-    """An argument type taking the id of a `kind` (a UUID, as `cbr ... list` shows it); names are not ids."""
+    """An argument type taking the id of a `kind` that has no name (a UUID, as `cbr ... list --json` shows it)."""
     def parse(text: str) -> str:
-        try:
-            if str(uuid.UUID(text)) == text.lower():
-                return text.lower()
-        except ValueError:
-            pass
-        raise argparse.ArgumentTypeError(f"expected {kind} id (a UUID, as the list commands show), got {text!r}")
+        if is_uuid(text):
+            return text.lower()
+        raise argparse.ArgumentTypeError(f"expected {kind} id (a UUID), got {text!r}")
     return parse
 
 
-VAULT_ID = object_id("a vault")
-BACKUP_ID = object_id("a backup")
-CHECKPOINT_ID = object_id("a checkpoint")
-POLICY_ID = object_id("a policy")
+def name_or_id(kind: str, noun: str):
+    """An argument type taking an object of `kind` by id, name or id prefix: a UUID as it is, anything else a
+    Ref that resolve.resolve_args turns into the id before the command runs."""
+    def parse(text: str) -> str | Ref:
+        if is_uuid(text):
+            return text.lower()
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"expected {noun}'s name or id, got an empty string")
+        return Ref(kind, text)
+    return parse
+
+
+VAULT_ID = name_or_id("vault", "a vault")
+BACKUP_ID = name_or_id("backup", "a backup")
+CHECKPOINT_ID = object_id("a checkpoint")  # no call lists checkpoints: by id only
+POLICY_ID = name_or_id("policy", "a policy")
 TASK_ID = object_id("a task")
-DISK_ID = object_id("a disk")
-SERVER_ID = object_id("a server")
-FILE_SYSTEM_ID = object_id("a file system")
-RESOURCE_ID = object_id("a disk, server or file system")  # what a vault protects
+DISK_ID = name_or_id("disk", "a disk")
+SERVER_ID = name_or_id("server", "a server")
+FILE_SYSTEM_ID = name_or_id("file_system", "a file system")
+RESOURCE_ID = name_or_id("resource", "a disk, server or file system")  # what a vault protects
+REMOTE_VAULT_ID = object_id("a vault")  # a vault of another region: its names are not known here
 
 
 SIZE_RE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kmgtp]?)(?:i?b)?", re.IGNORECASE)

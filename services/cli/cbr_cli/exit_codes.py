@@ -17,6 +17,7 @@ UNAVAILABLE = 9
 DATA_LOSS = 10
 TASK_UNSUCCESSFUL = 11
 SKIPPED = 12       # `cbr backup create` skipped some or all of the resources asked for (busy, gone, ...)
+AMBIGUOUS = 13     # a name (or short id) given for an id matched more than one object
 INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 BY_STATUS: dict[grpc.StatusCode, int] = {
@@ -55,5 +56,7 @@ exit codes:
   11  a watched task or replication ended failed, cancelled or timed out
   12  `backup create` skipped a resource (busy, gone, all disks excluded): some or
       nothing was backed up; each skipped resource and why is printed (11 wins over 12)
+  13  a name given for an id matched more than one object (the candidates are
+      listed; give the id); a name that matches nothing exits 4
   130 interrupted (Ctrl-C; the task itself keeps running)
 """

@@ -1,11 +1,15 @@
 """What the commands print: rich tables by default (a key/value table for one object), JSON with --json.
 
 JSON has one shape per kind of result, whatever the count: a list is `{"items": [...], "count": N}` (N: every
-match, paging aside), one thing is the bare object; both in protobuf's JSON mapping with the .proto field names."""
+match, paging aside), one thing is the bare object; both in protobuf's JSON mapping with the .proto field names.
+An error is one line on stderr: `error: ...`, or under --json `{"error": {"code", "message", "exit_code",
+"details"}}`. With --quiet only ids are printed, one a line. List tables fit TABLE_WIDTH columns: ids are short
+(their first 8 characters, which every command takes back) and long names end in an ellipsis."""
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -18,7 +22,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cbr_cli.resolve import short_id
+
 UNPIPED_WIDTH = 1000  # piped output is not wrapped: a table row stays one line for grep and awk
+TABLE_WIDTH = 120     # a list table never takes more columns than this, piped or not
 ID_SUFFIX = "_id"
 
 
@@ -33,25 +40,35 @@ def make_console(stderr: bool = False) -> Console:
 class Column:
     header: str
     value: Callable[[Message], str]
-    is_id: bool = False  # never wrapped: a cut id is useless
+    is_id: bool = False    # shown short (short_id): the first 8 characters, which resolve back
+    is_name: bool = False  # the column that gives way (ellipsis) when the table would be too wide
 
 
 class Output:
-    """Prints protobuf messages as tables or JSON on stdout; notes and errors go to stderr."""
+    """Prints protobuf messages as tables, JSON or bare ids on stdout; notes and errors go to stderr."""
 
-    def __init__(self, as_json: bool, stdout: Console | None = None, stderr: Console | None = None):
+    def __init__(self, as_json: bool, stdout: Console | None = None, stderr: Console | None = None,
+                 quiet: bool = False):
         self.as_json = as_json
+        self.quiet = quiet and not as_json
         self.stdout = stdout or make_console()
         self.stderr = stderr or make_console(stderr=True)
 
     def json(self, value: Message | dict) -> None:
         print(json.dumps(message_dict(value) if isinstance(value, Message) else value, indent=2), flush=True)
 
+    def ids(self, ids: Iterable[str]) -> None:
+        for object_id in ids:
+            if object_id:
+                print(object_id, flush=True)
+
     def one(self, message: Message, hide: Sequence[str] = ()) -> None:
         """One object: its fields as key/value rows (but those in `hide`), then a table for each repeated
         message field."""
         if self.as_json:
             return self.json(message)
+        if self.quiet:
+            return self.ids([primary_id(message)])
         self.stdout.print(key_value_table(message, hide))
         for field in message.DESCRIPTOR.fields:
             if _is_nested_list(field):
@@ -60,6 +77,10 @@ class Output:
                     self.stdout.print()
                     self.stdout.print(generic_table(items, title=field.name.replace("_", " ")))
 
+    @property
+    def table_width(self) -> int:
+        return min(self.stdout.width, TABLE_WIDTH)
+
     def many(self, items: Sequence[Message], columns: Sequence[Column], total: int | None = None) -> None:
         """A list: `{"items": [...], "count": total}`, or a table of `columns` with a count line.
 
@@ -67,29 +88,73 @@ class Output:
         if self.as_json:
             return self.json({"items": [message_dict(item) for item in items],
                               "count": len(items) if total is None else total})
+        if self.quiet:
+            return self.ids(primary_id(item) for item in items)
         table = new_table()
         for column in columns:
-            table.add_column(column.header, no_wrap=column.is_id, overflow="fold")
+            table.add_column(column.header, no_wrap=not column.is_name, overflow="ellipsis",
+                             min_width=len(column.header) if column.is_name else None)
         for item in items:
-            table.add_row(*(Text(column.value(item) or "-") for column in columns))
-        self.stdout.print(table)
+            table.add_row(*(cell(column, item) for column in columns))
+        self.stdout.print(table, width=self.table_width)
         if total is not None:
             shown = len(items)
             self.stdout.print(Text(f"{total} in all" if total == shown else f"{shown} of {total}", style="dim"))
 
     def done(self, message: Message, text: str) -> None:
-        """A call with little to show: the response as JSON, or a short line."""
+        """A call with little to show: the response as JSON, its ids, or a short line."""
         if self.as_json:
             return self.json(message)
+        if self.quiet:
+            return self.ids(response_ids(message))
         self.stdout.print(Text(text))
 
     def note(self, text: str) -> None:
-        self.stderr.print(Text(text))
+        """For a person, on stderr; not under --quiet."""
+        if not self.quiet:
+            self.stderr.print(Text(text))
 
-    @staticmethod
-    def error(text: str) -> None:
-        """One plain line on stderr, never wrapped: `error: ...`."""
-        print(f"error: {' '.join(text.split())}", file=sys.stderr, flush=True)
+    def error(self, text: str, code: str = "ERROR", exit_code: int | None = None,
+              details: dict | None = None) -> None:
+        """One line on stderr, never wrapped: `error: ...`, or under --json
+        {"error": {"code": ..., "message": ..., "exit_code": ..., "details": {...}}}."""
+        message = " ".join(text.split())
+        if self.as_json:
+            line = json.dumps({"error": {"code": code, "message": message, "exit_code": exit_code,
+                                         "details": details or {}}})
+            print(line, file=sys.stderr, flush=True)
+        else:
+            print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def cell(column: Column, item: Message) -> Text:
+    value = column.value(item) or "-"
+    if column.is_id:
+        value = ", ".join(short_id(part) for part in value.split(", "))
+    return Text(value, no_wrap=True, overflow="ellipsis")
+
+
+def primary_id(message: Message) -> str:
+    """The message's own id: `<message name>_id` (Vault.vault_id), else its first `..._id` string field."""
+    own = re.sub(r"(?<!^)(?=[A-Z])", "_", message.DESCRIPTOR.name).lower() + ID_SUFFIX
+    fields = message.DESCRIPTOR.fields_by_name
+    if own in fields:
+        return getattr(message, own)
+    for field in message.DESCRIPTOR.fields:
+        if field.name.endswith(ID_SUFFIX) and field.type == FieldDescriptor.TYPE_STRING and not field.is_repeated:
+            return getattr(message, field.name)
+    return ""
+
+
+def response_ids(message: Message) -> list[str]:
+    """The ids a call answered with: a started task's, else those of its `..._ids` lists, else its own."""
+    fields = message.DESCRIPTOR.fields_by_name
+    if "task_id" in fields:
+        return [message.task_id]
+    lists = [f for f in message.DESCRIPTOR.fields if f.name.endswith("_ids") and f.is_repeated]
+    if lists:
+        return [i for f in lists for i in getattr(message, f.name)]
+    return [primary_id(message)]
 
 
 def message_dict(message: Message) -> dict:
@@ -99,7 +164,7 @@ def message_dict(message: Message) -> dict:
 
 def new_table(title: str | None = None) -> Table:
     return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                 header_style="bold")
+                 header_style="bold", padding=(0, 1, 0, 0))
 
 
 def key_value_table(message: Message, hide: Sequence[str] = ()) -> Table:
@@ -208,11 +273,12 @@ def bytes_text(value: int) -> str:
     raise AssertionError("unreachable")
 
 
-def time_text(stamp) -> str:
+def time_text(stamp, minutes: bool = False) -> str:
+    """Local time; to the minute in list tables (`minutes`), where columns are dear."""
     if not stamp.seconds and not stamp.nanos:
         return ""
     when = dt.datetime.fromtimestamp(stamp.seconds, tz=dt.timezone.utc).astimezone()
-    return when.strftime("%Y-%m-%d %H:%M:%S")
+    return when.strftime("%Y-%m-%d %H:%M" if minutes else "%Y-%m-%d %H:%M:%S")
 
 
 def joined(values: Iterable[str]) -> str:

@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     if up(args.run_dir) != 0:
         return 1
     console = make_console()
-    config = load_config({}, str(RunDir(args.run_dir.absolute()).env_file))  # this stack's, whatever is exported
+    # This stack's, whatever is exported or a profile of ~/.config/cbr/config says.
+    config = load_config({"CBR_CONFIG_FILE": os.devnull}, str(RunDir(args.run_dir.absolute()).env_file))
     try:
         steps = asyncio.run(run_demo(config, args.size, args.seed, console))
         code = print_summary(console, steps)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 CONFIG_KEYS = ("CBR_VAULT_ADDR", "CBR_BACKUP_ADDR", "CBR_POLICY_ADDR", "CBR_REPLICATION_ADDR", "CBR_TOKEN",
-               "CBR_TLS_CA", "CBR_TLS_CERT", "CBR_TLS_KEY")
+               "CBR_TLS_CA", "CBR_TLS_CERT", "CBR_TLS_KEY", "CBR_PROFILE", "CBR_CONFIG_FILE")
 
 
 @dataclass
@@ -23,6 +23,12 @@ class Result:
 
     def json(self):
         return json.loads(self.stdout)
+
+    def json_err(self):
+        """The one JSON error line on stderr (--json)."""
+        lines = self.stderr.strip().splitlines()
+        assert len(lines) == 1, str(self)
+        return json.loads(lines[0])
 
     def __str__(self) -> str:  # what a failed assertion shows
         return f"exit {self.code}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
@@ -68,9 +74,11 @@ def addresses(services) -> dict[str, str]:
 
 @pytest.fixture
 def cbr(services, tmp_path) -> Cbr:
-    """The command as a full-access user of a project of its own, configured through the environment."""
+    """The command as a full-access user of a project of its own, configured through the environment (and no
+    config file: CBR_CONFIG_FILE names one that a test may write)."""
     project_id = f"project-{uuid.uuid4().hex[:12]}"
-    return Cbr({**addresses(services), "CBR_TOKEN": services.token(project_id)}, tmp_path, project_id)
+    return Cbr({**addresses(services), "CBR_TOKEN": services.token(project_id),
+                "XDG_CONFIG_HOME": str(tmp_path / "config-home")}, tmp_path, project_id)
 
 
 def one_error_line(result: Result) -> str:

@@ -73,7 +73,7 @@ async def test_verify_refuses_backups_it_cannot_check(cbr):
         cbr("backup", "verify", vault_id, "--backup-id", elsewhere),
         cbr("backup", "verify", str(uuid.uuid4())),
         cbr("backup", "verify"))
-    assert malformed.code == 2 and "argument --backup-id: expected a backup id" in malformed.stderr
+    assert malformed.code == 4 and "no backup named 'not-a-uuid'" in malformed.stderr
     assert foreign.code == 4 and f"not in vault {vault_id}" in one_error_line(foreign)
     assert no_vault.code == 4 and one_error_line(no_vault).startswith("error: NOT_FOUND")
     assert no_argument.code == 2 and "required: VAULT_ID" in no_argument.stderr
@@ -148,7 +148,7 @@ async def test_server_restore_with_maps_and_map_mistakes(cbr):
     for parse_error in (no_equals, no_child, no_disk):  # refused by the CLI, before any call
         assert parse_error.code == 2 and "argument --map: expected CHILD_BACKUP_ID=DISK_ID" in parse_error.stderr, \
             str(parse_error)
-    assert bad_id.code == 2 and "argument --map: expected a backup id (a UUID" in bad_id.stderr, str(bad_id)
+    assert bad_id.code == 4 and "no backup named 'not-a-uuid'" in bad_id.stderr, str(bad_id)
     # Parsed, and refused by the service: the message names the flag, not the request field.
     assert disk_backup.code == 3 and one_error_line(disk_backup).startswith("error: INVALID_ARGUMENT"), str(disk_backup)
     assert "BackupService.6704" in disk_backup.stderr

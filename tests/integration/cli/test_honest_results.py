@@ -3,6 +3,7 @@ a first backup shows as full, --json has one shape per kind of result, refusals 
 from __future__ import annotations
 
 import asyncio
+import json
 
 from tests.integration.cli.conftest import one_error_line
 
@@ -24,16 +25,16 @@ async def test_first_backup_shows_full_and_each_shows_what_it_added(cbr):
     second = await cbr("backup", "create", vault["vault_id"], "--wait", timeout=BACKUP_WAIT)
     for result in (first, second):
         assert result.code == 0, str(result)
-        assert result.stdout.splitlines()[0].split() == ["ID", "NAME", "RESOURCE", "TYPE", "STATUS", "SIZE", "STORED",
-                                                         "ADDED", "INCREMENTAL", "CREATED"]
+        assert result.stdout.splitlines()[0].split() == ["ID", "NAME", "VAULT", "RESOURCE", "TYPE", "STATUS", "SIZE",
+                                                         "STORED", "ADDED", "INCR", "CREATED"]
     [first_row], [second_row] = rows(first.stdout), rows(second.stdout)
-    assert first_row[11] == "no", first.stdout  # nothing to compare with: a full read, whatever was asked
+    assert first_row[12] == "no", first.stdout  # nothing to compare with: a full read, whatever was asked
     for row in (first_row, second_row):  # the table says what the backup says
         backup = await cbr.json("backup", "show", row[0])
-        assert row[11] == ("yes" if backup["incremental"] else "no")
+        assert row[12] == ("yes" if backup["incremental"] else "no")  # row[0]: a short id, which resolves
         assert backup["status"] == "BACKUP_STATUS_AVAILABLE" and "added_bytes" in backup
     listed = await cbr.ok("backup", "list", "--vault", vault["vault_id"])
-    assert listed.stdout.splitlines()[0].split()[6:8] == ["STORED", "ADDED"]
+    assert listed.stdout.splitlines()[0].split()[7:9] == ["STORED", "ADDED"]
 
 
 async def test_a_backup_that_skips_resources_exits_non_zero(cbr):
@@ -59,7 +60,10 @@ async def test_a_backup_that_skips_resources_exits_non_zero(cbr):
 
     some = await cbr("backup", "create", vault["vault_id"], *exclude, "--wait", "--json", timeout=BACKUP_WAIT)
     assert some.code == 12, str(some)
-    assert skipped_line in some.stderr and "error: 1 of 2 resources skipped (see above); 1 backed up" in some.stderr
+    error = json.loads(some.stderr.strip().splitlines()[-1])["error"]  # under --json, errors are JSON
+    assert skipped_line in some.stderr and error["message"].startswith("1 of 2 resources skipped (see above); 1 backed")
+    assert (error["code"], error["exit_code"]) == ("SKIPPED", 12)
+    assert [s["resource_id"] for s in error["details"]["skipped"]] == [skipped_id]
     made = some.json()
     assert made["count"] == 1 and made["items"][0]["resource_id"] == kept_id
     assert made["items"][0]["status"] == "BACKUP_STATUS_AVAILABLE"
@@ -92,8 +96,7 @@ async def test_refusals_name_the_flags_typed(cbr):
     assert too_big.code == 3 and one_error_line(too_big).endswith("--size (in GiB) must be 1..10485760, got 20480000")
     assert bare.code == 2 and "argument --size: a vault's capacity is a whole number of GiB" in bare.stderr
     assert "(a bare number is bytes)" in bare.stderr
-    assert by_name.code == 2 and ("argument RESOURCE_ID: expected a disk, server or file system id (a UUID, as the "
-                                  "list commands show), got 'my-disk'") in by_name.stderr
+    assert by_name.code == 4 and "no disk, server or file system named 'my-disk'" in one_error_line(by_name)
     assert (old_flag["object_type"], old_flag["size_gb"]) == ("OBJECT_TYPE_TURBO", "2")
     assert (file_system["object_type"], file_system["size_gb"]) == ("OBJECT_TYPE_TURBO", "1024")
     table = await cbr.ok("vault", "list", "--type", "file_system")

@@ -32,7 +32,7 @@ async def test_policy_life(cbr):
     table, replications, shown = await asyncio.gather(
         cbr.ok("policy", "list"), cbr.json("policy", "list", "--type", "replication"),
         cbr.ok("policy", "show", policy_id))
-    row = next(line for line in table.stdout.splitlines() if policy_id in line)
+    row = next(line for line in table.stdout.splitlines() if policy_id[:8] in line)
     assert row.split()[1:4] == ["nightly", "backup", "yes"], table.stdout
     assert "10 newest, 7 days, 4 weeks" in row and "Europe/Berlin" in row
     assert "2 in all" in table.stdout

@@ -20,7 +20,7 @@ async def test_disk_create_list_get_resize_delete(cbr):
         cbr.ok("--json", "disk", "list", "--limit", "1"))  # global options go before the command as well
     header, _, *rows, count = table.stdout.splitlines()
     assert header.split()[:4] == ["ID", "NAME", "STATUS", "SIZE"]
-    assert any(disk["resource_id"] in row and "disk-b" in row and "4.0 MiB" in row for row in rows), table.stdout
+    assert any(disk["resource_id"][:8] in row and "disk-b" in row and "4.0 MiB" in row for row in rows), table.stdout
     assert count == "2 in all"
     assert listed["count"] == 2 and {p["name"] for p in listed["items"]} == {"disk-a", "disk-b"}
     assert first.json()["count"] == 2 and len(first.json()["items"]) == 1
@@ -44,7 +44,7 @@ async def test_server_and_file_system(cbr):
         cbr.json("disk", "list", "--server", server["resource_id"]), cbr("disk", "delete", disks[0]),
         cbr.ok("file-system", "list"))
     assert "disks" in shown.stdout and "vda" in shown.stdout and disks[1] in shown.stdout
-    assert server["resource_id"] in servers.stdout
+    assert server["resource_id"][:8] in servers.stdout
     assert attached["count"] == 2 and {p["status"] for p in attached["items"]} == {"PROTECTABLE_STATUS_IN_USE"}
     assert busy.code == 6 and "FAILED_PRECONDITION" in one_error_line(busy)
     assert fs["type"] == "OBJECT_TYPE_TURBO" and "share" in file_systems.stdout

@@ -55,7 +55,7 @@ async def test_replicate_show_list(cbr, source):  # noqa: F811
     assert record_id in shown.stdout and "waiting" in shown.stdout
     header, _, row, *_ = table.stdout.splitlines()
     assert header.split()[:4] == ["ID", "STATUS", "PROGRESS", "BACKUP"]
-    assert row.split()[:4] == [record_id, "waiting", "0%", backup_id]
+    assert row.split()[:4] == [record_id[:8], "waiting", "0%", backup_id[:8]]
     assert record_id in [r["replication_record_id"] for r in listed["items"]]
     assert none == {"items": [], "count": 0}
     reused = await cbr("replication", "replicate", backup_id, *destination(), "--request-id", "cli-1")
@@ -136,6 +136,6 @@ async def test_lag(cbr, source):  # noqa: F811
         ("region-c", source.backup.backup_id, 1)
     header, _, row, *_ = table.stdout.splitlines()
     assert header.split()[:4] == ["RESOURCE", "TYPE", "REGION", "LAG"]
-    assert row.split()[1:3] == ["disk", "region-c"] and source.backup.backup_id in row
+    assert row.split()[1:3] == ["disk", "region-c"] and source.backup.backup_id[:8] in row
     refused = await cbr("replication", "lag", source.vault_id, "--to-region", "region-a")
     assert refused.code == 3 and "(ReplicationService.6902): --to-region region-a is this region" in refused.stderr

@@ -28,7 +28,7 @@ async def test_list_get_watch(cbr):
         cbr.ok("task", "watch", task_id))
     header, _, row, *_ = table.stdout.splitlines()
     assert header.split()[:4] == ["ID", "OPERATION", "STATUS", "PROGRESS"]
-    assert row.split()[:4] == [task_id, "vault_delete", "success", "100%"], table.stdout
+    assert row.split()[:4] == [task_id[:8], "vault_delete", "success", "100%"], table.stdout
     assert [t["task_id"] for t in filtered["items"]] == [task_id]
     assert backups["count"] == 0 and future["count"] == 0
     assert "vault_delete" in shown.stdout and "fail_count=0" in shown.stdout

@@ -22,7 +22,7 @@ async def test_vault_life(cbr):
     table, servers, holding, shown = await asyncio.gather(
         cbr.ok("vault", "list"), cbr.json("vault", "list", "--type", "server"),
         cbr.json("vault", "list", "--resource", disks[0]), cbr.ok("vault", "show", vault_id))
-    row = next(line for line in table.stdout.splitlines() if vault_id in line)
+    row = next(line for line in table.stdout.splitlines() if vault_id[:8] in line)
     assert row.split()[1:5] == ["vault-a", "disk", "backup", "available"], table.stdout
     assert servers["count"] == 0
     assert holding["items"][0]["vault_id"] == vault_id

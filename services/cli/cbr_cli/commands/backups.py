@@ -18,20 +18,27 @@ from cbr_cli.arguments import BACKUP_ID, CHECKPOINT_ID, DISK_ID, FILE_SYSTEM_ID,
 from cbr_cli.client import CbrClient
 from cbr_cli.commands.tasks import report_unsuccessful, wait_for, watch_until_done
 from cbr_cli.errors import LIST_FILTERS
-from cbr_cli.output import Column, Output, bytes_text, enum_of, time_text
+from cbr_cli.output import Column, Output, bytes_text, enum_of, message_dict, time_text
+from cbr_cli.resolve import names_of, short_id
 
-BACKUP_COLUMNS = (
-    Column("ID", lambda b: b.backup_id, is_id=True),
-    Column("NAME", lambda b: b.name),
-    Column("RESOURCE", lambda b: b.resource_name or b.resource_id),
-    Column("TYPE", lambda b: enum_of(b, "resource_type")),
-    Column("STATUS", lambda b: enum_of(b, "status") + (" (corrupt)" if b.corrupt else "")),
-    Column("SIZE", lambda b: bytes_text(b.logical_bytes)),
-    Column("STORED", lambda b: bytes_text(b.stored_bytes)),   # the chunks it references, shared ones included
-    Column("ADDED", lambda b: bytes_text(b.added_bytes)),     # what it added to the vault: an incremental's changes
-    Column("INCREMENTAL", lambda b: "yes" if b.incremental else "no"),
-    Column("CREATED", lambda b: time_text(b.created_time)),
-)
+async def backup_columns(client: CbrClient, out: Output, backups) -> list[Column]:
+    """The backup table: the vault's and resource's names, not their ids (looked up only for a table)."""
+    vaults = {} if out.as_json or out.quiet else await names_of(client, "vault", (b.vault_id for b in backups))
+    return [
+        Column("ID", lambda b: b.backup_id, is_id=True),
+        Column("NAME", lambda b: b.name, is_name=True),
+        Column("VAULT", lambda b: vaults.get(b.vault_id) or short_id(b.vault_id), is_name=True),
+        Column("RESOURCE", lambda b: b.resource_name or short_id(b.resource_id), is_name=True),
+        Column("TYPE", lambda b: enum_of(b, "resource_type")),
+        Column("STATUS", lambda b: enum_of(b, "status") + (" (corrupt)" if b.corrupt else "")),
+        Column("SIZE", lambda b: bytes_text(b.logical_bytes)),
+        Column("STORED", lambda b: bytes_text(b.stored_bytes)),  # the chunks it references, shared ones included
+        Column("ADDED", lambda b: bytes_text(b.added_bytes)),    # what it added to the vault: an incremental's changes
+        Column("INCR", lambda b: "yes" if b.incremental else "no"),
+        Column("CREATED", lambda b: time_text(b.created_time, minutes=True)),
+    ]
+
+
 # A checkpoint's `incremental` is what was asked for; each backup says what it was (`cbr backup show`).
 CHECKPOINT_HIDDEN = ("incremental",)
 
@@ -164,12 +171,15 @@ async def create_backups(args, client: CbrClient, out: Output) -> int:
         request.incremental = False
     checkpoint = (await client.backups.CreateCheckpoint(request)).checkpoint
     if not args.wait:
-        out.one(checkpoint, hide=CHECKPOINT_HIDDEN)
+        if out.quiet:  # the backups it started, the ids a script goes on with
+            out.ids(r.backup_id for r in checkpoint.resources)
+        else:
+            out.one(checkpoint, hide=CHECKPOINT_HIDDEN)
         return report_skipped(out, checkpoint)
     started = [r for r in checkpoint.resources if r.task_id]
     finals = await watch_until_done(client, out, [r.task_id for r in started]) if started else []
-    backups = await asyncio.gather(*(_backup_or_none(client, r.backup_id) for r in started))
-    out.many([b for b in backups if b is not None], BACKUP_COLUMNS)
+    backups = [b for b in await asyncio.gather(*(_backup_or_none(client, r.backup_id) for r in started)) if b]
+    out.many(backups, await backup_columns(client, out, backups))
     failed = report_unsuccessful(out, finals)
     skipped = report_skipped(out, checkpoint)
     return exit_codes.TASK_UNSUCCESSFUL if failed else skipped
@@ -193,11 +203,15 @@ def report_skipped(out: Output, checkpoint: backup_pb2.Checkpoint) -> int:
         name = f"{skipped.name} ({skipped.resource_id})" if skipped.name else skipped.resource_id
         out.note(f"skipped {enum_of(skipped, 'type')} {name}: {skipped.reason} [{skipped.code}]")
     left_out, started = len(checkpoint.skipped_resources), len(checkpoint.resources)
+    details = {"checkpoint_id": checkpoint.checkpoint_id,
+               "skipped": [message_dict(skipped) for skipped in checkpoint.skipped_resources]}
     if started:
         out.error(f"{left_out} of {left_out + started} resources skipped (see above); "
-                  f"{started} backed up by checkpoint {checkpoint.checkpoint_id}")
+                  f"{started} backed up by checkpoint {checkpoint.checkpoint_id}", "SKIPPED", exit_codes.SKIPPED,
+                  details)
     else:
-        out.error(f"nothing backed up: every resource was skipped ({left_out}, see above)")
+        out.error(f"nothing backed up: every resource was skipped ({left_out}, see above)", "SKIPPED",
+                  exit_codes.SKIPPED, details)
     return exit_codes.SKIPPED
 
 
@@ -211,7 +225,7 @@ async def list_backups(args, client: CbrClient, out: Output) -> None:
         page=page(args), vault_id=args.vault, resource_id=args.resource, resource_type=args.resource_type,
         status=args.status, image_type=args.image_type, start_time=args.since, end_time=args.until,
         name=args.name, checkpoint_id=args.checkpoint, parent_id=args.parent, sort=args.sort))
-    out.many(reply.backups, BACKUP_COLUMNS, reply.count)
+    out.many(reply.backups, await backup_columns(client, out, reply.backups), reply.count)
 
 
 async def show_backup(args, client: CbrClient, out: Output) -> None:

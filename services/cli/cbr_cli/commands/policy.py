@@ -9,6 +9,7 @@ from cbr_cli.arguments import POLICY_ID, VAULT_ID, UsageError, add_command, add_
 from cbr_cli.errors import LIST_FILTERS
 from cbr_cli.client import CbrClient
 from cbr_cli.output import Column, Output, enum_of, time_text
+from cbr_cli.resolve import names_of, short_id
 
 # Options that make up an operation definition: flag, field, help.
 DEFINITION_OPTIONS = (
@@ -34,14 +35,14 @@ UNSET = -1
 
 POLICY_COLUMNS = (
     Column("ID", lambda p: p.policy_id, is_id=True),
-    Column("NAME", lambda p: p.name),
+    Column("NAME", lambda p: p.name, is_name=True),
     Column("TYPE", lambda p: enum_of(p, "operation_type")),
     Column("ENABLED", lambda p: "yes" if p.enabled else "no"),
-    Column("PATTERNS", lambda p: " | ".join(p.trigger.patterns)),
+    Column("NEXT RUN", lambda p: time_text(p.next_run_time, minutes=True)),  # the service's, from its clock
+    Column("PATTERNS", lambda p: " | ".join(p.trigger.patterns), is_name=True),
     Column("TIMEZONE", lambda p: p.operation_definition.timezone or "UTC"),
     Column("KEEPS", lambda p: retention_text(p.operation_definition)),
     Column("VAULTS", lambda p: str(len(p.associated_vaults))),
-    Column("CREATED", lambda p: time_text(p.created_time)),
 )
 
 
@@ -186,13 +187,14 @@ async def update_policy(args, client: CbrClient, out: Output) -> None:
     out.one((await client.policies.UpdatePolicy(request)).policy)
 
 
-TICK_COLUMNS = (
-    Column("SCHEDULED", lambda t: time_text(t.scheduled_time)),
-    Column("STATUS", lambda t: enum_of(t, "status")),
-    Column("VAULT", lambda t: t.vault_id, is_id=True),
-    Column("CHECKPOINT", lambda t: t.checkpoint_id or "-", is_id=True),
-    Column("REASON", lambda t: t.reason),
-)
+def tick_columns(vaults: dict[str, str]) -> tuple[Column, ...]:
+    return (
+        Column("SCHEDULED", lambda t: time_text(t.scheduled_time)),
+        Column("STATUS", lambda t: enum_of(t, "status")),
+        Column("VAULT", lambda t: vaults.get(t.vault_id) or short_id(t.vault_id), is_name=True),
+        Column("CHECKPOINT", lambda t: t.checkpoint_id or "-", is_id=True),
+        Column("REASON", lambda t: t.reason, is_name=True),
+    )
 DECISION_COLUMNS = (
     Column("BACKUP", lambda d: d.backup_id, is_id=True),
     Column("CREATED", lambda d: time_text(d.created_time)),
@@ -204,7 +206,8 @@ DECISION_COLUMNS = (
 async def list_ticks(args, client: CbrClient, out: Output) -> None:
     reply = await client.policies.ListTicks(policy_pb2.ListTicksRequest(
         page=page(args), policy_id=args.policy, vault_id=args.vault))
-    out.many(reply.ticks, TICK_COLUMNS, reply.count)
+    vaults = {} if out.as_json or out.quiet else await names_of(client, "vault", (t.vault_id for t in reply.ticks))
+    out.many(reply.ticks, tick_columns(vaults), reply.count)
 
 
 async def preview_retention(args, client: CbrClient, out: Output) -> None:

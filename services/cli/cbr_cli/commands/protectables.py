@@ -7,21 +7,27 @@ from cbr_cli.arguments import DISK_ID, FILE_SYSTEM_ID, SERVER_ID, SIZE_HELP, add
     add_paging, page, size
 from cbr_cli.client import CbrClient
 from cbr_cli.output import Column, Output, bytes_text, enum_of, time_text
+from cbr_cli.resolve import names_of, short_id
 
 DISK, SERVER, TURBO = common_pb2.OBJECT_TYPE_DISK, common_pb2.OBJECT_TYPE_SERVER, common_pb2.OBJECT_TYPE_TURBO
 
 _ID = Column("ID", lambda p: p.resource_id, is_id=True)
-_NAME = Column("NAME", lambda p: p.name)
+_NAME = Column("NAME", lambda p: p.name, is_name=True)
 _STATUS = Column("STATUS", lambda p: enum_of(p, "status"))
 _SIZE = Column("SIZE", lambda p: bytes_text(p.size_bytes))
-_CREATED = Column("CREATED", lambda p: time_text(p.created_time))
-COLUMNS = {
-    DISK: (_ID, _NAME, _STATUS, _SIZE, Column("SERVER", lambda p: p.server_id, is_id=True), _CREATED),
-    SERVER: (_ID, _NAME, _STATUS, _SIZE, Column("DISKS", lambda p: ", ".join(
-        f"{d.device or '?'}:{d.name or d.disk_id}" for d in p.disks)), _CREATED),
-    TURBO: (_ID, _NAME, _STATUS, Column("IN USE", lambda p: bytes_text(p.size_bytes)), Column("PATH", lambda p: p.path),
-            _CREATED),
-}
+_CREATED = Column("CREATED", lambda p: time_text(p.created_time, minutes=True))
+
+
+def columns(object_type: int, servers: dict[str, str]) -> tuple[Column, ...]:
+    """`servers`: server id -> name, so a disk's row names its server."""
+    if object_type == DISK:
+        return (_ID, _NAME, _STATUS, _SIZE,
+                Column("SERVER", lambda p: servers.get(p.server_id) or short_id(p.server_id), is_name=True), _CREATED)
+    if object_type == SERVER:
+        return (_ID, _NAME, _STATUS, _SIZE, Column("DISKS", lambda p: ", ".join(
+            f"{d.device or '?'}:{d.name or short_id(d.disk_id)}" for d in p.disks), is_name=True), _CREATED)
+    return (_ID, _NAME, _STATUS, Column("IN USE", lambda p: bytes_text(p.size_bytes)),
+            Column("PATH", lambda p: p.path, is_name=True), _CREATED)
 
 
 def register(groups, common) -> None:
@@ -77,7 +83,10 @@ async def list_protectables(args, client: CbrClient, out: Output) -> None:
     reply = await client.protectables.ListProtectables(protectable_pb2.ListProtectablesRequest(
         type=args.object_type, page=page(args), resource_id=args.id, name=args.name, status=args.status,
         server_id=getattr(args, "server", "")))
-    out.many(reply.protectables, COLUMNS[args.object_type], reply.count)
+    servers = {}
+    if args.object_type == DISK and not (out.as_json or out.quiet):
+        servers = await names_of(client, "server", (p.server_id for p in reply.protectables))
+    out.many(reply.protectables, columns(args.object_type, servers), reply.count)
 
 
 async def show_protectable(args, client: CbrClient, out: Output) -> None:

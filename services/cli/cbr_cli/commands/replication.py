@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 from typing import Sequence
 
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from cbr.replication.v1 import replication_pb2 as rp
 from cbr_cli import exit_codes
-from cbr_cli.arguments import BACKUP_ID, VAULT_ID, add_command, add_enum, add_group, add_paging, object_id, page
+from cbr_cli.arguments import BACKUP_ID, REMOTE_VAULT_ID, VAULT_ID, add_command, add_enum, add_group, add_paging, \
+    object_id, page
 from cbr_cli.client import CbrClient
 from cbr_cli.output import Column, Output, bytes_text, enum_of, time_text
-from cbr_cli.progress import BytesColumn
+from cbr_cli.progress import Meter, bar_columns, bar_fields
+from cbr_cli.resolve import short_id
 
 RECORD_ID = object_id("a replication record")
+REMOTE_BACKUP_ID = object_id("a backup")  # of the destination region: by id only
 FINAL = frozenset({rp.REPLICATION_STATUS_SUCCESS, rp.REPLICATION_STATUS_FAILED, rp.REPLICATION_STATUS_CANCELLED,
                    rp.REPLICATION_STATUS_SKIPPED})
 SUCCESSFUL = frozenset({rp.REPLICATION_STATUS_SUCCESS, rp.REPLICATION_STATUS_SKIPPED})
@@ -31,12 +34,12 @@ RECORD_COLUMNS = (
     Column("STATUS", lambda r: enum_of(r, "status")),
     Column("PROGRESS", lambda r: f"{r.progress}%"),
     Column("BACKUP", lambda r: r.source_backup_id, is_id=True),
-    Column("TO", lambda r: f"{r.destination_region}/{r.destination_vault_id}"),
+    Column("TO", lambda r: f"{r.destination_region}/{short_id(r.destination_vault_id)}", is_name=True),
     Column("REPLICA", lambda r: r.destination_backup_id, is_id=True),
     Column("SENT", lambda r: bytes_text(r.transferred_bytes)),     # chunk bytes the destination lacked
     Column("PRESENT", lambda r: bytes_text(r.counters.present_bytes)),  # already there: not sent
-    Column("CREATED", lambda r: time_text(r.created_time)),
-    Column("ERROR", lambda r: r.error.code or r.error.message),
+    Column("CREATED", lambda r: time_text(r.created_time, minutes=True)),
+    Column("ERROR", lambda r: r.error.code or r.error.message, is_name=True),
 )
 STARTED_COLUMNS = (
     Column("BACKUP", lambda b: b.backup_id, is_id=True),
@@ -81,8 +84,9 @@ def register(groups, common) -> None:
                          fields=FIELDS)
     parser.add_argument("--vault", type=VAULT_ID, metavar="VAULT_ID", help="records of this vault's backups")
     parser.add_argument("--backup", type=BACKUP_ID, metavar="BACKUP_ID", help="records of this backup")
-    parser.add_argument("--to-vault", type=VAULT_ID, metavar="VAULT_ID", help="records into this destination vault")
-    parser.add_argument("--replica", type=BACKUP_ID, metavar="BACKUP_ID",
+    parser.add_argument("--to-vault", type=REMOTE_VAULT_ID, metavar="VAULT_ID",
+                        help="records into this destination vault (its id: a vault of another region)")
+    parser.add_argument("--replica", type=REMOTE_BACKUP_ID, metavar="BACKUP_ID",
                         help="the record that made this replica (a backup id of the destination region)")
     add_enum(parser, "--status", rp.ReplicationStatus, help="only records in this status")
     add_paging(parser)
@@ -107,7 +111,7 @@ def _add_destination(parser) -> None:
     parser.add_argument("--to-region", required=True, metavar="REGION", help="the destination region")
     parser.add_argument("--to-project", required=True, metavar="PROJECT_ID",
                         help="the project of the destination vault")
-    parser.add_argument("--to-vault", required=True, type=VAULT_ID, metavar="VAULT_ID",
+    parser.add_argument("--to-vault", required=True, type=REMOTE_VAULT_ID, metavar="VAULT_ID",
                         help="a replication vault of the backup's type in that project")
 
 
@@ -190,20 +194,18 @@ async def _record(client: CbrClient, record_id: str) -> rp.ReplicationRecord:
 
 async def watch_records(client: CbrClient, out: Output, record_ids: Sequence[str]) -> list[rp.ReplicationRecord]:
     """A progress bar per record on stderr, polled, until every record ends; the final records in order."""
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:>3.0f}%"), BytesColumn(),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn())
-    with Progress(*columns, console=out.stderr) as progress:
+    with Progress(*bar_columns(), console=out.stderr, disable=out.quiet) as progress:
         return list(await asyncio.gather(*(_watch_one(client, progress, record_id) for record_id in record_ids)))
 
 
 async def _watch_one(client: CbrClient, progress: Progress, record_id: str) -> rp.ReplicationRecord:
-    bar = None
+    bar, meter = None, Meter()
     while True:
         record = await _record(client, record_id)
-        fields = dict(completed=100 if record.status == rp.REPLICATION_STATUS_SUCCESS else min(record.progress, 99),
-                      description=f"replicate {record.name or record.source_backup_id[:8]} to "
+        done = 100 if record.status == rp.REPLICATION_STATUS_SUCCESS else min(record.progress, 99)
+        fields = dict(description=f"replicate {record.name or record.source_backup_id[:8]} to "
                                   f"{record.destination_region}",
-                      status=enum_of(record, "status"), bytes_done=record.bytes_done, bytes_total=record.bytes_total)
+                      status=enum_of(record, "status"), **bar_fields(meter, record, done, record.status in FINAL))
         if bar is None:
             bar = progress.add_task(total=100, **fields)
         else:
@@ -218,5 +220,8 @@ def _report_unsuccessful(out: Output, records: Sequence[rp.ReplicationRecord]) -
     for r in unsuccessful:
         code = f" ({r.error.code})" if r.error.code else ""
         out.error(f"replication {r.replication_record_id} of backup {r.source_backup_id} "
-                  f"{enum_of(r, 'status')}{code}: {r.error.message or 'no reason given'}")
+                  f"{enum_of(r, 'status')}{code}: {r.error.message or 'no reason given'}",
+                  "TASK_UNSUCCESSFUL", exit_codes.TASK_UNSUCCESSFUL,
+                  {"replication_record_id": r.replication_record_id,
+                   "status": rp.ReplicationStatus.Name(r.status), "cbr_code": r.error.code})
     return exit_codes.TASK_UNSUCCESSFUL if unsuccessful else exit_codes.OK

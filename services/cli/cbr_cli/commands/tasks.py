@@ -11,6 +11,7 @@ from cbr_cli.client import CbrClient
 from cbr_cli.errors import LIST_FILTERS
 from cbr_cli.output import Column, Output, bytes_text, enum_of, time_text
 from cbr_cli.progress import UNSUCCESSFUL, percent, watch_tasks
+from cbr_cli.resolve import short_id
 
 
 def _bytes(task: task_pb2.Task) -> str:
@@ -23,10 +24,10 @@ TASK_COLUMNS = (
     Column("STATUS", lambda t: enum_of(t, "status")),
     Column("PROGRESS", lambda t: f"{percent(t)}%"),
     Column("BYTES", _bytes),
-    Column("VAULT", lambda t: t.vault_name or t.vault_id),
-    Column("RESOURCE", lambda t: t.resource_name or t.resource_id),
-    Column("CREATED", lambda t: time_text(t.created_time)),
-    Column("ERROR", lambda t: t.error.code or t.error.message),
+    Column("VAULT", lambda t: t.vault_name or short_id(t.vault_id), is_name=True),
+    Column("RESOURCE", lambda t: t.resource_name or short_id(t.resource_id), is_name=True),
+    Column("CREATED", lambda t: time_text(t.created_time, minutes=True)),
+    Column("ERROR", lambda t: t.error.code or t.error.message, is_name=True),
 )
 
 
@@ -99,7 +100,7 @@ async def watch_until_done(client: CbrClient, out: Output, task_ids: Sequence[st
                            just_started: bool = True) -> list[task_pb2.Task]:
     """Progress bars on stderr until every task ends; the final tasks, in the order of `task_ids`."""
     return await watch_tasks(client.tasks, task_ids, out.stderr,
-                             appear_within=client.timeout if just_started else 0.0)
+                             appear_within=client.timeout if just_started else 0.0, quiet=out.quiet)
 
 
 def report_unsuccessful(out: Output, tasks: Sequence[task_pb2.Task]) -> bool:
@@ -107,5 +108,8 @@ def report_unsuccessful(out: Output, tasks: Sequence[task_pb2.Task]) -> bool:
     unsuccessful = [task for task in tasks if task.status in UNSUCCESSFUL]
     for task in unsuccessful:
         code = f" ({task.error.code})" if task.error.code else ""
-        out.error(f"task {task.task_id} {enum_of(task, 'status')}{code}: {task.error.message or 'no reason given'}")
+        out.error(f"task {task.task_id} {enum_of(task, 'status')}{code}: {task.error.message or 'no reason given'}",
+                  "TASK_UNSUCCESSFUL", exit_codes.TASK_UNSUCCESSFUL,
+                  {"task_id": task.task_id, "status": task_pb2.TaskStatus.Name(task.status),
+                   "cbr_code": task.error.code})
     return bool(unsuccessful)

@@ -5,25 +5,28 @@ import argparse
 
 from cbr.common.v1 import common_pb2
 from cbr.vault.v1 import vault_pb2
-from cbr_cli.arguments import POLICY_ID, RESOURCE_ID, SIZE_HELP, VAULT_ID, UsageError, add_command, add_enum, \
-    add_group, add_hidden, add_paging, add_wait, gib_count, page, server_disks, tag, whole_gib
+from cbr_cli.arguments import POLICY_ID, REMOTE_VAULT_ID, RESOURCE_ID, SIZE_HELP, VAULT_ID, UsageError, add_command, \
+    add_enum, add_group, add_hidden, add_paging, add_wait, gib_count, page, server_disks, tag, whole_gib
 from cbr_cli.client import CbrClient
 from cbr_cli.commands.tasks import wait_for
 from cbr_cli.errors import LIST_FILTERS
 from cbr_cli.output import Column, Output, bytes_text, enum_of, joined, time_text
+from cbr_cli.resolve import names_of, short_id
 
-VAULT_COLUMNS = (
-    Column("ID", lambda v: v.vault_id, is_id=True),
-    Column("NAME", lambda v: v.name),
-    Column("TYPE", lambda v: enum_of(v, "object_type")),
-    Column("PROTECT", lambda v: enum_of(v, "protect_type")),
-    Column("STATUS", lambda v: enum_of(v, "status")),
-    Column("CAPACITY", lambda v: f"{v.size_gb} GiB"),
-    Column("USED", lambda v: bytes_text(v.used_bytes)),
-    Column("RESOURCES", lambda v: str(len(v.resources))),
-    Column("POLICY", lambda v: v.backup_policy_id),
-    Column("CREATED", lambda v: time_text(v.created_time)),
-)
+def vault_columns(policies: dict[str, str]) -> tuple[Column, ...]:
+    """`policies`: policy id -> name, so the table names the policy."""
+    return (
+        Column("ID", lambda v: v.vault_id, is_id=True),
+        Column("NAME", lambda v: v.name, is_name=True),
+        Column("TYPE", lambda v: enum_of(v, "object_type")),
+        Column("PROTECT", lambda v: enum_of(v, "protect_type")),
+        Column("STATUS", lambda v: enum_of(v, "status")),
+        Column("CAPACITY", lambda v: f"{v.size_gb} GiB"),
+        Column("USED", lambda v: bytes_text(v.used_bytes)),
+        Column("RESOURCES", lambda v: str(len(v.resources))),
+        Column("POLICY", lambda v: policies.get(v.backup_policy_id) or short_id(v.backup_policy_id), is_name=True),
+        Column("CREATED", lambda v: time_text(v.created_time, minutes=True)),
+    )
 TAG_COLUMNS = (Column("KEY", lambda t: t.key), Column("VALUE", lambda t: t.value))
 PROJECT_TAG_COLUMNS = (Column("KEY", lambda t: t.key), Column("VALUES", lambda t: joined(t.values)))
 
@@ -109,7 +112,7 @@ def register(groups, common) -> None:
     parser = add_command(commands, "associate-policy", associate_policy, common, "apply a policy to a vault")
     parser.add_argument("vault_id", type=VAULT_ID, metavar="VAULT_ID")
     parser.add_argument("policy_id", type=POLICY_ID, metavar="POLICY_ID")
-    parser.add_argument("--destination-vault", type=VAULT_ID, metavar="VAULT_ID",
+    parser.add_argument("--destination-vault", type=REMOTE_VAULT_ID, metavar="VAULT_ID",
                         help="replication policies: the vault replicas go to")
 
     parser = add_command(commands, "dissociate-policy", dissociate_policy, common, "take a policy off a vault")
@@ -195,7 +198,9 @@ async def list_vaults(args, client: CbrClient, out: Output) -> None:
     reply = await client.vaults.ListVaults(vault_pb2.ListVaultsRequest(
         page=page(args), name=args.name, object_type=args.object_type, protect_type=args.protect_type,
         status=args.status, policy_id=args.policy, resource_ids=args.resource, vault_ids=args.id))
-    out.many(reply.vaults, VAULT_COLUMNS, reply.count)
+    policies = {} if out.as_json or out.quiet else await names_of(
+        client, "policy", (v.backup_policy_id for v in reply.vaults))
+    out.many(reply.vaults, vault_columns(policies), reply.count)
 
 
 async def update_vault(args, client: CbrClient, out: Output) -> None:

@@ -7,6 +7,7 @@ from cbr.policy.v1 import policy_pb2
 from cbr_common.proto_enums import enum_name, enum_value
 from cbr_policy.domain import errors
 from cbr_policy.domain.model import UNSET, OperationDefinition, Policy, Trigger
+from cbr_policy.domain.next_run import next_run_time
 from cbr_policy.domain.retention import Decision, RetentionRule
 from cbr_policy.service.commands import CreatePolicy, ListPolicies, UpdatePolicy
 from cbr_policy.service.ticks import Tick
@@ -67,7 +68,8 @@ def definition_out(definition: OperationDefinition) -> policy_pb2.OperationDefin
     return msg
 
 
-def policy_out(policy: Policy) -> policy_pb2.Policy:
+def policy_out(policy: Policy, now: dt.datetime | None = None) -> policy_pb2.Policy:
+    """`now` (the scheduler's clock) fills next_run_time; without it the field stays unset."""
     msg = policy_pb2.Policy(
         policy_id=policy.policy_id, project_id=policy.project_id, name=policy.name,
         operation_type=enum_value(policy_pb2.OperationType, policy.operation_type), enabled=policy.enabled,
@@ -79,6 +81,9 @@ def policy_out(policy: Policy) -> policy_pb2.Policy:
         msg.trigger.start_time.FromDatetime(policy.trigger.start_time)
     msg.created_time.FromDatetime(policy.created_time)
     msg.updated_time.FromDatetime(policy.updated_time)
+    upcoming = next_run_time(policy, now) if now is not None else None
+    if upcoming is not None:
+        msg.next_run_time.FromDatetime(upcoming)
     return msg
 
 

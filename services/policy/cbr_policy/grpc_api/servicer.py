@@ -27,20 +27,21 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def CreatePolicy(self, request, context):
         policy = await policies.create_policy(convert.create_policy_in(_project(), request), self._uow(),
                                               self._region)
-        return policy_pb2.CreatePolicyResponse(policy=convert.policy_out(policy))
+        return policy_pb2.CreatePolicyResponse(policy=convert.policy_out(policy, self._clock.now()))
 
     async def GetPolicy(self, request, context):
         policy = await policies.get_policy(_project(), request.policy_id, self._uow())
-        return policy_pb2.GetPolicyResponse(policy=convert.policy_out(policy))
+        return policy_pb2.GetPolicyResponse(policy=convert.policy_out(policy, self._clock.now()))
 
     async def ListPolicies(self, request, context):
         found, count = await policies.list_policies(convert.list_policies_in(_project(), request), self._uow())
-        return policy_pb2.ListPoliciesResponse(policies=[convert.policy_out(p) for p in found], count=count)
+        now = self._clock.now()
+        return policy_pb2.ListPoliciesResponse(policies=[convert.policy_out(p, now) for p in found], count=count)
 
     async def UpdatePolicy(self, request, context):
         policy = await policies.update_policy(convert.update_policy_in(_project(), request), self._uow(),
                                               self._region)
-        return policy_pb2.UpdatePolicyResponse(policy=convert.policy_out(policy))
+        return policy_pb2.UpdatePolicyResponse(policy=convert.policy_out(policy, self._clock.now()))
 
     async def DeletePolicy(self, request, context):
         await policies.delete_policy(_project(), request.policy_id, self._uow())
