@@ -2,7 +2,6 @@
 (which checks every chunk; the client never holds a vault key). Registered into the `backup` group."""
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import signal
@@ -14,7 +13,7 @@ import grpc
 from cbr.backup.v1 import backup_pb2
 from cbr.common.v1 import common_pb2
 from cbr_cli import exit_codes
-from cbr_cli.arguments import BACKUP_ID, UsageError, add_command, count
+from cbr_cli.arguments import BACKUP_ID, UsageError, add_command, add_group, count
 from cbr_cli.client import CbrClient
 from cbr_cli.config import load_config
 from cbr_cli.errors import describe
@@ -27,9 +26,7 @@ TYPE_NAMES = {backup_pb2.TREE_NODE_TYPE_DIRECTORY: "directory", backup_pb2.TREE_
 
 
 def register(groups, common) -> None:
-    backup = groups.choices["backup"]
-    # argparse keeps a group's command set only as its subparsers action; the `backup` group is backups.py's.
-    commands = next(action for action in backup._actions if isinstance(action, argparse._SubParsersAction))
+    commands = add_group(groups, "backup")  # backups.py's group: these verbs join it
 
     parser = add_command(commands, "ls", list_files, common,
                          "list a directory of a file-system backup (or the one entry a path names), like ls -l")
