@@ -120,6 +120,28 @@ async def test_a_token_from_the_provider_works_through_the_cli(oidc_services, pr
     assert wrong_audience.code == 7 and "audience" in one_error_line(wrong_audience), str(wrong_audience)
 
 
+async def test_profiles_carry_provider_tokens_and_bad_ones_are_refused(oidc_services, provider, tmp_path):
+    """A config file like the AWS CLI's: endpoints and a provider's token per profile, picked with --profile; a
+    forged, an expired and a wrong-audience token each end UNAUTHENTICATED (exit 7), whatever the command."""
+    project_id = oidc_services.caller().project_id
+    endpoints = "\n".join(f"{name}_endpoint = {runtime.address}" for name, runtime in oidc_services.runtimes.items())
+    tokens = {"alice": provider.token(project_id, kid="rsa-1"),
+              "forged": provider.token(project_id, kid="rsa-1", key=new_key("RSA")),
+              "expired": provider.token(project_id, exp=int(time.time()) - 3600),
+              "audience": provider.token(project_id, aud="other")}
+    config = tmp_path / "config"
+    config.write_text("".join(f"[profile {name}]\n{endpoints}\ntoken = {token}\n\n" for name, token in tokens.items()))
+    cbr = Cbr({"CBR_CONFIG_FILE": str(config)}, tmp_path, project_id)
+    created = (await cbr.ok("--profile", "alice", "vault", "create", "via-profile", "--type", "disk", "--size",
+                            "10G", "-q")).stdout.split()
+    listed = (await cbr.ok("--profile", "alice", "vault", "list", "-q")).stdout.split()
+    assert created == listed and len(created) == 1
+    for name, reason in (("forged", "signature"), ("expired", "expired"), ("audience", "audience")):
+        refused = await cbr("--profile", name, "vault", "list")
+        line = one_error_line(refused)
+        assert refused.code == 7 and line.startswith("error: UNAUTHENTICATED") and reason in line, str(refused)
+
+
 async def test_a_flood_of_unknown_key_ids_fetches_the_keys_once(infra, provider):
     """A service that refetches at most once an hour (its JWKS URL given, no discovery): the first unknown kid
     fetches, the rest are refused from what it holds."""
