@@ -789,3 +789,67 @@ async def test_the_idle_transfer_time_to_live_is_a_setting(destination):
     assert kept.chunk_ids
     staging = store_keys(destination.infra, f"{vault.vault_id}/staging")
     assert staging and all(transfers["30 minutes"] in key for key in staging)  # the expired one's staging went
+
+
+async def test_a_replication_vault_survives_a_kek_rotation_and_the_loss_of_its_rows(destination, monkeypatch,
+                                                                                  tmp_path):
+    """The namespace's wrapped id key lives in the store beside the vault's keys (DESIGN.md 17.3): a KEK rotation
+    re-wraps it (row and object), and with the vault's rows in the backup schema gone, the rebuild brings the
+    namespace back with the replica, which restores byte for byte."""
+    import subprocess
+    import sys
+
+    from cbr_backup.chunkstore import FsChunkStore
+    from cbr_backup.keys import KeyFileProvider, create_kek_file
+    from cbr_backup.keys.__main__ import main as keys_command
+    from tests.support.services import kek_file
+
+    services, infra = destination.services, destination.infra
+    caller = destination.caller()
+    vault = await replica_vault(caller)
+    disk = SourceDisk(seed=31)
+    replica = (await replicate(destination.stub(), caller, vault.vault_id, disk))[0].backup_id
+    store = FsChunkStore(str(infra.base / "store"))
+
+    def namespace_objects():
+        return sorted(k for k in store.iterate(f"{vault.vault_id}/ns/") if "/key-" in k)
+    objects = namespace_objects()
+    assert len(objects) == 1 and store.get(objects[0]).startswith(b"CBRNSKEY1")
+
+    def namespace_rows():
+        with psycopg.connect(infra.postgres.conninfo()) as conn:
+            return conn.execute("SELECT namespace_id, kek_id, wrapped_id_key FROM backup.replica_namespaces "
+                                "WHERE vault_id = %s", (vault.vault_id,)).fetchall()
+    before = namespace_rows()
+    old_kek, new_kek = kek_file(infra), create_kek_file(tmp_path / "new-kek")
+    env = services.worker_env()
+    for name in ("CBR_DATABASE_URL", "CBR_KEK_FILE", "CBR_STORE_DIR", "CBR_STORE_URL"):
+        monkeypatch.setenv(name, env.get(name, ""))
+    monkeypatch.setenv("CBR_KEK_FILE", str(old_kek))
+    await services.stop_workers()
+    try:
+        assert await asyncio.to_thread(keys_command, ["rotate", "--new-kek-file", str(new_kek)]) == 0
+        after = namespace_rows()
+        assert [r[1] for r in after] == [KeyFileProvider.from_file(new_kek).kek_id] and after[0][2] != before[0][2]
+        moved = namespace_objects()
+        assert len(moved) == 1 and moved != objects  # the new KEK's object, the old one dropped
+        await services.start_worker(kek_file=str(new_kek))
+        assert await restored_bytes(caller, replica) == bytes(disk.image)
+    finally:  # back to the session's KEK, for the other tests
+        await services.stop_workers()
+        monkeypatch.setenv("CBR_KEK_FILE", str(new_kek))
+        assert await asyncio.to_thread(keys_command, ["rotate", "--new-kek-file", str(old_kek)]) == 0
+        await services.start_worker()
+    assert namespace_rows()[0][1] == before[0][1]
+
+    # The database loses the vault's rows; the store and the KEK bring the replica back.
+    with psycopg.connect(infra.postgres.conninfo(), autocommit=True) as conn:
+        for table in ("backups", "chunks", "vault_keys", "checkpoints", "tasks", "replica_namespaces"):
+            conn.execute(f"DELETE FROM backup.{table} WHERE vault_id = %s", (vault.vault_id,))
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "cbr_backup.rebuild", "--vault-id",
+                                                    vault.vault_id], env=env, capture_output=True, text=True,
+                                   timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "replica namespaces: 1" in done.stdout, done.stdout
+    assert [r[:2] for r in namespace_rows()] == [r[:2] for r in before]
+    assert await restored_bytes(caller, replica) == bytes(disk.image)

@@ -37,9 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "rotate":
-            rewrapped, skipped = asyncio.run(_rotate(_env("CBR_DATABASE_URL"), _env("CBR_KEK_FILE"), args.new_kek_file))
-            print(f"re-wrapped the keys of {rewrapped} vaults ({skipped} had the new KEK already); now start the "
-                  f"backup service and workers with CBR_KEK_FILE={args.new_kek_file}")
+            rewrapped, skipped, namespaces = asyncio.run(
+                _rotate(_env("CBR_DATABASE_URL"), _env("CBR_KEK_FILE"), args.new_kek_file))
+            print(f"re-wrapped the keys of {rewrapped} vaults ({skipped} had the new KEK already) and of "
+                  f"{namespaces} replica namespaces; now start the backup service and workers with "
+                  f"CBR_KEK_FILE={args.new_kek_file}")
             if os.environ.get("CBR_STORE_URL") or os.environ.get("CBR_STORE_DIR"):
                 written = asyncio.run(_rewrap_store(_env("CBR_DATABASE_URL")))
                 print(f"rewrote the keys objects of {written} vaults in the store")
@@ -58,29 +60,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-async def _rotate(database_url: str, kek_file: str, new_kek_file: Path) -> tuple[int, int]:
+async def _rotate(database_url: str, kek_file: str, new_kek_file: Path) -> tuple[int, int, int]:
     from cbr_backup.adapters.tables import metadata
     from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
-    from cbr_backup.service.vault_keys import rotate_kek
+    from cbr_backup.service.vault_keys import rotate_kek, rotate_namespace_keys
     from cbr_common.db import Database
 
     old, new = KeyFileProvider.from_file(kek_file), KeyFileProvider.from_file(new_kek_file)
     db = Database(database_url, metadata.schema, pool_size=1, statement_timeout=60.0)
     try:
         async with BackupUnitOfWork(db) as uow:  # one transaction: every vault moves to the new KEK, or none
-            counts = await rotate_kek(uow, old, new)
+            rewrapped, skipped = await rotate_kek(uow, old, new)
+            namespaces = await rotate_namespace_keys(uow, old, new)
             await uow.commit()
-        return counts
+        return rewrapped, skipped, len(namespaces)
     finally:
         await db.close()
 
 
 async def _rewrap_store(database_url: str) -> int:
-    """Each vault's keys object in the store, as the database now wraps it (DESIGN.md 14.1)."""
+    """Each vault's keys object and replica namespace object in the store, as the database now wraps them
+    (DESIGN.md 14.1, 17.3)."""
     from cbr_backup.adapters.tables import metadata
     from cbr_backup.adapters.unit_of_work import BackupUnitOfWork
     from cbr_backup.datapath.records import rewrap_keys_object
     from cbr_backup.keys.vault_keys import WrappedVaultKeys
+    from cbr_backup.transfer.namespaces import put_namespace_object
+    from cbr_backup.transfer.repository import TransferRepository
     from cbr_backup.worker.main import chunk_store
     from cbr_common.db import Database
     from cbr_common.errors import DataLossError
@@ -94,8 +100,11 @@ async def _rewrap_store(database_url: str) -> int:
     try:
         async with BackupUnitOfWork(db) as uow:
             rows = {v: await uow.backups.vault_keys(v) for v in await uow.backups.vault_ids_with_keys()}
+            namespaces = await TransferRepository(uow.session).all_namespaces()
     finally:
         await db.close()
+    for row in namespaces:
+        await asyncio.to_thread(put_namespace_object, store, row)
     for vault_id, wrapped in rows.items():
         if not isinstance(wrapped, WrappedVaultKeys):
             continue

@@ -1,6 +1,7 @@
 """Rebuilds a vault's rows in the `backup` schema from its store and the key provider alone (DESIGN.md 14.3):
-the vault_keys row from the store's keys object, the chunk index from pack trailers (and lone chunk files that a
-backup names), the backups (available) and their checkpoints from the backup records."""
+the vault_keys row from the store's keys object, a replication vault's namespaces from their key objects (17.3),
+the chunk index from pack trailers (and lone chunk files that a backup names), the backups (available) and their
+checkpoints from the backup records."""
 from __future__ import annotations
 
 import re
@@ -13,6 +14,7 @@ from cbr_backup.datapath import records as recordfiles
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
 from cbr_backup.domain.backups import Backup, Checkpoint
 from cbr_backup.keys import KeyProvider, KeyUnwrapError, unwrap_vault_keys
+from cbr_backup.transfer.namespaces import read_namespace_objects, unwrap_namespace_key
 from cbr_backup.worker import manifests
 from cbr_common.db import utcnow
 from cbr_common.errors import DataLossError
@@ -33,6 +35,7 @@ class FromStore:
     backups: list[Backup] = field(default_factory=list)         # parents before their disks
     checkpoints: list[Checkpoint] = field(default_factory=list)
     chunk_rows: list[packfiles.Row] = field(default_factory=list)
+    namespaces: list[dict] = field(default_factory=list)         # replica_namespaces rows the KEK opens
     packs: int = 0
     lone_chunks: int = 0
     records: int = 0
@@ -83,6 +86,7 @@ def read_store(store, provider: KeyProvider, vault_id: str, project_id: str = ""
     """Everything the rows will be rebuilt from, read and checked; writes nothing."""
     keys_object, keys = open_keys(store, provider, vault_id)
     out = FromStore(keys_object, keys)
+    out.namespaces = _read_namespaces(store, provider, vault_id, out)
     found = _read_records(store, keys, vault_id, project_id, out)
     present = {key.rsplit("/", 1)[1] for key in store.iterate(f"{vault_id}/manifests/")}
     groups = choose_records(found, present)
@@ -122,6 +126,26 @@ def read_store(store, provider: KeyProvider, vault_id: str, project_id: str = ""
     for backup in out.backups:
         backup.corrupt = backup.corrupt or backup.backup_id in corrupt_parents
     return out
+
+
+def _read_namespaces(store, provider: KeyProvider, vault_id: str, out: FromStore) -> list[dict]:
+    """The namespaces whose key object this KEK opens (one per namespace: a rotation cut short leaves two)."""
+    found: dict[str, dict] = {}
+    try:
+        objects = read_namespace_objects(store, vault_id)
+    except DataLossError as exc:
+        out.skipped.append(str(exc))
+        return []
+    for row in objects:
+        if row["vault_id"] != vault_id or row["namespace_id"] in found:
+            continue
+        try:
+            unwrap_namespace_key(provider, vault_id, row["namespace_id"], row["kek_id"], row["wrapped_id_key"])
+        except KeyUnwrapError as exc:
+            out.skipped.append(f"namespace {row['namespace_id']}: {exc}")
+            continue
+        found[row["namespace_id"]] = row
+    return list(found.values())
 
 
 def _read_records(store, keys: VaultKeys, vault_id: str, project_id: str, out: FromStore) -> list:
@@ -199,12 +223,14 @@ class RebuildSummary:
     corrupt: tuple[str, ...]  # backups made corrupt: a chunk or manifest they need is not in the store
     kek_id: str
     encrypted: bool
+    namespaces: int = 0     # a replication vault's namespaces (their wrapped id keys)
 
     def lines(self, vault_id: str) -> list[str]:
         out = [f"vault {vault_id}: keys wrapped by {self.kek_id} ({'encrypted' if self.encrypted else 'unencrypted'})",
                f"backups: {self.backups} rows ({self.top_level} top level) from {self.records} records; "
                f"checkpoints: {self.checkpoints}",
-               f"chunks: {self.chunks} index rows from {self.packs} packs and {self.lone_chunks} lone chunk files"]
+               f"chunks: {self.chunks} index rows from {self.packs} packs and {self.lone_chunks} lone chunk files",
+               f"replica namespaces: {self.namespaces}"]
         out += [f"skipped {reason}" for reason in self.skipped]
         out += [f"corrupt backup {backup_id} (a chunk or manifest it needs is missing)" for backup_id in self.corrupt]
         return out
@@ -214,9 +240,9 @@ async def existing_rows(uow, vault_id: str) -> dict[str, int]:
     """The vault's rows in the backup schema, per table (what a rebuild would add to)."""
     from sqlalchemy import func, select
 
-    from cbr_backup.adapters.tables import backups, checkpoints, chunks, vault_keys
+    from cbr_backup.adapters.tables import backups, checkpoints, chunks, replica_namespaces, vault_keys
     counts = {}
-    for table in (vault_keys, backups, checkpoints, chunks):
+    for table in (vault_keys, replica_namespaces, backups, checkpoints, chunks):
         counts[table.name] = (await uow.session.execute(
             select(func.count()).select_from(table).where(table.c.vault_id == vault_id))).scalar_one()
     return counts
@@ -230,6 +256,10 @@ async def write_rows(uow, index, contents: FromStore, vault_id: str) -> tuple[in
     await asyncio.to_thread(index.record_new, vault_id, contents.chunk_rows)
     if await uow.backups.vault_keys(vault_id) is None:
         await uow.backups.add_vault_keys(vault_id, contents.keys_object.wrapped)
+    from cbr_backup.transfer.repository import TransferRepository
+    transfers = TransferRepository(uow.session)
+    for row in contents.namespaces:  # before the replicas that need them
+        await transfers.add_namespace(**row)
     checkpoints = backups = 0
     for cp in contents.checkpoints:
         if await uow.backups.get_checkpoint(cp.project_id, cp.checkpoint_id) is None:

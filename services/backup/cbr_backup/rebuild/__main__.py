@@ -98,7 +98,8 @@ async def rebuild(settings: Settings, vault_id: str, project_id: str = "", add_m
         checkpoints=len(contents.checkpoints), chunks=len(contents.chunk_rows), packs=contents.packs,
         lone_chunks=contents.lone_chunks, records=contents.records, skipped=tuple(contents.skipped),
         corrupt=tuple(b.backup_id for b in contents.backups if b.corrupt),
-        kek_id=contents.keys_object.wrapped.kek_id, encrypted=contents.keys_object.encrypted)
+        kek_id=contents.keys_object.wrapped.kek_id, encrypted=contents.keys_object.encrypted,
+        namespaces=len(contents.namespaces))
 
 
 async def backfill(settings: Settings, vault_id: str) -> tuple[int, int]:

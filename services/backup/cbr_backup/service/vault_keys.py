@@ -54,3 +54,22 @@ async def rotate_kek(uow: BackupUnitOfWork, old: KeyProvider, new: KeyProvider) 
         rewrapped += 1
     return rewrapped, skipped
 
+
+async def rotate_namespace_keys(uow: BackupUnitOfWork, old: KeyProvider, new: KeyProvider) -> list[dict]:
+    """Re-wraps the replica namespaces' id keys (DESIGN.md 17.3) as rotate_kek does the vaults'; the rows changed
+    (their store objects are rewritten from them: transfer.namespaces.put_namespace_object)."""
+    from cbr_backup.transfer.namespaces import unwrap_namespace_key, wrap_namespace_key
+    from cbr_backup.transfer.repository import TransferRepository
+
+    repo = TransferRepository(uow.session)
+    changed = []
+    for row in await repo.all_namespaces(for_update=True):
+        if row["kek_id"] == new.kek_id:
+            continue
+        id_key = unwrap_namespace_key(old, row["vault_id"], row["namespace_id"], row["kek_id"],
+                                      bytes(row["wrapped_id_key"]))
+        kek_id, wrapped = wrap_namespace_key(new, row["vault_id"], row["namespace_id"], id_key)
+        await repo.rewrap_namespace(row["vault_id"], row["namespace_id"], kek_id, wrapped)
+        changed.append({**row, "kek_id": kek_id, "wrapped_id_key": wrapped})
+    return changed
+

@@ -36,8 +36,8 @@ from cbr_backup.keys import KeyProvider
 from cbr_backup.service import lifecycle
 from cbr_backup.service.vault_keys import open_vault_keys
 from cbr_backup.transfer.chunks import ChunkSink, Rejection, Sealed, WireChunk, adopt_packs
-from cbr_backup.transfer.namespaces import (NamespaceKeys, open_namespace_keys, staging_key, staging_prefix,
-                                            wrap_namespace_key)
+from cbr_backup.transfer.namespaces import (NamespaceKeys, open_namespace_keys, put_namespace_object, staging_key,
+                                            staging_prefix, wrap_namespace_key)
 from cbr_backup.transfer.repository import TransferRepository
 from cbr_backup.transfer.staged import chunk_sizes_of, load_staged
 from cbr_backup.worker.backup_records import write_backup_records
@@ -543,6 +543,10 @@ class TransferReceiver:
             manifests = {r["source_backup_id"]: f"{ids[r['source_backup_id']]}-{run_id}" for r in staged
                          if r["kind"] != "server"}
             await asyncio.to_thread(self._publish_manifests, transfer, keys, manifests)  # (c)
+            async with self._uow() as uow:  # and the namespace's wrapped key, so a rebuild can read the replica
+                namespace = await TransferRepository(uow.session).namespace_by_id(transfer["vault_id"],
+                                                                                 transfer["namespace_id"])
+            await asyncio.to_thread(put_namespace_object, self.store, namespace)
             async with self._uow() as uow:  # (d)
                 repo = TransferRepository(uow.session)
                 latest = await repo.get_transfer(transfer_id, for_update=True)

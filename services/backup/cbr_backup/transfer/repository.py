@@ -89,6 +89,16 @@ class TransferRepository:
             replica_namespaces.c.vault_id == vault_id))).mappings().all()
         return [dict(r) for r in rows]
 
+    async def all_namespaces(self, for_update: bool = False) -> list[dict]:
+        query = select(replica_namespaces).order_by(replica_namespaces.c.vault_id, replica_namespaces.c.namespace_id)
+        rows = (await self._s.execute(query.with_for_update() if for_update else query)).mappings().all()
+        return [dict(r) for r in rows]
+
+    async def rewrap_namespace(self, vault_id: str, namespace_id: str, kek_id: str, wrapped: bytes) -> None:
+        await self._s.execute(update(replica_namespaces).where(
+            replica_namespaces.c.vault_id == vault_id, replica_namespaces.c.namespace_id == namespace_id)
+            .values(kek_id=kek_id, wrapped_id_key=wrapped))
+
     async def add_namespace(self, **row) -> None:
         """Two racing first transfers of one source vault end with one row (the other's insert does nothing)."""
         await self._s.execute(pg_insert(replica_namespaces).values(created_time=utcnow(), **row)
