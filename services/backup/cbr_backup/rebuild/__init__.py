@@ -278,7 +278,8 @@ async def write_rows(uow, index, contents: FromStore, vault_id: str) -> tuple[in
 
 async def backfill_records(uow, store, provider: KeyProvider, vault_id: str) -> tuple[int, int]:
     """Writes the keys object and the records of the vault's available backups that have none in the store
-    (backups made before records were written), from their rows. (backups given records, backups that had them)."""
+    (backups made before records were written), and its namespaces' key objects, from their rows. (backups given
+    records, backups that had them)."""
     import asyncio
 
     from cbr_backup.keys.vault_keys import WrappedVaultKeys
@@ -288,6 +289,10 @@ async def backfill_records(uow, store, provider: KeyProvider, vault_id: str) -> 
         raise RebuildRefused(f"vault {vault_id} has no wrapped keys row (start the backup service once: it wraps "
                              f"clear keys from before)")
     keys = unwrap_vault_keys(provider, vault_id, wrapped)
+    from cbr_backup.transfer.namespaces import put_namespace_object
+    from cbr_backup.transfer.repository import TransferRepository
+    for row in await TransferRepository(uow.session).namespaces(vault_id):
+        await asyncio.to_thread(put_namespace_object, store, row)
     written = had = 0
     for top in await uow.backups.vault_top_level(vault_id):
         if top.status != "available":
