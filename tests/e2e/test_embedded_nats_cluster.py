@@ -1,5 +1,5 @@
 """`CBR_NATS_NODES=3 python -m cbr_devstack up`: three clustered nats-server processes, the services on all of them
-with streams of three replicas, events flowing; `down` stops every node."""
+with streams of three replicas, events flowing; `down` stops every node, and the next `up` starts them again."""
 from __future__ import annotations
 
 import asyncio
@@ -84,6 +84,11 @@ def test_up_with_three_nats_nodes_and_down_stops_them_all(run_dir):
     while any(is_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in pids if is_alive(pid)]
-    # The stack keeps its node count: a later `up` asking for one server is refused before anything starts.
+    # The stack keeps its node count: a later `up` asking for one server is refused before anything starts, and
+    # one without the variable starts the three nodes again on their stores and ports.
     single = devstack("up", run_dir, nodes="1")
     assert single.returncode == 1 and "CBR_NATS_NODES=1" in single.stderr, single.stderr
+    again = devstack("up", run_dir)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert read_env(run_dir / "cbr.env")["CBR_NATS_URL"] == env["CBR_NATS_URL"]
+    assert asyncio.run(stream_replicas(env["CBR_NATS_URL"])) == (3, 2)
