@@ -45,3 +45,23 @@ def node_stream(node, stream: str) -> dict | None:
             if detail.get("name") == stream:
                 return detail
     return None
+
+
+async def move_leader(nc, js, stream: str, node: str, timeout: float = 30.0) -> None:
+    """Makes `node` the stream's leader: the leader steps down (JetStream elects another replica) until `node` is
+    chosen; bounded by `timeout`."""
+    import asyncio
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            leader = (await js.stream_info(stream)).cluster.leader
+        except Exception:  # noqa: BLE001 - no leader for a moment, during an election
+            leader = None
+        if leader == node:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{node} did not become the leader of {stream} within {timeout:.0f} s")
+        if leader:
+            await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=5)
+        await asyncio.sleep(0.5)

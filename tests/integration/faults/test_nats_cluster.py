@@ -1,5 +1,5 @@
-"""A three-node JetStream cluster with replicated streams loses one node (SIGKILL) during a backup and a burst of
-events: every event arrives once, the backup's job completes and leaves the work queue, nothing is lost; the node
+"""A three-node JetStream cluster with replicated streams loses one node (SIGKILL: the leader of both streams, and
+the server a consumer is connected to) during a backup and a burst of events: every event arrives once, the backup's job completes and leaves the work queue, nothing is lost; the node
 then comes back and catches up with the streams."""
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import BigInteger, Column, MetaData, String, Table, func, insert, select
 
 from cbr.backup.v1 import backup_pb2 as bp
+from cbr.backup.v1 import task_pb2 as tp
 from cbr.events.v1 import vault_events_pb2 as ev
 from cbr.vault.v1 import vault_pb2 as vp
 from cbr_backup.service.jobs import JOBS_STREAM
@@ -21,7 +22,7 @@ from cbr_common.jetstream import EVENTS_STREAM, EventConsumer, Subscription
 from cbr_common.outbox import add_outbox_tables
 from tests.support.backups import checkpoint, fill, get_backup, running_with_progress, wait_success
 from tests.support.calls import BACKUP, DISK, MIB, create_disk, create_vault, ref
-from tests.support.nats_cluster import REPLICAS, node_stream, start_cluster_infra
+from tests.support.nats_cluster import REPLICAS, move_leader, node_stream, start_cluster_infra
 from tests.support.services import Services, eventually
 
 BURST = 30          # vaults created while the backup runs, each one a cbr.vault.created event
@@ -72,16 +73,22 @@ async def test_a_killed_node_loses_no_event_and_no_job(cluster_infra, cluster_se
     victim = None
     try:
         disk = await create_disk(caller, "cluster", 32 * MIB)
-        fill(disk.path, 0, 24, seed=41)
+        fill(disk.path, 0, 30, seed=41)
         vault = await create_vault(caller, "cluster", DISK, BACKUP, resources=[ref(disk)])
         created = [vault.vault_id]
-        await services.start_worker(rate_limit_mbps=4)  # slow, so the node goes while the job runs
+        await services.start_worker(rate_limit_mbps=3)  # ~10 s, so the node goes while the job runs
         cp = await checkpoint(caller, vault.vault_id)
         task_id, backup_id = cp.resources[0].task_id, cp.resources[0].backup_id
         await running_with_progress(caller, task_id)
+        # The node to kill: the one this test's own consumer is connected to, made the leader of both streams, so
+        # the client must move to another node and both streams' replicas must elect new leaders.
+        victim = next(node for node in cluster.nodes if node.port == nc.connected_url.port)
+        for stream in (EVENTS_STREAM.name, JOBS_STREAM.name):
+            await move_leader(nc, js, stream, victim.name)
         for i in range(BURST):
-            if i == KILL_AFTER:  # the node leading the events' stream: its replicas must elect another leader
-                victim = cluster.node((await js.stream_info(EVENTS_STREAM.name)).cluster.leader)
+            if i == KILL_AFTER:
+                running = (await caller.tasks.GetTask(tp.GetTaskRequest(task_id=task_id))).task
+                assert running.status == tp.TASK_STATUS_RUNNING, running  # the node goes mid-backup
                 victim.kill()  # SIGKILL, by pid
                 killed = time.monotonic()
             created.append((await create_vault(caller, f"burst-{i}", DISK, BACKUP)).vault_id)
@@ -91,6 +98,7 @@ async def test_a_killed_node_loses_no_event_and_no_job(cluster_infra, cluster_se
         async def all_seen():
             return set(await _seen(db, seen)) == set(created)
         await eventually(all_seen, timeout=120, interval=0.5)
+        assert nc.is_connected and nc.connected_url.port != victim.port and nc.stats["reconnects"] >= 1
         settled = time.monotonic() - killed
         await asyncio.sleep(3.0)  # longer than the consumer's ack_wait: a redelivered event would be handled by now
         counts = await _seen(db, seen)
