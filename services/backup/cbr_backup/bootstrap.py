@@ -67,7 +67,7 @@ async def start(settings: Settings, provider: Provider | None = None) -> Service
 
     await _wrap_clear_keys(make_uow, keys)
 
-    await ensure_stream(runtime.js, JOBS_STREAM)  # before the outbox relay sends the first job
+    await ensure_stream(runtime.js, JOBS_STREAM, settings.nats_replicas)  # before the outbox relay sends the first job
     vaults = GrpcVaultDirectory(settings)
     runtime.closers.append(vaults.close)
     consumer = EventConsumer(runtime.js, "backup", subscriptions(keys, provider), make_uow, metadata)

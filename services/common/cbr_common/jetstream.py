@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 import uuid
 import logging
 from dataclasses import dataclass
@@ -9,7 +11,7 @@ from typing import Awaitable, Callable
 
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.errors import APIError, BadRequestError, ServiceUnavailableError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from cbr_common.db import utcnow
@@ -24,8 +26,23 @@ EVENTS_STREAM = StreamConfig(
     max_age=7 * 24 * 3600.0, duplicate_window=15 * 60.0)
 
 
-async def connect(url: str):
-    """Connects with endless reconnects, so a NATS restart is survived, and makes sure the streams exist."""
+# A stream with replicas needs the cluster's JetStream meta leader; one is elected within seconds of a start or of
+# losing the last one. Creating a stream waits this long for it.
+STREAM_READY_TIMEOUT = 30.0
+
+
+def server_list(url: str) -> list[str]:
+    """CBR_NATS_URL's servers: one URL, or a cluster's nodes comma-separated (nats://a:4222,nats://b:4222)."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    if not servers:
+        raise ValueError("no NATS server in the URL")
+    return servers
+
+
+async def connect(url: str, replicas: int = 1):
+    """Connects with endless reconnects, so a NATS restart is survived, and makes sure the streams exist.
+    `url` may name several servers (a cluster): the client starts at any of them and moves to another when its
+    own goes; `replicas` is the streams' replica count (CBR_NATS_REPLICAS, 3 on a three-node cluster)."""
     bus, who, client = outage_log("nats"), f"connection {uuid.uuid4().hex[:8]}", []
 
     async def on_error(exc: Exception) -> None:  # instead of nats-py's, which logs every reconnect attempt
@@ -44,20 +61,43 @@ async def connect(url: str):
     async def on_closed() -> None:
         bus.ok(who)
 
-    nc = await nats.connect(url, name="cbr", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+    nc = await nats.connect(server_list(url), name="cbr", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                             connect_timeout=5, error_cb=on_error, disconnected_cb=on_disconnected,
                             reconnected_cb=on_reconnected, closed_cb=on_closed)
     client.append(nc)
     js = nc.jetstream(timeout=5)
-    await ensure_stream(js, EVENTS_STREAM)
+    await ensure_stream(js, EVENTS_STREAM, replicas)
     return nc, js
 
 
-async def ensure_stream(js, config: StreamConfig) -> None:
-    try:
-        await js.add_stream(config)
-    except BadRequestError:
-        await js.update_stream(config)  # exists with other settings: bring it to ours
+async def ensure_stream(js, config: StreamConfig, replicas: int = 1, timeout: float = STREAM_READY_TIMEOUT) -> None:
+    """Creates the stream with `replicas` copies, or brings an existing one to these settings. On a cluster that
+    is still electing its meta leader (just started, or a node lost) the request fails for a moment: it is
+    tried again, for `timeout` seconds at most (a single server, replicas 1, answers at once or fails)."""
+    config = dataclasses.replace(config, num_replicas=replicas)
+    deadline = time.monotonic() + (timeout if replicas > 1 else 0.0)
+    while True:
+        try:
+            try:
+                await js.add_stream(config)
+            except BadRequestError as exc:
+                if exc.err_code in NOT_READY_CODES:
+                    raise
+                await js.update_stream(config)  # exists with other settings: bring it to ours
+            return
+        except (APIError, nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            not_ready = not isinstance(exc, APIError) or isinstance(exc, ServiceUnavailableError) \
+                or exc.err_code in NOT_READY_CODES
+            if not not_ready or time.monotonic() > deadline:
+                raise
+            log.info("waiting for JetStream to create a stream", extra={"fields": {
+                "stream": config.name, "error": repr(exc)[:200]}})
+            await asyncio.sleep(0.5)
+
+
+# "JetStream system temporarily unavailable" and "insufficient resources" (too few peers known yet for the
+# replicas): what a cluster answers while it elects its meta leader or its nodes are still joining.
+NOT_READY_CODES = (10008, 10023)
 
 
 MAX_REDELIVERY_DELAY = 60.0

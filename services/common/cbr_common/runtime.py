@@ -51,7 +51,7 @@ class ServiceRuntime:
 async def open_runtime(settings: Settings, metadata) -> ServiceRuntime:
     """Connects to Postgres and NATS and starts the outbox relay; the service then adds its server."""
     db = settings.database(metadata.schema)
-    nc, js = await jetstream.connect(settings.nats_url)
+    nc, js = await jetstream.connect(settings.nats_url, settings.nats_replicas)
     relay = OutboxRelay(db, metadata, js, poll_seconds=settings.outbox_poll_seconds)
     runtime = ServiceRuntime(settings=settings, db=db, nats=nc, js=js, relay=relay,
                              samplers=[metrics.outbox_sampler(db, metadata)])

@@ -14,7 +14,7 @@ class SettingsError(ValueError):
 class Settings:
     service: str                       # vault | backup | policy | replication
     database_url: str                  # CBR_DATABASE_URL, e.g. postgresql+psycopg://cbr@127.0.0.1:5432/cbr
-    nats_url: str                      # CBR_NATS_URL, e.g. nats://127.0.0.1:4222
+    nats_url: str                      # CBR_NATS_URL, e.g. nats://127.0.0.1:4222 (a cluster: its nodes, comma-separated)
     jwt_secret: str                    # CBR_JWT_SECRET, HS256 key shared by issuers and services
     listen_addr: str = "127.0.0.1:0"   # CBR_LISTEN_ADDR host:port (port 0 picks a free one)
     peers: Mapping[str, str] = field(default_factory=dict)  # CBR_<SERVICE>_ADDR of the other services
@@ -55,6 +55,7 @@ class Settings:
     metrics_sample_seconds: float = 15.0  # CBR_METRICS_SAMPLE_SECONDS: how often gauges read from the database
     max_message_bytes: int = 16 * 1024 * 1024
     outbox_poll_seconds: float = 0.5   # CBR_OUTBOX_POLL_SECONDS
+    nats_replicas: int = 1             # CBR_NATS_REPLICAS: copies of each JetStream stream (3 on a 3-node cluster)
     peer_timeout_seconds: float = 5.0  # CBR_PEER_TIMEOUT_SECONDS: deadline of service-to-service calls
     # Bounds on every wait for the database, so that a stalled one answers UNAVAILABLE within seconds:
     db_connect_timeout_seconds: float = 2.0    # CBR_DB_CONNECT_TIMEOUT_SECONDS
@@ -136,6 +137,7 @@ class Settings:
             metrics_addr=env.get("CBR_METRICS_ADDR", "").strip(),
             metrics_sample_seconds=number("CBR_METRICS_SAMPLE_SECONDS", 15.0),
             outbox_poll_seconds=number("CBR_OUTBOX_POLL_SECONDS", 0.5),
+            nats_replicas=int(number("CBR_NATS_REPLICAS", 1)),
             peer_timeout_seconds=number("CBR_PEER_TIMEOUT_SECONDS", 5.0),
             db_connect_timeout_seconds=number("CBR_DB_CONNECT_TIMEOUT_SECONDS", 2.0),
             db_statement_timeout_seconds=number("CBR_DB_STATEMENT_TIMEOUT_SECONDS", 5.0),
@@ -179,6 +181,8 @@ class Settings:
                                 "be positive")
         if self.metrics_addr and not self.metrics_addr.rpartition(":")[2].isdigit():
             raise SettingsError(f"CBR_METRICS_ADDR must be host:port, got {self.metrics_addr!r}")
+        if not 1 <= self.nats_replicas <= 5:  # JetStream's own bounds
+            raise SettingsError(f"CBR_NATS_REPLICAS must be 1 to 5, not {self.nats_replicas}")
         if self.metrics_sample_seconds <= 0:
             raise SettingsError("CBR_METRICS_SAMPLE_SECONDS must be positive")
         if self.scheduler_interval_seconds < 0 or self.firing_lease_seconds <= 0:

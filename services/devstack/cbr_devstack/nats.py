@@ -54,6 +54,10 @@ class NatsServer:
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def argv(self) -> list[str]:
+        """The command line; a cluster node (cbr_devstack.nats_cluster) runs from a configuration file instead."""
+        return [str(find_binary()), "-a", HOST, "-p", str(self._port), "-js", "-sd", str(self.store_dir)]
+
     def start(self, timeout: float = 30.0) -> None:
         if self.is_running():
             raise ServerError(f"nats-server already runs (pid {self.pid})")
@@ -61,8 +65,7 @@ class NatsServer:
         if port_accepts(self._port):
             raise ServerError(f"port {self._port} is already in use")
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        argv = [str(find_binary()), "-a", HOST, "-p", str(self._port), "-js", "-sd", str(self.store_dir)]
-        self._process = start_detached(argv, os.environ, self.log_path)
+        self._process = start_detached(self.argv(), os.environ, self.log_path)
         if not wait_for_port(self._port, timeout, self.is_running):
             self.stop()
             raise ServerError(f"nats-server did not accept connections on port {self._port} within {timeout:.0f}s\n"

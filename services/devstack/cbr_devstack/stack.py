@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cbr_devstack.health import NotServingError, wait_serving
 from cbr_devstack.nats import NatsServer
+from cbr_devstack import nats_cluster
 from cbr_devstack.ports import HOST, kept_port, port_in_use
 from cbr_devstack.postgres import PostgresCluster
 from cbr_devstack.processes import ProcessRecord, ServerError, log_tail, stop_processes
@@ -91,6 +92,11 @@ class RunDir:
         return self.root / "nats"
 
     @property
+    def nats_cluster(self) -> Path:
+        """The node folders and configuration files of a stack made with CBR_NATS_NODES=3."""
+        return self.root / "nats-cluster"
+
+    @property
     def pool(self) -> Path:
         return self.root / "pool"
 
@@ -116,14 +122,20 @@ class RunDir:
     @property
     def wiped(self) -> tuple[Path, ...]:
         """What `wipe` removes: every file and folder the stack made here (the folder may hold other things)."""
-        return (self.pg_data, self.pg_socket, self.nats_store, self.pool, self.fs, self.store, self.logs,
-                self.ceph, self.kek_file, self.config_file, self.processes_file, self.env_file)
+        return (self.pg_data, self.pg_socket, self.nats_store, self.nats_cluster, self.pool, self.fs, self.store,
+                self.logs, self.ceph, self.kek_file, self.config_file, self.processes_file, self.env_file)
 
     def postgres(self, port: int | None = None) -> PostgresCluster:
         return PostgresCluster(self.pg_data, port, socket_dir=self.pg_socket, log_path=self.logs / "postgres.log")
 
     def nats(self, port: int | None = None) -> NatsServer:
         return NatsServer(self.nats_store, port, log_path=self.logs / "nats.log")
+
+    def nats_url(self, config: StackConfig) -> str:
+        """CBR_NATS_URL: the one server, or every node of the cluster."""
+        if config.nats_nodes > 1:
+            return nats_cluster.servers_url([p.client for p in nats_cluster.ports_of(config.ports, config.nats_nodes)])
+        return self.nats(config.ports["nats"]).url
 
 
 def up(run_dir: Path, new_ports: bool = False, region: str | None = None) -> int:
@@ -250,12 +262,20 @@ def _config_for_start(layout: RunDir, new_ports: bool, region: str | None = None
             f"{command_hint('wipe', layout.root)} first (it removes all data), or another --run-dir")
     if new_ports:
         config = dataclasses.replace(config, ports={})
-    if any(name not in config.ports for name in KEPT_PORTS):  # a stack.json from before metrics gets theirs
+    try:
+        nodes = nats_cluster.nodes_wanted(os.environ, config.nats_nodes, layout.config_file.exists())
+    except ValueError as exc:
+        raise ProviderChangeError(f"{exc}; {command_hint('wipe', layout.root)} first (it removes all data), or "
+                                  f"another --run-dir") from None
+    if nodes != config.nats_nodes:
+        config = dataclasses.replace(config, nats_nodes=nodes)
+    kept = (*KEPT_PORTS, *nats_cluster.port_names(config.nats_nodes))
+    if any(name not in config.ports for name in kept):  # a stack.json from before metrics gets theirs
         ports = dict(config.ports)
-        for name in KEPT_PORTS:
+        for name in kept:
             ports.setdefault(name, kept_port(taken=set(ports.values()) | set(taken)))
         config = dataclasses.replace(config, ports={name: ports[name] for name in ports
-                                                    if name in KEPT_PORTS or name == "transfer"})
+                                                    if name in kept or name == "transfer"})
     wanted = os.environ.get("CBR_PROVIDER", "").strip()
     if wanted and wanted not in ("local", "ceph"):
         raise ProviderChangeError(f"CBR_PROVIDER must be local or ceph, not {wanted!r}")
@@ -310,18 +330,25 @@ def _start_all(layout: RunDir, config: StackConfig, running: RunningProcesses) -
     postgres = layout.postgres(config.ports["postgres"])
     postgres.start()
     _record(layout, running, ProcessRecord.of("postgres", postgres.pid, postgres.port))
-    nats = layout.nats(config.ports["nats"])
-    nats.start()
-    _record(layout, running, ProcessRecord.of("nats", nats.pid, nats.port))
+    if config.nats_nodes > 1:
+        cluster = nats_cluster.for_stack(layout.nats_cluster, config.ports, config.nats_nodes, layout.logs)
+        cluster.start(on_started=lambda node: _record(layout, running, ProcessRecord.of(
+            f"nats-{node.name}", node.pid, node.port)))
+    else:
+        nats = layout.nats(config.ports["nats"])
+        nats.start()
+        _record(layout, running, ProcessRecord.of("nats", nats.pid, nats.port))
     _migrate(layout, postgres.url)
 
     from cbr_backup.keys import create_kek_file  # here, so that down, status and wipe need no cbr_backup
 
     addresses = _service_addresses(config)
-    env = service_env(database_url=postgres.url, nats_url=nats.url, jwt_secret=config.jwt_secret,
+    env = service_env(database_url=postgres.url, nats_url=layout.nats_url(config), jwt_secret=config.jwt_secret,
                       addresses=addresses, pool_dir=layout.pool, fs_root=layout.fs, store_dir=layout.store,
                       kek_file=create_kek_file(layout.kek_file), region=config.region,
                       regions_file=config.regions_file)
+    if config.nats_nodes > 1:
+        env["CBR_NATS_REPLICAS"] = str(nats_cluster.CLUSTER_REPLICAS)
     if config.provider == "ceph":
         env.update(_start_ceph(layout, running))
     if config.transfer_tls:  # other regions reach the backup service here, over TLS (up-regions --tls)
@@ -390,8 +417,7 @@ def _stop(layout: RunDir, running: RunningProcesses) -> bool:
                 print(f"could not stop postgres: {exc}", file=sys.stderr)
         else:
             print(f"not stopping pid {postgres.pid}: it is not the postmaster of {_shown(layout.pg_data)}")
-    nats = running.find("nats")
-    stopped += stop_processes([nats] if nats else [])
+    stopped += stop_processes([r for r in running.processes if r.name == "nats" or r.name.startswith("nats-")])
     for record in stopped:
         print(f"stopped {record.name} (pid {record.pid})")
     left = running.alive()
@@ -447,7 +473,7 @@ def _write_env_file(layout: RunDir, config: StackConfig) -> None:
     lines += [f"CBR_{name.upper()}_ADDR={address}" for name, address in _service_addresses(config).items()]
     lines += [f"CBR_{name.upper()}_METRICS_ADDR={address}" for name, address in _metrics_addresses(config).items()]
     lines += [f"CBR_TOKEN={config.dev_token}", f"CBR_DATABASE_URL={layout.postgres(config.ports['postgres']).url}",
-              f"CBR_NATS_URL={layout.nats(config.ports['nats']).url}"]
+              f"CBR_NATS_URL={layout.nats_url(config)}"]
     descriptor = os.open(layout.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds a token
     with os.fdopen(descriptor, "w") as file:
         file.write("\n".join(lines) + "\n")
@@ -458,7 +484,7 @@ def _print_summary(layout: RunDir, config: StackConfig) -> None:
     for name, address in _service_addresses(config).items():
         print(f"  {name:<12} {address}")
     print(f"  {'postgres':<12} {layout.postgres(config.ports['postgres']).url}")
-    print(f"  {'nats':<12} {layout.nats(config.ports['nats']).url}")
+    print(f"  {'nats':<12} {layout.nats_url(config)}")
     if config.provider == "ceph":
         print(f"  {'ceph':<12} disks on RBD, chunks in radosgw: {_shown(layout.ceph / 'ceph.conf')}")
     print(f"Logs in {_shown(layout.logs)}/. For the cbr client: set -a; . {_shown(layout.env_file)}; set +a")

@@ -23,6 +23,7 @@ class StackConfig:
     region: str = "local"    # CBR_REGION of every service (chosen once: backups and vaults record it)
     regions_file: str = ""   # CBR_REGIONS_FILE: the peer regions, as `up-regions` wires them
     transfer_tls: bool = False  # `up-regions --tls`: RegionTransferService on ports["transfer"] with a certificate
+    nats_nodes: int = 1      # CBR_NATS_NODES at the first `up`: 1 server, or 3 clustered (cbr_devstack.nats_cluster)
 
 
 @dataclass

@@ -92,8 +92,8 @@ def main() -> None:
     async def run(stop: asyncio.Event) -> None:
         # /metrics on CBR_METRICS_ADDR; the store's free space where the store is a folder (S3 has no such limit)
         exporter = metrics.export(settings, [] if settings.store_url else [metrics.store_sampler(settings.store_dir)])
-        nc, js = await jetstream.connect(settings.nats_url)
-        await jetstream.ensure_stream(js, JOBS_STREAM)
+        nc, js = await jetstream.connect(settings.nats_url, settings.nats_replicas)
+        await jetstream.ensure_stream(js, JOBS_STREAM, settings.nats_replicas)
         log.info("taking jobs", extra={"fields": {"worker": worker.worker_id}})
         taking = asyncio.create_task(worker.run(js))
         await stop.wait()
