@@ -121,6 +121,7 @@ def test_a_failed_attempt_waits_for_the_next_and_a_later_success_clears_its_erro
         "retrying", attempt=1, error_code="ReplicationService.6920", error_message="no answer"), NOW)
     assert (r.status, r.attempt, r.error_code, r.ended_time) == ("waiting", 1, "ReplicationService.6920", None)
     assert rules.apply_update(r, update("progress", attempt=0, progress=90), LATER) is None  # an older attempt's
+    assert rules.apply_update(r, update("started", attempt=1), LATER) is None  # came after its retrying: ended
     r = rules.apply_update(r, update("started", attempt=2), LATER)
     assert (r.status, r.attempt) == ("replicating", 2)
     assert rules.apply_update(r, update("retrying", attempt=1), LATER) is None  # came late: ignored

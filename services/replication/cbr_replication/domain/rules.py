@@ -146,6 +146,9 @@ def apply_update(record: ReplicationRecord, update: TaskUpdate, now: dt.datetime
     if record.final or update.attempt < record.attempt:
         return None
     counters = update.counters or record.counters
+    if update.state in ("started", "progress") and record.status == "waiting" and 0 < update.attempt <= \
+            record.attempt:
+        return None  # that attempt's retrying came first: it ended; the next attempt's started moves the record
     if update.state in ("started", "progress"):
         changes = dict(status="replicating", attempt=update.attempt, task_id=task_id,
                        started_time=record.started_time or now, updated_time=now)
