@@ -36,7 +36,9 @@ MAX_BACKOFF = 1.0
 # about 25 s; CBR's services permit a ping every 10 s without calls (cbr_common.server.server_options). Not for the
 # CLI, whose calls are short and which may reach CBR through a proxy with a stricter ping policy.
 KEEPALIVE_OPTIONS = (("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 5_000),
-                     ("grpc.keepalive_permit_without_calls", 1))
+                     ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0))
+# A replica that comes back (restarted, rescheduled) rejoins the rotation within this (gRPC's default: 120 s).
+RECONNECT_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 10_000))
 
 
 class AddressError(SettingsError):
@@ -128,8 +130,8 @@ def _split_host_port(entry: str) -> tuple[str, str]:
 
 
 def target(address: str, resolve=socket.getaddrinfo) -> tuple[str, str | None]:
-    """The gRPC target for an address setting, and the authority TLS checks when it differs from the target
-    (several host names: the first one's, as every replica presents the service's certificate)."""
+    """The gRPC target for an address setting, and for a list the authority TLS checks: the first entry's (every
+    replica presents the service's certificate)."""
     address = address.strip()
     if not address:
         raise AddressError("empty address")
@@ -149,15 +151,18 @@ def target(address: str, resolve=socket.getaddrinfo) -> tuple[str, str | None]:
         (v4 if ip.version == 4 else v6).append(f"{host}:{port}" if ip.version == 4 else f"[{host}]:{port}")
     if v6 and (v4 or names):
         raise AddressError(f"{address!r} mixes IPv6 literals with other addresses; list IPv6 replicas alone")
+    host, port = _split_host_port(entries[0])
+    authority = f"[{host}]:{port}" if v6 else f"{host}:{port}"
     if v6:
-        return "ipv6:" + ",".join(v6), None
+        return "ipv6:" + ",".join(v6), authority
     for host, port in names:
         try:
             found = {info[4][0] for info in resolve(host, int(port), socket.AF_INET, socket.SOCK_STREAM)}
         except OSError as exc:
             raise AddressError(f"cannot resolve {host}: {exc}") from None
+        if not found:
+            raise AddressError(f"{host} has no IPv4 address")
         v4 += [f"{ip}:{port}" for ip in sorted(found)]
-    authority = f"{names[0][0]}:{names[0][1]}" if names else None
     return "ipv4:" + ",".join(dict.fromkeys(v4)), authority
 
 
@@ -166,12 +171,12 @@ def open_channel(address: str, *, credentials: grpc.ChannelCredentials | None = 
     """A channel over every replica `address` names, balanced, with the retries above."""
     config, keyed = _policy()
     tgt, authority = target(address)
-    options = [*options, *(KEEPALIVE_OPTIONS if keepalive else ()), ("grpc.enable_retries", 1),
+    options = [*options, *(KEEPALIVE_OPTIONS if keepalive else ()), *RECONNECT_OPTIONS, ("grpc.enable_retries", 1),
                ("grpc.service_config", config)]
     if authority is not None:
         options.append(("grpc.default_authority", authority))
-        if credentials is not None:  # the certificate names the service, not the replicas' addresses
-            options.append(("grpc.ssl_target_name_override", authority.rpartition(":")[0]))
+        if credentials is not None:  # checked against the first entry, whichever replica answers
+            options.append(("grpc.ssl_target_name_override", authority.rpartition(":")[0].strip("[]")))
     interceptors = [KeyedRetry(keyed)]
     if credentials is None:
         return grpc.aio.insecure_channel(tgt, options=options, interceptors=interceptors)

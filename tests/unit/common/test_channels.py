@@ -16,8 +16,9 @@ def test_one_address_is_passed_to_grpc_as_it_is():
 
 
 def test_several_ip_addresses_become_one_static_target():
-    assert channels.target("127.0.0.1:7001, 127.0.0.1:7002") == ("ipv4:127.0.0.1:7001,127.0.0.1:7002", None)
-    assert channels.target("[::1]:7001,[::1]:7002") == ("ipv6:[::1]:7001,[::1]:7002", None)
+    assert channels.target("127.0.0.1:7001, 127.0.0.1:7002") == ("ipv4:127.0.0.1:7001,127.0.0.1:7002",
+                                                                 "127.0.0.1:7001")
+    assert channels.target("[::1]:7001,[::1]:7002") == ("ipv6:[::1]:7001,[::1]:7002", "[::1]:7001")
 
 
 def test_several_host_names_are_resolved_and_tls_checks_the_first_name():
