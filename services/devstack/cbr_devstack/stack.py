@@ -339,9 +339,11 @@ def _start_all(layout: RunDir, config: StackConfig, running: RunningProcesses) -
     metrics = _metrics_addresses(config)
     listening = {}
     for name, service, index, port in replicas.listeners(config.ports):  # one per service unless --replicas
-        own_metrics = metrics[service] if index == 1 else ""  # the kept /metrics port is the first replica's
-        process = start_service(service, {**env, "CBR_METRICS_ADDR": own_metrics}, f"{HOST}:{port}", layout.logs,
-                                replica=index)
+        # The kept /metrics port and the other regions' transfer listener (a port of its own) are the first
+        # replica's; a further backup replica serves the transfer API beside its own.
+        own = env if index == 1 else {k: v for k, v in env.items() if not k.startswith("CBR_TRANSFER_")}
+        process = start_service(service, {**own, "CBR_METRICS_ADDR": metrics[service] if index == 1 else ""},
+                                f"{HOST}:{port}", layout.logs, replica=index)
         _record(layout, running, ProcessRecord.of(name, process.pid, port))
         listening[name] = f"{HOST}:{port}"
     worker = start_worker({**env, "CBR_METRICS_ADDR": metrics[WORKER]}, layout.logs)
