@@ -10,6 +10,7 @@ from cbr.backup.v1 import backup_pb2_grpc, protectable_pb2_grpc, task_pb2_grpc
 from cbr.policy.v1 import policy_pb2_grpc
 from cbr.replication.v1 import replication_pb2_grpc
 from cbr.vault.v1 import vault_pb2_grpc
+from cbr_common import channels
 from cbr_cli.config import Config, ConfigError
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -89,14 +90,20 @@ class CbrClient:
 
 
 def open_channel(config: Config, address: str) -> grpc.aio.Channel:
+    """`address` may name several replicas, comma-separated: calls are balanced over them and reads (and writes
+    with a request_id) retried on another one (cbr_common.channels)."""
     options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-    if not config.tls_ca:
-        return grpc.aio.insecure_channel(address, options=options)
-    root = _read(config.tls_ca, "CBR_TLS_CA")
-    key = _read(config.tls_key, "CBR_TLS_KEY") if config.tls_key else None
-    chain = _read(config.tls_cert, "CBR_TLS_CERT") if config.tls_cert else None
-    return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(root, key, chain), options=options)
+    credentials = None
+    if config.tls_ca:
+        root = _read(config.tls_ca, "CBR_TLS_CA")
+        key = _read(config.tls_key, "CBR_TLS_KEY") if config.tls_key else None
+        chain = _read(config.tls_cert, "CBR_TLS_CERT") if config.tls_cert else None
+        credentials = grpc.ssl_channel_credentials(root, key, chain)
+    try:
+        return channels.open_channel(address, credentials=credentials, options=options)
+    except channels.AddressError as exc:
+        raise ConfigError(f"bad address {address!r}: {exc}") from None
 
 
 def _read(path: str, setting: str) -> bytes:

@@ -5,6 +5,7 @@ import time
 
 import grpc
 
+from cbr_common import channels
 from cbr_common.auth import ROLE_SERVICE, issue_token
 from cbr_common.errors import UnavailableError
 from cbr_common.settings import Settings
@@ -13,6 +14,7 @@ SERVICE_TOKEN_TTL = 300
 
 
 def open_channel(settings: Settings, address: str) -> grpc.aio.Channel:
+    """A channel to a peer service; `address` may name several replicas (cbr_common.channels)."""
     options = [("grpc.max_receive_message_length", settings.max_message_bytes),
                ("grpc.max_send_message_length", settings.max_message_bytes)]
     if settings.tls_ca:
@@ -25,8 +27,8 @@ def open_channel(settings: Settings, address: str) -> grpc.aio.Channel:
             with open(settings.tls_key, "rb") as f:
                 key = f.read()
         credentials = grpc.ssl_channel_credentials(root, key, cert_chain)
-        return grpc.aio.secure_channel(address, credentials, options=options)
-    return grpc.aio.insecure_channel(address, options=options)
+        return channels.open_channel(address, credentials=credentials, options=options, keepalive=True)
+    return channels.open_channel(address, options=options, keepalive=True)
 
 
 _tokens: dict[tuple[str, str, str], tuple[float, tuple[tuple[str, str], ...]]] = {}

@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--region", default=None,
                        help="the region this stack is (CBR_REGION; chosen on the first start, default local); "
                             "a second region needs its own --run-dir")
+    start.add_argument("--replicas", type=int, default=None,
+                       help="processes of each service, each on its own port, listed in cbr.env (default: "
+                            "CBR_SERVICE_REPLICAS, else as many as the last start, 1 at first)")
     commands.add_parser("down", parents=[common], help="stop what `up` started; ports, secret and data stay")
     regions = commands.add_parser("up-regions", parents=[common],
                                   help="start one stack per region in RUN_DIR/<name>, each naming the others as "
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"{name!r} is not a region name (lower-case letters, digits and '-', at most 63)")
     try:
         if args.command == "up":
-            return up(args.run_dir, new_ports=args.new_ports, region=args.region)
+            return up(args.run_dir, new_ports=args.new_ports, region=args.region, replica_count=args.replicas)
         if args.command == "up-regions":
             if len(named) < 2 or len(set(named)) != len(named):
                 parser.error("--names needs at least two different regions")

@@ -37,10 +37,13 @@ def service_env(*, database_url: str, nats_url: str, jwt_secret: str, addresses:
     return env
 
 
-def start_service(name: str, env: Mapping[str, str], listen_addr: str, log_dir: Path) -> subprocess.Popen:
-    """Runs `python -m cbr_<name>` detached, its output appended to <log_dir>/<name>.log."""
+def start_service(name: str, env: Mapping[str, str], listen_addr: str, log_dir: Path,
+                  replica: int = 1) -> subprocess.Popen:
+    """Runs `python -m cbr_<name>` detached, its output appended to <log_dir>/<name>.log (<name>-<replica>.log
+    for the further replicas of a service)."""
+    log_name = name if replica == 1 else f"{name}-{replica}"
     return start_detached([sys.executable, "-m", f"cbr_{name}"], {**env, "CBR_LISTEN_ADDR": listen_addr},
-                          Path(log_dir) / f"{name}.log")
+                          Path(log_dir) / f"{log_name}.log")
 
 
 def start_worker(env: Mapping[str, str], log_dir: Path) -> subprocess.Popen:

@@ -25,6 +25,7 @@ from cbr_devstack import nats_cluster
 from cbr_devstack.ports import HOST, kept_port, port_in_use
 from cbr_devstack.postgres import PostgresCluster
 from cbr_devstack.processes import ProcessRecord, ServerError, log_tail, stop_processes
+from cbr_devstack import replicas
 from cbr_devstack.services import METRICS_PORTS, SERVICES, WORKER, service_env, start_service, start_worker
 from cbr_devstack.state import (RunningProcesses, StackConfig, load_config, load_running, save_config,
                                 save_running)
@@ -138,8 +139,9 @@ class RunDir:
         return self.nats(config.ports["nats"]).url
 
 
-def up(run_dir: Path, new_ports: bool = False, region: str | None = None) -> int:
-    """Starts the stack; `region` names it on its first start (CBR_REGION, default "local") and must match later."""
+def up(run_dir: Path, new_ports: bool = False, region: str | None = None, replica_count: int | None = None) -> int:
+    """Starts the stack; `region` names it on its first start (CBR_REGION, default "local") and must match later;
+    replica_count: processes per service (None: CBR_SERVICE_REPLICAS, else as many as the last start)."""
     layout = RunDir(Path(run_dir).absolute())
     layout.root.mkdir(parents=True, exist_ok=True)
     with _locked(layout):
@@ -161,7 +163,10 @@ def up(run_dir: Path, new_ports: bool = False, region: str | None = None) -> int
             if not _stop(layout, running):
                 return 1
         try:
-            config = _config_for_start(layout, new_ports, region)
+            config = _config_for_start(layout, new_ports, region, replica_count=replicas.requested(replica_count))
+        except replicas.ReplicaCountError as exc:
+            print(f"CBR did not start: {exc}", file=sys.stderr)
+            return 1
         except ImportError as exc:
             print(f"CBR did not start: cannot issue a dev token ({exc})", file=sys.stderr)
             return 1
@@ -249,7 +254,7 @@ def command_hint(verb: str, run_dir: Path, *options: str) -> str:
 
 
 def _config_for_start(layout: RunDir, new_ports: bool, region: str | None = None,
-                      taken: frozenset[int] = frozenset()) -> StackConfig:
+                      taken: frozenset[int] = frozenset(), replica_count: int | None = None) -> StackConfig:
     """The kept configuration, with what is missing or due chosen now and saved before anything starts; `taken`
     are ports another stack of this machine chose but may not listen on yet (`up-regions`)."""
     config = load_config(layout.config_file)
@@ -275,7 +280,9 @@ def _config_for_start(layout: RunDir, new_ports: bool, region: str | None = None
         for name in kept:
             ports.setdefault(name, kept_port(taken=set(ports.values()) | set(taken)))
         config = dataclasses.replace(config, ports={name: ports[name] for name in ports
-                                                    if name in kept or name == "transfer"})
+                                                    if name in kept or name == "transfer"
+                                                    or replicas.is_replica_port(name)})
+    config = replicas.with_count(config, replica_count, lambda used: kept_port(taken=used | set(taken)))
     wanted = os.environ.get("CBR_PROVIDER", "").strip()
     if wanted and wanted not in ("local", "ceph"):
         raise ProviderChangeError(f"CBR_PROVIDER must be local or ceph, not {wanted!r}")
@@ -357,12 +364,18 @@ def _start_all(layout: RunDir, config: StackConfig, running: RunningProcesses) -
         env.update(CBR_TRANSFER_LISTEN_ADDR=f"{HOST}:{config.ports['transfer']}", CBR_TRANSFER_TLS_CERT=str(cert),
                    CBR_TRANSFER_TLS_KEY=str(key))
     metrics = _metrics_addresses(config)
-    for name in SERVICES:
-        process = start_service(name, {**env, "CBR_METRICS_ADDR": metrics[name]}, addresses[name], layout.logs)
-        _record(layout, running, ProcessRecord.of(name, process.pid, config.ports[name]))
+    listening = {}
+    for name, service, index, port in replicas.listeners(config.ports):  # one per service unless --replicas
+        # The kept /metrics port and the other regions' transfer listener (a port of its own) are the first
+        # replica's; a further backup replica serves the transfer API beside its own.
+        own = env if index == 1 else {k: v for k, v in env.items() if not k.startswith("CBR_TRANSFER_")}
+        process = start_service(service, {**own, "CBR_METRICS_ADDR": metrics[service] if index == 1 else ""},
+                                f"{HOST}:{port}", layout.logs, replica=index)
+        _record(layout, running, ProcessRecord.of(name, process.pid, port))
+        listening[name] = f"{HOST}:{port}"
     worker = start_worker({**env, "CBR_METRICS_ADDR": metrics[WORKER]}, layout.logs)
     _record(layout, running, ProcessRecord.of(WORKER, worker.pid, 0))
-    wait_serving(addresses, HEALTH_TIMEOUT, alive=lambda name: running.find(name).is_alive())
+    wait_serving(listening, HEALTH_TIMEOUT, alive=lambda name: running.find(name).is_alive())
 
 
 def _start_ceph(layout: RunDir, running: RunningProcesses) -> dict[str, str]:
@@ -402,7 +415,9 @@ def _ensure_bucket(cluster, bucket: str) -> None:
 
 def _stop(layout: RunDir, running: RunningProcesses) -> bool:
     """Stops exactly the recorded processes still alive; True when none is left and the record is gone."""
-    stopped = stop_processes([r for r in running.processes if r.name in (*SERVICES, WORKER)], SERVICE_STOP_TIMEOUT)
+    stopped = stop_processes([r for r in running.processes
+                              if r.name in (*SERVICES, WORKER) or replicas.is_replica_process(r.name)],
+                             SERVICE_STOP_TIMEOUT)
     for names in CEPH_DAEMONS:
         stopped += stop_processes([r for r in running.processes if r.name in {f"ceph-{n}" for n in names}],
                                   SERVICE_STOP_TIMEOUT)
@@ -460,7 +475,8 @@ def _dev_token(secret: str) -> tuple[str, int]:
 
 
 def _service_addresses(config: StackConfig) -> dict[str, str]:
-    return {name: f"{HOST}:{config.ports[name]}" for name in SERVICES}
+    """CBR_<SERVICE>_ADDR: one address per service, or its replicas' comma-separated."""
+    return replicas.address_lists(config.ports)
 
 
 def _metrics_addresses(config: StackConfig) -> dict[str, str]:

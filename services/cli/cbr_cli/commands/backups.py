@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import uuid
 
 import grpc
 
@@ -58,6 +59,10 @@ def register(groups, common) -> None:
     parser.add_argument("--description", default="")
     parser.add_argument("--exclude", type=server_disks, action="append", default=[],
                         metavar="SERVER_ID=DISK_ID[,DISK_ID]", help="server resources: disks to leave out this time")
+    parser.add_argument("--request-id", default="", metavar="ID",
+                        help="idempotency key (0-64 letters, digits, '_', '-'): the same one answers the first "
+                             "call's checkpoint (default: a new one per run, so a retry on another replica of the "
+                             "service never backs up twice)")
     parser.add_argument("--wait", action="store_true",
                         help="watch the backups with progress bars until they end, then list them; exit 11 unless "
                              "every one succeeds")
@@ -166,7 +171,8 @@ async def create_backups(args, client: CbrClient, out: Output) -> int:
     request = backup_pb2.CreateCheckpointRequest(
         vault_id=args.vault_id, resource_ids=resource_ids, name=args.name, description=args.description,
         resource_details=[backup_pb2.ResourceDetail(resource_id=server_id, type=common_pb2.OBJECT_TYPE_SERVER,
-                                                    exclude_volumes=disks) for server_id, disks in args.exclude])
+                                                    exclude_volumes=disks) for server_id, disks in args.exclude],
+        request_id=args.request_id or uuid.uuid4().hex)
     if args.full:
         request.incremental = False
     checkpoint = (await client.backups.CreateCheckpoint(request)).checkpoint
