@@ -28,7 +28,7 @@ async def test_audit_list_shows_the_calls_the_cli_made(cbr, services):
         await cbr.json("audit", "list", "--since", "2999-01-01"))
     header, _, *rows = table.stdout.splitlines()
     assert header.split() == ["TIME", "PROJECT", "SUBJECT", "METHOD", "OUTCOME", "IDS"]
-    assert f"vault_id={vault['vault_id']}" in rows[1] and "INVALID_ARGUMENT BackupService." in rows[0], table.stdout
+    assert f"vault_id={vault['vault_id'][:8]}" in rows[1] and "INVALID_ARGUMENT BackupService." in rows[0], table.stdout
     assert [e["event_id"] for e in by_resource["items"]] == [good["event_id"]]
     assert [e["event_id"] for e in errors["items"]] == [bad["event_id"]]
     assert none["count"] == 0

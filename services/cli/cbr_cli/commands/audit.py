@@ -5,12 +5,13 @@ from cbr.vault.v1 import vault_pb2
 from cbr_cli.arguments import add_command, add_group, add_paging, page, timestamp
 from cbr_cli.client import CbrClient
 from cbr_cli.output import Column, Output, time_text
+from cbr_cli.resolve import short_id
 
 MAX_IDS_SHOWN = 3  # in the table; --json has them all
 
 
 def _ids(event: vault_pb2.AuditEvent) -> str:
-    shown = [f"{i.name}={i.value}" for i in event.ids[:MAX_IDS_SHOWN]]
+    shown = [f"{i.name}={short_id(i.value)}" for i in event.ids[:MAX_IDS_SHOWN]]  # short ids resolve back
     more = len(event.ids) - MAX_IDS_SHOWN
     return ", ".join(shown + ([f"+{more}"] if more > 0 else []))
 
@@ -25,7 +26,7 @@ AUDIT_COLUMNS = (
     Column("SUBJECT", lambda e: e.subject),
     Column("METHOD", lambda e: e.method),
     Column("OUTCOME", _outcome),
-    Column("IDS", _ids),
+    Column("IDS", _ids, is_name=True),  # gives way (ellipsis) when the table would pass 120 columns
 )
 
 
