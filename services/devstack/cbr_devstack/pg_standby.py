@@ -20,6 +20,8 @@ from cbr_devstack.ports import HOST
 from cbr_devstack.postgres import DATABASE, SUPERUSER, PostgresCluster
 from cbr_devstack.processes import ServerError, wait_until
 
+STANDBY_PORT = "postgres-standby"  # the embedded stack's name for it: its key in stack.json and processes.json
+STANDBY_SWITCH = "CBR_PG_STANDBY"  # =1 at an `up`: the stack gets a standby (and keeps it until `wipe`)
 REPLICATION_USER = "cbr_replicator"
 SLOT = "cbr_standby"
 STANDBY_NAME = "cbr_standby"  # its cluster_name: the walreceiver's application_name, which the primary waits for
@@ -29,6 +31,11 @@ HBA_LINE = f"host replication {REPLICATION_USER} {HOST}/32 trust"
 def standby_settings() -> tuple[str, ...]:
     # On the command line, so they win over the postgresql.auto.conf copied from the primary.
     return (f"cluster_name={STANDBY_NAME}", "hot_standby=on", "synchronous_standby_names=")
+
+
+def wanted(env=None) -> bool:
+    value = (os.environ if env is None else env).get(STANDBY_SWITCH, "").strip().lower()
+    return value in ("1", "true", "yes", "on")
 
 
 def multi_host_url(*clusters: PostgresCluster, dbname: str = DATABASE) -> str:
@@ -48,6 +55,7 @@ def prepare_primary(primary: PostgresCluster) -> None:
             file.write(f"\n# a streaming-replication standby (cbr_devstack.pg_standby)\n{HBA_LINE}\n")
     try:
         with psycopg.connect(primary.conninfo("postgres"), autocommit=True, connect_timeout=10) as conn:
+            conn.execute("SET synchronous_commit = local")  # the standby this prepares for is not there to wait for
             if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (REPLICATION_USER,)).fetchone() is None:
                 conn.execute(sql.SQL("CREATE ROLE {} WITH REPLICATION LOGIN").format(sql.Identifier(REPLICATION_USER)))
             if conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (SLOT,)).fetchone() is None:
@@ -75,7 +83,7 @@ class StandbyCluster(PostgresCluster):
     """A hot standby of `primary`: its first start copies the primary's data (pg_basebackup -R), later starts
     resume streaming from the slot. `promote()` makes it take writes."""
 
-    def __init__(self, data_dir: Path, primary: PostgresCluster, port: int | None = None, **kwargs):
+    def __init__(self, data_dir: Path, primary: PostgresCluster | None, port: int | None = None, **kwargs):
         super().__init__(data_dir, port, settings=standby_settings(), **kwargs)
         self.primary = primary
 
@@ -111,16 +119,32 @@ class StandbyCluster(PostgresCluster):
                               f"within {timeout:.0f}s")
 
 
-def take_over_promoted(primary_dir: Path, standby_dir: Path) -> Path | None:
+def start_synchronous(standby: StandbyCluster, on_started=lambda: None, timeout: float = 60.0) -> None:
+    """Starts the standby (copying the primary on its first start), calls on_started (record its pid), waits until
+    it streams, then makes the primary commit synchronously."""
+    standby.start(timeout)
+    on_started()
+    standby.wait_streaming(timeout)
+    commit_synchronously(standby.primary)
+    standby.wait_streaming(timeout, synchronous=True)
+
+
+def take_over_promoted(primary: PostgresCluster, standby: StandbyCluster) -> Path | None:
     """After a failover (the standby's folder no longer a standby's), makes the promoted copy the primary: the old
     primary's folder is kept aside (returned), and the next start copies a new standby from the promoted one.
-    None when there was nothing to do. Both clusters must be stopped."""
-    if not (standby_dir / "PG_VERSION").exists() or (standby_dir / "standby.signal").exists():
+    None when there was nothing to do. Both must be stopped."""
+    primary_dir, standby_dir = primary.data_dir, standby.data_dir
+    if not (standby_dir / "PG_VERSION").exists() or standby.is_standby:
         return None
+    if primary.is_running() or standby.is_running():
+        raise ServerError(f"{primary_dir} and {standby_dir} must be stopped before the promoted one takes over")
     kept = primary_dir.with_name(f"{primary_dir.name}-before-failover-{time.strftime('%Y%m%dT%H%M%S')}")
     if primary_dir.exists():
         os.rename(primary_dir, kept)
     os.rename(standby_dir, primary_dir)
+    # The old primary, perhaps killed, may have left its socket's lock file: it would refuse the new one.
+    for lock in primary.socket_dir.glob(".s.PGSQL.*"):
+        lock.unlink()
     # The promoted copy still names its old primary; harmless without standby.signal, but misleading.
     auto_conf = primary_dir / "postgresql.auto.conf"
     if auto_conf.exists():
