@@ -67,9 +67,9 @@ def prepare_primary(primary: PostgresCluster) -> None:
 
 def commit_synchronously(primary: PostgresCluster, synchronous: bool = True) -> None:
     """From now on a commit on the primary waits until the standby has it (ALTER SYSTEM: kept across restarts).
-    Called once the standby streams: before that, every write would wait for it. With the standby down, a
-    commit waits until the statement timeout cancels the wait (the caller then gets its answer, with a warning in
-    the server log, and the commit exists on the primary alone)."""
+    Called once the standby streams: before that, every write would wait for it. With the standby down, commits
+    wait for it (the statement timeout does not end that wait: the services' client-side budget does, and the call
+    answers UNAVAILABLE); the waiting transactions complete when the standby is back, or when this is turned off."""
     value = STANDBY_NAME if synchronous else ""
     try:
         with psycopg.connect(primary.conninfo("postgres"), autocommit=True, connect_timeout=10) as conn:

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cbr_devstack import pg_standby
 from cbr_devstack.health import NotServingError, wait_serving
 from cbr_devstack.nats import NatsServer
-from cbr_devstack import pg_standby
 from cbr_devstack.pg_standby import STANDBY_PORT, StandbyCluster
 from cbr_devstack.ports import HOST, kept_port, port_in_use
 from cbr_devstack.postgres import PostgresCluster
@@ -124,8 +124,8 @@ class RunDir:
     def wiped(self) -> tuple[Path, ...]:
         """What `wipe` removes: every file and folder the stack made here (the folder may hold other things)."""
         return (self.pg_data, self.pg_socket, self.pg_standby_data, self.root / "pg-standby-socket",
-                *sorted(self.root.glob("pg-before-failover-*")), self.nats_store, self.pool, self.fs, self.store, self.logs,
-                self.ceph, self.kek_file, self.config_file, self.processes_file, self.env_file)
+                *sorted(self.root.glob("pg-before-failover-*")), self.nats_store, self.pool, self.fs, self.store,
+                self.logs, self.ceph, self.kek_file, self.config_file, self.processes_file, self.env_file)
 
     def postgres(self, port: int | None = None) -> PostgresCluster:
         return PostgresCluster(self.pg_data, port, socket_dir=self.pg_socket, log_path=self.logs / "postgres.log")

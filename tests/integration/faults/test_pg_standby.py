@@ -124,6 +124,7 @@ async def test_standby_promoted_mid_backup_callers_see_unavailable_then_ok_and_n
         created.append(after.vault_id)
         task = await wait_success(caller, task_id, timeout=180)
         assert (task.progress, task.bytes_done) == (100, task.bytes_total)
+        assert task.extra_info["attempts"] == "1", dict(task.extra_info)  # the failover used up no attempt
         assert (await get_backup(caller, backup_id)).status == bp.BACKUP_STATUS_AVAILABLE
         attempted.add("after")
 
