@@ -5,6 +5,11 @@ with UnavailableError within seconds instead of hanging: connecting (connect_tim
 (pool_timeout), and each statement: the server cancels it after statement_timeout, and should the server not
 answer at all, the client gives up a little later and closes the connection (BoundedConnection). Long jobs ask
 for a budget of their own (`UnitOfWork(..., statement_seconds=...)`).
+
+With a standby, CBR_DATABASE_URL names every node (`?host=h1,h2&port=p1,p2&target_session_attrs=read-write`):
+psycopg tries them in order, each within connect_timeout, and keeps the first that takes writes. A failover is
+then an outage like any other: a pooled connection to the lost primary fails its pre-ping and is replaced, a call
+meanwhile answers UNAVAILABLE, and the next connection lands on the promoted node.
 """
 from __future__ import annotations
 
@@ -113,14 +118,17 @@ class UnitOfWork:
         return self
 
     async def __aexit__(self, exc_type, exc, tb) -> None:
+        read_only = isinstance(getattr(exc, "orig", None), psycopg.errors.ReadOnlySqlTransaction)
         try:
+            if read_only:  # a node that no longer takes writes: its connection must not go back to the pool
+                await self.session.invalidate()
             await self.session.rollback()
             await self.session.close()
         except Exception:  # noqa: BLE001 - the connection is already gone; the original error says more
             pass
         if isinstance(exc, sa_exc.DBAPIError) and isinstance(exc.orig, psycopg.errors.TransactionRollback):
             raise ConflictError("a concurrent change won, try again") from exc  # serialization failure, deadlock
-        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)) or (
+        if read_only or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)) or (
                 isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated):
             raise UnavailableError("database unavailable, try again") from exc
 

@@ -12,9 +12,11 @@ from sqlalchemy import exc as sa_exc
 from cbr_common.errors import UnavailableError
 
 # "Not there right now", as opposed to "refused this": a connection lost or refused, a server that does not
-# answer in time. TimeoutError covers asyncio's and nats-py's (a subclass).
-_DOWN = (UnavailableError, psycopg.OperationalError, psycopg.InterfaceError, sa_exc.OperationalError,
-         sa_exc.InterfaceError, sa_exc.TimeoutError, nats_errors.ConnectionClosedError, nats_errors.NoServersError,
+# answer in time, a Postgres node that no longer takes writes (a standby, or a primary being demoted: the
+# writable node is elsewhere for now). TimeoutError covers asyncio's and nats-py's (a subclass).
+_DOWN = (UnavailableError, psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.ReadOnlySqlTransaction,
+         sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, nats_errors.ConnectionClosedError,
+         nats_errors.NoServersError,
          nats_errors.NoRespondersError, nats_errors.StaleConnectionError, nats_errors.OutboundBufferLimitError,
          nats_errors.ConnectionReconnectingError, NoStreamResponseError, ServiceUnavailableError, TimeoutError,
          ConnectionError)

@@ -81,8 +81,9 @@ class PostgresCluster:
     """One cluster: its data folder, a private socket folder, a log file, and a TCP port on 127.0.0.1."""
 
     def __init__(self, data_dir: Path, port: int | None = None, *, fast: bool = False,
-                 socket_dir: Path | None = None, log_path: Path | None = None):
+                 socket_dir: Path | None = None, log_path: Path | None = None, settings: tuple[str, ...] = ()):
         self.data_dir = Path(data_dir).absolute()
+        self.settings = settings  # extra `-c name=value` of the server command line (cbr_devstack.pg_standby)
         self._port = port or free_port()
         self.fast = fast  # fsync off: for throwaway test clusters only
         self.socket_dir = Path(socket_dir).absolute() if socket_dir else self.data_dir.with_name(
@@ -124,14 +125,13 @@ class PostgresCluster:
             raise ServerError(f"port {self._port} is already in use")
         self._prepare_folders()
         if not (self.data_dir / "PG_VERSION").exists():
-            initdb = [str(self._bin("initdb")), "-D", str(self.data_dir), "-U", SUPERUSER, "-A", "trust",
-                      "-E", "UTF8", "--locale=C"]
-            self._run(initdb + (["--no-sync"] if self.fast else []), timeout)
+            self._create(timeout)
         self._clear_stale_locks()
         # Unix socket paths are limited to 107 bytes; past that only TCP is served, which is all we use.
         socket_dir = str(self.socket_dir) if len(f"{self.socket_dir}/.s.PGSQL.{self._port}") < 108 else ""
         options = (f"-p {self._port} -k {shlex.quote(socket_dir)} -c listen_addresses={HOST}"
-                   + (" -c fsync=off" if self.fast else ""))
+                   + (" -c fsync=off" if self.fast else "")
+                   + "".join(f" -c {shlex.quote(setting)}" for setting in self.settings))
         try:
             self._run([str(self._bin("pg_ctl")), "start", "-w", "-t", str(int(timeout)), "-D", str(self.data_dir),
                        "-l", str(self.log_path), "-o", options], timeout + 10)
@@ -141,6 +141,12 @@ class PostgresCluster:
             with contextlib.suppress(ServerError):
                 self.stop()
             raise
+
+    def _create(self, timeout: float) -> None:
+        """Makes the data folder's cluster (a standby copies its primary's instead: cbr_devstack.pg_standby)."""
+        initdb = [str(self._bin("initdb")), "-D", str(self.data_dir), "-U", SUPERUSER, "-A", "trust",
+                  "-E", "UTF8", "--locale=C"]
+        self._run(initdb + (["--no-sync"] if self.fast else []), timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (rolls back open transactions); immediate shutdown if that does not finish in time.

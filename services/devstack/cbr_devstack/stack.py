@@ -19,9 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cbr_devstack import pg_standby
 from cbr_devstack.health import NotServingError, wait_serving
 from cbr_devstack.nats import NatsServer
 from cbr_devstack import nats_cluster
+from cbr_devstack.pg_standby import STANDBY_PORT, StandbyCluster
 from cbr_devstack.ports import HOST, kept_port, port_in_use
 from cbr_devstack.postgres import PostgresCluster
 from cbr_devstack.processes import ProcessRecord, ServerError, log_tail, stop_processes
@@ -89,6 +91,11 @@ class RunDir:
         return self.root / "pg-socket"
 
     @property
+    def pg_standby_data(self) -> Path:
+        """The streaming standby's data folder (CBR_PG_STANDBY=1)."""
+        return self.root / "pg-standby"
+
+    @property
     def nats_store(self) -> Path:
         return self.root / "nats"
 
@@ -123,11 +130,24 @@ class RunDir:
     @property
     def wiped(self) -> tuple[Path, ...]:
         """What `wipe` removes: every file and folder the stack made here (the folder may hold other things)."""
-        return (self.pg_data, self.pg_socket, self.nats_store, self.nats_cluster, self.pool, self.fs, self.store,
+        return (self.pg_data, self.pg_socket, self.pg_standby_data, self.root / "pg-standby-socket",
+                *sorted(self.root.glob("pg-before-failover-*")), self.nats_store, self.nats_cluster, self.pool,
+                self.fs, self.store,
                 self.logs, self.ceph, self.kek_file, self.config_file, self.processes_file, self.env_file)
 
     def postgres(self, port: int | None = None) -> PostgresCluster:
         return PostgresCluster(self.pg_data, port, socket_dir=self.pg_socket, log_path=self.logs / "postgres.log")
+
+    def pg_standby(self, primary: PostgresCluster | None, port: int) -> StandbyCluster:
+        return StandbyCluster(self.pg_standby_data, primary, port, socket_dir=self.root / "pg-standby-socket",
+                              log_path=self.logs / "postgres-standby.log")
+
+    def database_url(self, config: StackConfig) -> str:
+        """The services' CBR_DATABASE_URL: the primary's, or with a standby one naming both (the writable wins)."""
+        primary = self.postgres(config.ports["postgres"])
+        if STANDBY_PORT not in config.ports:
+            return primary.url
+        return pg_standby.multi_host_url(primary, self.pg_standby(primary, config.ports[STANDBY_PORT]))
 
     def nats(self, port: int | None = None) -> NatsServer:
         return NatsServer(self.nats_store, port, log_path=self.logs / "nats.log")
@@ -280,8 +300,11 @@ def _config_for_start(layout: RunDir, new_ports: bool, region: str | None = None
         for name in kept:
             ports.setdefault(name, kept_port(taken=set(ports.values()) | set(taken)))
         config = dataclasses.replace(config, ports={name: ports[name] for name in ports
-                                                    if name in kept or name == "transfer"
+                                                    if name in kept or name in ("transfer", STANDBY_PORT)
                                                     or replicas.is_replica_port(name)})
+    if pg_standby.wanted() and STANDBY_PORT not in config.ports:  # kept from now on, until `wipe`
+        config = dataclasses.replace(config, ports={**config.ports, STANDBY_PORT: kept_port(
+            taken=set(config.ports.values()) | set(taken))})
     config = replicas.with_count(config, replica_count, lambda used: kept_port(taken=used | set(taken)))
     wanted = os.environ.get("CBR_PROVIDER", "").strip()
     if wanted and wanted not in ("local", "ceph"):
@@ -335,8 +358,17 @@ def _bring_up(layout: RunDir, config: StackConfig) -> int:
 
 def _start_all(layout: RunDir, config: StackConfig, running: RunningProcesses) -> None:
     postgres = layout.postgres(config.ports["postgres"])
+    standby = layout.pg_standby(postgres, config.ports[STANDBY_PORT]) if STANDBY_PORT in config.ports else None
+    if standby is not None:
+        kept = pg_standby.take_over_promoted(postgres, standby)
+        if kept is not None:
+            print(f"The standby was promoted (a failover): it is the primary now, and a new standby is copied from "
+                  f"it; the old primary's data stays in {_shown(kept)}.")
     postgres.start()
     _record(layout, running, ProcessRecord.of("postgres", postgres.pid, postgres.port))
+    if standby is not None:
+        pg_standby.start_synchronous(standby, lambda: _record(
+            layout, running, ProcessRecord.of(STANDBY_PORT, standby.pid, standby.port)))
     if config.nats_nodes > 1:
         cluster = nats_cluster.for_stack(layout.nats_cluster, config.ports, config.nats_nodes, layout.logs)
         cluster.start(on_started=lambda node: _record(layout, running, ProcessRecord.of(
@@ -345,13 +377,13 @@ def _start_all(layout: RunDir, config: StackConfig, running: RunningProcesses) -
         nats = layout.nats(config.ports["nats"])
         nats.start()
         _record(layout, running, ProcessRecord.of("nats", nats.pid, nats.port))
-    _migrate(layout, postgres.url)
+    _migrate(layout, layout.database_url(config))
 
     from cbr_backup.keys import create_kek_file  # here, so that down, status and wipe need no cbr_backup
 
     addresses = _service_addresses(config)
-    env = service_env(database_url=postgres.url, nats_url=layout.nats_url(config), jwt_secret=config.jwt_secret,
-                      addresses=addresses, pool_dir=layout.pool, fs_root=layout.fs, store_dir=layout.store,
+    env = service_env(database_url=layout.database_url(config), nats_url=layout.nats_url(config),
+                      jwt_secret=config.jwt_secret, addresses=addresses, pool_dir=layout.pool, fs_root=layout.fs, store_dir=layout.store,
                       kek_file=create_kek_file(layout.kek_file), region=config.region,
                       regions_file=config.regions_file)
     if config.nats_nodes > 1:
@@ -421,17 +453,19 @@ def _stop(layout: RunDir, running: RunningProcesses) -> bool:
     for names in CEPH_DAEMONS:
         stopped += stop_processes([r for r in running.processes if r.name in {f"ceph-{n}" for n in names}],
                                   SERVICE_STOP_TIMEOUT)
-    postgres = running.find("postgres")
-    if postgres is not None and postgres.is_alive():
-        cluster = layout.postgres(postgres.port)
-        if cluster.pid == postgres.pid:
-            try:
-                cluster.stop()
-                stopped.append(postgres)
-            except ServerError as exc:
-                print(f"could not stop postgres: {exc}", file=sys.stderr)
-        else:
-            print(f"not stopping pid {postgres.pid}: it is not the postmaster of {_shown(layout.pg_data)}")
+    for name, cluster_at in (("postgres", layout.postgres),  # the primary first: its standby sees it go
+                             (STANDBY_PORT, lambda port: layout.pg_standby(None, port))):
+        postgres = running.find(name)
+        if postgres is not None and postgres.is_alive():
+            cluster = cluster_at(postgres.port)
+            if cluster.pid == postgres.pid:
+                try:
+                    cluster.stop()
+                    stopped.append(postgres)
+                except ServerError as exc:
+                    print(f"could not stop {name}: {exc}", file=sys.stderr)
+            else:
+                print(f"not stopping pid {postgres.pid}: it is not the postmaster of {_shown(cluster.data_dir)}")
     stopped += stop_processes([r for r in running.processes if r.name == "nats" or r.name.startswith("nats-")])
     for record in stopped:
         print(f"stopped {record.name} (pid {record.pid})")
@@ -488,7 +522,7 @@ def _write_env_file(layout: RunDir, config: StackConfig) -> None:
     lines = [f"# Written by `python -m cbr_devstack up`; valid until `wipe`. Use: set -a; . {layout.env_file}; set +a"]
     lines += [f"CBR_{name.upper()}_ADDR={address}" for name, address in _service_addresses(config).items()]
     lines += [f"CBR_{name.upper()}_METRICS_ADDR={address}" for name, address in _metrics_addresses(config).items()]
-    lines += [f"CBR_TOKEN={config.dev_token}", f"CBR_DATABASE_URL={layout.postgres(config.ports['postgres']).url}",
+    lines += [f"CBR_TOKEN={config.dev_token}", f"CBR_DATABASE_URL={layout.database_url(config)}",
               f"CBR_NATS_URL={layout.nats_url(config)}"]
     descriptor = os.open(layout.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds a token
     with os.fdopen(descriptor, "w") as file:
@@ -499,7 +533,7 @@ def _print_summary(layout: RunDir, config: StackConfig) -> None:
     print("CBR is up:" if config.region == "local" else f"CBR region {config.region} is up:")
     for name, address in _service_addresses(config).items():
         print(f"  {name:<12} {address}")
-    print(f"  {'postgres':<12} {layout.postgres(config.ports['postgres']).url}")
+    print(f"  {'postgres':<12} {layout.database_url(config)}")
     print(f"  {'nats':<12} {layout.nats_url(config)}")
     if config.provider == "ceph":
         print(f"  {'ceph':<12} disks on RBD, chunks in radosgw: {_shown(layout.ceph / 'ceph.conf')}")

@@ -127,7 +127,8 @@ def test_service_definition(compose, dockerfile, tmp_path, name):
     env = environment(svc)
     listen_port = port_of(env["CBR_LISTEN_ADDR"])
     assert env["CBR_LISTEN_ADDR"] == f"0.0.0.0:{listen_port}"
-    assert re.fullmatch(r"postgresql\+psycopg://cbr:[^@]+@postgres:5432/cbr", interpolate(env["CBR_DATABASE_URL"]))
+    assert re.fullmatch(r"postgresql\+psycopg://cbr:[^@]+@/cbr\?host=postgres&port=5432&"  # + a standby: test_standby
+                        r"target_session_attrs=read-write", interpolate(env["CBR_DATABASE_URL"]))
     assert env["CBR_NATS_URL"].split(",")[0] == "nats://nats:4222"  # and the cluster's other nodes
     assert re.fullmatch(r"\$\{CBR_JWT_SECRET(:?[?-][^}]*)?\}", env["CBR_JWT_SECRET"]), "JWT secret must not be hard-coded"
     for peer in SERVICES:

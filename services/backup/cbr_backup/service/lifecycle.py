@@ -58,10 +58,13 @@ async def take(make_uow: MakeUow, project_id: str, task_id: str, worker_id: str,
 async def beat(make_uow: MakeUow, task: Task, done: int, total: int) -> bool:
     """The running job's heartbeat and progress. Returns whether it is to stop (cancelled, or gone)."""
     async with make_uow() as uow:
-        latest = await uow.tasks.get(task.project_id, task.task_id)
-        await uow.tasks.update_fields(task.task_id, heartbeat_time=utcnow(), bytes_done=done, bytes_total=total,
-                                      progress=lc.running_percent(done, total))
-        await uow.commit()
+        # Locked, so that a beat queued behind the transaction that ends this run sees the final row and leaves it.
+        latest = await uow.tasks.get(task.project_id, task.task_id, for_update=True)
+        if latest is not None and latest.status == lc.RUNNING and (latest.attempts, latest.worker_id) == (
+                task.attempts, task.worker_id):
+            await uow.tasks.update_fields(task.task_id, heartbeat_time=utcnow(), bytes_done=done,
+                                          bytes_total=total, progress=lc.running_percent(done, total))
+            await uow.commit()
     return latest is None or bool(latest.extra_info.get("cancel_requested"))
 
 
