@@ -14,6 +14,7 @@ Not collected by pytest (it needs root and an engine): python -m tests.deploy.ru
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
@@ -164,6 +165,7 @@ class Engine:
         """dockerd first (it stops what still runs), then containerd; then any shim left over, by pid."""
         for process in reversed(self.processes):
             if process.poll() is None:
+                started = time.monotonic()
                 process.terminate()
                 try:
                     process.wait(ENGINE_STOP)
@@ -171,12 +173,15 @@ class Engine:
                     log(f"pid {process.pid} ({process.args[0]}) ignored SIGTERM for {ENGINE_STOP} s: killing it")
                     process.kill()
                     process.wait(10)
+                log(f"{Path(process.args[0]).name} (pid {process.pid}) stopped in {time.monotonic() - started:.0f} s")
         for pid in self.leftover_pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for mount in self.mounts():
             subprocess.run(["umount", "-l", mount], capture_output=True, timeout=30)
+        started = time.monotonic()
         shutil.rmtree(self.folder, ignore_errors=True)
+        log(f"{self.folder} removed in {time.monotonic() - started:.0f} s")
         if self.folder.exists():
             log(f"warning: could not remove all of {self.folder}")
 
@@ -290,6 +295,12 @@ def listeners_of(pids: list[int]) -> list[tuple[str, int]]:
     return found
 
 
+def loopback(address: str) -> bool:
+    """127.0.0.1, also as a dual-stack socket shows it (::ffff:127.0.0.1), or ::1."""
+    ip = ipaddress.ip_address(address)
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
+
+
 def check_loopback_only(stack: Stack) -> None:
     """Host networking shares the host's interfaces: every listening socket must be on 127.0.0.1."""
     wide = []
@@ -301,13 +312,13 @@ def check_loopback_only(stack: Stack) -> None:
             "container", "top", c["Id"], "-eo", "pid", what="listing container processes").splitlines()[1:]]
         listening = listeners_of(pids)
         counted += len(listening)
-        wide += [f"{c['Name'].lstrip('/')} on {addr}:{port}" for addr, port in listening if addr != "127.0.0.1"]
+        wide += [f"{c['Name'].lstrip('/')} on {addr}:{port}" for addr, port in listening if not loopback(addr)]
     if wide:
         raise DeployError("listening beyond 127.0.0.1: " + ", ".join(wide))
     # postgres, nats (client and monitor), and each service's gRPC and /metrics ports at the least.
     if counted < 3 + 2 * len(SERVICES):
         raise DeployError(f"only {counted} listening sockets found in the containers; the check saw nothing")
-    log(f"{counted} listening sockets in the containers, all on 127.0.0.1")
+    log(f"{counted} listening sockets in the containers, all on the loopback interface")
 
 
 class Cli:

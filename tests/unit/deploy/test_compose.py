@@ -26,6 +26,12 @@ def compose() -> dict:
 
 
 @pytest.fixture(scope="module")
+def published() -> dict:
+    """docker-compose.override.yml: the ports published by a plain `docker compose up` (no -f)."""
+    return yaml.safe_load((DEPLOY / "docker-compose.override.yml").read_text())["services"]
+
+
+@pytest.fixture(scope="module")
 def dockerfile() -> dict:
     """The Dockerfile's instructions, continuation lines joined, plus the final stage's ARG/ENV/CMD."""
     text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
@@ -119,7 +125,7 @@ def test_build_context_is_repo_root(compose):
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_service_definition(compose, dockerfile, tmp_path, name):
+def test_service_definition(compose, published, dockerfile, tmp_path, name):
     svc = compose["services"][name]
     assert svc["build"]["args"]["SERVICE"] == name
     assert effective_argv(svc, dockerfile, tmp_path) == ["python", "-m", f"cbr_{name}"]
@@ -144,12 +150,15 @@ def test_service_definition(compose, dockerfile, tmp_path, name):
     assert deps["migrate"]["condition"] == "service_completed_successfully"
     assert deps["nats"]["condition"] == "service_healthy"
 
-    published = [str(p).rsplit(":", 1) for p in svc.get("ports", [])]
-    assert published and all(container == listen_port for _, container in published)
+    # Published in the default override only, so that the host-networking one can leave them out.
+    assert not svc.get("ports")
+    ports = [str(p).rsplit(":", 1) for p in published[name]["ports"]]
+    assert ports and all(host.startswith("127.0.0.1:") and container == listen_port for host, container in ports)
 
 
-def test_published_ports_are_distinct(compose):
-    hosts = [str(p).rsplit(":", 1)[0] for n in SERVICES for p in compose["services"][n].get("ports", [])]
+def test_published_ports_are_distinct(published):
+    assert set(published) == set(SERVICES)
+    hosts = [str(p).rsplit(":", 1)[0] for n in SERVICES for p in published[n]["ports"]]
     assert len(hosts) == len(set(hosts))
 
 
