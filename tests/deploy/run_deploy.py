@@ -191,7 +191,7 @@ class Engine:
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit() and int(entry.name) != os.getpid():
                 with contextlib.suppress(OSError):
-                    if str(self.folder).encode() in (entry / "cmdline").read_bytes():
+                    if f"{self.folder}/".encode() in (entry / "cmdline").read_bytes():
                         found.append(int(entry.name))
         return found
 

@@ -182,7 +182,8 @@ def test_migrate_runs_once_after_postgres(compose, dockerfile, tmp_path):
 
 def test_infrastructure_healthchecks(compose):
     pg = compose["services"]["postgres"]
-    assert interpolate(pg["image"]).startswith("postgres:16") and "pg_isready" in " ".join(as_argv(pg["healthcheck"]["test"]))
+    assert interpolate(pg["image"]).startswith("postgres:16")
+    assert "pg_isready" in " ".join(as_argv(pg["healthcheck"]["test"]))
 
     nats = compose["services"]["nats"]
     cmd = as_argv(nats["command"])
