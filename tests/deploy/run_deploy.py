@@ -482,6 +482,9 @@ def main() -> int:
     except (KeyboardInterrupt, Stopped) as exc:
         log(f"interrupted ({exc or 'SIGINT'}); cleaning up")
     finally:
+        # The clean-up is bounded; a second signal must not cut it short and leave the engine running.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         if stack is not None and stack.started:
             if failed:
                 show_logs(stack)
