@@ -26,6 +26,12 @@ def compose() -> dict:
 
 
 @pytest.fixture(scope="module")
+def published() -> dict:
+    """docker-compose.override.yml: the ports published by a plain `docker compose up` (no -f)."""
+    return yaml.safe_load((DEPLOY / "docker-compose.override.yml").read_text())["services"]
+
+
+@pytest.fixture(scope="module")
 def dockerfile() -> dict:
     """The Dockerfile's instructions, continuation lines joined, plus the final stage's ARG/ENV/CMD."""
     text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
@@ -119,7 +125,7 @@ def test_build_context_is_repo_root(compose):
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_service_definition(compose, dockerfile, tmp_path, name):
+def test_service_definition(compose, published, dockerfile, tmp_path, name):
     svc = compose["services"][name]
     assert svc["build"]["args"]["SERVICE"] == name
     assert effective_argv(svc, dockerfile, tmp_path) == ["python", "-m", f"cbr_{name}"]
@@ -145,12 +151,15 @@ def test_service_definition(compose, dockerfile, tmp_path, name):
     assert deps["migrate"]["condition"] == "service_completed_successfully"
     assert deps["nats"]["condition"] == "service_healthy"
 
-    published = [str(p).rsplit(":", 1) for p in svc.get("ports", [])]
-    assert published and all(container == listen_port for _, container in published)
+    # Published in the default override only, so that the host-networking one can leave them out.
+    assert not svc.get("ports")
+    ports = [str(p).rsplit(":", 1) for p in published[name]["ports"]]
+    assert ports and all(host.startswith("127.0.0.1:") and container == listen_port for host, container in ports)
 
 
-def test_published_ports_are_distinct(compose):
-    hosts = [str(p).rsplit(":", 1)[0] for n in SERVICES for p in compose["services"][n].get("ports", [])]
+def test_published_ports_are_distinct(published):
+    assert set(published) == set(SERVICES)
+    hosts = [str(p).rsplit(":", 1)[0] for n in SERVICES for p in published[n]["ports"]]
     assert len(hosts) == len(set(hosts))
 
 
@@ -174,7 +183,8 @@ def test_migrate_runs_once_after_postgres(compose, dockerfile, tmp_path):
 
 def test_infrastructure_healthchecks(compose):
     pg = compose["services"]["postgres"]
-    assert pg["image"].startswith("postgres:16") and "pg_isready" in " ".join(as_argv(pg["healthcheck"]["test"]))
+    assert interpolate(pg["image"]).startswith("postgres:16")
+    assert "pg_isready" in " ".join(as_argv(pg["healthcheck"]["test"]))
 
     nats = compose["services"]["nats"]
     cmd = as_argv(nats["command"])
@@ -182,7 +192,7 @@ def test_infrastructure_healthchecks(compose):
     monitor = cmd[cmd.index("-m") + 1]
     probe = " ".join(as_argv(nats["healthcheck"]["test"]))
     assert re.search(rf"\b(wget|curl)\b.*:{monitor}/healthz", probe)
-    assert nats["image"].endswith("-alpine"), "the plain nats image is scratch-based: no wget/curl"
+    assert interpolate(nats["image"]).endswith("-alpine"), "the plain nats image is scratch-based: no wget/curl"
     assert any(v.split(":")[1] == "/data" for v in nats["volumes"])
 
 
@@ -220,3 +230,74 @@ def test_dockerfile_builds_the_chunk_engine(dockerfile):
     assert any("setup.py" in r and "build_ext --inplace" in r for r in runs)
     copies = [rest for op, rest in dockerfile["instructions"] if op == "COPY"]
     assert any(c.startswith("--from=build") and "cbr_backup/engine" in c for c in copies)
+
+
+BASE_ARGS = {"PYTHON_IMAGE": "CBR_PYTHON_IMAGE", "PYTHON_BUILD_IMAGE": "CBR_PYTHON_BUILD_IMAGE"}
+
+
+def local_images() -> dict[str, str]:
+    return dict(ln.split("=", 1) for ln in (DEPLOY / "local-images.env").read_text().splitlines()
+                if ln.strip() and not ln.startswith("#"))
+
+
+def test_base_images_are_build_arguments_defaulting_to_the_public_ones(compose, dockerfile):
+    top = dockerfile["instructions"][:min(i for i, (op, _) in enumerate(dockerfile["instructions"]) if op == "FROM")]
+    assert dict(rest.split("=", 1) for op, rest in top if op == "ARG") == dict.fromkeys(BASE_ARGS, "python:3.11-slim")
+    froms = [rest.split()[0] for op, rest in dockerfile["instructions"] if op == "FROM"]
+    assert froms == ["${PYTHON_BUILD_IMAGE}", "${PYTHON_IMAGE}"]
+    for name in (*SERVICES, "migrate"):
+        args = compose["services"][name]["build"]["args"]
+        for arg, variable in BASE_ARGS.items():
+            assert args[arg] == f"${{{variable}:-python:3.11-slim}}", (name, arg)
+    for name, default in (("postgres", "postgres:16"), ("nats", "nats:2.10-alpine")):
+        assert compose["services"][name]["image"] == f"${{CBR_{name.upper()}_IMAGE:-{default}}}"
+
+
+def test_local_images_are_the_ones_base_images_sh_builds():
+    script = (DEPLOY / "base-images.sh").read_text()
+    images = local_images()
+    assert set(images) == {"CBR_PYTHON_IMAGE", "CBR_PYTHON_BUILD_IMAGE", "CBR_POSTGRES_IMAGE", "CBR_NATS_IMAGE"}
+    for image in images.values():
+        repo, tag = image.split(":")
+        assert repo.startswith("cbr-local/") and f"{repo}:{tag.replace('bookworm', '$suite')}" in script, image
+    assert "debootstrap --variant=minbase" in script
+    for dockerfile in ("python", "python-build", "postgres", "nats"):
+        assert (DEPLOY / "base" / f"{dockerfile}.Dockerfile").is_file() and f"{dockerfile}.Dockerfile" in script
+
+
+def test_monitoring_is_an_optional_profile(compose):
+    for name, svc in compose["services"].items():
+        assert svc.get("profiles", []) == (["monitoring"] if name in ("prometheus", "grafana") else []), name
+
+
+def test_host_networking_override_binds_only_loopback_on_distinct_ports(compose):
+    host = yaml.safe_load((DEPLOY / "docker-compose.host.yml").read_text())["services"]
+    runs = {name for name, svc in compose["services"].items() if not svc.get("profiles")}
+    assert set(host) == runs and all(svc["network_mode"] == "host" for svc in host.values())
+    for name in runs:
+        if "build" in compose["services"][name]:
+            assert host[name]["build"] == {"network": "host"}, name
+    listen = {}
+    for name in SERVICES:
+        env = host[name]["environment"]
+        listen[name] = env["CBR_LISTEN_ADDR"]
+        assert env["CBR_LISTEN_ADDR"].startswith("127.0.0.1:${CBR_HOST_") and \
+            env["CBR_METRICS_ADDR"].startswith("127.0.0.1:${CBR_HOST_"), name
+        probe = as_argv(host[name]["healthcheck"]["test"])
+        assert probe[-1] == env["CBR_LISTEN_ADDR"], name
+    for name in (*SERVICES, "worker", "migrate"):
+        env = host[name]["environment"]
+        assert "@127.0.0.1:${CBR_HOST_POSTGRES_PORT" in env["CBR_DATABASE_URL"], name
+        assert env["CBR_NATS_URL"].startswith("nats://127.0.0.1:"), name
+        for peer in SERVICES:
+            assert env[f"CBR_{peer.upper()}_ADDR"] == listen[peer], (name, peer)
+    assert host["worker"]["environment"]["CBR_METRICS_ADDR"] == "127.0.0.1:0"  # several on one network
+    ports = [*(host[n]["environment"][k] for n in SERVICES for k in ("CBR_LISTEN_ADDR", "CBR_METRICS_ADDR")),
+             host["postgres"]["environment"]["PGPORT"]]
+    nats = host["nats"]["command"]
+    ports += [nats[nats.index("-p") + 1], nats[nats.index("-m") + 1]]
+    variables = [re.search(r"\$\{(\w+)", p).group(1) for p in ports]
+    assert len(set(variables)) == len(variables) == 11
+    assert nats[nats.index("-a") + 1] == "127.0.0.1"
+    assert host["postgres"]["command"] == ["postgres", "-c", "listen_addresses=127.0.0.1"]
+    assert nats[nats.index("-m") + 1] in " ".join(host["nats"]["healthcheck"]["test"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import socket
 import time
 from dataclasses import dataclass, field
@@ -49,7 +50,8 @@ class Worker:
     resources: Resources
     lease_seconds: float = 30.0
     attempts: int = 3
-    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    # The random part tells apart workers that share host name and pid: containers on the host's network (all pid 1).
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()[:40]}:{secrets.token_hex(3)}:{os.getpid()}")
     current: str = ""  # the task being run, for tests and logs
     outbox: Callable | None = None  # js -> OutboxRelay: the worker's events go out at once, not at a replica's poll
 
