@@ -22,7 +22,7 @@ CLIENT, CLUSTER, MONITOR = 4222, 6222, 8222  # the ports inside the containers
 
 def nats_nodes(compose: dict) -> dict[str, list[str]]:
     return {name: [str(arg) for arg in service["command"]] for name, service in compose["services"].items()
-            if str(service.get("image", "")).startswith("nats:")}
+            if name == "nats" or name.startswith("nats-")}
 
 
 def on_this_machine(argv: list[str], ports: dict[str, dict[int, int]], own: str, store: Path) -> list[str]:

@@ -158,8 +158,8 @@ def test_service_definition(compose, published, dockerfile, tmp_path, name):
 
 
 def test_published_ports_are_distinct(published):
-    assert set(published) == set(SERVICES)
-    hosts = [str(p).rsplit(":", 1)[0] for n in SERVICES for p in published[n]["ports"]]
+    assert set(published) == set(SERVICES) | {f"{name}-2" for name in SERVICES}  # and the second replicas
+    hosts = [str(p).rsplit(":", 1)[0] for n in published for p in published[n]["ports"]]
     assert len(hosts) == len(set(hosts))
 
 
@@ -265,9 +265,11 @@ def test_local_images_are_the_ones_base_images_sh_builds():
         assert (DEPLOY / "base" / f"{dockerfile}.Dockerfile").is_file() and f"{dockerfile}.Dockerfile" in script
 
 
-def test_monitoring_is_an_optional_profile(compose):
+def test_monitoring_the_standby_and_the_second_replicas_are_optional_profiles(compose):
+    optional = {"prometheus": ["monitoring"], "grafana": ["monitoring"], "postgres-standby": ["standby"],
+                **{f"{name}-2": ["replicas"] for name in SERVICES}}
     for name, svc in compose["services"].items():
-        assert svc.get("profiles", []) == (["monitoring"] if name in ("prometheus", "grafana") else []), name
+        assert svc.get("profiles", []) == optional.get(name, []), name
 
 
 def test_host_networking_override_binds_only_loopback_on_distinct_ports(compose):
