@@ -95,7 +95,7 @@ def client(call: str, addresses: list[str], token: str, vault_ids: list[str], st
 
 
 def run_row(call: str, addresses: list[str], pids: list[int], token: str, vault_ids: list[str], clients: int,
-            seconds: float) -> dict:
+            seconds: float, py_spy: str = "", profile: Path | None = None) -> dict:
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     start = time.time() + WARMUP_S + 1.5  # spawning a client takes about a second on a busy machine
@@ -106,8 +106,15 @@ def run_row(call: str, addresses: list[str], pids: list[int], token: str, vault_
         proc.start()
     time.sleep(max(0.0, start - time.time()))
     cpu0, t0 = sum(cpu_seconds(p) for p in pids), time.time()
+    spy = None
+    if py_spy and profile is not None:  # samples the (first) serving process over the window, in collapsed stacks
+        spy = subprocess.Popen([py_spy, "record", "--nonblocking", "-r", "200", "-f", "raw", "-d",
+                                str(max(1, int(seconds) - 1)), "-p", str(pids[0]), "-o", str(profile)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(max(0.0, end - time.time()))
     cpu1, t1 = sum(cpu_seconds(p) for p in pids), time.time()
+    if spy is not None:
+        spy.wait(timeout=60)
     latencies, errors = [], {}
     for _ in procs:
         got, errs = queue.get(timeout=60)
@@ -223,8 +230,9 @@ def bench(args) -> list[dict]:
                 if service == "vault":
                     setups.append(([first, f"127.0.0.1:{second_port}"], [pids["vault"], extra.pid]))
                 for addresses, serving in setups:
+                    profile = Path(args.out) / f"api-profile-{call}.txt" if len(addresses) == 1 else None
                     row = run_row(call, addresses, serving, env["CBR_TOKEN"], vault_ids, args.clients,
-                                  args.seconds)
+                                  args.seconds, args.py_spy, profile)
                     row["round"] = _round
                     rows.append(row)
                     print(json.dumps(row), flush=True)
@@ -265,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     parser.add_argument("--run-dir", default="/tmp/cbr-bench-api")
     parser.add_argument("--label", default="latest", help="the name this run's rows are kept under in api.json")
+    parser.add_argument("--py-spy", default="", help="a py-spy executable: profile the one-replica rows into "
+                                                     "OUT/api-profile-CALL.txt (collapsed stacks; adds its own load)")
     args = parser.parse_args(argv)
     args.calls = [c for c in args.calls.split(",") if c]
     unknown = set(args.calls) - set(CALLS)
@@ -275,9 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     started = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit,
                "cpu_count": os.cpu_count(), "loadavg": os.getloadavg()[0], "python": platform.python_version(),
                "clients": args.clients, "seconds": args.seconds}
-    rows = bench(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    rows = bench(args)
     path = out / "api.json"
     record = json.loads(path.read_text()) if path.exists() else {"runs": {}}
     record["runs"][args.label] = {**started, "rows": rows}
