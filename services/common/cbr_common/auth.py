@@ -104,12 +104,11 @@ def issue_token(secret: str, project_id: str, subject: str, roles: list[str] | t
 class TokenCache:
     """Tokens verified before, by their exact text, each with the Principal it gave, until it expires.
 
-    Decoding and checking a JWT per call was the largest single cost of a point read; a client sends the same
-    token for its whole life, so each is verified once. Bounded (least recently used goes first); an entry is
-    served only before the token's own `exp` and for at most `max_life_seconds` after it was verified (so any
-    change of mind, e.g. a CBR_JWT_SECRET rotation with a restart elsewhere, a provider that withdrew a key, is
-    seen within that time at worst); `generation` ties an OIDC token to the provider's key set it was verified
-    with (a new set, e.g. a key withdrawn, verifies it again)."""
+    A client sends the same token for its whole life; decoding and checking it (base64, JSON, HMAC or RSA) on
+    every call was work repeated for nothing. Bounded (the least recently used goes first). An entry is served
+    only before the token's own `exp`, and for at most `max_life_seconds` after it was verified; `generation`
+    ties an OIDC token to the provider's key set it was verified with, so a new set (a key withdrawn) verifies
+    it again. A token that failed verification is never held."""
 
     def __init__(self, max_entries: int = 4096, max_life_seconds: float = 300.0,
                  clock: Callable[[], float] = time.time):
@@ -193,6 +192,8 @@ class Authenticator:
         return None if self._oidc is None else self._oidc.keys.generation
 
     def _cached(self, token: str) -> Principal | None:
+        if self._oidc is not None and self._oidc.keys.stale():
+            return None  # the provider's keys are due a fetch: verify again (a withdrawn key then fails)
         return self.cache.get(token, self._generation())
 
     def verify(self, token: str) -> Principal:

@@ -152,6 +152,11 @@ class JwksCache:
                             since_attempt=None if self._attempted_at is None else now - self._attempted_at,
                             config=self._config)
 
+    def stale(self) -> bool:
+        """No keys yet, or held for max_age_seconds: tokens verified with them are verified again (which fetches
+        the set anew, so a key the provider withdrew stops working)."""
+        return self._fetched_at is None or self._clock() - self._fetched_at >= self._config.max_age_seconds
+
     def key(self, kid: str) -> dict:
         """The JWK named `kid`, fetching the set first when allowed; refuses an unknown kid."""
         if self.wants_fetch(kid):
