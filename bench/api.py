@@ -3,7 +3,7 @@
     python -m bench.api [--seconds 10] [--clients 4] [--vaults 50] [--rounds 1] [--out bench/results]
                         [--run-dir /tmp/cbr-bench-api] [--label NAME]
 
-Starts the embedded stack (`python -m cbr_devstack up`), stops its backup worker (so CreateCheckpoint measures the
+Starts the embedded stack (`python -m cbr_devstack up`) in a new --run-dir (removed at the end), stops its backup worker (so CreateCheckpoint measures the
 API, not backups), makes --vaults vaults each holding one disk, then for each call and each replica count (1: the
 stack's vault service; 2: a second `python -m cbr_vault` with the same environment on its own port, each client
 alternating between the two addresses) runs --clients client processes, each with one call outstanding at a time,
@@ -19,6 +19,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -201,8 +202,16 @@ def make_vaults(env: dict, count: int) -> list[str]:
     return ids
 
 
+def devstack(command: str, run_dir: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cbr_devstack", command, "--run-dir", str(run_dir)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def bench(args) -> list[dict]:
     run_dir = Path(args.run_dir)
+    if run_dir.exists():  # every run starts from empty tables: rows left by an earlier run would slow lists
+        devstack("down", run_dir, 120)
+        shutil.rmtree(run_dir)
     up = subprocess.run([sys.executable, "-m", "cbr_devstack", "up", "--run-dir", str(run_dir)],
                         capture_output=True, text=True, timeout=600)
     if up.returncode != 0:
@@ -244,8 +253,8 @@ def bench(args) -> list[dict]:
                 extra.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 extra.kill()
-        subprocess.run([sys.executable, "-m", "cbr_devstack", "down", "--run-dir", str(run_dir)],
-                       capture_output=True, timeout=120)
+        devstack("down", run_dir, 120)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def markdown(record: dict) -> str:
@@ -284,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                             cwd=REPO).stdout.strip()
     started = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit,
                "cpu_count": os.cpu_count(), "loadavg": os.getloadavg()[0], "python": platform.python_version(),
-               "clients": args.clients, "seconds": args.seconds}
+               "clients": args.clients, "seconds": args.seconds,
+               # a baseline runs older service code by putting its folders first on PYTHONPATH (bench/README.md)
+               "pythonpath": os.environ.get("PYTHONPATH", "")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = bench(args)
