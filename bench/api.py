@@ -257,17 +257,35 @@ def bench(args) -> list[dict]:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def _spread(values: list) -> str:
+    """median (min–max) of a row's repeats; the machine is shared, so the spread is part of the figure."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    median = statistics.median(values)
+    return f"{median:g}" if len(values) == 1 else f"{median:g} ({min(values):g}–{max(values):g})"
+
+
 def markdown(record: dict) -> str:
-    lines = ["# CBR control-plane API benchmark", ""]
+    lines = ["# CBR control-plane API benchmark", "",
+             "Per call and replica count: median over the rounds (min–max). Service CPU per call: utime + stime of "
+             "the serving process(es) from /proc over the window, divided by the calls answered in it (the clients "
+             "are other processes).", ""]
     for label, run in record["runs"].items():
-        lines += [f"## {label}", "", f"{run['date']}, commit {run['commit']}, {run['cpu_count']} CPUs, load average "
-                  f"{run['loadavg']} at the start; {run['clients']} client processes, {run['seconds']} s a row.", "",
-                  "| call | replicas | calls/s | p50 (ms) | p99 (ms) | service CPU per call (ms) | errors |",
-                  "|---|---:|---:|---:|---:|---:|---|"]
+        code = f"; service code from PYTHONPATH {run['pythonpath']}" if run.get("pythonpath") else ""
+        lines += [f"## {label}", "", f"{run['date']}, bench commit {run['commit']}{code}, {run['cpu_count']} CPUs, "
+                  f"load average {run['loadavg']:.1f} at the start; {run['clients']} client processes, "
+                  f"{run['seconds']} s a row.", "",
+                  "| call | replicas | rounds | calls/s | p50 (ms) | p99 (ms) | service CPU per call (ms) | errors |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        groups: dict[tuple[str, int], list[dict]] = {}
         for r in run["rows"]:
-            errors = "; ".join(f"{k} ×{v}" for k, v in r["errors"].items()) or "0"
-            lines.append(f"| {r['call']} | {r['replicas']} | {r['calls_per_s']} | {r['p50_ms']} | {r['p99_ms']} | "
-                         f"{r['service_cpu_ms_per_call']} | {errors} |")
+            groups.setdefault((r["call"], r["replicas"]), []).append(r)
+        for (call, replicas), rows in groups.items():
+            errors = sum(sum(r["errors"].values()) for r in rows)
+            lines.append(f"| {call} | {replicas} | {len(rows)} | {_spread([r['calls_per_s'] for r in rows])} | "
+                         f"{_spread([r['p50_ms'] for r in rows])} | {_spread([r['p99_ms'] for r in rows])} | "
+                         f"{_spread([r['service_cpu_ms_per_call'] for r in rows])} | {errors} |")
         lines.append("")
     return "\n".join(lines)
 
