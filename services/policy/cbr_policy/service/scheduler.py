@@ -43,7 +43,8 @@ log = logging.getLogger("cbr.scheduler")
 CATCH_UP_WINDOW = dt.timedelta(hours=1)
 FIRING_LEASE = dt.timedelta(seconds=60)  # a firing tick untouched this long (database clock) is fired again
 MAX_FIRE_ATTEMPTS = 5
-FULL_RECONCILE_SECONDS = 60.0  # a change the fingerprint cannot see is picked up at most this late
+FULL_RECONCILE_SECONDS = 60.0
+BATCHES_IN_FLIGHT = 4  # recorded batches being fired at once while the next is recorded  # a change the fingerprint cannot see is picked up at most this late
 
 
 _TICK_COLUMNS = ("tick_id", "policy_id", "vault_id", "project_id", "operation_type", "scheduled_time", "status",
@@ -100,6 +101,9 @@ class Scheduler:
         fired, firing = 0, []
         try:
             while True:
+                in_flight = [task for task in firing if not task.done()]
+                if len(in_flight) >= BATCHES_IN_FLIGHT:  # each holds pooled connections for its two transactions
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 recorded = await self.record_due()
                 # The batch is asked for while the next is recorded (its ticks are committed: exactly once holds)
                 firing.append(asyncio.create_task(self.fire_all(recorded)))
