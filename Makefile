@@ -5,7 +5,9 @@ PY     := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 SERVICE_DIRS := services/common services/vault services/backup services/policy services/replication services/cli services/devstack
 
-.PHONY: all venv server-binaries demo-no-system-binaries ceph-packages ceph-bindings protos engine asan up down status wipe up-regions down-regions test test-unit test-integration deploy-packages deploy-base-images test-deploy bench bench-policy bench-replication demo clean
+.PHONY: all venv server-binaries demo-no-system-binaries ceph-packages ceph-bindings protos engine asan up down status wipe \
+	up-regions down-regions test test-unit test-integration deploy-packages deploy-base-images test-deploy bench \
+	bench-policy bench-api bench-replication demo clean
 
 all: venv server-binaries ceph-bindings protos engine $(VENV)/bin/cbr $(VENV)/bin/cbr-admin
 
@@ -155,6 +157,11 @@ bench: all
 
 bench-policy: all
 	$(PY) -m bench.policy $(BENCH_ARGS)
+
+# The control plane's calls/s, p50/p99 and service CPU per call (GetVault, ListVaults, ListBackups, CreateCheckpoint;
+# 1 and 2 vault replicas; 4 client processes) on the embedded stack; results in bench/results/api.{json,md}.
+bench-api: all
+	$(PY) -m bench.api $(BENCH_ARGS)
 
 # A 2 GiB disk replicated between two local regions (TLS between them, wire bytes counted by a proxy) against
 # restic copy; results in bench/results/replication.{json,md}. Runs as root (the XFS pool's loop mount).

@@ -6,7 +6,8 @@
    real scheduler (its own Postgres cluster, real SQL) runs on a clock set to that minute and asks a BackupService
    over gRPC for each checkpoint; the BackupService here only counts and answers (the backup service's own
    work per checkpoint is the backup benchmark's subject). Measured: from the clock reaching the fire time to
-   the last checkpoint request answered, by one scheduler and by two racing on the same database.
+   the last checkpoint request answered, by one scheduler and by two racing on the same database, each
+   scheduler in its own process (as replicas run).
 2. Retention: --backups automatic backups spread over 100 vaults (and over one vault), served by the same
    stand-in through ListBackups pages of 1,000; the real retention run lists, decides (count + GFS in a time
    zone) and sends the deletes. Measured: seconds per vault.
@@ -24,6 +25,7 @@ import uuid
 from pathlib import Path
 
 import grpc
+from sqlalchemy import func, select
 
 from cbr.backup.v1 import backup_pb2, backup_pb2_grpc
 from cbr.vault.v1 import vault_pb2, vault_pb2_grpc
@@ -113,33 +115,65 @@ async def add_policies(make_uow, vaults: int, pattern: str, definition: dict) ->
     return made
 
 
+def _scheduler_process(url: str, address: str, ready, go, out) -> None:
+    """One scheduler in its own process, as deployed: waits for `go`, makes one pass, reports what it fired."""
+    async def run() -> None:
+        db = Database(url, metadata.schema, pool_size=8)
+        port = GrpcBackups(settings(url, address))
+        try:
+            scheduler = Scheduler(lambda: PolicyUnitOfWork(db), port, ManualClock(FIRE + dt.timedelta(seconds=1)),
+                                  concurrency=64)
+            async with PolicyUnitOfWork(db) as uow:  # a pooled connection, open before the clock starts
+                await uow.session.execute(select(func.count()).select_from(ticks))
+            ready.set()
+            await asyncio.to_thread(go.wait)
+            out.put(await scheduler.run_once())
+        finally:
+            await port.close()
+            await db.close()
+    asyncio.run(run())
+
+
 async def bench_ticks(url: str, vaults: int, replicas: int) -> dict:
+    """Each scheduler in its own process (they share nothing but the database, as replicas do); the stand-in
+    BackupService in this one."""
+    import multiprocessing
+
     stand_in = StandIn()
     server, address = await serve(stand_in)
-    dbs = [Database(url, metadata.schema, pool_size=8) for _ in range(replicas)]
-    ports = [GrpcBackups(settings(url, address)) for _ in range(replicas)]
+    db = Database(url, metadata.schema, pool_size=8)
+    ctx = multiprocessing.get_context("spawn")
+    go, out = ctx.Event(), ctx.Queue()
+    procs = []
     try:
-        clock = ManualClock(FIRE - dt.timedelta(minutes=5))
-        schedulers = [Scheduler(lambda db=db: PolicyUnitOfWork(db), port, clock, concurrency=64)
-                      for db, port in zip(dbs, ports)]
-        await add_policies(schedulers[0]._uow, vaults, "FREQ=DAILY;INTERVAL=1;BYHOUR=2;BYMINUTE=0", {})
+        scheduler = Scheduler(lambda: PolicyUnitOfWork(db), GrpcBackups(settings(url, address)),
+                              ManualClock(FIRE - dt.timedelta(minutes=5)))
+        await add_policies(scheduler._uow, vaults, "FREQ=DAILY;INTERVAL=1;BYHOUR=2;BYMINUTE=0", {})
         t0 = time.perf_counter()
-        await schedulers[0].reconcile()
+        await scheduler.reconcile()
         reconcile_s = time.perf_counter() - t0
-        clock.current = FIRE + dt.timedelta(seconds=1)
+        await scheduler._backups.close()
+        readies = [ctx.Event() for _ in range(replicas)]
+        procs = [ctx.Process(target=_scheduler_process, args=(url, address, ready, go, out)) for ready in readies]
+        for proc in procs:
+            proc.start()
+        for ready in readies:
+            if not await asyncio.to_thread(ready.wait, 120):
+                raise RuntimeError("a scheduler process did not start")
         t0 = time.perf_counter()
-        await asyncio.gather(*(s.run_once() for s in schedulers))
+        go.set()
+        per_scheduler = [await asyncio.to_thread(out.get, True, 600) for _ in procs]
         total_s = stand_in.last_request - t0
-        async with PolicyUnitOfWork(dbs[0]) as uow:
+        async with PolicyUnitOfWork(db) as uow:
             fired = (await uow.session.execute(ticks.select().where(ticks.c.status == "fired"))).all()
         return {"vaults": vaults, "replicas": replicas, "reconcile_s": round(reconcile_s, 3),
                 "tick_to_last_request_s": round(total_s, 3), "requests": stand_in.checkpoints,
-                "fired_ticks": len(fired), "per_vault_ms": round(1000 * total_s / max(1, vaults), 3)}
+                "fired_ticks": len(fired), "fired_per_scheduler": per_scheduler,
+                "per_vault_ms": round(1000 * total_s / max(1, vaults), 3)}
     finally:
-        for port in ports:
-            await port.close()
-        for db in dbs:
-            await db.close()
+        for proc in procs:
+            await asyncio.to_thread(proc.join, 60)
+        await db.close()
         await server.stop(None)
 
 
@@ -185,10 +219,11 @@ def markdown(result: dict) -> str:
     lines = ["# CBR policy benchmark", "", f"Run {result['date']}, {result['cpu_count']} CPUs.", "",
              "## Ticks: vaults due in the same minute", "",
              "| vaults | schedulers | reconcile (s) | fire time to last checkpoint request (s) | per vault (ms) |"
-             " requests | fired ticks |", "|---:|---:|---:|---:|---:|---:|---:|"]
+             " requests | fired ticks | fired by each scheduler |", "|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in result["ticks"]:
         lines.append(f"| {r['vaults']} | {r['replicas']} | {r['reconcile_s']} | {r['tick_to_last_request_s']} | "
-                     f"{r['per_vault_ms']} | {r['requests']} | {r['fired_ticks']} |")
+                     f"{r['per_vault_ms']} | {r['requests']} | {r['fired_ticks']} | "
+                     f"{', '.join(map(str, r.get('fired_per_scheduler', [])))} |")
     lines += ["", "## Retention", "", "| backups | vaults | per vault (s) | total (s) | kept | deletes sent |",
               "|---:|---:|---:|---:|---:|---:|"]
     for r in result["retention"]:

@@ -35,6 +35,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from cbr.events.v1 import audit_events_pb2
 from cbr_common import auth
 from cbr_common.errors import CbrError
+from cbr_common.interceptor import WrappedHandlers
 from cbr_common.outbox import add_outbox_tables, outbox_table_of
 from cbr_common.subjects import subject_of
 
@@ -261,16 +262,20 @@ class AuditTrail(grpc.aio.ServerInterceptor):
 
     def __init__(self, recorder: AuditRecorder):
         self._recorder = recorder
+        self._handlers = WrappedHandlers()
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None or not is_audited(details.method):
             return handler
+        return self._handlers.get(details.method, handler, self._wrap_handler)
+
+    def _wrap_handler(self, handler, method: str):
         for kind, factory in _HANDLER_FACTORIES.items():
             behavior = getattr(handler, kind)
             if behavior is not None:
                 wrap = self._wrap_stream if kind.endswith("_stream") else self._wrap_unary
-                return factory(wrap(behavior, details.method, kind.startswith("stream_")),
+                return factory(wrap(behavior, method, kind.startswith("stream_")),
                                request_deserializer=handler.request_deserializer,
                                response_serializer=handler.response_serializer)
         return handler

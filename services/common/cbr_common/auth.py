@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Callable
 
 import jwt
 
@@ -98,13 +101,53 @@ def issue_token(secret: str, project_id: str, subject: str, roles: list[str] | t
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
+class TokenCache:
+    """Tokens verified before, by their exact text, each with the Principal it gave, until it expires.
+
+    A client sends the same token for its whole life; decoding and checking it (base64, JSON, HMAC or RSA) on
+    every call was work repeated for nothing. Bounded (the least recently used goes first). An entry is served
+    only before the token's own `exp`, and for at most `max_life_seconds` after it was verified; `generation`
+    ties an OIDC token to the provider's key set it was verified with, so a new set (a key withdrawn) verifies
+    it again. A token that failed verification is never held."""
+
+    def __init__(self, max_entries: int = 4096, max_life_seconds: float = 300.0,
+                 clock: Callable[[], float] = time.time):
+        self.max_entries, self.max_life_seconds, self._clock = max_entries, max_life_seconds, clock
+        self._entries: OrderedDict[str, tuple[Principal, float, object]] = OrderedDict()
+        self._lock = threading.Lock()  # verify() may run on a thread (the CLI's sync paths); cheap uncontended
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: str, generation: object = None) -> Principal | None:
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is None:
+                return None
+            principal, until, held_generation = entry
+            if self._clock() >= until or held_generation != generation:
+                del self._entries[token]
+                return None
+            self._entries.move_to_end(token)
+            return principal
+
+    def put(self, token: str, principal: Principal, expires: float, generation: object = None) -> None:
+        until = min(float(expires), self._clock() + self.max_life_seconds)
+        with self._lock:
+            self._entries[token] = (principal, until, generation)
+            self._entries.move_to_end(token)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+
 class Authenticator:
     """Turns `authorization: Bearer <jwt>` metadata into a Principal allowed to make the call."""
 
-    def __init__(self, secret: str, oidc=None):
+    def __init__(self, secret: str, oidc=None, cache: TokenCache | None = None):
         """oidc: a cbr_common.oidc.OidcVerifier for the provider's tokens, or None (HS256 only)."""
         self._secret = secret
         self._oidc = oidc
+        self.cache = cache if cache is not None else TokenCache()
 
     @classmethod
     def for_settings(cls, settings) -> "Authenticator":
@@ -133,7 +176,10 @@ class Authenticator:
         if self._oidc is None:
             return
         try:
-            header = jwt.get_unverified_header(self.bearer_token(metadata))
+            token = self.bearer_token(metadata)
+            if self._cached(token) is not None:
+                return
+            header = jwt.get_unverified_header(token)
             kid = self._oidc.kid_of(header)
         except (UnauthenticatedError, jwt.InvalidTokenError):
             return  # verify() refuses it
@@ -141,7 +187,25 @@ class Authenticator:
         if is_provider_algorithm(header.get("alg")):
             await self._oidc.keys.refresh_async(kid)
 
+    def _generation(self) -> object:
+        """What an OIDC entry of the cache must still match: the provider's key set (None without OIDC)."""
+        return None if self._oidc is None else self._oidc.keys.generation
+
+    def _cached(self, token: str) -> Principal | None:
+        if self._oidc is not None and self._oidc.keys.stale():
+            return None  # the provider's keys are due a fetch: verify again (a withdrawn key then fails)
+        return self.cache.get(token, self._generation())
+
     def verify(self, token: str) -> Principal:
+        principal = self._cached(token)
+        if principal is None:
+            generation = self._generation()  # before verifying: keys fetched meanwhile make the entry stale
+            principal, expires = self._verify(token)
+            self.cache.put(token, principal, expires, generation)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
+        """The principal of a token not seen before, and when the token expires (epoch seconds)."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -150,7 +214,7 @@ class Authenticator:
         if alg != ALGORITHM:
             from cbr_common.oidc import is_provider_algorithm
             if self._oidc is not None and is_provider_algorithm(alg):
-                return self._oidc.verify(token, header)
+                return self._oidc.verify_expiring(token, header)
             accepted = [ALGORITHM, *(["RS256", "ES256"] if self._oidc is not None else [])]
             raise UnauthenticatedError(f"invalid token: algorithm {alg!r} is not accepted (only {accepted})")
         if not self._secret:
@@ -168,7 +232,7 @@ class Authenticator:
             raise UnauthenticatedError("invalid token: no project_id claim")
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise UnauthenticatedError("invalid token: roles claim must be a list of strings")
-        return Principal(subject=str(claims["sub"]), project_id=project_id, roles=frozenset(roles))
+        return Principal(subject=str(claims["sub"]), project_id=project_id, roles=frozenset(roles)), claims["exp"]
 
     @staticmethod
     def authorize(principal: Principal, full_method: str) -> None:

@@ -13,15 +13,16 @@ meanwhile answers UNAVAILABLE, and the next connection lands on the promoted nod
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
-from typing import Callable
+from typing import AsyncIterator, Callable
 
 import psycopg
 from google.protobuf.message import Message
 from sqlalchemy import event, insert, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from cbr_common.errors import ConflictError, UnavailableError
 from cbr_common.outbox import outbox_table_of
@@ -62,6 +63,8 @@ class Database:
                           "connect_timeout": max(1, round(connect_timeout)),
                           "options": f"-c statement_timeout={int(statement_timeout * 1000)}"})
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Reads of one statement need no transaction: in autocommit they cost no BEGIN and no ROLLBACK round trip.
+        self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.on_commit_with_events: list[Callable[[], None]] = []  # e.g. wake the outbox relay
 
         # A pooled connection waits PING_SECONDS for the ping that checks it out (a live server answers in
@@ -84,6 +87,27 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def reads(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection, without a session or a transaction, for the hot reads that fit one statement
+        each (a point read, a page): database errors leave as UnitOfWork's do."""
+        try:
+            async with self._read_engine.connect() as connection:
+                yield connection
+        except Exception as exc:  # noqa: BLE001 - mapped, or raised as it was
+            unavailable_or_conflict(exc)
+            raise
+
+
+def unavailable_or_conflict(exc: BaseException | None) -> None:
+    """Raises the CBR error a database failure means to a caller (try again), if it is one (as
+    UnitOfWork.__aexit__ does)."""
+    if isinstance(exc, sa_exc.DBAPIError) and isinstance(exc.orig, psycopg.errors.TransactionRollback):
+        raise ConflictError("a concurrent change won, try again") from exc  # serialization failure, deadlock
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)) or (
+            isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated):
+        raise UnavailableError("database unavailable, try again") from exc
 
 
 class UnitOfWork:

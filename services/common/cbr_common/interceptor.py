@@ -22,6 +22,22 @@ _HANDLER_FACTORIES = {  # a handler's attribute for its call shape -> the factor
 }
 
 
+class WrappedHandlers:
+    """Each method's wrapped handler, made on its first call and reused: an interceptor used to build closures
+    and a handler per call. Keyed by method and checked against the handler it wrapped (the one below, itself
+    the same object call after call), so only registered methods are held: the set stays bounded."""
+
+    def __init__(self):
+        self._by_method: dict[str, tuple[object, object]] = {}
+
+    def get(self, method: str, handler, wrap):
+        held = self._by_method.get(method)
+        if held is None or held[0] is not handler:
+            held = (handler, wrap(handler, method))
+            self._by_method[method] = held
+        return held[1]
+
+
 class CallGuard(grpc.aio.ServerInterceptor):
     """Wraps each handler so checks and error mapping run in the handler's own task, streams included.
 
@@ -29,16 +45,20 @@ class CallGuard(grpc.aio.ServerInterceptor):
 
     def __init__(self, authenticator: auth.Authenticator):
         self._auth = authenticator
+        self._handlers = WrappedHandlers()
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None:
             return handler
+        return self._handlers.get(details.method, handler, self._wrap_handler)
+
+    def _wrap_handler(self, handler, method: str):
         for kind, factory in _HANDLER_FACTORIES.items():
             behavior = getattr(handler, kind)
             if behavior is not None:
                 wrap = self._wrap_stream if kind.endswith("_stream") else self._wrap_unary
-                return factory(wrap(behavior, details.method, streams_requests=kind.startswith("stream_")),
+                return factory(wrap(behavior, method, streams_requests=kind.startswith("stream_")),
                                request_deserializer=lenient_deserializer(handler.request_deserializer),
                                response_serializer=handler.response_serializer)
         return handler

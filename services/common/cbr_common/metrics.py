@@ -20,6 +20,8 @@ import grpc
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
+from cbr_common.interceptor import WrappedHandlers
+
 log = logging.getLogger("cbr.metrics")
 
 Sampler = Callable[[], Awaitable[None]]
@@ -130,19 +132,26 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
     """Counts each call by method and final status code and times it. Registered before the CallGuard, so it sees
     the code the guard's error mapping gave (a refused token counts as UNAUTHENTICATED)."""
 
+    def __init__(self):
+        self._handlers = WrappedHandlers()
+
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None:
             return None
-        service, _, method = details.method.lstrip("/").rpartition("/")
-        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
-            behavior = getattr(handler, kind)
-            if behavior is not None:
-                wrap = _timed_stream if kind.endswith("_stream") else _timed_unary
-                factory = getattr(grpc, f"{kind}_rpc_method_handler")
-                return factory(wrap(behavior, service, method), request_deserializer=handler.request_deserializer,
-                               response_serializer=handler.response_serializer)
-        return handler
+        return self._handlers.get(details.method, handler, _timed_handler)
+
+
+def _timed_handler(handler, full_method: str):
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+        behavior = getattr(handler, kind)
+        if behavior is not None:
+            wrap = _timed_stream if kind.endswith("_stream") else _timed_unary
+            factory = getattr(grpc, f"{kind}_rpc_method_handler")
+            return factory(wrap(behavior, service, method), request_deserializer=handler.request_deserializer,
+                           response_serializer=handler.response_serializer)
+    return handler
 
 
 def _timed_unary(behavior, service: str, method: str):
@@ -204,9 +213,16 @@ def _code_of_exception(exc: BaseException) -> str:
     return "UNKNOWN"  # an AbortError carries no code of its own: the context has it
 
 
+_SERIES: dict[tuple[str, str, str], tuple] = {}  # (service, method, code) -> its counter and histogram children
+
+
 def _count(service: str, method: str, code: str, started: float) -> None:
-    RPC_CALLS.labels(service, method, code).inc()
-    RPC_SECONDS.labels(service, method).observe(time.perf_counter() - started)
+    key = (service, method, code)
+    series = _SERIES.get(key)
+    if series is None:  # labels() takes a lock and builds a key each time: once per method and code is enough
+        series = _SERIES[key] = (RPC_CALLS.labels(service, method, code), RPC_SECONDS.labels(service, method))
+    series[0].inc()
+    series[1].observe(time.perf_counter() - started)
 
 
 # --- Sampled gauges every service has

@@ -143,6 +143,7 @@ class JwksCache:
         self._attempted_at: float | None = None  # the last fetch, successful or not
         self._jwks_url = config.jwks_url
         self.fetches = 0                         # requests for the JWKS, for tests and logs
+        self.generation = 0                      # moves with each key set fetched (auth.TokenCache entries)
 
     def wants_fetch(self, kid: str) -> bool:
         now = self._clock()
@@ -150,6 +151,11 @@ class JwksCache:
                             age=None if self._fetched_at is None else now - self._fetched_at,
                             since_attempt=None if self._attempted_at is None else now - self._attempted_at,
                             config=self._config)
+
+    def stale(self) -> bool:
+        """No keys yet, or held for max_age_seconds: tokens verified with them are verified again (which fetches
+        the set anew, so a key the provider withdrew stops working)."""
+        return self._fetched_at is None or self._clock() - self._fetched_at >= self._config.max_age_seconds
 
     def key(self, kid: str) -> dict:
         """The JWK named `kid`, fetching the set first when allowed; refuses an unknown kid."""
@@ -170,6 +176,7 @@ class JwksCache:
             try:
                 self._keys = self._fetch_keys()
                 self._fetched_at = self._attempted_at
+                self.generation += 1
             except UnavailableError as exc:
                 log.warning("OIDC keys not fetched", extra={"fields": {"error": str(exc)}})
                 if kid not in self._keys:
@@ -216,6 +223,10 @@ class OidcVerifier:
         return kid
 
     def verify(self, token: str, header: Mapping[str, Any]) -> Principal:
+        return self.verify_expiring(token, header)[0]
+
+    def verify_expiring(self, token: str, header: Mapping[str, Any]) -> tuple[Principal, float]:
+        """verify, and when the token expires (its `exp`, epoch seconds)."""
         alg, kid = header.get("alg"), self.kid_of(header)
         jwk = self.keys.key(kid)
         check_key_fits(alg, kid, jwk)
@@ -239,4 +250,4 @@ class OidcVerifier:
             raise UnauthenticatedError(f"invalid token: signature does not verify with key {kid!r}") from None
         except jwt.InvalidTokenError as exc:
             raise UnauthenticatedError(f"invalid token: {exc}") from None
-        return principal_from_claims(claims, config.project_claim, config.roles_claim)
+        return principal_from_claims(claims, config.project_claim, config.roles_claim), float(claims["exp"])

@@ -72,8 +72,12 @@ async def create_vault(cmd: CreateVault, uow: VaultUnitOfWork, directory: Protec
 
 
 async def get_vault(project_id: str, vault_id: str, uow: VaultUnitOfWork) -> Vault:
-    async with uow:
-        return await _vault(uow, project_id, vault_id)
+    vault_id = rules.check_id(vault_id, "vault_id")
+    async with uow.reads() as reads:
+        vault = await reads.get(project_id, vault_id)
+    if vault is None:
+        raise errors.VaultNotFoundError(f"vault {vault_id} not found")
+    return vault
 
 
 async def list_vaults(cmd: ListVaults, uow: VaultUnitOfWork) -> tuple[list[Vault], int]:
@@ -83,8 +87,8 @@ async def list_vaults(cmd: ListVaults, uow: VaultUnitOfWork) -> tuple[list[Vault
                       policy_id=rules.check_id(cmd.policy_id, "policy_id") if cmd.policy_id else "",
                       resource_ids=tuple(rules.check_id_list(cmd.resource_ids, "resource_id")),
                       vault_ids=tuple(rules.check_id_list(cmd.vault_ids, "vault_id")))
-    async with uow:
-        return await uow.vaults.list(flt, limit, offset)
+    async with uow.reads() as reads:
+        return await reads.list(flt, limit, offset)
 
 
 async def update_vault(cmd: UpdateVault, uow: VaultUnitOfWork) -> Vault:
