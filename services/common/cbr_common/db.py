@@ -100,12 +100,18 @@ class Database:
             raise
 
 
+def on_read_only_node(exc: BaseException | None) -> bool:
+    """A write met a node that no longer takes writes (a demoted primary, a standby): try the others."""
+    return isinstance(getattr(exc, "orig", None), psycopg.errors.ReadOnlySqlTransaction)
+
+
 def unavailable_or_conflict(exc: BaseException | None) -> None:
-    """Raises the CBR error a database failure means to a caller (try again), if it is one (as
-    UnitOfWork.__aexit__ does)."""
+    """Raises the CBR error a database failure means to a caller (try again), if it is one: the one mapping of
+    UnitOfWork and Database.reads."""
     if isinstance(exc, sa_exc.DBAPIError) and isinstance(exc.orig, psycopg.errors.TransactionRollback):
         raise ConflictError("a concurrent change won, try again") from exc  # serialization failure, deadlock
-    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)) or (
+    if on_read_only_node(exc) or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError,
+                                                  sa_exc.TimeoutError)) or (
             isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated):
         raise UnavailableError("database unavailable, try again") from exc
 
@@ -142,19 +148,14 @@ class UnitOfWork:
         return self
 
     async def __aexit__(self, exc_type, exc, tb) -> None:
-        read_only = isinstance(getattr(exc, "orig", None), psycopg.errors.ReadOnlySqlTransaction)
         try:
-            if read_only:  # a node that no longer takes writes: its connection must not go back to the pool
+            if on_read_only_node(exc):  # its connection must not go back to the pool
                 await self.session.invalidate()
             await self.session.rollback()
             await self.session.close()
         except Exception:  # noqa: BLE001 - the connection is already gone; the original error says more
             pass
-        if isinstance(exc, sa_exc.DBAPIError) and isinstance(exc.orig, psycopg.errors.TransactionRollback):
-            raise ConflictError("a concurrent change won, try again") from exc  # serialization failure, deadlock
-        if read_only or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)) or (
-                isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated):
-            raise UnavailableError("database unavailable, try again") from exc
+        unavailable_or_conflict(exc)
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Runs callback once this transaction commits (a metric counts what happened, never a rolled-back try)."""
