@@ -42,3 +42,11 @@ async def no_inprocess_workers(services):
     """The fixture form of without_shared_workers: jobs wait until the test starts workers of its own."""
     async with without_shared_workers(services):
         yield services
+
+
+def is_worker_of(worker_id: str, pid: int) -> bool:
+    """Whether a task's worker id (`<host>:<6 hex>:<pid>`, cbr_backup.worker.runner) names this process here."""
+    import re
+    import socket
+    host, _, rest = worker_id.partition(":")
+    return host == socket.gethostname()[:40] and re.fullmatch(rf"[0-9a-f]{{6}}:{pid}", rest) is not None
