@@ -20,7 +20,6 @@ from cbr_backup.worker.context import Resources
 from cbr_backup.worker.maintenance import start_removing_stale_temp_files
 from cbr_backup.worker.runner import Worker
 from cbr_common import jetstream, metrics
-from cbr_common.allocator import bound_heap
 from cbr_common.db import Database
 from cbr_common.logs import configure_logging
 from cbr_common.outbox import OutboxRelay
@@ -87,7 +86,6 @@ def main() -> None:
         print(f"cbr_backup.worker: {exc}", file=sys.stderr)
         sys.exit(2)
     configure_logging("worker", settings.log_level)
-    bound_heap()
 
     async def run(stop: asyncio.Event) -> None:
         # /metrics on CBR_METRICS_ADDR; the store's free space where the store is a folder (S3 has no such limit)
