@@ -5,7 +5,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Sequence
 
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,28 +54,6 @@ class VaultRepository:
         if row is None:
             return None
         return (await self._load([row]))[0]
-
-    async def list(self, flt: VaultFilter, limit: int, offset: int) -> tuple[list[Vault], int]:
-        where = [vaults.c.project_id == flt.project_id]
-        if flt.name:
-            where.append(vaults.c.name.contains(flt.name, autoescape=True))
-        for column, value in ((vaults.c.object_type, flt.object_type), (vaults.c.protect_type, flt.protect_type),
-                              (vaults.c.status, flt.status)):
-            if value:
-                where.append(column == value)
-        if flt.policy_id:
-            where.append(or_(vaults.c.backup_policy_id == flt.policy_id,
-                             vaults.c.replication_policy_id == flt.policy_id))
-        if flt.vault_ids:
-            where.append(vaults.c.vault_id.in_(flt.vault_ids))
-        if flt.resource_ids:
-            where.append(exists().where(vault_resources.c.vault_id == vaults.c.vault_id,
-                                        vault_resources.c.resource_id.in_(flt.resource_ids)))
-        count = (await self._s.execute(select(func.count()).select_from(vaults).where(and_(*where)))).scalar_one()
-        rows = (await self._s.execute(
-            select(vaults).where(and_(*where)).order_by(vaults.c.created_time.desc(), vaults.c.vault_id)
-            .limit(limit).offset(offset))).mappings().all()
-        return await self._load(rows), count
 
     async def update_fields(self, vault_id: str, **values) -> None:
         values["updated_time"] = utcnow()
