@@ -35,7 +35,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from cbr.events.v1 import audit_events_pb2
 from cbr_common import auth
 from cbr_common.errors import CbrError
-from cbr_common.interceptor import WrappedHandlers
+from cbr_common.interceptor import WrappedHandlers, rewrapped
 from cbr_common.outbox import add_outbox_tables, outbox_table_of
 from cbr_common.subjects import subject_of
 
@@ -58,12 +58,6 @@ RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 15, 15, 15, 15)  # after a failed write, th
 # A call cancelled, or a response stream its caller left: the task ends now, so the write goes on without it.
 ENDED_EARLY = (asyncio.CancelledError, GeneratorExit)
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-_HANDLER_FACTORIES = {
-    "unary_unary": grpc.unary_unary_rpc_method_handler,
-    "unary_stream": grpc.unary_stream_rpc_method_handler,
-    "stream_unary": grpc.stream_unary_rpc_method_handler,
-    "stream_stream": grpc.stream_stream_rpc_method_handler,
-}
 
 
 def is_audited(full_method: str) -> bool:
@@ -271,14 +265,10 @@ class AuditTrail(grpc.aio.ServerInterceptor):
         return self._handlers.get(details.method, handler, self._wrap_handler)
 
     def _wrap_handler(self, handler, method: str):
-        for kind, factory in _HANDLER_FACTORIES.items():
-            behavior = getattr(handler, kind)
-            if behavior is not None:
-                wrap = self._wrap_stream if kind.endswith("_stream") else self._wrap_unary
-                return factory(wrap(behavior, method, kind.startswith("stream_")),
-                               request_deserializer=handler.request_deserializer,
-                               response_serializer=handler.response_serializer)
-        return handler
+        def wrap(behavior, kind: str):
+            by_shape = self._wrap_stream if kind.endswith("_stream") else self._wrap_unary
+            return by_shape(behavior, method, kind.startswith("stream_"))
+        return rewrapped(handler, wrap)
 
     def _wrap_unary(self, behavior, method: str, streams_requests: bool):
         async def audited(request, context):

@@ -22,6 +22,18 @@ _HANDLER_FACTORIES = {  # a handler's attribute for its call shape -> the factor
 }
 
 
+def rewrapped(handler, wrap, request_deserializer=None):
+    """A handler like `handler` (call shape, serializers) whose behaviour is wrap(behaviour, kind), kind its call
+    shape ("unary_unary", ...): the one way the project's interceptors wrap a method."""
+    for kind, factory in _HANDLER_FACTORIES.items():
+        behavior = getattr(handler, kind)
+        if behavior is not None:
+            return factory(wrap(behavior, kind),
+                           request_deserializer=request_deserializer or handler.request_deserializer,
+                           response_serializer=handler.response_serializer)
+    return handler
+
+
 class WrappedHandlers:
     """Each method's wrapped handler, made on its first call and reused: an interceptor used to build closures
     and a handler per call. Keyed by method and checked against the handler it wrapped (the one below, itself
@@ -54,14 +66,10 @@ class CallGuard(grpc.aio.ServerInterceptor):
         return self._handlers.get(details.method, handler, self._wrap_handler)
 
     def _wrap_handler(self, handler, method: str):
-        for kind, factory in _HANDLER_FACTORIES.items():
-            behavior = getattr(handler, kind)
-            if behavior is not None:
-                wrap = self._wrap_stream if kind.endswith("_stream") else self._wrap_unary
-                return factory(wrap(behavior, method, streams_requests=kind.startswith("stream_")),
-                               request_deserializer=lenient_deserializer(handler.request_deserializer),
-                               response_serializer=handler.response_serializer)
-        return handler
+        def wrap(behavior, kind: str):
+            by_shape = self._wrap_stream if kind.endswith("_stream") else self._wrap_unary
+            return by_shape(behavior, method, streams_requests=kind.startswith("stream_"))
+        return rewrapped(handler, wrap, lenient_deserializer(handler.request_deserializer))
 
     async def _prepare(self, context: grpc.aio.ServicerContext, method: str) -> None:
         """What authentication must wait for off the event loop (an OIDC provider's keys), done before _enter."""

@@ -20,7 +20,7 @@ import grpc
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
-from cbr_common.interceptor import WrappedHandlers
+from cbr_common.interceptor import WrappedHandlers, rewrapped
 
 log = logging.getLogger("cbr.metrics")
 
@@ -144,14 +144,8 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
 
 def _timed_handler(handler, full_method: str):
     service, _, method = full_method.lstrip("/").rpartition("/")
-    for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
-        behavior = getattr(handler, kind)
-        if behavior is not None:
-            wrap = _timed_stream if kind.endswith("_stream") else _timed_unary
-            factory = getattr(grpc, f"{kind}_rpc_method_handler")
-            return factory(wrap(behavior, service, method), request_deserializer=handler.request_deserializer,
-                           response_serializer=handler.response_serializer)
-    return handler
+    return rewrapped(handler, lambda behavior, kind: (_timed_stream if kind.endswith("_stream") else _timed_unary)(
+        behavior, service, method))
 
 
 def _timed_unary(behavior, service: str, method: str):
