@@ -12,6 +12,7 @@
 A refusal names the field by its path (`resources[2].name`, `extra_info['k']`) and never repeats the value."""
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Callable
 
@@ -27,6 +28,7 @@ MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
 MAX_NANOS = 999_999_999
 TIMESTAMP_TYPE = "google.protobuf.Timestamp"
 
+_RULED_TYPES = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_ENUM, FieldDescriptor.TYPE_MESSAGE)
 _FORBIDDEN_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
@@ -66,11 +68,28 @@ def check_request(request: Any, method: str = "") -> None:
         _check_message(request, "")
 
 
+@functools.cache
+def _ruled_fields(descriptor) -> tuple[FieldDescriptor, ...]:
+    """The fields a rule applies to (strings, enums, messages). Bytes and numbers are never read: reading a bytes
+    field copies it out of the message, which for a replica's chunk stream was every payload copied once more."""
+    return tuple(f for f in descriptor.fields if f.type in _RULED_TYPES)
+
+
 def _check_message(message: Message, path: str) -> None:
     if message.DESCRIPTOR.full_name == TIMESTAMP_TYPE:
         _check_timestamp(message, path)
         return
-    for field, value in message.ListFields():
+    for field in _ruled_fields(message.DESCRIPTOR):
+        if field.is_repeated:
+            value = getattr(message, field.name)
+            if not value:
+                continue
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            if not message.HasField(field.name):
+                continue
+            value = getattr(message, field.name)
+        else:
+            value = getattr(message, field.name)
         where = f"{path}.{field.name}" if path else field.name
         if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
             key_field, value_field = field.message_type.fields

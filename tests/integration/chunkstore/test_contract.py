@@ -65,6 +65,14 @@ def test_put_is_idempotent_and_first_writer_wins(store):
     assert store.get(key) == b"first"
 
 
+def test_put_durable_is_a_put_whose_first_writer_wins(store):
+    key = f"{NS}/manifests/9d3c1b7e-2a4f-4e8b-8c6d-1f0a2b3c4d5e"
+    assert store.put_durable(key, b"first") is True
+    assert store.put_durable(key, b"second") is False
+    assert store.put(key, b"third") is False
+    assert store.get(key) == b"first"
+
+
 def test_get_missing_raises_chunk_not_found(store):
     key = f"{NS}/chunks/{'0' * 64}"
     with pytest.raises(ChunkNotFoundError) as caught:

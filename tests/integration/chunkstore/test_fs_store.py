@@ -113,6 +113,29 @@ def test_sync_filesystem_defers_to_one_syncfs(tmp_path, monkeypatch):
     assert synced_fds == [str(tmp_path / "store")]
 
 
+def test_put_durable_fsyncs_that_value_and_never_the_whole_file_system(tmp_path, monkeypatch):
+    store = FsChunkStore(tmp_path / "store")  # sync="filesystem": put alone fsyncs nothing
+    fsynced, syncfs_calls = [], []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(os.readlink(f"/proc/self/fd/{fd}")),
+                                                 real_fsync(fd))[1])
+    monkeypatch.setattr(folders, "_syncfs", lambda: lambda fd: syncfs_calls.append(fd) or 0)
+    store.put(f"{NS}/chunks/ab00", b"made ahead")  # the fan folder exists before the durable put
+    fsynced.clear()
+
+    assert store.put_durable(KEY, b"a pack") is True
+    path = store.root / NS / "chunks" / "ab" / CHUNK_ID
+    assert fsynced[-1] == str(path.parent)  # the new name, after the value itself (a temp file then)
+    assert len(fsynced) == 2 and fsynced[0].startswith(str(path))
+    assert syncfs_calls == []
+    assert store.get(KEY) == b"a pack"
+    fsynced.clear()
+    # an existing key: nothing written, but a barrier, since the put that made it may not be durable yet
+    assert store.put_durable(KEY, b"another") is False
+    assert fsynced == [] and len(syncfs_calls) == 1
+    assert store.get(KEY) == b"a pack"
+
+
 def test_flush_reports_syncfs_failure(tmp_path, monkeypatch):
     store = FsChunkStore(tmp_path)
     store.put(KEY, b"v")

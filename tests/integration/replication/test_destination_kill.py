@@ -33,7 +33,7 @@ from tests.support.workers import without_shared_workers
 
 SIZE_MIB = 48           # random: every block a chunk of its full size, all of it to send
 RATE_LIMIT_MBPS = 8     # the source worker's pace: the transfer lasts seconds, long enough to kill B within it
-RESEND_BOUND = 64 * MIB  # issue 12 item 5; DESIGN.md 17.8 bounds it tighter (the 32 MiB window and one message)
+RESEND_BOUND = 64 * MIB  # issue 12 item 5; DESIGN.md 17.8 bounds it tighter (the 48 MiB window, two batches)
 
 
 class TransferServerProcess:

@@ -12,12 +12,18 @@ from cbr_backup.domain.replication_source import (
 MIB = 1 << 20
 
 
+def test_the_resume_bound_is_the_window_and_two_written_ahead_batches_within_64_mib():
+    from cbr_backup.domain.replication_source import READ_BATCH
+    assert SendWindow().limit == WINDOW
+    assert WINDOW + 2 * READ_BATCH <= 56 * MIB  # DESIGN.md 17.8; issue 12 allows 64 MiB
+
+
 def test_the_window_holds_at_most_its_limit_beyond_the_durable_messages():
-    window = SendWindow()
+    window = SendWindow(limit=32 * MIB)
     for seq in range(1, 9):
         assert window.room_for(4 * MIB)
         window.sent(seq, 4 * MIB)
-    assert window.unacked == WINDOW
+    assert window.unacked == 32 * MIB
     assert not window.room_for(1)
     assert window.acked(3) == 12 * MIB
     assert window.unacked == 20 * MIB and window.durable_through == 3
@@ -120,3 +126,15 @@ def test_a_servers_disks_cross_in_device_order_and_their_digests_join_in_it():
     assert [p.device for p in manifest_parts(server)] == ["vda", "vdb", "vdaa"]
     assert manifest_parts(disks[0]) == [disks[0]]
     assert combined_digest([b"a" * 32, b"b" * 32]) == b"a" * 32 + b"b" * 32
+
+
+def test_send_order_reads_each_pack_front_to_back_then_lone_chunks_then_the_unknown():
+    from cbr_backup.domain.replication_source import send_order
+    a, b, c, d, e = (bytes([n]) * 32 for n in (5, 4, 3, 2, 1))
+    pack1, pack2 = b"\x01" * 16, b"\x02" * 16
+    locations = {a: (pack2, 0, 10), b: (pack1, 300, 10), c: (pack1, 20, 10), d: (None, 0, 10)}
+    order = send_order([a, b, c, d, e], locations)
+    assert [chunk for chunk, _ in order] == [c, b, a, d, e]
+    positions = [position for _, position in order]
+    assert positions == sorted(positions)  # what sent_through is compared with
+    assert positions[0] == b"\x00" + pack1 + (20).to_bytes(8, "big")

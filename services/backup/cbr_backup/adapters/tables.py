@@ -296,8 +296,8 @@ replication_jobs = Table(
     Column("chunks_sent", BigInteger, nullable=False, default=0),
     Column("chunks_present", BigInteger, nullable=False, default=0),
     Column("present_known", Boolean, nullable=False, default=False),  # counted from the first want-list only
-    # The largest chunk id handed to the destination (chunks go in id order): on a resume, a wanted id at or
-    # below it was sent before, so sending it again counts as re-sent.
+    # The last send position handed to the destination (domain.replication_source.send_order: pack, offset): on a
+    # resume, a wanted chunk at or before it was sent before, so sending it again counts as re-sent.
     Column("sent_through", LargeBinary),
     Column("destination_backup_id", String(36)),
     Column("source_manifest_digest", LargeBinary),

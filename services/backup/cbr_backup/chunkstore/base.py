@@ -47,6 +47,11 @@ class ChunkStore(Protocol):
         """Stores data unless the key exists. True if this call wrote it; False if it existed (first writer
         wins: the stored value is never replaced). Concurrent puts of one key: exactly one returns True."""
 
+    def put_durable(self, key: str, data: bytes) -> bool:
+        """put, durable when it returns (as if flush() followed), for writers that make one value durable at a
+        time: the replica receiver's packs. The file system makes only this value durable (fsync of the file
+        and its folder), not every file of the file system as flush's syncfs does."""
+
     def get(self, key: str) -> bytes:
         """The whole value; raises ChunkNotFoundError when the key is absent."""
 

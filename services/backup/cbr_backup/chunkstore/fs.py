@@ -102,16 +102,28 @@ class FsChunkStore:
         return os.path.join(self._root, *map(_segment_dir, dirs), fan_name(last), last)
 
     def put(self, key: str, data: bytes) -> bool:
+        return self._checked_put(key, data, self.sync == "file")
+
+    def put_durable(self, key: str, data: bytes) -> bool:
+        if self.sync == "none":
+            return self.put(key, data)
+        if os.path.exists(self._path(check_key(key))):
+            self.flush()  # it may be another put's, not yet durable
+            return False
+        return self._checked_put(key, data, True)
+
+    def _checked_put(self, key: str, data: bytes, durable: bool) -> bool:
         check_key(key)
         check_value(data)
         try:
-            return self._put(self._path(key), data)
+            return self._put(self._path(key), data, durable)
         except OSError as exc:
             if exc.errno in FULL_ERRNOS:
                 raise store_full(os.strerror(exc.errno)) from exc
             raise
 
-    def _put(self, final: str, data: bytes) -> bool:
+    def _put(self, final: str, data: bytes, durable: bool) -> bool:
+        """durable: the file fsynced before it is linked, its folder after."""
         if os.path.exists(final):  # the common dedup hit: no temp file, no write
             return False
         folder = os.path.dirname(final)
@@ -127,7 +139,7 @@ class FsChunkStore:
                 view = memoryview(data).cast("B")
                 while view:
                     view = view[os.write(fd, view):]
-                if self.sync == "file":
+                if durable:
                     os.fsync(fd)
             finally:
                 os.close(fd)
@@ -137,7 +149,7 @@ class FsChunkStore:
                 os.unlink(temp)
             except FileNotFoundError:
                 pass
-        if created and self.sync == "file":
+        if created and durable:
             fsync_folder(folder)  # makes the new name (and the temp's removal) durable
         return created
 

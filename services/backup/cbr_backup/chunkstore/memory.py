@@ -53,6 +53,9 @@ class MemoryChunkStore:
             keys = [key for key in self._values if key.startswith(prefix)]
         return iter(keys)
 
+    def put_durable(self, key: str, data: bytes) -> bool:
+        return self.put(key, data)
+
     def flush(self) -> None:
         pass
 

@@ -331,6 +331,9 @@ class S3ChunkStore:
                 if is_valid_key(key):  # skips probe objects and anything else that is not ours
                     yield key
 
+    def put_durable(self, key: str, data: bytes) -> bool:
+        return self.put(key, data)  # a PUT that returned is durable
+
     def flush(self) -> None:
         pass
 

@@ -178,8 +178,10 @@ class PackWriter:
         with self._lock:
             return self._take_open() if self._entries else None
 
-    def put_detached(self, pack: tuple[bytearray, list[PackEntry]], pack_id: bytes | None = None) -> None:
-        self._put(*pack, pack_id=pack_id)
+    def put_detached(self, pack: tuple[bytearray, list[PackEntry]], pack_id: bytes | None = None,
+                     durable: bool = False) -> None:
+        """durable: the pack is durable when this returns (store.put_durable), no flush() needed for it."""
+        self._put(*pack, pack_id=pack_id, durable=durable)
 
     def take_rows(self, at_least: int = 0) -> list[Row]:
         """The rows of packs put so far (and forgets them), or [] while fewer than at_least are waiting."""
@@ -194,12 +196,13 @@ class PackWriter:
         self._data, self._entries, self._open_ids = bytearray(), [], set()
         return data, entries
 
-    def _put(self, data: bytearray, entries: list[PackEntry], pack_id: bytes | None = None) -> None:
+    def _put(self, data: bytearray, entries: list[PackEntry], pack_id: bytes | None = None,
+             durable: bool = False) -> None:
         pack_id = pack_id or os.urandom(PACK_ID_SIZE)
         key = pack_key(self.vault_id, pack_id)
         value = data
         value += pack_tail(self.codec, key, len(data), entries)  # in place: no second copy of the pack
-        if not self.store.put(key, value):
+        if not (self.store.put_durable(key, value) if durable else self.store.put(key, value)):
             raise FileExistsError(f"pack {key} exists already")  # 128 random bits: never in practice
         with self._lock:
             self.packs_written += 1

@@ -1,5 +1,6 @@
 """The source side of a replication (DESIGN.md 17): which backups may be sent, and the pure rules of sending them:
-chunks in id order, read grouped by pack, in messages of at most 4 MiB, with at most 32 MiB unacknowledged.
+chunks in pack order (each pack read front to back), in messages of at most 4 MiB, with at most 48 MiB
+unacknowledged.
 
 Codes: ReplicationService.69xx for what the source decides itself (17.10); a destination's refusal keeps the
 destination's code (RegionTransferService.69xx).
@@ -15,8 +16,8 @@ from cbr_backup.domain.backups import Backup
 from cbr_common import errors
 
 MESSAGE_LIMIT = 4 << 20    # bytes of chunk payload per PutChunks message (one larger chunk goes alone)
-WINDOW = 32 << 20          # message bytes sent beyond the destination's durable_through_seq
-READ_BATCH = 4 << 20       # stored bytes read from the store at once (grouped by pack, then sent in id order)
+WINDOW = 48 << 20          # message bytes sent beyond the destination's durable_through_seq
+READ_BATCH = 4 << 20       # stored bytes read from the store at once (grouped by pack, sent in that order)
 CHUNK_OVERHEAD = 64        # a WireChunk's fields besides its payload, serialized (id, sizes, flags, tag, tags)
 READABLE_STATUSES = ("available", "restoring")  # a restore reads the backup too; nothing changes its chunks
 
@@ -133,6 +134,22 @@ def group_reads(ids: Iterable[bytes], locations: dict[bytes, tuple[bytes | None,
         else:
             by_pack[where[0]].append((where[1], where[2], chunk))
     return Reads([(pack, sorted(entries)) for pack, entries in by_pack.items()], lone, missing)
+
+
+def send_order(ids: Iterable[bytes], locations: dict[bytes, tuple[bytes | None, int, int]]
+               ) -> list[tuple[bytes, bytes]]:
+    """(id, position) of each id, in the order they are sent (DESIGN.md 17.6): packed chunks by pack and offset, so
+    every pack is read front to back once (sequential reads, not one seek per chunk as in id order); then lone
+    chunks by id; ids without a location last (their read fails the job). Positions compare as bytes: the job
+    row's sent_through is the last position handed to the destination (17.9)."""
+    def position(chunk: bytes) -> bytes:
+        where = locations.get(chunk)
+        if where is None:
+            return b"\x02" + chunk
+        if where[0] is None:
+            return b"\x01" + chunk
+        return b"\x00" + where[0] + where[1].to_bytes(8, "big")
+    return sorted(((chunk, position(chunk)) for chunk in ids), key=lambda pair: pair[1])
 
 
 def read_batches(ids: Sequence[bytes], stored: dict[bytes, int], limit: int = READ_BATCH) -> list[list[bytes]]:

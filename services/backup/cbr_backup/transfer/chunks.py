@@ -118,9 +118,8 @@ class ChunkSink:
         what the acknowledgement may now promise. One at a time, in seal order."""
         rows = []
         if sealed.pack is not None:
-            self.writer.put_detached(sealed.pack, pack_id)
+            self.writer.put_detached(sealed.pack, pack_id, durable=True)  # this pack alone, not a syncfs
             rows = self.writer.take_rows()
-            self.store.flush()
             self.index.record_new(self.vault_id, rows)
         return Batch(sealed.through_seq, sealed.indexed, sum(row[2] for row in rows), sealed.rejected)
 

@@ -738,9 +738,25 @@ class _ChunkStream:
                 await reader
 
     async def _read(self) -> None:
+        """Reads the messages, opens the transfer on the first, and looks up which of each message's chunks the
+        transfer wants: that database round trip (~10 ms) overlaps the check of the message before, where in the
+        checker it held up every message."""
+        last_seq = 0
         try:
             async for message in self.messages:
-                await self.inbox.put(message)
+                if self.transfer is None:
+                    self.transfer = await self.receiver._open(self.peer, message.transfer_id)
+                elif message.transfer_id and message.transfer_id != self.transfer["transfer_id"]:
+                    raise errors.InvalidTransferRequestError("one stream carries one transfer's chunks")
+                if message.seq <= last_seq:
+                    raise errors.InvalidTransferRequestError(f"seq {message.seq} after {last_seq}: seqs must grow")
+                last_seq = message.seq
+                wanted = {}
+                if message.chunks:
+                    async with self.receiver._uow() as uow:
+                        wanted = await TransferRepository(uow.session).wanted_among(
+                            self.transfer["transfer_id"], (c.chunk_id for c in message.chunks))
+                await self.inbox.put((message, wanted))
             await self.inbox.put(_END)
         except BaseException as exc:  # noqa: BLE001 - handed to the checker
             await self.inbox.put(exc)
@@ -748,33 +764,22 @@ class _ChunkStream:
     async def _check_all(self) -> None:
         flush_bytes, flush_seconds = self.receiver.flush_bytes, self.receiver.flush_seconds
         loop = asyncio.get_running_loop()
-        last_seq = 0
         while True:
             sink = self.sink
             timeout = None if sink is None or not sink.pending else max(
                 0.0, sink.pending_since + flush_seconds - loop.time())
             try:
-                message = await asyncio.wait_for(self.inbox.get(), timeout)
+                item = await asyncio.wait_for(self.inbox.get(), timeout)
             except asyncio.TimeoutError:
                 await self._seal()
                 continue
-            if message is _END:
+            if item is _END:
                 break
-            if isinstance(message, BaseException):
-                raise message
-            if self.transfer is None:
-                self.transfer = await self.receiver._open(self.peer, message.transfer_id)
+            if isinstance(item, BaseException):
+                raise item
+            message, wanted = item
+            if self.sink is None:
                 self.sink = await self.receiver._sink(self.transfer)
-            elif message.transfer_id and message.transfer_id != self.transfer["transfer_id"]:
-                raise errors.InvalidTransferRequestError("one stream carries one transfer's chunks")
-            if message.seq <= last_seq:
-                raise errors.InvalidTransferRequestError(f"seq {message.seq} after {last_seq}: seqs must grow")
-            last_seq = message.seq
-            wanted = {}
-            if message.chunks:
-                async with self.receiver._uow() as uow:
-                    wanted = await TransferRepository(uow.session).wanted_among(
-                        self.transfer["transfer_id"], (c.chunk_id for c in message.chunks))
             await asyncio.to_thread(self.sink.receive, message.seq, message.chunks, wanted, loop.time())
             # A full pack, a flush, or nothing to write (rejections are answered at once): sealed.
             if self.sink.pending_bytes >= flush_bytes or message.flush or not self.sink.pending:

@@ -4,10 +4,11 @@ it lacks, through the peer's RegionTransferService.
 Steps: BeginTransfer (a retried attempt gets the same transfer back), the namespace key if the destination lacks
 it, each manifest not yet staged (a disk's as a delta against a replica both ends hold), the want-list, the
 dictionaries it names, the wanted chunks, then CommitTransfer and a check that the replica's manifest digests are
-the source's. Chunks go in id order: each read batch is read grouped by pack (ranged reads) and sent as stored,
-without the encryption envelope, in messages of at most 4 MiB with at most 32 MiB beyond what the destination
-made durable. Before each message the job row records how far the ids go (`sent_through`), so a later attempt
-counts a chunk it sends again as re-sent, and the counters stay exact (17.9).
+the source's. Chunks go in pack order, each pack read front to back in ranged reads, and are sent as stored,
+without the encryption envelope, in messages of at most 4 MiB with at most 48 MiB beyond what the destination
+made durable. Before a read batch's first message leaves, the job row records how far the send order goes
+(`sent_through`) and the counters as they will be once the batch has left, so a later attempt counts a chunk it
+sends again as re-sent, and the counters stay exact (17.9); that write runs while the batch before goes out.
 
 A destination that stops answering is waited for within the attempt (a restart of its server resumes the same
 transfer); past CBR_REPLICATION_PEER_PATIENCE_SECONDS the attempt fails and the job machinery retries it, the last
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -27,7 +29,7 @@ import zstandard
 from cbr.common.v1 import common_pb2
 from cbr.replication.v1 import replication_pb2 as rpb
 from cbr_backup.adapters.replication_jobs import ReplicationJob, replication_jobs_of
-from cbr_backup.adapters.transfer_client import PeerDownError, TransferClient, peer_error
+from cbr_backup.adapters.transfer_client import PeerDownError, TransferClient, encode_put_chunks, peer_error
 from cbr_backup.datapath.chunk_codec import FLAG_DICT, ChunkCodec, WireForm, dictionary_tag
 from cbr_backup.datapath.disk_backup import manifest_key
 from cbr_backup.datapath.errors import ChunkMissingError
@@ -41,7 +43,7 @@ from cbr_backup.domain.backups import Backup
 from cbr_backup.domain.replication_source import (
     MESSAGE_LIMIT, READABLE_STATUSES, ChunkNotReplicatedError, ChunkRejectedTwiceError, DestinationRegionUnknownError,
     PeerRefusedError, PeerUnreachableError, ReplicaDigestsDifferError, SendWindow, check_replicable, combined_digest,
-    group_reads, manifest_parts, read_batches, split_messages)
+    group_reads, manifest_parts, read_batches, send_order, split_messages)
 from cbr_backup.service import lifecycle
 from cbr_backup.service.replication_tasks import publish_update
 from cbr_backup.worker import manifests
@@ -351,23 +353,33 @@ class Sender:
         await asyncio.to_thread(ctx.progress, done, self.total)
         if not wanted:
             return
-        stream = ChunkStream(self, client, stored, done)
-        batches = read_batches(wanted, stored)
-        # The next batch is read while this one is sent: the store and the wire both stay busy.
-        reading = asyncio.create_task(asyncio.to_thread(self._read_wire, source, batches[0], locations))
+        order = send_order(wanted, locations)
+        stream = ChunkStream(self, client, stored, done, dict(order))
+        batches = read_batches([chunk for chunk, _ in order], stored)
+        # The next batch is read while this one goes out: the store and the wire both stay busy, and at most two
+        # batches are held (one going out, one read or waiting for it). One reading thread: glibc gives each
+        # thread that allocates its own arena, and batches read by ever other pool threads left a batch's worth
+        # of freed memory in each (worker growth on a 2 GiB full replica: 55-79 MiB, 49-50 with one thread).
+        loop = asyncio.get_running_loop()
+        reader = ThreadPoolExecutor(1, thread_name_prefix="cbr-replica-read")
+
+        def read(ids: list[bytes]) -> asyncio.Future:
+            return loop.run_in_executor(reader, self._read_wire, source, ids, locations)
+
+        reading = read(batches[0])
         try:
             for following in [*batches[1:], None]:
                 await self.controls.refresh_rate()
-                wires = await reading
+                await stream.send(await reading)
                 if following is not None:
-                    reading = asyncio.create_task(asyncio.to_thread(self._read_wire, source, following, locations))
-                await stream.send(wires)
-            await stream.finish(lambda ids: asyncio.to_thread(self._read_wire, source, ids, locations))
+                    reading = read(following)
+            await stream.finish(read)
         finally:
             if not reading.done():
                 reading.cancel()
                 await asyncio.gather(reading, return_exceptions=True)
             stream.close()
+            reader.shutdown(wait=False)
 
     async def _commit(self, client: TransferClient) -> rpb.CommitTransferResponse:
         expected = [rpb.ManifestDigest(source_backup_id=p.backup.backup_id, digest=p.digest)
@@ -433,13 +445,15 @@ class Sender:
 
 
 class ChunkStream:
-    """One PutChunks stream: messages in id order within the window, acknowledgements read beside them, and each
+    """One PutChunks stream: messages in send order within the window, acknowledgements read beside them, and each
     chunk the destination rejects as damaged sent once more."""
 
-    def __init__(self, sender: Sender, client: TransferClient, stored: dict[bytes, int], done: int):
+    def __init__(self, sender: Sender, client: TransferClient, stored: dict[bytes, int], done: int,
+                 positions: dict[bytes, bytes]):
         self.sender = sender
         self.client = client
         self.stored = stored  # the source's stored size of each chunk: progress
+        self.positions = positions  # each chunk's place in the send order (send_order): what sent_through holds
         self.done = done
         self.call = client.put_chunks()
         self.window = SendWindow()
@@ -449,10 +463,16 @@ class ChunkStream:
         self._acked = asyncio.Event()
         self._last_ack = time.monotonic()
         self._reader = asyncio.create_task(self._read_acks())
+        self._outgoing: asyncio.Task | None = None  # the batch being sent (send)
 
     def close(self) -> None:
-        if not self._reader.done():
-            self._reader.cancel()
+        for task in (self._reader, self._outgoing):
+            if task is None:
+                continue
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # retrieved: what ended the stream was raised already, or is moot now
         self.call.cancel()
 
     async def _read_acks(self) -> None:
@@ -495,48 +515,62 @@ class ChunkStream:
                 pass
 
     async def send(self, wires: list[tuple[bytes, WireForm]], resend: bool = False) -> None:
-        """Sends the chunks in messages (in their order), each within the window."""
+        """Hands the batch's chunks to the stream. The job row is written ahead once per batch, counters and
+        sent_through as they will be once the whole batch has left (17.9), while the batch before is still going
+        out: the write's round trip (a commit, ~10 ms) is off the sending path, and the batch's first message
+        never leaves before it."""
         sender, job = self.sender, self.sender.job
         await sender.send_dictionaries(self.client, wires)
-        sizes = [len(w.payload) for _, w in wires]
-        for message in split_messages(sizes):
+        messages = []
+        for message in split_messages([len(w.payload) for _, w in wires]):
             chunks = [wires[i] for i in message]
-            request = rpb.PutChunksRequest(seq=self.seq + 1, chunks=[
-                rpb.WireChunk(chunk_id=chunk, raw_size=sender.raw_sizes[chunk], flags=w.flags,
-                              dictionary_tag=w.tag, payload=w.payload) for chunk, w in chunks])
-            if self.seq == 0:
-                request.transfer_id = job.transfer_id
-            size = request.ByteSize()
-            await self._wait(lambda: self.window.room_for(size))
-            # Written ahead: counters and how far the ids go are on the job row before the message leaves.
-            payload = 0
             for chunk, wire in chunks:
                 n = len(wire.payload)
-                payload += n
-                if resend or (job.sent_through is not None and chunk <= job.sent_through):
+                if resend or (job.sent_through is not None and self.positions[chunk] <= job.sent_through):
                     job.resent_bytes += n
                 else:
                     job.chunk_bytes_sent += n
                     job.chunks_sent += 1
             if not resend:
-                job.sent_through = max(job.sent_through or b"", chunks[-1][0])
-            sender.count_metadata(size - payload)
-            await sender.controls.pace(payload)  # the pace counts chunk payload on the wire (17.11)
-            await sender.persist(progress=True)
+                job.sent_through = max(job.sent_through or b"", self.positions[chunks[-1][0]])
             self.seq += 1
-            self.window.sent(self.seq, size)
+            messages.append((self.seq, chunks))
+        await sender.persist(progress=True)  # the write-ahead; the batch before may still be going out
+        await self._sent()
+        self._outgoing = asyncio.create_task(self._send_messages(messages, resend))
+
+    async def _send_messages(self, messages: list, resend: bool) -> None:
+        """One batch's messages, in order, each encoded as it goes, within the window and the pace."""
+        sender = self.sender
+        for seq, chunks in messages:
+            request = encode_put_chunks(seq, [(chunk, sender.raw_sizes[chunk], w.flags, w.tag, w.payload)
+                                              for chunk, w in chunks],
+                                        transfer_id=sender.job.transfer_id if seq == 1 else "")
+            size, payload = len(request), sum(len(w.payload) for _, w in chunks)
+            sender.count_metadata(size - payload)
+            await self._wait(lambda: self.window.room_for(size))
+            await sender.controls.pace(payload)  # the pace counts chunk payload on the wire (17.11)
+            self.window.sent(seq, size)
             await self._write(request)
+            del request
             if not resend:
                 self.done += sum(self.stored.get(chunk, 0) for chunk, _ in chunks)
+            chunks.clear()  # the payloads, let go as soon as they are on their way
             await asyncio.to_thread(sender.ctx.progress, min(self.done, sender.total), sender.total)
+
+    async def _sent(self) -> None:
+        """Waits until the batch going out has left (raising what stopped it)."""
+        if self._outgoing is not None:
+            outgoing, self._outgoing = self._outgoing, None
+            await outgoing
 
     async def _flush(self) -> None:
         """Asks the destination to make what it holds durable now: the sender waits for it (else the receiver's
         timer would, up to 2 s at the end of every transfer)."""
         if self.window.drained:
             return
-        request = rpb.PutChunksRequest(seq=self.seq + 1, flush=True)
-        size = request.ByteSize()
+        request = encode_put_chunks(self.seq + 1, flush=True)
+        size = len(request)
         self.sender.count_metadata(size)
         self.seq += 1
         self.window.sent(self.seq, size)
@@ -554,6 +588,7 @@ class ChunkStream:
     async def finish(self, reread) -> None:
         """Until everything sent is durable: chunks rejected as damaged are read and sent once more (a second
         rejection fails the job); then the stream is closed."""
+        await self._sent()
         while True:
             await self._flush()
             await self._wait(lambda: self.window.drained or self.rejected)
@@ -572,6 +607,7 @@ class ChunkStream:
                 if again:
                     self.resent.update(again)
                     await self.send(await reread(sorted(again)), resend=True)
+                    await self._sent()
                 continue
             break
         await self.call.done_writing()
