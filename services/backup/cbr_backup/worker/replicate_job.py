@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -358,8 +358,9 @@ class Sender:
         batches = read_batches([chunk for chunk, _ in order], stored)
         # The next batch is read while this one goes out: the store and the wire both stay busy, and at most two
         # batches are held (one going out, one read or waiting for it). One reading thread: glibc gives each
-        # thread that allocates its own arena, and batches read by ever other pool threads left a batch's worth
-        # of freed memory in each (worker growth on a 2 GiB full replica: 55-79 MiB, 49-50 with one thread).
+        # thread that allocates an arena of its own, and batches read by whichever pool thread was free left a
+        # batch's worth of freed memory in each (worker growth on a 2 GiB full replica: 55-79 MiB; 41-50 MiB
+        # with one reading thread).
         loop = asyncio.get_running_loop()
         reader = ThreadPoolExecutor(1, thread_name_prefix="cbr-replica-read")
 
