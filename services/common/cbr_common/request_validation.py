@@ -80,16 +80,9 @@ def _check_message(message: Message, path: str) -> None:
         _check_timestamp(message, path)
         return
     for field in _ruled_fields(message.DESCRIPTOR):
-        if field.is_repeated:
-            value = getattr(message, field.name)
-            if not value:
-                continue
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            if not message.HasField(field.name):
-                continue
-            value = getattr(message, field.name)
-        else:
-            value = getattr(message, field.name)
+        if field.type == FieldDescriptor.TYPE_MESSAGE and not field.is_repeated and not message.HasField(field.name):
+            continue  # an unset message: reading it would make an empty one to check
+        value = getattr(message, field.name)
         where = f"{path}.{field.name}" if path else field.name
         if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
             key_field, value_field = field.message_type.fields

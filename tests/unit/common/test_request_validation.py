@@ -157,3 +157,14 @@ def test_id_lists_are_capped_before_any_lookup():
         id_list(ids[:1] * 70_000, "vault_id", errors.InvalidArgumentError)
     with pytest.raises(errors.InvalidArgumentError, match="at most 2 "):
         id_list(ids, "vault_id", errors.InvalidArgumentError, limit=2)
+
+
+def test_bytes_and_numbers_are_never_read_so_a_chunk_payload_is_not_copied_to_be_checked():
+    from cbr.replication.v1 import replication_pb2 as rpb
+    from cbr_common.request_validation import _ruled_fields
+    assert _ruled_fields(rpb.WireChunk.DESCRIPTOR) == ()
+    assert [f.name for f in _ruled_fields(rpb.PutChunksRequest.DESCRIPTOR)] == ["transfer_id", "chunks"]
+    request = rpb.PutChunksRequest(transfer_id="bad\x01id", seq=1, chunks=[rpb.WireChunk(payload=b"\x00" * 64)])
+    with pytest.raises(InvalidRequestError, match="transfer_id"):
+        check_request(request)
+    check_request(rpb.PutChunksRequest(seq=1, chunks=[rpb.WireChunk(chunk_id=b"\x01\x1f", payload=b"\x00\x7f")]))
