@@ -48,6 +48,8 @@ class BlockDevice(DiskFile):
     """A disk the data path reaches through its provider's calls, not a descriptor (a librbd image): fd is -1
     and the helpers of this module call its methods instead of the system's."""
 
+    piece_size: int | None = None  # the data path's piece (buffer) size for this device, if not the default
+
     def __init__(self, path: str):
         super().__init__(-1, False, path)
 

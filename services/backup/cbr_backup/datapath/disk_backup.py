@@ -28,7 +28,7 @@ from cbr_backup.datapath.errors import ManifestCorruptError
 from cbr_backup.datapath.extents import block_ranges, shared_blocks, unchanged_blocks
 from cbr_backup.datapath.manifest import DiskManifest, block_count, check_block_size
 from cbr_backup.datapath.phases import Phases
-from cbr_backup.datapath.pipeline import (DEFAULT_BUFFER_SIZE, Piece, default_workers, plan_pieces, run_pipeline,
+from cbr_backup.datapath.pipeline import (Piece, default_workers, piece_size_for, plan_pieces, run_pipeline,
                                          subtract_ranges)
 from cbr_backup.engine import zero_blocks
 
@@ -78,7 +78,7 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
                 parent: DiskManifest | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
                 manifest_id: str | None = None, started_time: dt.datetime | None = None,
                 previous_snapshot: str | os.PathLike | None = None, workers: int | None = None,
-                buffer_size: int = DEFAULT_BUFFER_SIZE, dictionary_size: int = DICTIONARY_SIZE,
+                buffer_size: int | None = None, dictionary_size: int = DICTIONARY_SIZE,
                 commit_every: int = COMMIT_EVERY, progress: Progress | None = None,
                 pack_target: int | None = None, changed: list[tuple[int, int]] | None = None) -> BackupResult:
     """Backs up the disk image at snapshot_path (which must not change meanwhile: a snapshot).
@@ -98,6 +98,7 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
     """
     t0 = time.perf_counter()
     check_block_size(block_size)
+    buffer_size = piece_size_for(snapshot_path, buffer_size)
     if buffer_size < block_size:
         raise ValueError("buffer_size must hold at least one block")
     buffer_size -= buffer_size % block_size

@@ -27,7 +27,7 @@ from cbr_backup.datapath.extents import block_ranges
 from cbr_backup.datapath.manifest import DiskManifest
 from cbr_backup.datapath.packs import ChunkSource, Location
 from cbr_backup.datapath.phases import Phases
-from cbr_backup.datapath.pipeline import DEFAULT_BUFFER_SIZE, Piece, default_workers, plan_pieces, run_pipeline
+from cbr_backup.datapath.pipeline import Piece, default_workers, piece_size_for, plan_pieces, run_pipeline
 from cbr_backup.engine import zero_blocks
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
@@ -61,7 +61,7 @@ class RestoreResult:
 
 def restore_to_new_disk(manifest: DiskManifest, store, keys: VaultKeys, vault_id: str,
                         target: str | os.PathLike, *, workers: int | None = None,
-                        buffer_size: int = DEFAULT_BUFFER_SIZE, progress: Progress | None = None,
+                        buffer_size: int | None = None, progress: Progress | None = None,
                         index=None) -> RestoreResult:
     """Writes the backup into target as a fresh sparse file of the disk's size (replacing its contents).
 
@@ -70,6 +70,7 @@ def restore_to_new_disk(manifest: DiskManifest, store, keys: VaultKeys, vault_id
     t0 = time.perf_counter()
     given = isinstance(target, DiskFile)  # a provider's writer (emptied by it), left open
     disk = target if given else open_disk(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    buffer_size = piece_size_for(disk, buffer_size)
     try:
         set_disk_size(disk, manifest.disk_size)
         job = _RestoreJob(manifest, store, keys, vault_id, disk, compare=False, progress=progress, index=index)
@@ -89,7 +90,7 @@ def restore_to_new_disk(manifest: DiskManifest, store, keys: VaultKeys, vault_id
 
 def restore_in_place(manifest: DiskManifest, store, keys: VaultKeys, vault_id: str,
                      target: str | os.PathLike, *, workers: int | None = None,
-                     buffer_size: int = DEFAULT_BUFFER_SIZE, progress: Progress | None = None,
+                     buffer_size: int | None = None, progress: Progress | None = None,
                      index=None) -> RestoreResult:
     """Makes the existing disk target equal to the backup, writing only the blocks that differ.
 
@@ -97,6 +98,7 @@ def restore_in_place(manifest: DiskManifest, store, keys: VaultKeys, vault_id: s
     t0 = time.perf_counter()
     given = isinstance(target, DiskFile)  # a provider's writer, left open
     disk = target if given else open_disk(target, os.O_RDWR)
+    buffer_size = piece_size_for(disk, buffer_size)
     try:
         if disk_size(disk) != manifest.disk_size:
             set_disk_size(disk, manifest.disk_size)
@@ -204,19 +206,25 @@ class _RestoreJob:
             elif want is None:
                 continue
             writes.append(j)
-        decoded: dict[bytes, bytes] = {}
         # One batch per piece: adjacent blocks backed up together come back in one ranged read (DESIGN.md 13.3).
         located = self.ahead.locations(piece.first_block) if self.ahead is not None else None
         values = self.source.fetch_many((manifest.block_id(piece.first_block + j) for j in writes), located)
         needed = sum(len(value) for value in values.values())
         t0 = time.perf_counter()
-        for j in writes:  # fetch and check everything before writing anything of this piece
+        # Fetch and check everything before writing anything of this piece. Each plaintext goes straight into
+        # the piece's buffer and a repeated block is copied from its first place there, so a worker holds one
+        # piece's stored values and its buffer, not also every plaintext (the worker's peak RSS, DESIGN.md 13.6).
+        first_at: dict[bytes, int] = {}
+        for j in writes:
             i = piece.first_block + j
-            want = manifest.block_id(i)
-            plain = decoded.get(want)
-            if plain is None:
-                plain = decoded[want] = self._decode(values, want, manifest.block_length(i))
-            view[j * bs:j * bs + len(plain)] = plain
+            want, length = manifest.block_id(i), manifest.block_length(i)
+            seen = first_at.get(want)
+            if seen is None:
+                first_at[want] = j
+                view[j * bs:j * bs + length] = self._decode(values, want, length)
+            else:
+                view[j * bs:j * bs + length] = view[seen * bs:seen * bs + length]
+        del values  # the stored values are done with before the writes
         t1 = time.perf_counter()
         self.phases.add("decode", t1 - t0)
         for start, end in _runs(writes):
@@ -235,7 +243,7 @@ class _RestoreJob:
             zeroed += length
         with self.lock:
             self.read_bytes += filled
-            self.fetched += len(decoded)
+            self.fetched += len(first_at)
             self.needed_bytes += needed
             self.written_blocks += len(writes)
             self.data_bytes += sum(manifest.block_length(piece.first_block + j) for j in writes)

@@ -19,6 +19,11 @@ from cbr_backup.datapath.blockio import AlignedBuffer, BufferPool
 DEFAULT_BUFFER_SIZE = 8 << 20
 
 
+def piece_size_for(disk, asked: int | None = None) -> int:
+    """The piece (buffer) size for a disk: asked, else the device's own (an RBD object), else the default."""
+    return asked or getattr(disk, "piece_size", None) or DEFAULT_BUFFER_SIZE
+
+
 def default_workers() -> int:
     """Two to four: enough to keep every core busy while one thread waits on I/O, few enough to stay lean."""
     return max(2, min(4, os.cpu_count() or 2))

@@ -368,6 +368,10 @@ class RbdDisk(BlockDevice):
     handles are thread-safe and its calls release the GIL); a read longer than an object goes out as aio
     reads of one object each, all in flight."""
 
+    # One object per piece: each pipeline worker keeps one object read in flight, and a worker's buffers (the
+    # read's bytes, the piece's values, librados' own) are half what 8 MiB pieces held (DESIGN.md 15.4).
+    piece_size = READ_BLOCK
+
     def __init__(self, stack: contextlib.ExitStack, image, path: str, on_close=None):
         super().__init__(path)
         self._stack, self._image, self._on_close = stack, image, on_close

@@ -1,13 +1,15 @@
 """The pack file format (DESIGN.md 13.1): self-describing, sealed trailer, checked on read."""
 import os
 import struct
+import threading
+import time
 
 import pytest
 
 from cbr_backup.chunkstore import MemoryChunkStore
 from cbr_backup.datapath import ChunkCorruptError, VaultKeys, chunk_id
 from cbr_backup.datapath.chunk_codec import ChunkCodec
-from cbr_backup.datapath.packs import (FOOTER_SIZE, PackEntry, PackWriter, encode_pack, pack_size, read_pack_entries,
+from cbr_backup.datapath.packs import (FOOTER_SIZE, PACK_SLACK, PackEntry, PackWriter, encode_pack, pack_size, read_pack_entries,
                                        pack_target_size)
 
 KEY = "v/packs/" + "ab" * 16
@@ -83,3 +85,63 @@ def test_packs_close_at_the_target_size(monkeypatch):
     monkeypatch.setenv("CBR_PACK_TARGET_MIB", "0")
     with pytest.raises(ValueError):
         pack_target_size()
+
+
+class _GatedStore(MemoryChunkStore):
+    """A store whose puts wait for a gate, counting how many run at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = threading.Event()
+        self.running = self.most = self.started = 0
+        self._count = threading.Lock()
+
+    def put(self, key, data):
+        with self._count:
+            self.running += 1
+            self.started += 1
+            self.most = max(self.most, self.running)
+        self.gate.wait(10)
+        with self._count:
+            self.running -= 1
+        return super().put(key, data)
+
+
+def test_a_full_pack_waits_while_another_is_put():
+    """At most max_puts packs are put at once; while that many are, a full open pack waits and so does whoever
+    adds to it, so the writer holds max_puts + 1 packs at most (the worker's memory, DESIGN.md 13.2)."""
+    keys = VaultKeys(os.urandom(32))
+    store = _GatedStore()
+    writer = PackWriter(store, ChunkCodec(keys), "v", target_size=1000, max_puts=1)
+    blocks = [os.urandom(600) for _ in range(5)]
+    items = [(chunk_id(block, keys.id_key), len(block), block) for block in blocks]
+    first = threading.Thread(target=writer.add_many, args=(items[:2],))
+    first.start()
+    while store.started < 1:
+        time.sleep(0.01)
+    writer.add_many(items[2:4])  # fills the next pack, which stays open: the one put slot is taken
+    third = threading.Thread(target=writer.add_many, args=(items[4:],))
+    third.start()
+    third.join(0.3)
+    assert third.is_alive() and store.started == 1  # no room in the full open pack, no slot to put it
+    store.gate.set()
+    first.join(10)
+    third.join(10)
+    assert not first.is_alive() and not third.is_alive()
+    writer.close()
+    assert store.started == 3 and store.most == 1 and writer.packs_written == 3
+    assert sorted(row[0] for row in writer.take_rows()) == sorted(item[0] for item in items)
+
+
+def test_a_value_larger_than_the_slack_still_fits_its_pack():
+    keys = VaultKeys(os.urandom(32))
+    codec, store = ChunkCodec(keys), MemoryChunkStore()
+    writer = PackWriter(store, codec, "v", target_size=1 << 20)
+    small, big = os.urandom(1000), os.urandom(PACK_SLACK + (1 << 20))
+    for block in (small, big):
+        writer.add(chunk_id(block, keys.id_key), len(block), block)
+    assert writer.packs_written == 1
+    key = next(iter(store.iterate("v/packs/")))
+    entries = read_pack_entries(store, codec, key)
+    assert [(e.offset, e.length) for e in entries] == [(0, 1000), (1000, len(big))]
+    assert store.get(key)[1000:1000 + len(big)] == big
