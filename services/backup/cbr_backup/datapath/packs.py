@@ -6,6 +6,7 @@ ranged reads (adjacent chunks merged into one read) or, for vaults from before p
 """
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 import threading
@@ -20,9 +21,9 @@ from cbr_backup.datapath.errors import ChunkCorruptError, ChunkMissingError
 
 DEFAULT_PACK_TARGET_MIB = 32
 PACK_ID_SIZE = 16
+PACK_SLACK = 1 << 20  # mapped room past the target: the value that fills a pack and the pack's tail
+MAPPED_MAX = 1 << 30  # targets beyond this (a writer its caller detaches, DESIGN.md 17.7) grow a bytearray
 MAX_PUTS = 1  # packs put at once by one writer (measured on RGW and XFS: DESIGN.md 13.6)
-PACK_SLACK = 1 << 20  # room past the target for the value that fills a pack
-_PREALLOCATE_MAX = 256 << 20  # larger targets (a writer its caller detaches, tests) grow value by value
 MERGE_GAP = 64 << 10  # chunks of one pack closer than this are read with one ranged read
 FOOTER_MAGIC = b"CBRPACK1"
 _FOOTER = struct.Struct("<QIHH8s")              # data end (= trailer offset), trailer length, version, flags, magic
@@ -125,6 +126,36 @@ def pack_size(store, key: str) -> int:
     return data_end + trailer_len + FOOTER_SIZE
 
 
+class PackBuffer:
+    """A pack's bytes as they are appended. Within `capacity` they live in an anonymous mapping: the kernel zeroes
+    its pages as they are first written (a bytearray of that size is zeroed up front, holding the GIL) and takes
+    them back as soon as the pack is dropped. Growing a bytearray value by value instead left its freed steps in
+    malloc's per-thread arenas, the largest part of the worker's peak RSS on RBD (DESIGN.md 13.6). Past capacity
+    (a value larger than the slack, or no capacity given) the bytes move to a growing bytearray."""
+
+    def __init__(self, capacity: int | None):
+        self._map = mmap.mmap(-1, capacity) if capacity else None
+        self._grown: bytearray | None = None if capacity else bytearray()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, value) -> None:
+        end = self._size + len(value)
+        if self._grown is None and end <= len(self._map):
+            self._map[self._size:end] = value
+        else:
+            if self._grown is None:
+                self._grown, self._map = bytearray(self._map[:self._size]), None
+            self._grown += value
+        self._size = end
+
+    def content(self):
+        """The bytes appended so far, not copied: a memoryview of the mapping, or the bytearray."""
+        return self._grown if self._grown is not None else memoryview(self._map)[:self._size]
+
+
 class PackWriter:
     """Appends new chunk values to an open pack, puts the pack when it reaches the target size (or on close()),
     and hands out the index rows of packs that were put (DESIGN.md 13.2: the caller flushes the store before
@@ -141,8 +172,7 @@ class PackWriter:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._putting = 0
-        self._data = bytearray()
-        self._size = 0  # bytes of _data in use: it is allocated at its final size up front
+        self._data = self._new_buffer()
         self._entries: list[PackEntry] = []
         self._open_ids: set[bytes] = set()
         self._rows: list[Row] = []  # rows of packs already put, not yet taken
@@ -165,7 +195,7 @@ class PackWriter:
             pack = None
             with self._cond:
                 while i < len(items):
-                    if self._size >= self.target_size:
+                    if len(self._data) >= self.target_size:
                         if self._putting >= self.max_puts:
                             self._cond.wait()
                             continue
@@ -178,7 +208,7 @@ class PackWriter:
                         self._append(chunk, raw_size, value)
                         added += 1
                 else:
-                    if self._size >= self.target_size and self._putting < self.max_puts:
+                    if len(self._data) >= self.target_size and self._putting < self.max_puts:
                         pack = self._take_open()
                 if pack is None:
                     return added
@@ -198,13 +228,13 @@ class PackWriter:
         if full is not None:
             self._put(*full, pack_id=pack_id)
 
-    def detach(self) -> tuple[bytearray, list[PackEntry]] | None:
+    def detach(self) -> tuple[PackBuffer, list[PackEntry]] | None:
         """The open pack's values and entries, handed to the caller to put later (put_detached), possibly while
         the next pack fills; None if it is empty."""
         with self._lock:
             return self._take_open() if self._entries else None
 
-    def put_detached(self, pack: tuple[bytearray, list[PackEntry]], pack_id: bytes | None = None,
+    def put_detached(self, pack: tuple[PackBuffer, list[PackEntry]], pack_id: bytes | None = None,
                      durable: bool = False) -> None:
         """durable: the pack is durable when this returns (store.put_durable), no flush() needed for it."""
         self._put(*pack, pack_id=pack_id, durable=durable)
@@ -218,32 +248,23 @@ class PackWriter:
             return rows
 
     def _append(self, chunk: bytes, raw_size: int, value) -> None:
-        # The open pack is one allocation of the target size plus slack, filled in place: growing a bytearray
-        # value by value reallocated it through every size up to the target, and the freed steps stayed in
-        # malloc's per-thread arenas (~35 MiB each, 5 of them: the worker's peak RSS on RBD, DESIGN.md 13.6).
-        start, end = self._size, self._size + len(value)
-        if not self._data and self.target_size <= _PREALLOCATE_MAX:
-            self._data = bytearray(self.target_size + PACK_SLACK)
-        if end <= len(self._data):
-            self._data[start:end] = value
-        else:  # a value larger than the slack (a big tree chunk): grow, rarely
-            del self._data[start:]
-            self._data += value
-        self._entries.append(PackEntry(chunk, raw_size, start, len(value)))
-        self._size = end
+        self._entries.append(PackEntry(chunk, raw_size, len(self._data), len(value)))
+        self._data.append(value)
 
-    def _take_open(self) -> tuple[bytearray, list[PackEntry]]:
+    def _new_buffer(self) -> PackBuffer:
+        return PackBuffer(self.target_size + PACK_SLACK if self.target_size <= MAPPED_MAX else None)
+
+    def _take_open(self) -> tuple[PackBuffer, list[PackEntry]]:
         data, entries = self._data, self._entries
-        del data[self._size:]
-        self._data, self._size, self._entries, self._open_ids = bytearray(), 0, [], set()
+        self._data, self._entries, self._open_ids = self._new_buffer(), [], set()
         return data, entries
 
-    def _put(self, data: bytearray, entries: list[PackEntry], pack_id: bytes | None = None,
+    def _put(self, data: PackBuffer, entries: list[PackEntry], pack_id: bytes | None = None,
              durable: bool = False) -> None:
         pack_id = pack_id or os.urandom(PACK_ID_SIZE)
         key = pack_key(self.vault_id, pack_id)
-        value = data
-        value += pack_tail(self.codec, key, len(data), entries)  # in place: no second copy of the pack
+        data.append(pack_tail(self.codec, key, len(data), entries))  # in place: no second copy of the pack
+        value = data.content()
         if not (self.store.put_durable(key, value) if durable else self.store.put(key, value)):
             raise FileExistsError(f"pack {key} exists already")  # 128 random bits: never in practice
         with self._lock:

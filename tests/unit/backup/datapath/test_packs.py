@@ -9,7 +9,7 @@ import pytest
 from cbr_backup.chunkstore import MemoryChunkStore
 from cbr_backup.datapath import ChunkCorruptError, VaultKeys, chunk_id
 from cbr_backup.datapath.chunk_codec import ChunkCodec
-from cbr_backup.datapath.packs import (FOOTER_SIZE, PACK_SLACK, PackEntry, PackWriter, encode_pack, pack_size, read_pack_entries,
+from cbr_backup.datapath.packs import (FOOTER_SIZE, PackEntry, PackWriter, encode_pack, pack_size, read_pack_entries,
                                        pack_target_size)
 
 KEY = "v/packs/" + "ab" * 16
@@ -131,17 +131,3 @@ def test_a_full_pack_waits_while_another_is_put():
     writer.close()
     assert store.started == 3 and store.most == 1 and writer.packs_written == 3
     assert sorted(row[0] for row in writer.take_rows()) == sorted(item[0] for item in items)
-
-
-def test_a_value_larger_than_the_slack_still_fits_its_pack():
-    keys = VaultKeys(os.urandom(32))
-    codec, store = ChunkCodec(keys), MemoryChunkStore()
-    writer = PackWriter(store, codec, "v", target_size=1 << 20)
-    small, big = os.urandom(1000), os.urandom(PACK_SLACK + (1 << 20))
-    for block in (small, big):
-        writer.add(chunk_id(block, keys.id_key), len(block), block)
-    assert writer.packs_written == 1
-    key = next(iter(store.iterate("v/packs/")))
-    entries = read_pack_entries(store, codec, key)
-    assert [(e.offset, e.length) for e in entries] == [(0, 1000), (1000, len(big))]
-    assert store.get(key)[1000:1000 + len(big)] == big
