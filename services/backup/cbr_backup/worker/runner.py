@@ -29,6 +29,7 @@ from cbr_backup.service.jobs import JOBS_STREAM
 from cbr_backup.service.lifecycle import Take
 from cbr_backup.worker.context import JobCancelled, JobContext, JobSuperseded, Resources
 from cbr_backup.worker.handlers import HANDLERS
+from cbr_backup.worker.memory import give_back_freed_memory
 from cbr_common import errors
 from cbr_common.jetstream import client_closed, idle_or_down
 from cbr_common.outages import is_outage, outage_log
@@ -178,6 +179,7 @@ class Worker:
         finally:
             self.current = ""
             beat.cancel()
+            give_back_freed_memory()  # the next job's peak is its own, not this one's leftovers too
 
     async def _record(self, change: Callable[[], Awaitable[None]], msg=None) -> None:
         """Writes a job's outcome, waiting out a database outage (an outcome is never lost to one): the job stays
