@@ -177,7 +177,7 @@ class PackWriter:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._putting = 0
-        self._data = self._new_buffer()
+        self._data: PackBuffer | None = None  # mapped when the first value comes
         self._entries: list[PackEntry] = []
         self._open_ids: set[bytes] = set()
         self._rows: list[Row] = []  # rows of packs already put, not yet taken
@@ -200,7 +200,7 @@ class PackWriter:
             pack = None
             with self._cond:
                 while i < len(items):
-                    if len(self._data) >= self.target_size:
+                    if self._full():
                         if self._putting >= self.max_puts:
                             self._cond.wait()
                             continue
@@ -213,7 +213,7 @@ class PackWriter:
                         self._append(chunk, raw_size, value)
                         added += 1
                 else:
-                    if len(self._data) >= self.target_size and self._putting < self.max_puts:
+                    if self._full() and self._putting < self.max_puts:
                         pack = self._take_open()
                 if pack is None:
                     return added
@@ -253,15 +253,17 @@ class PackWriter:
             return rows
 
     def _append(self, chunk: bytes, raw_size: int, value) -> None:
+        if self._data is None:
+            self._data = PackBuffer(self.target_size + PACK_SLACK if self.target_size <= MAPPED_MAX else None)
         self._entries.append(PackEntry(chunk, raw_size, len(self._data), len(value)))
         self._data.append(value)
 
-    def _new_buffer(self) -> PackBuffer:
-        return PackBuffer(self.target_size + PACK_SLACK if self.target_size <= MAPPED_MAX else None)
+    def _full(self) -> bool:
+        return self._data is not None and len(self._data) >= self.target_size
 
     def _take_open(self) -> tuple[PackBuffer, list[PackEntry]]:
         data, entries = self._data, self._entries
-        self._data, self._entries, self._open_ids = self._new_buffer(), [], set()
+        self._data, self._entries, self._open_ids = None, [], set()
         return data, entries
 
     def _put(self, data: PackBuffer, entries: list[PackEntry], pack_id: bytes | None = None,
