@@ -213,7 +213,7 @@ class _RestoreJob:
         t0 = time.perf_counter()
         # Fetch and check everything before writing anything of this piece. Each plaintext goes straight into
         # the piece's buffer and a repeated block is copied from its first place there, so a worker holds one
-        # piece's stored values and its buffer, not also every plaintext (the worker's peak RSS, DESIGN.md 13.6).
+        # piece's stored values and its buffer, not also every plaintext (the worker's peak RSS, DESIGN.md 15.4).
         first_at: dict[bytes, int] = {}
         for j in writes:
             i = piece.first_block + j

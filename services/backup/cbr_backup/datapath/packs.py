@@ -23,7 +23,7 @@ DEFAULT_PACK_TARGET_MIB = 32
 PACK_ID_SIZE = 16
 PACK_SLACK = 1 << 20  # mapped room past the target: the value that fills a pack and the pack's tail
 MAPPED_MAX = 256 << 20  # larger targets (a writer its caller detaches, DESIGN.md 17.7; tests) grow a bytearray
-MAX_PUTS = 1  # packs put at once by one writer (measured on RGW and XFS: DESIGN.md 13.6)
+MAX_PUTS = 1  # packs put at once by one writer (DESIGN.md 13.2)
 MERGE_GAP = 64 << 10  # chunks of one pack closer than this are read with one ranged read
 FOOTER_MAGIC = b"CBRPACK1"
 _FOOTER = struct.Struct("<QIHH8s")              # data end (= trailer offset), trailer length, version, flags, magic
@@ -126,20 +126,15 @@ def pack_size(store, key: str) -> int:
     return data_end + trailer_len + FOOTER_SIZE
 
 
-# Faulted in by the mmap call itself, which runs without the GIL: first-touch faults inside the copies that fill
-# the pack ran with it held (half of the GIL's time in a full backup, py-spy --gil).
-_MAP_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
-
-
 class PackBuffer:
     """A pack's bytes as they are appended. Within `capacity` they live in an anonymous mapping: the kernel zeroes
     its pages as they are first written (a bytearray of that size is zeroed up front, holding the GIL) and takes
     them back as soon as the pack is dropped. Growing a bytearray value by value instead left its freed steps in
-    malloc's per-thread arenas, the largest part of the worker's peak RSS on RBD (DESIGN.md 13.6). Past capacity
+    malloc's per-thread arenas, the largest part of the worker's peak RSS on RBD (DESIGN.md 13.2, 15.4). Past capacity
     (a value larger than the slack, or no capacity given) the bytes move to a growing bytearray."""
 
     def __init__(self, capacity: int | None):
-        self._map = mmap.mmap(-1, capacity, flags=_MAP_FLAGS) if capacity else None
+        self._map = mmap.mmap(-1, capacity) if capacity else None
         self._grown: bytearray | None = None if capacity else bytearray()
         self._size = 0
 
