@@ -72,6 +72,12 @@ async def test_a_killed_node_loses_no_event_and_no_job(cluster_infra, cluster_se
     counting = asyncio.create_task(consumer.run())
     victim = None
     try:
+        # The node to kill: the one this test's own consumer is connected to, made the leader of both streams, so
+        # the client must move to another node and both streams' replicas must elect new leaders. Moved before the
+        # backup starts: the elections take seconds to tens of seconds, longer than the paced backup may have left.
+        victim = next(node for node in cluster.nodes if node.port == nc.connected_url.port)
+        for stream in (EVENTS_STREAM.name, JOBS_STREAM.name):
+            await move_leader(nc, js, stream, victim.name)
         disk = await create_disk(caller, "cluster", 32 * MIB)
         fill(disk.path, 0, 30, seed=41)
         vault = await create_vault(caller, "cluster", DISK, BACKUP, resources=[ref(disk)])
@@ -80,11 +86,6 @@ async def test_a_killed_node_loses_no_event_and_no_job(cluster_infra, cluster_se
         cp = await checkpoint(caller, vault.vault_id)
         task_id, backup_id = cp.resources[0].task_id, cp.resources[0].backup_id
         await running_with_progress(caller, task_id)
-        # The node to kill: the one this test's own consumer is connected to, made the leader of both streams, so
-        # the client must move to another node and both streams' replicas must elect new leaders.
-        victim = next(node for node in cluster.nodes if node.port == nc.connected_url.port)
-        for stream in (EVENTS_STREAM.name, JOBS_STREAM.name):
-            await move_leader(nc, js, stream, victim.name)
         for i in range(BURST):
             if i == KILL_AFTER:
                 running = (await caller.tasks.GetTask(tp.GetTaskRequest(task_id=task_id))).task
