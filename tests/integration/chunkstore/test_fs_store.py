@@ -241,3 +241,56 @@ def test_stale_temp_files_are_removed_under_a_prefix_only_when_old(tmp_path):
     assert store.remove_stale_temp_files() == 1
     assert not temps["other vault"].exists() and temps["young"].exists()
     assert store.remove_stale_temp_files(older_than_s=0) == 1
+
+
+def _cached_pages(path) -> int:
+    """How many of the file's pages are in the page cache (mincore(2) over a mapping of it)."""
+    import mmap
+    size = os.path.getsize(path)
+    pages = -(-size // mmap.PAGESIZE)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype, libc.mmap.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                                                               ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    with open(path, "rb") as f:
+        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, f.fileno(), 0)
+        assert address not in (None, ctypes.c_void_p(-1).value)
+        try:
+            resident = (ctypes.c_ubyte * pages)()
+            assert libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(size), resident) == 0
+            return sum(b & 1 for b in resident)
+        finally:
+            libc.munmap(ctypes.c_void_p(address), ctypes.c_size_t(size))
+
+
+def test_a_large_value_in_a_mapping_goes_around_the_page_cache(tmp_path):
+    """A pack (a page-aligned mapping of 1 MiB or more) is written O_DIRECT up to its last whole page: the page
+    cache holds at most its tail afterwards. A value in an ordinary buffer of the same size is cached as before."""
+    import mmap
+    size = 3 * (1 << 20) + 123  # a tail past the last whole page
+    content = os.urandom(size)
+    mapped = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    mapped[:] = content
+    store = FsChunkStore(tmp_path)
+    assert store.put(f"{NS}/packs/aa", memoryview(mapped))
+    assert store.put(f"{NS}/packs/bb", content)
+    assert _cached_pages(store.path_for(f"{NS}/packs/aa")) <= 1  # the tail's page at most
+    assert _cached_pages(store.path_for(f"{NS}/packs/bb")) == -(-size // mmap.PAGESIZE)
+    assert store.get(f"{NS}/packs/aa") == content == store.get(f"{NS}/packs/bb")
+    assert store._direct
+
+
+def test_a_file_system_that_refuses_direct_writes_gets_buffered_ones(tmp_path, monkeypatch):
+    import mmap
+    from cbr_backup.chunkstore import fs
+
+    def refuse(fd, on):
+        if on:
+            raise OSError(errno.EINVAL, "O_DIRECT not supported")
+    monkeypatch.setattr(fs, "_set_direct", refuse)
+    size = 2 * (1 << 20) + 5
+    mapped = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    mapped[:] = content = os.urandom(size)
+    store = FsChunkStore(tmp_path)
+    assert store.put(f"{NS}/packs/aa", memoryview(mapped)) and store.get(f"{NS}/packs/aa") == content
+    assert store._direct is False  # not tried again
+    assert store.put(f"{NS}/packs/bb", memoryview(mapped)) and store.get(f"{NS}/packs/bb") == content

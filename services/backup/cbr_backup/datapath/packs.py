@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from cbr_backup.chunkstore import ChunkNotFoundError
 from cbr_backup.datapath.chunk_codec import ID_SIZE, ChunkCodec
 from cbr_backup.datapath.errors import ChunkCorruptError, ChunkMissingError
+from cbr_backup.engine import copy_into
 
 DEFAULT_PACK_TARGET_MIB = 32
 PACK_ID_SIZE = 16
@@ -134,7 +135,9 @@ class PackBuffer:
     (a value larger than the slack, or no capacity given) the bytes move to a growing bytearray."""
 
     def __init__(self, capacity: int | None):
-        self._map = mmap.mmap(-1, capacity) if capacity else None
+        self._map = mmap.mmap(-1, capacity, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) if capacity else None
+        if self._map is not None and hasattr(mmap, "MADV_HUGEPAGE"):
+            self._map.madvise(mmap.MADV_HUGEPAGE)
         self._grown: bytearray | None = None if capacity else bytearray()
         self._size = 0
 
@@ -144,7 +147,7 @@ class PackBuffer:
     def append(self, value) -> None:
         end = self._size + len(value)
         if self._grown is None and end <= len(self._map):
-            self._map[self._size:end] = value
+            copy_into(self._map, self._size, value)  # without the GIL (DESIGN.md 15.5)
         else:
             if self._grown is None:
                 self._grown, self._map = bytearray(self._map[:self._size]), None

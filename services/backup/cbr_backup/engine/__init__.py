@@ -1,13 +1,16 @@
-"""The chunk engine: all-zero block scanning and FastCDC content-defined chunking, in C (see kernel.h)."""
+"""The chunk engine: all-zero block scanning and FastCDC content-defined chunking, in C (see kernel.h); and
+two buffer helpers that keep large copies and allocations of the data path off the GIL."""
 
 from __future__ import annotations
 
 try:
-    from cbr_backup.engine._chunker import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, cdc_cuts, zero_blocks
+    from cbr_backup.engine._chunker import (MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, cdc_cuts, copy_into, unfilled_bytearray,
+                                            zero_blocks)
 except ImportError as error:  # no fallback: the pure-Python reference is far too slow for backups
     raise ImportError("cbr_backup.engine._chunker is missing: run `make engine` to build the C extension") from error
 
-__all__ = ["MAX_CHUNK_SIZE", "MIN_CHUNK_SIZE", "CdcChunker", "cdc_cuts", "zero_blocks"]
+__all__ = ["MAX_CHUNK_SIZE", "MIN_CHUNK_SIZE", "CdcChunker", "cdc_cuts", "copy_into", "unfilled_bytearray",
+           "zero_blocks"]
 
 
 class CdcChunker:

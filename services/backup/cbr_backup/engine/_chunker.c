@@ -1,6 +1,7 @@
 /* CPython binding of the chunk engine: checks arguments, releases the GIL around kernel.c, returns offsets. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <string.h>
 
 #include "kernel.h"
 
@@ -35,6 +36,52 @@ zero_blocks(PyObject *module, PyObject *args)
     }
     PyBuffer_Release(&view);
     return result;
+}
+
+/* Copies without the GIL above this size: a pack's values are 128 KiB, and holding the GIL for each copy made
+ * the append the data path's largest single holder of it (DESIGN.md 15.5). */
+#define COPY_UNLOCKED_MIN ((Py_ssize_t)16 << 10)
+
+static PyObject *
+copy_into(PyObject *module, PyObject *args)
+{
+    Py_buffer dst, src;
+    Py_ssize_t offset;
+    (void)module;
+
+    if (!PyArg_ParseTuple(args, "w*ny*:copy_into", &dst, &offset, &src))
+        return NULL;
+    if (offset < 0 || offset > dst.len || src.len > dst.len - offset) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes at offset %zd do not fit in a buffer of %zd", src.len, offset,
+                     dst.len);
+        PyBuffer_Release(&dst);
+        PyBuffer_Release(&src);
+        return NULL;
+    }
+    if (src.len >= COPY_UNLOCKED_MIN) {
+        Py_BEGIN_ALLOW_THREADS
+        memcpy((char *)dst.buf + offset, src.buf, (size_t)src.len);
+        Py_END_ALLOW_THREADS
+    } else if (src.len > 0) {
+        memcpy((char *)dst.buf + offset, src.buf, (size_t)src.len);
+    }
+    PyBuffer_Release(&dst);
+    PyBuffer_Release(&src);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+unfilled_bytearray(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    Py_ssize_t size = PyLong_AsSsize_t(arg);
+    if (size == -1 && PyErr_Occurred())
+        return NULL;
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "size must be >= 0");
+        return NULL;
+    }
+    return PyByteArray_FromStringAndSize(NULL, size);
 }
 
 static int
@@ -128,6 +175,15 @@ PyDoc_STRVAR(cdc_cuts_doc,
 "End offsets of the FastCDC chunks of buf. Without final the bytes after the last offset are\n"
 "left uncut (they need more data); with final the last offset is len(buf).");
 
+PyDoc_STRVAR(copy_into_doc,
+"copy_into(dst, offset, src, /)\n--\n\n"
+"Copies src into the writable buffer dst at offset (ValueError if it does not fit); large copies run\n"
+"without the GIL.");
+
+PyDoc_STRVAR(unfilled_bytearray_doc,
+"unfilled_bytearray(size, /)\n--\n\n"
+"A bytearray of size bytes that are not zeroed first: for a value its caller overwrites whole.");
+
 PyDoc_STRVAR(gear_table_doc,
 "gear_table()\n--\n\n"
 "The 256 gear hash values, for tests.");
@@ -135,6 +191,8 @@ PyDoc_STRVAR(gear_table_doc,
 static PyMethodDef chunker_methods[] = {
     {"zero_blocks", zero_blocks, METH_VARARGS, zero_blocks_doc},
     {"cdc_cuts", (PyCFunction)(void (*)(void))cdc_cuts, METH_VARARGS | METH_KEYWORDS, cdc_cuts_doc},
+    {"copy_into", copy_into, METH_VARARGS, copy_into_doc},
+    {"unfilled_bytearray", unfilled_bytearray, METH_O, unfilled_bytearray_doc},
     {"gear_table", gear_table, METH_NOARGS, gear_table_doc},
     {NULL, NULL, 0, NULL},
 };
