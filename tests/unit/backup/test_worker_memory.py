@@ -18,7 +18,8 @@ def test_memory_a_thread_freed_goes_back_to_the_system():
         blocks = []
         for _ in range(1500):
             blocks.append(bytearray(100 << 10))  # 100 KiB: from the arena, not a mapping of its own
-            survivors.append(bytearray(64))      # pins the arena's top, so freeing cannot shrink it
+            survivors.append(bytearray(1024))    # from malloc too (pymalloc takes <= 512 bytes): a live chunk
+            #                                      after each block, so freeing the blocks cannot shrink the heap
         blocks.clear()
 
     thread = threading.Thread(target=churn)

@@ -171,7 +171,7 @@ class FsChunkStore:
     def _write(self, fd: int, view: memoryview) -> None:
         """Writes the whole value. A large one in a page-aligned buffer (a pack's mapping) goes around the page
         cache (O_DIRECT) up to its last whole page: copying packs into the cache cost ~1 CPU-second per GiB
-        stored, for pages nobody reads soon (DESIGN.md 13.2). The tail, or all of a value in another buffer or
+        stored, for pages nobody reads soon (DESIGN.md 10.3). The tail, or all of a value in another buffer or
         on a file system that refuses O_DIRECT, is written buffered; syncfs/fsync make both durable alike."""
         done = 0
         if self._direct and len(view) >= DIRECT_MIN and _page_aligned(view):

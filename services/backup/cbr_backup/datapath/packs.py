@@ -147,7 +147,7 @@ class PackBuffer:
     def append(self, value) -> None:
         end = self._size + len(value)
         if self._grown is None and end <= len(self._map):
-            copy_into(self._map, self._size, value)  # without the GIL (DESIGN.md 15.5)
+            copy_into(self._map, self._size, value)  # without the GIL (DESIGN.md 10.3)
         else:
             if self._grown is None:
                 self._grown, self._map = bytearray(self._map[:self._size]), None

@@ -39,7 +39,7 @@ zero_blocks(PyObject *module, PyObject *args)
 }
 
 /* Copies without the GIL above this size: a pack's values are 128 KiB, and holding the GIL for each copy made
- * the append the data path's largest single holder of it (DESIGN.md 15.5). */
+ * the append the data path's largest single holder of it (DESIGN.md 10.3). */
 #define COPY_UNLOCKED_MIN ((Py_ssize_t)16 << 10)
 
 static PyObject *
