@@ -215,7 +215,7 @@ class ChunkCodec:
             raise ChunkCorruptError(key, "too short for its encryption envelope")
         nonce = value[1:1 + NONCE_SIZE]
         try:
-            return memoryview(self._aead.decrypt(nonce, memoryview(value)[1 + NONCE_SIZE:], value[:1] + aad_id))
+            return memoryview(self._aead.decrypt(nonce, memoryview(value)[1 + NONCE_SIZE:], bytes(value[:1]) + aad_id))
         except InvalidTag:
             raise ChunkCorruptError(key, "authentication failed (wrong key or altered bytes)") from None
 
@@ -227,7 +227,7 @@ class ChunkCodec:
             ddict = self._dictionary(_DICT_TAG.unpack_from(body)[0], key)
             body = body[_DICT_TAG.size:]
         if not flags & FLAG_ZSTD:
-            return bytes(body)
+            return _whole(body)  # a decrypted payload is returned as is, not copied
         decompressors = getattr(self._local, "decompressors", None)
         if decompressors is None:
             decompressors = self._local.decompressors = {}

@@ -289,8 +289,11 @@ class ChunkSource:
     """Stored chunk values by id, in batches: locations from the index (or, without one, from the vault's pack
     trailers, read once), then one ranged read per run of nearby chunks of a pack."""
 
-    def __init__(self, store, codec: ChunkCodec, vault_id: str, index=None):
+    def __init__(self, store, codec: ChunkCodec, vault_id: str, index=None, views: bool = False):
         self.store = store
+        # views: values are memoryviews of the ranged reads, not a copy each (taken with the GIL held, the
+        # largest holder of it in a restore: DESIGN.md 10.3); for a caller that decodes them at once.
+        self.views = views
         self.codec = codec
         self.vault_id = vault_id
         self.index = index
@@ -399,6 +402,8 @@ class ChunkSource:
         self._count(sum(len(b) for b in blobs), len(blobs))
         out = {}
         for (start, _end, members), blob in zip(runs, blobs):
+            if self.views:
+                blob = memoryview(blob)
             for offset, length, chunk in members:
                 value = blob[offset - start:offset - start + length]
                 if len(value) == length:
