@@ -14,7 +14,6 @@ import os
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -36,7 +35,6 @@ from cbr_backup.engine import zero_blocks
 DEFAULT_BLOCK_SIZE = 128 << 10  # chosen by measurement: DESIGN.md, "Block size"
 TOUCH_MARGIN = dt.timedelta(hours=1)  # rows touched this recently are not rewritten; must stay below GC grace
 COMMIT_EVERY = 16384  # new chunks per durable batch (flush, then index rows): ~3.5 MB of rows and claims
-LOOKUP_HIT_RATE = 8  # pieces are compressed beside their lookup while fewer than 1 in this many ids is found
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
 
@@ -161,9 +159,6 @@ class _BackupJob:
         self.progress = progress
         self.total_bytes = 0
         self.phases = Phases()
-        self.lookup_thread = ThreadPoolExecutor(1, thread_name_prefix="cbr-lookup")  # one connection: one at a time
-        self.looked_up = self.found = 0  # ids looked up in the index, and found there
-        self.speculated_found = 0  # chunks compressed beside a lookup that then found them
 
     # Setup
 
@@ -201,8 +196,7 @@ class _BackupJob:
                 run_pipeline(plan_pieces(ranges, self.block_size, self.size, self.buffer_size), self._work,
                              workers=self.workers or default_workers() + 1, buffer_size=self.buffer_size)
         finally:
-            self.parent_checked.wait()  # never leave the side threads using the index after we return
-            self.lookup_thread.shutdown(wait=True, cancel_futures=True)
+            self.parent_checked.wait()  # never leave the side thread using the index after we return
         if self.parent_error is not None:
             raise self.parent_error
 
@@ -286,17 +280,13 @@ class _BackupJob:
         parent_known = self.parent_known  # complete now
         unknown = [chunk for _, chunk in fresh
                    if chunk not in known and chunk not in parent_known and chunk not in self.claimed]
-        # While lookups find (almost) nothing, as in a first backup, the piece is compressed while its lookup is in
-        # flight on the lookup thread instead of after it: the lookup's round trip, on a Postgres that shares the
-        # cores, left the worker waiting ~5 ms per piece (DESIGN.md 10.3). Chunks it does find are dropped then.
-        lookup = None
-        if unknown and self._lookups_find_little():
-            lookup = self.lookup_thread.submit(self.index.touch_existing, self.vault_id, unknown, self.since)
-            found = set()
-        else:
-            found = self.index.touch_existing(self.vault_id, unknown, self.since) if unknown else set()
+        found = self.index.touch_existing(self.vault_id, unknown, self.since) if unknown else set()
         t3 = time.perf_counter()
         timed("index_lookup", t3 - t2)
+        if found:
+            if len(known) >= self.commit_every:
+                known.clear()  # only a cache: the index answers again
+            known.update(found)
         codec = self.codec
         new: list[tuple[bytes, int, bytes]] = []
         for j, chunk in fresh:
@@ -310,25 +300,6 @@ class _BackupJob:
             new.append((chunk, len(data), codec.encode(data, chunk)))
         t4 = time.perf_counter()
         timed("compress_encrypt", t4 - t3)
-        if lookup is not None:
-            found = lookup.result()
-            t5 = time.perf_counter()
-            timed("index_lookup", t5 - t4)
-            t4 = t5
-            if found:  # compressed for nothing: the index has them (and touched them)
-                dropped = {chunk for chunk, _, _ in new if chunk in found}
-                new = [item for item in new if item[0] not in dropped]
-                with self.lock:
-                    self.claimed.difference_update(dropped)
-                    self.speculated_found += len(dropped)
-        if unknown:
-            with self.lock:
-                self.looked_up += len(unknown)
-                self.found += len(found)
-        if found:
-            if len(known) >= self.commit_every:
-                known.clear()  # only a cache: the index answers again
-            known.update(found)
         if not new:
             return
         # The piece's new chunks go in back to back: restoring the piece reads them with one ranged read.
@@ -340,10 +311,6 @@ class _BackupJob:
         batch = self.packs.take_rows(at_least=self.commit_every)
         if batch:
             self._commit(batch)
-
-    def _lookups_find_little(self) -> bool:
-        """Whether fewer than one in LOOKUP_HIT_RATE ids looked up so far was found (true before the first)."""
-        return self.found * LOOKUP_HIT_RATE <= self.looked_up
 
     def _commit(self, rows: list[packfiles.Row]) -> None:
         """Write order steps 2 and 3 for one batch: the packs holding the chunks become durable, then their rows
@@ -378,9 +345,7 @@ class _BackupJob:
             read_bytes=self.read_bytes, data_blocks=manifest.data_block_count, new_chunks=self.new_chunks,
             reused_chunks=len(referenced) - self.new_chunks,
             stored_bytes_added=self.stored_added + self.packs.bytes_written + len(value),
-            seconds=elapsed_before + time.perf_counter() - t0,
-            timings={**self.phases.summary(), "looked_up": self.looked_up, "found": self.found,
-                     "compressed_then_found": self.speculated_found})
+            seconds=elapsed_before + time.perf_counter() - t0, timings=self.phases.summary())
 
 
 class _EarlyFlusher:

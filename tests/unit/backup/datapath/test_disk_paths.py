@@ -219,26 +219,6 @@ def test_lookups_are_batched(tmp_path):
     assert touches == [len(full.manifest.unique_ids())]  # one batch for the parent, none per piece
 
 
-def test_a_first_backup_compresses_beside_its_lookups_and_stops_once_they_find(tmp_path):
-    """Into an empty vault every piece is compressed while its lookup runs (nothing is found, nothing is wasted).
-    The same disk again without a parent: the lookups find everything, so after the first pieces in flight the
-    worker looks up first again; what was compressed for nothing is dropped, and nothing is stored twice."""
-    disk = make_disk(tmp_path / "disk", 16 * MIB, holes=0.0)
-    vault = Vault(encrypted=True)
-    full = vault.backup(disk)
-    assert full.timings["looked_up"] == full.new_chunks > 0
-    assert full.timings["found"] == full.timings["compressed_then_found"] == 0
-    again = vault.backup(disk)
-    assert again.new_chunks == 0 and again.stored_bytes_added == again.manifest_bytes  # only its manifest
-    assert again.timings["found"] == again.timings["looked_up"] > 0
-    blocks_per_piece = SMALL["buffer_size"] // BS
-    # At most the pieces that were looked up before the first answer came back: one per worker.
-    assert 0 < again.timings["compressed_then_found"] <= SMALL["workers"] * blocks_per_piece
-    assert again.timings["compressed_then_found"] < again.timings["found"] // 4
-    restored = vault.restore(again.manifest, tmp_path / "restored")
-    assert sha256_file(tmp_path / "restored") == sha256_file(disk) and restored.written_bytes > 0
-
-
 def test_pipeline_keeps_at_most_depth_buffers_in_flight():
     in_flight, peak, lock = [0], [0], threading.Lock()
     gate = threading.Event()
