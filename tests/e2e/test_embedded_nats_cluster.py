@@ -41,11 +41,18 @@ def run_dir():
 
 
 async def stream_replicas(url: str) -> tuple[int, int]:
+    """The events stream's replica count and its copies beside the leader. A stream without a leader (between
+    elections: the services wait for one when they start, but a leader may step down later) lists every node as
+    a replica, so this waits for a leader, 30 s at most."""
     import nats
     nc = await nats.connect(server_list(url), connect_timeout=5)
     try:
-        info = await nc.jetstream(timeout=5).stream_info(EVENTS_STREAM.name)
-        return info.config.num_replicas, len(info.cluster.replicas or ())
+        deadline = time.monotonic() + 30
+        while True:
+            info = await nc.jetstream(timeout=5).stream_info(EVENTS_STREAM.name)
+            if info.cluster.leader or time.monotonic() > deadline:
+                return info.config.num_replicas, len(info.cluster.replicas or ())
+            await asyncio.sleep(0.2)
     finally:
         await nc.close()
 

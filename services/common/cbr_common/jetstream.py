@@ -71,19 +71,26 @@ async def connect(url: str, replicas: int = 1):
 
 
 async def ensure_stream(js, config: StreamConfig, replicas: int = 1, timeout: float = STREAM_READY_TIMEOUT) -> None:
-    """Creates the stream with `replicas` copies, or brings an existing one to these settings. On a cluster that
-    is still electing its meta leader (just started, or a node lost) the request fails for a moment: it is
-    tried again, for `timeout` seconds at most (a single server, replicas 1, answers at once or fails)."""
+    """Creates the stream with `replicas` copies, or brings an existing one to these settings, and returns once
+    the stream has a leader, so that publishes are taken. On a cluster that is still electing its meta leader
+    (just started, or a node lost) the request fails for a moment, and a stream whose nodes restart has no leader
+    for a moment although the request succeeds: both are tried again, for `timeout` seconds at most (a single
+    server, replicas 1, answers at once or fails)."""
     config = dataclasses.replace(config, num_replicas=replicas)
     deadline = time.monotonic() + (timeout if replicas > 1 else 0.0)
     while True:
         try:
             try:
-                await js.add_stream(config)
+                info = await js.add_stream(config)
             except BadRequestError as exc:
                 if exc.err_code in NOT_READY_CODES:
                     raise
-                await js.update_stream(config)  # exists with other settings: bring it to ours
+                info = await js.update_stream(config)  # exists with other settings: bring it to ours
+            while replicas > 1 and not (info.cluster and info.cluster.leader):
+                if time.monotonic() > deadline:
+                    raise nats.errors.TimeoutError(f"stream {config.name} has no leader after {timeout:.0f}s")
+                await asyncio.sleep(0.2)
+                info = await js.stream_info(config.name)
             return
         except (APIError, nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
             not_ready = not isinstance(exc, APIError) or isinstance(exc, ServiceUnavailableError) \
