@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 SERVICE_DIRS := services/common services/vault services/backup services/policy services/replication services/cli services/devstack
 
-.PHONY: all venv server-binaries demo-no-system-binaries ceph-packages ceph-bindings protos engine asan up down status wipe \
+.PHONY: engine-packages all venv server-binaries demo-no-system-binaries ceph-packages ceph-bindings protos engine asan up down status wipe \
 	up-regions down-regions test test-unit test-integration deploy-packages deploy-base-images test-deploy bench \
 	bench-policy bench-api bench-replication demo clean
 
@@ -71,8 +71,20 @@ gen/.generated: $(PROTOS) $(VENV)/.installed
 	touch $@
 
 # The backup service's C chunk engine, built in place next to its sources (the .so is git-ignored).
-engine: $(VENV)/.installed
+engine: $(VENV)/.installed engine-packages
 	cd services/backup && ../../$(PY) setup.py -q build_ext --inplace
+
+# What the engine is compiled with: a C compiler, and the zstd and OpenSSL (libcrypto) headers its encoder links
+# against. Installed only when some are missing and we are root; otherwise a note, and the build says what failed.
+ENGINE_PACKAGES := gcc libc6-dev libzstd-dev libssl-dev
+engine-packages:
+	@command -v dpkg-query >/dev/null || exit 0; \
+	missing=$$(for p in $(ENGINE_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "note: the C engine needs $$(echo $$missing) (as root: make engine-packages)" >&2; exit 0; fi; \
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -q --no-install-recommends -y $$missing
 
 # The engine tests against a build with AddressSanitizer and UBSan (a temporary copy; fails on any report).
 asan: $(VENV)/.installed

@@ -10,6 +10,13 @@ setup(
             sources=["cbr_backup/engine/_chunker.c", "cbr_backup/engine/kernel.c"],
             depends=["cbr_backup/engine/kernel.h"],
             extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Werror"],
-        )
+        ),
+        # Debian's libzstd-dev and libssl-dev (`make engine-packages`).
+        Extension(
+            "cbr_backup.engine._codec",
+            sources=["cbr_backup/engine/_codec.c"],
+            libraries=["zstd", "crypto"],
+            extra_compile_args=["-O3", "-std=gnu99", "-Wall", "-Wextra", "-Werror"],
+        ),
     ],
 )

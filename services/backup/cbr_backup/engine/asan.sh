@@ -25,7 +25,8 @@ export PYTHONMALLOC=malloc
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export PYTHONPATH="$work/backup${PYTHONPATH:+:$PYTHONPATH}"  # ahead of the in-place build on the .pth path
 cd "$root"
-"$python" -c "import sys, cbr_backup.engine._chunker as m; sys.exit(not m.__file__.startswith('$work'))" \
+"$python" -c "import sys, cbr_backup.engine._chunker as m, cbr_backup.engine._codec as c
+sys.exit(not (m.__file__.startswith('$work') and c.__file__.startswith('$work')))" \
     || { echo "asan: the sanitized build is not the one imported" >&2; exit 1; }
 # --capture=sys: a sanitizer writes its report to file descriptor 2, which must not be captured.
 "$python" -m pytest -q -p no:cacheprovider --capture=sys tests/unit/backup/engine "$@"
