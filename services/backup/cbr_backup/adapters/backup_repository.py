@@ -150,18 +150,20 @@ class BackupRepository:
         return (await self._s.execute(select(func.coalesce(func.sum(chunks.c.stored_size), 0)).where(
             chunks.c.vault_id == vault_id))).scalar_one()
 
-    async def stored_bytes_of(self, vault_id: str, ids, stored_since: dt.datetime | None = None) -> int:
-        """Compressed size of these chunks of the vault (with `stored_since`, of those first stored at or after
-        it): one array parameter per statement, not one per id."""
-        total, ids = 0, sorted(ids)
+    async def stored_bytes_of(self, vault_id: str, ids, stored_since: dt.datetime) -> tuple[int, int]:
+        """Compressed size of these chunks of the vault, and of those first stored at or after `stored_since`:
+        both sums in one statement per 50,000 ids (one array parameter, not one per id)."""
+        stored = added = 0
+        ids = sorted(ids)
+        size = chunks.c.stored_size
         for start in range(0, len(ids), 50_000):
-            where = [chunks.c.vault_id == vault_id,
-                     chunks.c.digest == any_(bindparam("ids", ids[start:start + 50_000], type_=ARRAY(LargeBinary)))]
-            if stored_since is not None:
-                where.append(chunks.c.created_time >= stored_since)
-            total += (await self._s.execute(select(func.coalesce(func.sum(chunks.c.stored_size), 0)).where(
-                *where))).scalar_one()
-        return total
+            batch = bindparam("ids", ids[start:start + 50_000], type_=ARRAY(LargeBinary))
+            row = (await self._s.execute(
+                select(func.coalesce(func.sum(size), 0),
+                       func.coalesce(func.sum(size).filter(chunks.c.created_time >= stored_since), 0))
+                .where(chunks.c.vault_id == vault_id, chunks.c.digest == any_(batch)))).one()
+            stored, added = stored + row[0], added + row[1]
+        return stored, added
 
     async def resource_backups(self, vault_id: str) -> list[dict]:
         """Per resource of the vault: how many backups it has (top level, not failed) and the bytes they added

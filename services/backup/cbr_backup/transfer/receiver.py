@@ -677,6 +677,7 @@ async def _replica_rows(uow, transfer: dict, source: SourceBackup, ids: dict[str
     async def row(part: SourceBackup, parent_id: str, chunk_ids: set[bytes]) -> Backup:
         staged_row = by_source[part.backup_id]
         digest = bytes(staged_row["digest"]) or None
+        stored, added = await uow.backups.stored_bytes_of(vault_id, chunk_ids, started)
         return Backup(
             backup_id=ids[part.backup_id], project_id=transfer["project_id"], checkpoint_id=checkpoint_id,
             vault_id=vault_id, resource_id=part.resource_id, resource_type=part.resource_type,
@@ -687,8 +688,7 @@ async def _replica_rows(uow, transfer: dict, source: SourceBackup, ids: dict[str
                 by_source[c.backup_id]["parent_replica_backup_id"] for c in part.children),
             auto_trigger=bool(retention), policy_id=retention.get("policy_id", ""),
             logical_bytes=part.logical_bytes,
-            stored_bytes=await uow.backups.stored_bytes_of(vault_id, chunk_ids),
-            added_bytes=await uow.backups.stored_bytes_of(vault_id, chunk_ids, stored_since=started),
+            stored_bytes=stored, added_bytes=added,
             manifest_kind={"disk": "disk", "tree": "tree"}.get(staged_row["kind"], ""),
             manifest_id=manifests.get(part.backup_id, ""), created_time=now, updated_time=now, started_time=started,
             protected_time=now, namespace_id=transfer["namespace_id"], source_region=transfer["source_region"],

@@ -159,8 +159,7 @@ async def _complete(ctx: JobContext, backup: Backup, results: dict, keys) -> Non
         now = utcnow()
         total_logical = total_stored = 0
         for part_id, part in results.items():
-            stored = await uow.backups.stored_bytes_of(backup.vault_id, part.chunk_ids)
-            added = await _added_bytes(uow, backup, part.chunk_ids)
+            stored, added = await uow.backups.stored_bytes_of(backup.vault_id, part.chunk_ids, backup.started_time)
             total_logical, total_stored = total_logical + part.logical_bytes, total_stored + stored
             await lifecycle.move_backup(uow, task.project_id, part_id, "available", False,
                                         manifest_id=part.manifest_id, logical_bytes=part.logical_bytes,
@@ -169,8 +168,8 @@ async def _complete(ctx: JobContext, backup: Backup, results: dict, keys) -> Non
                                         protected_time=now, incremental=bool(part.base_backup_id))
         incremental = any(p.base_backup_id for p in results.values())  # only changes were read
         # Disks of one server may share chunks: what the whole backup added counts each chunk once.
-        total_added = added if len(results) == 1 else await _added_bytes(
-            uow, backup, frozenset().union(*(p.chunk_ids for p in results.values())))
+        total_added = added if len(results) == 1 else (await uow.backups.stored_bytes_of(
+            backup.vault_id, frozenset().union(*(p.chunk_ids for p in results.values())), backup.started_time))[1]
         if backup.backup_id not in results:  # a server backup: the parent sums its disks
             await lifecycle.move_backup(uow, task.project_id, backup.backup_id, "available", False,
                                         logical_bytes=total_logical, stored_bytes=total_stored,
@@ -192,9 +191,3 @@ async def _complete(ctx: JobContext, backup: Backup, results: dict, keys) -> Non
         uow.after_commit(lambda: metrics.backup_stored(sum(p.read_bytes for p in results.values()), total_logical,
                                                        total_added))
         await uow.commit()
-
-
-async def _added_bytes(uow, backup: Backup, chunk_ids) -> int:
-    """What the backup added to its vault: its chunks that the index first recorded after it started (an
-    earlier attempt's included; a chunk another backup stored first is that backup's)."""
-    return await uow.backups.stored_bytes_of(backup.vault_id, chunk_ids, stored_since=backup.started_time)
