@@ -49,6 +49,7 @@ class BlockDevice(DiskFile):
     and the helpers of this module call its methods instead of the system's."""
 
     piece_size: int | None = None  # the data path's piece (buffer) size for this device, if not the default
+    backup_workers: int | None = None  # the backup pipeline's thread count for this device, if not the default
 
     def __init__(self, path: str):
         super().__init__(-1, False, path)

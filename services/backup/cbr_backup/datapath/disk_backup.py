@@ -191,10 +191,13 @@ class _BackupJob:
             self.progress(0, self.total_bytes)
         try:
             # Each worker reads its own piece: several direct reads in flight keep the device busier than
-            # one reader thread (measured: 1.26-1.35 s against 1.44 s for 1.37 GB).
+            # one reader thread (measured: 1.26-1.35 s against 1.44 s for 1.37 GB). Two more workers than
+            # default_workers(): while one reads and another holds the GIL, the cores still compress (with the
+            # engine's encoder, 4 workers on 2 cores took 3.74-3.99 s where 3 took 4.00-4.43; DESIGN.md 10.4).
             with self.phases.timed("pipeline"):
                 run_pipeline(plan_pieces(ranges, self.block_size, self.size, self.buffer_size), self._work,
-                             workers=self.workers or default_workers() + 1, buffer_size=self.buffer_size)
+                             workers=self.workers or getattr(self.disk, "backup_workers", None)
+                             or default_workers() + 2, buffer_size=self.buffer_size)
         finally:
             self.parent_checked.wait()  # never leave the side thread using the index after we return
         if self.parent_error is not None:

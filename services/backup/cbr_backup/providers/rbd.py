@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import rbd
 
 from cbr_backup.datapath.blockio import BlockDevice
+from cbr_backup.datapath.pipeline import default_workers
 from cbr_backup.domain import errors, rules
 from cbr_backup.providers.rbd_images import (READ_BLOCK, SNAPSHOT_PREFIX, ImageBusyError, ImageSnapshot, RbdImages,
                                              SnapshotSet, _aio_reads)
@@ -371,6 +372,9 @@ class RbdDisk(BlockDevice):
     # One object per piece: each pipeline worker keeps one object read in flight, and a worker's buffers (the
     # read's bytes, the piece's values, librados' own) are half what 8 MiB pieces held (DESIGN.md 15.4).
     piece_size = READ_BLOCK
+    # Three backup workers, not the file disks' four: each holds a piece, librbd's bytes of it and its values,
+    # and the fourth took the worker's peak RSS past 300 MB (302 MB; DESIGN.md 10.4).
+    backup_workers = default_workers() + 1
 
     def __init__(self, stack: contextlib.ExitStack, image, path: str, on_close=None):
         super().__init__(path)

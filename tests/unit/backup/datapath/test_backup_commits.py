@@ -194,3 +194,27 @@ def test_a_restore_reads_nearby_chunks_of_a_pack_in_one_ranged_read(tmp_path):
     assert restored.fetched_chunks == len(result.manifest.unique_ids()) > 50
     assert restored.store_reads <= 2  # one 8 MiB restore piece, its chunks stored back to back by the backup
     assert restored.needed_bytes <= restored.store_read_bytes <= 1.1 * restored.needed_bytes
+
+
+
+def test_the_device_chooses_the_backup_pipelines_thread_count(tmp_path, monkeypatch):
+    """A device's backup_workers (RBD keeps three, for the worker's memory) is the pipeline's thread count; a
+    file disk gets two more than default_workers()."""
+    from cbr_backup.datapath import disk_backup
+    from cbr_backup.datapath.blockio import open_disk
+    from cbr_backup.datapath.pipeline import default_workers
+    disk = make_disk(tmp_path / "disk", 4 * MIB, holes=0.0)
+    vault_id, keys = _vault()
+    asked = []
+    real = disk_backup.run_pipeline
+    monkeypatch.setattr(disk_backup, "run_pipeline", lambda *a, **kw: asked.append(kw["workers"]) or real(*a, **kw))
+    for wanted in (1, None):
+        device = open_disk(disk, os.O_RDONLY)
+        device.backup_workers = wanted
+        try:
+            result = backup_disk(device, keys, MemoryChunkStore(), MemoryChunkIndex(), vault_id, block_size=BS,
+                                 buffer_size=256 << 10)
+        finally:
+            device.close()
+        assert result.new_chunks == 4 * MIB // BS
+    assert asked == [1, default_workers() + 2]
