@@ -222,7 +222,7 @@ Encoder_encode(Encoder *self, PyObject *args)
         return NULL;
     PyObject *blocks = NULL, *digests = NULL, *out = NULL, *ends = NULL, *result = NULL;
     Py_ssize_t *starts = NULL, *lengths = NULL, *sizes = NULL;
-    const uint8_t **ids = NULL;
+    uint8_t *ids = NULL; /* the digests, copied: the caller's list could change while the GIL is released */
     uint8_t *scratch = NULL;
     int locked = 0;
 
@@ -238,7 +238,7 @@ Encoder_encode(Encoder *self, PyObject *args)
     starts = PyMem_Malloc(sizeof *starts * (size_t)(count + 1));
     lengths = PyMem_Malloc(sizeof *lengths * (size_t)(count + 1));
     sizes = PyMem_Malloc(sizeof *sizes * (size_t)(count + 1));
-    ids = PyMem_Malloc(sizeof *ids * (size_t)(count + 1));
+    ids = PyMem_Malloc((size_t)ID_SIZE * (size_t)(count + 1));
     if (starts == NULL || lengths == NULL || sizes == NULL || ids == NULL) {
         PyErr_NoMemory();
         goto done;
@@ -257,7 +257,7 @@ Encoder_encode(Encoder *self, PyObject *args)
             PyErr_Format(PyExc_ValueError, "digest %zd is not %d bytes", i, ID_SIZE);
             goto done;
         }
-        ids[i] = (const uint8_t *)PyBytes_AS_STRING(digest);
+        memcpy(ids + (size_t)i * ID_SIZE, PyBytes_AS_STRING(digest), ID_SIZE);
         starts[i] = j * block_size;
         lengths[i] = Py_MIN(block_size, view.len - starts[i]);
         capacity += lengths[i] + ENVELOPE;
@@ -279,7 +279,8 @@ Encoder_encode(Encoder *self, PyObject *args)
     Py_ssize_t at = 0, failed = -1;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < count; i++) {
-        Py_ssize_t n = encode_one(self, (const uint8_t *)view.buf + starts[i], (size_t)lengths[i], ids[i],
+        Py_ssize_t n = encode_one(self, (const uint8_t *)view.buf + starts[i], (size_t)lengths[i],
+                                  ids + (size_t)i * ID_SIZE,
                                   base + at, scratch, scratch_size);
         if (n < 0) {
             failed = i;
