@@ -78,7 +78,7 @@ engine: $(VENV)/.installed engine-packages
 # against. Installed only when some are missing and we are root; otherwise a note, and the build says what failed.
 ENGINE_PACKAGES := gcc libc6-dev libzstd-dev libssl-dev
 engine-packages:
-	@command -v dpkg-query >/dev/null || exit 0; \
+	@command -v dpkg-query >/dev/null || { echo "note: the C engine needs a C compiler and the zstd and OpenSSL headers" >&2; exit 0; }; \
 	missing=$$(for p in $(ENGINE_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \

@@ -88,7 +88,9 @@ async def ensure_stream(js, config: StreamConfig, replicas: int = 1, timeout: fl
                 info = await js.update_stream(config)  # exists with other settings: bring it to ours
             while replicas > 1 and not (info.cluster and info.cluster.leader):
                 if time.monotonic() > deadline:
-                    raise nats.errors.TimeoutError(f"stream {config.name} has no leader after {timeout:.0f}s")
+                    log.warning("stream has no leader", extra={"fields": {"stream": config.name,
+                                                                          "seconds": timeout}})
+                    raise nats.errors.TimeoutError()
                 await asyncio.sleep(0.2)
                 info = await js.stream_info(config.name)
             return

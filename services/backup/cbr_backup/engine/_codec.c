@@ -8,8 +8,11 @@
 #include <string.h>
 #include <sys/random.h>
 
-#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_createCDict_advanced, ZSTD_dct_rawContent */
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_createCDict_advanced, ZSTD_dct_rawContent, ZSTD_c_forceAttachDict */
 #include <zstd.h>
+#include <zstd_errors.h>
+#include <errno.h>
+#include <limits.h>
 #include <openssl/evp.h>
 
 #define FLAG_ZSTD 0x01
@@ -24,7 +27,7 @@
 
 typedef struct {
     PyObject_HEAD
-    ZSTD_CCtx *cctx;       /* the value's frame, with the vault dictionary when there is one */
+    ZSTD_CCtx *cctx;       /* the value's frame, the vault dictionary attached (not copied) when there is one */
     ZSTD_CCtx *probe;      /* level 1 on two small samples: is the block worth compressing? */
     ZSTD_CDict *cdict;     /* NULL without a dictionary */
     EVP_CIPHER_CTX *aead;  /* NULL for an unencrypted vault */
@@ -99,7 +102,10 @@ Encoder_init(Encoder *self, PyObject *args, PyObject *kwargs)
         /* Raw content whatever its first bytes are: decoders load it as DICT_TYPE_RAWCONTENT too. */
         self->cdict = ZSTD_createCDict_advanced(dict.buf, (size_t)dict.len, ZSTD_dlm_byCopy, ZSTD_dct_rawContent,
                                                 params, ZSTD_defaultCMem);
-        if (self->cdict == NULL || ZSTD_isError(ZSTD_CCtx_refCDict(self->cctx, self->cdict))) {
+        /* Attached, as a streamed frame of unknown size gets it: with the size known (128 KiB) zstd would copy
+         * its 512 KiB hash table into the context for every block (section 2.2 of DESIGN.md). */
+        if (self->cdict == NULL || ZSTD_isError(ZSTD_CCtx_refCDict(self->cctx, self->cdict))
+            || ZSTD_isError(ZSTD_CCtx_setParameter(self->cctx, ZSTD_c_forceAttachDict, ZSTD_dictForceAttach))) {
             PyErr_SetString(PyExc_ValueError, "zstd refused the dictionary");
             goto done;
         }
@@ -169,8 +175,12 @@ seal(EVP_CIPHER_CTX *aead, uint8_t flags, const uint8_t *digest, const uint8_t *
     return 0;
 }
 
-/* One block's stored value at out (room for len + ENVELOPE bytes); its length, or -1 (OpenSSL or getrandom
- * failed). The frame is written where it is stored, so a compressed value is sealed in place. */
+#define SEAL_FAILED (-1)
+#define ZSTD_FAILED (-2)
+
+/* One block's stored value at out (room for len + ENVELOPE bytes); its length, or SEAL_FAILED (OpenSSL or
+ * getrandom) or ZSTD_FAILED (anything but "does not fit", which leaves the block bare). The frame is written
+ * where it is stored, so a compressed value is sealed in place. */
 static Py_ssize_t
 encode_one(Encoder *self, const uint8_t *data, size_t len, const uint8_t *digest, uint8_t *out, uint8_t *scratch,
            size_t scratch_size)
@@ -194,9 +204,11 @@ encode_one(Encoder *self, const uint8_t *data, size_t len, const uint8_t *digest
                 return (Py_ssize_t)(1 + tag + n);
             }
             if (seal(self->aead, flags, digest, out + head, tag + n, out) < 0)
-                return -1;
+                return SEAL_FAILED;
             return (Py_ssize_t)(ENVELOPE + tag + n);
         }
+        if (ZSTD_getErrorCode(n) != ZSTD_error_dstSize_tooSmall)
+            return ZSTD_FAILED;
         ZSTD_CCtx_reset(self->cctx, ZSTD_reset_session_only); /* "does not fit": ready for the next block */
     }
     if (!sealed) {
@@ -204,7 +216,7 @@ encode_one(Encoder *self, const uint8_t *data, size_t len, const uint8_t *digest
         return (Py_ssize_t)len;
     }
     if (seal(self->aead, flags, digest, data, len, out) < 0)
-        return -1;
+        return SEAL_FAILED;
     return (Py_ssize_t)(ENVELOPE + len);
 }
 
@@ -231,7 +243,7 @@ Encoder_encode(Encoder *self, PyObject *args)
     if (digests == NULL)
         goto done;
     Py_ssize_t count = PySequence_Fast_GET_SIZE(blocks);
-    if (block_size <= 0 || count != PySequence_Fast_GET_SIZE(digests)) {
+    if (block_size <= 0 || block_size > INT_MAX - ENVELOPE || count != PySequence_Fast_GET_SIZE(digests)) {
         PyErr_SetString(PyExc_ValueError, "block_size must be > 0 and there must be one digest per block");
         goto done;
     }
@@ -276,7 +288,7 @@ Encoder_encode(Encoder *self, PyObject *args)
     }
     locked = 1;
     uint8_t *base = (uint8_t *)PyByteArray_AS_STRING(out);
-    Py_ssize_t at = 0, failed = -1;
+    Py_ssize_t at = 0, failed = -1, why = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < count; i++) {
         Py_ssize_t n = encode_one(self, (const uint8_t *)view.buf + starts[i], (size_t)lengths[i],
@@ -284,6 +296,7 @@ Encoder_encode(Encoder *self, PyObject *args)
                                   base + at, scratch, scratch_size);
         if (n < 0) {
             failed = i;
+            why = n;
             break;
         }
         sizes[i] = n;
@@ -291,9 +304,15 @@ Encoder_encode(Encoder *self, PyObject *args)
     }
     Py_END_ALLOW_THREADS
     if (failed >= 0) {
-        PyErr_Format(PyExc_OSError, "sealing block %zd failed (OpenSSL or getrandom)", failed);
+        if (why == ZSTD_FAILED)
+            PyErr_Format(PyExc_RuntimeError, "zstd failed on block %zd", failed);
+        else
+            PyErr_Format(PyExc_OSError, "sealing block %zd failed (OpenSSL or getrandom: %s)", failed,
+                         strerror(errno));
         goto done;
     }
+    if (PyByteArray_Resize(out, at) < 0) /* a piece's values often take a third of the room they were given */
+        goto done;
     at = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
         at += sizes[i];

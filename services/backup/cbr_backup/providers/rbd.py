@@ -372,8 +372,9 @@ class RbdDisk(BlockDevice):
     # One object per piece: each pipeline worker keeps one object read in flight, and a worker's buffers (the
     # read's bytes, the piece's values, librados' own) are half what 8 MiB pieces held (DESIGN.md 15.4).
     piece_size = READ_BLOCK
-    # Three backup workers, not the file disks' four: each holds a piece, librbd's bytes of it and its values,
-    # and the fourth took the worker's peak RSS past 300 MB (302 MB; DESIGN.md 10.4).
+    # One backup worker fewer than a file disk gets (default_workers() + 1, as before 10.4; three on two cores):
+    # each holds a piece, librbd's bytes of it and its values, and a fourth took the worker's peak RSS on the
+    # 2-core bench machine past 300 MB (302 MB; DESIGN.md 10.4).
     backup_workers = default_workers() + 1
 
     def __init__(self, stack: contextlib.ExitStack, image, path: str, on_close=None):
