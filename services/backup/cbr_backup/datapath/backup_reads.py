@@ -10,16 +10,25 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
-from cbr_backup.datapath.manifest import DiskManifest
+from cbr_backup.datapath.manifest import DiskManifest, Patch, patch_length
 from cbr_backup.datapath.packs import ChunkSource
+from cbr_backup.datapath.patches import apply_patch, check_block
 from cbr_backup.datapath.tree_manifest import EntryKind, TreeEntry, TreeManifest, split_path
 
 PIECE_BYTES = 1 << 20   # the most a Piece carries (one gRPC message)
 FETCH_BYTES = 8 << 20   # chunks fetched and checked together (neighbours in a pack come in one ranged read)
 
-# (offset of the segment in the image or file, its length, its chunk id or None for zeros)
-Segment = tuple[int, int, "bytes | None"]
+
+class Patched(NamedTuple):
+    """A patched block of a disk image (DESIGN.md 3.1) in place of a segment's chunk id."""
+    block_id: bytes
+    patch: Patch
+
+
+# (offset of the segment in the image or file, its length, its chunk id (or Patched) or None for zeros)
+Segment = tuple[int, int, "bytes | Patched | None"]
 
 
 @dataclass(frozen=True)
@@ -37,8 +46,13 @@ def image_range(manifest: DiskManifest, source: ChunkSource, offset: int, length
         return
     bs = manifest.block_size
     blocks = range(offset // bs, (offset + length - 1) // bs + 1)
-    yield from _pieces(((i * bs, manifest.block_length(i), manifest.block_id(i)) for i in blocks), source, offset,
-                       offset + length, holes)
+    yield from _pieces(((i * bs, manifest.block_length(i), _block_chunk(manifest, i)) for i in blocks), source,
+                       offset, offset + length, holes)
+
+
+def _block_chunk(manifest: DiskManifest, index: int) -> "bytes | Patched | None":
+    patch = manifest.patch_of(index)
+    return manifest.block_id(index) if patch is None else Patched(manifest.block_id(index), patch)
 
 
 def file_range(entry: TreeEntry, source: ChunkSource, offset: int, length: int,
@@ -77,9 +91,20 @@ def _pieces(segments: Iterable[Segment], source: ChunkSource, start: int, end: i
 
 
 def _emit(batch: list[Segment], source: ChunkSource, start: int, end: int, out: "_PieceMaker") -> Iterator[Piece]:
-    wanted = {chunk: size for _, size, chunk in batch if chunk is not None}
+    wanted: dict[bytes, int] = {}
+    for _, size, chunk in batch:
+        if isinstance(chunk, Patched):
+            wanted[chunk.patch.base] = size
+            wanted[chunk.patch.chunk] = patch_length(chunk.patch.pages, size)
+        elif chunk is not None:
+            wanted[chunk] = size
     values = source.fetch_many(wanted) if wanted else {}
     plain = {chunk: source.decode(values, chunk, size) for chunk, size in wanted.items()}  # all checked first
+    for _, size, chunk in batch:
+        if isinstance(chunk, Patched) and chunk not in plain:
+            block = plain[chunk] = bytearray(size)
+            apply_patch(block, 0, plain[chunk.patch.base], plain[chunk.patch.chunk], chunk.patch.pages, size)
+            check_block(block, chunk.block_id, source.codec.keys.id_key)
     for at, size, chunk in batch:
         lo, hi = max(at, start), min(at + size, end)
         if chunk is None:

@@ -24,9 +24,10 @@ from cbr_backup.datapath import packs as packfiles
 from cbr_backup.datapath.blockio import DiskFile, disk_extents, disk_size, open_disk, read_at
 from cbr_backup.datapath.chunk_codec import ID_SIZE, ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import DICTIONARY_SIZE, VaultDictionaries, sample_dictionary
-from cbr_backup.datapath.errors import ManifestCorruptError
+from cbr_backup.datapath.errors import DataPathError, ManifestCorruptError
 from cbr_backup.datapath.extents import block_ranges, shared_blocks, unchanged_blocks
-from cbr_backup.datapath.manifest import DiskManifest, block_count, check_block_size
+from cbr_backup.datapath.manifest import DiskManifest, Patch, block_count, check_block_size
+from cbr_backup.datapath.patches import diff_pages, patch_plaintext
 from cbr_backup.datapath.phases import Phases
 from cbr_backup.datapath.pipeline import (Piece, default_workers, piece_size_for, plan_pieces, run_pipeline,
                                          subtract_ranges)
@@ -54,6 +55,7 @@ class BackupResult:
     read_bytes: int            # bytes read from the snapshot (holes and shared extents are not read)
     data_blocks: int           # non-zero blocks
     new_chunks: int            # chunks this backup wrote to the store
+    patched_blocks: int        # changed blocks stored as a patch of their parent's (DESIGN.md 3.1)
     reused_chunks: int         # distinct chunks the index already had
     stored_bytes_added: int    # bytes this backup added to the store: packs, manifest, dictionary
     seconds: float
@@ -61,7 +63,7 @@ class BackupResult:
 
     def summary(self) -> dict:
         return {"manifest_id": self.manifest_id, "logical_bytes": self.logical_bytes,
-                "read_bytes": self.read_bytes, "new_chunks": self.new_chunks,
+                "read_bytes": self.read_bytes, "new_chunks": self.new_chunks, "patched_blocks": self.patched_blocks,
                 "stored_bytes_added": self.stored_bytes_added, "seconds": round(self.seconds, 3), **self.timings}
 
 
@@ -143,6 +145,11 @@ class _BackupJob:
         # packs: the open pack and the rows of packs put, committed every commit_every. So memory is bounded
         # by the pack size and the batch, not by the disk size.
         self.parent_known: frozenset[bytes] = frozenset()
+        # patches: this backup's patched blocks (index -> Patch); parent_patched: the parent's, by block id,
+        # whose base and patch the index confirmed (an unchanged patched block keeps its patch).
+        self.patches: dict[int, Patch] = {}
+        self.parent_patched: dict[bytes, Patch] = {}
+        self.source: packfiles.ChunkSource | None = None  # reads the bases of blocks to patch
         self.known: set[bytes] = set()
         self.claimed: set[bytes] = set()
         self.packs: packfiles.PackWriter | None = None
@@ -174,6 +181,7 @@ class _BackupJob:
                     self.stored_added += added
         self.codec = ChunkCodec(self.keys, dictionary=current, dictionaries=dictionaries.by_tag)
         self.packs = packfiles.PackWriter(self.store, self.codec, self.vault_id, self.pack_target)
+        self.source = packfiles.ChunkSource(self.store, self.codec, self.vault_id, self.index)
 
         if self.parent is None:
             self.parent_checked.set()
@@ -206,8 +214,10 @@ class _BackupJob:
     def _check_parent(self) -> None:
         """Confirms (and touches) the parent's chunks in the index, in batches, beside the reading."""
         try:
-            self.parent_known = frozenset(
+            known = self.parent_known = frozenset(
                 self.index.touch_existing(self.vault_id, list(self.parent.unique_ids()), self.since))
+            self.parent_patched = {self.parent.block_id(i): patch for i, patch in self.parent.patches.items()
+                                   if patch.base in known and patch.chunk in known}
         except BaseException as exc:
             self.parent_error = exc
         finally:
@@ -227,13 +237,16 @@ class _BackupJob:
             end = min(end, parent.block_count)
             run_start = None
             for i in range(first, end):
-                chunk = parent.block_id(i)
+                chunk, patch = parent.block_id(i), parent.patch_of(i)
                 ok = parent.block_length(i) == min(self.block_size, self.size - i * self.block_size) and (
-                    chunk is None or chunk in self.parent_known)
+                    chunk is None or (chunk in self.parent_known if patch is None else
+                                      self.parent_patched.get(chunk) == patch))
                 if ok:
                     if chunk is not None:
                         self.ids[i * ID_SIZE:(i + 1) * ID_SIZE] = chunk
                         self.zero[i] = 0
+                    if patch is not None:
+                        self.patches[i] = patch
                     if run_start is None:
                         run_start = i
                 elif run_start is not None:
@@ -281,30 +294,43 @@ class _BackupJob:
         if not self.parent_checked.is_set():
             self.parent_checked.wait()
         parent_known = self.parent_known  # complete now
+        if self.parent_patched:  # an unchanged patched block keeps its parent's patch
+            fresh = [(j, chunk) for j, chunk in fresh if not self._keep_patch(first + j, chunk)]
         unknown = [chunk for _, chunk in fresh
                    if chunk not in known and chunk not in parent_known and chunk not in self.claimed]
-        found = self.index.touch_existing(self.vault_id, unknown, self.since) if unknown else set()
+        found = self._look_up(unknown)
         t3 = time.perf_counter()
         timed("index_lookup", t3 - t2)
-        if found:
-            if len(known) >= self.commit_every:
-                known.clear()  # only a cache: the index answers again
-            known.update(found)
+        patched = self._patch(view, first, [(j, chunk) for j, chunk in fresh if chunk not in found]) \
+            if self.parent is not None else []
+        if patched:
+            fresh = [(j, chunk) for j, chunk in fresh if first + j not in self.patches]
+            found |= self._look_up([p.chunk for p, _ in patched])
+        t3b = time.perf_counter()
+        timed("patch", t3b - t3)
         mine: list[tuple[int, bytes]] = []
+        mine_patches: list[tuple[Patch, bytes]] = []
         with self.lock:
             for j, chunk in fresh:
                 if chunk in found or chunk in known or chunk in parent_known or chunk in self.claimed:
                     continue
                 self.claimed.add(chunk)
                 mine.append((j, chunk))
-        if not mine:
+            for patch, plain in patched:
+                if patch.chunk in found or patch.chunk in known or patch.chunk in parent_known \
+                        or patch.chunk in self.claimed:
+                    continue
+                self.claimed.add(patch.chunk)
+                mine_patches.append((patch, plain))
+        if not mine and not mine_patches:
             return
         blocks, chunks = [j for j, _ in mine], [chunk for _, chunk in mine]
         # The piece's values in one engine call without the GIL (DESIGN.md 10.4).
-        values = self.codec.encode_blocks(view, bs, blocks, chunks)
+        values = self.codec.encode_blocks(view, bs, blocks, chunks) if mine else []
         new = [(chunk, min(bs, filled - j * bs), value) for j, chunk, value in zip(blocks, chunks, values)]
+        new += [(patch.chunk, len(plain), self.codec.encode(plain, patch.chunk)) for patch, plain in mine_patches]
         t4 = time.perf_counter()
-        timed("compress_encrypt", t4 - t3)
+        timed("compress_encrypt", t4 - t3b)
         # The piece's new chunks go in back to back: restoring the piece reads them with one ranged read.
         self.packs.add_many(new)
         timed("pack_append_put", time.perf_counter() - t4)
@@ -314,6 +340,57 @@ class _BackupJob:
         batch = self.packs.take_rows(at_least=self.commit_every)
         if batch:
             self._commit(batch)
+
+    def _look_up(self, ids: list[bytes]) -> set[bytes]:
+        """The ids the index has (touched, so GC keeps them), remembered in the known cache."""
+        found = self.index.touch_existing(self.vault_id, ids, self.since) if ids else set()
+        if found:
+            if len(self.known) >= self.commit_every:
+                self.known.clear()  # only a cache: the index answers again
+            self.known.update(found)
+        return found
+
+    def _keep_patch(self, i: int, chunk: bytes) -> bool:
+        patch = self.parent_patched.get(chunk)
+        if patch is None:
+            return False
+        self.patches[i] = patch
+        return True
+
+    def _patch(self, view, first: int, changed: list[tuple[int, bytes]]) -> list[tuple[Patch, bytes]]:
+        """Stores the piece's changed blocks that differ from their base (the parent's whole block at the same
+        place, DESIGN.md 3.1) in a few pages as patches: their entries go into self.patches; returns each new
+        Patch with its patch's plaintext (to be stored unless the index or another worker has it)."""
+        bs, parent, known = self.block_size, self.parent, self.parent_known
+        bases: dict[int, bytes] = {}
+        for j, _ in changed:
+            i = first + j
+            if i >= parent.block_count or parent.zero[i] or parent.block_length(i) != min(bs, len(view) - j * bs):
+                continue
+            earlier = parent.patch_of(i)
+            base = earlier.base if earlier is not None else parent.block_id(i)
+            if base in known:  # confirmed and touched: GC keeps it while this backup runs
+                bases[j] = base
+        if not bases:
+            return []
+        values = self.source.fetch_many(set(bases.values()))
+        out: list[tuple[Patch, bytes]] = []
+        plain: dict[bytes, bytes] = {}
+        for j, base in bases.items():
+            block = view[j * bs:min(len(view), (j + 1) * bs)]
+            try:
+                if base not in plain:
+                    plain[base] = self.source.decode(values, base, len(block))
+            except DataPathError:
+                continue  # an unreadable base: the block is stored whole (verify reports the base)
+            pages = diff_pages(block, plain[base], bs)
+            if pages is None:
+                continue
+            data = patch_plaintext(block, pages)
+            patch = Patch(base, blake3.blake3(data, key=self.keys.id_key).digest(), pages)
+            self.patches[first + j] = patch
+            out.append((patch, data))
+        return out
 
     def _commit(self, rows: list[packfiles.Row]) -> None:
         """Write order steps 2 and 3 for one batch: the packs holding the chunks become durable, then their rows
@@ -335,7 +412,7 @@ class _BackupJob:
             self.packs.close()  # 1, 2. the last pack is put and durable; only then are its chunks indexed
         self._commit(self.packs.take_rows())
         t1 = time.perf_counter()
-        manifest = DiskManifest(self.size, self.block_size, bytes(self.ids), bytes(self.zero))
+        manifest = DiskManifest(self.size, self.block_size, bytes(self.ids), bytes(self.zero), dict(self.patches))
         key = manifest_key(self.vault_id, manifest_id)
         value = self.codec.seal(manifest.encode(), key.encode())
         if not self.store.put(key, value):                  # 3. the manifest, then its own barrier
@@ -346,6 +423,7 @@ class _BackupJob:
         return BackupResult(
             manifest_id=manifest_id, manifest=manifest, manifest_bytes=len(value), logical_bytes=self.size,
             read_bytes=self.read_bytes, data_blocks=manifest.data_block_count, new_chunks=self.new_chunks,
+            patched_blocks=len(manifest.patches),
             reused_chunks=len(referenced) - self.new_chunks,
             stored_bytes_added=self.stored_added + self.packs.bytes_written + len(value),
             seconds=elapsed_before + time.perf_counter() - t0, timings=self.phases.summary())

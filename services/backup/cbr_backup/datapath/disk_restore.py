@@ -24,7 +24,8 @@ from cbr_backup.datapath.blockio import (DiskFile, align_up, disk_extents, disk_
 from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import VaultDictionaries
 from cbr_backup.datapath.extents import block_ranges
-from cbr_backup.datapath.manifest import DiskManifest
+from cbr_backup.datapath.manifest import DiskManifest, patch_length
+from cbr_backup.datapath.patches import apply_patch, check_block
 from cbr_backup.datapath.packs import ChunkSource, Location
 from cbr_backup.datapath.phases import Phases
 from cbr_backup.datapath.pipeline import Piece, default_workers, piece_size_for, plan_pieces, run_pipeline
@@ -208,7 +209,8 @@ class _RestoreJob:
             writes.append(j)
         # One batch per piece: adjacent blocks backed up together come back in one ranged read (DESIGN.md 13.3).
         located = self.ahead.locations(piece.first_block) if self.ahead is not None else None
-        values = self.source.fetch_many((manifest.block_id(piece.first_block + j) for j in writes), located)
+        values = self.source.fetch_many((chunk for j in writes for chunk, _ in
+                                         manifest.block_chunks(piece.first_block + j)), located)
         needed = sum(len(value) for value in values.values())
         t0 = time.perf_counter()
         # Fetch and check everything before writing anything of this piece. Each plaintext goes straight into
@@ -219,7 +221,13 @@ class _RestoreJob:
             i = piece.first_block + j
             want, length = manifest.block_id(i), manifest.block_length(i)
             seen = first_at.get(want)
-            if seen is None:
+            patch = manifest.patch_of(i)
+            if seen is None and patch is not None:  # its base with the patch's pages laid over it (DESIGN.md 3.1)
+                first_at[want] = j
+                apply_patch(view, j * bs, self._decode(values, patch.base, length),
+                            self._decode(values, patch.chunk, patch_length(patch.pages, length)), patch.pages, length)
+                check_block(view[j * bs:j * bs + length], want, key)
+            elif seen is None:
                 first_at[want] = j
                 copy_into(view, j * bs, self._decode(values, want, length))  # without the GIL (DESIGN.md 10.3)
             else:
@@ -308,7 +316,8 @@ class _LocationsAhead:
 
     def _ids(self, w: int) -> set[bytes]:
         manifest, zero = self.manifest, self.manifest.zero
-        return {manifest.block_id(i) for i in range(self.starts[w], self.ends[w]) if not zero[i]}
+        return {chunk for i in range(self.starts[w], self.ends[w]) if not zero[i]
+                for chunk, _ in manifest.block_chunks(i)}
 
 
 def _runs(indexes: list[int]):

@@ -9,6 +9,7 @@ Binary form (little endian):
               0 SAME count u32   the parent's entries at the same indexes (only within the parent's length)
               1 ZERO count u32
               2 NEW  count u32 | count x 32-byte ids
+              3 PATCHED count u32 | count x (block id | base id | patch id | page map): patched blocks (3.1)
     trailer target_digest (32): the rebuilt manifest's own trailing BLAKE3
 
 The receiver rebuilds the manifest, encodes it canonically (one manifest has one encoding) and requires its
@@ -16,17 +17,19 @@ digest to equal target_digest: the replica's manifest is then the source's byte 
 """
 from __future__ import annotations
 
+import bisect
 import hmac
 import struct
 
 import blake3
 
 from cbr_backup.datapath.errors import ManifestCorruptError
-from cbr_backup.datapath.manifest import ID_SIZE, MAX_RUN, DiskManifest, block_count, check_block_size
+from cbr_backup.datapath.manifest import (ID_SIZE, MAX_RUN, DiskManifest, Patch, block_count, check_block_size,
+                                          page_map_size)
 
 MAGIC = b"CBRDMD\r\n"
 VERSION = 1
-OP_SAME, OP_ZERO, OP_NEW = 0, 1, 2
+OP_SAME, OP_ZERO, OP_NEW, OP_PATCHED = 0, 1, 2, 3
 DIGEST_SIZE = 32
 NO_PARENT = bytes(DIGEST_SIZE)
 
@@ -64,6 +67,10 @@ def encode_delta(manifest: bytes, parent: bytes | None) -> bytes:
             out += _OP.pack(op, count)
             if op == OP_NEW:
                 out += new.ids[first * ID_SIZE:(first + count) * ID_SIZE]
+            elif op == OP_PATCHED:
+                for i in range(first, first + count):
+                    patch = new.patches[i]
+                    out += new.ids[i * ID_SIZE:(i + 1) * ID_SIZE] + patch.base + patch.chunk + patch.pages
     out += manifest_digest(manifest)
     return bytes(out)
 
@@ -84,18 +91,23 @@ def _segments(new: DiskManifest, old: DiskManifest | None):
     """(op, first, end) per window of blocks equal to the parent's as a whole (one comparison: an unchanged
     TiB disk costs no per-block work), else per block."""
     shared = old.block_count if old is not None else 0
+    patched = sorted(set(new.patches) | set(old.patches if old is not None else ()))
     for first in range(0, new.block_count, _WINDOW):
         end = min(first + _WINDOW, new.block_count)
-        if end <= shared and new.zero[first:end] == old.zero[first:end] and \
+        plain = bisect.bisect_left(patched, first) == bisect.bisect_left(patched, end)  # no patch either side
+        if end <= shared and plain and new.zero[first:end] == old.zero[first:end] and \
                 new.ids[first * ID_SIZE:end * ID_SIZE] == old.ids[first * ID_SIZE:end * ID_SIZE]:
             yield OP_SAME, first, end
             continue
         for index in range(first, end):
             if index < shared and new.zero[index] == old.zero[index] and \
-                    new.ids[index * ID_SIZE:(index + 1) * ID_SIZE] == old.ids[index * ID_SIZE:(index + 1) * ID_SIZE]:
+                    new.ids[index * ID_SIZE:(index + 1) * ID_SIZE] == old.ids[index * ID_SIZE:(index + 1) * ID_SIZE] \
+                    and (plain or new.patch_of(index) == old.patch_of(index)):
                 yield OP_SAME, index, index + 1
+            elif new.zero[index]:
+                yield OP_ZERO, index, index + 1
             else:
-                yield (OP_ZERO if new.zero[index] else OP_NEW), index, index + 1
+                yield (OP_NEW if new.patch_of(index) is None else OP_PATCHED), index, index + 1
 
 
 def apply_delta(delta: bytes, parent: bytes | None) -> bytes:
@@ -127,6 +139,8 @@ def apply_delta(delta: bytes, parent: bytes | None) -> bytes:
             raise ManifestDeltaError("the parent has another block size")
     ids = bytearray(count * ID_SIZE)
     zero = bytearray(b"\x01") * count
+    patches: dict[int, Patch] = {}
+    entry = 3 * ID_SIZE + page_map_size(block_size)
     position, index, end = _HEADER.size, 0, len(view) - DIGEST_SIZE
     while position < end:
         if position + _OP.size > end:
@@ -140,6 +154,7 @@ def apply_delta(delta: bytes, parent: bytes | None) -> bytes:
                 raise ManifestDeltaError("SAME beyond the parent")
             ids[index * ID_SIZE:(index + run) * ID_SIZE] = old.ids[index * ID_SIZE:(index + run) * ID_SIZE]
             zero[index:index + run] = old.zero[index:index + run]
+            patches.update((i, p) for i, p in old.patches.items() if index <= i < index + run)
         elif op == OP_NEW:
             length = run * ID_SIZE
             if position + length > end:
@@ -147,12 +162,25 @@ def apply_delta(delta: bytes, parent: bytes | None) -> bytes:
             ids[index * ID_SIZE:(index + run) * ID_SIZE] = view[position:position + length]
             zero[index:index + run] = bytes(run)
             position += length
+        elif op == OP_PATCHED:
+            if position + run * entry > end:
+                raise ManifestDeltaError("truncated PATCHED op")
+            for i in range(index, index + run):
+                at = position + ID_SIZE
+                ids[i * ID_SIZE:(i + 1) * ID_SIZE] = view[position:at]
+                patches[i] = Patch(bytes(view[at:at + ID_SIZE]), bytes(view[at + ID_SIZE:at + 2 * ID_SIZE]),
+                                   bytes(view[at + 2 * ID_SIZE:position + entry]))
+                position += entry
+            zero[index:index + run] = bytes(run)
         elif op != OP_ZERO:
             raise ManifestDeltaError(f"unknown op {op}")
         index += run
     if index != count:
         raise ManifestDeltaError("ops do not cover the disk")
-    rebuilt = DiskManifest(disk_size, block_size, bytes(ids), bytes(zero)).encode()
+    try:
+        rebuilt = DiskManifest(disk_size, block_size, bytes(ids), bytes(zero), patches).encode()
+    except ValueError as exc:
+        raise ManifestDeltaError(str(exc)) from None
     if not hmac.compare_digest(manifest_digest(rebuilt), bytes(view[end:])):
         raise ManifestDeltaError("the rebuilt manifest's digest is not the delta's target digest")
     return rebuilt

@@ -30,10 +30,7 @@ def chunk_sizes_of(manifests: Iterable) -> dict[bytes, int]:
     """id -> raw size of every chunk the manifests name."""
     sizes: dict[bytes, int] = {}
     for manifest in manifests:
-        if isinstance(manifest, DiskManifest):
-            sizes.update((chunk, manifest.block_length(i)) for i, chunk in manifest.data_blocks())
-        else:
-            sizes.update(manifest.chunk_sizes())
+        sizes.update(manifest.chunk_sizes())
     return sizes
 
 

@@ -12,7 +12,5 @@ def load(store, keys, backup: Backup):
 
 
 def chunk_sizes(manifest) -> dict[bytes, int]:
-    """id -> raw size of every chunk the manifest references."""
-    if hasattr(manifest, "data_blocks"):  # a disk manifest: the block length at each place
-        return {chunk: manifest.block_length(i) for i, chunk in manifest.data_blocks()}
+    """id -> raw size of every chunk the manifest (a disk's or a tree's) references."""
     return manifest.chunk_sizes()

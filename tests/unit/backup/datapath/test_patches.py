@@ -1,0 +1,183 @@
+"""Patched blocks (DESIGN.md 3.1): an incremental backup stores a block whose few 4 KiB pages changed as those
+pages against its parent's block; every read path puts the block back byte for byte and checks it."""
+import os
+import random
+
+import pytest
+
+from cbr_backup.datapath import ChunkCorruptError, load_manifest
+from cbr_backup.datapath.backup_reads import image_range
+from cbr_backup.datapath.chunk_codec import ChunkCodec
+from cbr_backup.datapath.dictionary import VaultDictionaries
+from cbr_backup.datapath.errors import ManifestCorruptError
+from cbr_backup.datapath.manifest import DiskManifest, Patch, patch_length
+from cbr_backup.datapath.manifest_delta import apply_delta, encode_delta
+from cbr_backup.datapath.packs import ChunkSource
+from cbr_backup.datapath.patches import diff_pages
+from tests.unit.backup.datapath.disk_images import MIB, make_disk, sha256_file
+from tests.unit.backup.datapath.test_disk_paths import BS, Vault
+
+PAGE = 4096
+
+
+def _id(n: int) -> bytes:
+    return bytes([n]) * 32
+
+
+def _manifest(patches: dict[int, Patch], blocks: int = 6, zero: bytes | None = None) -> DiskManifest:
+    zero = zero if zero is not None else b"\x00\x00\x01\x00\x00\x00"[:blocks]
+    ids = b"".join(bytes(32) if z else _id(10 + i) for i, z in enumerate(zero))
+    return DiskManifest(blocks * BS - 1000, BS, ids, zero, patches)
+
+
+def _pages(*numbers: int) -> bytes:
+    out = bytearray(BS // PAGE // 8)
+    for p in numbers:
+        out[p >> 3] |= 1 << (p & 7)
+    return bytes(out)
+
+
+# The manifest
+
+def test_patched_blocks_round_trip_in_one_maximal_run():
+    patches = {3: Patch(_id(1), _id(2), _pages(0)), 4: Patch(_id(1), _id(3), _pages(5, 15)),
+               5: Patch(_id(4), _id(5), _pages(15))}
+    manifest = _manifest(patches)
+    encoded = manifest.encode()
+    assert encoded[8:10] == b"\x02\x00"  # version 2 only with patches
+    assert DiskManifest.decode(encoded) == manifest
+    assert [kind for kind, _, _ in manifest.runs()] == [1, 0, 2]
+    assert _manifest({}).encode()[8:10] == b"\x01\x00"
+
+
+def test_chunk_sizes_name_bases_and_patches_not_patched_blocks():
+    length = 6 * BS - 1000 - 5 * BS  # the short last block
+    manifest = _manifest({1: Patch(_id(1), _id(2), _pages(0, 1)), 5: Patch(_id(3), _id(4), _pages(15))})
+    sizes = manifest.chunk_sizes()
+    assert sizes == {_id(10): BS, _id(1): BS, _id(2): 2 * PAGE, _id(13): BS, _id(14): BS, _id(3): length,
+                     _id(4): length - 15 * PAGE}
+    assert manifest.unique_ids() == set(sizes)
+    assert manifest.block_id(1) == _id(11) and manifest.patch_of(1).base == _id(1)
+
+
+@pytest.mark.parametrize("patch", [Patch(_id(1), _id(2), bytes(2)), Patch(_id(1), _id(2), b"\x01")],
+                         ids=["no page", "short map"])
+def test_a_patch_naming_no_page_is_refused(patch):
+    with pytest.raises(ValueError):
+        _manifest({0: patch})
+
+
+def test_decode_refuses_a_version_2_manifest_without_patches_and_a_truncated_patched_run():
+    plain = bytearray(_manifest({}).encode()[:-32])
+    plain[8:10] = b"\x02\x00"
+    import blake3
+    with pytest.raises(ManifestCorruptError, match="without patched"):
+        DiskManifest.decode(bytes(plain) + blake3.blake3(plain).digest())
+    body = _manifest({0: Patch(_id(1), _id(2), _pages(1))}).encode()[:-32 - 200]
+    with pytest.raises(ManifestCorruptError):
+        DiskManifest.decode(body + blake3.blake3(body).digest())
+
+
+def test_delta_carries_patches_same_and_new():
+    old = _manifest({0: Patch(_id(1), _id(2), _pages(3)), 4: Patch(_id(5), _id(6), _pages(1))})
+    new = _manifest({0: Patch(_id(1), _id(2), _pages(3)), 1: Patch(_id(7), _id(8), _pages(2)),
+                     4: Patch(_id(5), _id(9), _pages(1, 2))})
+    delta = encode_delta(new.encode(), old.encode())
+    assert apply_delta(delta, old.encode()) == new.encode()
+    unpatched = _manifest({})  # the same ids, no patches: the patches must not survive as SAME
+    assert apply_delta(encode_delta(unpatched.encode(), new.encode()), new.encode()) == unpatched.encode()
+
+
+def test_diff_pages_finds_changed_pages_and_gives_up_past_the_share():
+    base = bytes(range(256)) * (BS // 256)
+    block = bytearray(base)
+    block[5 * PAGE + 7] ^= 1
+    block[BS - 1] ^= 1
+    assert diff_pages(memoryview(block), base, BS) == _pages(5, 15)
+    assert diff_pages(memoryview(base), base, BS) is None
+    assert diff_pages(memoryview(os.urandom(BS)), base, BS) is None
+
+
+# Through the data path
+
+def _poke(path, offsets, seed=3):
+    rng = random.Random(seed)
+    with open(path, "r+b") as f:
+        for offset in offsets:
+            f.seek(offset)
+            f.write(rng.randbytes(100))
+
+
+def _text_disk(tmp_path):
+    return make_disk(tmp_path / "disk", 4 * MIB, extent=BS, holes=0.0, text=0.5)
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_incremental_stores_changed_pages_and_every_path_restores_them(tmp_path, encrypted):
+    disk = _text_disk(tmp_path)
+    vault = Vault(encrypted)
+    full = vault.backup(disk)
+    _poke(disk, [3 * BS + 5, 3 * BS + 9 * PAGE, 20 * BS + 100, 40 * BS + BS - 150])
+    incremental = vault.backup(disk, parent=full.manifest)
+    manifest = load_manifest(vault.store, vault.keys, vault.id, incremental.manifest_id)
+    assert manifest == incremental.manifest
+    assert sorted(manifest.patches) == [3, 20, 40] and incremental.patched_blocks == 3
+    assert manifest.patch_of(3).pages == _pages(0, 9) and manifest.patch_of(3).base == full.manifest.block_id(3)
+    assert incremental.new_chunks == 3  # three patches, no whole block
+    assert incremental.stored_bytes_added < incremental.manifest_bytes + 3 * (2 * PAGE + 100) + 3 * 4096
+
+    vault.restore(manifest, tmp_path / "new")
+    assert sha256_file(tmp_path / "new") == sha256_file(disk)
+    with open(tmp_path / "old", "wb") as f:  # in place, over the full backup's content
+        vault.restore(full.manifest, f.name)
+    vault.restore(manifest, tmp_path / "old", in_place=True)
+    assert sha256_file(tmp_path / "old") == sha256_file(disk)
+    codec = ChunkCodec(vault.keys, dictionaries=VaultDictionaries(vault.store, vault.id, vault.keys).by_tag)
+    source = ChunkSource(vault.store, codec, vault.id, vault.index)
+    got = b"".join(p.data for p in image_range(manifest, source, 3 * BS - 10, BS + 20))
+    with open(disk, "rb") as f:
+        f.seek(3 * BS - 10)
+        assert got == f.read(BS + 20)
+
+
+def test_patches_stay_one_level_deep_and_unchanged_patches_are_kept(tmp_path):
+    disk = _text_disk(tmp_path)
+    vault = Vault()
+    full = vault.backup(disk)
+    _poke(disk, [3 * BS + 5])
+    first = vault.backup(disk, parent=full.manifest)
+    same = vault.backup(disk, parent=first.manifest)
+    assert same.new_chunks == 0 and same.manifest.patches == first.manifest.patches
+    _poke(disk, [3 * BS + 2 * PAGE], seed=4)
+    second = vault.backup(disk, parent=same.manifest)
+    patch = second.manifest.patch_of(3)
+    assert patch.base == full.manifest.block_id(3)  # against the whole block, never a patch of a patch
+    assert patch.pages == _pages(0, 2)
+    vault.restore(second.manifest, tmp_path / "new")
+    assert sha256_file(tmp_path / "new") == sha256_file(disk)
+
+
+def test_a_block_mostly_rewritten_is_stored_whole(tmp_path):
+    disk = _text_disk(tmp_path)
+    vault = Vault()
+    full = vault.backup(disk)
+    with open(disk, "r+b") as f:
+        f.seek(5 * BS)
+        f.write(os.urandom(BS - PAGE))
+    incremental = vault.backup(disk, parent=full.manifest)
+    assert 5 not in incremental.manifest.patches and incremental.new_chunks == 1
+
+
+def test_a_patch_that_does_not_make_its_block_fails_the_restore(tmp_path):
+    disk = _text_disk(tmp_path)
+    vault = Vault()
+    full = vault.backup(disk)
+    _poke(disk, [7 * BS + 5])
+    incremental = vault.backup(disk, parent=full.manifest)
+    patch = incremental.manifest.patch_of(7)
+    wrong = incremental.manifest.patches | {7: patch._replace(base=full.manifest.block_id(8))}
+    bad = DiskManifest(incremental.manifest.disk_size, BS, incremental.manifest.ids, incremental.manifest.zero,
+                       wrong)
+    with pytest.raises(ChunkCorruptError):
+        vault.restore(bad, tmp_path / "new")
+    assert patch_length(patch.pages, BS) == PAGE
