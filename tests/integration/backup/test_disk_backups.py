@@ -78,8 +78,10 @@ async def test_deleting_a_middle_backup_leaves_the_others_restorable(caller):
     disk, vault = await disk_in_vault(caller, 8 * MIB, seed=4)
     images, backups = [], []
     for step in range(3):
-        if step:
-            write_disk(disk.path, seed=10 + step, chunks=2)
+        if step == 1:
+            write_disk(disk.path, seed=11, chunks=2)
+        elif step == 2:  # all of it: no block of the middle backup's stays, not even as a patch's base
+            write_disk(disk.path, seed=12, chunks=1, chunk=8 * MIB)
         images.append(sha256_file(disk.path))
         backups.append(await backup_now(caller, vault.vault_id))
 

@@ -181,3 +181,18 @@ def test_a_patch_that_does_not_make_its_block_fails_the_restore(tmp_path):
     with pytest.raises(ChunkCorruptError):
         vault.restore(bad, tmp_path / "new")
     assert patch_length(patch.pages, BS) == PAGE
+
+
+def test_a_range_the_provider_reports_unchanged_keeps_its_patch_unread(tmp_path):
+    disk = _text_disk(tmp_path)
+    vault = Vault()
+    full = vault.backup(disk)
+    _poke(disk, [3 * BS + 5])
+    first = vault.backup(disk, parent=full.manifest, changed=[(3 * BS, 4 * BS)])
+    assert sorted(first.manifest.patches) == [3]
+    _poke(disk, [9 * BS + 5], seed=5)
+    second = vault.backup(disk, parent=first.manifest, changed=[(9 * BS, 10 * BS)])
+    assert second.read_bytes == BS  # block 3 was not read: its patched entry came from the parent
+    assert second.manifest.patch_of(3) == first.manifest.patch_of(3) and sorted(second.manifest.patches) == [3, 9]
+    vault.restore(second.manifest, tmp_path / "new")
+    assert sha256_file(tmp_path / "new") == sha256_file(disk)
