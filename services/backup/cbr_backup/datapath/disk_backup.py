@@ -301,7 +301,8 @@ class _BackupJob:
         found = self._look_up(unknown)
         t3 = time.perf_counter()
         timed("index_lookup", t3 - t2)
-        patched = self._patch(view, first, [(j, chunk) for j, chunk in fresh if chunk not in found]) \
+        patched = self._patch(view, first, [(j, chunk) for j, chunk in fresh if chunk not in found and chunk not in
+                                            known and chunk not in parent_known and chunk not in self.claimed]) \
             if self.parent is not None else []
         if patched:
             fresh = [(j, chunk) for j, chunk in fresh if first + j not in self.patches]
