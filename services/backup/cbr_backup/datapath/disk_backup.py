@@ -36,6 +36,7 @@ from cbr_backup.engine import zero_blocks
 DEFAULT_BLOCK_SIZE = 128 << 10  # chosen by measurement: DESIGN.md, "Block size"
 TOUCH_MARGIN = dt.timedelta(hours=1)  # rows touched this recently are not rewritten; must stay below GC grace
 COMMIT_EVERY = 16384  # new chunks per durable batch (flush, then index rows): ~3.5 MB of rows and claims
+PRIME_BASES_MAX = 65536  # bases located up front for a provider's changed ranges (~10 MB of locations)
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
 
@@ -190,6 +191,7 @@ class _BackupJob:
             if self.parent_error is not None:
                 raise self.parent_error
             ranges = subtract_ranges(ranges, self._take_shared(previous_snapshot))
+            self._locate_bases(ranges)
         else:
             threading.Thread(target=self._check_parent, name="cbr-parent-check", daemon=True).start()
 
@@ -222,6 +224,31 @@ class _BackupJob:
             self.parent_error = exc
         finally:
             self.parent_checked.set()
+
+    def _locate_bases(self, ranges: list[tuple[int, int]]) -> None:
+        """Where the bases of the blocks to read are, in one index lookup: the few blocks a provider reports
+        changed each want their base (DESIGN.md 3.1), and one lookup per piece of one block each cost more than
+        the rest of the incremental. Skipped when the reads are many: the pieces then look up their own."""
+        parent, bases = self.parent, set()
+        for first, end in ranges:
+            for i in range(first, min(end, parent.block_count)):
+                base = self._base_of(i)
+                if base is not None:
+                    bases.add(base)
+                    if len(bases) > PRIME_BASES_MAX:
+                        return
+        if bases:
+            self.source.prime(bases)
+
+    def _base_of(self, i: int) -> bytes | None:
+        """The chunk block i of this backup would be patched against: the parent's whole block there, or that
+        block's base if it is patched; None without one the index confirmed."""
+        parent = self.parent
+        if i >= parent.block_count or parent.zero[i]:
+            return None
+        earlier = parent.patch_of(i)
+        base = earlier.base if earlier is not None else parent.block_id(i)
+        return base if base in self.parent_known else None
 
     def _take_shared(self, previous_snapshot) -> list[tuple[int, int]]:
         """Block ranges whose extents the previous snapshot still shares: ids come from the parent."""
@@ -304,9 +331,9 @@ class _BackupJob:
         patched = self._patch(view, first, [(j, chunk) for j, chunk in fresh if chunk not in found and chunk not in
                                             known and chunk not in parent_known and chunk not in self.claimed]) \
             if self.parent is not None else []
-        if patched:
+        if patched:  # a patch's id is not looked up: it is new but for a coincidence, and storing one the index
+            # has already is harmless (the insert keeps the indexed value and touches it, DESIGN.md 3.1)
             fresh = [(j, chunk) for j, chunk in fresh if first + j not in self.patches]
-            found |= self._look_up([p.chunk for p, _ in patched])
         t3b = time.perf_counter()
         timed("patch", t3b - t3)
         mine: list[tuple[int, bytes]] = []
@@ -318,8 +345,7 @@ class _BackupJob:
                 self.claimed.add(chunk)
                 mine.append((j, chunk))
             for patch, plain in patched:
-                if patch.chunk in found or patch.chunk in known or patch.chunk in parent_known \
-                        or patch.chunk in self.claimed:
+                if patch.chunk in known or patch.chunk in parent_known or patch.chunk in self.claimed:
                     continue
                 self.claimed.add(patch.chunk)
                 mine_patches.append((patch, plain))
@@ -362,15 +388,12 @@ class _BackupJob:
         """Stores the piece's changed blocks that differ from their base (the parent's whole block at the same
         place, DESIGN.md 3.1) in a few pages as patches: their entries go into self.patches; returns each new
         Patch with its patch's plaintext (to be stored unless the index or another worker has it)."""
-        bs, parent, known = self.block_size, self.parent, self.parent_known
+        bs, parent = self.block_size, self.parent
         bases: dict[int, bytes] = {}
         for j, _ in changed:
             i = first + j
-            if i >= parent.block_count or parent.zero[i] or parent.block_length(i) != min(bs, len(view) - j * bs):
-                continue
-            earlier = parent.patch_of(i)
-            base = earlier.base if earlier is not None else parent.block_id(i)
-            if base in known:  # confirmed and touched: GC keeps it while this backup runs
+            base = self._base_of(i)  # confirmed and touched: GC keeps it while this backup runs
+            if base is not None and parent.block_length(i) == min(bs, len(view) - j * bs):
                 bases[j] = base
         if not bases:
             return []
