@@ -125,3 +125,40 @@ def test_command_line_round_trip(tmp_path, infra):
     in_place = cli("restore", "--manifest-id", full["manifest_id"], "--target", str(tmp_path / "restored"),
                    "--in-place")
     assert in_place["written_bytes"] <= 3 * BS
+
+
+class _RacedIndex:
+    """The index as a backup sees it that started while the vault was still empty."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def has_chunks(self, vault_id):
+        return False
+
+    def __getattr__(self, name):
+        return getattr(self.index, name)
+
+
+def test_a_first_backup_skips_lookups_and_a_racing_one_stores_chunks_twice_harmlessly(tmp_path, index):
+    import datetime as dt
+
+    from cbr_backup.datapath.gc import collect_garbage
+
+    vault_id, keys = str(uuid.uuid4()), VaultKeys(os.urandom(32), os.urandom(32))
+    store = FsChunkStore(tmp_path / "store")
+    disk = make_disk(tmp_path / "disk", 8 * MIB + 100, holes=0.0)
+    assert not index.has_chunks(vault_id)
+    first = backup_disk(disk, keys, store, index, vault_id, block_size=BS, pack_target=MIB)
+    assert index.has_chunks(vault_id)
+    where = index.locations(vault_id, first.manifest.unique_ids())
+    raced = backup_disk(disk, keys, store, _RacedIndex(index), vault_id, block_size=BS, pack_target=MIB)
+    assert raced.new_chunks == first.new_chunks  # nothing looked up: every chunk stored again
+    assert index.locations(vault_id, first.manifest.unique_ids()) == where  # the indexed values stay
+    result = collect_garbage(index, store, vault_id, lambda: raced.manifest.unique_ids(),
+                             live_manifest_ids=lambda: {first.manifest_id, raced.manifest_id},
+                             grace=dt.timedelta(0), oldest_running_start=None)
+    assert result.packs_deleted >= 1  # the racing backup's copies were dead bytes
+    for manifest in (first.manifest, raced.manifest):
+        restore_to_new_disk(manifest, store, keys, vault_id, tmp_path / "new")
+        assert sha256_file(tmp_path / "new") == sha256_file(disk)

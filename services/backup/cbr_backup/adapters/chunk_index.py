@@ -111,6 +111,9 @@ class ChunkIndexPort(Protocol):
     def locations(self, vault_id: str, ids: Iterable[bytes]) -> dict[bytes, tuple[bytes | None, int, int]]:
         """(pack_id or None, offset, stored_size) of each id the vault's index holds."""
 
+    def has_chunks(self, vault_id: str) -> bool:
+        """Whether the vault's index holds any row."""
+
 
 def vault_lock_key(vault_id: str) -> int:
     """The vault's advisory lock key: a stable signed 64-bit hash (namespaced, since advisory lock keys are
@@ -337,6 +340,11 @@ class ChunkIndex:
                     break
         return deleted, freed
 
+    def has_chunks(self, vault_id: str) -> bool:
+        with self._lock:  # the primary key's prefix: one index probe, whatever the vault's size
+            return self._conn.execute("SELECT EXISTS (SELECT 1 FROM backup.chunks WHERE vault_id = %s)",
+                                      (vault_id,)).fetchone()[0]
+
     # For tests and GC tooling
 
     def count(self, vault_id: str) -> int:
@@ -419,6 +427,9 @@ class MemoryChunkIndex:
 
     def count(self, vault_id: str) -> int:
         return sum(1 for vault, _ in self.rows if vault == vault_id)
+
+    def has_chunks(self, vault_id: str) -> bool:
+        return any(vault == vault_id for vault, _ in list(self.rows))
 
     # The vault lock, within this process: shared holds are counted, exclusive is one flag
 

@@ -183,6 +183,10 @@ class _BackupJob:
         self.codec = ChunkCodec(self.keys, dictionary=current, dictionaries=dictionaries.by_tag)
         self.packs = packfiles.PackWriter(self.store, self.codec, self.vault_id, self.pack_target)
         self.source = packfiles.ChunkSource(self.store, self.codec, self.vault_id, self.index)
+        # A vault without chunks at the start (its first backup) can only meet chunks that concurrent backups are
+        # storing: the lookups per piece would find nothing worth a round trip, and a chunk stored twice is
+        # harmless (the insert keeps the indexed row and touches it). So they are left out (DESIGN.md 5).
+        self.look_up = self.parent is not None or self.index.has_chunks(self.vault_id)
 
         if self.parent is None:
             self.parent_checked.set()
@@ -325,7 +329,7 @@ class _BackupJob:
             fresh = [(j, chunk) for j, chunk in fresh if not self._keep_patch(first + j, chunk)]
         unknown = [chunk for _, chunk in fresh
                    if chunk not in known and chunk not in parent_known and chunk not in self.claimed]
-        found = self._look_up(unknown)
+        found = self._look_up(unknown) if self.look_up else set()
         t3 = time.perf_counter()
         timed("index_lookup", t3 - t2)
         patched = self._patch(view, first, [(j, chunk) for j, chunk in fresh if chunk not in found and chunk not in

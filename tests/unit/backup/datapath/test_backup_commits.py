@@ -130,7 +130,7 @@ class _Recorder:
         self.store.flush()
 
     def __getattr__(self, name):  # get, delete, exists_many, iterate; the index's now and touch_existing
-        return getattr(self.index if name in ("now", "touch_existing") else self.store, name)
+        return getattr(self.index if name in ("now", "touch_existing", "has_chunks") else self.store, name)
 
     # the index
     def record_new(self, vault_id, rows):

@@ -205,14 +205,17 @@ def test_snapshot_copy_keeps_holes(tmp_path):
     assert allocated_bytes(snapshot.path) <= allocated_bytes(disk)
 
 
-def test_lookups_are_batched(tmp_path):
+def test_lookups_are_batched_and_left_out_in_an_empty_vault(tmp_path):
     disk = make_disk(tmp_path / "disk", 16 * MIB, holes=0.0)
     vault = Vault()
     full = vault.backup(disk)
+    assert [call for call, _ in vault.index.calls].count("touch_existing") == 0  # the vault had no chunk
+    assert [call for call, _ in vault.index.calls].count("record_new") == 1
+    vault.index.calls.clear()
+    again = vault.backup(disk)  # a full backup into a vault that has chunks: one lookup per piece at most
     pieces = 16 * MIB // SMALL["buffer_size"]
     touches = [n for call, n in vault.index.calls if call == "touch_existing"]
-    assert len(touches) <= pieces and max(touches) > 1
-    assert [call for call, _ in vault.index.calls].count("record_new") == 1
+    assert len(touches) <= pieces and max(touches) > 1 and again.new_chunks == 0
     vault.index.calls.clear()
     vault.backup(disk, parent=full.manifest)
     touches = [n for call, n in vault.index.calls if call == "touch_existing"]
