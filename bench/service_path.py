@@ -112,7 +112,6 @@ def measure(pristine: Path, run_dir: Path, change: Callable, timeout: float, enc
 def down(run_dir: Path) -> None:
     subprocess.run([sys.executable, "-m", "cbr_devstack", "down", "--run-dir", str(run_dir)],
                    capture_output=True, timeout=120)
-    import shutil; shutil.copytree(run_dir / "logs", f"/tmp/b/logs-{run_dir.name}", dirs_exist_ok=True)  # TEMP
 
 
 class _S3Usage:
