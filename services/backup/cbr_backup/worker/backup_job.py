@@ -40,6 +40,7 @@ class Part:
     base_backup_id: str      # the backup it read only the changes against
     chunk_ids: frozenset     # every chunk it references
     read_bytes: int          # what was read: holes, unchanged files and shared extents are not
+    patched_blocks: int = 0  # a disk's changed blocks stored as patches of their parent's (DESIGN.md 3.1)
 
 
 async def run_backup(ctx: JobContext) -> None:
@@ -123,7 +124,7 @@ async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: st
                                                      **result.summary()}})
         manifest = result.manifest
         results[part.backup_id] = Part(result.manifest_id, manifest.data_bytes, base_id,
-                                       frozenset(manifest.unique_ids()), result.read_bytes)
+                                       frozenset(manifest.unique_ids()), result.read_bytes, result.patched_blocks)
     return results
 
 
@@ -177,6 +178,7 @@ async def _complete(ctx: JobContext, backup: Backup, results: dict, keys) -> Non
         done, total = ctx.progress_values()
         await lifecycle.finish(uow, task, "success", bytes_done=done, bytes_total=total, extra_info=dict(
             task.extra_info, read_bytes=str(sum(p.read_bytes for p in results.values())),
+            patched_blocks=str(sum(p.patched_blocks for p in results.values())),
             base_backup_id=",".join(sorted({p.base_backup_id for p in results.values()} - {""}))))
         await uow.publish(ev.BackupCompleted(
             project_id=task.project_id, backup_id=backup.backup_id, vault_id=backup.vault_id,
