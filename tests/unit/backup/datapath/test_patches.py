@@ -196,3 +196,26 @@ def test_a_range_the_provider_reports_unchanged_keeps_its_patch_unread(tmp_path)
     assert second.manifest.patch_of(3) == first.manifest.patch_of(3) and sorted(second.manifest.patches) == [3, 9]
     vault.restore(second.manifest, tmp_path / "new")
     assert sha256_file(tmp_path / "new") == sha256_file(disk)
+
+
+def test_gc_keeps_a_base_whose_own_backup_is_gone(tmp_path):
+    import datetime as dt
+
+    from cbr_backup.datapath.gc import collect_garbage
+
+    disk = _text_disk(tmp_path)
+    vault = Vault()
+    full = vault.backup(disk)
+    with open(disk, "r+b") as f:  # block 2 rewritten whole, block 6 in one page
+        f.seek(2 * BS)
+        f.write(os.urandom(BS))
+    _poke(disk, [6 * BS + 5])
+    incremental = vault.backup(disk, parent=full.manifest)
+    base = incremental.manifest.patch_of(6).base
+    assert base == full.manifest.block_id(6) and base not in {chunk for _, chunk in incremental.manifest.data_blocks()}
+    result = collect_garbage(vault.index, vault.store, vault.id, lambda: iter(incremental.manifest.unique_ids()),
+                             live_manifest_ids={incremental.manifest_id}, grace=dt.timedelta(0),
+                             oldest_running_start=None, repack_fraction=1.0)
+    assert result.deleted_chunks == 1  # the full backup's block 2, which nothing references any more
+    vault.restore(incremental.manifest, tmp_path / "new")
+    assert sha256_file(tmp_path / "new") == sha256_file(disk)
