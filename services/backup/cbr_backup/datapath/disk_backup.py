@@ -327,19 +327,24 @@ class _BackupJob:
         parent_known = self.parent_known  # complete now
         if self.parent_patched:  # an unchanged patched block keeps its parent's patch
             fresh = [(j, chunk) for j, chunk in fresh if not self._keep_patch(first + j, chunk)]
-        unknown = [chunk for _, chunk in fresh
+        unknown = [(j, chunk) for j, chunk in fresh
                    if chunk not in known and chunk not in parent_known and chunk not in self.claimed]
-        found = self._look_up(unknown) if self.look_up else set()
+        # Changed blocks of an incremental become patches of their parent's (DESIGN.md 3.1), unless the index turns
+        # out to have the whole block: the blocks' and the patches' ids go in one lookup.
+        patched = self._patch(view, first, unknown) if self.parent is not None and unknown else []
         t3 = time.perf_counter()
-        timed("index_lookup", t3 - t2)
-        patched = self._patch(view, first, [(j, chunk) for j, chunk in fresh if chunk not in found and chunk not in
-                                            known and chunk not in parent_known and chunk not in self.claimed]) \
-            if self.parent is not None else []
-        if patched:  # a patch's id is not looked up: it is new but for a coincidence, and storing one the index
-            # has already is harmless (the insert keeps the indexed value and touches it, DESIGN.md 3.1)
-            fresh = [(j, chunk) for j, chunk in fresh if first + j not in self.patches]
+        timed("patch", t3 - t2)
+        asked = [chunk for _, chunk in unknown] + [patch.chunk for _, patch, _ in patched if patch.chunk not in known
+                                                   and patch.chunk not in parent_known]
+        found = self._look_up(asked) if self.look_up else set()
         t3b = time.perf_counter()
-        timed("patch", t3b - t3)
+        timed("index_lookup", t3b - t3)
+        if patched:
+            block_of = dict(unknown)
+            patched = [(j, patch, plain) for j, patch, plain in patched if block_of[j] not in found]
+            for j, patch, _ in patched:
+                self.patches[first + j] = patch
+            fresh = [(j, chunk) for j, chunk in fresh if first + j not in self.patches]
         mine: list[tuple[int, bytes]] = []
         mine_patches: list[tuple[Patch, bytes]] = []
         with self.lock:
@@ -348,8 +353,9 @@ class _BackupJob:
                     continue
                 self.claimed.add(chunk)
                 mine.append((j, chunk))
-            for patch, plain in patched:
-                if patch.chunk in known or patch.chunk in parent_known or patch.chunk in self.claimed:
+            for _, patch, plain in patched:
+                if patch.chunk in found or patch.chunk in known or patch.chunk in parent_known \
+                        or patch.chunk in self.claimed:
                     continue
                 self.claimed.add(patch.chunk)
                 mine_patches.append((patch, plain))
@@ -388,10 +394,9 @@ class _BackupJob:
         self.patches[i] = patch
         return True
 
-    def _patch(self, view, first: int, changed: list[tuple[int, bytes]]) -> list[tuple[Patch, bytes]]:
-        """Stores the piece's changed blocks that differ from their base (the parent's whole block at the same
-        place, DESIGN.md 3.1) in a few pages as patches: their entries go into self.patches; returns each new
-        Patch with its patch's plaintext (to be stored unless the index or another worker has it)."""
+    def _patch(self, view, first: int, changed: list[tuple[int, bytes]]) -> list[tuple[int, Patch, bytes]]:
+        """(block number in the piece, Patch, the patch's plaintext) for each of the piece's changed blocks that
+        differs from its base (the parent's whole block at the same place, DESIGN.md 3.1) in few enough pages."""
         bs, parent = self.block_size, self.parent
         bases: dict[int, bytes] = {}
         for j, _ in changed:
@@ -402,7 +407,7 @@ class _BackupJob:
         if not bases:
             return []
         values = self.source.fetch_many(set(bases.values()))
-        out: list[tuple[Patch, bytes]] = []
+        out: list[tuple[int, Patch, bytes]] = []
         plain: dict[bytes, bytes] = {}
         for j, base in bases.items():
             block = view[j * bs:min(len(view), (j + 1) * bs)]
@@ -415,9 +420,7 @@ class _BackupJob:
             if pages is None:
                 continue
             data = patch_plaintext(block, pages)
-            patch = Patch(base, blake3.blake3(data, key=self.keys.id_key).digest(), pages)
-            self.patches[first + j] = patch
-            out.append((patch, data))
+            out.append((j, Patch(base, blake3.blake3(data, key=self.keys.id_key).digest(), pages), data))
         return out
 
     def _commit(self, rows: list[packfiles.Row]) -> None:
@@ -427,6 +430,7 @@ class _BackupJob:
             self.store.flush()
         with self.phases.timed("index_insert"):
             self.index.record_new(self.vault_id, rows)
+        self.look_up = True  # the vault has rows now: later pieces may meet them
         with self.lock:
             self.claimed.difference_update(row[0] for row in rows)  # the index answers for them now
 

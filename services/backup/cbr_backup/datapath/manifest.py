@@ -95,7 +95,10 @@ class DiskManifest:
             raise ValueError(f"a manifest of {n} blocks needs {n} zero flags and {n * ID_SIZE} id bytes")
         size = page_map_size(self.block_size)
         for i, patch in self.patches.items():
-            if not 0 <= i < n or self.zero[i] or len(patch.pages) != size or not any(patch.pages):
+            # a page map names at least one page and no page past the block's end: one manifest, one encoding
+            named = int.from_bytes(patch.pages, "little")
+            if not 0 <= i < n or self.zero[i] or len(patch.pages) != size or not named \
+                    or named >> -(-self.block_length(i) // PAGE_SIZE):
                 raise ValueError(f"block {i} cannot be patched as given")
 
     @property

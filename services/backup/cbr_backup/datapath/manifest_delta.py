@@ -140,6 +140,7 @@ def apply_delta(delta: bytes, parent: bytes | None) -> bytes:
     ids = bytearray(count * ID_SIZE)
     zero = bytearray(b"\x01") * count
     patches: dict[int, Patch] = {}
+    old_patched = sorted(old.patches) if old is not None else []
     entry = 3 * ID_SIZE + page_map_size(block_size)
     position, index, end = _HEADER.size, 0, len(view) - DIGEST_SIZE
     while position < end:
@@ -154,7 +155,8 @@ def apply_delta(delta: bytes, parent: bytes | None) -> bytes:
                 raise ManifestDeltaError("SAME beyond the parent")
             ids[index * ID_SIZE:(index + run) * ID_SIZE] = old.ids[index * ID_SIZE:(index + run) * ID_SIZE]
             zero[index:index + run] = old.zero[index:index + run]
-            patches.update((i, p) for i, p in old.patches.items() if index <= i < index + run)
+            for i in old_patched[bisect.bisect_left(old_patched, index):bisect.bisect_left(old_patched, index + run)]:
+                patches[i] = old.patches[i]
         elif op == OP_NEW:
             length = run * ID_SIZE
             if position + length > end:

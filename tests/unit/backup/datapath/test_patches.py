@@ -219,3 +219,41 @@ def test_gc_keeps_a_base_whose_own_backup_is_gone(tmp_path):
     assert result.deleted_chunks == 1  # the full backup's block 2, which nothing references any more
     vault.restore(incremental.manifest, tmp_path / "new")
     assert sha256_file(tmp_path / "new") == sha256_file(disk)
+
+
+def test_a_page_map_naming_a_page_past_the_block_is_refused():
+    # the last block is BS / 2 - 1000 bytes: pages 0-7, the last one short; page 8 does not exist
+    with pytest.raises(ValueError):
+        DiskManifest(6 * BS - 1000 - BS // 2, BS, b"".join(_id(10 + i) for i in range(6)), bytes(6),
+                     {5: Patch(_id(1), _id(2), _pages(8))})
+    DiskManifest(6 * BS - 1000 - BS // 2, BS, b"".join(_id(10 + i) for i in range(6)), bytes(6),
+                 {5: Patch(_id(1), _id(2), _pages(7))})
+
+
+def test_a_first_backup_stores_a_repeated_block_once_across_its_commit_batches(tmp_path):
+    half = make_disk(tmp_path / "half", 2 * MIB, extent=BS, holes=0.0)
+    with open(half, "rb") as f:
+        data = f.read()
+    with open(tmp_path / "disk", "wb") as f:
+        f.write(data + data)
+    vault = Vault()
+    result = vault.backup(tmp_path / "disk", commit_every=4, pack_target=BS)  # batches indexed as it goes
+    assert result.new_chunks == len(result.manifest.unique_ids()) == 2 * MIB // BS
+
+
+def test_a_patch_the_vault_has_is_not_stored_again(tmp_path):
+    disk = _text_disk(tmp_path)
+    vault = Vault()
+    full = vault.backup(disk)
+    with open(disk, "r+b") as f:  # one zeroed page: its patch is 4 KiB of zeros
+        f.seek(3 * BS)
+        f.write(bytes(PAGE))
+    first = vault.backup(disk, parent=full.manifest)
+    assert first.new_chunks == 1
+    with open(disk, "r+b") as f:  # the same patch in another block
+        f.seek(9 * BS)
+        f.write(bytes(PAGE))
+    second = vault.backup(disk, parent=first.manifest)
+    assert second.manifest.patch_of(9).chunk == first.manifest.patch_of(3).chunk and second.new_chunks == 0
+    vault.restore(second.manifest, tmp_path / "new")
+    assert sha256_file(tmp_path / "new") == sha256_file(disk)
