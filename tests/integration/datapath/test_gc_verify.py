@@ -215,6 +215,9 @@ class HeldIndex:
     def now(self):
         return self.inner.now()
 
+    def has_chunks(self, vault_id):
+        return self.inner.has_chunks(vault_id)
+
     def _gate(self):
         if self.held.is_set():
             assert self.release.wait(60)
