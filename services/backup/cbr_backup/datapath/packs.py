@@ -20,7 +20,7 @@ from cbr_backup.datapath.chunk_codec import ID_SIZE, ChunkCodec
 from cbr_backup.datapath.errors import ChunkCorruptError, ChunkMissingError
 from cbr_backup.engine import copy_into
 
-DEFAULT_PACK_TARGET_MIB = 32
+DEFAULT_PACK_TARGET_MIB = 24  # DESIGN.md 13 and 15.4: the packs in flight are most of the worker's peak memory
 PACK_ID_SIZE = 16
 PACK_SLACK = 1 << 20  # mapped room past the target: the value that fills a pack and the pack's tail
 MAPPED_MAX = 256 << 20  # larger targets (a writer its caller detaches, DESIGN.md 17.7; tests) grow a bytearray
@@ -36,7 +36,7 @@ FOOTER_SIZE = _FOOTER.size
 
 
 def pack_target_size() -> int:
-    """CBR_PACK_TARGET_MIB (default 32): the size at which the open pack is closed."""
+    """CBR_PACK_TARGET_MIB (default 24): the size at which the open pack is closed."""
     mib = int(os.environ.get("CBR_PACK_TARGET_MIB", DEFAULT_PACK_TARGET_MIB))
     if not 1 <= mib <= 1024:
         raise ValueError(f"CBR_PACK_TARGET_MIB must be 1-1024, not {mib}")
