@@ -72,6 +72,29 @@ def patched_pages(pages: bytes, length: int) -> Iterator[tuple[int, int]]:
             yield p * PAGE_SIZE, min(length, (p + 1) * PAGE_SIZE)
 
 
+def patched_entries(manifest: "DiskManifest", first: int, count: int) -> bytes:
+    """The encoded entries of patched blocks first .. first + count - 1 (manifest run kind 2, delta op PATCHED)."""
+    ids = manifest.ids
+    return b"".join(ids[i * ID_SIZE:(i + 1) * ID_SIZE] + manifest.patches[i].base + manifest.patches[i].chunk
+                    + manifest.patches[i].pages for i in range(first, first + count))
+
+
+def read_patched_entries(data, position: int, index: int, count: int, block_size: int, ids: bytearray,
+                         patches: dict) -> int | None:
+    """Reads count patched entries from data at position into ids and patches (blocks index ..); the position
+    after them, or None if data is too short."""
+    entry = 3 * ID_SIZE + page_map_size(block_size)
+    if position + count * entry > len(data):
+        return None
+    for i in range(index, index + count):
+        at = position + ID_SIZE
+        ids[i * ID_SIZE:(i + 1) * ID_SIZE] = data[position:at]
+        patches[i] = Patch(bytes(data[at:at + ID_SIZE]), bytes(data[at + ID_SIZE:at + 2 * ID_SIZE]),
+                           bytes(data[at + 2 * ID_SIZE:position + entry]))
+        position += entry
+    return position
+
+
 def patch_length(pages: bytes, length: int) -> int:
     """The raw size of the patch chunk of a block of length bytes."""
     return sum(end - start for start, end in patched_pages(pages, length))
@@ -174,9 +197,7 @@ class DiskManifest:
                 if kind == RUN_DATA:
                     out += self.ids[first * ID_SIZE:(first + count) * ID_SIZE]
                 elif kind == RUN_PATCHED:
-                    for i in range(first, first + count):
-                        patch = self.patches[i]
-                        out += self.ids[i * ID_SIZE:(i + 1) * ID_SIZE] + patch.base + patch.chunk + patch.pages
+                    out += patched_entries(self, first, count)
         out += blake3.blake3(out).digest()
         return bytes(out)
 
@@ -226,7 +247,6 @@ class DiskManifest:
         ids = bytearray(count * ID_SIZE)
         zero = bytearray(b"\x01") * count
         patches: dict[int, Patch] = {}
-        entry = 3 * ID_SIZE + page_map_size(block_size)
         position, index = _HEADER.size, 0
         end = len(body)
         while position < end:
@@ -244,14 +264,9 @@ class DiskManifest:
                 zero[index:index + run] = bytes(run)
                 position += length
             elif kind == RUN_PATCHED and version == VERSION_PATCHED:
-                if position + run * entry > end:
+                position = read_patched_entries(body, position, index, run, block_size, ids, patches)
+                if position is None:
                     raise ManifestCorruptError("truncated patched run")
-                for i in range(index, index + run):
-                    ids[i * ID_SIZE:(i + 1) * ID_SIZE] = body[position:position + ID_SIZE]
-                    at = position + ID_SIZE
-                    patches[i] = Patch(bytes(body[at:at + ID_SIZE]), bytes(body[at + ID_SIZE:at + 2 * ID_SIZE]),
-                                       bytes(body[at + 2 * ID_SIZE:position + entry]))
-                    position += entry
                 zero[index:index + run] = bytes(run)
             elif kind != RUN_ZERO:
                 raise ManifestCorruptError(f"unknown run kind {kind}")

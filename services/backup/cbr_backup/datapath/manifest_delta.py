@@ -25,7 +25,7 @@ import blake3
 
 from cbr_backup.datapath.errors import ManifestCorruptError
 from cbr_backup.datapath.manifest import (ID_SIZE, MAX_RUN, DiskManifest, Patch, block_count, check_block_size,
-                                          page_map_size)
+                                          patched_entries, read_patched_entries)
 
 MAGIC = b"CBRDMD\r\n"
 VERSION = 1
@@ -68,9 +68,7 @@ def encode_delta(manifest: bytes, parent: bytes | None) -> bytes:
             if op == OP_NEW:
                 out += new.ids[first * ID_SIZE:(first + count) * ID_SIZE]
             elif op == OP_PATCHED:
-                for i in range(first, first + count):
-                    patch = new.patches[i]
-                    out += new.ids[i * ID_SIZE:(i + 1) * ID_SIZE] + patch.base + patch.chunk + patch.pages
+                out += patched_entries(new, first, count)
     out += manifest_digest(manifest)
     return bytes(out)
 
@@ -141,7 +139,6 @@ def apply_delta(delta: bytes, parent: bytes | None) -> bytes:
     zero = bytearray(b"\x01") * count
     patches: dict[int, Patch] = {}
     old_patched = sorted(old.patches) if old is not None else []
-    entry = 3 * ID_SIZE + page_map_size(block_size)
     position, index, end = _HEADER.size, 0, len(view) - DIGEST_SIZE
     while position < end:
         if position + _OP.size > end:
@@ -165,14 +162,9 @@ def apply_delta(delta: bytes, parent: bytes | None) -> bytes:
             zero[index:index + run] = bytes(run)
             position += length
         elif op == OP_PATCHED:
-            if position + run * entry > end:
+            position = read_patched_entries(view[:end], position, index, run, block_size, ids, patches)
+            if position is None:
                 raise ManifestDeltaError("truncated PATCHED op")
-            for i in range(index, index + run):
-                at = position + ID_SIZE
-                ids[i * ID_SIZE:(i + 1) * ID_SIZE] = view[position:at]
-                patches[i] = Patch(bytes(view[at:at + ID_SIZE]), bytes(view[at + ID_SIZE:at + 2 * ID_SIZE]),
-                                   bytes(view[at + 2 * ID_SIZE:position + entry]))
-                position += entry
             zero[index:index + run] = bytes(run)
         elif op != OP_ZERO:
             raise ManifestDeltaError(f"unknown op {op}")

@@ -108,6 +108,12 @@ def _poke(path, offsets, seed=3):
             f.write(rng.randbytes(100))
 
 
+def _write(path, offset, data):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
 def _text_disk(tmp_path):
     return make_disk(tmp_path / "disk", 4 * MIB, extent=BS, holes=0.0, text=0.5)
 
@@ -161,9 +167,7 @@ def test_a_block_mostly_rewritten_is_stored_whole(tmp_path):
     disk = _text_disk(tmp_path)
     vault = Vault()
     full = vault.backup(disk)
-    with open(disk, "r+b") as f:
-        f.seek(5 * BS)
-        f.write(os.urandom(BS - PAGE))
+    _write(disk, 5 * BS, os.urandom(BS - PAGE))
     incremental = vault.backup(disk, parent=full.manifest)
     assert 5 not in incremental.manifest.patches and incremental.new_chunks == 1
 
@@ -206,9 +210,7 @@ def test_gc_keeps_a_base_whose_own_backup_is_gone(tmp_path):
     disk = _text_disk(tmp_path)
     vault = Vault()
     full = vault.backup(disk)
-    with open(disk, "r+b") as f:  # block 2 rewritten whole, block 6 in one page
-        f.seek(2 * BS)
-        f.write(os.urandom(BS))
+    _write(disk, 2 * BS, os.urandom(BS))  # block 2 rewritten whole, block 6 in one page
     _poke(disk, [6 * BS + 5])
     incremental = vault.backup(disk, parent=full.manifest)
     base = incremental.manifest.patch_of(6).base
@@ -245,14 +247,10 @@ def test_a_patch_the_vault_has_is_not_stored_again(tmp_path):
     disk = _text_disk(tmp_path)
     vault = Vault()
     full = vault.backup(disk)
-    with open(disk, "r+b") as f:  # one zeroed page: its patch is 4 KiB of zeros
-        f.seek(3 * BS)
-        f.write(bytes(PAGE))
+    _write(disk, 3 * BS, bytes(PAGE))  # one zeroed page: its patch is 4 KiB of zeros
     first = vault.backup(disk, parent=full.manifest)
     assert first.new_chunks == 1
-    with open(disk, "r+b") as f:  # the same patch in another block
-        f.seek(9 * BS)
-        f.write(bytes(PAGE))
+    _write(disk, 9 * BS, bytes(PAGE))  # the same patch in another block
     second = vault.backup(disk, parent=first.manifest)
     assert second.manifest.patch_of(9).chunk == first.manifest.patch_of(3).chunk and second.new_chunks == 0
     vault.restore(second.manifest, tmp_path / "new")
