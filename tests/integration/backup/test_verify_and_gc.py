@@ -1,19 +1,28 @@
 """Verify and GC as jobs through gRPC: a flipped byte and a missing chunk are found, the backups needing them
-marked, and restoring them fails with DATA_LOSS without writing wrong bytes; GC frees what nothing uses."""
+marked, and restoring them fails with DATA_LOSS without writing wrong bytes; a patched block whose base and patch
+do not make it is found too; GC frees what nothing uses."""
 from __future__ import annotations
 
+import os
 
 import grpc
+import psycopg
 
 from cbr.backup.v1 import backup_pb2 as bp
 from cbr.backup.v1 import task_pb2 as tp
 from cbr.vault.v1 import vault_pb2 as vp
 from cbr_backup.chunkstore import FsChunkStore
+from cbr_backup.datapath import load_manifest
+from cbr_backup.datapath.chunk_codec import ChunkCodec
+from cbr_backup.datapath.disk_backup import manifest_key
+from cbr_backup.datapath.manifest import DiskManifest
+from cbr_backup.keys import KeyFileProvider, unwrap_vault_keys
+from cbr_backup.keys.vault_keys import WrappedVaultKeys
 from tests.support.backups import (backup_now, disk_in_vault, disk_path, get_backup, sha256_file, wait_success,
                                    wait_task, write_disk)
 from tests.support.calls import MIB, expect_error
 from tests.support.packs import chunk_objects, flip_pack_byte
-from tests.support.services import eventually
+from tests.support.services import eventually, kek_file
 
 BLOCK = 128 * 1024
 
@@ -67,6 +76,56 @@ async def test_verify_marks_damaged_backups_and_restore_refuses_them(services, c
                                                                         backup_ids=[fresh.backup_id]))
     done = await wait_success(caller, verify.task_id)
     assert done.extra_info["bad_chunks"] == "0" and done.extra_info["corrupt_backups"] == ""
+
+
+def _vault_keys(services, vault_id: str):
+    with psycopg.connect(services.infra.postgres.conninfo()) as conn:
+        kek_id, wrapped_id, wrapped_enc = conn.execute(
+            "SELECT kek_id, wrapped_id_key, wrapped_enc_key FROM backup.vault_keys WHERE vault_id = %s",
+            (vault_id,)).fetchone()
+    provider = KeyFileProvider.from_file(kek_file(services.infra))
+    return unwrap_vault_keys(provider, vault_id, WrappedVaultKeys(kek_id, wrapped_id, wrapped_enc))
+
+
+def _manifest_id(services, backup_id: str) -> str:
+    with psycopg.connect(services.infra.postgres.conninfo()) as conn:
+        return conn.execute("SELECT manifest_id FROM backup.backups WHERE backup_id = %s", (backup_id,)).fetchone()[0]
+
+
+async def test_verify_finds_a_patched_block_its_chunks_do_not_make(services, caller):
+    disk, vault = await disk_in_vault(caller, 4 * MIB, seed=25)
+    full = await backup_now(caller, vault.vault_id)
+    with open(disk.path, "r+b") as f:  # a few bytes in two data blocks: the incremental stores them as patches
+        data = f.read()
+        blocks = [i for i in range(len(data) // BLOCK) if data[i * BLOCK:(i + 1) * BLOCK].strip(b"\0")]
+        for i in blocks[:2]:
+            f.seek(i * BLOCK + 5000)
+            f.write(os.urandom(100))
+    incremental = await backup_now(caller, vault.vault_id)
+    verify = await caller.backups.VerifyBackups(bp.VerifyBackupsRequest(vault_id=vault.vault_id))
+    done = await wait_success(caller, verify.task_id)
+    assert done.extra_info["bad_patched_blocks"] == "0" and done.extra_info["corrupt_backups"] == ""
+
+    # The incremental's manifest rewritten so one patch lies over another block than its own: each chunk is sound.
+    store, keys = FsChunkStore(services.infra.base / "store"), _vault_keys(services, vault.vault_id)
+    key = manifest_key(vault.vault_id, _manifest_id(services, incremental.backup_id))
+    manifest = load_manifest(store, keys, vault.vault_id, _manifest_id(services, incremental.backup_id))
+    assert sorted(manifest.patches) == blocks[:2]
+    first, other = blocks[0], blocks[2]
+    full_manifest = load_manifest(store, keys, vault.vault_id, _manifest_id(services, full.backup_id))
+    wrong = manifest.patches | {first: manifest.patch_of(first)._replace(base=full_manifest.block_id(other))}
+    bad = DiskManifest(manifest.disk_size, manifest.block_size, manifest.ids, manifest.zero, wrong)
+    store.delete(key)
+    store.put(key, ChunkCodec(keys).seal(bad.encode(), key.encode()))
+
+    verify = await caller.backups.VerifyBackups(bp.VerifyBackupsRequest(vault_id=vault.vault_id))
+    done = await wait_success(caller, verify.task_id)
+    assert done.extra_info["bad_chunks"] == "0" and done.extra_info["bad_patched_blocks"] == "1"
+    assert done.extra_info["corrupt_backups"] == incremental.backup_id
+    assert (await get_backup(caller, incremental.backup_id)).corrupt
+    assert not (await get_backup(caller, full.backup_id)).corrupt
+    await expect_error(caller.backups.CreateDiskFromBackup(bp.CreateDiskFromBackupRequest(
+        backup_id=incremental.backup_id, name="refused")), grpc.StatusCode.DATA_LOSS, "BackupService.6750")
 
 
 async def test_gc_frees_what_no_backup_uses_and_usage_follows(services, caller):

@@ -150,6 +150,11 @@ class DiskManifest:
             return [(self.ids[index * ID_SIZE:(index + 1) * ID_SIZE], length)]
         return [(patch.base, length), (patch.chunk, patch_length(patch.pages, length))]
 
+    def patched_blocks(self) -> dict[tuple[bytes, Patch], int]:
+        """(block id, its patch) -> its length for every patched block (what verify puts together and checks)."""
+        return {(self.ids[i * ID_SIZE:(i + 1) * ID_SIZE], patch): self.block_length(i)
+                for i, patch in self.patches.items()}
+
     def data_blocks(self) -> Iterator[tuple[int, bytes]]:
         """(index, id) of every non-zero block, in order."""
         ids, size = self.ids, ID_SIZE

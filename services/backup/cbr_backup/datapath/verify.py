@@ -1,4 +1,5 @@
 """Verification of a vault's chunks: each is read back and decoded as a restore would; bad ones are quarantined.
+Patched blocks (DESIGN.md 3.1) are then put together from their base and patch and checked against their ids.
 
 A bad chunk that keeps its index row is worse than a missing one: every later backup of the same data finds
 the row and reuses the damaged value without reading it. Quarantine therefore takes the row away (after
@@ -16,9 +17,12 @@ from cbr_backup.datapath.chunk_codec import ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import VaultDictionaries
 from cbr_backup.datapath.packs import ChunkSource, chunk_key
 from cbr_backup.datapath.errors import ChunkCorruptError
+from cbr_backup.datapath.manifest import Patch, patch_length
+from cbr_backup.datapath.patches import apply_patch, check_block
 
 VERIFY_BATCH = 256   # ids per index lookup, per progress call
 VERIFY_WORKERS = 4   # reads and decodes release the GIL (file I/O, zstd, AES, BLAKE3)
+PATCHED_BATCH = 64   # patched blocks per batch: their bases' and patches' plaintexts are held together
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,48 @@ def verify_chunks(index, store, keys: VaultKeys, vault_id: str, ids: Iterable[by
         store.flush()  # the quarantined copies are worth keeping for an operator to look at
     return VerifyResult(checked_chunks=len(todo), bad_chunks=bad, quarantined=quarantined,
                         seconds=time.perf_counter() - t0)
+
+
+def verify_patched_blocks(index, store, keys: VaultKeys, vault_id: str, blocks: dict[tuple[bytes, Patch], int], *,
+                          workers: int = VERIFY_WORKERS, batch: int = PATCHED_BATCH) -> dict[tuple[bytes, Patch], str]:
+    """Checks that each patched block's base with its patch laid over it is the block (its keyed BLAKE3 is the
+    block's id), as a restore would; blocks: (block id, patch) -> block length, as manifest.patched_blocks()
+    gives them. Returns (block id, patch) -> what is wrong. A base or patch that is missing or does not decode
+    is reported here too (verify_chunks reports and quarantines the chunk itself); a block whose chunks are
+    each sound but do not make it is a bad manifest entry, which no chunk stored again can mend, so nothing
+    is quarantined."""
+    codec = ChunkCodec(keys, dictionaries=VaultDictionaries(store, vault_id, keys).by_tag)
+    source = ChunkSource(store, codec, vault_id, index)
+    todo = sorted(blocks)
+    bad: dict[tuple[bytes, Patch], str] = {}
+
+    def check(entry: tuple[bytes, Patch], values: dict[bytes, bytes]) -> str | None:
+        (block_id, patch), length = entry, blocks[entry]
+        parts = []
+        for what, chunk, size in (("base", patch.base, length),
+                                  ("patch", patch.chunk, patch_length(patch.pages, length))):
+            if values.get(chunk) is None:
+                return f"{what} {chunk.hex()} missing"
+            try:
+                parts.append(codec.decode(values[chunk], chunk, size, chunk_key(vault_id, chunk)))
+            except ChunkCorruptError as exc:
+                return f"{what} {chunk.hex()} corrupt: {exc.reason}"
+        block = bytearray(length)
+        apply_patch(block, 0, parts[0], parts[1], patch.pages, length)
+        try:
+            check_block(block, block_id, keys.id_key)
+        except ChunkCorruptError as exc:
+            return f"corrupt: {exc.reason}"
+        return None
+
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="cbr-verify") as pool:
+        for start in range(0, len(todo), batch):
+            part = todo[start:start + batch]
+            values = source.fetch_many({chunk for _, patch in part for chunk in (patch.base, patch.chunk)})
+            for entry, problem in zip(part, pool.map(lambda e: check(e, values), part)):
+                if problem is not None:
+                    bad[entry] = problem
+    return bad
 
 
 def _in_store_order(source: ChunkSource, ids: list[bytes], window: int = 65536) -> list[bytes]:

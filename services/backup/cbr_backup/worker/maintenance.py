@@ -9,7 +9,7 @@ import threading
 from cbr.events.v1 import backup_events_pb2 as ev
 from cbr_backup.datapath import records
 from cbr_backup.datapath.gc import collect_garbage
-from cbr_backup.datapath.verify import VerifyResult, verify_chunks
+from cbr_backup.datapath.verify import VerifyResult, verify_chunks, verify_patched_blocks
 from cbr_backup.domain.backups import Backup
 from cbr_backup.service import change_bases, lifecycle
 from cbr_backup.transfer.namespaces import open_vault_namespaces
@@ -153,7 +153,9 @@ async def _expire_transfers(ctx: JobContext, vault_id: str) -> None:
 
 async def run_verify(ctx: JobContext) -> None:
     """Re-reads every chunk the chosen backups need; backups that need a bad one are marked corrupt (their
-    server backup too) and bad chunks are quarantined, so the next backup stores them again."""
+    server backup too) and bad chunks are quarantined, so the next backup stores them again. Patched blocks are
+    then put together from their base and patch and checked against their ids: a backup with one that does
+    not come out whole is corrupt too (a bad manifest entry: no chunk is quarantined for it)."""
     task = ctx.task
     async with ctx.make_uow() as uow:
         chosen = await uow.backups.vault_backups(task.vault_id, ("available",), task.params.get("backup_ids", []))
@@ -162,26 +164,39 @@ async def run_verify(ctx: JobContext) -> None:
     for backup in chosen:
         by_namespace.setdefault(backup.namespace_id, []).append(backup)
     needs: dict[str, set[bytes]] = {}
+    patched: dict[str, set] = {}  # backup id -> its patched blocks' (id, patch)
     unreadable: list[Backup] = []
     results = []
+    bad_blocks: dict = {}
     for members in by_namespace.values():
         keys = await ctx.backup_keys(members[0])
         sizes: dict[bytes, int] = {}
+        blocks: dict = {}
         for backup in members:
             try:
-                found = await asyncio.to_thread(
-                    lambda b=backup: manifests.chunk_sizes(manifests.load(ctx.store, keys, b)))
+                found, mine = await asyncio.to_thread(lambda b=backup: _what_it_needs(manifests.load(ctx.store, keys, b)))
             except DataLossError:  # the manifest itself is missing or damaged
                 unreadable.append(backup)
                 continue
             sizes.update(found)
             needs[backup.backup_id] = set(found)
+            blocks.update(mine)
+            patched[backup.backup_id] = set(mine)
         async with ctx.index(task.vault_id) as index:  # shared: GC does not repack (move chunks) while we read
             results.append(await asyncio.to_thread(verify_chunks, index, ctx.store, keys, task.vault_id, list(sizes),
                                                    raw_sizes=sizes, progress=ctx.progress))
+            bad_chunks = results[-1].bad_chunks
+            sound = {entry: length for entry, length in blocks.items()  # a bad chunk is reported already
+                     if entry[1].base not in bad_chunks and entry[1].chunk not in bad_chunks}
+            if sound:
+                bad_blocks.update(await asyncio.to_thread(verify_patched_blocks, index, ctx.store, keys,
+                                                          task.vault_id, sound))
+    for (block_id, _), problem in bad_blocks.items():
+        log.error("patched block %s does not come out whole: %s", block_id.hex(), problem)
     result = _merged(results)
     bad = set(result.bad_chunks)
-    corrupt = {b.backup_id for b in unreadable} | {bid for bid, ids in needs.items() if ids & bad}
+    corrupt = {b.backup_id for b in unreadable} | {bid for bid, ids in needs.items() if ids & bad} \
+        | {bid for bid, ids in patched.items() if ids & bad_blocks.keys()}
     now = utcnow()
     async with ctx.make_uow() as uow:
         await check_still_mine(uow, task)
@@ -192,10 +207,16 @@ async def run_verify(ctx: JobContext) -> None:
                 await uow.backups.update_backup(backup.parent_id, corrupt=True)
         await lifecycle.finish(uow, task, "success", extra_info=dict(
             task.extra_info, checked_chunks=str(result.checked_chunks), bad_chunks=str(len(bad)),
-            quarantined=str(result.quarantined), corrupt_backups=",".join(sorted(corrupt))))
+            bad_patched_blocks=str(len(bad_blocks)), quarantined=str(result.quarantined),
+            corrupt_backups=",".join(sorted(corrupt))))
         await lifecycle.publish_usage(uow, task.project_id, task.vault_id)
         await uow.commit()
 
+
+
+def _what_it_needs(manifest) -> tuple[dict, dict]:
+    """A manifest's chunks (id -> raw size) and patched blocks ((id, patch) -> length)."""
+    return manifests.chunk_sizes(manifest), manifests.patched_blocks(manifest)
 
 
 def _merged(results: list) -> VerifyResult:

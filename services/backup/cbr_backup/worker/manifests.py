@@ -14,3 +14,8 @@ def load(store, keys, backup: Backup):
 def chunk_sizes(manifest) -> dict[bytes, int]:
     """id -> raw size of every chunk the manifest (a disk's or a tree's) references."""
     return manifest.chunk_sizes()
+
+
+def patched_blocks(manifest) -> dict:
+    """(block id, patch) -> length of a disk manifest's patched blocks; a tree's has none."""
+    return manifest.patched_blocks() if hasattr(manifest, "patched_blocks") else {}

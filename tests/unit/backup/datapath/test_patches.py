@@ -14,6 +14,7 @@ from cbr_backup.datapath.manifest import DiskManifest, Patch, patch_length
 from cbr_backup.datapath.manifest_delta import apply_delta, encode_delta
 from cbr_backup.datapath.packs import ChunkSource
 from cbr_backup.datapath.patches import diff_pages
+from cbr_backup.datapath.verify import verify_patched_blocks
 from tests.unit.backup.datapath.disk_images import MIB, make_disk, sha256_file
 from tests.unit.backup.datapath.test_disk_paths import BS, Vault
 
@@ -185,6 +186,30 @@ def test_a_patch_that_does_not_make_its_block_fails_the_restore(tmp_path):
     with pytest.raises(ChunkCorruptError):
         vault.restore(bad, tmp_path / "new")
     assert patch_length(patch.pages, BS) == PAGE
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_verify_puts_patched_blocks_together_and_names_the_ones_that_do_not_come_out_whole(tmp_path, encrypted):
+    disk = _text_disk(tmp_path)
+    vault = Vault(encrypted)
+    full = vault.backup(disk)
+    _poke(disk, [3 * BS + 5, 7 * BS + 5, 9 * BS + 2 * PAGE])
+    manifest = vault.backup(disk, parent=full.manifest).manifest
+    assert sorted(manifest.patches) == [3, 7, 9]
+    sound = manifest.patched_blocks()
+    assert sorted(sound.values()) == [BS] * 3 and {key[1] for key in sound} == set(manifest.patches.values())
+    assert verify_patched_blocks(vault.index, vault.store, vault.keys, vault.id, sound, batch=2) == {}
+
+    # each chunk sound, but not the block: a base that is another block, a page map naming the wrong page
+    seven, nine = manifest.patch_of(7), manifest.patch_of(9)
+    wrong_base = (manifest.block_id(7), seven._replace(base=full.manifest.block_id(8)))
+    wrong_page = (manifest.block_id(9), nine._replace(pages=_pages(3)))
+    missing = (manifest.block_id(3), manifest.patch_of(3)._replace(chunk=_id(99)))
+    found = verify_patched_blocks(vault.index, vault.store, vault.keys, vault.id,
+                                  {**sound, wrong_base: BS, wrong_page: BS, missing: BS}, batch=2)
+    assert found == {wrong_base: "corrupt: its base and patch do not make the block",
+                     wrong_page: "corrupt: its base and patch do not make the block",
+                     missing: f"patch {_id(99).hex()} missing"}
 
 
 def test_a_range_the_provider_reports_unchanged_keeps_its_patch_unread(tmp_path):
