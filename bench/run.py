@@ -70,6 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the work folder's disks and repositories")
     p.add_argument("--no-service", action="store_true",
                    help="skip the service path (the embedded stack, gRPC call to available)")
+    p.add_argument("--full-pairs", type=int, default=3,
+                   help="alternating pairs of fresh full backups, restic's then the service's (standard workload, "
+                        "xfs pool), whose median ratio is the full backup's robust figure (default 3, 0: none)")
     return p.parse_args(argv)
 
 
@@ -344,14 +347,16 @@ def run_workload(prepared: Prepared, runners: list[Runner], args: argparse.Names
             try:
                 if kind == "rbd" and prepared.change_image is None:
                     raise pools.PoolUnavailable(f"the rbd row runs on the standard workload only, not {prepared.name}")
-                with pools.pool_folder(kind, work, 4 * size + 4 * GIB) as folder:
+                pairs = args.full_pairs if kind == "xfs" and prepared.name == "standard" else 0
+                peer = _fresh_full(runners, prepared.pristine, work, timeout, drop) if pairs else None
+                with pools.pool_folder(kind, work, 4 * size + 4 * GIB + 2 * pairs * size) as folder:
                     if kind == "rbd":
                         service[kind] = service_path.measure(
                             prepared.pristine, folder / "stack", prepared.change_image, timeout, provider="ceph",
                             while_up=_s3_on_rgw(prepared, args, work, s3_rgw))
                     else:
                         service[kind] = service_path.measure(prepared.pristine, folder / "stack", prepared.change,
-                                                             timeout)
+                                                             timeout, peer_full=peer, full_pairs=pairs)
             except pools.PoolUnavailable as exc:
                 service[kind] = {"error": str(exc)}
             service[kind]["pool"] = kind
@@ -365,6 +370,30 @@ def run_workload(prepared: Prepared, runners: list[Runner], args: argparse.Names
         print(f"bench: {prepared.name}, {runner.name}: {_brief(results[runner.name])}", flush=True)
     workload["changed_sha256"] = changed.get("sha256")
     return {"workload": workload, "results": results, "service": service, "s3_rgw": s3_rgw}
+
+
+def _fresh_full(runners: list[Runner], pristine: Path, work: Path, timeout: float,
+                drop: bool) -> Callable[[], float] | None:
+    """restic's full backup of a fresh copy of pristine into a fresh repository, timed as measure_tool times it
+    (page cache dropped first); None without restic among the tools."""
+    restic = next((r for r in runners if r.name == "restic"), None)
+    if restic is None or not restic.available()[0]:
+        return None
+
+    def full() -> float:
+        runner = type(restic)(work / "pair-restic", timeout=timeout)
+        shutil.rmtree(runner.folder, ignore_errors=True)
+        try:
+            runner.setup()
+            disk = runner.folder / "disk.raw"
+            sparse_copy(pristine, disk)
+            if drop:
+                drop_caches()
+            return runner.full(disk).check().seconds
+        finally:
+            runner.teardown()
+            shutil.rmtree(runner.folder, ignore_errors=True)
+    return full
 
 
 def _s3_on_rgw(prepared: Prepared, args: argparse.Namespace, work: Path, out: dict) -> Callable[[dict], None] | None:

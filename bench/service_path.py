@@ -87,11 +87,16 @@ def ceph_s3(run_dir: Path) -> dict:
 
 
 def measure(pristine: Path, run_dir: Path, change: Callable, timeout: float, encrypted: bool = True,
-            provider: str = "local", while_up: Callable[[dict], None] | None = None) -> dict:
+            provider: str = "local", while_up: Callable[[dict], None] | None = None,
+            peer_full: Callable[[], float] | None = None, full_pairs: int = 0) -> dict:
     """The bench's vault is encrypted (the default, as restic always is); encrypted=False measures the cost.
 
     change(disk) applies the workload's change step to the service's disk, in place: a Path for the local
-    provider, a bench.rbd_disk.RbdDisk for ceph."""
+    provider, a bench.rbd_disk.RbdDisk for ceph.
+    full_pairs: after the steps, that many alternating pairs of full backups of the pristine disk, each into a
+    fresh repository or vault: peer_full() (a peer's, returning its seconds), then the service's (a new disk and
+    vault in the same stack). The machine's speed drifts by tens of percent within minutes, so the ratio of
+    one pair is noisy; the median of several is the figure to trust (bench/README.md)."""
     env = {**os.environ, "CBR_PROVIDER": provider}
     up = subprocess.run([sys.executable, "-m", "cbr_devstack", "up", "--run-dir", str(run_dir)],
                         capture_output=True, text=True, timeout=600, env=env)
@@ -99,7 +104,8 @@ def measure(pristine: Path, run_dir: Path, change: Callable, timeout: float, enc
         down(run_dir)
         return {"error": f"the embedded stack did not start: {(up.stderr or up.stdout).strip()[-500:]}"}
     try:
-        result = _measure(pristine, run_dir, _env_file(run_dir), change, timeout, encrypted, provider == "ceph")
+        result = _measure(pristine, run_dir, _env_file(run_dir), change, timeout, encrypted, provider == "ceph",
+                          peer_full if provider != "ceph" else None, full_pairs)
         if while_up is not None and provider == "ceph":
             while_up(ceph_s3(run_dir))
         return result
@@ -135,7 +141,8 @@ class _S3Usage:
 
 
 def _measure(pristine: Path, run_dir: Path, env: dict, change: Callable, timeout: float,
-             encrypted: bool, ceph: bool = False) -> dict:
+             encrypted: bool, ceph: bool = False, peer_full: Callable[[], float] | None = None,
+             full_pairs: int = 0) -> dict:
     from cbr.backup.v1 import backup_pb2, backup_pb2_grpc, protectable_pb2, protectable_pb2_grpc, task_pb2, \
         task_pb2_grpc
     from cbr.common.v1 import common_pb2
@@ -153,8 +160,21 @@ def _measure(pristine: Path, run_dir: Path, env: dict, change: Callable, timeout
     rss: dict = {}
 
     size = pristine.stat().st_size
-    disk = protectables.CreateDisk(protectable_pb2.CreateDiskRequest(name="bench", size_bytes=size),
-                                   metadata=metadata).disk
+
+    def new_disk_and_vault(name: str):
+        disk = protectables.CreateDisk(protectable_pb2.CreateDiskRequest(name=name, size_bytes=size),
+                                       metadata=metadata).disk
+        if not ceph:
+            sparse_copy(pristine, Path(disk.path))
+        vault = vaults.CreateVault(vault_pb2.CreateVaultRequest(
+            name=name, object_type=common_pb2.OBJECT_TYPE_DISK, protect_type=vault_pb2.PROTECT_TYPE_BACKUP,
+            size_gb=max(10, 4 * size >> 30), encrypted=encrypted, resources=[vault_pb2.ResourceRef(
+                resource_id=disk.resource_id, type=common_pb2.OBJECT_TYPE_DISK)]), metadata=metadata).vault
+        if vault.encrypted != encrypted:
+            raise RuntimeError(f"the bench's vault says encrypted={vault.encrypted}, {encrypted} was asked for")
+        return disk, vault
+
+    disk, vault = new_disk_and_vault("bench")
     if ceph:
         from bench.rbd_disk import RbdDisk
 
@@ -168,17 +188,10 @@ def _measure(pristine: Path, run_dir: Path, env: dict, change: Callable, timeout
             with RbdDisk(conf, locator) as image:
                 return image.sha256()
     else:
-        sparse_copy(pristine, Path(disk.path))
         same_data = None
 
         def checksum(path: str) -> str:
             return sha256_file(Path(path))
-    vault = vaults.CreateVault(vault_pb2.CreateVaultRequest(
-        name="bench", object_type=common_pb2.OBJECT_TYPE_DISK, protect_type=vault_pb2.PROTECT_TYPE_BACKUP,
-        size_gb=max(10, 4 * size >> 30), encrypted=encrypted, resources=[vault_pb2.ResourceRef(
-            resource_id=disk.resource_id, type=common_pb2.OBJECT_TYPE_DISK)]), metadata=metadata).vault
-    if vault.encrypted != encrypted:
-        raise RuntimeError(f"the bench's vault says encrypted={vault.encrypted}, {encrypted} was asked for")
 
     def wait(task_id: str):
         deadline = time.monotonic() + timeout
@@ -200,8 +213,8 @@ def _measure(pristine: Path, run_dir: Path, env: dict, change: Callable, timeout
         rss[step] = peak_rss_mb(pid)
         return seconds, task
 
-    def checkpoint() -> str:
-        cp = backups.CreateCheckpoint(backup_pb2.CreateCheckpointRequest(vault_id=vault.vault_id),
+    def checkpoint(vault_id: str = vault.vault_id) -> str:
+        cp = backups.CreateCheckpoint(backup_pb2.CreateCheckpointRequest(vault_id=vault_id),
                                       metadata=metadata).checkpoint
         return cp.resources[0].task_id
 
@@ -231,6 +244,12 @@ def _measure(pristine: Path, run_dir: Path, env: dict, change: Callable, timeout
     restore_s, _ = timed("restore", new_disk)
     restored = protectables.GetProtectable(protectable_pb2.GetProtectableRequest(
         type=common_pb2.OBJECT_TYPE_DISK, resource_id=restored_id["disk"]), metadata=metadata).protectable
+    pairs = []
+    for k in range(full_pairs if peer_full is not None else 0):
+        peer_s = peer_full()
+        _, fresh = new_disk_and_vault(f"pair-{k}")
+        cbr_s, _ = timed("pair", lambda: checkpoint(fresh.vault_id))
+        pairs.append({"peer_s": round(peer_s, 3), "cbr_s": round(cbr_s, 3)})
     full_stored = after_full["bytes"] - before["bytes"]
     full_objects = after_full["files"] - before["files"]
     read = incr_task.extra_info.get("read_bytes")
@@ -245,6 +264,7 @@ def _measure(pristine: Path, run_dir: Path, env: dict, change: Callable, timeout
             "objects_per_gib": round(full_objects / (full_stored / GIB), 1) if full_stored > 0 else None,
             "incr_read_bytes": int(read) if read and read.isdigit() else None,
             "rss_mb": rss, "peak_rss_mb": max(peaks) if peaks else None, "worker_pid_found": pid is not None,
+            "full_pairs": pairs,
             "store": "radosgw (S3 listing of the stack's bucket)" if ceph else "folder",
             **({"image_is_workload_file": same_data} if ceph else {}), **diff}
 

@@ -28,7 +28,9 @@ def fake_workloads():
         "service": {
             "xfs": {"full_s": 2.5, "incr_s": 2.0, "restore_s": 1.2, "restore_ok": True, "full_stored_bytes": 900,
                     "incr_added_bytes": 20, "peak_rss_mb": 250.0, "objects_per_gib": 40.0, "pool": "xfs",
-                    "incr_read_bytes": 7 << 20},
+                    "incr_read_bytes": 7 << 20,
+                    "full_pairs": [{"cbr_s": 3.0, "peer_s": 8.0}, {"cbr_s": 3.6, "peer_s": 9.0},
+                                   {"cbr_s": 2.8, "peer_s": 10.0}]},  # ratios 0.375, 0.4, 0.28
             "rbd": {"full_s": 3.0, "incr_s": 0.8, "restore_s": 2.5, "restore_ok": True, "full_stored_bytes": 950,
                     "incr_added_bytes": 25, "peak_rss_mb": 200.0, "objects_per_gib": 45.0, "pool": "rbd",
                     "incr_read_bytes": 3 << 20, "diff_iterate_block_bytes": 4 << 20},
@@ -65,6 +67,7 @@ def test_report_evaluates_issue_10_targets_and_renders_both_tables(tmp_path):
                for t in rep["targets"])
     assert met == {
         "service full backup (standard, xfs pool)": True,               # 2.5 / 9 <= 1/3
+        "service full backup, median of alternating fresh pairs (standard, xfs pool)": False,  # 0.375 > 1/3
         "service incremental (standard, xfs pool)": True,               # 2 / 5 <= 1/2
         "service restore to a new disk (standard, xfs pool)": True,     # 1.2 / 4 <= 1/2
         "data path within 20% of the service path: full backup (standard, xfs pool)": True,   # 2.5 / 2.2
@@ -85,6 +88,10 @@ def test_report_evaluates_issue_10_targets_and_renders_both_tables(tmp_path):
         "incremental reads vs diff_iterate, rounded to blocks (standard, service, rbd)": True,  # 3 / 4
         "service incremental (standard, rbd + rgw)": True,                                   # 0.8 / 5 <= 1/5
     }
+
+    pairs = next(t for t in rep["targets"] if "median of alternating" in t["measure"])
+    assert pairs["value"] == 0.375 and pairs["detail"] == ("3 pairs: ratios 0.28-0.40, service 2.80-3.60 s, "
+                                                          "restic 8.00-10.00 s")
 
     paths = report.write_all(rep, tmp_path)
     written = json.loads(paths["json"].read_text())
