@@ -7,6 +7,7 @@ import contextlib
 import os
 
 import grpc
+import psycopg
 from sqlalchemy import text
 
 from cbr.backup.v1 import backup_pb2 as bp
@@ -136,6 +137,9 @@ async def test_a_backup_reports_the_bytes_it_added_and_the_bytes_it_references(s
         full = await backup_now(caller, vault.vault_id)
         # Every chunk of the first backup of a new vault is new to it.
         assert not full.incremental and full.added_bytes == full.stored_bytes > 7 * MIB
+        with psycopg.connect(services.infra.postgres.conninfo()) as conn:  # the data path's sum is the index's
+            assert conn.execute("SELECT sum(stored_size) FROM backup.chunks WHERE vault_id = %s",
+                                (vault.vault_id,)).fetchone()[0] == full.stored_bytes
 
         with open(disk.path, "r+b") as f:
             f.seek(4 * MIB)

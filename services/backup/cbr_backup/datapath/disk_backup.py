@@ -56,6 +56,7 @@ class BackupResult:
     read_bytes: int            # bytes read from the snapshot (holes and shared extents are not read)
     data_blocks: int           # non-zero blocks
     new_chunks: int            # chunks this backup wrote to the store
+    new_stored_bytes: int      # their stored sizes summed (what their index rows say)
     patched_blocks: int        # changed blocks stored as a patch of their parent's (DESIGN.md 3.1)
     reused_chunks: int         # distinct chunks the index already had
     stored_bytes_added: int    # bytes this backup added to the store: packs, manifest, dictionary
@@ -161,6 +162,7 @@ class _BackupJob:
         self.parent_error: BaseException | None = None
         self.read_bytes = 0
         self.new_chunks = 0
+        self.new_stored_bytes = 0
         self.stored_added = 0
         self.codec: ChunkCodec | None = None
         self.flusher = _EarlyFlusher(store)
@@ -371,9 +373,11 @@ class _BackupJob:
         # The piece's new chunks go in back to back: restoring the piece reads them with one ranged read.
         self.packs.add_many(new)
         timed("pack_append_put", time.perf_counter() - t4)
+        written = sum(len(value) for _, _, value in new)
         with self.lock:
             self.new_chunks += len(new)
-        self.flusher.wrote(sum(len(value) for _, _, value in new))
+            self.new_stored_bytes += written
+        self.flusher.wrote(written)
         batch = self.packs.take_rows(at_least=self.commit_every)
         if batch:
             self._commit(batch)
@@ -455,7 +459,7 @@ class _BackupJob:
         return BackupResult(
             manifest_id=manifest_id, manifest=manifest, manifest_bytes=len(value), logical_bytes=self.size,
             read_bytes=self.read_bytes, data_blocks=manifest.data_block_count, new_chunks=self.new_chunks,
-            patched_blocks=len(manifest.patches),
+            new_stored_bytes=self.new_stored_bytes, patched_blocks=len(manifest.patches),
             reused_chunks=len(referenced) - self.new_chunks,
             stored_bytes_added=self.stored_added + self.packs.bytes_written + len(value),
             seconds=elapsed_before + time.perf_counter() - t0, timings=self.phases.summary())

@@ -41,6 +41,9 @@ class Part:
     chunk_ids: frozenset     # every chunk it references
     read_bytes: int          # what was read: holes, unchanged files and shared extents are not
     patched_blocks: int = 0  # a disk's changed blocks stored as patches of their parent's (DESIGN.md 3.1)
+    # The stored size of every chunk it references when it wrote each of them itself (a disk's full backup of
+    # data the vault did not have), else None: then the index sums them.
+    stored_bytes: int | None = None
 
 
 async def run_backup(ctx: JobContext) -> None:
@@ -123,8 +126,12 @@ async def _backup_disks(ctx: JobContext, backup: Backup, keys, index, suffix: st
         log.info("disk backed up", extra={"fields": {"task": ctx.task.task_id, "changes_known": changed is not None,
                                                      **result.summary()}})
         manifest = result.manifest
-        results[part.backup_id] = Part(result.manifest_id, manifest.data_bytes, base_id,
-                                       frozenset(manifest.unique_ids()), result.read_bytes, result.patched_blocks)
+        referenced = frozenset(manifest.unique_ids())
+        # What it wrote is all in the manifest, once each: as many chunks written as referenced means all of them.
+        wrote_all = result.new_chunks == len(referenced)
+        results[part.backup_id] = Part(result.manifest_id, manifest.data_bytes, base_id, referenced,
+                                       result.read_bytes, result.patched_blocks,
+                                       result.new_stored_bytes if wrote_all else None)
     return results
 
 
@@ -160,7 +167,11 @@ async def _complete(ctx: JobContext, backup: Backup, results: dict, keys) -> Non
         now = utcnow()
         total_logical = total_stored = 0
         for part_id, part in results.items():
-            stored, added = await uow.backups.stored_bytes_of(backup.vault_id, part.chunk_ids, backup.started_time)
+            if part.stored_bytes is not None:  # all written by this backup, since it started: no sums over the ids
+                stored = added = part.stored_bytes
+            else:
+                stored, added = await uow.backups.stored_bytes_of(backup.vault_id, part.chunk_ids,
+                                                                  backup.started_time)
             total_logical, total_stored = total_logical + part.logical_bytes, total_stored + stored
             await lifecycle.move_backup(uow, task.project_id, part_id, "available", False,
                                         manifest_id=part.manifest_id, logical_bytes=part.logical_bytes,
