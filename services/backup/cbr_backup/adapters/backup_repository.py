@@ -4,11 +4,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Sequence
 
-from sqlalchemy import LargeBinary, and_, any_, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cbr_backup.adapters.id_lists import ids_in
 from cbr_backup.adapters.tables import (backups, checkpoints, chunks, replica_dictionaries, replica_namespaces,
                                         resource_jobs, vault_keys)
 from cbr_backup.domain.backups import Backup, BackupFilter, Checkpoint, SkippedResource
@@ -157,11 +157,10 @@ class BackupRepository:
         ids = sorted(ids)
         size = chunks.c.stored_size
         for start in range(0, len(ids), 50_000):
-            batch = bindparam("ids", ids[start:start + 50_000], type_=ARRAY(LargeBinary))
             row = (await self._s.execute(
                 select(func.coalesce(func.sum(size), 0),
                        func.coalesce(func.sum(size).filter(chunks.c.created_time >= stored_since), 0))
-                .where(chunks.c.vault_id == vault_id, chunks.c.digest == any_(batch)))).one()
+                .where(chunks.c.vault_id == vault_id, ids_in(chunks.c.digest, ids[start:start + 50_000])))).one()
             stored, added = stored + row[0], added + row[1]
         return stored, added
 

@@ -5,20 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Iterable, Sequence
 
-from sqlalchemy import LargeBinary, and_, any_, bindparam, delete, func, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cbr_backup.adapters.id_lists import ids_in
 from cbr_backup.adapters.tables import (backups, replica_dictionaries, replica_namespaces, replica_transfer_manifests,
                                         replica_transfer_packs, replica_transfer_wanted, replica_transfers)
 from cbr_common.db import utcnow
 
 BATCH = 4096
-
-
-def _ids(values: Sequence[bytes]):
-    return bindparam("ids", list(values), type_=ARRAY(LargeBinary))
 
 
 class TransferRepository:
@@ -136,7 +132,7 @@ class TransferRepository:
         if not ids:
             return {}
         rows = (await self._s.execute(select(c.digest, c.raw_size).where(
-            c.transfer_id == transfer_id, c.digest == any_(_ids(ids))))).all()
+            c.transfer_id == transfer_id, ids_in(c.digest, ids)))).all()
         return {bytes(d): raw for d, raw in rows}
 
     async def drop_wanted(self, transfer_id: str, ids: Iterable[bytes]) -> None:
@@ -144,7 +140,7 @@ class TransferRepository:
         ids = sorted(set(ids))
         for start in range(0, len(ids), BATCH):
             await self._s.execute(delete(replica_transfer_wanted).where(
-                c.transfer_id == transfer_id, c.digest == any_(_ids(ids[start:start + BATCH]))))
+                c.transfer_id == transfer_id, ids_in(c.digest, ids[start:start + BATCH])))
 
     async def forget_wanted(self, transfer_id: str) -> None:
         """A transfer that ends keeps neither its want-list nor its packs' list (GC judges its packs by the index)."""
