@@ -134,15 +134,24 @@ class PackBuffer:
     malloc's per-thread arenas, the largest part of the worker's peak RSS on RBD (DESIGN.md 13.2, 15.4). Past capacity
     (a value larger than the slack, or no capacity given) the bytes move to a growing bytearray."""
 
-    def __init__(self, capacity: int | None):
-        self._map = mmap.mmap(-1, capacity, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) if capacity else None
-        if self._map is not None and hasattr(mmap, "MADV_HUGEPAGE"):
-            self._map.madvise(mmap.MADV_HUGEPAGE)
+    def __init__(self, capacity: int | None, spare: "PackBuffer | None" = None):
+        """spare: a buffer of the same capacity that is done with, whose mapping is taken over: its pages are
+        resident already, so the kernel neither faults nor zeroes them again (3% of a full backup's CPU)."""
+        if spare is not None and spare._map is not None and len(spare._map) == capacity:
+            self._map, spare._map = spare._map, None
+        else:
+            self._map = mmap.mmap(-1, capacity, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) if capacity else None
+            if self._map is not None and hasattr(mmap, "MADV_HUGEPAGE"):
+                self._map.madvise(mmap.MADV_HUGEPAGE)
         self._grown: bytearray | None = None if capacity else bytearray()
         self._size = 0
 
     def __len__(self) -> int:
         return self._size
+
+    @property
+    def mapped(self) -> bool:
+        return self._grown is None and self._map is not None
 
     def append(self, value) -> None:
         end = self._size + len(value)
@@ -176,6 +185,7 @@ class PackWriter:
         self._cond = threading.Condition(self._lock)
         self._putting = 0
         self._data: PackBuffer | None = None  # mapped when the first value comes
+        self._spare: PackBuffer | None = None  # the last pack put, whose mapping the next pack takes over
         self._entries: list[PackEntry] = []
         self._open_ids: set[bytes] = set()
         self._rows: list[Row] = []  # rows of packs already put, not yet taken
@@ -252,7 +262,8 @@ class PackWriter:
 
     def _append(self, chunk: bytes, raw_size: int, value) -> None:
         if self._data is None:
-            self._data = PackBuffer(self.target_size + PACK_SLACK if self.target_size <= MAPPED_MAX else None)
+            spare, self._spare = self._spare, None
+            self._data = PackBuffer(self.target_size + PACK_SLACK if self.target_size <= MAPPED_MAX else None, spare)
         self._entries.append(PackEntry(chunk, raw_size, len(self._data), len(value)))
         self._data.append(value)
 
@@ -272,10 +283,13 @@ class PackWriter:
         value = data.content()
         if not (self.store.put_durable(key, value) if durable else self.store.put(key, value)):
             raise FileExistsError(f"pack {key} exists already")  # 128 random bits: never in practice
+        del value  # the store is done with the bytes: the mapping may serve the next pack
         with self._lock:
             self.packs_written += 1
-            self.bytes_written += len(value)
+            self.bytes_written += len(data)
             self._rows.extend((e.chunk, e.raw_size, e.length, pack_id, e.offset) for e in entries)
+            if self._spare is None and data.mapped:
+                self._spare = data
 
 
 @dataclass(frozen=True)

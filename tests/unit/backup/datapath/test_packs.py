@@ -9,7 +9,7 @@ import pytest
 from cbr_backup.chunkstore import MemoryChunkStore
 from cbr_backup.datapath import ChunkCorruptError, VaultKeys, chunk_id
 from cbr_backup.datapath.chunk_codec import ChunkCodec
-from cbr_backup.datapath.packs import (FOOTER_SIZE, PackEntry, PackWriter, encode_pack, pack_size, read_pack_entries,
+from cbr_backup.datapath.packs import (FOOTER_SIZE, PackBuffer, PackEntry, PackWriter, encode_pack, pack_size, read_pack_entries,
                                        pack_target_size)
 
 KEY = "v/packs/" + "ab" * 16
@@ -85,6 +85,31 @@ def test_packs_close_at_the_target_size(monkeypatch):
     monkeypatch.setenv("CBR_PACK_TARGET_MIB", "0")
     with pytest.raises(ValueError):
         pack_target_size()
+
+
+def test_a_pack_takes_over_the_mapping_of_the_last_one_put_and_holds_only_its_own_bytes():
+    old = PackBuffer(1 << 20)
+    old.append(b"x" * 5000)
+    new = PackBuffer(1 << 20, spare=old)
+    assert new.mapped and not old.mapped and len(new) == 0
+    new.append(b"y" * 10)
+    assert bytes(new.content()) == b"y" * 10
+    assert PackBuffer(2 << 20, spare=new).mapped and new.mapped  # another size: a mapping of its own
+
+    keys = VaultKeys(os.urandom(32))  # through the writer: packs of different lengths, one mapping reused
+    codec, store = ChunkCodec(keys), MemoryChunkStore()
+    writer = PackWriter(store, codec, "v", target_size=1000)
+    blocks = [os.urandom(n) for n in (900, 300, 200, 900, 100)]  # 3 packs
+    for block in blocks:
+        writer.add(chunk_id(block, keys.id_key), len(block), block)
+    writer.close()
+    rows = writer.take_rows()
+    assert writer.packs_written == 3 and len(rows) == 5
+    for (chunk, raw, stored, pack_id, offset), block in zip(rows, blocks):
+        key = "v/packs/" + pack_id.hex()
+        entries = read_pack_entries(store, codec, key)
+        assert [e.chunk for e in entries if e.offset == offset] == [chunk]
+        assert store.get(key)[offset:offset + stored] == block
 
 
 class _GatedStore(MemoryChunkStore):
