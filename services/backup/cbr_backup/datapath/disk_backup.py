@@ -36,6 +36,7 @@ from cbr_backup.engine import zero_blocks
 DEFAULT_BLOCK_SIZE = 128 << 10  # chosen by measurement: DESIGN.md, "Block size"
 TOUCH_MARGIN = dt.timedelta(hours=1)  # rows touched this recently are not rewritten; must stay below GC grace
 COMMIT_EVERY = 16384  # new chunks per durable batch (flush, then index rows): ~3.5 MB of rows and claims
+CHANGED_WORKERS = 8  # pipeline threads of an incremental that reads only a provider's changed ranges
 PRIME_BASES_MAX = 65536  # bases located up front for a provider's changed ranges (~10 MB of locations)
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
@@ -210,10 +211,14 @@ class _BackupJob:
             # one reader thread (measured: 1.26-1.35 s against 1.44 s for 1.37 GB). Two more workers than
             # default_workers(): while one reads and another holds the GIL, the cores still compress (with the
             # engine's encoder, 4 workers on 2 cores took 3.74-3.99 s where 3 took 4.00-4.43; DESIGN.md 10.4).
+            workers = self.workers or getattr(self.disk, "backup_workers", None) or default_workers() + 2
+            if self.changed is not None and self.parent is not None and not self.workers:
+                # A provider's few changed pieces wait on their bases' reads (one ranged GET each on S3, DESIGN.md
+                # 3.1), not on the cores: more of them at once.
+                workers = max(workers, CHANGED_WORKERS)
             with self.phases.timed("pipeline"):
                 run_pipeline(plan_pieces(ranges, self.block_size, self.size, self.buffer_size), self._work,
-                             workers=self.workers or getattr(self.disk, "backup_workers", None)
-                             or default_workers() + 2, buffer_size=self.buffer_size)
+                             workers=workers, buffer_size=self.buffer_size)
         finally:
             self.parent_checked.wait()  # never leave the side thread using the index after we return
         if self.parent_error is not None:
