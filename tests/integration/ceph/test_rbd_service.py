@@ -13,13 +13,14 @@ import grpc
 
 from cbr.backup.v1 import backup_pb2 as bp
 from cbr.backup.v1 import task_pb2 as tp
+from cbr_backup.datapath.disk_backup import DEFAULT_BLOCK_SIZE
 from tests.support.backups import checkpoint, new_disk_from, running_with_progress, wait_success, wait_task
 from cbr.backup.v1 import protectable_pb2 as pp
 from tests.support.calls import BACKUP, DISK, MIB, SERVER, create_disk, create_vault, expect_error, ref
 from tests.support.pool_snapshots import backup_of
 from tests.support.services import eventually
 
-BLOCK = 128 << 10  # the backup's block: a changed byte costs its whole block
+BLOCK = DEFAULT_BLOCK_SIZE  # the backup's block: a changed byte costs at most its whole block
 
 
 def diff_blocks_bytes(stack, project_id: str, name: str, base_backup_id: str) -> int:

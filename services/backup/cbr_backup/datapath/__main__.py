@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
         if name == "backup":
             c.add_argument("--disk", required=True, type=Path)
             c.add_argument("--parent-manifest", default=None, help="manifest id of the previous backup")
-            c.add_argument("--block-size", type=int, default=None, help="bytes per block (default 64 KiB)")
+            c.add_argument("--block-size", type=int, default=None,
+                           help="bytes per block (default: the parent's, else 1 MiB)")
             c.add_argument("--snapshot-dir", type=Path, default=None, help="snapshot the disk here first")
             c.add_argument("--keep-snapshot", action="store_true", help="keep the snapshot (for the next run)")
             c.add_argument("--previous-snapshot", type=Path, default=None,
@@ -137,7 +138,7 @@ def _backup(args) -> dict:
     index = _IndexWhenReady(args.database_url)
     try:
         keys, store = _vault(args)
-        from cbr_backup.datapath.disk_backup import DEFAULT_BLOCK_SIZE, backup_disk, load_manifest
+        from cbr_backup.datapath.disk_backup import backup_disk, load_manifest
         parent = load_manifest(store, keys, args.vault_id, args.parent_manifest) if args.parent_manifest else None
         manifest_id = str(uuid.uuid4())
         source, snapshot = args.disk, None
@@ -148,7 +149,7 @@ def _backup(args) -> dict:
             source = snapshot.path
         try:
             result = backup_disk(source, keys, store, index, args.vault_id, parent=parent,
-                                 block_size=args.block_size or DEFAULT_BLOCK_SIZE, manifest_id=manifest_id,
+                                 block_size=args.block_size or None, manifest_id=manifest_id,
                                  started_time=dt.datetime.now(dt.timezone.utc), workers=args.workers,
                                  previous_snapshot=args.previous_snapshot
                                  if snapshot is not None and snapshot.reflinked else None)

@@ -23,7 +23,8 @@ MIN_DICTIONARY_SIZE = 64 << 10
 # A sampled block joins the dictionary only if zstd level 1 alone gets it below this share of its size:
 # incompressible blocks would only make the dictionary bigger and slower.
 _COMPRESSIBLE = 0.75
-_CANDIDATES_PER_BLOCK = 3  # candidates read per block the dictionary needs
+_CANDIDATES_PER_PIECE = 3  # candidates read per piece the dictionary needs
+SAMPLE_UNIT = 128 << 10  # the dictionary is sampled in pieces of this size (at most a block)
 
 
 def dictionaries_prefix(vault_id: str, namespace_id: str = "") -> str:
@@ -89,27 +90,34 @@ class VaultDictionaries:
 
 def sample_dictionary(disk: DiskFile, block_ranges: list[tuple[int, int]], block_size: int, disk_size: int,
                       size: int = DICTIONARY_SIZE) -> bytes | None:
-    """Up to size bytes of compressible blocks, read at evenly spaced places among the allocated blocks
-    (deterministic, so the same disk gives the same dictionary); None if the disk has too few."""
-    total = sum(end - first for first, end in block_ranges)
-    wanted = max(1, size // block_size)
+    """Up to size bytes of compressible pieces (SAMPLE_UNIT each, or the block if smaller), read at evenly
+    spaced places among the allocated blocks (deterministic, so the same disk gives the same dictionary); None
+    if the disk has too few. Pieces smaller than a large block keep the dictionary varied: one 1 MiB block would
+    be one file's worth of content."""
+    unit = min(block_size, SAMPLE_UNIT)
+    per_block = block_size // unit
+    total = sum(end - first for first, end in block_ranges) * per_block
+    wanted = max(1, size // unit)
     if total == 0:
         return None
-    candidates = min(total, wanted * _CANDIDATES_PER_BLOCK)
+    candidates = min(total, wanted * _CANDIDATES_PER_PIECE)
     stride = total / candidates
     probe = zstandard.ZstdCompressor(level=1)
-    buffer = AlignedBuffer(block_size)
+    buffer = AlignedBuffer(unit)
     sample = bytearray()
     try:
         for k in range(candidates):
-            index = _nth_block(block_ranges, int(k * stride))
-            length = min(block_size, disk_size - index * block_size)
-            n = read_at(disk, buffer.view, index * block_size, length)
-            block = bytes(buffer.view[:n])
-            if not block.strip(b"\x00"):
+            n = int(k * stride)
+            offset = _nth_block(block_ranges, n // per_block) * block_size + (n % per_block) * unit
+            length = min(unit, disk_size - offset)
+            if length <= 0:
                 continue
-            if len(probe.compress(block)) < _COMPRESSIBLE * len(block):
-                sample += block
+            got = read_at(disk, buffer.view, offset, length)
+            piece = bytes(buffer.view[:got])
+            if not piece.strip(b"\x00"):
+                continue
+            if len(probe.compress(piece)) < _COMPRESSIBLE * len(piece):
+                sample += piece
                 if len(sample) >= size:
                     break
     finally:

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import blake3
 
@@ -25,15 +25,16 @@ from cbr_backup.datapath.blockio import DiskFile, disk_extents, disk_size, open_
 from cbr_backup.datapath.chunk_codec import ID_SIZE, ChunkCodec, VaultKeys
 from cbr_backup.datapath.dictionary import DICTIONARY_SIZE, VaultDictionaries, sample_dictionary
 from cbr_backup.datapath.errors import DataPathError, ManifestCorruptError
-from cbr_backup.datapath.extents import block_ranges, shared_blocks, unchanged_blocks
-from cbr_backup.datapath.manifest import DiskManifest, Patch, block_count, check_block_size
-from cbr_backup.datapath.patches import diff_pages, patch_plaintext
+from cbr_backup.datapath.extents import (block_ranges, changed_since, complement, intersect, merged, spans_by_block,
+                                         unchanged_blocks)
+from cbr_backup.datapath.manifest import PAGE_SIZE, DiskManifest, Patch, block_count, check_block_size, patch_length
+from cbr_backup.datapath.patches import apply_patch, diff_pages, patch_plaintext
 from cbr_backup.datapath.phases import Phases
 from cbr_backup.datapath.pipeline import (Piece, default_workers, piece_size_for, plan_pieces, run_pipeline,
                                          subtract_ranges)
 from cbr_backup.engine import zero_blocks
 
-DEFAULT_BLOCK_SIZE = 128 << 10  # chosen by measurement: DESIGN.md, "Block size"
+DEFAULT_BLOCK_SIZE = 1 << 20  # chosen by measurement: DESIGN.md, "Block size"
 TOUCH_MARGIN = dt.timedelta(hours=1)  # rows touched this recently are not rewritten; must stay below GC grace
 COMMIT_EVERY = 16384  # new chunks per durable batch (flush, then index rows): ~3.5 MB of rows and claims
 CHANGED_WORKERS = 8  # pipeline threads of an incremental that reads only a provider's changed ranges
@@ -46,6 +47,12 @@ chunk_key = packfiles.chunk_key  # a lone chunk object (vaults from before packs
 
 def manifest_key(vault_id: str, manifest_id: str) -> str:
     return f"{vault_id}/manifests/{manifest_id}"
+
+
+class Partial(NamedTuple):
+    """A block put together from its parent's content: the spans (within the block) to read, then to zero."""
+    reads: list[tuple[int, int]]
+    zeros: list[tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ def load_manifest(store, keys: VaultKeys, vault_id: str, manifest_id: str) -> Di
 
 
 def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index, vault_id: str, *,
-                parent: DiskManifest | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
+                parent: DiskManifest | None = None, block_size: int | None = None,
                 manifest_id: str | None = None, started_time: dt.datetime | None = None,
                 previous_snapshot: str | os.PathLike | None = None, workers: int | None = None,
                 buffer_size: int | None = None, dictionary_size: int = DICTIONARY_SIZE,
@@ -88,6 +95,8 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
                 pack_target: int | None = None, changed: list[tuple[int, int]] | None = None) -> BackupResult:
     """Backs up the disk image at snapshot_path (which must not change meanwhile: a snapshot).
 
+    block_size: None for the parent's (DEFAULT_BLOCK_SIZE without a parent); another than the parent's makes a
+    full backup.
     parent: the previous backup's manifest; its chunks are reused without a lookup per buffer.
     previous_snapshot: the parent's snapshot file, still present, where both are reflink clones: blocks
     whose extents the two still share are taken from the parent without being read (see extents.py).
@@ -102,6 +111,8 @@ def backup_disk(snapshot_path: str | os.PathLike, keys: VaultKeys, store, index,
     the bytes to read; an exception it raises stops the backup (that is how a job is cancelled).
     """
     t0 = time.perf_counter()
+    if block_size is None:  # an incremental keeps its chain's block size: vaults from before 1 MiB blocks too
+        block_size = parent.block_size if parent is not None else DEFAULT_BLOCK_SIZE
     check_block_size(block_size)
     buffer_size = piece_size_for(snapshot_path, buffer_size)
     if buffer_size < block_size:
@@ -151,6 +162,7 @@ class _BackupJob:
         # patches: this backup's patched blocks (index -> Patch); parent_patched: the parent's, by block id,
         # whose base and patch the index confirmed (an unchanged patched block keeps its patch).
         self.patches: dict[int, Patch] = {}
+        self.partial: dict[int, Partial] = {}  # blocks put together from the parent (_partial_blocks)
         self.parent_patched: dict[bytes, Patch] = {}
         self.source: packfiles.ChunkSource | None = None  # reads the bases of blocks to patch
         self.known: set[bytes] = set()
@@ -174,7 +186,8 @@ class _BackupJob:
     # Setup
 
     def run(self, previous_snapshot, dictionary_size: int) -> None:
-        ranges = block_ranges(disk_extents(self.disk, self.size), self.block_size)
+        extents = disk_extents(self.disk, self.size)
+        ranges = block_ranges(extents, self.block_size)
         with self.phases.timed("dictionary"):
             dictionaries = VaultDictionaries(self.store, self.vault_id, self.keys)
             current = dictionaries.current()
@@ -197,13 +210,17 @@ class _BackupJob:
             self._check_parent()  # first: shared blocks are trusted only if their chunks are still there
             if self.parent_error is not None:
                 raise self.parent_error
-            ranges = subtract_ranges(ranges, self._take_shared(previous_snapshot))
+            changed = self.changed if self.changed is not None else self._changed_since(previous_snapshot)
+            ranges = subtract_ranges(ranges, self._take_shared(changed))
             self._locate_bases(ranges)
+            self.partial = self._partial_blocks(ranges, changed, extents)
         else:
             threading.Thread(target=self._check_parent, name="cbr-parent-check", daemon=True).start()
 
         self.total_bytes = sum(min(end * self.block_size, self.size) - first * self.block_size
                                for first, end in ranges)
+        self.total_bytes -= sum(min(self.block_size, self.size - i * self.block_size) - sum(e - s for s, e in reads)
+                                for i, (reads, _) in self.partial.items())
         if self.progress is not None:
             self.progress(0, self.total_bytes)
         try:
@@ -261,13 +278,14 @@ class _BackupJob:
         base = earlier.base if earlier is not None else parent.block_id(i)
         return base if base in self.parent_known else None
 
-    def _take_shared(self, previous_snapshot) -> list[tuple[int, int]]:
-        """Block ranges whose extents the previous snapshot still shares: ids come from the parent."""
-        if self.changed is not None:
-            shared = unchanged_blocks(self.changed, self.block_size, self.size)
-        else:
-            with open(previous_snapshot, "rb") as previous:
-                shared = shared_blocks(self.disk.fd, previous.fileno(), self.block_size, self.size)
+    def _changed_since(self, previous_snapshot) -> list[tuple[int, int]] | None:
+        """Byte ranges the previous snapshot no longer shares with this one (None without FIEMAP)."""
+        with open(previous_snapshot, "rb") as previous:
+            return changed_since(self.disk.fd, previous.fileno(), self.size)
+
+    def _take_shared(self, changed: list[tuple[int, int]] | None) -> list[tuple[int, int]]:
+        """Block ranges outside every changed byte range: ids come from the parent."""
+        shared = unchanged_blocks(changed, self.block_size, self.size) if changed is not None else None
         if not shared:
             return []
         parent, taken = self.parent, []
@@ -294,18 +312,112 @@ class _BackupJob:
                 taken.append((run_start, end))
         return taken
 
+    def _partial_blocks(self, ranges: list[tuple[int, int]], changed: list[tuple[int, int]] | None,
+                        extents: list[tuple[int, int]]) -> dict[int, Partial]:
+        """Blocks to read whose changed data is at most half of them: the rest of such a block is the parent's,
+        put together from the store, so a 4 KiB write costs a 4 KiB read and not a whole block's (DESIGN.md 3.2).
+        Changed parts that are holes now are zeroed, not read. Only blocks whose parent content is known qualify:
+        zeros, or a chunk the index confirmed (a whole block, or a patch whose base and patch it has)."""
+        if not changed or self.parent is None:
+            return {}
+        bs, parent, to_read = self.block_size, self.parent, set()
+        for first, end in ranges:
+            to_read.update(range(first, end))
+        changed = merged(changed)
+        reads = spans_by_block(intersect(changed, merged(extents)), bs, self.size, PAGE_SIZE)
+        zeros = spans_by_block(intersect(changed, complement(merged(extents), self.size)), bs, self.size)
+        out = {}
+        for i in to_read.intersection(reads.keys() | zeros.keys()):
+            length = min(bs, self.size - i * bs)
+            held = reads.get(i, [])
+            if sum(e - s for s, e in held) * 2 > length or i >= parent.block_count \
+                    or parent.block_length(i) != length:
+                continue
+            if not parent.zero[i]:
+                patch = parent.patch_of(i)
+                if self._base_of(i) is None or (
+                        patch is not None and self.parent_patched.get(parent.block_id(i)) != patch):
+                    continue
+            out[i] = Partial(held, zeros.get(i, []))
+        return out
+
     # The pipeline
+
+    def _read_piece(self, piece: Piece, buffer) -> tuple[int, dict[int, bytes]]:
+        """Fills the buffer with the piece: whole blocks read, partial blocks (_partial_blocks) put together from
+        their parent content and their changed spans. Returns (bytes read, {block in piece: its base's
+        plaintext, None for a zero block} for the blocks put together)."""
+        bs, first = self.block_size, piece.first_block
+        partial = [j for j in range(piece.block_count) if first + j in self.partial] if self.partial else []
+        bases = self._parent_content(piece, buffer, partial) if partial else {}
+        read, j = 0, 0
+        while j < piece.block_count:
+            if j in bases:
+                reads, zeros = self.partial[first + j]
+                for s, e in zeros:
+                    buffer.view[j * bs + s:j * bs + e] = bytes(e - s)
+                for s, e in reads:
+                    read += self._read_exact(buffer.view[j * bs + s:], piece.offset + j * bs + s, e - s)
+                j += 1
+                continue
+            k = j
+            while k < piece.block_count and k not in bases:
+                k += 1
+            length = min(k * bs, piece.length) - j * bs
+            read += self._read_exact(buffer.view[j * bs:], piece.offset + j * bs, length)
+            j = k
+        return read, bases
+
+    def _read_exact(self, view, offset: int, length: int) -> int:
+        filled = read_at(self.disk, view, offset, length)
+        if filled != length:
+            raise OSError(f"short read of the snapshot at {offset}: {filled} of {length} bytes "
+                          f"(the snapshot changed size?)")
+        return filled
+
+    def _parent_content(self, piece: Piece, buffer, partial: list[int]) -> dict[int, bytes]:
+        """Writes the parent's content of the given blocks of the piece into the buffer, from the store; returns
+        {block: its base's plaintext, None for a zero block} for those written and checked against the parent's
+        block id (a block whose base or patch cannot be read or does not make the block is read whole instead)."""
+        bs, first, parent = self.block_size, piece.first_block, self.parent
+        out: dict[int, bytes | None] = {}
+        for j in partial:
+            if parent.zero[first + j]:
+                at = j * bs
+                buffer.view[at:at + bs] = bytes(bs)  # the buffer holds an earlier piece: zeros, not leftovers
+                out[j] = None
+        wanted = {j: (self._base_of(first + j), parent.patch_of(first + j)) for j in partial if j not in out}
+        if not wanted:
+            return out
+        values = self.source.fetch_many({base for base, _ in wanted.values()}
+                                        | {patch.chunk for _, patch in wanted.values() if patch is not None})
+        for j, (base, patch) in wanted.items():
+            length = min(bs, piece.length - j * bs)
+            at = j * bs
+            try:
+                plain = self.source.decode(values, base, length)
+                if patch is None:
+                    buffer.view[at:at + length] = plain
+                else:
+                    data = self.source.decode(values, patch.chunk, patch_length(patch.pages, length))
+                    apply_patch(buffer.view, at, plain, data, patch.pages, length)
+            except DataPathError:
+                continue
+            # A whole base was checked against its id by decode; a patched one must still make the parent's block
+            # (else verify reports it, and the block is read whole).
+            if patch is not None and blake3.blake3(buffer.view[at:at + length],
+                                                   key=self.keys.id_key).digest() != parent.block_id(first + j):
+                continue
+            out[j] = plain
+        return out
 
     def _work(self, piece: Piece, buffer) -> None:
         timed, t0 = self.phases.add, time.perf_counter()
-        filled = read_at(self.disk, buffer.view, piece.offset, piece.length)
+        filled, decoded = self._read_piece(piece, buffer)
         t1 = time.perf_counter()
         timed("read", t1 - t0)
-        if filled != piece.length:
-            raise OSError(f"short read of the snapshot at {piece.offset}: {filled} of {piece.length} bytes "
-                          f"(the snapshot changed size?)")
         bs = self.block_size
-        view = buffer.view[:filled]
+        view = buffer.view[:piece.length]
         flags = zero_blocks(view, bs)
         key = self.keys.id_key
         ids, zero, known, parent_known = self.ids, self.zero, self.known, self.parent_known
@@ -338,7 +450,7 @@ class _BackupJob:
                    if chunk not in known and chunk not in parent_known and chunk not in self.claimed]
         # Changed blocks of an incremental become patches of their parent's (DESIGN.md 3.1), unless the index turns
         # out to have the whole block: the blocks' and the patches' ids go in one lookup.
-        patched = self._patch(view, first, unknown) if self.parent is not None and unknown else []
+        patched = self._patch(view, first, unknown, decoded) if self.parent is not None and unknown else []
         t3 = time.perf_counter()
         timed("patch", t3 - t2)
         asked = [chunk for _, chunk in unknown] + [patch.chunk for _, patch, _ in patched if patch.chunk not in known
@@ -371,7 +483,7 @@ class _BackupJob:
         blocks, chunks = [j for j, _ in mine], [chunk for _, chunk in mine]
         # The piece's values in one engine call without the GIL (DESIGN.md 10.4).
         values = self.codec.encode_blocks(view, bs, blocks, chunks) if mine else []
-        new = [(chunk, min(bs, filled - j * bs), value) for j, chunk, value in zip(blocks, chunks, values)]
+        new = [(chunk, min(bs, piece.length - j * bs), value) for j, chunk, value in zip(blocks, chunks, values)]
         new += [(patch.chunk, len(plain), self.codec.encode(plain, patch.chunk)) for patch, plain in mine_patches]
         t4 = time.perf_counter()
         timed("compress_encrypt", t4 - t3b)
@@ -403,9 +515,11 @@ class _BackupJob:
         self.patches[i] = patch
         return True
 
-    def _patch(self, view, first: int, changed: list[tuple[int, bytes]]) -> list[tuple[int, Patch, bytes]]:
+    def _patch(self, view, first: int, changed: list[tuple[int, bytes]],
+               decoded: dict[int, bytes]) -> list[tuple[int, Patch, bytes]]:
         """(block number in the piece, Patch, the patch's plaintext) for each of the piece's changed blocks that
-        differs from its base (the parent's whole block at the same place, DESIGN.md 3.1) in few enough pages."""
+        differs from its base (the parent's whole block at the same place, DESIGN.md 3.1) in few enough pages.
+        decoded: bases' plaintexts the read already has (by block number in the piece)."""
         bs, parent = self.block_size, self.parent
         bases: dict[int, bytes] = {}
         for j, _ in changed:
@@ -415,9 +529,10 @@ class _BackupJob:
                 bases[j] = base
         if not bases:
             return []
-        values = self.source.fetch_many(set(bases.values()))
+        plain: dict[bytes, bytes] = {bases[j]: decoded[j] for j in bases if decoded.get(j) is not None}
+        missing = set(bases.values()).difference(plain)
+        values = self.source.fetch_many(missing) if missing else {}
         out: list[tuple[int, Patch, bytes]] = []
-        plain: dict[bytes, bytes] = {}
         for j, base in bases.items():
             block = view[j * bs:min(len(view), (j + 1) * bs)]
             try:

@@ -5,7 +5,7 @@ Sharing is a capability, not a promise. Two snapshots taken as reflink clones (b
 the physical extents of every block the disk did not write in between: a block mapped to the same physical
 address at the same offset in both, flagged FIEMAP_EXTENT_SHARED, holds the same bytes, so its id can come
 from the previous manifest without reading it. Without reflinks (ext4, or a snapshot taken by copying) two
-files never share extents and nothing can be concluded: `shared_blocks` is then never called (the caller
+files never share extents and nothing can be concluded: `changed_since` is then never called (the caller
 passes no previous snapshot) and every allocated block is read.
 """
 from __future__ import annotations
@@ -125,24 +125,10 @@ def shared_byte_ranges(current: list[PhysicalExtent], previous: list[PhysicalExt
     return ranges
 
 
-def shared_blocks(current_fd: int, previous_fd: int, block_size: int, size: int) -> list[tuple[int, int]] | None:
-    """[first, end) ranges of whole blocks that share physical extents in both files; None if unknown."""
-    current, previous = fiemap(current_fd), fiemap(previous_fd)
-    if current is None or previous is None:
-        return None
-    blocks: list[tuple[int, int]] = []
-    for start, end in shared_byte_ranges(current, previous):
-        first = -(-start // block_size)
-        last = min(end, size) // block_size if min(end, size) < size else -(-size // block_size)
-        if first < last:
-            blocks.append((first, last))
-    return blocks
-
-
 def changed_since(current_fd: int, previous_fd: int, size: int) -> list[tuple[int, int]] | None:
     """Byte ranges of current that may differ from previous: all but the extents they share (both clones);
-    None if the file system has no FIEMAP. A hole counts as changed unless it is one in both too: holes are
-    never read anyway, so only data that went away matters, and it is not shared."""
+    None if the file system has no FIEMAP. Holes share nothing, so they count as changed (a hole in both
+    included): the backup reads only the allocated part of a change and zeroes the rest."""
     current, previous = fiemap(current_fd), fiemap(previous_fd)
     if current is None or previous is None:
         return None
@@ -162,6 +148,51 @@ def complement(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]
     if pos < size:
         gaps.append((pos, size))
     return [(s, e) for s, e in gaps if s < e]
+
+
+def merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The byte ranges sorted, with overlapping and touching ones joined."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        elif start < end:
+            out.append((start, end))
+    return out
+
+
+def intersect(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts common to two sorted lists of disjoint byte ranges."""
+    out: list[tuple[int, int]] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        start, end = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if start < end:
+            out.append((start, end))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def spans_by_block(ranges: list[tuple[int, int]], block_size: int, size: int,
+                   align: int = 1) -> dict[int, list[tuple[int, int]]]:
+    """Sorted disjoint byte ranges cut at block boundaries: {block: [(start, end) within the block]}, each span
+    widened to multiples of align (never past the disk's end) and joined where they then meet."""
+    out: dict[int, list[tuple[int, int]]] = {}
+    for start, end in ranges:
+        end = min(end, size)
+        for i in range(start // block_size, -(-end // block_size)):
+            base = i * block_size
+            s = max(start - base, 0) // align * align
+            e = min(-(-min(end - base, block_size) // align) * align, size - base)
+            held = out.setdefault(i, [])
+            if held and s <= held[-1][1]:
+                held[-1] = (held[-1][0], max(held[-1][1], e))
+            else:
+                held.append((s, e))
+    return out
 
 
 def unchanged_blocks(changed: list[tuple[int, int]], block_size: int, size: int) -> list[tuple[int, int]]:

@@ -7,6 +7,7 @@ import blake3
 
 from cbr_backup.datapath.errors import ChunkCorruptError
 from cbr_backup.datapath.manifest import PAGE_SIZE, page_map_size, patched_pages
+from cbr_backup.engine import differing_pages
 
 # A block is patched only if at most this share of its pages changed: past it the patch saves little and a
 # restore would read the base for nothing.
@@ -16,18 +17,11 @@ PATCH_MAX_SHARE = 0.75
 def diff_pages(block, base, block_size: int) -> bytes | None:
     """The page map of the pages of block (a short last block too) that differ from base, its earlier content of
     the same length; None if none differ or more than PATCH_MAX_SHARE of them do."""
-    length = len(block)
-    pages = -(-length // PAGE_SIZE)
-    out = bytearray(page_map_size(block_size))
-    changed = 0
-    for p in range(pages):
-        start, end = p * PAGE_SIZE, min(length, (p + 1) * PAGE_SIZE)
-        if block[start:end] != base[start:end]:
-            out[p >> 3] |= 1 << (p & 7)
-            changed += 1
+    pages = -(-len(block) // PAGE_SIZE)
+    found, changed = differing_pages(block, base, PAGE_SIZE)
     if changed == 0 or changed > pages * PATCH_MAX_SHARE:
         return None
-    return bytes(out)
+    return found.ljust(page_map_size(block_size), b"\x00")
 
 
 def patch_plaintext(block, pages: bytes) -> bytes:

@@ -1,18 +1,18 @@
-"""The chunk engine: all-zero block scanning and FastCDC content-defined chunking, in C (see kernel.h); two
+"""The chunk engine: all-zero block scanning, page comparison and FastCDC content-defined chunking, in C (see kernel.h); two
 buffer helpers that keep large copies and allocations of the data path off the GIL; and the Encoder (_codec.c),
 which makes the stored values of a batch of blocks (zstd, AES-256-GCM) without the GIL."""
 
 from __future__ import annotations
 
 try:
-    from cbr_backup.engine._chunker import (MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, cdc_cuts, copy_into, unfilled_bytearray,
-                                            zero_blocks)
+    from cbr_backup.engine._chunker import (MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, cdc_cuts, copy_into, differing_pages,
+                                            unfilled_bytearray, zero_blocks)
     from cbr_backup.engine._codec import Encoder
 except ImportError as error:  # no fallback: the pure-Python reference is far too slow for backups
     raise ImportError("the C engine (cbr_backup.engine._chunker, _codec) is missing: run `make engine`") from error
 
-__all__ = ["MAX_CHUNK_SIZE", "MIN_CHUNK_SIZE", "CdcChunker", "Encoder", "cdc_cuts", "copy_into", "unfilled_bytearray",
-           "zero_blocks"]
+__all__ = ["MAX_CHUNK_SIZE", "MIN_CHUNK_SIZE", "CdcChunker", "Encoder", "cdc_cuts", "copy_into", "differing_pages",
+           "unfilled_bytearray", "zero_blocks"]
 
 
 class CdcChunker:

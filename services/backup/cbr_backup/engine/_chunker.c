@@ -38,6 +38,51 @@ zero_blocks(PyObject *module, PyObject *args)
     return result;
 }
 
+/* The page map of the pages of a that differ from b (same length): bit p of byte p/8 set for page p, the short last
+ * page a page too; and how many differ. memcmp without the GIL: comparing a 1 MiB block's 256 pages through
+ * memoryviews held the GIL for ~0.4 ms (DESIGN.md 3.2). */
+static PyObject *
+differing_pages(PyObject *module, PyObject *args)
+{
+    Py_buffer a, b;
+    Py_ssize_t page;
+    (void)module;
+
+    if (!PyArg_ParseTuple(args, "y*y*n:differing_pages", &a, &b, &page))
+        return NULL;
+    if (page <= 0 || a.len != b.len) {
+        PyErr_Format(PyExc_ValueError, "page must be > 0 and the buffers of one length (%zd, %zd)", a.len, b.len);
+        PyBuffer_Release(&a);
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    Py_ssize_t pages = a.len / page + (a.len % page != 0), changed = 0;
+    PyObject *map = PyBytes_FromStringAndSize(NULL, (pages + 7) / 8);
+    if (map != NULL) {
+        uint8_t *out = (uint8_t *)PyBytes_AS_STRING(map);
+        const char *x = a.buf, *y = b.buf;
+        Py_BEGIN_ALLOW_THREADS
+        memset(out, 0, (size_t)(pages + 7) / 8);
+        for (Py_ssize_t p = 0; p < pages; p++) {
+            Py_ssize_t start = p * page, n = a.len - start < page ? a.len - start : page;
+            if (memcmp(x + start, y + start, (size_t)n) != 0) {
+                out[p >> 3] |= (uint8_t)(1u << (p & 7));
+                changed++;
+            }
+        }
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    if (map == NULL)
+        return NULL;
+    return Py_BuildValue("Nn", map, changed);
+}
+
+PyDoc_STRVAR(differing_pages_doc,
+"differing_pages(a, b, page) -> (page_map: bytes, count)\n\n"
+"Bit p (least significant first in byte p // 8) is set where page p of a differs from b; count of them.");
+
 /* Copies without the GIL above this size: a pack's values are 128 KiB, and holding the GIL for each copy made
  * the append the data path's largest single holder of it (DESIGN.md 10.3). */
 #define COPY_UNLOCKED_MIN ((Py_ssize_t)16 << 10)
@@ -190,6 +235,7 @@ PyDoc_STRVAR(gear_table_doc,
 
 static PyMethodDef chunker_methods[] = {
     {"zero_blocks", zero_blocks, METH_VARARGS, zero_blocks_doc},
+    {"differing_pages", differing_pages, METH_VARARGS, differing_pages_doc},
     {"cdc_cuts", (PyCFunction)(void (*)(void))cdc_cuts, METH_VARARGS | METH_KEYWORDS, cdc_cuts_doc},
     {"copy_into", copy_into, METH_VARARGS, copy_into_doc},
     {"unfilled_bytearray", unfilled_bytearray, METH_O, unfilled_bytearray_doc},

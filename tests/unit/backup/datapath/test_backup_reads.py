@@ -51,7 +51,8 @@ def disk_backup(tmp_path):
     vault = Vault()
     path = tmp_path / "disk.img"
     make_disk(path, 6 * MIB + 12_288, seed=3)  # a short last block, holes, text and random extents
-    result = backup_disk(path, vault.keys, vault.store, vault.index, vault.id)
+    # 128 KiB blocks: make_disk's 256 KiB hole extents are then whole zero blocks
+    result = backup_disk(path, vault.keys, vault.store, vault.index, vault.id, block_size=128 << 10)
     return vault, result.manifest, path.read_bytes()
 
 

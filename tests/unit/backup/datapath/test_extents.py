@@ -1,8 +1,8 @@
 """Allocated extents (SEEK_DATA / SEEK_HOLE), block ranges, and the FIEMAP sharing logic."""
 import os
 
-from cbr_backup.datapath.extents import (FIEMAP_EXTENT_SHARED, PhysicalExtent, block_ranges, data_extents, fiemap,
-                                         shared_blocks, shared_byte_ranges)
+from cbr_backup.datapath.extents import (FIEMAP_EXTENT_SHARED, PhysicalExtent, block_ranges, changed_since,
+                                         data_extents, fiemap, shared_byte_ranges)
 from cbr_backup.datapath.pipeline import plan_pieces, subtract_ranges
 
 KIB = 1024
@@ -79,7 +79,18 @@ def test_no_sharing_between_copies_on_a_file_system_without_reflinks(tmp_path):
     try:
         extents = fiemap(fa)
         assert extents is None or extents[0].logical == 0  # ext4, XFS, btrfs all have FIEMAP; tmpfs may not
-        assert shared_blocks(fa, fb, 64 * KIB, 1 << 20) in (None, [])
+        assert changed_since(fa, fb, 1 << 20) in (None, [(0, 1 << 20)])
     finally:
         os.close(fa)
         os.close(fb)
+
+
+def test_merged_intersect_and_spans_by_block():
+    from cbr_backup.datapath.extents import intersect, merged, spans_by_block
+    assert merged([(50, 60), (0, 10), (5, 20), (20, 30), (40, 40)]) == [(0, 30), (50, 60)]
+    assert intersect([(0, 30), (50, 60)], [(10, 55), (58, 100)]) == [(10, 30), (50, 55), (58, 60)]
+    assert intersect([(0, 10)], [(10, 20)]) == []
+    # cut at 16-byte blocks, widened to 4-byte pages, never past the 40-byte disk's end
+    assert spans_by_block([(1, 3), (5, 6), (14, 19), (37, 50)], 16, 40, align=4) == {
+        0: [(0, 8), (12, 16)], 1: [(0, 4)], 2: [(4, 8)]}
+    assert spans_by_block([(14, 19)], 16, 40) == {0: [(14, 16)], 1: [(0, 3)]}

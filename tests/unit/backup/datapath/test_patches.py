@@ -280,3 +280,73 @@ def test_a_patch_the_vault_has_is_not_stored_again(tmp_path):
     assert second.manifest.patch_of(9).chunk == first.manifest.patch_of(3).chunk and second.new_chunks == 0
     vault.restore(second.manifest, tmp_path / "new")
     assert sha256_file(tmp_path / "new") == sha256_file(disk)
+
+
+# Reads of a block's changed pages alone (DESIGN.md 3.2)
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_a_changed_page_is_read_alone_and_its_block_put_together_from_the_parent(tmp_path, encrypted):
+    disk = _text_disk(tmp_path)
+    vault = Vault(encrypted)
+    full = vault.backup(disk)
+    _poke(disk, [3 * BS + 5, 5 * BS + 2 * PAGE + 10])
+    first = vault.backup(disk, parent=full.manifest, changed=[(3 * BS, 3 * BS + 200),
+                                                              (5 * BS + 2 * PAGE, 5 * BS + 3 * PAGE)])
+    assert first.read_bytes == 2 * PAGE  # the two changed pages, not their blocks
+    assert sorted(first.manifest.patches) == [3, 5] and first.manifest.patch_of(3).pages == _pages(0)
+    vault.restore(first.manifest, tmp_path / "first")
+    assert sha256_file(tmp_path / "first") == sha256_file(disk)
+
+    # The parent's block 3 is itself patched: its content is its base with the parent's patch laid over.
+    _poke(disk, [3 * BS + 4 * PAGE], seed=4)
+    second = vault.backup(disk, parent=first.manifest, changed=[(3 * BS + 4 * PAGE, 3 * BS + 4 * PAGE + 100)])
+    assert second.read_bytes == PAGE
+    patch = second.manifest.patch_of(3)
+    assert patch.base == full.manifest.block_id(3) and patch.pages == _pages(0, 4)
+    vault.restore(second.manifest, tmp_path / "second")
+    assert sha256_file(tmp_path / "second") == sha256_file(disk)
+
+
+def test_a_block_mostly_changed_or_without_a_readable_parent_is_read_whole(tmp_path):
+    from tests.support.packs import corrupt_chunk
+
+    disk = _text_disk(tmp_path)
+    vault = Vault()
+    full = vault.backup(disk)
+    _write(disk, 2 * BS, os.urandom(BS // 2 + PAGE))  # more than half of block 2
+    _poke(disk, [6 * BS + 5])
+    corrupt_chunk(vault.store, vault.keys, vault.id, full.manifest.block_id(6))  # block 6's parent content
+    incremental = vault.backup(disk, parent=full.manifest, changed=[(2 * BS, 2 * BS + BS // 2 + PAGE),
+                                                                   (6 * BS, 6 * BS + 100)])
+    assert incremental.read_bytes == 2 * BS
+    assert 6 not in incremental.manifest.patches  # its base is unreadable: stored whole
+    vault.restore(incremental.manifest, tmp_path / "new")
+    assert sha256_file(tmp_path / "new") == sha256_file(disk)
+
+
+def test_the_reflink_path_reads_only_the_pages_the_snapshots_no_longer_share(tmp_path, monkeypatch):
+    """ext4 has no shared extents, so FIEMAP's answer (the changed byte ranges) is stubbed."""
+    import cbr_backup.datapath.disk_backup as disk_backup
+
+    disk = _text_disk(tmp_path)
+    vault = Vault()
+    full = vault.backup(disk)
+    _poke(disk, [4 * BS + 3 * PAGE + 7])
+    monkeypatch.setattr(disk_backup, "changed_since", lambda *a: [(4 * BS + 3 * PAGE, 4 * BS + 4 * PAGE)])
+    (tmp_path / "previous").write_bytes(b"")  # stands for the parent's kept snapshot
+    incremental = vault.backup(disk, parent=full.manifest, previous_snapshot=tmp_path / "previous")
+    assert incremental.read_bytes == PAGE and sorted(incremental.manifest.patches) == [4]
+    vault.restore(incremental.manifest, tmp_path / "new")
+    assert sha256_file(tmp_path / "new") == sha256_file(disk)
+
+
+def test_a_page_written_into_a_hole_is_read_alone(tmp_path):
+    disk = make_disk(tmp_path / "disk", 4 * MIB, extent=BS, holes=0.5, text=0.5)
+    vault = Vault()
+    full = vault.backup(disk)
+    hole = next(i for i in range(full.manifest.block_count) if full.manifest.zero[i])
+    _poke(disk, [hole * BS + PAGE + 9])
+    incremental = vault.backup(disk, parent=full.manifest, changed=[(hole * BS + PAGE, hole * BS + 2 * PAGE)])
+    assert incremental.read_bytes == PAGE and incremental.new_chunks == 1
+    vault.restore(incremental.manifest, tmp_path / "new")
+    assert sha256_file(tmp_path / "new") == sha256_file(disk)

@@ -88,3 +88,16 @@ def test_bad_block_size_raises_value_error(block_size):
 def test_non_buffer_raises_type_error():
     with pytest.raises(TypeError):
         zero_blocks("text", 4096)
+
+
+def test_differing_pages_maps_every_page_the_short_last_one_too():
+    from cbr_backup.engine import differing_pages
+    base = bytes(range(256)) * 40  # 10,240 bytes: pages 0, 1 and a short page 2
+    changed = bytearray(base)
+    changed[4096] ^= 1
+    changed[-1] ^= 1
+    assert differing_pages(changed, base, 4096) == (b"\x06", 2)
+    assert differing_pages(base, base, 4096) == (b"\x00", 0)
+    assert differing_pages(memoryview(bytes(9 * 4096)), b"\x01" * 9 * 4096, 4096) == (b"\xff\x01", 9)
+    with pytest.raises(ValueError):
+        differing_pages(b"ab", b"a", 4096)
