@@ -24,6 +24,21 @@ def diff_pages(block, base, block_size: int) -> bytes | None:
     return found.ljust(page_map_size(block_size), b"\x00")
 
 
+def diff_known_pages(block, base_pages: dict[int, bytes], block_size: int) -> bytes | None:
+    """diff_pages for a block known to equal its base outside base_pages ({page number: the base's bytes there}):
+    a block put together from its parent (DESIGN.md 3.2) compares only the pages that may differ."""
+    pages = -(-len(block) // PAGE_SIZE)
+    out = bytearray(page_map_size(block_size))
+    changed = 0
+    for p, old in base_pages.items():
+        if bytes(block[p * PAGE_SIZE:p * PAGE_SIZE + len(old)]) != old:
+            out[p >> 3] |= 1 << (p & 7)
+            changed += 1
+    if changed == 0 or changed > pages * PATCH_MAX_SHARE:
+        return None
+    return bytes(out)
+
+
 def patch_plaintext(block, pages: bytes) -> bytes:
     """The patch chunk's plaintext: the named pages of block, in order."""
     return b"".join(bytes(block[start:end]) for start, end in patched_pages(pages, len(block)))
