@@ -89,6 +89,19 @@ def test_delta_carries_patches_same_and_new():
     assert apply_delta(encode_delta(unpatched.encode(), new.encode()), new.encode()) == unpatched.encode()
 
 
+def test_diff_known_pages_compares_only_the_pages_it_is_given():
+    from cbr_backup.datapath.patches import diff_known_pages
+    base = bytes(range(256)) * (BS // 256)
+    block = bytearray(base)
+    block[5 * PAGE + 7] ^= 1
+    block[9 * PAGE] ^= 1  # not among the pages given: the caller vouches that it did not change
+    given = {p: base[p * PAGE:(p + 1) * PAGE] for p in (2, 5)}
+    assert diff_known_pages(memoryview(block), given, BS) == _pages(5)
+    assert diff_known_pages(memoryview(base), given, BS) is None
+    everything = {p: base[p * PAGE:(p + 1) * PAGE] for p in range(BS // PAGE)}
+    assert diff_known_pages(memoryview(os.urandom(BS)), everything, BS) is None  # past the share
+
+
 def test_diff_pages_finds_changed_pages_and_gives_up_past_the_share():
     base = bytes(range(256)) * (BS // 256)
     block = bytearray(base)
