@@ -14,7 +14,7 @@ from cbr.vault.v1 import vault_pb2 as vp
 from cbr_backup.chunkstore import FsChunkStore
 from cbr_backup.datapath import load_manifest
 from cbr_backup.datapath.chunk_codec import ChunkCodec
-from cbr_backup.datapath.disk_backup import manifest_key
+from cbr_backup.datapath.disk_backup import DEFAULT_BLOCK_SIZE, manifest_key
 from cbr_backup.datapath.manifest import DiskManifest
 from cbr_backup.keys import KeyFileProvider, unwrap_vault_keys
 from cbr_backup.keys.vault_keys import WrappedVaultKeys
@@ -24,7 +24,7 @@ from tests.support.calls import MIB, expect_error
 from tests.support.packs import chunk_objects, flip_pack_byte
 from tests.support.services import eventually, kek_file
 
-BLOCK = 128 * 1024
+BLOCK = DEFAULT_BLOCK_SIZE
 
 
 def _chunk_files(services, vault_id: str) -> list:
@@ -136,7 +136,7 @@ async def test_gc_frees_what_no_backup_uses_and_usage_follows(services, caller):
 
     first = await backup_now(caller, vault.vault_id)
     used_first = await eventually(used_now)
-    write_disk(disk.path, seed=23, chunks=4)
+    write_disk(disk.path, seed=23, chunks=8, chunk=2 * MIB)  # whole blocks rewritten: not patches of the first's
     second = await backup_now(caller, vault.vault_id)
     before = len(_chunk_files(services, vault.vault_id))
 
