@@ -344,13 +344,18 @@ class _BackupJob:
 
     # The pipeline
 
-    def _read_piece(self, piece: Piece, buffer) -> tuple[int, dict[int, bytes]]:
+    def _read_piece(self, piece: Piece, buffer) -> tuple[int, dict[int, dict[int, bytes] | None]]:
         """Fills the buffer with the piece: whole blocks read, partial blocks (_partial_blocks) put together from
-        their parent content and their changed spans. Returns (bytes read, {block in piece: its base's
-        plaintext, None for a zero block} for the blocks put together)."""
+        their parent content and their changed spans. Returns (bytes read, what _parent_content returned: for
+        each block put together, its base's pages that may differ, None for a zero block)."""
         bs, first = self.block_size, piece.first_block
         partial = [j for j in range(piece.block_count) if first + j in self.partial] if self.partial else []
         bases = self._parent_content(piece, buffer, partial) if partial else {}
+        unread = [j for j in partial if j not in bases]
+        if unread:  # read whole after all: the progress total grows by what was meant to stay unread
+            with self.lock:
+                self.total_bytes += sum(min(bs, piece.length - j * bs)
+                                        - sum(e - s for s, e in self.partial[first + j].reads) for j in unread)
         read, j = 0, 0
         while j < piece.block_count:
             if j in bases:
