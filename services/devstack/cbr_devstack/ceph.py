@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-from cbr_devstack.ports import HOST, free_port, port_accepts
+from cbr_devstack.ports import HOST, free_ports, port_accepts
 from cbr_devstack.processes import ServerError, log_tail
 
 TOOLS = ("ceph-mon", "ceph-mgr", "ceph-osd", "radosgw", "ceph", "rados", "radosgw-admin", "ceph-authtool",
@@ -55,10 +55,11 @@ class CephCluster:
         self.block_size_gib = block_size_gib
         self.with_rgw = rgw
         self.fsid = str(uuid.uuid4())
-        self.mon_ports = (free_port(), free_port())  # msgr2, msgr1
-        self.rgw_port = free_port() if rgw else None
+        picked = free_ports(4)
+        self.mon_ports = (picked[0], picked[1])  # msgr2, msgr1
+        self.rgw_port = picked[2] if rgw else None
         # radosgw also serves HTTPS, with a self-signed certificate for 127.0.0.1 (clients trust tls_certificate)
-        self.rgw_tls_port = free_port() if rgw and rgw_tls else None
+        self.rgw_tls_port = picked[3] if rgw and rgw_tls else None
         self.access_key = secrets.token_hex(10).upper()
         self.secret_key = secrets.token_urlsafe(30)
         self._daemons: dict[str, subprocess.Popen] = {}

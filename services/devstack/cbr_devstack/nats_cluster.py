@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cbr_devstack.nats import NatsServer, find_binary
-from cbr_devstack.ports import HOST, free_port
+from cbr_devstack.ports import HOST, free_ports
 from cbr_devstack.processes import ServerError
 
 CLUSTER_NAME = "cbr"
@@ -118,7 +118,8 @@ class NatsCluster:
                  nodes: int = 3):
         self.root = Path(root).absolute()
         if ports is None:
-            ports = [NodePorts(free_port(), free_port(), free_port()) for _ in range(nodes)]
+            picked = free_ports(3 * nodes)
+            ports = [NodePorts(*picked[3 * i:3 * i + 3]) for i in range(nodes)]
         logs = Path(log_dir) if log_dir else self.root
         self.nodes = [ClusterNode(i, ports, self.root, logs) for i in range(len(ports))]
 

@@ -16,9 +16,23 @@ PICK_ATTEMPTS = 200
 
 def free_port() -> int:
     """A port nothing listens on right now; the kernel picks it from the ephemeral range."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """count distinct ports nothing listens on right now. All are held bound until the last is picked: ports
+    picked one at a time, each released before the next, can repeat (a NATS node of a three-node test once got
+    its router port twice)."""
+    held: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)
+            sock.bind((HOST, 0))
+        return [sock.getsockname()[1] for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def port_in_use(port: int, host: str = HOST) -> bool:

@@ -13,7 +13,7 @@ import yaml
 
 from cbr_common import jetstream
 from cbr_devstack.nats import find_binary
-from cbr_devstack.ports import free_port, wait_for_port
+from cbr_devstack.ports import free_ports, wait_for_port
 from cbr_devstack.processes import wait_until
 
 COMPOSE = Path(__file__).resolve().parents[3] / "deploy" / "docker-compose.yml"
@@ -52,7 +52,8 @@ def test_the_compose_nats_nodes_form_a_cluster_with_replicated_streams(tmp_path)
     volumes = [compose["services"][name]["volumes"][0].split(":")[0] for name in nodes]
     assert len(set(volumes)) == 3 and set(volumes) <= set(compose["volumes"])  # a store of its own each
 
-    ports = {name: {port: free_port() for port in (CLIENT, CLUSTER, MONITOR)} for name in nodes}
+    picked = iter(free_ports(3 * len(nodes)))
+    ports = {name: {port: next(picked) for port in (CLIENT, CLUSTER, MONITOR)} for name in nodes}
     processes = []
     try:
         for name, argv in nodes.items():
