@@ -20,7 +20,7 @@ from cbr_backup.datapath.errors import ManifestCorruptError
 
 DICTIONARY_SIZE = 1 << 20
 MIN_DICTIONARY_SIZE = 64 << 10
-# A sampled block joins the dictionary only if zstd level 1 alone gets it below this share of its size:
+# A sampled piece joins the dictionary only if zstd level 1 alone gets it below this share of its size:
 # incompressible blocks would only make the dictionary bigger and slower.
 _COMPRESSIBLE = 0.75
 _CANDIDATES_PER_PIECE = 3  # candidates read per piece the dictionary needs
