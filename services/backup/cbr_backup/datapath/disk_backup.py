@@ -324,9 +324,9 @@ class _BackupJob:
         bs, parent, to_read = self.block_size, self.parent, set()
         for first, end in ranges:
             to_read.update(range(first, end))
-        changed = merged(changed)
-        reads = spans_by_block(intersect(changed, merged(extents)), bs, self.size, PAGE_SIZE)
-        zeros = spans_by_block(intersect(changed, complement(merged(extents), self.size)), bs, self.size)
+        changed, data = merged(changed), merged(extents)
+        reads = spans_by_block(intersect(changed, data), bs, self.size, PAGE_SIZE)
+        zeros = spans_by_block(intersect(changed, complement(data, self.size)), bs, self.size)
         out = {}
         for i in to_read.intersection(reads.keys() | zeros.keys()):
             length = min(bs, self.size - i * bs)
